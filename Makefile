@@ -1,0 +1,47 @@
+# Makefile — convenience front end: generates the embedded stdlib, runs
+# premake (premake5 when installed, else Debian's premake4) and builds.
+#   make [CONFIG=release|debug|asan]   build
+#   make test                          the whole suite (release + asan)
+#   make bench                         benchmarks against the peers
+#   make install [PREFIX=/usr/local]   binary, libraries, header, skein.pc
+CONFIG ?= release
+PREFIX ?= /usr/local
+PREMAKE ?= $(shell command -v premake5 || command -v premake4)
+STDLIB := $(shell find stdlib -name '*.lua' | sort)
+BIN := build/bin/$(CONFIG)/skein
+
+.PHONY: all build gen test bench install clean example
+
+all: build
+
+build/gen/sk_stdlib.c: $(STDLIB) tools/embed.lua
+	@mkdir -p build/gen
+	lua5.4 tools/embed.lua $@ $(STDLIB)
+
+gen: build/gen/sk_stdlib.c
+
+build/Makefile: premake5.lua
+	$(PREMAKE) --file=premake5.lua gmake
+
+build: gen build/Makefile
+	$(MAKE) -C build config=$(CONFIG)
+
+example: build
+	$(BIN) examples/hello.lua
+
+test:
+	./run test
+
+bench: build
+	bench/run
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/skein
+	install -m 644 build/lib/$(CONFIG)/libskein.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 build/lib/shared/$(CONFIG)/libskein.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 runtime/include/skein.h $(DESTDIR)$(PREFIX)/include/
+	sed -e 's|@PREFIX@|$(PREFIX)|' skein.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/skein.pc
+
+clean:
+	rm -rf build

@@ -1,0 +1,123 @@
+/*
+** error.c — skein's error objects: tables with `kind`, `message` and the
+** optional `traceback` and `cause`, sharing one metatable whose __tostring
+** gives "kind: message" (and the traceback when there is one).
+*/
+#include <stdarg.h>
+#include <string.h>
+
+#include "sk_lua.h"
+
+#define ERROR_MT "skein.Error"
+
+static void push_error_v(lua_State *L, const char *kind, const char *fmt,
+                         va_list ap) {
+  luaL_checkstack(L, 4, "error object");
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, kind);
+  lua_setfield(L, -2, "kind");
+  lua_pushvfstring(L, fmt, ap);
+  lua_setfield(L, -2, "message");
+  luaL_setmetatable(L, ERROR_MT);
+}
+
+void sk_error_push(lua_State *L, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  push_error_v(L, kind, fmt, ap);
+  va_end(ap);
+}
+
+int sk_error_raise(lua_State *L, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  push_error_v(L, kind, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
+/* 1 when the value at idx is a skein error (of `kind`, when not NULL). */
+int sk_error_is(lua_State *L, int idx, const char *kind) {
+  int ok = 0;
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return 0;
+  luaL_getmetatable(L, ERROR_MT);
+  if (lua_rawequal(L, -1, -2)) {
+    ok = 1;
+    if (kind) {
+      lua_getfield(L, idx < 0 ? idx - 2 : idx, "kind");
+      const char *k = lua_tostring(L, -1);
+      ok = k != NULL && strcmp(k, kind) == 0;
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 2);
+  return ok;
+}
+
+/* __tostring: "kind: message", then the cause and traceback if present. */
+static int l_error_tostring(lua_State *L) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_getfield(L, 1, "kind");
+  luaL_addvalue(&b);
+  luaL_addstring(&b, ": ");
+  lua_getfield(L, 1, "message");
+  luaL_tolstring(L, -1, NULL);
+  lua_remove(L, -2);
+  luaL_addvalue(&b);
+  if (lua_getfield(L, 1, "cause") != LUA_TNIL) {
+    luaL_addstring(&b, "\ncaused by: ");
+    luaL_tolstring(L, -1, NULL);
+    lua_remove(L, -2);
+    luaL_addvalue(&b);
+  } else {
+    lua_pop(L, 1);
+  }
+  if (lua_getfield(L, 1, "traceback") == LUA_TSTRING) {
+    luaL_addstring(&b, "\n");
+    luaL_addvalue(&b);
+  } else {
+    lua_pop(L, 1);
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* skein.error(kind, message [, fields]) -> a new error object (not raised).
+** Lua code in the standard library raises its errors through this. */
+static int l_error_new(lua_State *L) {
+  const char *kind = luaL_checkstring(L, 1);
+  const char *msg = luaL_optstring(L, 2, kind);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+  sk_error_push(L, kind, "%s", msg);
+  if (lua_istable(L, 3)) {
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_settable(L, -4);
+    }
+  }
+  return 1;
+}
+
+/* skein.is_error(e [, kind]) -> boolean */
+static int l_error_is(lua_State *L) {
+  const char *kind = luaL_optstring(L, 2, NULL);
+  lua_pushboolean(L, sk_error_is(L, 1, kind));
+  return 1;
+}
+
+void sk_error_open(lua_State *L) {
+  if (luaL_newmetatable(L, ERROR_MT)) {
+    lua_pushcfunction(L, l_error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "skein.Error");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_error_new);
+  lua_setfield(L, -2, "error");
+  lua_pushcfunction(L, l_error_is);
+  lua_setfield(L, -2, "is_error");
+}

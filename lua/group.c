@@ -1,0 +1,302 @@
+/*
+** group.c — structured concurrency (skein.group) and wait sets, the
+** primitive under skein.wait, gather, as_completed and select.
+**
+** Both objects hold raw pointers into task contexts. That is safe because
+** each keeps its tasks reachable through a user value (so a task outlives
+** the object's interest in it), and each object unhooks itself from its
+** tasks in __gc, before its own memory goes.
+*/
+#include <string.h>
+
+#include "sk_lua.h"
+
+#define GROUP_MT "skein.Group"
+#define WAITSET_MT "skein.WaitSet"
+
+sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon);
+
+/* ---------------------------------------------------------------- group */
+
+struct sk_group {
+  sk_ctx *head;                 /* live members, linked through gnext/gprev */
+  size_t nlive;
+  sk_ctx *failed;               /* the first member that failed */
+  sk_watchlist waiters;         /* contexts blocked in wait or close */
+  int closed, raised;
+};
+
+static sk_group *check_group(lua_State *L, int idx) {
+  sk_group *g = luaL_checkudata(L, idx, GROUP_MT);
+  return g;
+}
+
+static void group_cancel_all(sk_group *g) {
+  for (sk_ctx *m = g->head, *next; m; m = next) {
+    next = m->gnext;
+    sk_task_cancel(m);
+  }
+}
+
+/* Called by task.c when a member finishes; calls no Lua. The first failure
+** cancels every other live member; the group takes over reporting it. */
+void sk_group_member_done(sk_ctx *t) {
+  sk_group *g = t->group;
+  if (t->gprev) t->gprev->gnext = t->gnext;
+  else g->head = t->gnext;
+  if (t->gnext) t->gnext->gprev = t->gprev;
+  t->gprev = t->gnext = NULL;
+  t->group = NULL;
+  g->nlive--;
+  if (t->result == SK_RES_FAILED) {
+    t->observed = 1;
+    if (g->failed == NULL) {
+      g->failed = t;
+      group_cancel_all(g);
+    }
+  }
+  sk_watchlist_fire(&g->waiters, t);
+}
+
+/* skein.group() -> group */
+static int l_group_new(lua_State *L) {
+  sk_group *g = lua_newuserdatauv(L, sizeof *g, 1);
+  memset(g, 0, sizeof *g);
+  sk_watchlist_init(&g->waiters);
+  luaL_setmetatable(L, GROUP_MT);
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+/* group:spawn(fn, ...) -> task */
+static int l_group_spawn(lua_State *L) {
+  sk_group *g = check_group(L, 1);
+  if (g->closed) luaL_error(L, "the group is closed: no more spawns");
+  sk_ctx *t = sk_task_spawn(L, 2, lua_gettop(L) - 2, 0);
+  t->group = g;
+  t->gnext = g->head;
+  if (g->head) g->head->gprev = t;
+  g->head = t;
+  g->nlive++;
+  lua_getiuservalue(L, 1, 1);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  lua_pop(L, 1);
+  if (g->failed) sk_task_cancel(t);  /* a failed group runs nothing new */
+  return 1;
+}
+
+/* Raises the first member error once it is known and all members ended. */
+static int raise_failed(lua_State *L, sk_group *g) {
+  lua_getiuservalue(L, 1, 1);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    if (lua_touserdata(L, -1) == g->failed) {
+      g->raised = 1;
+      return sk_task_push_results(L, g->failed, -1);
+    }
+    lua_pop(L, 1);
+  }
+  return luaL_error(L, "skein: group lost its failed member");
+}
+
+static int group_wait_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_group *g = check_group(L, 1);
+  sk_ctx *c = sk_current(L);
+  uint64_t d = sk_to_deadline(L, 2);
+  int closing = (int)kctx;
+  for (;;) {
+    if (status == LUA_YIELD) sk_wait_end(L, c);
+    if (g->nlive == 0) break;
+    if (sk_expired(d)) return sk_error_raise(L, "timeout", "group wait timed out");
+    c->wait_shield = closing;
+    sk_wait_begin(L, c, d);
+    sk_watch_link(&g->waiters, &c->joinw);
+    status = sk_wait(L, c, kctx, group_wait_k);
+  }
+  if (closing) {
+    g->closed = 1;
+    if (!lua_isnil(L, 3) || g->failed == NULL || g->raised) return 0;
+  }
+  if (g->failed) return raise_failed(L, g);
+  return 0;
+}
+
+/* group:wait([timeout]): waits for every member; raises the first error */
+static int l_group_wait(lua_State *L) {
+  check_group(L, 1);
+  uint64_t d = sk_check_deadline(L, 2);
+  lua_settop(L, 1);
+  sk_push_deadline(L, d);
+  return group_wait_k(L, LUA_OK, 0);
+}
+
+/* __close: cancels what still runs and waits for it, shielded from the
+** caller's own cancellation so no member outlives the scope. On a normal
+** exit an error no one has seen yet is raised. */
+static int l_group_close(lua_State *L) {
+  sk_group *g = check_group(L, 1);
+  lua_settop(L, 2);
+  group_cancel_all(g);
+  sk_push_deadline(L, SK_NO_DEADLINE);
+  lua_insert(L, 2);                      /* 1 group, 2 deadline, 3 error */
+  return group_wait_k(L, LUA_OK, 1);
+}
+
+static int l_group_cancel(lua_State *L) {
+  group_cancel_all(check_group(L, 1));
+  return 0;
+}
+
+static int l_group_gc(lua_State *L) {
+  sk_group *g = lua_touserdata(L, 1);
+  for (sk_ctx *m = g->head; m; m = m->gnext) m->group = NULL;
+  g->head = NULL;
+  return 0;
+}
+
+static int l_group_tasks(lua_State *L) {
+  check_group(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+  lua_createtable(L, (int)n, 0);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, -2, i);
+    lua_rawseti(L, -2, i);
+  }
+  return 1;
+}
+
+/* ------------------------------------------------------------- wait set */
+
+typedef struct ws_entry {
+  sk_watch w;
+  struct sk_waitset *ws;
+  int index;
+} ws_entry;
+
+typedef struct sk_waitset {
+  int n, qhead, qtail;
+  int *queue;                   /* completed indices, in completion order */
+  sk_watchlist waiters;
+  ws_entry entries[1];
+} sk_waitset;
+
+static void ws_fire(sk_watch *w, sk_ctx *source) {
+  ws_entry *e = (ws_entry *)w;
+  (void)source;
+  e->ws->queue[e->ws->qtail++] = e->index;
+  sk_watchlist_fire(&e->ws->waiters, source);
+}
+
+static void ws_unhook(sk_waitset *ws) {
+  for (int i = 0; i < ws->n; i++) sk_watch_unlink(&ws->entries[i].w);
+}
+
+/* skein._waitset(list) -> a wait set over the tasks in `list` */
+static int l_waitset_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+  luaL_argcheck(L, n < 10000000, 1, "list too long");
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    if (sk_task_test(L, -1) == NULL) {
+      luaL_error(L, "item %I of the list is not a task (a %s)", (LUAI_UACINT)i,
+                 luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+  }
+  size_t size = sizeof(sk_waitset) + (size_t)n * (sizeof(ws_entry) + sizeof(int));
+  sk_waitset *ws = lua_newuserdatauv(L, size, 1);
+  memset(ws, 0, size);
+  ws->n = (int)n;
+  ws->queue = (int *)(void *)&ws->entries[n > 0 ? n : 1];
+  sk_watchlist_init(&ws->waiters);
+  luaL_setmetatable(L, WAITSET_MT);
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  for (int i = 0; i < ws->n; i++) {
+    lua_rawgeti(L, 1, i + 1);
+    sk_ctx *t = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    ws->entries[i].ws = ws;
+    ws->entries[i].index = i + 1;
+    ws->entries[i].w.fire = ws_fire;
+    if (t->state == SK_DONE) ws->queue[ws->qtail++] = i + 1;
+    else sk_watch_link(&t->watchers, &ws->entries[i].w);
+  }
+  return 1;
+}
+
+static int ws_next_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_waitset *ws = luaL_checkudata(L, 1, WAITSET_MT);
+  sk_ctx *c = sk_current(L);
+  uint64_t d = sk_to_deadline(L, 2);
+  for (;;) {
+    if (status == LUA_YIELD) sk_wait_end(L, c);
+    if (ws->qhead < ws->qtail) {
+      lua_pushinteger(L, ws->queue[ws->qhead++]);
+      return 1;
+    }
+    lua_pushnil(L);
+    if (ws->qhead >= ws->n) {
+      lua_pushliteral(L, "exhausted");
+      return 2;
+    }
+    if (sk_expired(d)) {
+      lua_pushliteral(L, "timeout");
+      return 2;
+    }
+    lua_pop(L, 1);
+    sk_wait_begin(L, c, d);
+    sk_watch_link(&ws->waiters, &c->joinw);
+    status = sk_wait(L, c, kctx, ws_next_k);
+  }
+}
+
+/* waitset:next([timeout]) -> index | nil, "timeout" | nil, "exhausted" */
+static int l_waitset_next(lua_State *L) {
+  luaL_checkudata(L, 1, WAITSET_MT);
+  uint64_t d = sk_check_deadline(L, 2);
+  lua_settop(L, 1);
+  sk_push_deadline(L, d);
+  return ws_next_k(L, LUA_OK, 0);
+}
+
+static int l_waitset_close(lua_State *L) {
+  ws_unhook(luaL_checkudata(L, 1, WAITSET_MT));
+  return 0;
+}
+
+void sk_group_open(lua_State *L) {
+  static const luaL_Reg gmethods[] = {
+      {"spawn", l_group_spawn},   {"wait", l_group_wait},
+      {"cancel", l_group_cancel}, {"tasks", l_group_tasks},
+      {NULL, NULL}};
+  static const luaL_Reg wmethods[] = {
+      {"next", l_waitset_next}, {"close", l_waitset_close}, {NULL, NULL}};
+  if (luaL_newmetatable(L, GROUP_MT)) {
+    luaL_newlib(L, gmethods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_group_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_group_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, WAITSET_MT)) {
+    luaL_newlib(L, wmethods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_waitset_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_waitset_close);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_group_new);
+  lua_setfield(L, -2, "group");
+  lua_pushcfunction(L, l_waitset_new);
+  lua_setfield(L, -2, "_waitset");
+}

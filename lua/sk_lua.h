@@ -1,0 +1,178 @@
+/*
+** sk_lua.h — internal header shared by the Lua bindings: the worker (one
+** Lua state + one loop + one scheduler), execution contexts (tasks and the
+** root context), the wait protocol every blocking call follows, and the
+** error constructor.
+**
+** Threading: everything declared here belongs to the worker's own OS thread.
+** The only member another thread or a signal handler may touch is
+** `interrupted`, through sk_worker_interrupt().
+*/
+#ifndef SK_LUA_H
+#define SK_LUA_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "../runtime/include/skein.h"
+#include "../runtime/sk_sched.h"
+
+#define SK_NO_DEADLINE UINT64_MAX
+
+typedef struct sk_worker sk_worker;
+typedef struct sk_ctx sk_ctx;
+typedef struct sk_watch sk_watch;
+typedef struct sk_scope sk_scope;
+typedef struct sk_group sk_group;
+
+/* A watcher sits in a waitable's list (a task's `watchers`) and fires once
+** when the waitable completes; firing unlinks it first. `fire` must not call
+** into Lua: it wakes contexts or records the event. */
+struct sk_watch {
+  sk_watch *prev, *next;        /* NULL when not linked */
+  void (*fire)(sk_watch *w, sk_ctx *source);
+};
+
+/* Circular list head for watchers. */
+typedef struct sk_watchlist {
+  sk_watch head;
+} sk_watchlist;
+
+void sk_watchlist_init(sk_watchlist *l);
+void sk_watch_link(sk_watchlist *l, sk_watch *w);
+void sk_watch_unlink(sk_watch *w);
+/* Fires and unlinks every watcher, in link order. */
+void sk_watchlist_fire(sk_watchlist *l, sk_ctx *source);
+
+/* Where a context is in its life. */
+enum {
+  SK_NEW,        /* spawned, never resumed */
+  SK_READY,      /* in the ready queue */
+  SK_RUNNING,    /* its code is on the CPU (maybe inside a nested pump) */
+  SK_WAITING,    /* yielded to the scheduler, waiting for a wake */
+  SK_PUMPING,    /* blocked where it cannot yield: drives the loop itself */
+  SK_DONE
+};
+
+/* How a finished task ended. */
+enum { SK_RES_NONE, SK_RES_OK, SK_RES_FAILED, SK_RES_CANCELLED };
+
+/* A deadline set by skein.timeout. Scopes nest; `eff`/`owner` are the
+** earliest deadline of this scope and its parents and the scope it belongs
+** to, so checking the effective deadline is O(1). */
+struct sk_scope {
+  sk_scope *parent;
+  uint64_t deadline, eff;
+  sk_scope *owner;
+  double seconds;
+};
+
+/* An execution context: a task (its own coroutine) or the worker's root
+** context (main chunk, REPL lines, host calls). Task contexts live inside
+** their Lua userdata, which a registry reference keeps alive until the
+** task finishes; that is what makes it safe for the ready queue, the timer
+** heap and watcher lists to hold raw pointers to them. */
+struct sk_ctx {
+  sk_runnable run;              /* must stay first: the ready-queue node */
+  sk_worker *w;
+  lua_State *co;                /* the task's coroutine; NULL for the root */
+  lua_Integer id;
+  int state, result;
+  int ref;                      /* registry ref while unfinished */
+  int nres;                     /* results stored in the userdata */
+  unsigned woken : 1, timed_out : 1, cancel_requested : 1, daemon : 1,
+      observed : 1, deadlock : 1, interrupt : 1, reported : 1,
+      wait_shield : 1;          /* this wait ignores cancels and scopes */
+  int shield;                   /* >0: cancels and scope deadlines wait */
+  sk_timer timer;               /* the deadline of the current wait */
+  sk_watch joinw;               /* what this context links for one-object waits */
+  sk_watchlist watchers;        /* fired when this task finishes */
+  sk_scope *scope;              /* innermost skein.timeout scope */
+  sk_group *group;              /* the group this task belongs to, if any */
+  sk_ctx *gprev, *gnext;        /* live members of that group */
+};
+
+struct sk_worker {
+  lua_State *L;                 /* the main state */
+  lua_State *cur_L;             /* the state whose code drives the worker now */
+  sk_sched sched;
+  sk_ctx root;
+  sk_ctx *current;              /* whose code runs now */
+  lua_Integer next_id;
+  size_t live;                  /* unfinished non-daemon tasks */
+  size_t failures;              /* failed tasks reported as never joined */
+  volatile sig_atomic_t interrupted;
+  uv_async_t *wakeup;           /* signal-safe wake-up; freed in its close cb */
+  void (*before_run)(void *ud); /* REPL hooks around a batch of task output */
+  void *hook_ud;
+};
+
+/* Worker lifecycle (worker.c). sk_worker_new opens the standard libraries
+** and preloads `skein`; it returns NULL with *err set to a message. */
+sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err);
+int sk_worker_close(sk_worker *w);
+sk_worker *sk_worker_of(lua_State *L);
+/* Calls the function below `nargs` arguments with a traceback handler;
+** the one path from C into Lua. On error the message (with traceback) is
+** left on the stack. */
+int sk_pcall(lua_State *L, int nargs, int nres);
+/* Async-signal-safe: asks the worker to stop what it is waiting for. */
+void sk_worker_interrupt(sk_worker *w);
+/* Runs until no non-daemon task is left. Returns 0, or -1 with an error
+** object pushed (deadlock or interrupt). */
+int sk_worker_drain(sk_worker *w);
+/* Reports every failed, never-observed task on stderr; returns the total
+** number reported over the worker's life. */
+size_t sk_worker_report_failures(sk_worker *w);
+
+/* The wait protocol. A blocking C function checks its condition, then calls
+** sk_wait_begin, links whatever watchers wake it, and returns
+** sk_wait(L, ctx, k). In a task that can yield, sk_wait yields and the
+** scheduler later calls `k` with status LUA_YIELD; anywhere else it drives
+** the loop until the context is woken and then returns LUA_YIELD to the
+** caller, which loops. After every wait the function unlinks its own
+** watchers, then calls sk_wait_end, which raises for cancellation,
+** interrupts, deadlock and expired skein.timeout scopes, and returns 1 when
+** the wait's own deadline has passed. */
+sk_ctx *sk_current(lua_State *L);
+void sk_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline);
+int sk_wait(lua_State *L, sk_ctx *c, lua_KContext kctx, lua_KFunction k);
+int sk_wait_end(lua_State *L, sk_ctx *c);
+void sk_ctx_wake(sk_ctx *c);
+/* Converts an optional timeout argument to an absolute deadline; raises a
+** clear error for negative, NaN or non-numeric values. */
+uint64_t sk_check_deadline(lua_State *L, int arg);
+/* Pushes a deadline saved by sk_check_deadline back as a Lua value. */
+void sk_push_deadline(lua_State *L, uint64_t deadline);
+uint64_t sk_to_deadline(lua_State *L, int idx);
+int sk_expired(uint64_t deadline);
+
+/* Errors (error.c). sk_error_push leaves a new error object on the stack;
+** sk_error_raise raises it. Callers own no C resources when raising. */
+void sk_error_push(lua_State *L, const char *kind, const char *fmt, ...);
+int sk_error_raise(lua_State *L, const char *kind, const char *fmt, ...);
+int sk_error_is(lua_State *L, int idx, const char *kind);
+void sk_error_open(lua_State *L);
+
+/* Tasks (task.c). */
+sk_ctx *sk_task_check(lua_State *L, int idx);
+sk_ctx *sk_task_test(lua_State *L, int idx);
+int sk_task_cancel(sk_ctx *t);
+/* Writes the report of a failed, never-observed task (at index idx) to
+** stderr once and counts it. */
+void sk_task_report(lua_State *L, int idx);
+/* Pushes the task's results (returns their count) or raises its error. */
+int sk_task_push_results(lua_State *L, sk_ctx *t, int idx);
+void sk_task_open(lua_State *L);
+
+/* Groups and wait sets (group.c). */
+void sk_group_member_done(sk_ctx *t);
+void sk_group_open(lua_State *L);
+
+/* Module entry (skein.c). */
+int luaopen_skein(lua_State *L);
+
+#endif

@@ -1,0 +1,80 @@
+/*
+** skein.c — luaopen_skein: builds the C core table (errors, tasks, groups,
+** wait sets, machine facts), then runs the embedded stdlib/skein.lua with
+** that table and returns what it returns. The other embedded stdlib
+** modules are registered in package.preload as "skein.<name>".
+*/
+#include <string.h>
+
+#include "sk_lua.h"
+
+/* Generated from stdlib/ by tools/embed.lua at build time. */
+typedef struct sk_embedded {
+  const char *name, *chunkname, *src;
+  size_t len;
+} sk_embedded;
+extern const sk_embedded sk_stdlib[];
+
+static int l_cpu_count(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)uv_available_parallelism());
+  return 1;
+}
+
+/* skein.exepath() -> the path of the running executable */
+static int l_exepath(lua_State *L) {
+  char buf[4096];
+  size_t n = sizeof buf;
+  if (uv_exepath(buf, &n) != 0) return 0;
+  lua_pushlstring(L, buf, n);
+  return 1;
+}
+
+static const sk_embedded *find_embedded(const char *name) {
+  for (const sk_embedded *e = sk_stdlib; e->name; e++) {
+    if (strcmp(e->name, name) == 0) return e;
+  }
+  return NULL;
+}
+
+static int load_embedded(lua_State *L, const sk_embedded *e) {
+  if (luaL_loadbufferx(L, e->src, e->len, e->chunkname, "t") != LUA_OK) {
+    return lua_error(L);
+  }
+  return 1;
+}
+
+/* package.preload loader for "skein.<name>" */
+static int l_preload(lua_State *L) {
+  const sk_embedded *e = find_embedded(luaL_checkstring(L, 1));
+  if (e == NULL) return luaL_error(L, "no embedded module '%s'", lua_tostring(L, 1));
+  load_embedded(L, e);
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+int luaopen_skein(lua_State *L) {
+  lua_newtable(L);
+  sk_error_open(L);
+  sk_task_open(L);
+  sk_group_open(L);
+  lua_pushcfunction(L, l_cpu_count);
+  lua_setfield(L, -2, "cpu_count");
+  lua_pushcfunction(L, l_exepath);
+  lua_setfield(L, -2, "exepath");
+  lua_pushliteral(L, SKEIN_VERSION);
+  lua_setfield(L, -2, "version");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (const sk_embedded *e = sk_stdlib; e->name; e++) {
+    if (strcmp(e->name, "skein") == 0) continue;
+    lua_pushcfunction(L, l_preload);
+    lua_setfield(L, -2, e->name);
+  }
+  lua_pop(L, 1);
+  const sk_embedded *main = find_embedded("skein");
+  if (main == NULL) return luaL_error(L, "skein: stdlib/skein.lua is not embedded");
+  load_embedded(L, main);
+  lua_insert(L, -2);
+  lua_call(L, 1, 1);
+  return 1;
+}

@@ -1,0 +1,354 @@
+/*
+** worker.c — a worker: one Lua state, one loop, one scheduler, owned by one
+** OS thread. Also the wait protocol that every blocking call uses, so that
+** the same call suspends only its task when it can yield and drives the loop
+** itself when it cannot.
+*/
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+
+#include "lualib.h"
+#include "sk_lua.h"
+
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+
+/* ------------------------------------------------------------ watchers */
+
+void sk_watchlist_init(sk_watchlist *l) {
+  l->head.prev = l->head.next = &l->head;
+  l->head.fire = NULL;
+}
+
+void sk_watch_link(sk_watchlist *l, sk_watch *w) {
+  if (w->next) sk_watch_unlink(w);
+  w->prev = l->head.prev;
+  w->next = &l->head;
+  l->head.prev->next = w;
+  l->head.prev = w;
+}
+
+void sk_watch_unlink(sk_watch *w) {
+  if (w->next == NULL) return;
+  w->prev->next = w->next;
+  w->next->prev = w->prev;
+  w->prev = w->next = NULL;
+}
+
+void sk_watchlist_fire(sk_watchlist *l, sk_ctx *source) {
+  while (l->head.next != &l->head) {
+    sk_watch *w = l->head.next;
+    sk_watch_unlink(w);
+    w->fire(w, source);
+  }
+}
+
+/* -------------------------------------------------------------- waking */
+
+void sk_ctx_wake(sk_ctx *c) {
+  if (c->state == SK_WAITING) {
+    c->state = SK_READY;
+    c->woken = 1;
+    sk_sched_push(&c->w->sched, &c->run);
+  } else if (c->state == SK_PUMPING) {
+    c->woken = 1;
+  }
+}
+
+static void ctx_timer_fire(sk_timer *t) {
+  sk_ctx *c = container_of(t, sk_ctx, timer);
+  c->timed_out = 1;
+  sk_ctx_wake(c);
+}
+
+static void ctx_joinw_fire(sk_watch *w, sk_ctx *source) {
+  (void)source;
+  sk_ctx_wake(container_of(w, sk_ctx, joinw));
+}
+
+/* Sets up the fields every context shares. */
+static void ctx_init(sk_ctx *c, sk_worker *w) {
+  c->w = w;
+  c->timer.index = -1;
+  c->timer.fire = ctx_timer_fire;
+  c->joinw.fire = ctx_joinw_fire;
+  c->ref = LUA_NOREF;
+  sk_watchlist_init(&c->watchers);
+}
+
+/* Exposed to task.c through this tiny wrapper so that both kinds of context
+** are initialised in one place. */
+void sk_ctx_init(sk_ctx *c, sk_worker *w);
+void sk_ctx_init(sk_ctx *c, sk_worker *w) { ctx_init(c, w); }
+
+/* ------------------------------------------------------------ deadlines */
+
+uint64_t sk_check_deadline(lua_State *L, int arg) {
+  if (lua_isnoneornil(L, arg)) return SK_NO_DEADLINE;
+  if (lua_type(L, arg) != LUA_TNUMBER) {
+    luaL_typeerror(L, arg, "number (timeout in seconds) or nil");
+  }
+  lua_Number s = lua_tonumber(L, arg);
+  if (isnan(s)) luaL_argerror(L, arg, "timeout is NaN");
+  if (s < 0) luaL_argerror(L, arg, "timeout must not be negative");
+  if (isinf(s) || s > 1e9) return SK_NO_DEADLINE;
+  return uv_hrtime() + (uint64_t)(s * 1e9);
+}
+
+void sk_push_deadline(lua_State *L, uint64_t d) {
+  lua_pushinteger(L, (lua_Integer)d);
+}
+
+uint64_t sk_to_deadline(lua_State *L, int idx) {
+  return (uint64_t)lua_tointeger(L, idx);
+}
+
+int sk_expired(uint64_t d) { return d != SK_NO_DEADLINE && uv_hrtime() >= d; }
+
+/* ------------------------------------------------------- wait protocol */
+
+sk_worker *sk_worker_of(lua_State *L) {
+  return *(sk_worker **)lua_getextraspace(L);
+}
+
+sk_ctx *sk_current(lua_State *L) { return sk_worker_of(L)->current; }
+
+static int can_yield(lua_State *L, sk_ctx *c) {
+  return c->co == L && lua_isyieldable(L);
+}
+
+/* Raises what a suspension point owes: a pending cancellation, then an
+** expired skein.timeout scope. Nothing is held when it raises. */
+static void check_owed(lua_State *L, sk_ctx *c) {
+  if (c->shield || c->wait_shield) return;
+  if (c->cancel_requested) {
+    sk_error_raise(L, "cancelled", "task %I was cancelled", (LUAI_UACINT)c->id);
+  }
+  if (c->scope && uv_hrtime() >= c->scope->eff) {
+    sk_scope *owner = c->scope->owner;
+    sk_error_push(L, "timeout", "timed out after %f s", owner->seconds);
+    lua_pushlightuserdata(L, owner);
+    lua_setfield(L, -2, "scope");
+    lua_error(L);
+  }
+}
+
+void sk_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline) {
+  sk_worker *w = c->w;
+  int shield = c->wait_shield;
+  c->wait_shield = 0;  /* so that a raise below leaves no shield behind */
+  if (!shield) check_owed(L, c);
+  if (!can_yield(L, c) && w->sched.in_callback) {
+    luaL_error(L, "cannot block here: the host is running the loop, so a "
+                  "blocking call must be made from a task");
+  }
+  c->wait_shield = shield;
+  c->woken = c->timed_out = c->deadlock = c->interrupt = 0;
+  if (!shield && !c->shield && c->scope && c->scope->eff < deadline) {
+    deadline = c->scope->eff;
+  }
+  if (deadline != SK_NO_DEADLINE) sk_timer_arm(&w->sched, &c->timer, deadline);
+}
+
+/* Drives the loop until `c` is woken, the worker is interrupted, or nothing
+** is left that could wake it. */
+static void pump(lua_State *L, sk_ctx *c) {
+  sk_worker *w = c->w;
+  lua_State *saved = w->cur_L;
+  w->cur_L = L;
+  c->state = SK_PUMPING;
+  while (!c->woken) {
+    if (w->interrupted) {
+      c->interrupt = 1;
+      break;
+    }
+    if (!sk_sched_step(&w->sched, SK_STEP_WAIT) && !c->woken) {
+      c->deadlock = 1;
+      break;
+    }
+  }
+  c->state = SK_RUNNING;
+  w->cur_L = saved;
+}
+
+int sk_wait(lua_State *L, sk_ctx *c, lua_KContext kctx, lua_KFunction k) {
+  if (can_yield(L, c)) {
+    c->state = SK_WAITING;
+    return lua_yieldk(L, 0, kctx, k);
+  }
+  pump(L, c);
+  return LUA_YIELD;
+}
+
+int sk_wait_end(lua_State *L, sk_ctx *c) {
+  sk_timer_disarm(&c->w->sched, &c->timer);
+  sk_watch_unlink(&c->joinw);
+  int shielded = c->wait_shield;
+  c->wait_shield = 0;
+  if (c->interrupt) {
+    c->interrupt = 0;
+    sk_error_raise(L, "interrupted", "interrupted");
+  }
+  if (!shielded) check_owed(L, c);
+  if (c->deadlock) {
+    c->deadlock = 0;
+    sk_error_raise(L, "deadlock",
+                   "deadlock: this wait can never end (no task is ready, no "
+                   "timer is armed and no I/O is pending)");
+  }
+  return c->timed_out;
+}
+
+static int yield_k(lua_State *L, int status, lua_KContext kctx) {
+  (void)status;
+  (void)kctx;
+  check_owed(L, sk_current(L));
+  return 0;
+}
+
+/* skein.yield(): lets every other ready task run once. At the root it runs
+** one non-blocking turn of the loop instead. */
+int sk_yield(lua_State *L);
+int sk_yield(lua_State *L) {
+  sk_ctx *c = sk_current(L);
+  sk_worker *w = c->w;
+  check_owed(L, c);
+  if (can_yield(L, c)) {
+    c->state = SK_READY;
+    sk_sched_push(&w->sched, &c->run);
+    return lua_yieldk(L, 0, 0, yield_k);
+  }
+  if (!w->sched.in_callback) {
+    lua_State *saved = w->cur_L;
+    w->cur_L = L;
+    sk_sched_step(&w->sched, SK_STEP_NOWAIT);
+    w->cur_L = saved;
+  }
+  return yield_k(L, LUA_OK, 0);
+}
+
+/* ------------------------------------------------------------ interrupts */
+
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  sk_error_raise(L, "interrupted", "interrupted");
+}
+
+void sk_worker_interrupt(sk_worker *w) {
+  int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT;
+  w->interrupted = 1;
+  uv_async_send(w->wakeup);
+  lua_sethook(w->cur_L, stop_hook, mask, 1);
+}
+
+static void on_wakeup(uv_async_t *h) { (void)h; }
+
+/* ------------------------------------------------------------- lifetime */
+
+static int msghandler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
+      return 1;
+    }
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+int sk_pcall(lua_State *L, int nargs, int nres) {
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, msghandler);
+  lua_insert(L, base);
+  int st = lua_pcall(L, nargs, nres, base);
+  lua_remove(L, base);
+  return st;
+}
+
+static int open_state(lua_State *L) {
+  luaL_openlibs(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_skein);
+  lua_setfield(L, -2, "skein");
+  lua_pop(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "skein");
+  lua_call(L, 1, 1);
+  lua_setglobal(L, "skein");
+  return 0;
+}
+
+sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
+  sk_worker *w = calloc(1, sizeof *w);
+  *err = "out of memory";
+  if (w == NULL) return NULL;
+  if (sk_sched_init(&w->sched, host_loop) < 0) {
+    *err = "cannot initialise the event loop";
+    free(w);
+    return NULL;
+  }
+  w->wakeup = malloc(sizeof *w->wakeup);
+  w->L = luaL_newstate();
+  if (w->wakeup == NULL || w->L == NULL) {
+    free(w->wakeup);
+    w->wakeup = NULL;
+    sk_worker_close(w);
+    return NULL;
+  }
+  uv_async_init(w->sched.loop, w->wakeup, on_wakeup);
+  uv_unref((uv_handle_t *)w->wakeup);
+  *(sk_worker **)lua_getextraspace(w->L) = w;
+  ctx_init(&w->root, w);
+  w->root.state = SK_RUNNING;
+  w->current = &w->root;
+  w->cur_L = w->L;
+  lua_pushcfunction(w->L, open_state);
+  if (sk_pcall(w->L, 0, 0) != LUA_OK) {
+    *err = "cannot open the Lua libraries";
+    sk_worker_close(w);
+    return NULL;
+  }
+  return w;
+}
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+int sk_worker_close(sk_worker *w) {
+  if (w->L) lua_close(w->L);
+  if (w->wakeup) uv_close((uv_handle_t *)w->wakeup, free_handle);
+  int rc = sk_sched_close(&w->sched);
+  free(w);
+  return rc;
+}
+
+int sk_worker_drain(sk_worker *w) {
+  lua_State *L = w->L;
+  while (w->live > 0) {
+    if (w->interrupted) {
+      sk_error_push(L, "interrupted", "interrupted");
+      return -1;
+    }
+    if (!sk_sched_step(&w->sched, SK_STEP_WAIT) && w->live > 0) {
+      sk_error_push(L, "deadlock",
+                    "deadlock: %d task(s) are blocked and nothing can wake them",
+                    (int)w->live);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+size_t sk_worker_report_failures(sk_worker *w) {
+  lua_State *L = w->L;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "skein.failed") == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lua_pop(L, 1);
+      sk_task_report(L, -1);
+    }
+  }
+  lua_pop(L, 1);
+  return w->failures;
+}

@@ -1,0 +1,89 @@
+-- premake5.lua — skein's build. Works with premake5 and with Debian 12's
+-- premake4 (`premake4 --file=premake5.lua gmake`); where the two differ we
+-- branch on _PREMAKE_VERSION. The top-level Makefile runs this for you.
+--
+-- Outputs: build/bin/<cfg>/skein, build/lib/<cfg>/libskein.a and
+-- build/lib/shared/<cfg>/libskein.so (a directory of its own, so that the
+-- executable's -lskein picks the static library).
+--
+-- Configurations: release (optimised), debug (-O0 -g), asan (ASan + UBSan,
+-- what the test suite also runs under).
+
+local is_premake5 = _PREMAKE_VERSION and _PREMAKE_VERSION:match("^5") ~= nil
+
+-- `configuration` is the premake4 spelling; premake5 prefers `filter`.
+local function when(cfg)
+  if is_premake5 then filter("configurations:" .. cfg) else configuration(cfg) end
+end
+local function always()
+  if is_premake5 then filter({}) else configuration({}) end
+end
+local function debug_symbols()
+  if is_premake5 then symbols("On") else flags({ "Symbols" }) end
+end
+
+local core_files = {
+  "runtime/sched.c", "runtime/runtime.c",
+  "lua/*.c",
+  "build/gen/sk_stdlib.c",
+}
+
+local warn = { "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter" }
+local san = { "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-sanitize-recover=undefined" }
+
+local function common()
+  language "C"
+  includedirs { "/usr/include/lua5.4", "runtime/include" }
+  buildoptions(warn)
+  when "release"
+    defines { "NDEBUG" }
+    buildoptions { "-O2" }
+    debug_symbols()
+  when "debug"
+    buildoptions { "-O0" }
+    debug_symbols()
+  when "asan"
+    buildoptions { "-O1" }
+    buildoptions(san)
+    linkoptions(san)
+    debug_symbols()
+  always()
+end
+
+local function dirs(kind)
+  targetdir("build/" .. kind)
+  when "release" targetdir("build/" .. kind .. "/release")
+  when "debug" targetdir("build/" .. kind .. "/debug")
+  when "asan" targetdir("build/" .. kind .. "/asan")
+  always()
+end
+
+if is_premake5 then workspace "skein" else solution "skein" end
+  configurations { "release", "debug", "asan" }
+  location "build"
+
+project "skein_static"
+  kind "StaticLib"
+  targetname "skein"
+  files(core_files)
+  objdir "build/obj/static"
+  common()
+  dirs("lib")
+
+project "skein_shared"
+  kind "SharedLib"
+  targetname "skein"
+  files(core_files)
+  objdir "build/obj/shared"
+  buildoptions { "-fPIC", "-fvisibility=hidden" }
+  links { "lua5.4", "uv", "m" }
+  common()
+  dirs("lib/shared")
+
+project "skein"
+  kind "ConsoleApp"
+  files { "runtime/main.c", "runtime/repl.c" }
+  objdir "build/obj/exe"
+  links { "skein_static", "lua5.4", "uv", "readline", "m", "dl", "pthread" }
+  common()
+  dirs("bin")

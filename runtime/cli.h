@@ -1,0 +1,20 @@
+/*
+** cli.h — internal interface between the command's main.c and repl.c.
+*/
+#ifndef SK_CLI_H
+#define SK_CLI_H
+
+#include "include/skein.h"
+
+/* 1 while the REPL reads input: Ctrl-C then cancels the line instead of
+** ending the program. */
+extern volatile int sk_cli_repl_active;
+
+void sk_cli_set_sigint(int on);
+void sk_cli_message(const char *msg);
+int sk_cli_report(lua_State *L, int status);
+
+/* Runs the interactive loop until end of input. */
+void sk_cli_repl(skein_runtime *rt, int banner);
+
+#endif

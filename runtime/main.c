@@ -1,0 +1,277 @@
+/*
+** main.c — the `skein` command. It accepts what the standalone `lua`
+** accepts (-e -l -i -v -E -W -- -), so tools that drive `lua` (busted's
+** --lua) can drive skein. After the script's main chunk returns it keeps
+** running the loop until every non-daemon task has finished. Only this file
+** decides the exit status: 0, 1 for an error or a task that failed unjoined,
+** 130 after an interrupt (Ctrl-C).
+*/
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "include/skein.h"
+#include "lauxlib.h"
+#include "lualib.h"
+
+static const char *progname = "skein";
+static skein_runtime *g_rt;
+
+/* SIGINT: ask the runtime to stop. A second Ctrl-C in script mode, before
+** the first was handled, kills the process the default way. */
+static void on_sigint(int sig) {
+  if (!sk_cli_repl_active) signal(sig, SIG_DFL);
+  skein_interrupt(g_rt);
+}
+
+void sk_cli_set_sigint(int on) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on ? on_sigint : SIG_DFL;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+}
+
+static void print_usage(const char *badoption) {
+  if (badoption[1] == 'e' || badoption[1] == 'l') {
+    fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
+  } else {
+    fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
+  }
+  fprintf(stderr,
+          "usage: %s [options] [script [args]]\n"
+          "Available options are:\n"
+          "  -e stat   execute string 'stat'\n"
+          "  -i        enter interactive mode after executing 'script'\n"
+          "  -l mod    require library 'mod' into global 'mod'\n"
+          "  -v        show version information\n"
+          "  -E        ignore environment variables\n"
+          "  -W        turn warnings on\n"
+          "  --        stop handling options\n"
+          "  -         stop handling options and execute stdin\n",
+          progname);
+}
+
+void sk_cli_message(const char *msg) {
+  fprintf(stderr, "%s: %s\n", progname, msg);
+  fflush(stderr);
+}
+
+/* Reports a failed call (its message is on the stack) and pops it. */
+int sk_cli_report(lua_State *L, int status) {
+  if (status != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    /* After Ctrl-C the caller prints one "interrupted" line instead. */
+    if (!skein_interrupted(g_rt, 0) || sk_cli_repl_active) {
+      sk_cli_message(msg ? msg : "(error object is not a string)");
+    }
+    lua_pop(L, 1);
+  }
+  return status;
+}
+
+static void print_version(void) {
+  printf("skein %s (%s, libuv %s)\n", skein_version(), LUA_RELEASE, uv_version_string());
+  fflush(stdout);
+}
+
+/* Builds the global `arg` like lua.c: script at 0, interpreter and options
+** at negative indices, script arguments at 1..n. */
+static void create_argtable(lua_State *L, char **argv, int argc, int script) {
+  if (script == argc) script = 0;
+  lua_createtable(L, argc - (script + 1), script + 1);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i - script);
+  }
+  lua_setglobal(L, "arg");
+}
+
+static int dochunk(lua_State *L, int status) {
+  if (status == LUA_OK) status = skein_pcall(L, 0, 0);
+  return sk_cli_report(L, status);
+}
+
+static int dostring(lua_State *L, const char *s, const char *name) {
+  return dochunk(L, luaL_loadbuffer(L, s, strlen(s), name));
+}
+
+/* -l mod: require "mod" into global "mod" (or g=mod into global g). */
+static int dolibrary(lua_State *L, char *spec) {
+  char *eq = strchr(spec, '=');
+  const char *mod = spec, *global = spec;
+  if (eq) {
+    *eq = '\0';
+    mod = eq + 1;
+  }
+  lua_getglobal(L, "require");
+  lua_pushstring(L, mod);
+  int status = skein_pcall(L, 1, 1);
+  if (status == LUA_OK) lua_setglobal(L, global);
+  return sk_cli_report(L, status);
+}
+
+static int handle_script(lua_State *L, char **argv) {
+  const char *fname = argv[0];
+  if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0) fname = NULL;
+  int status = luaL_loadfile(L, fname);
+  if (status == LUA_OK) {
+    lua_getglobal(L, "arg");
+    int n = (int)luaL_len(L, -1);
+    luaL_checkstack(L, n + 3, "too many arguments to script");
+    for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+    lua_remove(L, -(n + 1));
+    status = skein_pcall(L, n, LUA_MULTRET);
+  }
+  return sk_cli_report(L, status);
+}
+
+enum { has_error = 1, has_i = 2, has_v = 4, has_e = 8, has_E = 16 };
+
+/* Scans options; returns the flags found and sets *first to the index of
+** the script (or argc when there is none). */
+static int collectargs(char **argv, int *first) {
+  int args = 0, i;
+  for (i = 1; argv[i] != NULL; i++) {
+    *first = i;
+    if (argv[i][0] != '-') return args;
+    switch (argv[i][1]) {
+      case '-':
+        if (argv[i][2] != '\0') return has_error;
+        *first = i + 1;
+        return args;
+      case '\0':
+        return args;
+      case 'E':
+        if (argv[i][2] != '\0') return has_error;
+        args |= has_E;
+        break;
+      case 'W':
+        if (argv[i][2] != '\0') return has_error;
+        break;
+      case 'i':
+        args |= has_i;
+        /* fall through: -i implies -v */
+      case 'v':
+        if (argv[i][2] != '\0') return has_error;
+        args |= has_v;
+        break;
+      case 'e':
+        args |= has_e;
+        /* fall through */
+      case 'l':
+        if (argv[i][2] == '\0') {
+          i++;
+          if (argv[i] == NULL || argv[i][0] == '-') return has_error;
+        }
+        break;
+      default:
+        return has_error;
+    }
+  }
+  *first = i;
+  return args;
+}
+
+/* Runs -e and -l (and -W) in order; returns 0 when one of them failed. */
+static int runargs(lua_State *L, char **argv, int n) {
+  for (int i = 1; i < n; i++) {
+    int option = argv[i][1];
+    switch (option) {
+      case 'e':
+      case 'l': {
+        char *extra = argv[i] + 2;
+        if (*extra == '\0') extra = argv[++i];
+        int status = option == 'e' ? dostring(L, extra, "=(command line)")
+                                   : dolibrary(L, extra);
+        if (status != LUA_OK) return 0;
+        break;
+      }
+      case 'W':
+        lua_warning(L, "@on", 0);
+        break;
+    }
+  }
+  return 1;
+}
+
+static int handle_luainit(lua_State *L) {
+  const char *name = "=LUA_INIT_5_4";
+  const char *init = getenv(name + 1);
+  if (init == NULL) {
+    name = "=LUA_INIT";
+    init = getenv(name + 1);
+  }
+  if (init == NULL) return LUA_OK;
+  if (init[0] == '@') return dochunk(L, luaL_loadfile(L, init + 1));
+  return dostring(L, init, name);
+}
+
+/* Waits for the script's remaining non-daemon tasks; 0 or an exit status. */
+static int drain(skein_runtime *rt) {
+  if (skein_run(rt, SKEIN_RUN_DEFAULT) == 0) return 0;
+  if (skein_interrupted(rt, 0)) return 130;
+  sk_cli_message(skein_errmsg(rt));
+  return 1;
+}
+
+/* The whole program, as lua.c's pmain: returns the exit status. */
+static int run(int argc, char **argv) {
+  lua_State *L = skein_lua(g_rt);
+  int script = 0;
+  int args = collectargs(argv, &script);
+  if (args == has_error) {
+    print_usage(argv[script]);
+    return 1;
+  }
+  if (args & has_v) print_version();
+  if (args & has_E) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+  }
+  create_argtable(L, argv, argc, script);
+  if (!(args & has_E) && handle_luainit(L) != LUA_OK) return 1;
+  if (!runargs(L, argv, script)) return skein_interrupted(g_rt, 0) ? 130 : 1;
+  if (script < argc) {
+    if (handle_script(L, argv + script) != LUA_OK) {
+      return skein_interrupted(g_rt, 0) ? 130 : 1;
+    }
+  }
+  int status = drain(g_rt);
+  if (status != 0) return status;
+  if (args & has_i) {
+    sk_cli_repl(g_rt, 0);
+  } else if (script == argc && !(args & (has_e | has_v))) {
+    if (isatty(0)) {
+      print_version();
+      sk_cli_repl(g_rt, 0);
+    } else if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) {
+      return skein_interrupted(g_rt, 0) ? 130 : 1;
+    } else if ((status = drain(g_rt)) != 0) {
+      return status;
+    }
+  }
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argv[0] && argv[0][0]) progname = argv[0];
+  g_rt = skein_new(NULL);
+  if (g_rt == NULL) {
+    sk_cli_message("cannot create the runtime (out of memory?)");
+    return 1;
+  }
+  sk_cli_set_sigint(1);
+  int status = run(argc, argv);
+  if (status == 130) sk_cli_message("interrupted");
+  if (skein_failures(g_rt) > 0 && status == 0) status = 1;
+  sk_cli_set_sigint(0);
+  if (skein_close(g_rt) != 0) {
+    sk_cli_message("internal error: the event loop still had open handles");
+    if (status == 0) status = 1;
+  }
+  return status;
+}
