@@ -158,11 +158,13 @@ static void pump(lua_State *L, sk_ctx *c) {
   w->cur_L = L;
   c->state = SK_PUMPING;
   while (!c->woken) {
+    sk_sched_run_ready(&w->sched);
+    if (c->woken) break;
     if (w->interrupted) {
       c->interrupt = 1;
       break;
     }
-    if (!sk_sched_step(&w->sched, SK_STEP_WAIT) && !c->woken) {
+    if (!sk_sched_poll(&w->sched, SK_STEP_WAIT) && !c->woken) {
       c->deadlock = 1;
       break;
     }
@@ -193,8 +195,8 @@ int sk_wait_end(lua_State *L, sk_ctx *c) {
   if (c->deadlock) {
     c->deadlock = 0;
     sk_error_raise(L, "deadlock",
-                   "deadlock: this wait can never end (no task is ready, no "
-                   "timer is armed and no I/O is pending)");
+                   "this wait can never end: no task is ready, no timer is "
+                   "armed and no I/O is pending");
   }
   return c->timed_out;
 }
@@ -325,19 +327,20 @@ int sk_worker_close(sk_worker *w) {
 
 int sk_worker_drain(sk_worker *w) {
   lua_State *L = w->L;
-  while (w->live > 0) {
+  for (;;) {
+    sk_sched_run_ready(&w->sched);
+    if (w->live == 0) return 0;
     if (w->interrupted) {
       sk_error_push(L, "interrupted", "interrupted");
       return -1;
     }
-    if (!sk_sched_step(&w->sched, SK_STEP_WAIT) && w->live > 0) {
+    if (!sk_sched_poll(&w->sched, SK_STEP_WAIT) && w->live > 0) {
       sk_error_push(L, "deadlock",
-                    "deadlock: %d task(s) are blocked and nothing can wake them",
+                    "%d task(s) are blocked and nothing can wake them",
                     (int)w->live);
       return -1;
     }
   }
-  return 0;
 }
 
 size_t sk_worker_report_failures(sk_worker *w) {

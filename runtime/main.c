@@ -154,7 +154,8 @@ static int collectargs(char **argv, int *first) {
         break;
       case 'i':
         args |= has_i;
-        /* fall through: -i implies -v */
+        /* -i implies -v */
+        /* fall through */
       case 'v':
         if (argv[i][2] != '\0') return has_error;
         args |= has_v;

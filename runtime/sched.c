@@ -217,11 +217,15 @@ int sk_sched_alive(const sk_sched *s) {
   return s->nready > 0 || s->nheap > 0 || uv_loop_alive(s->loop);
 }
 
-int sk_sched_step(sk_sched *s, int mode) {
-  sk_sched_run_ready(s);
+int sk_sched_poll(sk_sched *s, int mode) {
   update_uvtimer(s);  /* first, so a stale timer does not count as alive */
   if (!sk_sched_alive(s)) return 0;
   uv_run(s->loop, (s->nready > 0 || mode == SK_STEP_NOWAIT) ? UV_RUN_NOWAIT
                                                              : UV_RUN_ONCE);
   return 1;
+}
+
+int sk_sched_step(sk_sched *s, int mode) {
+  sk_sched_run_ready(s);
+  return sk_sched_poll(s, mode);
 }

@@ -89,6 +89,13 @@ void sk_timer_disarm(sk_sched *s, sk_timer *t);
 ** Must not be called from inside a libuv callback. */
 int sk_sched_step(sk_sched *s, int mode);
 
+/* The second half of a step: polls libuv (without blocking when work is
+** ready or `mode` is SK_STEP_NOWAIT). A caller waiting for a condition runs
+** the ready queue, checks the condition, and only then polls, so that it
+** never blocks on I/O after the work it waited for has finished. Returns 0
+** when nothing can happen any more. */
+int sk_sched_poll(sk_sched *s, int mode);
+
 /* 1 when the ready queue or the timer heap holds anything, or the loop has
 ** live handles or requests. */
 int sk_sched_alive(const sk_sched *s);
