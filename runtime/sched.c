@@ -169,27 +169,32 @@ int sk_sched_init(sk_sched *s, uv_loop_t *host_loop) {
     s->own_loop = 1;
   }
   s->uvtimer = malloc(sizeof *s->uvtimer);
-  if (s->uvtimer == NULL) goto nomem;
+  s->idle = malloc(sizeof *s->idle);
+  s->check = host_loop ? malloc(sizeof *s->check) : NULL;
+  if (s->uvtimer == NULL || s->idle == NULL || (host_loop && s->check == NULL)) {
+    free(s->uvtimer);
+    free(s->idle);
+    free(s->check);
+    if (s->own_loop) {
+      uv_loop_close(s->loop);
+      free(s->loop);
+    }
+    *s = (sk_sched){0};
+    return UV_ENOMEM;
+  }
   uv_timer_init(s->loop, s->uvtimer);
   s->uvtimer->data = s;
+  /* Active exactly while the ready queue is not empty, so that a libuv
+  ** callback that makes work ready (a timer, I/O) keeps the poll phase of
+  ** the same loop iteration from blocking. */
+  uv_idle_init(s->loop, s->idle);
   if (host_loop) {
-    s->idle = malloc(sizeof *s->idle);
-    s->check = malloc(sizeof *s->check);
-    if (s->idle == NULL || s->check == NULL) goto nomem;
-    uv_idle_init(s->loop, s->idle);
     uv_check_init(s->loop, s->check);
     s->check->data = s;
     uv_check_start(s->check, on_check);
     uv_unref((uv_handle_t *)s->check);
   }
   return 0;
-nomem:
-  free(s->idle);
-  free(s->check);
-  s->idle = NULL;
-  s->check = NULL;
-  sk_sched_close(s);
-  return UV_ENOMEM;
 }
 
 int sk_sched_close(sk_sched *s) {

@@ -47,7 +47,7 @@ struct sk_sched {
   size_t nheap, capheap;
   uint64_t seq;
   uv_timer_t *uvtimer;          /* malloc'd; freed in its close callback */
-  uv_idle_t *idle;              /* host-loop mode: keeps the loop from blocking */
+  uv_idle_t *idle;              /* active while work is ready: no blocking poll */
   uv_check_t *check;            /* host-loop mode: runs the ready queue */
   int in_callback;              /* >0 while a libuv callback of ours runs tasks */
   void (*batch_hook)(void *ud, int after); /* around each non-empty batch */

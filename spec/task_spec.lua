@@ -1,0 +1,289 @@
+-- Tasks: spawn, join, cancel, done, status, ids and names, and the way a
+-- task's code meets coroutines and non-yieldable contexts.
+local skein = require "skein"
+
+local function errkind(fn, ...)
+  local ok, e = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return skein.is_error(e) and e.kind or e, e
+end
+
+describe("skein.spawn", function()
+  it("runs the function with its arguments and join returns every result", function()
+    local t = skein.spawn(function(a, b) return a + b, nil, "three" end, 1, 2)
+    local r = table.pack(t:join(1))
+    assert.equal(3, r.n)
+    assert.equal(3, r[1])
+    assert.is_nil(r[2])
+    assert.equal("three", r[3])
+  end)
+
+  it("returns nothing for a task that returns nothing", function()
+    local t = skein.spawn(function() end)
+    assert.equal(0, select("#", t:join(1)))
+  end)
+
+  it("starts tasks on the next turn, not inside spawn", function()
+    local ran = false
+    local t = skein.spawn(function() ran = true end)
+    assert.is_false(ran)
+    assert.equal("pending", t:status())
+    t:join(1)
+    assert.is_true(ran)
+    assert.equal("done", t:status())
+    assert.is_true(t:done())
+  end)
+
+  it("reports running while suspended", function()
+    local t = skein.spawn(function() skein.sleep(0.05) end)
+    skein.sleep(0.01)
+    assert.equal("running", t:status())
+    assert.is_false(t:done())
+    t:join(1)
+  end)
+
+  it("accepts the table form with args, name and daemon", function()
+    local t = skein.spawn{fn = function(...) return select("#", ...), ... end,
+                          args = {n = 3, 1, nil, 3}, name = "worker-1"}
+    assert.equal("worker-1", t.name)
+    local n, a, b, c = t:join(1)
+    assert.same({3, 1, nil, 3}, {n, a, b, c})
+    assert.matches('skein.task %d+ "worker%-1"', tostring(t))
+    local d = skein.spawn{fn = function() return "d" end, daemon = true}
+    assert.equal("d", d:join(1))
+  end)
+
+  it("gives every task a distinct increasing id", function()
+    local a, b = skein.spawn(function() end), skein.spawn(function() end)
+    assert.is_true(b.id > a.id)
+    a:join(1); b:join(1)
+  end)
+
+  it("accepts callable tables", function()
+    local callable = setmetatable({}, {__call = function(_, x) return x * 2 end})
+    assert.equal(42, skein.spawn(callable, 21):join(1))
+  end)
+
+  it("rejects what cannot be called, with a clear message", function()
+    assert.error_matches(function() skein.spawn(42) end,
+      "bad argument #1 to '[%w.]*spawn' %(function expected, got number%)")
+    assert.error_matches(function() skein.spawn{fn = 42} end, "options.fn must be a function")
+    assert.error_matches(function() skein.spawn{fn = print, args = 5} end, "options.args must be a table")
+    assert.error_matches(function() skein.spawn{fn = print, name = {}} end, "options.name must be a string")
+    assert.error_matches(function() skein.spawn({fn = print}, 1) end, "no arguments after an options table")
+  end)
+
+  it("lets tasks spawn tasks", function()
+    local t = skein.spawn(function()
+      local inner = skein.spawn(function() skein.sleep(0.01) return "inner" end)
+      return inner:join() .. "+outer"
+    end)
+    assert.equal("inner+outer", t:join(1))
+  end)
+
+  it("runs thousands of tasks", function()
+    local ts, sum = {}, 0
+    for i = 1, 5000 do ts[i] = skein.spawn(function() skein.yield() return i end) end
+    for i = 1, 5000 do sum = sum + ts[i]:join(5) end
+    assert.equal(5000 * 5001 // 2, sum)
+  end)
+end)
+
+describe("task:join", function()
+  it("raises the task's own error value, strings and tables alike", function()
+    local t = skein.spawn(function() error("plain failure") end)
+    local ok, e = pcall(t.join, t)
+    assert.is_false(ok)
+    assert.matches("plain failure", e)
+    local obj = {code = 7}
+    local t2 = skein.spawn(function() error(obj) end)
+    local ok2, e2 = pcall(t2.join, t2)
+    assert.is_false(ok2)
+    assert.equal(obj, e2)
+    local t3 = skein.spawn(function() error() end)
+    local ok3, e3 = pcall(t3.join, t3)
+    assert.is_false(ok3)
+    assert.is_nil(e3)
+    assert.equal("failed", t3:status())
+  end)
+
+  it("raises timeout when the task does not finish in time", function()
+    local t = skein.spawn(function() skein.sleep(1) end)
+    local started = skein.now()
+    local kind, e = errkind(t.join, t, 0.05)
+    assert.equal("timeout", kind)
+    assert.matches("timed out", e.message)
+    assert.is_true(skein.now() - started < 0.5)
+    assert.equal("timeout", (errkind(t.join, t, 0)))
+    t:cancel()
+  end)
+
+  it("rejects negative, NaN and non-number timeouts", function()
+    local t = skein.spawn(function() end)
+    assert.error_matches(function() t:join(-1) end, "timeout must not be negative")
+    assert.error_matches(function() t:join(0 / 0) end, "timeout is NaN")
+    assert.error_matches(function() t:join("soon") end, "number %(timeout in seconds%) or nil expected")
+    assert.error_matches(function() skein.spawn(print).join(42) end, "skein.Task expected")
+    t:join(1)
+  end)
+
+  it("refuses to let a task join itself", function()
+    local t
+    t = skein.spawn(function() return pcall(t.join, t) end)
+    local ok, e = t:join(1)
+    assert.is_false(ok)
+    assert.matches("cannot join itself", e)
+  end)
+
+  it("can be called many times and by many tasks", function()
+    local t = skein.spawn(function() skein.sleep(0.02) return "v" end)
+    local joiners = {}
+    for i = 1, 5 do joiners[i] = skein.spawn(function() return t:join() end) end
+    for i = 1, 5 do assert.equal("v", joiners[i]:join(1)) end
+    assert.equal("v", t:join())
+    assert.equal("v", t:join())
+  end)
+end)
+
+describe("task:cancel", function()
+  it("cancels a task that never started: it never runs", function()
+    local ran = false
+    local t = skein.spawn(function() ran = true end)
+    assert.is_true(t:cancel())
+    assert.equal("cancelled", t:status())
+    assert.equal("cancelled", (errkind(t.join, t)))
+    skein.sleep(0.01)
+    assert.is_false(ran)
+  end)
+
+  it("raises cancelled inside a suspended task and join reports it", function()
+    local reached = false
+    local t = skein.spawn(function() skein.sleep(10) reached = true end)
+    skein.sleep(0.01)
+    assert.is_true(t:cancel())
+    local kind, e = errkind(t.join, t, 1)
+    assert.equal("cancelled", kind)
+    assert.matches("was cancelled", tostring(e))
+    assert.equal("cancelled", t:status())
+    assert.is_false(reached)
+  end)
+
+  it("is a no-op on a finished task", function()
+    local t = skein.spawn(function() return 1 end)
+    t:join(1)
+    assert.is_false(t:cancel())
+    assert.equal("done", t:status())
+    assert.equal(1, t:join())
+  end)
+
+  it("is sticky: a swallowed cancel comes back at the next suspension", function()
+    local log = {}
+    local t = skein.spawn(function()
+      local ok, e = pcall(skein.sleep, 10)
+      log[#log + 1] = skein.is_error(e, "cancelled") and "first" or tostring(e)
+      local ok2, e2 = pcall(skein.sleep, 0.01)
+      log[#log + 1] = skein.is_error(e2, "cancelled") and "second" or "not cancelled"
+      skein.yield()
+      log[#log + 1] = "never"
+    end)
+    skein.sleep(0.01)
+    t:cancel()
+    assert.equal("cancelled", (errkind(t.join, t, 1)))
+    assert.same({"first", "second"}, log)
+  end)
+
+  it("lets a task that swallows the cancel and returns without suspending finish", function()
+    local t = skein.spawn(function()
+      pcall(skein.sleep, 10)
+      return "finished anyway"
+    end)
+    skein.sleep(0.01)
+    t:cancel()
+    assert.equal("finished anyway", t:join(1))
+    assert.equal("done", t:status())
+  end)
+
+  it("closes to-be-closed variables of the cancelled task", function()
+    local closed = false
+    local t = skein.spawn(function()
+      local guard <close> = setmetatable({}, {__close = function() closed = true end})
+      skein.sleep(10)
+    end)
+    skein.sleep(0.01)
+    t:cancel()
+    pcall(t.join, t, 1)
+    assert.is_true(closed)
+  end)
+end)
+
+describe("task:error", function()
+  it("returns the error and traceback of a failed task", function()
+    local t = skein.spawn(function() error("bad thing") end)
+    pcall(t.join, t)
+    local e, tb = t:error()
+    assert.matches("bad thing", e)
+    assert.matches("stack traceback", tb)
+    assert.is_nil(skein.spawn(function() end):error())
+  end)
+end)
+
+describe("scheduling", function()
+  it("round-robins tasks that yield", function()
+    local log = {}
+    local a = skein.spawn(function() for i = 1, 3 do log[#log + 1] = "a" .. i; skein.yield() end end)
+    local b = skein.spawn(function() for i = 1, 3 do log[#log + 1] = "b" .. i; skein.yield() end end)
+    a:join(1); b:join(1)
+    assert.same({"a1", "b1", "a2", "b2", "a3", "b3"}, log)
+  end)
+
+  it("treats a bare coroutine.yield in a task like skein.yield", function()
+    local log = {}
+    local a = skein.spawn(function() log[#log + 1] = 1; coroutine.yield(); log[#log + 1] = 3 end)
+    local b = skein.spawn(function() log[#log + 1] = 2 end)
+    a:join(1); b:join(1)
+    assert.same({1, 2, 3}, log)
+  end)
+
+  it("blocks correctly inside the user's own coroutines (generators)", function()
+    local gen = coroutine.wrap(function()
+      for i = 1, 3 do skein.sleep(0.001); coroutine.yield(i) end
+    end)
+    local t = skein.spawn(function() return gen() + gen() + gen() end)
+    assert.equal(6, t:join(1))
+  end)
+
+  it("blocks in non-yieldable contexts (a sort comparator) by running the loop", function()
+    local other_ran = false
+    local t = skein.spawn(function()
+      local list = {3, 1, 2}
+      table.sort(list, function(x, y) skein.sleep(0.001) return x < y end)
+      return table.concat(list, ",")
+    end)
+    local o = skein.spawn(function() other_ran = true end)
+    assert.equal("1,2,3", t:join(1))
+    o:join(1)
+    assert.is_true(other_ran)
+  end)
+
+  it("joins from inside string.gsub callbacks", function()
+    local worker = skein.spawn(function() skein.sleep(0.01) return "X" end)
+    local s = ("a-b"):gsub("-", function() return worker:join(1) end)
+    assert.equal("aXb", s)
+  end)
+
+  it("skein.current names the running task and is nil at the root", function()
+    assert.is_nil(skein.current())
+    local t
+    t = skein.spawn(function() return skein.current() == t end)
+    assert.is_true(t:join(1))
+  end)
+
+  it("reports a wait that can never end as a deadlock instead of hanging", function()
+    local forever = skein.spawn(function() skein.sleep(math.huge) end)
+    local kind, e = errkind(forever.join, forever)
+    assert.equal("deadlock", kind)
+    assert.matches("can never end", e.message)
+    forever:cancel()
+    assert.equal("cancelled", (errkind(forever.join, forever, 1)))
+  end)
+end)
