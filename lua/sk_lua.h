@@ -18,6 +18,7 @@
 #include "lauxlib.h"
 
 #include "../runtime/include/skein.h"
+#include "../runtime/sk_obj.h"
 #include "../runtime/sk_sched.h"
 
 #define SK_NO_DEADLINE UINT64_MAX
@@ -171,6 +172,34 @@ void sk_task_open(lua_State *L);
 /* Groups and wait sets (group.c). */
 void sk_group_member_done(sk_ctx *t);
 void sk_group_open(lua_State *L);
+
+/* Marshalling (marshal.c). A buffer owns a reference to every shared
+** object it mentions until it is freed. */
+typedef struct sk_buf {
+  char *data;
+  size_t len, cap;
+  sk_obj **objs;
+  size_t nobjs, capobjs;
+} sk_buf;
+
+/* Decoder permissions: functions/_G and shared objects. Data from outside
+** the process (the broker) is decoded with neither. */
+enum { SK_MARSHAL_CODE = 1, SK_MARSHAL_OBJECTS = 2 };
+
+/* Pushes a new Lua handle for `o`, taking over one reference. */
+typedef void (*sk_obj_push)(lua_State *L, sk_obj *o);
+
+/* Makes userdata whose metatable is named `name` sendable by reference;
+** its memory must start with the sk_obj pointer (NULL once closed). */
+void sk_marshal_register_type(const char *name, sk_obj_push push);
+/* Encodes `n` values from `first` into *out. Returns 0, or -1 with an error
+** of kind "marshal" (naming the path under `root`) pushed; never raises. */
+int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *root);
+/* Pushes the decoded values and returns their count, or -1 with an error
+** pushed; never raises. */
+int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags);
+void sk_buf_free(sk_buf *b);
+void sk_marshal_open(lua_State *L);
 
 /* Module entry (skein.c). */
 int luaopen_skein(lua_State *L);

@@ -58,6 +58,7 @@ int luaopen_skein(lua_State *L) {
   sk_error_open(L);
   sk_task_open(L);
   sk_group_open(L);
+  sk_marshal_open(L);
   lua_pushcfunction(L, l_cpu_count);
   lua_setfield(L, -2, "cpu_count");
   lua_pushcfunction(L, l_exepath);

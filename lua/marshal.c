@@ -1,0 +1,772 @@
+/*
+** marshal.c — copies Lua values between workers as bytes.
+**
+** Format (version 1): a byte 'S', a byte 1, a varint count, then each value
+** as a tag byte and its payload. Tables and functions get ids in the order
+** they are first met, so shared sub-tables and cycles come back as REF tags.
+** Integers are zigzag varints, floats 8 bytes little-endian, strings a varint
+** length and raw bytes (binary-safe).
+**
+** The decoder treats its input as untrusted: every read is bounds-checked,
+** nesting is limited, ids must refer to values already decoded, bytecode is
+** only loaded when its SipHash tag matches this process's key, and shared
+** objects are found through the checked handle table (sk_obj.h). Any
+** problem is an error of kind "marshal", never a crash.
+**
+** Both directions run inside a protected call, so an error (ours, or Lua
+** running out of memory) frees the C buffer before it reaches the caller.
+*/
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../runtime/sk_siphash.h"
+#include "sk_lua.h"
+
+#define MAX_DEPTH 200
+#define MAX_TYPES 64
+
+enum {
+  T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT, T_END,
+  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS
+};
+
+/* ------------------------------------------------------------- buffers */
+
+void sk_buf_free(sk_buf *b) {
+  for (size_t i = 0; i < b->nobjs; i++) sk_obj_release(b->objs[i]);
+  free(b->objs);
+  free(b->data);
+  memset(b, 0, sizeof *b);
+}
+
+static void buf_grow(lua_State *L, sk_buf *b, size_t need) {
+  if (b->len + need <= b->cap) return;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap < b->len + need) cap *= 2;
+  char *d = realloc(b->data, cap);
+  if (d == NULL) luaL_error(L, "not enough memory to marshal");
+  b->data = d;
+  b->cap = cap;
+}
+
+static void put(lua_State *L, sk_buf *b, const void *p, size_t n) {
+  buf_grow(L, b, n);
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+}
+
+static void put_byte(lua_State *L, sk_buf *b, int c) {
+  buf_grow(L, b, 1);
+  b->data[b->len++] = (char)c;
+}
+
+static void put_varint(lua_State *L, sk_buf *b, uint64_t v) {
+  uint8_t tmp[10];
+  int n = 0;
+  do {
+    tmp[n] = (uint8_t)(v & 0x7f);
+    v >>= 7;
+    if (v) tmp[n] |= 0x80;
+    n++;
+  } while (v);
+  put(L, b, tmp, (size_t)n);
+}
+
+static void put_u64(lua_State *L, sk_buf *b, uint64_t v) {
+  uint8_t tmp[8];
+  for (int i = 0; i < 8; i++) tmp[i] = (uint8_t)(v >> (8 * i));
+  put(L, b, tmp, 8);
+}
+
+static void put_str(lua_State *L, sk_buf *b, const char *s, size_t n) {
+  put_varint(L, b, n);
+  put(L, b, s, n);
+}
+
+/* ------------------------------------------------------------ the key */
+
+static uint8_t mac_key[16];
+static uv_once_t key_once = UV_ONCE_INIT;
+
+static void key_init(void) {
+  const char *inherited = getenv("SKEIN_MARSHAL_KEY");
+  if (inherited && strlen(inherited) == 32) {
+    for (int i = 0; i < 16; i++) {
+      unsigned v;
+      if (sscanf(inherited + 2 * i, "%2x", &v) != 1) break;
+      mac_key[i] = (uint8_t)v;
+    }
+    return;
+  }
+  if (uv_random(NULL, NULL, mac_key, sizeof mac_key, 0, NULL) != 0) {
+    uint64_t t = uv_hrtime() ^ (uint64_t)(uintptr_t)&t;
+    memcpy(mac_key, &t, 8);
+  }
+}
+
+static uint64_t mac(const void *data, size_t len) {
+  uv_once(&key_once, key_init);
+  return sk_siphash(mac_key, data, len);
+}
+
+/* ------------------------------------------------------ sendable types */
+
+static struct {
+  const char *name;
+  sk_obj_push push;
+} types[MAX_TYPES];
+static int ntypes;
+static uv_mutex_t types_lock;
+static uv_once_t types_once = UV_ONCE_INIT;
+
+static void types_init(void) { uv_mutex_init(&types_lock); }
+
+void sk_marshal_register_type(const char *name, sk_obj_push push) {
+  uv_once(&types_once, types_init);
+  uv_mutex_lock(&types_lock);
+  int i;
+  for (i = 0; i < ntypes; i++) {
+    if (strcmp(types[i].name, name) == 0) break;
+  }
+  if (i == ntypes && ntypes < MAX_TYPES) ntypes++;
+  if (i < MAX_TYPES) {
+    types[i].name = name;
+    types[i].push = push;
+  }
+  uv_mutex_unlock(&types_lock);
+}
+
+static sk_obj_push find_type(const char *name, const char **canonical) {
+  sk_obj_push push = NULL;
+  uv_once(&types_once, types_init);
+  uv_mutex_lock(&types_lock);
+  for (int i = 0; i < ntypes; i++) {
+    if (strcmp(types[i].name, name) == 0) {
+      push = types[i].push;
+      if (canonical) *canonical = types[i].name;
+      break;
+    }
+  }
+  uv_mutex_unlock(&types_lock);
+  return push;
+}
+
+/* ------------------------------------------------------------- encoder */
+
+/* Where a value sits, for error messages such as "args[2].conn". */
+typedef struct path {
+  const struct path *up;
+  int kind;
+  const char *name;
+  lua_Integer index;
+} path;
+
+enum { P_ROOT, P_FIELD, P_INDEX, P_KEY, P_UPVALUE, P_OTHER };
+
+typedef struct enc {
+  lua_State *L;
+  sk_buf *b;
+  int seen;                     /* stack index: value -> id */
+  int names;                    /* stack index: C function -> "module.name" */
+  lua_Integer nextid;
+  const char *root;
+} enc;
+
+static int is_ident(const char *s) {
+  if (!s || !(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z'))) return 0;
+  for (; *s; s++) {
+    if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+          (*s >= '0' && *s <= '9'))) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+static void push_path(lua_State *L, const char *root, const path *p) {
+  if (p == NULL) {
+    lua_pushstring(L, root);
+    return;
+  }
+  push_path(L, root, p->up);
+  switch (p->kind) {
+    case P_FIELD:
+      if (is_ident(p->name)) lua_pushfstring(L, ".%s", p->name);
+      else lua_pushfstring(L, "[\"%s\"]", p->name);
+      break;
+    case P_INDEX: lua_pushfstring(L, "[%I]", (LUAI_UACINT)p->index); break;
+    case P_KEY: lua_pushfstring(L, " (a key)"); break;
+    case P_UPVALUE: lua_pushfstring(L, " (upvalue %s)", p->name ? p->name : "?"); break;
+    default: lua_pushfstring(L, "[%s]", p->name); break;
+  }
+  lua_concat(L, 2);
+}
+
+static int enc_fail(enc *e, const path *p, const char *what) {
+  lua_State *L = e->L;
+  push_path(L, e->root, p);
+  const char *where = lua_tostring(L, -1);
+  sk_error_push(L, "marshal", "%s: %s", where, what);
+  lua_pushstring(L, where);
+  lua_setfield(L, -2, "path");
+  return lua_error(L);
+}
+
+/* Records `v` (at idx) as the next id; 0 when it was new, else pushes
+** nothing and returns its id + 1 so the caller emits a REF. */
+static lua_Integer seen_id(enc *e, int idx) {
+  lua_State *L = e->L;
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
+    lua_Integer id = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return id + 1;
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, idx);
+  lua_pushinteger(L, e->nextid++);
+  lua_rawset(L, e->seen);
+  return 0;
+}
+
+/* Builds (once per encode) the map from C functions of loaded modules to
+** their "module.name" paths. */
+static void load_names(enc *e) {
+  lua_State *L = e->L;
+  if (e->names) return;
+  lua_newtable(L);
+  e->names = lua_gettop(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
+      const char *mod = lua_tostring(L, -2);
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
+          lua_pushvalue(L, -1);
+          if (lua_rawget(L, e->names) == LUA_TNIL) {
+            lua_pushvalue(L, -2);
+            lua_pushfstring(L, "%s.%s", mod, lua_tostring(L, -4));
+            lua_rawset(L, e->names);
+          }
+          lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+static int writer(lua_State *L, const void *p, size_t n, void *ud) {
+  put(L, ud, p, n);
+  return 0;
+}
+
+static void enc_value(enc *e, int idx, const path *p, int depth);
+
+static void enc_table(enc *e, int idx, const path *p, int depth) {
+  lua_State *L = e->L;
+  sk_buf *b = e->b;
+  int has_mt = 0;
+  if (lua_getmetatable(L, idx)) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "skein.mt.names");
+    lua_insert(L, -2);
+    if (lua_rawget(L, -2) == LUA_TSTRING) {
+      size_t n;
+      const char *name = lua_tolstring(L, -1, &n);
+      put_byte(L, b, T_TABLE_MT);
+      put_str(L, b, name, n);
+      has_mt = 1;
+    }
+    lua_pop(L, 2);
+  }
+  if (!has_mt) put_byte(L, b, T_TABLE);
+  put_varint(L, b, (uint64_t)lua_rawlen(L, idx));
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int k = lua_gettop(L) - 1;
+    path kp = {p, P_KEY, NULL, 0};
+    enc_value(e, k, &kp, depth + 1);
+    path vp = {p, P_OTHER, "?", 0};
+    if (lua_type(L, k) == LUA_TSTRING) {
+      vp.kind = P_FIELD;
+      vp.name = lua_tostring(L, k);
+    } else if (lua_isinteger(L, k)) {
+      vp.kind = P_INDEX;
+      vp.index = lua_tointeger(L, k);
+    } else {
+      vp.name = luaL_typename(L, k);
+    }
+    enc_value(e, k + 1, &vp, depth + 1);
+    lua_pop(L, 1);
+  }
+  put_byte(L, b, T_END);
+}
+
+static void enc_function(enc *e, int idx, const path *p, int depth) {
+  lua_State *L = e->L;
+  sk_buf *b = e->b;
+  if (lua_iscfunction(L, idx)) {
+    load_names(e);
+    lua_pushvalue(L, idx);
+    if (lua_rawget(L, e->names) != LUA_TSTRING) {
+      enc_fail(e, p, "cannot send a C function that no loaded module exports");
+    }
+    size_t n;
+    const char *name = lua_tolstring(L, -1, &n);
+    put_byte(L, b, T_CFUNC);
+    put_str(L, b, name, n);
+    lua_pop(L, 1);
+    return;
+  }
+  sk_buf code = {0};
+  lua_pushvalue(L, idx);
+  /* Dump into a scratch buffer; Lua may raise, so keep it reachable. */
+  int st = lua_dump(L, writer, &code, 0);
+  lua_pop(L, 1);
+  if (st != 0) {
+    free(code.data);
+    enc_fail(e, p, "cannot dump this function");
+  }
+  put_byte(L, b, T_LFUNC);
+  put_varint(L, b, code.len);
+  buf_grow(L, b, code.len + 8);
+  memcpy(b->data + b->len, code.data, code.len);
+  b->len += code.len;
+  put_u64(L, b, mac(code.data, code.len));
+  free(code.data);
+  int nups = 0;
+  while (lua_getupvalue(L, idx, nups + 1) != NULL) {
+    lua_pop(L, 1);
+    nups++;
+  }
+  put_varint(L, b, (uint64_t)nups);
+  for (int i = 1; i <= nups; i++) {
+    const char *name = lua_getupvalue(L, idx, i);
+    path up = {p, P_UPVALUE, name, i};
+    enc_value(e, lua_gettop(L), &up, depth + 1);
+    lua_pop(L, 1);
+  }
+}
+
+static void enc_userdata(enc *e, int idx, const path *p) {
+  lua_State *L = e->L;
+  const char *name = NULL;
+  if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) name = lua_tostring(L, -1);
+  const char *canonical = NULL;
+  if (name == NULL || find_type(name, &canonical) == NULL) {
+    if (name) {
+      lua_pushfstring(L, "cannot send userdata (a %s)", name);
+      enc_fail(e, p, lua_tostring(L, -1));
+    }
+    enc_fail(e, p, "cannot send userdata");
+  }
+  lua_pop(L, 1);
+  sk_obj *o = *(sk_obj **)lua_touserdata(L, idx);
+  if (o == NULL) enc_fail(e, p, "cannot send a closed object");
+  sk_buf *b = e->b;
+  if (b->nobjs == b->capobjs) {
+    size_t cap = b->capobjs ? b->capobjs * 2 : 4;
+    sk_obj **objs = realloc(b->objs, cap * sizeof *objs);
+    if (objs == NULL) luaL_error(L, "not enough memory to marshal");
+    b->objs = objs;
+    b->capobjs = cap;
+  }
+  sk_obj_retain(o);
+  b->objs[b->nobjs++] = o;
+  put_byte(L, b, T_OBJ);
+  put_str(L, b, canonical, strlen(canonical));
+  put_varint(L, b, o->slot);
+  put_varint(L, b, o->gen);
+}
+
+static void enc_value(enc *e, int idx, const path *p, int depth) {
+  lua_State *L = e->L;
+  sk_buf *b = e->b;
+  if (depth > MAX_DEPTH) enc_fail(e, p, "nesting too deep (more than 200 levels)");
+  luaL_checkstack(L, 8, "marshal");
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: put_byte(L, b, T_NIL); break;
+    case LUA_TBOOLEAN: put_byte(L, b, lua_toboolean(L, idx) ? T_TRUE : T_FALSE); break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        lua_Integer v = lua_tointeger(L, idx);
+        put_byte(L, b, T_INT);
+        put_varint(L, b, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+      } else {
+        lua_Number n = lua_tonumber(L, idx);
+        uint64_t bits;
+        memcpy(&bits, &n, 8);
+        put_byte(L, b, T_FLOAT);
+        put_u64(L, b, bits);
+      }
+      break;
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, idx, &n);
+      put_byte(L, b, T_STR);
+      put_str(L, b, s, n);
+      break;
+    }
+    case LUA_TTABLE: {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+      int is_globals = lua_rawequal(L, -1, idx);
+      lua_pop(L, 1);
+      if (is_globals) {
+        put_byte(L, b, T_GLOBALS);
+        break;
+      }
+      lua_Integer id = seen_id(e, idx);
+      if (id) {
+        put_byte(L, b, T_REF);
+        put_varint(L, b, (uint64_t)(id - 1));
+      } else {
+        enc_table(e, idx, p, depth);
+      }
+      break;
+    }
+    case LUA_TFUNCTION: {
+      lua_Integer id = seen_id(e, idx);
+      if (id) {
+        put_byte(L, b, T_REF);
+        put_varint(L, b, (uint64_t)(id - 1));
+      } else {
+        enc_function(e, idx, p, depth);
+      }
+      break;
+    }
+    case LUA_TUSERDATA: enc_userdata(e, idx, p); break;
+    case LUA_TTHREAD: enc_fail(e, p, "cannot send a coroutine"); break;
+    default: enc_fail(e, p, "cannot send light userdata"); break;
+  }
+}
+
+/* Protected body of sk_marshal_encode: [1] = enc*, [2..] = the values. */
+static int p_encode(lua_State *L) {
+  enc *e = lua_touserdata(L, 1);
+  int n = lua_gettop(L) - 1;
+  lua_newtable(L);
+  e->seen = lua_gettop(L);
+  put_byte(L, e->b, 'S');
+  put_byte(L, e->b, 1);
+  put_varint(L, e->b, (uint64_t)n);
+  for (int i = 0; i < n; i++) {
+    path p = {NULL, P_INDEX, NULL, i + 1};
+    enc_value(e, i + 2, &p, 0);
+  }
+  return 0;
+}
+
+int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *root) {
+  enc e = {L, out, 0, 0, 0, root ? root : "value"};
+  memset(out, 0, sizeof *out);
+  first = lua_absindex(L, first);
+  luaL_checkstack(L, n + 4, "too many values to marshal");
+  lua_pushcfunction(L, p_encode);
+  lua_pushlightuserdata(L, &e);
+  for (int i = 0; i < n; i++) lua_pushvalue(L, first + i);
+  if (lua_pcall(L, n + 1, 0, 0) != LUA_OK) {
+    sk_buf_free(out);
+    return -1;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------- decoder */
+
+typedef struct dec {
+  lua_State *L;
+  const uint8_t *p, *end;
+  int refs;                     /* stack index: id -> value */
+  lua_Integer nextid;
+  int flags;
+} dec;
+
+static int dec_fail(dec *d, const char *what) {
+  return sk_error_raise(d->L, "marshal", "malformed buffer: %s", what);
+}
+
+static int get_byte(dec *d) {
+  if (d->p >= d->end) dec_fail(d, "truncated");
+  return *d->p++;
+}
+
+static uint64_t get_varint(dec *d) {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 70; shift += 7) {
+    int c = get_byte(d);
+    if (shift == 63 && (c & 0x7e)) dec_fail(d, "varint overflow");
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (!(c & 0x80)) return v;
+  }
+  dec_fail(d, "varint too long");
+  return 0;
+}
+
+static uint64_t get_u64(dec *d) {
+  if (d->end - d->p < 8) dec_fail(d, "truncated");
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | d->p[i];
+  d->p += 8;
+  return v;
+}
+
+static const char *get_bytes(dec *d, size_t *n) {
+  uint64_t len = get_varint(d);
+  if (len > (uint64_t)(d->end - d->p)) dec_fail(d, "length past the end");
+  const char *s = (const char *)d->p;
+  d->p += len;
+  *n = (size_t)len;
+  return s;
+}
+
+static void remember(dec *d) {
+  lua_pushvalue(d->L, -1);
+  lua_rawseti(d->L, d->refs, ++d->nextid);
+}
+
+static void dec_value(dec *d, int depth);
+
+static void dec_table(dec *d, int with_mt, int depth) {
+  lua_State *L = d->L;
+  size_t mtlen = 0;
+  const char *mtname = with_mt ? get_bytes(d, &mtlen) : NULL;
+  uint64_t narr = get_varint(d);
+  uint64_t left = (uint64_t)(d->end - d->p);
+  if (narr > left) narr = left;  /* a hint; never allocate past the input */
+  lua_createtable(L, (int)(narr > 1 << 20 ? 1 << 20 : narr), 0);
+  remember(d);
+  int t = lua_gettop(L);
+  for (;;) {
+    if (d->p >= d->end) dec_fail(d, "truncated table");
+    if (*d->p == T_END) {
+      d->p++;
+      break;
+    }
+    dec_value(d, depth + 1);
+    if (lua_isnil(L, -1)) dec_fail(d, "nil table key");
+    if (lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1)) {
+      dec_fail(d, "NaN table key");
+    }
+    dec_value(d, depth + 1);
+    lua_rawset(L, t);
+  }
+  if (mtname) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "skein.mt.byname");
+    lua_pushlstring(L, mtname, mtlen);
+    if (!lua_istable(L, -2) || lua_rawget(L, -2) != LUA_TTABLE) {
+      sk_error_raise(L, "marshal", "metatable '%s' is not registered in this worker "
+                     "(call skein.register_metatable in every worker)",
+                     lua_tostring(L, -2));
+    }
+    lua_setmetatable(L, t);
+    lua_pop(L, 1);
+  }
+}
+
+typedef struct reader_state {
+  const char *p;
+  size_t n;
+} reader_state;
+
+static const char *reader(lua_State *L, void *ud, size_t *size) {
+  reader_state *r = ud;
+  (void)L;
+  *size = r->n;
+  r->n = 0;
+  return *size ? r->p : NULL;
+}
+
+static void dec_lfunc(dec *d, int depth) {
+  lua_State *L = d->L;
+  size_t n;
+  const char *code = get_bytes(d, &n);
+  uint64_t tag = get_u64(d);
+  if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "functions are not accepted here");
+  if (tag != mac(code, n)) dec_fail(d, "function bytecode failed authentication");
+  reader_state r = {code, n};
+  if (lua_load(L, reader, &r, "=(marshalled function)", "b") != LUA_OK) {
+    dec_fail(d, "function does not load");
+  }
+  remember(d);
+  int f = lua_gettop(L);
+  lua_Debug ar;
+  lua_pushvalue(L, f);
+  lua_getinfo(L, ">u", &ar);
+  uint64_t nups = get_varint(d);
+  if (nups != ar.nups) dec_fail(d, "wrong number of upvalues");
+  for (int i = 1; i <= (int)nups; i++) {
+    dec_value(d, depth + 1);
+    lua_setupvalue(L, f, i);
+  }
+}
+
+static void dec_cfunc(dec *d) {
+  lua_State *L = d->L;
+  size_t n;
+  const char *name = get_bytes(d, &n);
+  if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "functions are not accepted here");
+  const char *dot = NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (name[i] == '.') dot = name + i;
+    if (name[i] == '\0') dec_fail(d, "bad C function name");
+  }
+  if (dot == NULL) dec_fail(d, "bad C function name");
+  lua_pushlstring(L, name, (size_t)(dot - name));
+  if (strcmp(lua_tostring(L, -1), "_G") == 0) {
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+  } else {
+    lua_getglobal(L, "require");
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+  }
+  lua_pushlstring(L, dot + 1, n - (size_t)(dot + 1 - name));
+  lua_gettable(L, -2);
+  if (!lua_iscfunction(L, -1)) {
+    sk_error_raise(L, "marshal", "C function '%s' does not exist in this worker",
+                   lua_pushlstring(L, name, n));
+  }
+  lua_remove(L, -2);
+}
+
+static void dec_obj(dec *d) {
+  lua_State *L = d->L;
+  size_t n;
+  const char *name = get_bytes(d, &n);
+  uint64_t slot = get_varint(d), gen = get_varint(d);
+  if (!(d->flags & SK_MARSHAL_OBJECTS)) dec_fail(d, "objects are not accepted here");
+  lua_pushlstring(L, name, n);
+  name = lua_tostring(L, -1);
+  sk_obj_push push = find_type(name, NULL);
+  sk_obj *o = push && slot <= UINT32_MAX && gen <= UINT32_MAX
+                  ? sk_obj_lookup((uint32_t)slot, (uint32_t)gen, name)
+                  : NULL;
+  if (o == NULL) {
+    sk_error_raise(L, "marshal", "the %s this value refers to no longer exists", name);
+  }
+  lua_pop(L, 1);
+  push(L, o);  /* takes over the reference lookup added */
+}
+
+static void dec_value(dec *d, int depth) {
+  lua_State *L = d->L;
+  if (depth > MAX_DEPTH) dec_fail(d, "nesting too deep");
+  luaL_checkstack(L, 8, "unmarshal");
+  int tag = get_byte(d);
+  switch (tag) {
+    case T_NIL: lua_pushnil(L); break;
+    case T_FALSE: lua_pushboolean(L, 0); break;
+    case T_TRUE: lua_pushboolean(L, 1); break;
+    case T_INT: {
+      uint64_t z = get_varint(d);
+      lua_pushinteger(L, (lua_Integer)((z >> 1) ^ (~(z & 1) + 1)));
+      break;
+    }
+    case T_FLOAT: {
+      uint64_t bits = get_u64(d);
+      lua_Number n;
+      memcpy(&n, &bits, 8);
+      lua_pushnumber(L, n);
+      break;
+    }
+    case T_STR: {
+      size_t n;
+      const char *s = get_bytes(d, &n);
+      lua_pushlstring(L, s, n);
+      break;
+    }
+    case T_TABLE: dec_table(d, 0, depth); break;
+    case T_TABLE_MT: dec_table(d, 1, depth); break;
+    case T_REF: {
+      uint64_t id = get_varint(d);
+      if (id >= (uint64_t)d->nextid) dec_fail(d, "reference to an unknown value");
+      lua_rawgeti(L, d->refs, (lua_Integer)id + 1);
+      break;
+    }
+    case T_LFUNC: dec_lfunc(d, depth); break;
+    case T_CFUNC: dec_cfunc(d); break;
+    case T_OBJ: dec_obj(d); break;
+    case T_GLOBALS:
+      if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "globals are not accepted here");
+      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+      break;
+    default: dec_fail(d, "unknown tag");
+  }
+}
+
+/* Protected body of sk_marshal_decode: [1] = dec*; returns the values. */
+static int p_decode(lua_State *L) {
+  dec *d = lua_touserdata(L, 1);
+  lua_newtable(L);
+  d->refs = lua_gettop(L);
+  if (get_byte(d) != 'S' || get_byte(d) != 1) dec_fail(d, "not a skein buffer");
+  uint64_t n = get_varint(d);
+  if (n > (uint64_t)(d->end - d->p)) dec_fail(d, "value count past the end");
+  luaL_checkstack(L, (int)n + 8, "too many values to unmarshal");
+  for (uint64_t i = 0; i < n; i++) dec_value(d, 0);
+  if (d->p != d->end) dec_fail(d, "trailing bytes");
+  return (int)n;
+}
+
+int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags) {
+  dec d = {L, (const uint8_t *)data, (const uint8_t *)data + len, 0, 0, flags};
+  int top = lua_gettop(L);
+  lua_pushcfunction(L, p_decode);
+  lua_pushlightuserdata(L, &d);
+  if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) return -1;
+  return lua_gettop(L) - top;
+}
+
+/* -------------------------------------------------------- Lua functions */
+
+/* skein.encode(...) -> string. Shared objects inside are referenced by
+** handle and stay reachable only while something else holds them. */
+static int l_encode(lua_State *L) {
+  sk_buf b;
+  if (sk_marshal_encode(L, 1, lua_gettop(L), &b, "value") != 0) return lua_error(L);
+  lua_pushlstring(L, b.data, b.len);
+  sk_buf_free(&b);
+  return 1;
+}
+
+/* skein.decode(s) -> ... */
+static int l_decode(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  int n = sk_marshal_decode(L, s, len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+  if (n < 0) return lua_error(L);
+  return n;
+}
+
+/* skein.register_metatable(name, mt): tables with `mt` cross workers with
+** it; every worker must register the same name. */
+static int l_register_metatable(lua_State *L) {
+  luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.mt.byname");
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_rawset(L, -3);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.mt.names");
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 2);
+  return 0;
+}
+
+void sk_marshal_open(lua_State *L) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.mt.byname");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.mt.names");
+  lua_pop(L, 2);
+  static const luaL_Reg funcs[] = {{"encode", l_encode},
+                                   {"decode", l_decode},
+                                   {"register_metatable", l_register_metatable},
+                                   {NULL, NULL}};
+  luaL_setfuncs(L, funcs, 0);
+}
