@@ -348,7 +348,9 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
   for (int i = 1; i <= nups; i++) {
     const char *name = lua_getupvalue(L, idx, i);
     path up = {p, P_UPVALUE, name, i};
-    enc_value(e, lua_gettop(L), &up, depth + 1);
+    /* _ENV always rebinds to the receiving worker's globals. */
+    if (name && strcmp(name, "_ENV") == 0) put_byte(L, b, T_GLOBALS);
+    else enc_value(e, lua_gettop(L), &up, depth + 1);
     lua_pop(L, 1);
   }
 }

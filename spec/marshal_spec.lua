@@ -1,0 +1,219 @@
+-- Marshalling: what crosses workers, and how the decoder treats bad input.
+local skein = require "skein"
+
+local function rt(...) return skein.decode(skein.encode(...)) end
+
+-- Deep structural equality that also checks integer/float subtypes.
+local function same(a, b, seen)
+  if type(a) ~= type(b) then return false end
+  if type(a) == "number" then
+    if math.type(a) ~= math.type(b) then return false end
+    if a ~= a then return b ~= b end
+    return a == b and (a ~= 0 or 1 / a == 1 / b)
+  end
+  if type(a) ~= "table" then return a == b end
+  seen = seen or {}
+  if seen[a] then return seen[a] == b end
+  seen[a] = b
+  for k, v in pairs(a) do
+    if type(k) == "table" then goto continue end
+    if not same(v, b[k], seen) then return false end
+    ::continue::
+  end
+  for k in pairs(b) do if type(k) ~= "table" and a[k] == nil then return false end end
+  return true
+end
+
+-- A seeded generator of random plain values.
+local function generator(seed)
+  local state = seed
+  local function rnd(n)
+    state = (state * 1103515245 + 12345) % 2147483648
+    return state % n + 1
+  end
+  local gen
+  gen = function(depth)
+    local k = rnd(depth > 3 and 6 or 8)
+    if k == 1 then return rnd(2) == 1
+    elseif k == 2 then return rnd(1000000) - 500000
+    elseif k == 3 then return ({math.maxinteger, math.mininteger, 0, -1})[rnd(4)]
+    elseif k == 4 then return ({0.5, -0.0, 1 / 0, -1 / 0, 1e308, 5e-324, 2.0})[rnd(7)]
+    elseif k == 5 then
+      local bytes = {}
+      for i = 1, rnd(40) - 1 do bytes[i] = string.char(rnd(256) - 1) end
+      return table.concat(bytes)
+    elseif k == 6 then return "s" .. rnd(100)
+    else
+      local t = {}
+      for i = 1, rnd(6) - 1 do t[i] = gen(depth + 1) end
+      for _ = 1, rnd(4) - 1 do t["k" .. rnd(50)] = gen(depth + 1) end
+      if rnd(3) == 1 then t[rnd(100) + 0.5] = gen(depth + 1) end
+      return t
+    end
+  end
+  return gen
+end
+
+describe("marshal round trips", function()
+  it("keep every plain value and its integer/float subtype (500 random values)", function()
+    local gen = generator(42)
+    for i = 1, 500 do
+      local v = gen(0)
+      local back = rt(v)
+      assert.is_true(same(v, back), "value " .. i .. " changed in transit")
+    end
+  end)
+
+  it("keep nil in the middle of several values and the count", function()
+    local r = table.pack(rt(1, nil, 3, nil))
+    assert.equal(4, r.n)
+    assert.same({1, nil, 3, nil}, {r[1], r[2], r[3], r[4]})
+    assert.equal(0, select("#", rt()))
+  end)
+
+  it("keep binary strings exactly", function()
+    local all = {}
+    for i = 0, 255 do all[#all + 1] = string.char(i) end
+    local s = table.concat(all):rep(100)
+    assert.equal(s, rt(s))
+  end)
+
+  it("keep shared sub-tables shared and cycles cyclic", function()
+    local shared = {x = 1}
+    local t = {a = shared, b = shared, list = {shared}}
+    t.me = t
+    local c = rt(t)
+    assert.equal(c.a, c.b)
+    assert.equal(c.a, c.list[1])
+    assert.equal(c, c.me)
+    assert.not_equal(t, c)
+  end)
+
+  it("allow tables as keys", function()
+    local k = {1}
+    local c = rt({[k] = "v", k = k})
+    assert.equal("v", c[c.k])
+  end)
+
+  it("drop unregistered metatables and keep registered ones by name", function()
+    local plain = setmetatable({1}, {__index = function() return "x" end})
+    assert.is_nil(getmetatable(rt(plain)))
+    local Point = {__index = {norm = function(p) return p.x * p.x + p.y * p.y end}}
+    skein.register_metatable("spec.Point", Point)
+    local p = rt(setmetatable({x = 3, y = 4}, Point))
+    assert.equal(Point, getmetatable(p))
+    assert.equal(25, p:norm())
+  end)
+
+  it("copy functions with their upvalues by value", function()
+    local n = 10
+    local function add(x) return x + n end
+    local copy = rt(add)
+    assert.equal(15, copy(5))
+    n = 100
+    assert.equal(15, copy(5))
+    assert.equal(105, add(5))
+  end)
+
+  it("keep recursive functions and functions that share upvalue tables", function()
+    local function fib(k) return k < 2 and k or fib(k - 1) + fib(k - 2) end
+    assert.equal(55, rt(fib)(10))
+    local cfg = {scale = 2}
+    local f, g = rt(function(x) return x * cfg.scale end, function() return cfg end)
+    assert.equal(6, f(3))
+    assert.equal(2, g().scale)
+  end)
+
+  it("rebind _ENV to the receiving worker's globals", function()
+    local f = rt(function() return type(print), string.rep("a", 2) end)
+    assert.equal("function", (f()))
+    assert.equal("aa", select(2, f()))
+    local env = {value = 7}
+    local g = rt(load("return value, print", "chunk", "t", env))
+    local v, p = g()
+    assert.is_nil(v)
+    assert.equal(print, p)
+  end)
+
+  it("send standard C functions by name", function()
+    local p, f, c = rt(print, string.format, coroutine.create)
+    assert.equal(print, p)
+    assert.equal(string.format, f)
+    assert.equal(coroutine.create, c)
+  end)
+end)
+
+describe("marshal errors", function()
+  local function err(...)
+    local ok, e = pcall(skein.encode, ...)
+    assert.is_false(ok)
+    assert.is_true(skein.is_error(e, "marshal"), tostring(e))
+    return e
+  end
+
+  it("name the path of what cannot be sent", function()
+    assert.equal("value[2].conn: cannot send userdata (a FILE*)", err(1, {conn = io.stdout}).message)
+    assert.equal("value[1][3]: cannot send a coroutine", err({1, 2, coroutine.create(print)}).message)
+    assert.equal('value[1]["a key"]: cannot send a coroutine', err({["a key"] = coroutine.running()}).message)
+    local out = io.stdout
+    local e = err({h = function() return out end})
+    assert.equal("value[1].h (upvalue out): cannot send userdata (a FILE*)", e.message)
+  end)
+
+  it("reject C closures no module exports", function()
+    local iter = ("abc"):gmatch(".")
+    assert.matches("cannot send a C function", err(iter).message)
+  end)
+
+  it("reject structures nested too deeply", function()
+    local t = {}
+    local cur = t
+    for _ = 1, 300 do cur.next = {}; cur = cur.next end
+    assert.matches("nesting too deep", err(t).message)
+  end)
+end)
+
+describe("the decoder", function()
+  local function bad(s)
+    local ok, e = pcall(skein.decode, s)
+    assert.is_false(ok)
+    assert.is_true(skein.is_error(e, "marshal"), tostring(e))
+    return e.message
+  end
+
+  it("rejects what is not a skein buffer", function()
+    assert.matches("truncated", bad(""))
+    assert.matches("not a skein buffer", bad("hello"))
+  end)
+
+  it("rejects every truncation of a valid buffer", function()
+    local s = skein.encode({1, 2.5, "three", {four = true}}, function(x) return x end)
+    for i = 0, #s - 1 do bad(s:sub(1, i)) end
+    bad(s .. "\0")
+  end)
+
+  it("never crashes on random corruption (2000 mutants)", function()
+    local s = skein.encode({1, 2.5, "three", {four = true, [5] = {6}}}, "tail")
+    local state = 7
+    for _ = 1, 2000 do
+      state = (state * 1103515245 + 12345) % 2147483648
+      local pos = state % #s + 1
+      local byte = (state // 256) % 256
+      local m = s:sub(1, pos - 1) .. string.char(byte) .. s:sub(pos + 1)
+      pcall(skein.decode, m)
+    end
+  end)
+
+  it("refuses bytecode that was not produced by this process", function()
+    local s = skein.encode(function() return 1 end)
+    local pos = #s - 12
+    local forged = s:sub(1, pos - 1) .. string.char((s:byte(pos) + 1) % 256) .. s:sub(pos + 1)
+    assert.matches("authentication", bad(forged))
+  end)
+
+  it("rejects references to values not yet decoded and unknown tags", function()
+    assert.matches("unknown value", bad("S\1\1\9\5"))
+    assert.matches("unknown tag", bad("S\1\1\200"))
+    assert.matches("nil table key", bad("S\1\1\6\0\0\3\2\8"))
+  end)
+end)
