@@ -203,22 +203,29 @@ int skein_dostring(skein_runtime *rt, const char *code, const char *chunkname) {
   return 0;
 }
 
+/* An interrupt that arrived during a run ends it with -1 even when the
+** interrupted code was a task that then failed and left nothing to wait
+** for: the host asked the run to stop, and it learns that it did. */
 int skein_run(skein_runtime *rt, skein_run_mode mode) {
   sk_worker *w = rt->w;
+  int live;
   if (w->sched.in_callback) return set_error(rt, "skein_run called from inside the loop");
-  if (mode == SKEIN_RUN_DEFAULT) {
-    if (sk_worker_drain(w) != 0) return take_error(rt);
-    return 0;
-  }
-  if (mode != SKEIN_RUN_ONCE && mode != SKEIN_RUN_NOWAIT) {
+  if (mode != SKEIN_RUN_DEFAULT && mode != SKEIN_RUN_ONCE && mode != SKEIN_RUN_NOWAIT) {
     return set_error(rt, "skein_run: unknown mode");
   }
   if (w->interrupted) return set_error(rt, "interrupted");
-  int alive = sk_sched_step(&w->sched, mode == SKEIN_RUN_ONCE ? SK_STEP_WAIT : SK_STEP_NOWAIT);
-  if (!alive && w->live > 0) {
-    return set_error(rt, "deadlock: tasks are blocked and nothing can wake them");
+  if (mode == SKEIN_RUN_DEFAULT) {
+    if (sk_worker_drain(w) != 0) return take_error(rt);
+    live = 0;
+  } else {
+    int alive = sk_sched_step(&w->sched, mode == SKEIN_RUN_ONCE ? SK_STEP_WAIT : SK_STEP_NOWAIT);
+    if (!alive && w->live > 0) {
+      return set_error(rt, "deadlock: tasks are blocked and nothing can wake them");
+    }
+    live = w->live > 0;
   }
-  return w->live > 0;
+  if (w->interrupted) return set_error(rt, "interrupted");
+  return live;
 }
 
 const char *skein_errmsg(skein_runtime *rt) {
