@@ -8,21 +8,25 @@
 ** through skein_lua and skein_loop.
 **
 ** Threads: all calls on a runtime must come from the thread that created
-** it, except skein_interrupt, which is also safe from another thread and
-** from a signal handler. Different runtimes are independent.
+** it, except skein_interrupt, which is also safe from a signal handler on
+** that thread (as lua.c's SIGINT handler does). Different runtimes are
+** independent.
 **
 ** Errors: functions returning int give 0 on success and -1 on failure, with
 ** a message (and a Lua traceback where there is one) available from
-** skein_errmsg until the next failure. The library never exits the process
-** and never prints, except skein_failures, whose job is to report.
+** skein_errmsg until the next failure. The library never exits the process;
+** what it prints (on stderr) is the report of a task that failed and that
+** nobody joined, when the task is collected or skein_failures is called.
 **
 ** Blocking: skein's blocking calls (skein.sleep, task:join, ...) suspend
-** only their task. Made outside a task, from the host's call into Lua, they
-** drive the loop until they can return, which is only allowed while nothing
-** is running the loop: from inside a libuv callback (the host's, or code run
-** by skein_call) they raise "cannot block here" instead of re-entering
-** uv_run, which is not re-entrant. Code that must block there belongs in a
-** task (skein_spawn).
+** only their task. Made outside a task (from skein_dofile, skein_dostring
+** or skein_pcall), they drive the loop until they can return, which is only
+** right where nothing is running the loop: uv_run is not re-entrant. skein
+** cannot see whether the host is inside uv_run, so a host entering Lua from
+** a libuv callback uses skein_call, under which a blocking call raises
+** "cannot block here", or skein_spawn, which starts a task that may block.
+** Code in a task that cannot yield (across a C call) while the host runs
+** the loop gets the same error.
 **
 ** Building: `pkg-config --cflags --libs skein` (the header needs lua5.4 and
 ** libuv's headers; the host links Lua and libuv as well).

@@ -214,6 +214,17 @@ static void test_host_loop(void) {
   ok(skein_close(rt) == 0, "skein_close on a host loop");
   uv_run(&loop, UV_RUN_DEFAULT);
   ok(uv_loop_close(&loop) == 0, "uv_loop_close(host) == 0 after one more uv_run");
+
+  /* Closing with tasks still waiting on timers and still ready. */
+  uv_loop_init(&loop);
+  rt = skein_new(&o);
+  skein_dostring(rt, "for i = 1, 5 do skein.spawn(function() skein.sleep(100) end) end "
+                     "skein.spawn(function() while true do skein.yield() end end)", "=pending");
+  for (int i = 0; i < 3; i++) uv_run(&loop, UV_RUN_NOWAIT);
+  ok(uv_loop_alive(&loop), "sleeping tasks keep the host loop alive");
+  ok(skein_close(rt) == 0, "skein_close with tasks still waiting");
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ok(uv_loop_close(&loop) == 0, "uv_loop_close(host) == 0: the runtime let go of the loop");
 }
 
 int main(void) {
