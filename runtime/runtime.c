@@ -40,13 +40,14 @@ static int set_error(skein_runtime *rt, const char *msg) {
   return -1;
 }
 
-/* Takes the error at the top of the stack (any value) as the last error and
-** pops it. luaL_tolstring runs __tostring, so it is itself protected. */
 static int l_tostring(lua_State *L) {
   luaL_tolstring(L, 1, NULL);
   return 1;
 }
 
+/* Takes the error at the top of the stack (any value) as the last error and
+** pops it. Converting runs __tostring, which may itself raise, so it runs
+** under lua_pcall. */
 static int take_error(skein_runtime *rt) {
   lua_State *L = rt->w->L;
   lua_pushcfunction(L, l_tostring);
@@ -60,6 +61,14 @@ static int take_error(skein_runtime *rt) {
   return -1;
 }
 
+/* Records the runtime (argument 1) in its state's registry. */
+static int l_register(lua_State *L) {
+  lua_pushvalue(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &rt_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &hooks_key);
+  return 0;
+}
+
 skein_runtime *skein_new(const skein_options *opts) {
   const char *err;
   skein_runtime *rt = calloc(1, sizeof *rt);
@@ -70,10 +79,13 @@ skein_runtime *skein_new(const skein_options *opts) {
     return NULL;
   }
   lua_State *L = rt->w->L;
+  lua_pushcfunction(L, l_register);
   lua_pushlightuserdata(L, rt);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &rt_key);
-  lua_pushlightuserdata(L, rt);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &hooks_key);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {  /* out of memory */
+    sk_worker_close(rt->w);
+    free(rt);
+    return NULL;
+  }
   return rt;
 }
 
