@@ -355,6 +355,23 @@ describe("embedding", function()
     end)
   end)
 
+  it("a C++ host compiles against skein.h and links", function()
+    local _, _, have = run("command -v g++")
+    if have ~= 0 then
+      pending("g++ is not installed")
+      return
+    end
+    local exe = tmp .. "/embed_cxx"
+    local _, err, rc = run(("g++ -g -Wall -Wextra %s -I%s/runtime/include -I/usr/include/lua5.4 -o %s %s %s/build/lib/%s/libskein.a %s")
+      :format(sanflags, root, exe, sh(root .. "/spec/c/embed_cxx.cc"), root, cfg, lualibs), 120)
+    assert.are.equal(0, rc, err)
+    local out
+    out, err, rc = run(exe)
+    assert_clean(err)
+    assert.are.equal(0, rc, err)
+    has(out, "c++ host ok, skein " .. skein.version)
+  end)
+
   describe("make install", function()
     local prefix, pcpath
 

@@ -36,7 +36,15 @@
 
 #include <uv.h>
 
+/* Lua's headers have no C++ guards of their own; libskein links the C
+** build of Lua, so a C++ host sees its API with C linkage too. */
+#ifdef __cplusplus
+extern "C" {
+#endif
 #include "lua.h"
+#ifdef __cplusplus
+}
+#endif
 
 #if defined(_WIN32)
 #define SKEIN_API __declspec(dllexport)
