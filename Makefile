@@ -35,13 +35,18 @@ test:
 bench: build
 	bench/run
 
+# The version comes from skein.h, the one place that states it.
+VERSION := $(shell sed -n 's/^\#define SKEIN_VERSION "\(.*\)"/\1/p' runtime/include/skein.h)
+LIBDIR := $(DESTDIR)$(PREFIX)/lib
+
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -d $(DESTDIR)$(PREFIX)/bin $(LIBDIR)/pkgconfig $(DESTDIR)$(PREFIX)/include
 	install -m 755 $(BIN) $(DESTDIR)$(PREFIX)/bin/skein
-	install -m 644 build/lib/$(CONFIG)/libskein.a $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 build/lib/shared/$(CONFIG)/libskein.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 build/lib/$(CONFIG)/libskein.a $(LIBDIR)/
+	install -m 755 build/lib/shared/$(CONFIG)/libskein.so $(LIBDIR)/
 	install -m 644 runtime/include/skein.h $(DESTDIR)$(PREFIX)/include/
-	sed -e 's|@PREFIX@|$(PREFIX)|' skein.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/skein.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' skein.pc.in > $(LIBDIR)/pkgconfig/skein.pc
+	chmod 644 $(LIBDIR)/pkgconfig/skein.pc
 
 clean:
 	rm -rf build

@@ -1,5 +1,9 @@
 /*
 ** runtime.c — the embedding API (skein.h) over a worker.
+**
+** A runtime wraps one sk_worker and adds what only a host needs: the last
+** error message, the init hooks, and the way back from a lua_State to its
+** runtime (a light userdata in the registry under the address of rt_key).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +11,7 @@
 #include "../lua/sk_lua.h"
 #include "include/skein.h"
 
+/* One registered init hook; the list keeps registration order. */
 typedef struct init_hook {
   skein_init_fn fn;
   void *ud;
@@ -19,7 +24,14 @@ struct skein_runtime {
   init_hook *hooks;
 };
 
+/* Registry keys: their addresses are unique in the process. rt_key maps the
+** runtime's own state to the runtime; hooks_key maps every state that runs
+** the runtime's init hooks (its own and its thread workers') to it. */
+static const char rt_key = 'r';
+static const char hooks_key = 'h';
+
 const char *skein_version(void) { return SKEIN_VERSION; }
+int skein_version_num(void) { return SKEIN_VERSION_NUM; }
 
 /* Keeps a copy of `msg` as the runtime's last error. */
 static int set_error(skein_runtime *rt, const char *msg) {
@@ -28,13 +40,33 @@ static int set_error(skein_runtime *rt, const char *msg) {
   return -1;
 }
 
-/* Takes the error at the top of the stack (any value) as the last error. */
+static int l_tostring(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* Takes the error at the top of the stack (any value) as the last error and
+** pops it. Converting runs __tostring, which may itself raise, so it runs
+** under lua_pcall. */
 static int take_error(skein_runtime *rt) {
   lua_State *L = rt->w->L;
-  const char *msg = luaL_tolstring(L, -1, NULL);
-  set_error(rt, msg);
-  lua_pop(L, 2);
+  lua_pushcfunction(L, l_tostring);
+  lua_insert(L, -2);
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) {
+    set_error(rt, lua_tostring(L, -1));
+  } else {
+    set_error(rt, "(error object cannot be converted to a string)");
+  }
+  lua_pop(L, 1);
   return -1;
+}
+
+/* Records the runtime (argument 1) in its state's registry. */
+static int l_register(lua_State *L) {
+  lua_pushvalue(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &rt_key);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &hooks_key);
+  return 0;
 }
 
 skein_runtime *skein_new(const skein_options *opts) {
@@ -46,10 +78,19 @@ skein_runtime *skein_new(const skein_options *opts) {
     free(rt);
     return NULL;
   }
+  lua_State *L = rt->w->L;
+  lua_pushcfunction(L, l_register);
+  lua_pushlightuserdata(L, rt);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {  /* out of memory */
+    sk_worker_close(rt->w);
+    free(rt);
+    return NULL;
+  }
   return rt;
 }
 
 int skein_close(skein_runtime *rt) {
+  if (rt == NULL) return 0;
   int rc = sk_worker_close(rt->w);
   while (rt->hooks) {
     init_hook *h = rt->hooks;
@@ -58,24 +99,104 @@ int skein_close(skein_runtime *rt) {
   }
   free(rt->errmsg);
   free(rt);
-  return rc;
+  return rc == 0 ? 0 : -1;
 }
 
 lua_State *skein_lua(skein_runtime *rt) { return rt->w->L; }
 uv_loop_t *skein_loop(skein_runtime *rt) { return rt->w->sched.loop; }
 
+skein_runtime *skein_from_lua(lua_State *L) {
+  skein_runtime *rt;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &rt_key);
+  rt = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return rt;
+}
+
+/* Runs one hook (a light userdata argument) under lua_pcall, so that a hook
+** that raises fails its registration instead of panicking. */
+static int l_run_hook(lua_State *L) {
+  const init_hook *h = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  h->fn(L, h->ud);
+  return 0;
+}
+
+/* Runs `h` in L; 0, or -1 with the error message left on L's stack. */
+static int run_hook(lua_State *L, const init_hook *h) {
+  lua_pushcfunction(L, l_run_hook);
+  lua_pushlightuserdata(L, (void *)h);
+  return sk_pcall(L, 1, 0) == LUA_OK ? 0 : -1;
+}
+
 int skein_add_init(skein_runtime *rt, skein_init_fn fn, void *ud) {
   init_hook *h = malloc(sizeof *h), **tail = &rt->hooks;
   if (h == NULL) return set_error(rt, "out of memory");
   *h = (init_hook){fn, ud, NULL};
+  if (run_hook(rt->w->L, h) != 0) {
+    free(h);
+    return take_error(rt);
+  }
   while (*tail) tail = &(*tail)->next;
   *tail = h;
-  fn(rt->w->L, ud);
+  return 0;
+}
+
+/* For the module that starts thread workers: runs, in the new worker's
+** state L, the init hooks of the runtime that `parent` (the spawning
+** worker's state) runs, and marks L so that workers it starts get them too.
+** Runs on L's thread; the hook list is only read, which is why hosts must
+** register hooks before starting workers. Returns 0, or -1 with the error
+** message on L's stack. */
+int sk_runtime_init_state(lua_State *parent, lua_State *L);
+int sk_runtime_init_state(lua_State *parent, lua_State *L) {
+  lua_rawgetp(parent, LUA_REGISTRYINDEX, &hooks_key);
+  const skein_runtime *rt = lua_touserdata(parent, -1);
+  lua_pop(parent, 1);
+  if (rt == NULL) return 0;
+  lua_pushlightuserdata(L, (void *)rt);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &hooks_key);
+  for (const init_hook *h = rt->hooks; h; h = h->next) {
+    if (run_hook(L, h) != 0) return -1;
+  }
   return 0;
 }
 
 int skein_pcall(lua_State *L, int nargs, int nresults) {
   return sk_pcall(L, nargs, nresults);
+}
+
+int skein_call(skein_runtime *rt, int nargs, int nresults) {
+  sk_sched *s = &rt->w->sched;
+  s->in_callback++;
+  int st = sk_pcall(rt->w->L, nargs, nresults);
+  s->in_callback--;
+  return st == LUA_OK ? 0 : take_error(rt);
+}
+
+/* Calls skein.spawn as the module defines it (package.loaded.skein, which
+** a script replacing the global `skein` does not touch) on its arguments. */
+static int l_spawn(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, "skein") != LUA_TTABLE) {
+    return luaL_error(L, "the skein module is not loaded");
+  }
+  lua_getfield(L, -1, "spawn");
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  lua_insert(L, 1);
+  lua_call(L, n, 1);
+  return 1;
+}
+
+int skein_spawn(skein_runtime *rt, int nargs) {
+  lua_State *L = rt->w->L;
+  if (!lua_checkstack(L, 2)) return set_error(rt, "stack overflow");
+  lua_pushcfunction(L, l_spawn);
+  lua_insert(L, -(nargs + 2));
+  if (sk_pcall(L, nargs + 1, 1) != LUA_OK) return take_error(rt);
+  return 0;
 }
 
 int skein_dofile(skein_runtime *rt, const char *path) {
@@ -94,19 +215,29 @@ int skein_dostring(skein_runtime *rt, const char *code, const char *chunkname) {
   return 0;
 }
 
+/* An interrupt that arrived during a run ends it with -1 even when the
+** interrupted code was a task that then failed and left nothing to wait
+** for: the host asked the run to stop, and it learns that it did. */
 int skein_run(skein_runtime *rt, skein_run_mode mode) {
   sk_worker *w = rt->w;
+  int live;
   if (w->sched.in_callback) return set_error(rt, "skein_run called from inside the loop");
-  if (mode == SKEIN_RUN_DEFAULT) {
-    if (sk_worker_drain(w) != 0) return take_error(rt);
-    return 0;
+  if (mode != SKEIN_RUN_DEFAULT && mode != SKEIN_RUN_ONCE && mode != SKEIN_RUN_NOWAIT) {
+    return set_error(rt, "skein_run: unknown mode");
   }
   if (w->interrupted) return set_error(rt, "interrupted");
-  int alive = sk_sched_step(&w->sched, mode == SKEIN_RUN_ONCE ? SK_STEP_WAIT : SK_STEP_NOWAIT);
-  if (!alive && w->live > 0) {
-    return set_error(rt, "deadlock: tasks are blocked and nothing can wake them");
+  if (mode == SKEIN_RUN_DEFAULT) {
+    if (sk_worker_drain(w) != 0) return take_error(rt);
+    live = 0;
+  } else {
+    int alive = sk_sched_step(&w->sched, mode == SKEIN_RUN_ONCE ? SK_STEP_WAIT : SK_STEP_NOWAIT);
+    if (!alive && w->live > 0) {
+      return set_error(rt, "deadlock: tasks are blocked and nothing can wake them");
+    }
+    live = w->live > 0;
   }
-  return w->live > 0;
+  if (w->interrupted) return set_error(rt, "interrupted");
+  return live;
 }
 
 const char *skein_errmsg(skein_runtime *rt) {

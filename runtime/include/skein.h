@@ -1,21 +1,50 @@
 /*
 ** skein.h — the public embedding API of skein.
 **
-** A runtime is one skein worker: a Lua 5.4 state with the `skein` module
-** loaded (and the global `skein` defined), a libuv loop (its own or the
-** host's), and a scheduler for the tasks its scripts spawn. All calls on a
-** runtime must come from the thread that created it, except
-** skein_interrupt, which is also safe from a signal handler.
+** A runtime is one skein worker: a Lua 5.4 state with the standard libraries
+** and the `skein` module loaded (and the global `skein` defined), a libuv
+** loop (its own or the host's), and a scheduler for the tasks its scripts
+** spawn. The runtime is opaque; the host reaches the Lua state and the loop
+** through skein_lua and skein_loop.
+**
+** Threads: all calls on a runtime must come from the thread that created
+** it, except skein_interrupt, which is also safe from a signal handler on
+** that thread (as lua.c's SIGINT handler does). Different runtimes are
+** independent.
 **
 ** Errors: functions returning int give 0 on success and -1 on failure, with
-** a message available from skein_errmsg until the next call.
+** a message (and a Lua traceback where there is one) available from
+** skein_errmsg until the next failure. The library never exits the process;
+** what it prints (on stderr) is the report of a task that failed and that
+** nobody joined, when the task is collected or skein_failures is called.
+**
+** Blocking: skein's blocking calls (skein.sleep, task:join, ...) suspend
+** only their task. Made outside a task (from skein_dofile, skein_dostring
+** or skein_pcall), they drive the loop until they can return, which is only
+** right where nothing is running the loop: uv_run is not re-entrant. skein
+** cannot see whether the host is inside uv_run, so a host entering Lua from
+** a libuv callback uses skein_call, under which a blocking call raises
+** "cannot block here", or skein_spawn, which starts a task that may block.
+** Code in a task that cannot yield (across a C call) while the host runs
+** the loop gets the same error.
+**
+** Building: `pkg-config --cflags --libs skein` (the header needs lua5.4 and
+** libuv's headers; the host links Lua and libuv as well).
 */
 #ifndef SKEIN_H
 #define SKEIN_H
 
 #include <uv.h>
 
+/* Lua's headers have no C++ guards of their own; libskein links the C
+** build of Lua, so a C++ host sees its API with C linkage too. */
+#ifdef __cplusplus
+extern "C" {
+#endif
 #include "lua.h"
+#ifdef __cplusplus
+}
+#endif
 
 #if defined(_WIN32)
 #define SKEIN_API __declspec(dllexport)
@@ -31,15 +60,22 @@ extern "C" {
 #define SKEIN_VERSION_MINOR 1
 #define SKEIN_VERSION_PATCH 0
 #define SKEIN_VERSION "0.1.0"
+/* One number that compares: MAJOR * 10000 + MINOR * 100 + PATCH. */
+#define SKEIN_VERSION_NUM                                          \
+  (SKEIN_VERSION_MAJOR * 10000 + SKEIN_VERSION_MINOR * 100 +       \
+   SKEIN_VERSION_PATCH)
 
 typedef struct skein_runtime skein_runtime;
 
-/* Options for skein_new; a NULL pointer means all defaults. */
+/* Options for skein_new; a NULL pointer means all defaults. Zero every
+** field you do not set (`skein_options o = {0};` or a designated
+** initialiser): fields added later keep zero as their default. */
 typedef struct skein_options {
   /* The host's loop, or NULL for a loop owned by the runtime. With a host
   ** loop, skein runs its ready tasks from a check handle whenever the host
-  ** runs the loop, and a blocking call made outside a task while the host
-  ** is inside uv_run raises an error instead of re-entering the loop. */
+  ** runs the loop, and its own handles keep the loop alive only while a
+  ** task waits on a timer or I/O. The host must keep the loop alive until
+  ** after skein_close (see there). */
   uv_loop_t *loop;
 } skein_options;
 
@@ -50,46 +86,91 @@ typedef enum skein_run_mode {
 } skein_run_mode;
 
 /* A function run in a worker's Lua state before any script (see
-** skein_add_init). It may register globals, modules and metatables. */
+** skein_add_init). It may register globals, modules and metatables, and may
+** raise a Lua error, which makes skein_add_init fail. */
 typedef void (*skein_init_fn)(lua_State *L, void *ud);
 
+/* The library's version, "MAJOR.MINOR.PATCH", and the same as
+** SKEIN_VERSION_NUM: comparing it with the header's macro catches a host
+** built against one version and run against another. */
 SKEIN_API const char *skein_version(void);
+SKEIN_API int skein_version_num(void);
 
-/* Creates a runtime; NULL when out of memory or the loop cannot start. */
+/* Creates a runtime; NULL when out of memory or the loop or the Lua state
+** cannot start. */
 SKEIN_API skein_runtime *skein_new(const skein_options *opts);
 
-/* Closes the runtime: the Lua state, then every handle, then its loop when
-** it owns one. Returns 0 when the loop closed with nothing left open. */
+/* Closes the runtime: the Lua state (running every __gc and pending
+** __close), then every handle, then its loop when it owns one. Returns 0
+** when its own loop closed with nothing left open, -1 otherwise (a handle
+** was left open; its memory is then not freed). Tasks still unfinished are
+** dropped without running further. With its own loop, close every handle
+** you started on skein_loop() first: closing runs the loop until they are
+** gone. NULL is a no-op returning 0.
+** With a host loop, the runtime's handles are closed but their memory is
+** released by their close callbacks, which run the next time the host runs
+** the loop: call uv_run(loop, UV_RUN_DEFAULT) once more before
+** uv_loop_close. Must not be called from inside a callback of the loop. */
 SKEIN_API int skein_close(skein_runtime *rt);
 
+/* The runtime's main Lua state and its loop. */
 SKEIN_API lua_State *skein_lua(skein_runtime *rt);
 SKEIN_API uv_loop_t *skein_loop(skein_runtime *rt);
 
+/* The runtime a Lua state (or any coroutine of it) belongs to: what a host's
+** C function needs to reach the runtime. NULL for a state skein_new did not
+** create. */
+SKEIN_API skein_runtime *skein_from_lua(lua_State *L);
+
 /* Registers `fn` to run in every worker's state: now in this runtime's
-** state, and in each thread or process worker as it starts. */
+** state, and in each thread worker as it starts (there `fn` runs on the
+** worker's own OS thread, so it must be thread-safe, and `ud` must outlive
+** the runtime). Register hooks before starting workers. When `fn` raises,
+** returns -1 and the hook is not registered. */
 SKEIN_API int skein_add_init(skein_runtime *rt, skein_init_fn fn, void *ud);
 
-/* Runs a file (NULL: standard input) or a string as the root context. Tasks
-** they spawn keep running on later skein_run calls. */
+/* Runs a file (NULL: standard input) or a string as the root context: its
+** blocking calls drive the loop. Tasks they spawn keep running on later
+** skein_run calls (or, with a host loop, whenever the host runs the loop).
+** A syntax error, a missing file or an error raised by the chunk returns -1
+** with the message (and traceback) in skein_errmsg. Not from inside a
+** callback of the loop: use skein_call there. */
 SKEIN_API int skein_dofile(skein_runtime *rt, const char *path);
 SKEIN_API int skein_dostring(skein_runtime *rt, const char *code,
                              const char *chunkname);
 
 /* Drives the loop. Returns 1 while non-daemon tasks remain, 0 when none
-** does, -1 on error (a deadlock, or an interrupt). */
+** does, -1 on error: a deadlock (tasks remain and nothing can wake them),
+** an interrupt (see skein_interrupted), or a call from inside the loop.
+** With a host loop this runs the host's loop too, so the host must not be
+** inside uv_run. */
 SKEIN_API int skein_run(skein_runtime *rt, skein_run_mode mode);
 
-/* Calls the function below `nargs` arguments on the runtime's stack with a
-** traceback handler: the protected path every host call into Lua should
-** take. On error the message (with traceback) is left on the stack. */
+/* Calls the function below `nargs` arguments on L's stack with a traceback
+** handler; returns a Lua status (LUA_OK on success). On error the message
+** (with traceback) is left on the stack. Blocking calls behave as in
+** skein_dofile. */
 SKEIN_API int skein_pcall(lua_State *L, int nargs, int nresults);
 
-/* The message of the last failure of skein_dofile/dostring/run. */
+/* Calls the function below `nargs` arguments on the runtime's stack, safe
+** to use from any libuv callback: while it runs, a blocking call made
+** outside a task raises "cannot block here" instead of driving the loop.
+** Returns 0 with `nresults` results pushed, or -1 with nothing pushed and
+** the message in skein_errmsg. */
+SKEIN_API int skein_call(skein_runtime *rt, int nargs, int nresults);
+
+/* Spawns a task (as skein.spawn would) running the function below `nargs`
+** arguments on the runtime's stack, and pushes the task object; safe from
+** any libuv callback. The task starts on the next turn of the loop. Returns
+** 0, or -1 with nothing pushed and the message in skein_errmsg. */
+SKEIN_API int skein_spawn(skein_runtime *rt, int nargs);
+
+/* The message of the last failure on this runtime; "" when none. */
 SKEIN_API const char *skein_errmsg(skein_runtime *rt);
 
 /* Asks the runtime to stop what it waits for and to interrupt running Lua
 ** code; async-signal-safe. skein_interrupted reports (and with clear=1
-** resets) the request. */
+** resets) the request; clear it before running more code. */
 SKEIN_API void skein_interrupt(skein_runtime *rt);
 SKEIN_API int skein_interrupted(skein_runtime *rt, int clear);
 
