@@ -168,7 +168,6 @@ typedef struct enc {
   lua_State *L;
   sk_buf *b;
   int seen;                     /* stack index: value -> id */
-  int names;                    /* stack index: C function -> "module.name" */
   lua_Integer nextid;
   const char *root;
 } enc;
@@ -230,13 +229,12 @@ static lua_Integer seen_id(enc *e, int idx) {
   return 0;
 }
 
-/* Builds (once per encode) the map from C functions of loaded modules to
-** their "module.name" paths. */
-static void load_names(enc *e) {
-  lua_State *L = e->L;
-  if (e->names) return;
+/* Fills the registry's map from C functions of loaded modules to their
+** "module.name" paths (rebuilt when a lookup misses, since modules load
+** late). Leaves the stack as it found it. */
+static void build_names(lua_State *L) {
   lua_newtable(L);
-  e->names = lua_gettop(L);
+  int names = lua_gettop(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   lua_pushnil(L);
   while (lua_next(L, -2)) {
@@ -246,10 +244,10 @@ static void load_names(enc *e) {
       while (lua_next(L, -2)) {
         if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
           lua_pushvalue(L, -1);
-          if (lua_rawget(L, e->names) == LUA_TNIL) {
+          if (lua_rawget(L, names) == LUA_TNIL) {
             lua_pushvalue(L, -2);
             lua_pushfstring(L, "%s.%s", mod, lua_tostring(L, -4));
-            lua_rawset(L, e->names);
+            lua_rawset(L, names);
           }
           lua_pop(L, 1);
         }
@@ -259,6 +257,24 @@ static void load_names(enc *e) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "skein.cfnames");
+}
+
+/* Pushes the "module.name" of the C function at idx, or nil. */
+static void push_cfunc_name(lua_State *L, int idx) {
+  for (int attempt = 0; attempt < 2; attempt++) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "skein.cfnames") == LUA_TTABLE) {
+      lua_pushvalue(L, idx);
+      if (lua_rawget(L, -2) == LUA_TSTRING) {
+        lua_remove(L, -2);
+        return;
+      }
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (attempt == 0) build_names(L);
+  }
+  lua_pushnil(L);
 }
 
 static int writer(lua_State *L, const void *p, size_t n, void *ud) {
@@ -311,9 +327,8 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
   lua_State *L = e->L;
   sk_buf *b = e->b;
   if (lua_iscfunction(L, idx)) {
-    load_names(e);
-    lua_pushvalue(L, idx);
-    if (lua_rawget(L, e->names) != LUA_TSTRING) {
+    push_cfunc_name(L, idx);
+    if (!lua_isstring(L, -1)) {
       enc_fail(e, p, "cannot send a C function that no loaded module exports");
     }
     size_t n;
@@ -432,7 +447,8 @@ static void enc_value(enc *e, int idx, const path *p, int depth) {
       break;
     }
     case LUA_TFUNCTION: {
-      lua_Integer id = seen_id(e, idx);
+      /* C functions travel by name every time; only Lua functions get ids. */
+      lua_Integer id = lua_iscfunction(L, idx) ? 0 : seen_id(e, idx);
       if (id) {
         put_byte(L, b, T_REF);
         put_varint(L, b, (uint64_t)(id - 1));
@@ -464,7 +480,7 @@ static int p_encode(lua_State *L) {
 }
 
 int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *root) {
-  enc e = {L, out, 0, 0, 0, root ? root : "value"};
+  enc e = {L, out, 0, 0, root ? root : "value"};
   memset(out, 0, sizeof *out);
   first = lua_absindex(L, first);
   luaL_checkstack(L, n + 4, "too many values to marshal");

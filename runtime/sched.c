@@ -154,6 +154,13 @@ static void on_check(uv_check_t *h) {
 
 static void free_handle(uv_handle_t *h) { free(h); }
 
+/* Closes a handle that was still open when the loop had to close. Its
+** memory belongs to whoever opened it, so no close callback frees it. */
+static void close_leftover(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
 int sk_sched_init(sk_sched *s, uv_loop_t *host_loop) {
   int rc;
   *s = (sk_sched){0};
@@ -209,10 +216,16 @@ int sk_sched_close(sk_sched *s) {
   s->heap = NULL;
   s->nheap = s->capheap = 0;
   if (s->own_loop) {
-    /* Let every close callback run, ours and any other the worker closed. */
-    uv_run(s->loop, UV_RUN_DEFAULT);
+    /* Close callbacks run in the next turn. A handle someone else left
+    ** active must not make this hang: close it and report -1. */
+    uv_run(s->loop, UV_RUN_NOWAIT);
     rc = uv_loop_close(s->loop);
-    if (rc == 0) free(s->loop);
+    if (rc != 0) {
+      uv_walk(s->loop, close_leftover, NULL);
+      uv_run(s->loop, UV_RUN_NOWAIT);
+      rc = uv_loop_close(s->loop) == 0 ? -1 : rc;
+    }
+    if (rc == 0 || rc == -1) free(s->loop);
     s->loop = NULL;
   }
   return rc;
@@ -225,8 +238,12 @@ int sk_sched_alive(const sk_sched *s) {
 int sk_sched_poll(sk_sched *s, int mode) {
   update_uvtimer(s);  /* first, so a stale timer does not count as alive */
   if (!sk_sched_alive(s)) return 0;
+  /* Callbacks run inside uv_run, which must not be entered again: code
+  ** they run may not block (see sk_wait_begin). */
+  s->in_callback++;
   uv_run(s->loop, (s->nready > 0 || mode == SK_STEP_NOWAIT) ? UV_RUN_NOWAIT
                                                              : UV_RUN_ONCE);
+  s->in_callback--;
   return 1;
 }
 

@@ -64,8 +64,9 @@ enum { SK_STEP_WAIT = 0, SK_STEP_NOWAIT = 1 };
 int sk_sched_init(sk_sched *s, uv_loop_t *host_loop);
 
 /* Closes every handle the scheduler owns, lets their close callbacks run,
-** and closes the loop when it is the scheduler's own. Returns the result of
-** uv_loop_close (0: nothing was left open) or 0 for a host loop. */
+** and closes the loop when it is the scheduler's own. Returns 0 when nothing
+** was left open (or for a host loop); -1 when handles someone else left open
+** had to be closed first (never a hang); a libuv error if even that failed. */
 int sk_sched_close(sk_sched *s);
 
 /* Appends `r` to the ready queue unless it is already queued. */
