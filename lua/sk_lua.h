@@ -19,6 +19,7 @@
 
 #include "../runtime/include/skein.h"
 #include "../runtime/sk_obj.h"
+#include "../runtime/sk_port.h"
 #include "../runtime/sk_sched.h"
 
 #define SK_NO_DEADLINE UINT64_MAX
@@ -88,6 +89,8 @@ struct sk_ctx {
       observed : 1, deadlock : 1, interrupt : 1, reported : 1,
       wait_shield : 1;          /* this wait ignores cancels and scopes */
   int shield;                   /* >0: cancels and scope deadlines wait */
+  uint32_t wslot, wgen;         /* slot in the worker's wake table, wait number */
+  int ext_hold;                 /* this wait holds the port (outside wakers) */
   sk_timer timer;               /* the deadline of the current wait */
   sk_watch joinw;               /* what this context links for one-object waits */
   sk_watchlist watchers;        /* fired when this task finishes */
@@ -107,8 +110,12 @@ struct sk_worker {
   size_t failures;              /* failed tasks reported as never joined */
   volatile sig_atomic_t interrupted;
   uv_async_t *wakeup;           /* signal-safe wake-up; freed in its close cb */
-  void (*before_run)(void *ud); /* REPL hooks around a batch of task output */
-  void *hook_ud;
+  sk_port *port;                /* the inbox other threads post to */
+  sk_ctx **slots;               /* wake table: slot -> waiting context */
+  uint32_t nslots, free_slot;
+  const char *kind;             /* "main", "thread" or "process" */
+  lua_Integer self_id;
+  char *self_name;
 };
 
 /* Worker lifecycle (worker.c). sk_worker_new opens the standard libraries
@@ -143,6 +150,15 @@ void sk_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline);
 int sk_wait(lua_State *L, sk_ctx *c, lua_KContext kctx, lua_KFunction k);
 int sk_wait_end(lua_State *L, sk_ctx *c);
 void sk_ctx_wake(sk_ctx *c);
+/* Undoes sk_wait_begin when the condition turned true before waiting. */
+void sk_wait_abort(sk_ctx *c);
+/* Fills *out with a record that wakes `c`'s current wait from any thread
+** (call between sk_wait_begin and sk_wait). While the wait lasts the
+** worker's loop counts as alive: another worker may end it. Returns -1 when
+** out of memory. */
+int sk_ctx_waiter(sk_ctx *c, sk_waiter *out);
+/* Frees the context's wake slot (when a task finishes). */
+void sk_ctx_drop_slot(sk_ctx *c);
 /* Converts an optional timeout argument to an absolute deadline; raises a
 ** clear error for negative, NaN or non-numeric values. */
 uint64_t sk_check_deadline(lua_State *L, int arg);

@@ -41,6 +41,7 @@ static int is_callable(lua_State *L, int idx) {
 /* Marks `t` finished: no Lua is called, so this is safe from group
 ** cancellation and watcher callbacks. */
 static void complete(sk_ctx *t, int result) {
+  sk_ctx_drop_slot(t);
   t->state = SK_DONE;
   t->result = result;
   if (!t->daemon) t->w->live--;

@@ -144,6 +144,7 @@ void sk_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline) {
   }
   c->wait_shield = shield;
   c->woken = c->timed_out = c->deadlock = c->interrupt = 0;
+  c->wgen++;
   if (!shield && !c->shield && c->scope && c->scope->eff < deadline) {
     deadline = c->scope->eff;
   }
@@ -182,9 +183,23 @@ int sk_wait(lua_State *L, sk_ctx *c, lua_KContext kctx, lua_KFunction k) {
   return LUA_YIELD;
 }
 
-int sk_wait_end(lua_State *L, sk_ctx *c) {
+/* Releases what sk_wait_begin and sk_ctx_waiter took. */
+static void wait_cleanup(sk_ctx *c) {
   sk_timer_disarm(&c->w->sched, &c->timer);
   sk_watch_unlink(&c->joinw);
+  if (c->ext_hold) {
+    c->ext_hold = 0;
+    sk_port_hold(c->w->port, -1);
+  }
+}
+
+void sk_wait_abort(sk_ctx *c) {
+  wait_cleanup(c);
+  c->wait_shield = 0;
+}
+
+int sk_wait_end(lua_State *L, sk_ctx *c) {
+  wait_cleanup(c);
   int shielded = c->wait_shield;
   c->wait_shield = 0;
   if (c->interrupt) {
@@ -227,6 +242,56 @@ int sk_yield(lua_State *L) {
     w->cur_L = saved;
   }
   return yield_k(L, LUA_OK, 0);
+}
+
+/* ----------------------------------------------------- wakes from afar */
+
+/* Port callback, on the worker's thread: wakes the context in `slot` if it
+** is still in the wait the token was made for. */
+static void port_wake(void *ud, uint32_t slot, uint32_t gen) {
+  sk_worker *w = ud;
+  if (slot < w->nslots && w->slots[slot] && w->slots[slot]->wgen == gen) {
+    sk_ctx_wake(w->slots[slot]);
+  }
+}
+
+int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {
+  sk_worker *w = c->w;
+  if (c->wslot == 0) {
+    if (w->free_slot == 0) {
+      uint32_t n = w->nslots ? w->nslots * 2 : 64;
+      sk_ctx **slots = realloc(w->slots, n * sizeof *slots);
+      if (slots == NULL) return -1;
+      /* Slot 0 stays unused; free slots chain through their pointers. */
+      for (uint32_t i = n - 1; i >= (w->nslots ? w->nslots : 1); i--) {
+        slots[i] = (sk_ctx *)(uintptr_t)w->free_slot;
+        w->free_slot = i;
+      }
+      if (w->nslots == 0) slots[0] = NULL;
+      w->slots = slots;
+      w->nslots = n;
+    }
+    c->wslot = w->free_slot;
+    w->free_slot = (uint32_t)(uintptr_t)w->slots[c->wslot];
+    w->slots[c->wslot] = c;
+  }
+  if (!c->ext_hold) {
+    c->ext_hold = 1;
+    sk_port_hold(w->port, 1);
+  }
+  sk_port_retain(w->port);
+  out->port = w->port;
+  out->slot = c->wslot;
+  out->gen = c->wgen;
+  return 0;
+}
+
+void sk_ctx_drop_slot(sk_ctx *c) {
+  sk_worker *w = c->w;
+  if (c->wslot == 0) return;
+  w->slots[c->wslot] = (sk_ctx *)(uintptr_t)w->free_slot;
+  w->free_slot = c->wslot;
+  c->wslot = 0;
 }
 
 /* ------------------------------------------------------------ interrupts */
@@ -301,6 +366,12 @@ sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
   }
   uv_async_init(w->sched.loop, w->wakeup, on_wakeup);
   uv_unref((uv_handle_t *)w->wakeup);
+  w->kind = "main";
+  w->port = sk_port_new(w->sched.loop, port_wake, w);
+  if (w->port == NULL) {
+    sk_worker_close(w);
+    return NULL;
+  }
   *(sk_worker **)lua_getextraspace(w->L) = w;
   ctx_init(&w->root, w);
   w->root.state = SK_RUNNING;
@@ -319,6 +390,9 @@ static void free_handle(uv_handle_t *h) { free(h); }
 
 int sk_worker_close(sk_worker *w) {
   if (w->L) lua_close(w->L);
+  if (w->port) sk_port_close(w->port);
+  free(w->slots);
+  free(w->self_name);
   if (w->wakeup) uv_close((uv_handle_t *)w->wakeup, free_handle);
   int rc = sk_sched_close(&w->sched);
   free(w);
