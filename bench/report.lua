@@ -207,11 +207,25 @@ for _, s in ipairs(specs) do
   end
   summaries[#summaries + 1] = ("%s: %s"):format(s.label, table.concat(parts, ", "))
 
+  -- A floor (an over: peer) bounds what a vs: target can reach: skein
+  -- cannot beat the bare VM doing the same coroutine work.
+  local floor
+  for word in s.targets:gmatch("%S+") do
+    floor = floor or word:match("^over:([%w_]+)")
+  end
   for word in s.targets:gmatch("%S+") do
     local verdict, value, desc = check(s, word)
+    local peer = word:match("^vs:([%w_]+)")
+    local fr, pr = floor and s.impls[floor], peer and s.impls[peer]
+    if fr and pr and fr.time and pr.time then
+      desc = desc .. (" (%s alone reaches %.1fx)"):format(display(floor),
+        primary(s, pr) / primary(s, fr))
+      result("floor workload=%s peer=%s floor=%s value=%.4f", s.name, peer, floor,
+        primary(s, pr) / primary(s, fr))
+    end
     if verdict == "MISS" then missed = true end
-    verdicts[#verdicts + 1] = ("  %s  %-28s %-40s measured %s"):format(verdict, s.name, desc,
-      value and ("%.2f"):format(value) or "-")
+    verdicts[#verdicts + 1] = ("  %s  %-12s measured %-7s %s"):format(verdict, s.name,
+      value and ("%.2f"):format(value) or "-", desc)
     result("target workload=%s check=%s verdict=%s value=%s", s.name, word, verdict,
       value and ("%.4f"):format(value) or "-")
   end
