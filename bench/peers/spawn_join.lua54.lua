@@ -1,0 +1,20 @@
+-- spawn_join.lua54.lua — the floor: the same shape as workloads/spawn_join.lua
+-- with nothing but the Lua 5.4 VM: create N coroutines that yield once and
+-- resume each twice (start, then finish). Run with plain lua5.4.
+-- Lua has no portable wall clock finer than a second, so this times with
+-- os.clock (CPU seconds); for a single-threaded CPU-bound loop that equals
+-- wall time, and any difference (preemption) makes the floor look faster,
+-- which only makes the skein/floor ratio stricter.
+local N = tonumber(arg[1]) or 100000
+local create, resume, yield = coroutine.create, coroutine.resume, coroutine.yield
+
+local function body() yield() end
+
+local t0 = os.clock()
+local cos = {}
+for i = 1, N do cos[i] = create(body) end
+for i = 1, N do resume(cos[i]) end
+for i = 1, N do resume(cos[i]) end
+local elapsed = os.clock() - t0
+
+print(("BENCH time=%.6f n=%d"):format(elapsed, N))

@@ -1,0 +1,243 @@
+-- report.lua — turns bench/run's raw.tsv into the table, the one-line
+-- summaries, the PASS/MISS verdicts, and results.txt. Run with lua5.4:
+--   lua5.4 bench/report.lua build/bench/raw.tsv build/bench/results.txt
+-- Exit status: 0 when every target that could be checked passed, 3 when one
+-- missed, 1 on bad input.
+local raw_path, out_path = arg[1], arg[2]
+if not raw_path or not out_path then
+  io.stderr:write("usage: lua5.4 report.lua RAW.tsv RESULTS.txt\n")
+  os.exit(1)
+end
+
+-- How each implementation is called in the report.
+local DISPLAY = { skein = "skein", asyncio = "asyncio", gevent = "gevent", lua54 = "bare lua" }
+local function display(impl) return DISPLAY[impl] or impl end
+
+local function split(line)
+  local f = {}
+  for field in (line .. "\t"):gmatch("([^\t]*)\t") do f[#f + 1] = field end
+  return f
+end
+
+-- ------------------------------------------------------------- reading
+
+local meta = { reps = "?", nproc = "?", cpu = "?", date = "?" }
+local specs, by_name = {}, {}
+local fh = assert(io.open(raw_path))
+for line in fh:lines() do
+  local f = split(line)
+  if f[1] == "meta" then
+    meta = { reps = f[2], nproc = f[3], cpu = f[4], date = f[5] }
+  elseif f[1] == "spec" then
+    local s = { name = f[2], kind = f[3], targets = f[4], label = f[5],
+                impls = {}, order = {} }
+    specs[#specs + 1] = s
+    by_name[s.name] = s
+  else
+    local s = by_name[f[2]]
+    if s then
+      local impl = f[3]
+      local r = s.impls[impl]
+      if not r then
+        r = { times = {}, walls = {}, fails = 0 }
+        s.impls[impl] = r
+        s.order[#s.order + 1] = impl
+      end
+      if f[1] == "run" then
+        local t, n, t0, t1, rss = tonumber(f[5]), tonumber(f[6]),
+                                  tonumber(f[7]), tonumber(f[8]), tonumber(f[9])
+        r.times[#r.times + 1] = t
+        r.walls[#r.walls + 1] = t1 - t0
+        r.n = n
+        if rss then r.rss = math.max(r.rss or 0, rss) end
+      elseif f[1] == "skip" then
+        r.skipped = f[4]
+      elseif f[1] == "fail" then
+        r.fails = r.fails + 1
+        r.why = f[5]
+      end
+    end
+  end
+end
+fh:close()
+
+local function min(list)
+  local m
+  for _, v in ipairs(list) do if not m or v < m then m = v end end
+  return m
+end
+
+for _, s in ipairs(specs) do
+  for _, r in pairs(s.impls) do
+    r.time, r.wall = min(r.times), min(r.walls)
+    r.rss_mb = r.rss and r.rss / 1024
+  end
+end
+
+-- ---------------------------------------------------------- formatting
+
+local function secs(v)
+  if not v then return "-" end
+  if v < 1 then return ("%.3fs"):format(v) end
+  return ("%.2fs"):format(v)
+end
+
+local function rate(n, t)
+  if not n or not t or t <= 0 then return "-" end
+  local r = n / t
+  if r >= 1e6 then return ("%.2fM/s"):format(r / 1e6) end
+  if r >= 1e3 then return ("%.0fk/s"):format(r / 1e3) end
+  return ("%.0f/s"):format(r)
+end
+
+local function mb(v) return v and ("%.1f MB"):format(v) or "-" end
+
+-- The metric a workload is judged on: the timed region for "rate"
+-- workloads, the whole process's wall time for "wall" workloads.
+local function primary(s, r)
+  if not r then return nil end
+  if s.kind == "wall" then return r.wall end
+  return r.time
+end
+
+-- ------------------------------------------------------------- targets
+
+local OPS = {
+  [">="] = function(a, b) return a >= b end, [">"] = function(a, b) return a > b end,
+  ["<="] = function(a, b) return a <= b end, ["<"] = function(a, b) return a < b end,
+}
+
+-- Evaluates one target word against workload `s`; returns the verdict
+-- ("PASS", "MISS" or "SKIP"), the measured value and a description.
+local function check(s, word)
+  local what, op, limit = word:match("^([%w:_]+)([<>]=?)([%d.]+)$")
+  limit = tonumber(limit)
+  if not what or not limit then return "SKIP", nil, "bad target " .. word end
+  local sk = s.impls.skein
+  local mine = primary(s, sk)
+  local value, desc
+  local kind, peer = what:match("^(%w+):([%w_]+)$")
+  if kind == "vs" then
+    local theirs = primary(s, s.impls[peer])
+    value = mine and theirs and theirs / mine
+    desc = ("skein %s %sx faster than %s"):format(op, limit, display(peer))
+  elseif kind == "over" then
+    local theirs = primary(s, s.impls[peer])
+    value = mine and theirs and mine / theirs
+    desc = ("skein time / %s time %s %s"):format(display(peer), op, limit)
+  elseif what == "wall" then
+    value = sk and sk.wall
+    desc = ("skein wall time %s %s s"):format(op, limit)
+  elseif what == "time" then
+    value = sk and sk.time
+    desc = ("skein timed region %s %s s"):format(op, limit)
+  elseif what == "rss" then
+    value = sk and sk.rss_mb
+    desc = ("skein peak RSS %s %s MB"):format(op, limit)
+  else
+    return "SKIP", nil, "unknown target " .. word
+  end
+  if not value then return "SKIP", nil, desc end
+  return OPS[op](value, limit) and "PASS" or "MISS", value, desc
+end
+
+-- ---------------------------------------------------------------- output
+
+local results = {}
+local function result(fmt, ...) results[#results + 1] = fmt:format(...) end
+
+result("# skein bench results; bench/README.md explains every field")
+result("meta date=%s reps=%s cpus=%s cpu=%q", meta.date, meta.reps, meta.nproc, meta.cpu)
+
+print(("\nskein bench: best of %s, %s CPU(s), %s\n"):format(meta.reps, meta.nproc, meta.cpu))
+
+local summaries, verdicts, missed = {}, {}, false
+for _, s in ipairs(specs) do
+  local sk = s.impls.skein
+  local base = primary(s, sk)
+  print(("%s  [%s]"):format(s.label, s.name))
+  print(("  %-10s %9s %10s %9s %10s  %s"):format("", "timed", "rate", "wall", "peak RSS", "vs skein"))
+  for _, impl in ipairs(s.order) do
+    local r = s.impls[impl]
+    if r.skipped then
+      print(("  %-10s skipped: %s"):format(display(impl), r.skipped))
+      result("run workload=%s impl=%s status=skipped", s.name, impl)
+    elseif not r.time then
+      print(("  %-10s FAILED: %s"):format(display(impl), r.why or "?"))
+      result("run workload=%s impl=%s status=failed", s.name, impl)
+    else
+      local p = primary(s, r)
+      local ratio = base and p and p / base
+      local rtxt = impl == "skein" and "1.00x" or
+                   (ratio and ("%.2fx %s"):format(ratio >= 1 and ratio or 1 / ratio,
+                                                  ratio >= 1 and "slower" or "faster") or "-")
+      print(("  %-10s %9s %10s %9s %10s  %s%s"):format(display(impl), secs(r.time),
+        s.kind == "rate" and rate(r.n, r.time) or "-", secs(r.wall), mb(r.rss_mb), rtxt,
+        r.fails > 0 and ("  (%d run(s) failed)"):format(r.fails) or ""))
+      result("run workload=%s impl=%s status=ok n=%d time=%.6f rate=%.1f wall=%.6f rss_mb=%s ratio=%s reps=%d fails=%d",
+        s.name, impl, r.n or 0, r.time, (r.n or 0) / r.time, r.wall,
+        r.rss_mb and ("%.1f"):format(r.rss_mb) or "-",
+        ratio and ("%.3f"):format(ratio) or "-", #r.times, r.fails)
+    end
+  end
+  print()
+
+  -- The one-line summary: "label: skein 0.045s, asyncio 0.61s (13.5x), ..."
+  local over = {}
+  for word in s.targets:gmatch("%S+") do
+    local p = word:match("^over:([%w_]+)")
+    if p then over[p] = true end
+  end
+  local parts = {}
+  for _, impl in ipairs(s.order) do
+    local r = s.impls[impl]
+    local p = primary(s, r)
+    if p then
+      local txt = ("%s %s"):format(display(impl), secs(p))
+      if s.kind == "wall" and r.rss_mb then txt = txt .. (" %.0f MB"):format(r.rss_mb) end
+      if impl ~= "skein" and base then
+        if over[impl] then
+          txt = txt .. (" (skein/%s = %.1fx)"):format(display(impl), base / p)
+        else
+          txt = txt .. (" (%.1fx)"):format(p / base)
+        end
+      end
+      parts[#parts + 1] = txt
+    end
+  end
+  summaries[#summaries + 1] = ("%s: %s"):format(s.label, table.concat(parts, ", "))
+
+  -- A floor (an over: peer) bounds what a vs: target can reach: skein
+  -- cannot beat the bare VM doing the same coroutine work.
+  local floor
+  for word in s.targets:gmatch("%S+") do
+    floor = floor or word:match("^over:([%w_]+)")
+  end
+  for word in s.targets:gmatch("%S+") do
+    local verdict, value, desc = check(s, word)
+    local peer = word:match("^vs:([%w_]+)")
+    local fr, pr = floor and s.impls[floor], peer and s.impls[peer]
+    if fr and pr and fr.time and pr.time then
+      desc = desc .. (" (%s alone reaches %.1fx)"):format(display(floor),
+        primary(s, pr) / primary(s, fr))
+      result("floor workload=%s peer=%s floor=%s value=%.4f", s.name, peer, floor,
+        primary(s, pr) / primary(s, fr))
+    end
+    if verdict == "MISS" then missed = true end
+    verdicts[#verdicts + 1] = ("  %s  %-12s measured %-7s %s"):format(verdict, s.name,
+      value and ("%.2f"):format(value) or "-", desc)
+    result("target workload=%s check=%s verdict=%s value=%s", s.name, word, verdict,
+      value and ("%.4f"):format(value) or "-")
+  end
+end
+
+print("summary (ratio = peer time / skein time; above 1 means skein is faster)")
+for _, line in ipairs(summaries) do print("  " .. line) end
+print("\ntargets")
+for _, line in ipairs(verdicts) do print(line) end
+
+local rf = assert(io.open(out_path, "w"))
+rf:write(table.concat(results, "\n"), "\n")
+rf:close()
+print(("\nresults: %s (raw runs: %s)"):format(out_path, raw_path))
+os.exit(missed and 3 or 0)
