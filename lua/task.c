@@ -15,18 +15,26 @@
 #include "sk_lua.h"
 
 #define TASK_MT "skein.Task"
+#define FAILURE_MT "skein.TaskFailure"
 
 enum { UV_CO = 1, UV_PAYLOAD, UV_TRACE, UV_NAME, UV_COUNT = UV_NAME };
 
 void sk_ctx_init(sk_ctx *c, sk_worker *w);
 static void task_run(sk_runnable *r);
 
+/* Compares the metatable by the pointer cached at load time instead of
+** looking TASK_MT up in the registry by name on every call. */
 sk_ctx *sk_task_test(lua_State *L, int idx) {
-  return luaL_testudata(L, idx, TASK_MT);
+  void *p = lua_touserdata(L, idx);
+  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
+  const void *mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == sk_worker_of(L)->task_mt ? p : NULL;
 }
 
 sk_ctx *sk_task_check(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, TASK_MT);
+  sk_ctx *t = sk_task_test(L, idx);
+  return t ? t : luaL_checkudata(L, idx, TASK_MT);
 }
 
 static int is_callable(lua_State *L, int idx) {
@@ -127,9 +135,14 @@ static void finish(lua_State *L, sk_ctx *t, int st, int nres) {
       luaL_traceback(L, co, msg, 0);
       lua_setiuservalue(L, u, UV_TRACE);
       lua_settop(L, u + 1);  /* drops the message made for the traceback */
+      /* skein.failed[task] = a sentinel whose __gc reports the failure
+      ** if nobody observed it; only failed tasks carry a finalizer. */
       lua_getfield(L, LUA_REGISTRYINDEX, "skein.failed");
       lua_pushvalue(L, u);
-      lua_pushboolean(L, 1);
+      lua_newuserdatauv(L, 0, 1);
+      luaL_setmetatable(L, FAILURE_MT);
+      lua_pushvalue(L, u);
+      lua_setiuservalue(L, -2, 1);
       lua_rawset(L, -3);
       lua_pop(L, 1);
     }
@@ -322,9 +335,10 @@ static int l_task_error(lua_State *L) {
 }
 
 static int l_task_index(lua_State *L) {
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
   sk_ctx *t = sk_task_check(L, 1);
   const char *k = lua_tostring(L, 2);
-  if (lua_getfield(L, lua_upvalueindex(1), k ? k : "") != LUA_TNIL) return 1;
   if (k && strcmp(k, "id") == 0) {
     lua_pushinteger(L, t->id);
   } else if (k && strcmp(k, "name") == 0) {
@@ -345,8 +359,9 @@ static int l_task_tostring(lua_State *L) {
   return 1;
 }
 
-static int l_task_gc(lua_State *L) {
-  sk_task_report(L, 1);
+static int l_failure_gc(lua_State *L) {
+  lua_getiuservalue(L, 1, 1);
+  sk_task_report(L, -1);
   return 0;
 }
 
@@ -446,7 +461,11 @@ void sk_task_open(lua_State *L) {
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_task_tostring);
     lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, l_task_gc);
+  }
+  sk_worker_of(L)->task_mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, FAILURE_MT)) {
+    lua_pushcfunction(L, l_failure_gc);
     lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
