@@ -20,7 +20,8 @@ build/gen/sk_stdlib.c: $(STDLIB) tools/embed.lua
 
 gen: build/gen/sk_stdlib.c
 
-build/Makefile: premake5.lua
+# Regenerated when a source file appears or changes: premake globs them.
+build/Makefile: premake5.lua $(wildcard runtime/*.c lua/*.c)
 	$(PREMAKE) --file=premake5.lua gmake
 
 build: gen build/Makefile

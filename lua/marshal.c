@@ -188,6 +188,12 @@ static void push_path(lua_State *L, const char *root, const path *p) {
     lua_pushstring(L, root);
     return;
   }
+  if (p->up == NULL && strcmp(root, "fn+args") == 0) {
+    /* A worker's function and arguments: "fn", "args[1]", ... */
+    if (p->index == 1) lua_pushliteral(L, "fn");
+    else lua_pushfstring(L, "args[%I]", (LUAI_UACINT)(p->index - 1));
+    return;
+  }
   push_path(L, root, p->up);
   switch (p->kind) {
     case P_FIELD:

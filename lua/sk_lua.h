@@ -218,6 +218,9 @@ int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags);
 void sk_buf_free(sk_buf *b);
 void sk_marshal_open(lua_State *L);
 
+/* Thread workers (thread.c). */
+void sk_thread_open(lua_State *L);
+
 /* Module entry (skein.c). */
 int luaopen_skein(lua_State *L);
 

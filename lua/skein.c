@@ -59,6 +59,7 @@ int luaopen_skein(lua_State *L) {
   sk_task_open(L);
   sk_group_open(L);
   sk_marshal_open(L);
+  sk_thread_open(L);
   lua_pushcfunction(L, l_cpu_count);
   lua_setfield(L, -2, "cpu_count");
   lua_pushcfunction(L, l_exepath);

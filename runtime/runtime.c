@@ -142,17 +142,23 @@ int skein_add_init(skein_runtime *rt, skein_init_fn fn, void *ud) {
   return 0;
 }
 
-/* For the module that starts thread workers: runs, in the new worker's
-** state L, the init hooks of the runtime that `parent` (the spawning
-** worker's state) runs, and marks L so that workers it starts get them too.
-** Runs on L's thread; the hook list is only read, which is why hosts must
-** register hooks before starting workers. Returns 0, or -1 with the error
-** message on L's stack. */
-int sk_runtime_init_state(lua_State *parent, lua_State *L);
-int sk_runtime_init_state(lua_State *parent, lua_State *L) {
+/* For the thread engine, on the spawning worker's thread: the runtime
+** whose init hooks the state `parent` runs (NULL when none). */
+const void *sk_runtime_hooks_owner(lua_State *parent);
+const void *sk_runtime_hooks_owner(lua_State *parent) {
   lua_rawgetp(parent, LUA_REGISTRYINDEX, &hooks_key);
-  const skein_runtime *rt = lua_touserdata(parent, -1);
+  const void *rt = lua_touserdata(parent, -1);
   lua_pop(parent, 1);
+  return rt;
+}
+
+/* On the new worker's thread: runs `owner`'s init hooks in L and marks L so
+** that workers it starts get them too. The hook list is only read, which is
+** why hosts register hooks before starting workers. Returns 0, or -1 with
+** the error message on L's stack. */
+int sk_runtime_init_state(const void *owner, lua_State *L);
+int sk_runtime_init_state(const void *owner, lua_State *L) {
+  const skein_runtime *rt = owner;
   if (rt == NULL) return 0;
   lua_pushlightuserdata(L, (void *)rt);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &hooks_key);

@@ -151,9 +151,12 @@ static void test_runtime_basics(void) {
   ok(skein_close(rt) == 0, "skein_close == 0");
 }
 
-/* The entry point a thread worker uses to run the host's init hooks in its
-** own state (declared in runtime.c, not in the public header). */
-int sk_runtime_init_state(lua_State *parent, lua_State *L);
+/* The entry points a thread worker uses to run the host's init hooks in its
+** own state (declared in runtime.c, not in the public header): the owner is
+** looked up on the parent's thread, the hooks run on the child's. */
+const void *sk_runtime_hooks_owner(lua_State *parent);
+int sk_runtime_init_state(const void *owner, lua_State *L);
+#define init_from(parent, L) sk_runtime_init_state(sk_runtime_hooks_owner(parent), (L))
 
 static void raising_hook(lua_State *L, void *ud) {
   lua_getglobal(L, "refuse");
@@ -169,19 +172,19 @@ static void test_worker_init_hooks(void) {
   skein_add_init(rt, hook_log, "y");
   skein_add_init(rt, raising_hook, "child");
   lua_State *child = luaL_newstate(), *grandchild = luaL_newstate();
-  ok(sk_runtime_init_state(skein_lua(rt), child) == 0, "init hooks run in a worker's state");
+  ok(init_from(skein_lua(rt), child) == 0, "init hooks run in a worker's state");
   ok(strcmp(global_string(child, "hook_log", buf, sizeof buf), "xy") == 0, "in order (%s)", buf);
   ok(lua_gettop(child) == 0, "leaving its stack empty");
   ok(skein_from_lua(child) == NULL, "a worker's state is not the runtime's");
-  ok(sk_runtime_init_state(child, grandchild) == 0, "a worker started by a worker gets them too");
+  ok(init_from(child, grandchild) == 0, "a worker started by a worker gets them too");
   ok(strcmp(global_string(grandchild, "hook_log", buf, sizeof buf), "xy") == 0, "in order (%s)", buf);
   lua_State *refusing = luaL_newstate();
   lua_pushboolean(refusing, 1);
   lua_setglobal(refusing, "refuse");
-  ok(sk_runtime_init_state(skein_lua(rt), refusing) == -1, "a hook that raises fails the worker's start");
+  ok(init_from(skein_lua(rt), refusing) == -1, "a hook that raises fails the worker's start");
   ok(strstr(lua_tostring(refusing, -1), "refused in child") != NULL, "with its message on the stack");
   lua_State *plain = luaL_newstate(), *other = luaL_newstate();
-  ok(sk_runtime_init_state(plain, other) == 0 && lua_getglobal(other, "hook_log") == LUA_TNIL,
+  ok(init_from(plain, other) == 0 && lua_getglobal(other, "hook_log") == LUA_TNIL,
      "a parent outside any runtime has no hooks to run");
   lua_close(plain);
   lua_close(other);

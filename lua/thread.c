@@ -1,0 +1,431 @@
+/*
+** thread.c — thread workers: skein.thread(fn, ...) runs fn in a new OS
+** thread with its own worker (Lua state, loop, scheduler), so it can spawn
+** tasks, threads and pools of its own.
+**
+** The function and its arguments are marshalled in the caller (a value
+** that cannot cross fails there, naming its path); results and errors come
+** back the same way. A thread is a shared object: its handle can itself be
+** sent to other workers, and any of them may join it.
+**
+** Lifetime: the sk_thread is reference counted: one reference per Lua
+** handle, one for the running thread. When the thread ends it posts a call
+** to its parent's port; the parent, on its own thread, joins the OS thread
+** and updates its count of live work. If the parent is gone by then, the
+** thread detaches itself.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sk_lua.h"
+
+#define THREAD_MT "skein.Thread"
+
+const void *sk_runtime_hooks_owner(lua_State *parent);
+int sk_runtime_init_state(const void *owner, lua_State *L);
+
+typedef struct sk_thread {
+  sk_obj obj;
+  uv_mutex_t lock;              /* guards done, failed, result, cmsg, waiters */
+  int done, failed;
+  sk_buf code;                  /* fn and args; the thread consumes it */
+  sk_buf result;                /* results, or (message, traceback, value) */
+  char *cmsg;                   /* a failure from before Lua could run */
+  sk_waitlist waiters;
+  lua_Integer id;
+  char *name;
+  int daemon;
+  uv_thread_t tid;
+  sk_port *parent;              /* counted */
+  sk_worker *pw;                /* only touched on the parent's thread */
+  const void *hooks;
+} sk_thread;
+
+static lua_Integer next_worker_id;
+
+static void thread_destroy(sk_obj *o) {
+  sk_thread *th = (sk_thread *)o;
+  sk_buf_free(&th->code);
+  sk_buf_free(&th->result);
+  sk_waitlist_free(&th->waiters);
+  uv_mutex_destroy(&th->lock);
+  free(th->cmsg);
+  free(th->name);
+  free(th);
+}
+
+static const sk_objtype thread_type = {THREAD_MT, thread_destroy};
+
+/* -------------------------------------------------- the thread's side */
+
+/* Message handler: keeps the error value and adds the traceback. */
+static int capture(lua_State *L) {
+  lua_settop(L, 1);
+  lua_createtable(L, 0, 3);                                   /* 2 */
+  lua_pushvalue(L, 1);
+  lua_setfield(L, 2, "value");
+  if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER) {
+    lua_pushvalue(L, 1);
+  } else if (!luaL_callmeta(L, 1, "__tostring") || !lua_isstring(L, -1)) {
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  lua_setfield(L, 2, "message");
+  luaL_traceback(L, L, NULL, 1);
+  lua_setfield(L, 2, "traceback");
+  return 1;
+}
+
+/* Encodes the failure at the top of L's stack (a captured table, or any
+** error value) as (message, traceback, value) into *out. */
+static void encode_failure(lua_State *L, sk_buf *out) {
+  if (!lua_istable(L, -1) || lua_getfield(L, -1, "message") != LUA_TSTRING) {
+    if (lua_istable(L, -1)) lua_pop(L, 1);
+    lua_pushcfunction(L, capture);
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "message");
+  }
+  lua_getfield(L, -2, "traceback");
+  lua_getfield(L, -3, "value");
+  if (sk_marshal_encode(L, -3, 3, out, "error") != 0) {
+    lua_pop(L, 2);                  /* the marshal error and the value */
+    lua_pushnil(L);
+    sk_marshal_encode(L, -3, 3, out, "error");
+  }
+  lua_pop(L, 3);
+}
+
+typedef struct body_args {
+  sk_thread *th;
+  sk_worker *w;
+  sk_buf *out;
+  int failed;
+} body_args;
+
+/* The thread's body, run protected: runs the init hooks, decodes fn and
+** args, calls fn, waits for the worker's own tasks, encodes the results
+** (or the failure). */
+static int p_body(lua_State *L) {
+  body_args *a = lua_touserdata(L, 1);
+  sk_thread *th = a->th;
+  lua_settop(L, 0);
+  if (sk_runtime_init_state(th->hooks, L) != 0) {
+    a->failed = 1;
+    encode_failure(L, a->out);
+    return 0;
+  }
+  lua_pushcfunction(L, capture);
+  int n = sk_marshal_decode(L, th->code.data, th->code.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+  sk_buf_free(&th->code);
+  if (n < 0 || lua_pcall(L, n - 1, LUA_MULTRET, 1) != LUA_OK ||
+      sk_worker_drain(a->w) != 0 ||
+      sk_marshal_encode(L, 2, lua_gettop(L) - 1, a->out, "result") != 0) {
+    a->failed = 1;
+    encode_failure(L, a->out);
+  }
+  return 0;
+}
+
+static void reap(void *arg);
+static void reap_orphan(void *arg);
+
+static void thread_main(void *arg) {
+  sk_thread *th = arg;
+  const char *err = NULL;
+  sk_buf out = {0};
+  int failed = 0;
+  char *cmsg = NULL;
+  sk_worker *w = sk_worker_new(NULL, &err);
+  if (w == NULL) {
+    failed = 1;
+    cmsg = strdup(err);
+  } else {
+    w->kind = "thread";
+    w->self_id = th->id;
+    w->self_name = th->name ? strdup(th->name) : NULL;
+    body_args a = {th, w, &out, 0};
+    lua_pushcfunction(w->L, p_body);
+    lua_pushlightuserdata(w->L, &a);
+    if (lua_pcall(w->L, 1, 0, 0) != LUA_OK) {
+      sk_buf_free(&out);
+      a.failed = 1;
+      cmsg = strdup(lua_tostring(w->L, -1) ? lua_tostring(w->L, -1) : "error in thread start");
+    }
+    failed = a.failed;
+    sk_worker_report_failures(w);
+    if (sk_worker_close(w) != 0 && !failed) {
+      fprintf(stderr, "skein: thread %lld closed with handles still open\n", (long long)th->id);
+    }
+  }
+  uv_mutex_lock(&th->lock);
+  th->done = 1;
+  th->failed = failed;
+  th->result = out;
+  th->cmsg = cmsg;
+  sk_waitlist_wake_all(&th->waiters);
+  uv_mutex_unlock(&th->lock);
+  sk_port_call(th->parent, reap, reap_orphan, th);
+}
+
+/* On the parent's thread, after the thread posted its end. */
+static void reap(void *arg) {
+  sk_thread *th = arg;
+  uv_thread_join(&th->tid);
+  if (!th->daemon) th->pw->live--;
+  sk_port_hold(th->parent, -1);
+  sk_port_release(th->parent);
+  sk_obj_release(&th->obj);
+}
+
+/* On the thread itself, when its parent has already closed. */
+static void reap_orphan(void *arg) {
+  sk_thread *th = arg;
+  pthread_detach(pthread_self());
+  sk_port_release(th->parent);
+  sk_obj_release(&th->obj);
+}
+
+/* ------------------------------------------------- the parent's side */
+
+typedef struct thread_ud {
+  sk_obj *obj;                  /* NULL once closed */
+} thread_ud;
+
+static sk_thread *check_thread(lua_State *L, int idx) {
+  thread_ud *u = luaL_checkudata(L, idx, THREAD_MT);
+  if (u->obj == NULL) luaL_error(L, "cannot use a thread handle after it was closed");
+  return (sk_thread *)u->obj;
+}
+
+static void push_handle(lua_State *L, sk_obj *o) {
+  thread_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+  u->obj = o;
+  luaL_setmetatable(L, THREAD_MT);
+}
+
+/* Builds the error a join raises for a failed thread. */
+static int raise_remote(lua_State *L, sk_thread *th) {
+  if (th->cmsg) {
+    return sk_error_raise(L, "remote", "thread %I could not start: %s",
+                          (LUAI_UACINT)th->id, th->cmsg);
+  }
+  int top = lua_gettop(L);
+  if (sk_marshal_decode(L, th->result.data, th->result.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS) != 3) {
+    lua_settop(L, top);
+    return sk_error_raise(L, "remote", "thread %I failed (its error could not be read)",
+                          (LUAI_UACINT)th->id);
+  }
+  sk_error_push(L, "remote", "%s", lua_tostring(L, top + 1));
+  lua_pushvalue(L, top + 3);
+  lua_setfield(L, -2, "value");
+  luaL_traceback(L, L, NULL, 1);
+  lua_pushfstring(L, "%s\n(raised in thread %I, joined here)\n%s", lua_tostring(L, top + 2),
+                  (LUAI_UACINT)th->id, lua_tostring(L, -1));
+  lua_setfield(L, -3, "traceback");
+  lua_pop(L, 1);
+  return lua_error(L);
+}
+
+static int push_result(lua_State *L, sk_thread *th) {
+  if (th->failed) return raise_remote(L, th);
+  int n = sk_marshal_decode(L, th->result.data, th->result.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+  if (n < 0) return lua_error(L);
+  return n;
+}
+
+static int join_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_thread *th = check_thread(L, 1);
+  sk_ctx *c = sk_current(L);
+  uint64_t d = sk_to_deadline(L, 2);
+  for (;;) {
+    if (status == LUA_YIELD) {
+      uv_mutex_lock(&th->lock);
+      sk_waitlist_remove(&th->waiters, c->w->port, c->wslot);
+      uv_mutex_unlock(&th->lock);
+      sk_wait_end(L, c);
+    }
+    uv_mutex_lock(&th->lock);
+    int done = th->done;
+    uv_mutex_unlock(&th->lock);
+    if (done) return push_result(L, th);
+    if (sk_expired(d)) {
+      return sk_error_raise(L, "timeout", "join of thread %I timed out", (LUAI_UACINT)th->id);
+    }
+    sk_wait_begin(L, c, d);
+    sk_waiter wr;
+    if (sk_ctx_waiter(c, &wr) != 0) {
+      sk_wait_abort(c);
+      return luaL_error(L, "not enough memory to wait");
+    }
+    uv_mutex_lock(&th->lock);
+    int added = !th->done && sk_waitlist_add(&th->waiters, &wr) == 0;
+    uv_mutex_unlock(&th->lock);
+    if (!added) {
+      sk_port_release(wr.port);
+      sk_wait_abort(c);
+      status = LUA_OK;
+      continue;
+    }
+    status = sk_wait(L, c, kctx, join_k);
+  }
+}
+
+/* worker:join([timeout]) -> fn's results, or raises kind remote/timeout */
+static int l_thread_join(lua_State *L) {
+  check_thread(L, 1);
+  uint64_t d = sk_check_deadline(L, 2);
+  lua_settop(L, 1);
+  sk_push_deadline(L, d);
+  return join_k(L, LUA_OK, 0);
+}
+
+static int l_thread_alive(lua_State *L) {
+  sk_thread *th = check_thread(L, 1);
+  uv_mutex_lock(&th->lock);
+  lua_pushboolean(L, !th->done);
+  uv_mutex_unlock(&th->lock);
+  return 1;
+}
+
+static int l_thread_index(lua_State *L) {
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  sk_thread *th = check_thread(L, 1);
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "id") == 0) lua_pushinteger(L, th->id);
+  else if (k && strcmp(k, "name") == 0 && th->name) lua_pushstring(L, th->name);
+  else if (k && strcmp(k, "kind") == 0) lua_pushliteral(L, "thread");
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int l_thread_tostring(lua_State *L) {
+  thread_ud *u = luaL_checkudata(L, 1, THREAD_MT);
+  if (u->obj == NULL) {
+    lua_pushliteral(L, "skein.thread (closed)");
+    return 1;
+  }
+  sk_thread *th = (sk_thread *)u->obj;
+  uv_mutex_lock(&th->lock);
+  int done = th->done;
+  uv_mutex_unlock(&th->lock);
+  lua_pushfstring(L, "skein.thread %I%s%s%s (%s)", (LUAI_UACINT)th->id, th->name ? " \"" : "",
+                  th->name ? th->name : "", th->name ? "\"" : "", done ? "done" : "running");
+  return 1;
+}
+
+/* __gc and __close: drops this handle's reference (the thread runs on). */
+static int l_thread_close(lua_State *L) {
+  thread_ud *u = luaL_checkudata(L, 1, THREAD_MT);
+  if (u->obj) {
+    sk_obj_release(u->obj);
+    u->obj = NULL;
+  }
+  return 0;
+}
+
+/* skein.thread(fn, ...) or skein.thread{fn=, args=, name=, daemon=} */
+static int l_thread_new(lua_State *L) {
+  sk_worker *w = sk_worker_of(L);
+  int daemon = 0;
+  const char *name = NULL;
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    luaL_argcheck(L, lua_gettop(L) == 1, 2, "no arguments after an options table");
+    lua_getfield(L, 1, "fn");                                   /* 2 */
+    luaL_argcheck(L, lua_isfunction(L, 2), 1, "options.fn must be a function");
+    lua_getfield(L, 1, "daemon");
+    daemon = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    int tn = lua_getfield(L, 1, "name");                        /* 3 */
+    luaL_argcheck(L, tn == LUA_TNIL || tn == LUA_TSTRING, 1, "options.name must be a string");
+    name = lua_tostring(L, 3);
+    int ta = lua_getfield(L, 1, "args");                        /* 4 */
+    luaL_argcheck(L, ta == LUA_TNIL || ta == LUA_TTABLE, 1, "options.args must be a table");
+    lua_Integer n = 0;
+    if (ta == LUA_TTABLE) {
+      lua_getfield(L, 4, "n");
+      n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, 4);
+      lua_pop(L, 1);
+      luaL_argcheck(L, n >= 0 && n < 100000, 1, "options.args is too long");
+    }
+    luaL_checkstack(L, (int)n + 8, "too many arguments");
+    lua_pushvalue(L, 2);                                        /* 5: fn */
+    for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(L, 4, i);
+    name = name ? strdup(name) : NULL;           /* the options are popped next */
+    lua_rotate(L, 1, -4);
+    lua_pop(L, 4);
+  } else {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+  }
+  /* Stack: fn, args... (the options table, if any, is gone). */
+  sk_thread *th = calloc(1, sizeof *th);
+  if (th == NULL || sk_marshal_encode(L, 1, lua_gettop(L), &th->code, "fn+args") != 0) {
+    free((char *)name);
+    free(th);
+    return th ? lua_error(L) : luaL_error(L, "not enough memory for a thread");
+  }
+  if (uv_mutex_init(&th->lock) != 0 || sk_obj_init(&th->obj, &thread_type) != 0) {
+    sk_buf_free(&th->code);
+    free((char *)name);
+    free(th);
+    return luaL_error(L, "cannot create a thread");
+  }
+  th->id = __atomic_add_fetch(&next_worker_id, 1, __ATOMIC_RELAXED);
+  th->name = (char *)name;
+  th->daemon = daemon;
+  th->parent = w->port;
+  sk_port_retain(w->port);
+  th->pw = w;
+  th->hooks = sk_runtime_hooks_owner(L);
+  push_handle(L, &th->obj);                     /* the handle owns the first ref */
+  sk_obj_retain(&th->obj);                      /* the running thread's ref */
+  if (!daemon) w->live++;
+  sk_port_hold(w->port, 1);
+  if (uv_thread_create(&th->tid, thread_main, th) != 0) {
+    if (!daemon) w->live--;
+    sk_port_hold(w->port, -1);
+    sk_port_release(th->parent);
+    sk_obj_release(&th->obj);
+    return luaL_error(L, "cannot start an OS thread");
+  }
+  return 1;
+}
+
+/* skein.self() -> {kind=, id=, name=, pid=} */
+static int l_self(lua_State *L) {
+  sk_worker *w = sk_worker_of(L);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, w->kind);
+  lua_setfield(L, -2, "kind");
+  lua_pushinteger(L, w->self_id);
+  lua_setfield(L, -2, "id");
+  if (w->self_name) lua_pushstring(L, w->self_name);
+  else lua_pushstring(L, w->kind);
+  lua_setfield(L, -2, "name");
+  lua_pushinteger(L, (lua_Integer)getpid());
+  lua_setfield(L, -2, "pid");
+  return 1;
+}
+
+void sk_thread_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"join", l_thread_join}, {"alive", l_thread_alive}, {"close", l_thread_close}, {NULL, NULL}};
+  if (luaL_newmetatable(L, THREAD_MT)) {
+    luaL_newlib(L, methods);
+    lua_pushcclosure(L, l_thread_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_thread_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, l_thread_close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, l_thread_close);
+    lua_setfield(L, -2, "__close");
+  }
+  lua_pop(L, 1);
+  sk_marshal_register_type(THREAD_MT, push_handle);
+  lua_pushcfunction(L, l_thread_new);
+  lua_setfield(L, -2, "thread");
+  lua_pushcfunction(L, l_self);
+  lua_setfield(L, -2, "self");
+}
