@@ -158,6 +158,9 @@ void sk_wait_abort(sk_ctx *c);
 ** worker's loop counts as alive: another worker may end it. Returns -1 when
 ** out of memory. */
 int sk_ctx_waiter(sk_ctx *c, sk_waiter *out);
+/* Gives the context a wake slot if it has none: (port, slot) identifies a
+** context across threads (lock owners). -1 when out of memory. */
+int sk_ctx_slot(sk_ctx *c);
 /* Frees the context's wake slot (when a task finishes). */
 void sk_ctx_drop_slot(sk_ctx *c);
 /* Converts an optional timeout argument to an absolute deadline; raises a
@@ -217,6 +220,60 @@ int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *r
 int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags);
 void sk_buf_free(sk_buf *b);
 void sk_marshal_open(lua_State *L);
+
+/* Waiting on shared objects (worker.c). A shared object guards its state
+** with its own lock and keeps an sk_waitlist of waiter records. A blocking
+** method is a continuation function shaped like this:
+**
+**   for (;;) {
+**     if (status == LUA_YIELD) sk_shared_wait_end(L, c, &o->lock, &o->waiters);
+**     lock; try the operation; unlock;  -> return on success
+**     if (sk_expired(d)) -> timeout
+**     if (sk_shared_wait_begin(L, c, d, &o->lock, &o->waiters, ready, o)) {
+**       status = LUA_OK; continue;          (it became ready meanwhile)
+**     }
+**     status = sk_wait(L, c, kctx, k);
+**   }
+**
+** `ready` is called with the lock held. Whoever changes the object's state
+** wakes waiters (sk_waitlist_wake_one/all) under the same lock. */
+typedef int (*sk_ready_fn)(void *obj);
+int sk_shared_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, uv_mutex_t *lock,
+                         sk_waitlist *list, sk_ready_fn ready, void *obj);
+void sk_shared_wait_end(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list);
+
+/* Shared object handles: every such userdata starts with this struct. */
+typedef struct sk_handle {
+  sk_obj *obj;                  /* NULL once closed */
+} sk_handle;
+
+/* Checks a handle of metatable `mt` and returns its (open) object. */
+sk_obj *sk_handle_check(lua_State *L, int idx, const char *mt);
+/* Pushes a new handle for `o` (taking over one reference). */
+void sk_handle_push(lua_State *L, sk_obj *o, const char *mt);
+/* __gc/__close for handles: drops the handle's reference. */
+int sk_handle_release(lua_State *L);
+
+/* What skein.select needs of an object it can wait on. */
+typedef struct sk_selectable {
+  const char *mt;
+  /* Tries the operation without blocking: pushes its results and returns
+  ** their count (>= 1), or returns 0 when it would block. May raise. */
+  int (*try_op)(lua_State *L, sk_obj *o);
+  /* Adds a waiter record (taking over its port reference), or returns 1 if
+  ** the object is ready already (nothing added), or -1 when out of memory. */
+  int (*add_waiter)(sk_obj *o, const sk_waiter *w);
+  void (*remove_waiter)(sk_obj *o, sk_port *port, uint32_t slot);
+} sk_selectable;
+void sk_select_register(const sk_selectable *s);
+void sk_select_open(lua_State *L);
+const sk_selectable *sk_select_find(lua_State *L, int idx);
+
+/* Channels, synchronisation and shared state. */
+void sk_sync_open(lua_State *L);
+void sk_queue_open(lua_State *L);
+void sk_pipe_open(lua_State *L);
+void sk_shared_open(lua_State *L);
 
 /* Thread workers (thread.c). */
 void sk_thread_open(lua_State *L);

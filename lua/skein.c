@@ -60,6 +60,11 @@ int luaopen_skein(lua_State *L) {
   sk_group_open(L);
   sk_marshal_open(L);
   sk_thread_open(L);
+  sk_sync_open(L);
+  sk_queue_open(L);
+  sk_pipe_open(L);
+  sk_shared_open(L);
+  sk_select_open(L);
   lua_pushcfunction(L, l_cpu_count);
   lua_setfield(L, -2, "cpu_count");
   lua_pushcfunction(L, l_exepath);

@@ -255,26 +255,31 @@ static void port_wake(void *ud, uint32_t slot, uint32_t gen) {
   }
 }
 
+int sk_ctx_slot(sk_ctx *c) {
+  sk_worker *w = c->w;
+  if (c->wslot) return 0;
+  if (w->free_slot == 0) {
+    uint32_t n = w->nslots ? w->nslots * 2 : 64;
+    sk_ctx **slots = realloc(w->slots, n * sizeof *slots);
+    if (slots == NULL) return -1;
+    /* Slot 0 stays unused; free slots chain through their pointers. */
+    for (uint32_t i = n - 1; i >= (w->nslots ? w->nslots : 1); i--) {
+      slots[i] = (sk_ctx *)(uintptr_t)w->free_slot;
+      w->free_slot = i;
+    }
+    if (w->nslots == 0) slots[0] = NULL;
+    w->slots = slots;
+    w->nslots = n;
+  }
+  c->wslot = w->free_slot;
+  w->free_slot = (uint32_t)(uintptr_t)w->slots[c->wslot];
+  w->slots[c->wslot] = c;
+  return 0;
+}
+
 int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {
   sk_worker *w = c->w;
-  if (c->wslot == 0) {
-    if (w->free_slot == 0) {
-      uint32_t n = w->nslots ? w->nslots * 2 : 64;
-      sk_ctx **slots = realloc(w->slots, n * sizeof *slots);
-      if (slots == NULL) return -1;
-      /* Slot 0 stays unused; free slots chain through their pointers. */
-      for (uint32_t i = n - 1; i >= (w->nslots ? w->nslots : 1); i--) {
-        slots[i] = (sk_ctx *)(uintptr_t)w->free_slot;
-        w->free_slot = i;
-      }
-      if (w->nslots == 0) slots[0] = NULL;
-      w->slots = slots;
-      w->nslots = n;
-    }
-    c->wslot = w->free_slot;
-    w->free_slot = (uint32_t)(uintptr_t)w->slots[c->wslot];
-    w->slots[c->wslot] = c;
-  }
+  if (sk_ctx_slot(c) != 0) return -1;
   if (!c->ext_hold) {
     c->ext_hold = 1;
     sk_port_hold(w->port, 1);
@@ -292,6 +297,57 @@ void sk_ctx_drop_slot(sk_ctx *c) {
   w->slots[c->wslot] = (sk_ctx *)(uintptr_t)w->free_slot;
   w->free_slot = c->wslot;
   c->wslot = 0;
+}
+
+/* ------------------------------------------------ shared-object waits */
+
+int sk_shared_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, uv_mutex_t *lock,
+                         sk_waitlist *list, sk_ready_fn ready, void *obj) {
+  sk_waiter wr;
+  sk_wait_begin(L, c, deadline);
+  if (sk_ctx_waiter(c, &wr) != 0) {
+    sk_wait_abort(c);
+    luaL_error(L, "not enough memory to wait");
+  }
+  uv_mutex_lock(lock);
+  int now_ready = ready(obj);
+  int added = !now_ready && sk_waitlist_add(list, &wr) == 0;
+  uv_mutex_unlock(lock);
+  if (added) return 0;
+  sk_port_release(wr.port);
+  sk_wait_abort(c);
+  if (!now_ready) luaL_error(L, "not enough memory to wait");
+  return 1;
+}
+
+void sk_shared_wait_end(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list) {
+  uv_mutex_lock(lock);
+  sk_waitlist_remove(list, c->w->port, c->wslot);
+  uv_mutex_unlock(lock);
+  sk_wait_end(L, c);
+}
+
+/* ------------------------------------------------------------- handles */
+
+sk_obj *sk_handle_check(lua_State *L, int idx, const char *mt) {
+  sk_handle *h = luaL_checkudata(L, idx, mt);
+  if (h->obj == NULL) luaL_error(L, "cannot use a %s after it was closed", mt);
+  return h->obj;
+}
+
+void sk_handle_push(lua_State *L, sk_obj *o, const char *mt) {
+  sk_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->obj = o;
+  luaL_setmetatable(L, mt);
+}
+
+int sk_handle_release(lua_State *L) {
+  sk_handle *h = lua_touserdata(L, 1);
+  if (h && h->obj) {
+    sk_obj_release(h->obj);
+    h->obj = NULL;
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------ interrupts */

@@ -110,16 +110,4 @@ function M.as_completed(list, timeout)
   return iter, nil, nil, ws
 end
 
---- skein.select(list, [timeout]) -> index, results...
--- Waits until one item of `list` is ready and returns its index and value(s);
--- a failed task raises its error. Returns nil on timeout.
-function M.select(list, timeout)
-  check_list(list, "select")
-  local deadline = deadline_of(timeout, "select")
-  local ws <close> = waitset(list)
-  local i = ws:next(left(deadline))
-  if not i then return nil end
-  return i, list[i]:join()
-end
-
 return M
