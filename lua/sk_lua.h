@@ -87,7 +87,8 @@ struct sk_ctx {
   int nres;                     /* results stored in the userdata */
   unsigned woken : 1, timed_out : 1, cancel_requested : 1, daemon : 1,
       observed : 1, deadlock : 1, interrupt : 1, reported : 1,
-      wait_shield : 1;          /* this wait ignores cancels and scopes */
+      wait_shield : 1,          /* this wait ignores cancels and scopes */
+      unparked : 1;             /* skein._unpark reached it (see task.c) */
   int shield;                   /* >0: cancels and scope deadlines wait */
   uint32_t wslot, wgen;         /* slot in the worker's wake table, wait number */
   int ext_hold;                 /* this wait holds the port (outside wakers) */
@@ -117,6 +118,8 @@ struct sk_worker {
   const char *kind;             /* "main", "thread" or "process" */
   lua_Integer self_id;
   char *self_name;
+  void *job_clock;              /* a pool job's deadline (pool.c) */
+  int closing;                  /* set while the worker closes */
 };
 
 /* Worker lifecycle (worker.c). sk_worker_new opens the standard libraries
@@ -274,6 +277,18 @@ void sk_sync_open(lua_State *L);
 void sk_queue_open(lua_State *L);
 void sk_pipe_open(lua_State *L);
 void sk_shared_open(lua_State *L);
+
+/* Failures that cross workers (worker.c). sk_capture is a message handler
+** turning an error into {value=, message=, traceback=}. sk_encode_failure
+** pops the failure at the top (a captured table or any error value),
+** encodes it as (message, traceback, value) into *out and returns the skein
+** error kind it stands for ("timeout", "cancelled", "marshal") or NULL. */
+int sk_capture(lua_State *L);
+const char *sk_encode_failure(lua_State *L, sk_buf *out);
+
+/* Pools and futures (pool.c, future.c). */
+void sk_pool_open(lua_State *L);
+void sk_future_open(lua_State *L);
 
 /* Thread workers (thread.c). */
 void sk_thread_open(lua_State *L);

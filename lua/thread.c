@@ -59,43 +59,6 @@ static const sk_objtype thread_type = {THREAD_MT, thread_destroy};
 
 /* -------------------------------------------------- the thread's side */
 
-/* Message handler: keeps the error value and adds the traceback. */
-static int capture(lua_State *L) {
-  lua_settop(L, 1);
-  lua_createtable(L, 0, 3);                                   /* 2 */
-  lua_pushvalue(L, 1);
-  lua_setfield(L, 2, "value");
-  if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER) {
-    lua_pushvalue(L, 1);
-  } else if (!luaL_callmeta(L, 1, "__tostring") || !lua_isstring(L, -1)) {
-    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  lua_setfield(L, 2, "message");
-  luaL_traceback(L, L, NULL, 1);
-  lua_setfield(L, 2, "traceback");
-  return 1;
-}
-
-/* Encodes the failure at the top of L's stack (a captured table, or any
-** error value) as (message, traceback, value) into *out. */
-static void encode_failure(lua_State *L, sk_buf *out) {
-  if (!lua_istable(L, -1) || lua_getfield(L, -1, "message") != LUA_TSTRING) {
-    if (lua_istable(L, -1)) lua_pop(L, 1);
-    lua_pushcfunction(L, capture);
-    lua_insert(L, -2);
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "message");
-  }
-  lua_getfield(L, -2, "traceback");
-  lua_getfield(L, -3, "value");
-  if (sk_marshal_encode(L, -3, 3, out, "error") != 0) {
-    lua_pop(L, 2);                  /* the marshal error and the value */
-    lua_pushnil(L);
-    sk_marshal_encode(L, -3, 3, out, "error");
-  }
-  lua_pop(L, 3);
-}
-
 typedef struct body_args {
   sk_thread *th;
   sk_worker *w;
@@ -112,17 +75,17 @@ static int p_body(lua_State *L) {
   lua_settop(L, 0);
   if (sk_runtime_init_state(th->hooks, L) != 0) {
     a->failed = 1;
-    encode_failure(L, a->out);
+    sk_encode_failure(L, a->out);
     return 0;
   }
-  lua_pushcfunction(L, capture);
+  lua_pushcfunction(L, sk_capture);
   int n = sk_marshal_decode(L, th->code.data, th->code.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
   sk_buf_free(&th->code);
   if (n < 0 || lua_pcall(L, n - 1, LUA_MULTRET, 1) != LUA_OK ||
       sk_worker_drain(a->w) != 0 ||
       sk_marshal_encode(L, 2, lua_gettop(L) - 1, a->out, "result") != 0) {
     a->failed = 1;
-    encode_failure(L, a->out);
+    sk_encode_failure(L, a->out);
   }
   return 0;
 }

@@ -367,6 +367,52 @@ void sk_worker_interrupt(sk_worker *w) {
 
 static void on_wakeup(uv_async_t *h) { (void)h; }
 
+/* ------------------------------------------------- failures of workers */
+
+int sk_capture(lua_State *L) {
+  lua_settop(L, 1);
+  lua_createtable(L, 0, 3);                                   /* 2 */
+  lua_pushvalue(L, 1);
+  lua_setfield(L, 2, "value");
+  if (sk_error_is(L, 1, NULL)) {
+    lua_getfield(L, 1, "message");
+  } else if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER) {
+    lua_pushvalue(L, 1);
+  } else if (!luaL_callmeta(L, 1, "__tostring") || !lua_isstring(L, -1)) {
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  lua_setfield(L, 2, "message");
+  luaL_traceback(L, L, NULL, 1);
+  lua_setfield(L, 2, "traceback");
+  return 1;
+}
+
+const char *sk_encode_failure(lua_State *L, sk_buf *out) {
+  const char *kind = NULL;
+  if (!lua_istable(L, -1) || sk_error_is(L, -1, NULL) ||
+      lua_getfield(L, -1, "traceback") != LUA_TSTRING) {
+    if (lua_istable(L, -1) && !sk_error_is(L, -1, NULL)) lua_pop(L, 1);
+    lua_pushcfunction(L, sk_capture);
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, -1, "message");
+  lua_getfield(L, -2, "traceback");
+  lua_getfield(L, -3, "value");
+  if (sk_error_is(L, -1, "timeout")) kind = "timeout";
+  else if (sk_error_is(L, -1, "interrupted") || sk_error_is(L, -1, "cancelled")) kind = "cancelled";
+  else if (sk_error_is(L, -1, "marshal")) kind = "marshal";
+  if (sk_marshal_encode(L, -3, 3, out, "error") != 0) {
+    lua_pop(L, 2);                  /* the marshal error and the value */
+    lua_pushnil(L);
+    sk_marshal_encode(L, -3, 3, out, "error");
+  }
+  lua_pop(L, 4);
+  return kind;
+}
+
 /* ------------------------------------------------------------- lifetime */
 
 static int msghandler(lua_State *L) {
@@ -445,6 +491,7 @@ sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
 static void free_handle(uv_handle_t *h) { free(h); }
 
 int sk_worker_close(sk_worker *w) {
+  w->closing = 1;
   if (w->L) lua_close(w->L);
   if (w->port) sk_port_close(w->port);
   free(w->slots);
