@@ -263,6 +263,8 @@ void sk_future_open(lua_State *L) {
   if (luaL_newmetatable(L, FUTURE_MT)) {
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
+    lua_pushvalue(L, -1);           /* Lua-written methods go here too */
+    lua_setfield(L, LUA_REGISTRYINDEX, "skein.Future.methods");
     lua_pushcclosure(L, l_future_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, l_future_tostring);

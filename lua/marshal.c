@@ -28,7 +28,7 @@
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT, T_END,
-  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS
+  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS, T_MODULE
 };
 
 /* ------------------------------------------------------------- buffers */
@@ -333,6 +333,29 @@ static void enc_table(enc *e, int idx, const path *p, int depth) {
   put_byte(L, b, T_END);
 }
 
+/* Emits a MODULE tag when the table at idx is a loaded module; 0 if not. */
+static int enc_module(enc *e, int idx) {
+  lua_State *L = e->L;
+  if (!lua_istable(L, idx)) return 0;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_rawequal(L, -1, idx) && lua_type(L, -2) == LUA_TSTRING) {
+      size_t n;
+      const char *name = lua_tolstring(L, -2, &n);
+      if (strcmp(name, "_G") != 0) {
+        put_byte(L, e->b, T_MODULE);
+        put_str(L, e->b, name, n);
+        lua_pop(L, 3);
+        return 1;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
 static void enc_function(enc *e, int idx, const path *p, int depth) {
   lua_State *L = e->L;
   sk_buf *b = e->b;
@@ -390,9 +413,10 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
   for (int i = 1; i <= nups; i++) {
     const char *name = lua_getupvalue(L, idx, i);
     path up = {p, P_UPVALUE, name, i};
-    /* _ENV always rebinds to the receiving worker's globals. */
+    /* _ENV always rebinds to the receiving worker's globals, and a loaded
+    ** module (local json = require "json") to the receiver's own copy. */
     if (name && strcmp(name, "_ENV") == 0) put_byte(L, b, T_GLOBALS);
-    else enc_value(e, lua_gettop(L), &up, depth + 1);
+    else if (!enc_module(e, lua_gettop(L))) enc_value(e, lua_gettop(L), &up, depth + 1);
     lua_pop(L, 1);
   }
 }
@@ -809,6 +833,15 @@ static void dec_value(dec *d, int depth) {
       if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "globals are not accepted here");
       lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
       break;
+    case T_MODULE: {
+      size_t n;
+      const char *name = get_bytes(d, &n);
+      if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "modules are not accepted here");
+      lua_getglobal(L, "require");
+      lua_pushlstring(L, name, n);
+      lua_call(L, 1, 1);
+      break;
+    }
     default: dec_fail(d, "unknown tag");
   }
 }

@@ -51,6 +51,14 @@ static int l_module(lua_State *L) {
   return load_embedded(L, e);
 }
 
+/* skein._methods(mt) -> the method table of a C type that takes Lua-written
+** methods (registered as registry["<mt>.methods"]) */
+static int l_methods(lua_State *L) {
+  lua_pushfstring(L, "%s.methods", luaL_checkstring(L, 1));
+  lua_gettable(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
 /* skein._isatty(fd) -> boolean */
 static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -87,6 +95,8 @@ int luaopen_skein(lua_State *L) {
   lua_setfield(L, -2, "exepath");
   lua_pushcfunction(L, l_module);
   lua_setfield(L, -2, "_module");
+  lua_pushcfunction(L, l_methods);
+  lua_setfield(L, -2, "_methods");
   lua_pushcfunction(L, l_isatty);
   lua_setfield(L, -2, "_isatty");
   lua_pushliteral(L, SKEIN_VERSION);

@@ -114,6 +114,7 @@ function CoFuture:error()
   if not self.task:done() then return nil end
   return (self.task:error())
 end
+function CoFuture:on_done(fn) return skein._on_done(self, fn) end
 function CoFuture:__tostring() return ("skein.future (coroutine, %s)"):format(self:status()) end
 function CoFuture:__waitable() return self.task end
 
@@ -371,6 +372,19 @@ function Pool:__close()
   if not self.impl:stats().closed then self.impl:close() end
   self.impl:join()
 end
+
+--- future:on_done(fn): runs fn(future) in this worker once the future has
+-- finished (at once if it has). A callback that fails is reported like any
+-- task that fails unjoined.
+function skein._on_done(fut, fn)
+  if type(fn) ~= "function" then error("bad argument #1 to 'on_done' (function expected)", 3) end
+  return skein.spawn(function()
+    fut:wait()
+    fn(fut)
+  end)
+end
+local future_methods = core._methods("skein.Future")
+function future_methods.on_done(fut, fn) return skein._on_done(fut, fn) end
 
 --- skein.pool{kind=, size=, init=, init_args=, max_tasks=, timeout=, retries=, name=}
 return function(opts)
