@@ -100,14 +100,15 @@ function CoFuture:wait(timeout)
   local done = skein.wait({self.task}, {timeout = check_timeout(timeout, "wait")})
   return #done == 1
 end
-function CoFuture:done() return self.task:done() end
+function CoFuture:done() return self.task:done() or (self.cancelled and not self.started) or false end
 function CoFuture:status()
   local s = self.task:status()
-  if s == "running" and not self.started then return "pending" end
+  if s == "running" and not self.started then return self.cancelled and "cancelled" or "pending" end
   return s
 end
 function CoFuture:cancel()
   if self.task:done() or self.started then return false end
+  self.cancelled = true
   return self.task:cancel()
 end
 function CoFuture:error()
