@@ -24,6 +24,7 @@
 #include "sk_lua.h"
 
 #define MAX_DEPTH 200
+#define SEEN_INLINE 16
 #define MAX_TYPES 64
 
 enum {
@@ -167,7 +168,9 @@ enum { P_ROOT, P_FIELD, P_INDEX, P_KEY, P_UPVALUE, P_OTHER };
 typedef struct enc {
   lua_State *L;
   sk_buf *b;
-  int seen;                     /* stack index: value -> id */
+  int seen;                     /* stack index: value -> id, past the inline ones */
+  int nseen;
+  const void *seen_ptr[SEEN_INLINE];
   lua_Integer nextid;
   const char *root;
 } enc;
@@ -222,6 +225,18 @@ static int enc_fail(enc *e, const path *p, const char *what) {
 ** nothing and returns its id + 1 so the caller emits a REF. */
 static lua_Integer seen_id(enc *e, int idx) {
   lua_State *L = e->L;
+  const void *ptr = lua_topointer(L, idx);
+  /* Most messages hold a few tables or functions: a linear scan of their
+  ** addresses (stable while the values are on the stack being encoded)
+  ** saves building a Lua table per message. Past SEEN_INLINE, a table. */
+  for (int i = 0; i < e->nseen && i < SEEN_INLINE; i++) {
+    if (e->seen_ptr[i] == ptr) return i + 1;
+  }
+  if (e->nseen < SEEN_INLINE) {
+    e->seen_ptr[e->nseen] = ptr;
+    e->nextid = ++e->nseen;
+    return 0;
+  }
   if (lua_isnil(L, e->seen)) {      /* made on first need, in its reserved slot */
     lua_newtable(L);
     lua_replace(L, e->seen);
@@ -532,7 +547,7 @@ static int p_encode(lua_State *L) {
 }
 
 int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *root) {
-  enc e = {L, out, 0, 0, root ? root : "value"};
+  enc e = {.L = L, .b = out, .root = root ? root : "value"};
   memset(out, 0, sizeof *out);
   first = lua_absindex(L, first);
   luaL_checkstack(L, n + 4, "too many values to marshal");
@@ -595,8 +610,16 @@ static const char *get_bytes(dec *d, size_t *n) {
 }
 
 static void remember(dec *d) {
-  if (lua_isnil(d->L, d->refs)) {   /* made on first need, in its reserved slot */
-    lua_newtable(d->L);
+  if (lua_isnil(d->L, d->refs)) {   /* taken on first need, into its reserved slot */
+    /* Reuse the worker's spare table (p_decode clears and returns it); a
+    ** nested decode finds none there and makes its own. */
+    if (lua_getfield(d->L, LUA_REGISTRYINDEX, "skein.refs") == LUA_TTABLE) {
+      lua_pushnil(d->L);
+      lua_setfield(d->L, LUA_REGISTRYINDEX, "skein.refs");
+    } else {
+      lua_pop(d->L, 1);
+      lua_newtable(d->L);
+    }
     lua_replace(d->L, d->refs);
   }
   lua_pushvalue(d->L, -1);
@@ -857,6 +880,14 @@ static int p_decode(lua_State *L) {
   luaL_checkstack(L, (int)n + 8, "too many values to unmarshal");
   for (uint64_t i = 0; i < n; i++) dec_value(d, 0);
   if (d->p != d->end) dec_fail(d, "trailing bytes");
+  if (lua_istable(L, d->refs)) {    /* give the spare table back, emptied */
+    for (lua_Integer i = 1; i <= d->nextid; i++) {
+      lua_pushnil(L);
+      lua_rawseti(L, d->refs, i);
+    }
+    lua_pushvalue(L, d->refs);
+    lua_setfield(L, LUA_REGISTRYINDEX, "skein.refs");
+  }
   return (int)n;
 }
 

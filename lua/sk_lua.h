@@ -119,6 +119,12 @@ struct sk_worker {
   lua_Integer self_id;
   char *self_name;
   void *job_clock;              /* a pool job's deadline (pool.c) */
+  struct {                      /* metatables of handle types, by name */
+    const char *name;
+    const void *ptr;
+    int ref;
+  } mts[24];
+  int nmts;
   int closing;                  /* set while the worker closes */
 };
 

@@ -329,16 +329,50 @@ void sk_shared_wait_end(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *
 
 /* ------------------------------------------------------------- handles */
 
+/* The cache entry of metatable `mt` (a static name), filled on first use:
+** checks and pushes then cost a pointer compare and a rawgeti instead of a
+** registry lookup by string. */
+static int mt_entry(lua_State *L, const char *mt) {
+  sk_worker *w = sk_worker_of(L);
+  for (int i = 0; i < w->nmts; i++) {
+    if (w->mts[i].name == mt) return i;
+  }
+  if (luaL_getmetatable(L, mt) != LUA_TTABLE) luaL_error(L, "skein: unknown type %s", mt);
+  if (w->nmts == (int)(sizeof w->mts / sizeof w->mts[0])) {
+    lua_pop(L, 1);
+    return -1;
+  }
+  int i = w->nmts++;
+  w->mts[i].name = mt;
+  w->mts[i].ptr = lua_topointer(L, -1);
+  w->mts[i].ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return i;
+}
+
 sk_obj *sk_handle_check(lua_State *L, int idx, const char *mt) {
-  sk_handle *h = luaL_checkudata(L, idx, mt);
+  sk_handle *h = lua_touserdata(L, idx);
+  int i = mt_entry(L, mt);
+  if (h == NULL || i < 0 || !lua_getmetatable(L, idx)) {
+    h = luaL_checkudata(L, idx, mt);
+  } else {
+    const void *ptr = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (ptr != sk_worker_of(L)->mts[i].ptr) h = luaL_checkudata(L, idx, mt);
+  }
   if (h->obj == NULL) luaL_error(L, "cannot use a %s after it was closed", mt);
   return h->obj;
 }
 
 void sk_handle_push(lua_State *L, sk_obj *o, const char *mt) {
+  int i = mt_entry(L, mt);
   sk_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
   h->obj = o;
-  luaL_setmetatable(L, mt);
+  if (i < 0) {
+    luaL_setmetatable(L, mt);
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sk_worker_of(L)->mts[i].ref);
+    lua_setmetatable(L, -2);
+  }
 }
 
 int sk_handle_release(lua_State *L) {
