@@ -24,8 +24,9 @@
 static const char *const progname = "skein";
 static skein_runtime *g_rt;
 
-/* SIGINT: ask the runtime to stop. A second Ctrl-C in script mode, before
-** the first was handled, kills the process the default way. */
+/* SIGINT: ask the runtime to stop. In script mode the default action comes
+** back after the first Ctrl-C, so a second one kills a program that does
+** not stop (as in lua.c); the REPL keeps the handler for every Ctrl-C. */
 static void on_sigint(int sig) {
   if (!sk_cli_repl_active) signal(sig, SIG_DFL);
   skein_interrupt(g_rt);
@@ -263,6 +264,9 @@ static void ignore_env_paths(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* The exit status after a chunk failed (its error was reported). */
+static int failed(void) { return skein_interrupted(g_rt, 0) ? 130 : 1; }
+
 /* The whole program, as lua.c's pmain: returns the exit status, and sets
 ** *interactive when it ran the REPL. */
 static int run(int argc, char **argv, int *interactive) {
@@ -276,13 +280,9 @@ static int run(int argc, char **argv, int *interactive) {
   if (args & has_v) print_version();
   if (args & has_E) ignore_env_paths(L);
   create_argtable(L, argv, argc, script);
-  if (!(args & has_E) && handle_luainit(L) != LUA_OK) return 1;
-  if (!runargs(L, argv, script)) return skein_interrupted(g_rt, 0) ? 130 : 1;
-  if (script < argc) {
-    if (handle_script(L, argv + script) != LUA_OK) {
-      return skein_interrupted(g_rt, 0) ? 130 : 1;
-    }
-  }
+  if (!(args & has_E) && handle_luainit(L) != LUA_OK) return failed();
+  if (!runargs(L, argv, script)) return failed();
+  if (script < argc && handle_script(L, argv + script) != LUA_OK) return failed();
   if (args & has_i || (script == argc && !(args & (has_e | has_v)) && isatty(0))) {
     /* Straight to the prompt: tasks started so far keep running there. */
     if (!(args & has_v)) print_version();
@@ -292,9 +292,7 @@ static int run(int argc, char **argv, int *interactive) {
   }
   if (script == argc && !(args & (has_e | has_v))) {
     /* No script and stdin is not a terminal: stdin is the script. */
-    if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) {
-      return skein_interrupted(g_rt, 0) ? 130 : 1;
-    }
+    if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) return failed();
   }
   return drain(g_rt);
 }
@@ -309,7 +307,8 @@ int main(int argc, char **argv) {
   int interactive = 0;
   int status = run(argc, argv, &interactive);
   if (status == 130) {
-    /* One line; what the interrupt did to tasks is not worth reporting. */
+    /* The status is 130 whatever the tasks did; a task the interrupt ended
+    ** is still reported (with where it was) when the state closes. */
     sk_cli_message("interrupted");
   } else if (skein_failures(g_rt) > 0 && status == 0 && !interactive) {
     status = 1;

@@ -33,6 +33,7 @@ typedef struct repl {
   char *line;          /* the finished line handed over by readline */
   int have_line, eof;
   int at_prompt;       /* readline owns the terminal line now */
+  int keep_history;    /* stdin is a terminal: Up recalls earlier lines */
   char *stmt;          /* the statement gathered so far (multi-line) */
   uv_poll_t *poll;
   char history[1024];
@@ -184,12 +185,13 @@ static void append(repl *r, const char *line) {
 }
 
 /* History is kept only for a terminal: lines piped into `skein -i` are not
-** the user's typing. SKEIN_HISTORY names the file ("" for none), else
-** ~/.skein_history. */
+** the user's typing. It is saved in the file SKEIN_HISTORY names ("" for
+** none), else in ~/.skein_history. */
 static void setup_history(repl *r) {
   const char *path = getenv("SKEIN_HISTORY"), *home = getenv("HOME");
   r->history[0] = '\0';
-  if (!isatty(0)) return;
+  r->keep_history = isatty(0);
+  if (!r->keep_history) return;
   if (path) snprintf(r->history, sizeof r->history, "%s", path);
   else if (home) snprintf(r->history, sizeof r->history, "%s/.skein_history", home);
   stifle_history(1000);
@@ -232,7 +234,7 @@ void sk_cli_repl(skein_runtime *rt) {
     r.line = NULL;
     int status;
     if (!compile(r.L, r.stmt, &status)) continue;
-    if (r.history[0]) add_history(r.stmt);
+    if (r.keep_history) add_history(r.stmt);
     free(r.stmt);
     r.stmt = NULL;
     if (status == LUA_OK) evaluate(&r);

@@ -92,7 +92,9 @@ end
 
 --- Runs skein with `args` in the background, waits until its standard output
 -- contains `ready` (a plain string), sends it `signal` and waits for it to
--- exit. Returns {out=, err=, code=, secs=} where secs is the time from the
+-- exit. (`timeout --foreground`, because plain `timeout` passes a signal on
+-- twice, to the command and to its process group, and skein, like lua, dies
+-- of a second SIGINT.) Returns {out=, err=, code=, secs=} where secs is the time from the
 -- signal to the exit; code is "no-ready" when the marker never came.
 function M.signal_after_ready(args, ready, signal, opts)
   opts = opts or {}
@@ -101,7 +103,7 @@ function M.signal_after_ready(args, ready, signal, opts)
   for _, a in ipairs(args) do cmd[#cmd + 1] = M.q(a) end
   local script = string.format([[
 out=%s; err=%s
-%stimeout -k 2 %d %s </dev/null >"$out" 2>"$err" &
+%stimeout --foreground -k 2 %d %s </dev/null >"$out" 2>"$err" &
 pid=$!
 i=0
 until grep -qF %s "$out" 2>/dev/null; do
