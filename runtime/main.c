@@ -217,9 +217,9 @@ static int handle_luainit(lua_State *L) {
 }
 
 /* Runs the loop until no non-daemon task is left, inside a protected call:
-** an interrupt arms a hook on the running state, and the runtime may call
-** into Lua on that state while it gives up (to turn its error into text),
-** which must not raise outside every pcall. */
+** Ctrl-C arms a hook on whatever state runs at that moment, often the main
+** one while the loop waits, and the hook raises at the next Lua call made
+** on it, which must never happen outside every pcall (Lua would panic). */
 static int l_drain(lua_State *L) {
   skein_runtime *rt = lua_touserdata(L, 1);
   lua_pushboolean(L, skein_run(rt, SKEIN_RUN_DEFAULT) == 0);
