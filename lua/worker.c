@@ -449,13 +449,17 @@ const char *sk_encode_failure(lua_State *L, sk_buf *out) {
 
 /* ------------------------------------------------------------- lifetime */
 
+/* Adds a traceback to any error, skein error objects included (their
+** __tostring gives "kind: message"; a remote error's own traceback comes
+** first, then where it surfaced here). */
 static int msghandler(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
-      return 1;
+      msg = lua_tostring(L, -1);
+    } else {
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   }
   luaL_traceback(L, L, msg, 1);
   return 1;
