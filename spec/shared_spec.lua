@@ -285,7 +285,7 @@ describe("skein.shared.table", function()
       assert.matches("^marshal: " .. c[2]:gsub("%p", "%%%0") .. ": cannot send", tostring(e))
     end
     assert.same({}, t:keys())
-    t:update("u", function(v) return 1 end)                  -- the failed update released u
+    skein.timeout(5, t.update, t, "u", function() return 1 end)   -- the failed update released u
     assert.equal(1, t.u)
   end)
 
@@ -368,8 +368,8 @@ describe("skein.shared.table", function()
       local t = shared.table{n = 1}
       assert.matches("boom", tostring(err_of(t.update, t, "n", function() error("boom") end)))
       assert.equal(1, t.n)
-      t.n = 2                                           -- would wait forever if still claimed
-      assert.equal(3, t:update("n", function(v) return v + 1 end))
+      skein.timeout(5, function() t.n = 2 end)          -- would wait if still claimed
+      assert.equal(3, skein.timeout(5, t.update, t, "n", function(v) return v + 1 end))
     end)
 
     it("refuses writes and nested updates of the key from inside fn", function()
@@ -416,6 +416,17 @@ describe("skein.shared.table", function()
       assert.is_true(coroutine.close(co))
       skein.timeout(5, function() t.n = 7 end)
       assert.equal(7, t.n)
+    end)
+
+    it("makes an append wait when it would land on the claimed key", function()
+      local t = shared.table()
+      local holder = skein.spawn(function()
+        t:update(1, function() skein.sleep(0.05) return "updated" end)
+      end)
+      skein.sleep(0.01)
+      assert.equal(2, skein.timeout(5, t.append, t, "appended"))
+      holder:join(5)
+      assert.same({"updated", "appended"}, t:totable())
     end)
 
     it("gives up waiting when a skein.timeout scope ends", function()
