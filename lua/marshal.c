@@ -197,6 +197,11 @@ static void push_path(lua_State *L, const char *root, const path *p) {
     else lua_pushfstring(L, "args[%I]", (LUAI_UACINT)(p->index - 1));
     return;
   }
+  if (p->up == NULL && root[0] == '=') {
+    /* One value the caller names itself: root "=t.k" gives "t.k". */
+    lua_pushstring(L, root + 1);
+    return;
+  }
   push_path(L, root, p->up);
   switch (p->kind) {
     case P_FIELD:
