@@ -28,8 +28,9 @@
 #define POOL_MT "skein.ThreadPool"
 #define HOOK_EVERY 4000
 
-const void *sk_runtime_hooks_owner(lua_State *parent);
-int sk_runtime_init_state(const void *owner, lua_State *L);
+void *sk_runtime_hooks_copy(lua_State *parent);
+void sk_runtime_hooks_free(void *hooks);
+int sk_runtime_init_state(void *hooks, lua_State *L);
 
 typedef struct job {
   struct job *next;
@@ -66,7 +67,7 @@ struct sk_pool {
   uv_thread_t *threads;         /* the current thread of each slot */
   int orphaned;                 /* handle collected mid-run: threads detach */
   sk_waitlist exit_waiters;     /* woken when alive reaches 0 */
-  const void *hooks;
+  void *hooks;                  /* a copy of the owner's init hooks */
   char *name;
 };
 
@@ -83,6 +84,7 @@ static void pool_destroy(sk_obj *o) {
   sk_waitlist_free(&p->exit_waiters);
   uv_cond_destroy(&p->cond);
   uv_mutex_destroy(&p->lock);
+  sk_runtime_hooks_free(p->hooks);
   free(p->init_error);
   free(p->slots);
   free(p->threads);
@@ -352,7 +354,7 @@ static int l_pool_new(lua_State *L) {
   }
   p->size = (int)size;
   p->max_tasks = (int)max_tasks;
-  p->hooks = sk_runtime_hooks_owner(L);
+  p->hooks = sk_runtime_hooks_copy(L);
   push_pool(L, &p->obj);
   uv_mutex_lock(&p->lock);
   int started = 0;

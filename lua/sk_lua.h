@@ -29,6 +29,7 @@ typedef struct sk_ctx sk_ctx;
 typedef struct sk_watch sk_watch;
 typedef struct sk_scope sk_scope;
 typedef struct sk_group sk_group;
+typedef struct sk_alloc sk_alloc;
 
 /* A watcher sits in a waitable's list (a task's `watchers`) and fires once
 ** when the waitable completes; firing unlinks it first. `fire` must not call
@@ -102,6 +103,7 @@ struct sk_ctx {
 
 struct sk_worker {
   lua_State *L;                 /* the main state */
+  sk_alloc *alloc;              /* its allocator (alloc.c) */
   lua_State *cur_L;             /* the state whose code drives the worker now */
   sk_sched sched;
   sk_ctx root;
@@ -127,6 +129,12 @@ struct sk_worker {
   int nmts;
   int closing;                  /* set while the worker closes */
 };
+
+/* The allocator of a worker's state (alloc.c): free lists over huge-page
+** chunks for small blocks, malloc for the rest. */
+sk_alloc *sk_alloc_new(void);
+void sk_alloc_free(sk_alloc *a);
+lua_State *sk_lua_newstate(sk_alloc *a);
 
 /* Worker lifecycle (worker.c). sk_worker_new opens the standard libraries
 ** and preloads `skein`; it returns NULL with *err set to a message. */

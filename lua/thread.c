@@ -22,8 +22,9 @@
 
 #define THREAD_MT "skein.Thread"
 
-const void *sk_runtime_hooks_owner(lua_State *parent);
-int sk_runtime_init_state(const void *owner, lua_State *L);
+void *sk_runtime_hooks_copy(lua_State *parent);
+void sk_runtime_hooks_free(void *hooks);
+int sk_runtime_init_state(void *hooks, lua_State *L);
 
 typedef struct sk_thread {
   sk_obj obj;
@@ -39,7 +40,7 @@ typedef struct sk_thread {
   uv_thread_t tid;
   sk_port *parent;              /* counted */
   sk_worker *pw;                /* only touched on the parent's thread */
-  const void *hooks;
+  void *hooks;                  /* a copy of the parent's init hooks */
 } sk_thread;
 
 static lua_Integer next_worker_id;
@@ -50,6 +51,7 @@ static void thread_destroy(sk_obj *o) {
   sk_buf_free(&th->result);
   sk_waitlist_free(&th->waiters);
   uv_mutex_destroy(&th->lock);
+  sk_runtime_hooks_free(th->hooks);
   free(th->cmsg);
   free(th->name);
   free(th);
@@ -340,7 +342,7 @@ static int l_thread_new(lua_State *L) {
   th->parent = w->port;
   sk_port_retain(w->port);
   th->pw = w;
-  th->hooks = sk_runtime_hooks_owner(L);
+  th->hooks = sk_runtime_hooks_copy(L);
   push_handle(L, &th->obj);                     /* the handle owns the first ref */
   sk_obj_retain(&th->obj);                      /* the running thread's ref */
   if (!daemon) w->live++;

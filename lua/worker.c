@@ -497,7 +497,8 @@ sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
     return NULL;
   }
   w->wakeup = malloc(sizeof *w->wakeup);
-  w->L = luaL_newstate();
+  w->alloc = sk_alloc_new();
+  w->L = w->alloc ? sk_lua_newstate(w->alloc) : NULL;
   if (w->wakeup == NULL || w->L == NULL) {
     free(w->wakeup);
     w->wakeup = NULL;
@@ -531,6 +532,7 @@ static void free_handle(uv_handle_t *h) { free(h); }
 int sk_worker_close(sk_worker *w) {
   w->closing = 1;
   if (w->L) lua_close(w->L);
+  sk_alloc_free(w->alloc);
   if (w->port) sk_port_close(w->port);
   free(w->slots);
   free(w->self_name);
