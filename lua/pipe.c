@@ -103,6 +103,18 @@ static sk_pipe_end *check_reader(lua_State *L, int idx) {
   return e;
 }
 
+/* Receives without blocking: pushes the value and returns 1, or returns
+** SK_Q_BLOCK / SK_Q_CLOSED. */
+static int recv_once(lua_State *L, sk_queue *q) {
+  sk_item it;
+  lua_Number prio;
+  int pi;
+  int st = sk_queue_get(q, &it, &prio, &pi);
+  if (st != SK_Q_OK) return st;
+  sk_item_push(L, &it);
+  return 1;
+}
+
 static int raise_peer_closed(lua_State *L) {
   return sk_error_raise(L, "closed", "the other end of the pipe is closed");
 }
@@ -114,8 +126,13 @@ static int l_pipe_send(lua_State *L) {
     return luaL_error(L, "this is the receiving end of a one-way pipe: it cannot send");
   }
   luaL_checkany(L, 2);
-  if (sk_queue_send(L, e->out, 2) != SK_Q_OK) return raise_peer_closed(L);
-  return 0;
+  sk_item it;
+  if (sk_item_encode(L, 2, &it) != 0) return lua_error(L);
+  int st = sk_queue_put(e->out, &it, 0, 0, 1);
+  if (st == SK_Q_OK) return 0;
+  sk_item_free(&it);
+  if (st == SK_Q_NOMEM) return luaL_error(L, "not enough memory to send");
+  return raise_peer_closed(L);
 }
 
 /* After a wait on the end at index 1: ends the wait and returns the end,
@@ -127,7 +144,7 @@ static sk_pipe_end *resume_end(lua_State *L, sk_ctx *c, int always) {
     sk_wait_end(L, c);
     luaL_error(L, "cannot use a %s after it was closed", PIPE_MT);
   }
-  sk_queue_wait_end(L, c, e->in, always);
+  sk_queue_wait_end(L, c, e->in, SK_WAIT_GET, always);
   if (__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE)) {
     sk_error_raise(L, "closed", "this pipe end is closed");
   }
@@ -145,7 +162,7 @@ static int wait_k(lua_State *L, int status, lua_KContext kctx) {
   for (;;) {
     if (status == LUA_YIELD) e = resume_end(L, c, kctx == WAIT_POLL);
     if (kctx == WAIT_POLL) {
-      if (sk_queue_readable(e->in)) {
+      if (sk_queue_ready(e->in, SK_WAIT_GET)) {
         lua_pushboolean(L, 1);
         return 1;
       }
@@ -154,19 +171,19 @@ static int wait_k(lua_State *L, int status, lua_KContext kctx) {
         return 1;
       }
     } else {
-      int n = sk_queue_recv(L, e->in);
+      int n = recv_once(L, e->in);
       if (n > 0) return n;
       if (n == SK_Q_CLOSED) return raise_peer_closed(L);
       if (sk_expired(d)) return sk_error_raise(L, "timeout", "recv timed out");
     }
     if (!spun) {
       spun = 1;
-      if (sk_queue_spin(e->in, c)) {
+      if (sk_queue_spin(e->in, c, SK_WAIT_GET)) {
         status = LUA_OK;
         continue;
       }
     }
-    if (sk_queue_wait_begin(L, c, d, e->in)) {
+    if (sk_queue_wait_begin(L, c, d, e->in, SK_WAIT_GET)) {
       status = LUA_OK;
       continue;
     }
@@ -179,7 +196,7 @@ static int wait_k(lua_State *L, int status, lua_KContext kctx) {
 static int l_pipe_recv(lua_State *L) {
   sk_pipe_end *e = check_reader(L, 1);
   uint64_t d = sk_check_deadline(L, 2);
-  int n = sk_queue_recv(L, e->in);
+  int n = recv_once(L, e->in);
   if (n > 0) return n;
   if (n == SK_Q_CLOSED) return raise_peer_closed(L);
   lua_settop(L, 1);
@@ -230,7 +247,7 @@ static int end_try(lua_State *L, sk_obj *o) {
     return sk_error_raise(L, "closed", "this pipe end is closed");
   }
   if (e->in == NULL) return luaL_error(L, "select cannot receive on the sending end of a one-way pipe");
-  int n = sk_queue_recv(L, e->in);
+  int n = recv_once(L, e->in);
   if (n == SK_Q_CLOSED) return raise_peer_closed(L);
   return n > 0 ? n : 0;
 }
