@@ -57,17 +57,15 @@ int sk_item_encode(lua_State *L, int idx, sk_item *it) {
   switch (lua_type(L, idx)) {
     case LUA_TNIL: it->kind = QI_NIL; return 0;
     case LUA_TBOOLEAN: it->kind = lua_toboolean(L, idx) ? QI_TRUE : QI_FALSE; return 0;
-    case LUA_TNUMBER: {
-      int isint;
-      it->u.i = lua_tointegerx(L, idx, &isint);
-      if (isint) {
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
         it->kind = QI_INT;
+        it->u.i = lua_tointeger(L, idx);
       } else {
         it->kind = QI_FLOAT;
         it->u.n = lua_tonumber(L, idx);
       }
       return 0;
-    }
     case LUA_TSTRING: {
       size_t n;
       const char *s = lua_tolstring(L, idx, &n);
