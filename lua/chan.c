@@ -3,6 +3,7 @@
 ** sk_chan.h for the design: items, the two-lock FIFO, the counters and
 ** the wait-list protocol).
 */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +11,7 @@
 
 #define CHUNK 128               /* FIFO items per chunk (a power of two) */
 #define SPIN_NS 20000           /* how long a getter or putter may spin */
+#define SPIN_MAX_PAUSES 64      /* the longest pause between two looks */
 #define SHRINK_CAP 1024         /* an emptied LIFO/priority array above this is freed */
 
 /* ----------------------------------------------------------------- items */
@@ -160,6 +162,33 @@ typedef struct pentry {
 
 #define ALIGNED _Alignas(64)
 
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* The put and get sides' locks: test-and-test-and-set. Their critical
+** sections are a few dozen instructions (a malloc or realloc at most), so
+** spinning costs less than a futex; a waiter that spins long yields its
+** CPU, in case the holder was preempted. */
+typedef struct spinlock {
+  int locked;
+} spinlock;
+
+static void spin_lock(spinlock *l) {
+  while (__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE)) {
+    for (unsigned n = 1; __atomic_load_n(&l->locked, __ATOMIC_RELAXED); n++) {
+      if (n % 128 == 0) sched_yield();
+      else cpu_relax();
+    }
+  }
+}
+
+static void spin_unlock(spinlock *l) { __atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE); }
+
 struct sk_queue {
   sk_obj obj;
   int order;
@@ -170,14 +199,14 @@ struct sk_queue {
   sk_waitlist lists[3];         /* getters, putters, joiners */
 
   /* The put side (FIFO): only putters touch these. */
-  ALIGNED uv_mutex_t plock;
+  ALIGNED spinlock plock;
   uint64_t tail;                /* atomic: items ever put */
   uint64_t head_seen;           /* the put side's last look at `head` */
   chunk *tchunk;
   chunk *spare;                 /* atomic: one emptied chunk kept for reuse */
 
   /* The get side; also the only lock of LIFO and priority queues. */
-  ALIGNED uv_mutex_t glock;
+  ALIGNED spinlock glock;
   uint64_t head;                /* atomic: items ever taken */
   uint64_t tail_seen;           /* the get side's last look at `tail` */
   chunk *hchunk;
@@ -194,7 +223,7 @@ struct sk_queue {
 
 static int ncpu;
 
-static uv_mutex_t *put_lock(sk_queue *q) {
+static spinlock *put_lock(sk_queue *q) {
   return q->order == SK_QUEUE_FIFO ? &q->plock : &q->glock;
 }
 
@@ -215,7 +244,6 @@ static void queue_destroy(sk_obj *o) {
       c = next;
     }
     free(q->spare);
-    uv_mutex_destroy(&q->plock);
   } else {
     for (uint64_t i = 0; i < n; i++) {
       sk_item_free(q->order == SK_QUEUE_LIFO ? &q->stack[i] : &q->heap[i].it);
@@ -224,7 +252,6 @@ static void queue_destroy(sk_obj *o) {
   free(q->stack);
   free(q->heap);
   for (int i = 0; i < 3; i++) sk_waitlist_free(&q->lists[i]);
-  uv_mutex_destroy(&q->glock);
   uv_mutex_destroy(&q->wlock);
   free(q);
 }
@@ -240,25 +267,19 @@ sk_queue *sk_queue_new(int order, size_t maxsize) {
   q->maxsize = maxsize;
   if (order == SK_QUEUE_FIFO) {
     q->hchunk = q->tchunk = calloc(1, sizeof(chunk));
-    if (q->hchunk == NULL) goto fail_chunk;
-    if (uv_mutex_init(&q->plock) != 0) goto fail_plock;
+    if (q->hchunk == NULL) goto fail;
   }
-  if (uv_mutex_init(&q->glock) != 0) goto fail_glock;
-  if (uv_mutex_init(&q->wlock) != 0) goto fail_wlock;
-  if (sk_obj_init(&q->obj, &queue_type) != 0) goto fail_obj;
+  if (uv_mutex_init(&q->wlock) != 0) goto fail;
+  if (sk_obj_init(&q->obj, &queue_type) != 0) {
+    uv_mutex_destroy(&q->wlock);
+    goto fail;
+  }
   if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) == 0) {
     __atomic_store_n(&ncpu, (int)uv_available_parallelism(), __ATOMIC_RELAXED);
   }
   return q;
-fail_obj:
-  uv_mutex_destroy(&q->wlock);
-fail_wlock:
-  uv_mutex_destroy(&q->glock);
-fail_glock:
-  if (order == SK_QUEUE_FIFO) uv_mutex_destroy(&q->plock);
-fail_plock:
+fail:
   free(q->hchunk);
-fail_chunk:
   free(q);
   return NULL;
 }
@@ -362,16 +383,16 @@ static int remove_record(sk_queue *q, int what, sk_port *port, uint32_t slot, in
 
 /* FIFO put: the put lock only. */
 static int put_fifo(sk_queue *q, sk_item *it, int force) {
-  uv_mutex_lock(&q->plock);
+  spin_lock(&q->plock);
   if (LOAD(&q->closed)) {
-    uv_mutex_unlock(&q->plock);
+    spin_unlock(&q->plock);
     return SK_Q_CLOSED;
   }
   uint64_t t = q->tail;
   if (!force && q->maxsize && t - q->head_seen >= q->maxsize) {
     q->head_seen = LOAD(&q->head);
     if (t - q->head_seen >= q->maxsize) {
-      uv_mutex_unlock(&q->plock);
+      spin_unlock(&q->plock);
       return SK_Q_BLOCK;
     }
   }
@@ -379,7 +400,7 @@ static int put_fifo(sk_queue *q, sk_item *it, int force) {
   if (i == 0 && t != 0) {
     chunk *c = __atomic_exchange_n(&q->spare, NULL, __ATOMIC_ACQUIRE);
     if (c == NULL && (c = malloc(sizeof *c)) == NULL) {
-      uv_mutex_unlock(&q->plock);
+      spin_unlock(&q->plock);
       return SK_Q_NOMEM;
     }
     c->next = NULL;
@@ -388,7 +409,7 @@ static int put_fifo(sk_queue *q, sk_item *it, int force) {
   }
   q->tchunk->it[i] = *it;
   STORE(&q->tail, t + 1);
-  uv_mutex_unlock(&q->plock);
+  spin_unlock(&q->plock);
   return SK_Q_OK;
 }
 
@@ -398,7 +419,7 @@ static int heap_less(const pentry *a, const pentry *b) {
 
 /* LIFO and priority put: everything under the get lock. */
 static int put_locked(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, int force) {
-  uv_mutex_lock(&q->glock);
+  spin_lock(&q->glock);
   uint64_t t = q->tail, n = t - q->head;
   int st = SK_Q_OK;
   if (q->closed) st = SK_Q_CLOSED;
@@ -426,7 +447,7 @@ static int put_locked(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, i
     }
     STORE(&q->tail, t + 1);
   }
-  uv_mutex_unlock(&q->glock);
+  spin_unlock(&q->glock);
   return st;
 }
 
@@ -442,7 +463,7 @@ int sk_queue_put(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, int fo
 /* FIFO get: the get lock only. `tail` is read again only when the items
 ** seen last time are used up. */
 static int get_fifo(sk_queue *q, sk_item *out) {
-  uv_mutex_lock(&q->glock);
+  spin_lock(&q->glock);
   uint64_t h = q->head;
   if (h == q->tail_seen) {
     q->tail_seen = LOAD(&q->tail);
@@ -451,7 +472,7 @@ static int get_fifo(sk_queue *q, sk_item *out) {
       int closed = LOAD(&q->closed);
       if (closed) q->tail_seen = LOAD(&q->tail);
       if (!closed || h == q->tail_seen) {
-        uv_mutex_unlock(&q->glock);
+        spin_unlock(&q->glock);
         return closed ? SK_Q_CLOSED : SK_Q_BLOCK;
       }
     }
@@ -463,17 +484,19 @@ static int get_fifo(sk_queue *q, sk_item *out) {
     free(__atomic_exchange_n(&q->spare, old, __ATOMIC_ACQ_REL));
   }
   *out = q->hchunk->it[i];
-  STORE(&q->head, h + 1);
-  uv_mutex_unlock(&q->glock);
+  /* Only a bounded queue's putters wait on `head` (and need the fence). */
+  if (q->maxsize) STORE(&q->head, h + 1);
+  else __atomic_store_n(&q->head, h + 1, __ATOMIC_RELEASE);
+  spin_unlock(&q->glock);
   return SK_Q_OK;
 }
 
 static int get_locked(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int) {
-  uv_mutex_lock(&q->glock);
+  spin_lock(&q->glock);
   uint64_t h = q->head, n = q->tail - h;
   if (n == 0) {
     int closed = q->closed;
-    uv_mutex_unlock(&q->glock);
+    spin_unlock(&q->glock);
     return closed ? SK_Q_CLOSED : SK_Q_BLOCK;
   }
   n--;
@@ -503,7 +526,7 @@ static int get_locked(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int
     q->cap = 0;
   }
   STORE(&q->head, h + 1);
-  uv_mutex_unlock(&q->glock);
+  spin_unlock(&q->glock);
   return SK_Q_OK;
 }
 
@@ -514,10 +537,10 @@ int sk_queue_get(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int) {
 }
 
 void sk_queue_shut(sk_queue *q, int discard) {
-  uv_mutex_t *pl = put_lock(q);
-  uv_mutex_lock(pl);
+  spinlock *pl = put_lock(q);
+  spin_lock(pl);
   STORE(&q->closed, 1);
-  uv_mutex_unlock(pl);
+  spin_unlock(pl);
   if (discard) {
     sk_item it;
     lua_Number prio;
@@ -551,14 +574,14 @@ int sk_queue_task_done(sk_queue *q) {
 int sk_queue_spin(sk_queue *q, sk_ctx *c, int what) {
   if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) < 2 || c->w->sched.nready) return 0;
   uint64_t t0 = uv_hrtime();
-  for (unsigned i = 1;; i++) {
+  /* Back off between looks: each look steals the line the other side
+  ** writes, and letting it run ahead a little lets the next get take
+  ** several items without looking again. */
+  for (unsigned i = 1, pauses = 1;; i++) {
     if (sk_queue_ready(q, what)) return 1;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-    if ((i & 63) == 0 && uv_hrtime() - t0 > SPIN_NS) return 0;
+    for (unsigned k = 0; k < pauses; k++) cpu_relax();
+    if (pauses < SPIN_MAX_PAUSES) pauses *= 2;
+    if ((i & 7) == 0 && uv_hrtime() - t0 > SPIN_NS) return 0;
   }
 }
 

@@ -154,9 +154,9 @@ static int put_k(lua_State *L, int status, lua_KContext kctx) {
 /* Shared by put, try_put and put_nowait: checks the value (and priority),
 ** encodes it and tries once. Returns SK_Q_OK or SK_Q_BLOCK (full); raises
 ** for the rest. */
-static int put_once(lua_State *L, sk_queue *q, lua_Number *prio, int *pi) {
+static int put_once(lua_State *L, sk_queue *q, int top, lua_Number *prio, int *pi) {
   sk_item it;
-  if (lua_gettop(L) < 2) luaL_argerror(L, 2, "value expected (nil must be passed explicitly)");
+  if (top < 2) luaL_argerror(L, 2, "value expected (nil must be passed explicitly)");
   if (sk_queue_order(q) == SK_QUEUE_PRIORITY) *prio = check_priority(L, 3, pi);
   if (sk_item_encode(L, 2, &it) != 0) lua_error(L);
   int st = sk_queue_put(q, &it, *prio, *pi, 0);
@@ -170,11 +170,11 @@ static int put_once(lua_State *L, sk_queue *q, lua_Number *prio, int *pi) {
 /* q:put(v, [timeout]); priority queues: q:put(v, priority, [timeout]) */
 static int l_queue_put(lua_State *L) {
   sk_queue *q = self_queue(L);
-  int targ = sk_queue_order(q) == SK_QUEUE_PRIORITY ? 4 : 3;
-  uint64_t d = lua_gettop(L) < targ ? SK_NO_DEADLINE : sk_check_deadline(L, targ);
+  int top = lua_gettop(L), targ = sk_queue_order(q) == SK_QUEUE_PRIORITY ? 4 : 3;
+  uint64_t d = top < targ ? SK_NO_DEADLINE : sk_check_deadline(L, targ);
   lua_Number prio = 0;
   int pi = 0;
-  if (put_once(L, q, &prio, &pi) == SK_Q_OK) return 0;
+  if (put_once(L, q, top, &prio, &pi) == SK_Q_OK) return 0;
   if (sk_expired(d)) return sk_error_raise(L, "timeout", "put timed out: the queue stayed full");
   /* Full: wait, with the item encoded again into a collectable holder. */
   lua_settop(L, 2);
@@ -193,7 +193,7 @@ static int l_queue_try_put(lua_State *L) {
   sk_queue *q = self_queue(L);
   lua_Number prio = 0;
   int pi = 0;
-  lua_pushboolean(L, put_once(L, q, &prio, &pi) == SK_Q_OK);
+  lua_pushboolean(L, put_once(L, q, lua_gettop(L), &prio, &pi) == SK_Q_OK);
   return 1;
 }
 
@@ -202,7 +202,7 @@ static int l_queue_put_nowait(lua_State *L) {
   sk_queue *q = self_queue(L);
   lua_Number prio = 0;
   int pi = 0;
-  if (put_once(L, q, &prio, &pi) != SK_Q_OK) return sk_error_raise(L, "full", "the queue is full");
+  if (put_once(L, q, lua_gettop(L), &prio, &pi) != SK_Q_OK) return sk_error_raise(L, "full", "the queue is full");
   return 0;
 }
 
