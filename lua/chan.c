@@ -309,18 +309,20 @@ static void take_one(sk_queue *q, int what, sk_waiter *out) {
   publish(q, what);
 }
 
-static void fire(sk_waiter *w) {
-  if (w->port) sk_waiter_fire(w);
-}
-
-/* Wakes the oldest waiter of a kind, when there is one. */
+/* Wakes the oldest waiter of a kind, when there is one. A record whose
+** worker has closed (a daemon task left waiting) is dropped and the next
+** one is tried, so that it does not swallow the wake. */
 static void wake_one(sk_queue *q, int what) {
-  if (LOAD(&q->nwait[what]) == 0) return;
-  sk_waiter w = {0};
-  uv_mutex_lock(&q->wlock);
-  take_one(q, what, &w);
-  uv_mutex_unlock(&q->wlock);
-  fire(&w);
+  while (LOAD(&q->nwait[what])) {
+    sk_waiter w = {0};
+    uv_mutex_lock(&q->wlock);
+    take_one(q, what, &w);
+    uv_mutex_unlock(&q->wlock);
+    if (w.port == NULL) return;
+    int rc = sk_port_wake(w.port, w.slot, w.gen);
+    sk_port_release(w.port);
+    if (rc == 0) return;
+  }
 }
 
 /* Wakes every waiter of a kind. */
@@ -366,16 +368,14 @@ static int add_record(sk_queue *q, int what, const sk_waiter *w) {
 ** been woken; with `pass`, that wake then goes on to the next waiter if the
 ** queue is still ready for it. Returns 1 when a record was removed. */
 static int remove_record(sk_queue *q, int what, sk_port *port, uint32_t slot, int pass) {
-  sk_waiter w = {0};
   uv_mutex_lock(&q->wlock);
   sk_waitlist *l = &q->lists[what];
   size_t n0 = l->n;
   sk_waitlist_remove(l, port, slot);
   int removed = l->n != n0;
   publish(q, what);
-  if (!removed && pass && sk_queue_ready(q, what)) take_one(q, what, &w);
   uv_mutex_unlock(&q->wlock);
-  fire(&w);
+  if (!removed && pass && sk_queue_ready(q, what)) wake_one(q, what);
   return removed;
 }
 
@@ -620,11 +620,7 @@ void sk_queue_wait_end(lua_State *L, sk_ctx *c, sk_queue *q, int what, int alway
   lua_pushcfunction(L, p_wait_end);
   lua_pushlightuserdata(L, c);
   if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
-  sk_waiter w = {0};
-  uv_mutex_lock(&q->wlock);
-  if (sk_queue_ready(q, what)) take_one(q, what, &w);
-  uv_mutex_unlock(&q->wlock);
-  fire(&w);
+  if (sk_queue_ready(q, what)) wake_one(q, what);
   lua_error(L);
 }
 

@@ -552,6 +552,22 @@ describe("skein.queue", function()
       assert.is_true(q:join(1))
     end)
 
+    it("does not lose a wake to a waiter whose thread has ended", function()
+      local q = skein.queue()
+      local t = skein.thread(function(q)
+        skein.spawn{fn = function() q:get() end, daemon = true}  -- left waiting
+        skein.sleep(0.02)
+        return "ended"
+      end, q)
+      assert.equal("ended", t:join(5))
+      local g = skein.spawn(function() return q:get(5) end)
+      skein.sleep(0.01)
+      local t0 = skein.now()
+      q:put("for the living")
+      assert.equal("for the living", g:join(5))
+      assert.is_true(skein.now() - t0 < 1)
+    end)
+
     it("carries a 10 MB string from one thread to another", function()
       local q = skein.queue(1)
       local t = skein.thread(function(q)
