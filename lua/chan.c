@@ -145,6 +145,35 @@ void sk_item_push(lua_State *L, sk_item *it) {
   }
 }
 
+/* ------------------------------------------------------- stamped handles */
+
+static uintptr_t stamp_key;
+static uv_once_t stamp_once = UV_ONCE_INIT;
+
+static void stamp_init(void) {
+  uint64_t k;
+  if (uv_random(NULL, NULL, &k, sizeof k, 0, NULL) != 0) k = uv_hrtime() * 0x9e3779b97f4a7c15u;
+  stamp_key = (uintptr_t)(k | 1);
+}
+
+void sk_stamped_push(lua_State *L, sk_obj *o, const char *mt) {
+  uv_once(&stamp_once, stamp_init);
+  sk_stamped *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->obj = o;
+  h->stamp = (uintptr_t)h ^ stamp_key;
+  luaL_setmetatable(L, mt);
+}
+
+/* Every stamped handle of this worker was made by sk_stamped_push on its
+** thread, after uv_once, so the key read here is initialised. */
+sk_obj *sk_stamped_obj(lua_State *L, int idx) {
+  sk_stamped *h = lua_touserdata(L, idx);
+  if (h && h->obj && lua_rawlen(L, idx) == sizeof *h && h->stamp == ((uintptr_t)h ^ stamp_key)) {
+    return h->obj;
+  }
+  return NULL;
+}
+
 /* ---------------------------------------------------------------- queues */
 
 typedef struct chunk {
@@ -284,6 +313,7 @@ fail:
   return NULL;
 }
 
+int sk_queue_is(const sk_obj *o) { return o->type == &queue_type; }
 int sk_queue_order(const sk_queue *q) { return q->order; }
 size_t sk_queue_maxsize(const sk_queue *q) { return q->maxsize; }
 int sk_queue_is_closed(sk_queue *q) { return LOAD(&q->closed); }

@@ -41,7 +41,7 @@ static void end_destroy(sk_obj *o) {
 
 static const sk_objtype end_type = {PIPE_MT, end_destroy};
 
-static void push_end(lua_State *L, sk_obj *o) { sk_handle_push(L, o, PIPE_MT); }
+static void push_end(lua_State *L, sk_obj *o) { sk_stamped_push(L, o, PIPE_MT); }
 
 /* A new end over `in` and `out`, taking a reference to each; NULL when out
 ** of memory. */
@@ -88,7 +88,9 @@ static int l_pipe_new(lua_State *L) {
 }
 
 static sk_pipe_end *check_end(lua_State *L, int idx) {
-  sk_pipe_end *e = (sk_pipe_end *)sk_handle_check(L, idx, PIPE_MT);
+  sk_obj *o = sk_stamped_obj(L, idx);
+  sk_pipe_end *e = o && o->type == &end_type ? (sk_pipe_end *)o
+                                              : (sk_pipe_end *)sk_handle_check(L, idx, PIPE_MT);
   if (__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE)) {
     sk_error_raise(L, "closed", "this pipe end is closed");
   }

@@ -27,19 +27,15 @@ static sk_queue *check_queue(lua_State *L, int idx) {
   return (sk_queue *)sk_handle_check(L, idx, QUEUE_MT);
 }
 
-/* check_queue for the methods, whose first upvalue is the metatable: a
-** pointer comparison instead of a registry lookup by name. */
+/* check_queue for the hot methods: a stamped handle (sk_chan.h) of a queue
+** is recognised with one API call; anything else gets check_queue's errors. */
 static sk_queue *self_queue(lua_State *L) {
-  sk_handle *h = lua_touserdata(L, 1);
-  if (h && h->obj && lua_getmetatable(L, 1)) {
-    int same = lua_rawequal(L, -1, lua_upvalueindex(1));
-    lua_pop(L, 1);
-    if (same) return (sk_queue *)h->obj;
-  }
+  sk_obj *o = sk_stamped_obj(L, 1);
+  if (o && sk_queue_is(o)) return (sk_queue *)o;
   return check_queue(L, 1);
 }
 
-static void push_queue(lua_State *L, sk_obj *o) { sk_handle_push(L, o, QUEUE_MT); }
+static void push_queue(lua_State *L, sk_obj *o) { sk_stamped_push(L, o, QUEUE_MT); }
 
 static int raise_closed(lua_State *L) {
   return sk_error_raise(L, "closed", "the queue is closed");
@@ -419,9 +415,7 @@ void sk_queue_open(lua_State *L) {
       {"iter", l_queue_iter},
       {NULL, NULL}};
   if (luaL_newmetatable(L, QUEUE_MT)) {
-    luaL_newlibtable(L, methods);
-    lua_pushvalue(L, -2);
-    luaL_setfuncs(L, methods, 1);
+    luaL_newlib(L, methods);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, sk_handle_release);
     lua_setfield(L, -2, "__gc");

@@ -59,11 +59,32 @@ int sk_item_encode(lua_State *L, int idx, sk_item *it);
 void sk_item_push(lua_State *L, sk_item *it);
 void sk_item_free(sk_item *it);
 
+/* ------------------------------------------------------- stamped handles */
+
+/* The handles of queues and pipe ends: sk_handle's layout (so that
+** sk_handle_check and sk_handle_release work on them) plus a stamp, the
+** handle's address mixed with a per-process random key. A method finds its
+** object with one API call (the userdata's size) instead of a metatable
+** comparison; no userdata made elsewhere carries a valid stamp. */
+typedef struct sk_stamped {
+  sk_obj *obj;                  /* NULL once released */
+  uintptr_t stamp;
+} sk_stamped;
+
+/* Pushes a new stamped handle of metatable `mt` for `o` (taking over one
+** reference). */
+void sk_stamped_push(lua_State *L, sk_obj *o, const char *mt);
+/* The object of the stamped handle at idx, or NULL when the value is not
+** one (or was released): the caller then checks it the usual way. */
+sk_obj *sk_stamped_obj(lua_State *L, int idx);
+
 /* ---------------------------------------------------------------- queues */
 
 /* A new queue holding one reference (dropped with sk_obj_release on its
 ** first member); NULL when out of memory. maxsize 0: unbounded. */
 sk_queue *sk_queue_new(int order, size_t maxsize);
+/* 1 when `o` is a queue. */
+int sk_queue_is(const sk_obj *o);
 int sk_queue_order(const sk_queue *q);
 size_t sk_queue_maxsize(const sk_queue *q);
 size_t sk_queue_size(sk_queue *q);
