@@ -250,10 +250,15 @@ int sk_yield(lua_State *L) {
 ** is still in the wait the token was made for. */
 static void port_wake(void *ud, uint32_t slot, uint32_t gen) {
   sk_worker *w = ud;
-  if (slot < w->nslots && w->slots[slot] && w->slots[slot]->wgen == gen) {
-    sk_ctx_wake(w->slots[slot]);
-  }
+  sk_ctx *c = slot < w->nslots ? w->slots[slot] : NULL;
+  /* A token may outlive its context: a free slot holds a tagged link. */
+  if (c && !((uintptr_t)c & 1) && c->wgen == gen) sk_ctx_wake(c);
 }
+
+/* Free slots chain through their entries as tagged indexes (low bit set),
+** so that a late wake token never mistakes one for a context. */
+static sk_ctx *free_link(uint32_t next) { return (sk_ctx *)(((uintptr_t)next << 1) | 1); }
+static uint32_t free_next(sk_ctx *link) { return (uint32_t)((uintptr_t)link >> 1); }
 
 int sk_ctx_slot(sk_ctx *c) {
   sk_worker *w = c->w;
@@ -262,9 +267,9 @@ int sk_ctx_slot(sk_ctx *c) {
     uint32_t n = w->nslots ? w->nslots * 2 : 64;
     sk_ctx **slots = realloc(w->slots, n * sizeof *slots);
     if (slots == NULL) return -1;
-    /* Slot 0 stays unused; free slots chain through their pointers. */
+    /* Slot 0 stays unused; free slots chain through tagged links. */
     for (uint32_t i = n - 1; i >= (w->nslots ? w->nslots : 1); i--) {
-      slots[i] = (sk_ctx *)(uintptr_t)w->free_slot;
+      slots[i] = free_link(w->free_slot);
       w->free_slot = i;
     }
     if (w->nslots == 0) slots[0] = NULL;
@@ -272,7 +277,7 @@ int sk_ctx_slot(sk_ctx *c) {
     w->nslots = n;
   }
   c->wslot = w->free_slot;
-  w->free_slot = (uint32_t)(uintptr_t)w->slots[c->wslot];
+  w->free_slot = free_next(w->slots[c->wslot]);
   w->slots[c->wslot] = c;
   return 0;
 }
@@ -294,7 +299,7 @@ int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {
 void sk_ctx_drop_slot(sk_ctx *c) {
   sk_worker *w = c->w;
   if (c->wslot == 0) return;
-  w->slots[c->wslot] = (sk_ctx *)(uintptr_t)w->free_slot;
+  w->slots[c->wslot] = free_link(w->free_slot);
   w->free_slot = c->wslot;
   c->wslot = 0;
 }
