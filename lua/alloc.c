@@ -21,7 +21,7 @@
 
 #include "sk_lua.h"
 
-#define SMALL_MAX 512                 /* larger blocks go to malloc */
+#define SMALL_MAX 1024                /* larger blocks go to malloc */
 #define GRAIN 16
 #define NCLASSES (SMALL_MAX / GRAIN)
 #define CHUNK (2u << 20)

@@ -110,6 +110,7 @@ struct sk_worker {
   sk_ctx *current;              /* whose code runs now */
   lua_Integer next_id;
   const void *task_mt;           /* the task metatable, for fast type checks */
+  int task_mt_ref;              /* ... and a registry reference to it */
   size_t live;                  /* unfinished non-daemon tasks */
   size_t failures;              /* failed tasks reported as never joined */
   volatile sig_atomic_t interrupted;

@@ -68,7 +68,8 @@ sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon) {
   sk_ctx *t = lua_newuserdatauv(L, sizeof *t, UV_COUNT);
   *t = (sk_ctx){0};
   sk_ctx_init(t, w);
-  luaL_setmetatable(L, TASK_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->task_mt_ref);
+  lua_setmetatable(L, -2);
   lua_State *co = lua_newthread(L);
   lua_setiuservalue(L, -2, UV_CO);
   if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments to spawn");
@@ -515,7 +516,7 @@ void sk_task_open(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
   }
   sk_worker_of(L)->task_mt = lua_topointer(L, -1);
-  lua_pop(L, 1);
+  sk_worker_of(L)->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (luaL_newmetatable(L, FAILURE_MT)) {
     lua_pushcfunction(L, l_failure_gc);
     lua_setfield(L, -2, "__gc");
