@@ -110,35 +110,11 @@ static void timeout_hook(lua_State *L, lua_Debug *ar) {
   }
 }
 
-typedef struct run_args {
-  sk_buf *code;
-  sk_buf out;
-  int failed;
-  const char *kind;
-} run_args;
-
-/* Protected: decodes and calls the job (stack: capture at 1), encodes the
-** outcome into a->out. */
-static int p_run(lua_State *L) {
-  run_args *a = lua_touserdata(L, 1);
-  sk_worker *w = sk_worker_of(L);
-  lua_settop(L, 0);
-  lua_pushcfunction(L, sk_capture);
-  int n = sk_marshal_decode(L, a->code->data, a->code->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
-  int st = n < 0 ? LUA_ERRRUN : lua_pcall(L, n - 1, LUA_MULTRET, 1);
-  if (st == LUA_OK && sk_worker_drain(w) != 0) st = LUA_ERRRUN;
-  if (st == LUA_OK && sk_marshal_encode(L, 2, lua_gettop(L) - 1, &a->out, "result") == 0) {
-    return 0;
-  }
-  a->failed = 1;
-  a->kind = sk_encode_failure(L, &a->out);
-  return 0;
-}
-
 /* Runs one job on worker w and finishes its future. */
 static void run_job(sk_worker *w, job *j) {
   lua_State *L = w->L;
-  run_args a = {&j->code, {0}, 0, NULL};
+  sk_buf out;
+  const char *kind = NULL;
   job_clock jc;
   sk_scope scope;
   if (j->timeout) {
@@ -150,9 +126,7 @@ static void run_job(sk_worker *w, job *j) {
     w->root.scope = &scope;
     lua_sethook(L, timeout_hook, LUA_MASKCOUNT, HOOK_EVERY);
   }
-  lua_pushcfunction(L, p_run);
-  lua_pushlightuserdata(L, &a);
-  int st = lua_pcall(L, 1, 0, 0);
+  int rc = sk_run_call(w, j->code.data, j->code.len, &out, &kind);
   if (j->timeout) {
     lua_sethook(L, NULL, 0, 0);
     w->job_clock = NULL;
@@ -162,21 +136,16 @@ static void run_job(sk_worker *w, job *j) {
   w->interrupted = 0;
   w->root.cancel_requested = 0;
   if (terminated) {
-    sk_buf_free(&a.out);
+    sk_buf_free(&out);
     sk_future_finish(j->fut, SK_FUT_FAILED, NULL, "the pool was terminated while the task ran",
                      "cancelled");
-    lua_settop(L, 0);
-    return;
-  }
-  if (st != LUA_OK) {
-    sk_buf_free(&a.out);
+  } else if (rc < 0) {
     sk_future_finish(j->fut, SK_FUT_FAILED, NULL,
                      lua_tostring(L, -1) ? lua_tostring(L, -1) : "the worker failed", NULL);
-    lua_settop(L, 0);
-    return;
+  } else {
+    sk_future_finish(j->fut, rc ? SK_FUT_FAILED : SK_FUT_DONE, &out, NULL, kind);
   }
   lua_settop(L, 0);
-  sk_future_finish(j->fut, a.failed ? SK_FUT_FAILED : SK_FUT_DONE, &a.out, NULL, a.kind);
 }
 
 /* Runs the pool's initializer; returns NULL or an error message to free. */

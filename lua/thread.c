@@ -61,37 +61,6 @@ static const sk_objtype thread_type = {THREAD_MT, thread_destroy};
 
 /* -------------------------------------------------- the thread's side */
 
-typedef struct body_args {
-  sk_thread *th;
-  sk_worker *w;
-  sk_buf *out;
-  int failed;
-} body_args;
-
-/* The thread's body, run protected: runs the init hooks, decodes fn and
-** args, calls fn, waits for the worker's own tasks, encodes the results
-** (or the failure). */
-static int p_body(lua_State *L) {
-  body_args *a = lua_touserdata(L, 1);
-  sk_thread *th = a->th;
-  lua_settop(L, 0);
-  if (sk_runtime_init_state(th->hooks, L) != 0) {
-    a->failed = 1;
-    sk_encode_failure(L, a->out);
-    return 0;
-  }
-  lua_pushcfunction(L, sk_capture);
-  int n = sk_marshal_decode(L, th->code.data, th->code.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
-  sk_buf_free(&th->code);
-  if (n < 0 || lua_pcall(L, n - 1, LUA_MULTRET, 1) != LUA_OK ||
-      sk_worker_drain(a->w) != 0 ||
-      sk_marshal_encode(L, 2, lua_gettop(L) - 1, a->out, "result") != 0) {
-    a->failed = 1;
-    sk_encode_failure(L, a->out);
-  }
-  return 0;
-}
-
 static void reap(void *arg);
 static void reap_orphan(void *arg);
 
@@ -109,15 +78,17 @@ static void thread_main(void *arg) {
     w->kind = "thread";
     w->self_id = th->id;
     w->self_name = th->name ? strdup(th->name) : NULL;
-    body_args a = {th, w, &out, 0};
-    lua_pushcfunction(w->L, p_body);
-    lua_pushlightuserdata(w->L, &a);
-    if (lua_pcall(w->L, 1, 0, 0) != LUA_OK) {
-      sk_buf_free(&out);
-      a.failed = 1;
-      cmsg = strdup(lua_tostring(w->L, -1) ? lua_tostring(w->L, -1) : "error in thread start");
+    const char *kind = NULL;
+    int rc = -1;
+    if (sk_runtime_init_state(th->hooks, w->L) == 0) {
+      rc = sk_run_call(w, th->code.data, th->code.len, &out, &kind);
     }
-    failed = a.failed;
+    sk_buf_free(&th->code);
+    if (rc < 0) {
+      const char *msg = lua_tostring(w->L, -1);
+      cmsg = strdup(msg ? msg : "the thread failed to start");
+    }
+    failed = rc != 0;
     sk_worker_report_failures(w);
     if (sk_worker_close(w) != 0 && !failed) {
       fprintf(stderr, "skein: thread %lld closed with handles still open\n", (long long)th->id);

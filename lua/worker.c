@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lualib.h"
 #include "sk_lua.h"
@@ -450,6 +451,45 @@ const char *sk_encode_failure(lua_State *L, sk_buf *out) {
   }
   lua_pop(L, 4);
   return kind;
+}
+
+typedef struct call_args {
+  const char *code;
+  size_t len;
+  sk_buf *out;
+  int failed;
+  const char *kind;
+} call_args;
+
+/* Protected body of sk_run_call. */
+static int p_call(lua_State *L) {
+  call_args *a = lua_touserdata(L, 1);
+  sk_worker *w = sk_worker_of(L);
+  lua_settop(L, 0);
+  lua_pushcfunction(L, sk_capture);
+  int n = sk_marshal_decode(L, a->code, a->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+  int st = n < 0 ? LUA_ERRRUN : lua_pcall(L, n - 1, LUA_MULTRET, 1);
+  if (st == LUA_OK && sk_worker_drain(w) != 0) st = LUA_ERRRUN;
+  if (st == LUA_OK && sk_marshal_encode(L, 2, lua_gettop(L) - 1, a->out, "result") == 0) {
+    return 0;
+  }
+  a->failed = 1;
+  a->kind = sk_encode_failure(L, a->out);
+  return 0;
+}
+
+int sk_run_call(sk_worker *w, const char *code, size_t len, sk_buf *out, const char **kind) {
+  lua_State *L = w->L;
+  call_args a = {code, len, out, 0, NULL};
+  memset(out, 0, sizeof *out);
+  lua_pushcfunction(L, p_call);
+  lua_pushlightuserdata(L, &a);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    sk_buf_free(out);
+    return -1;
+  }
+  *kind = a.kind;
+  return a.failed;
 }
 
 /* ------------------------------------------------------------- lifetime */
