@@ -106,6 +106,11 @@ static void key_init(void) {
   }
 }
 
+void sk_marshal_key_hex(char out[33]) {
+  uv_once(&key_once, key_init);
+  for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", mac_key[i]);
+}
+
 static uint64_t mac(const void *data, size_t len) {
   uv_once(&key_once, key_init);
   return sk_siphash(mac_key, data, len);

@@ -122,6 +122,7 @@ struct sk_worker {
   lua_Integer self_id;
   char *self_name;
   void *job_clock;              /* a pool job's deadline (pool.c) */
+  struct sk_proc *procs;        /* running child processes (process.c) */
   struct {                      /* metatables of handle types, by name */
     const char *name;
     const void *ptr;
@@ -238,6 +239,8 @@ int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *r
 int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags);
 void sk_buf_free(sk_buf *b);
 void sk_marshal_open(lua_State *L);
+/* The bytecode key as 32 hex digits, for child processes to inherit. */
+void sk_marshal_key_hex(char out[33]);
 
 /* Waiting on shared objects (worker.c). A shared object guards its state
 ** with its own lock and keeps an sk_waitlist of waiter records. A blocking

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "sk_lua.h"
+#include "sk_process.h"
 
 /* Generated from stdlib/ by tools/embed.lua at build time. */
 typedef struct sk_embedded {
@@ -89,6 +90,7 @@ int luaopen_skein(lua_State *L) {
   sk_select_open(L);
   sk_future_open(L);
   sk_pool_open(L);
+  sk_process_open(L);
   lua_pushcfunction(L, l_cpu_count);
   lua_setfield(L, -2, "cpu_count");
   lua_pushcfunction(L, l_exepath);

@@ -11,6 +11,7 @@
 
 #include "lualib.h"
 #include "sk_lua.h"
+#include "sk_process.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -576,6 +577,7 @@ static void free_handle(uv_handle_t *h) { free(h); }
 
 int sk_worker_close(sk_worker *w) {
   w->closing = 1;
+  sk_process_kill_all(w);
   if (w->L) lua_close(w->L);
   sk_alloc_free(w->alloc);
   if (w->port) sk_port_close(w->port);

@@ -297,7 +297,13 @@ static int run(int argc, char **argv, int *interactive) {
   return drain(g_rt);
 }
 
+/* Worker mode, started by a parent skein (lua/process.c). */
+int sk_process_child_main(int fd);
+
 int main(int argc, char **argv) {
+  if (argc >= 3 && strcmp(argv[1], "--skein-worker") == 0) {
+    return sk_process_child_main(atoi(argv[2]));
+  }
   g_rt = skein_new(NULL);
   if (g_rt == NULL) {
     sk_cli_message("cannot create the runtime (out of memory?)");
