@@ -120,7 +120,72 @@ static void child_identity(sk_worker *w) {
   if (name && *name) w->self_name = strdup(name);
 }
 
-int sk_process_child_main(int fd) {
+/* Runs one marshalled call and sends its reply frame, prefixed by `prefix`
+** (a pool's job id; NULL for a single process). Returns 0, 1 when the call
+** failed, -1 when the worker itself broke. */
+static int run_and_reply(sk_worker *w, int fd, const char *code, size_t len, const char *prefix,
+                         size_t plen) {
+  sk_buf out;
+  const char *kind;
+  int rc = sk_run_call(w, code, len, &out, &kind);
+  if (rc < 0) {
+    const char *msg = lua_tostring(w->L, -1);
+    fprintf(stderr, "skein: worker process failed: %s\n", msg ? msg : "?");
+    lua_settop(w->L, 0);
+    return -1;
+  }
+  if (prefix) {
+    char *framed = malloc(plen + out.len + 1);
+    if (framed == NULL) {
+      sk_buf_free(&out);
+      return -1;
+    }
+    memcpy(framed, prefix, plen);
+    framed[plen] = kind && strcmp(kind, "timeout") == 0 ? 't' : (kind && strcmp(kind, "marshal") == 0 ? 'm' : '-');
+    memcpy(framed + plen + 1, out.data, out.len);
+    sk_frame_write(fd, rc ? 'F' : 'R', framed, plen + 1 + out.len);
+    free(framed);
+  } else {
+    sk_frame_write(fd, rc ? 'F' : 'R', out.data, out.len);
+  }
+  sk_buf_free(&out);
+  return rc;
+}
+
+/* A pool worker: frames 'I' (initializer), 'J' (8-byte job id, then the
+** call) until 'Q' or the end of the stream. */
+static int pool_loop(sk_worker *w, int fd) {
+  int type;
+  sk_buf f;
+  while (sk_frame_read(fd, &type, &f) == 0) {
+    if (type == 'Q') {
+      sk_buf_free(&f);
+      return 0;
+    }
+    if (type == 'I') {
+      sk_buf out;
+      const char *kind;
+      int rc = sk_run_call(w, f.data, f.len, &out, &kind);
+      sk_buf_free(&out);
+      sk_buf_free(&f);
+      if (rc != 0) {
+        fprintf(stderr, "skein: a pool initializer failed\n");
+        return 3;
+      }
+      continue;
+    }
+    if (type != 'J' || f.len < 8) {
+      sk_buf_free(&f);
+      return 2;
+    }
+    int rc = run_and_reply(w, fd, f.data + 8, f.len - 8, f.data, 8);
+    sk_buf_free(&f);
+    if (rc < 0) return 1;
+  }
+  return 0;
+}
+
+int sk_process_child_main(int fd, const char *mode) {
   const char *err;
   if (sk_process_child_setup() != 0) return 1;
   sk_worker *w = sk_worker_new(NULL, &err);
@@ -129,24 +194,14 @@ int sk_process_child_main(int fd) {
     return 1;
   }
   child_identity(w);
-  int status = 0, type;
+  int status = 1, type;
   sk_buf job;
-  if (sk_frame_read(fd, &type, &job) == 0 && type == 'J') {
-    sk_buf out;
-    const char *kind;
-    int rc = sk_run_call(w, job.data, job.len, &out, &kind);
+  if (mode && strcmp(mode, "pool") == 0) {
+    status = pool_loop(w, fd);
+  } else if (sk_frame_read(fd, &type, &job) == 0 && type == 'J') {
+    int rc = run_and_reply(w, fd, job.data, job.len, NULL, 0);
     sk_buf_free(&job);
-    if (rc < 0) {
-      const char *msg = lua_tostring(w->L, -1);
-      fprintf(stderr, "skein: worker process failed: %s\n", msg ? msg : "?");
-      status = 1;
-    } else {
-      sk_frame_write(fd, rc ? 'F' : 'R', out.data, out.len);
-      sk_buf_free(&out);
-      status = rc ? 1 : 0;
-    }
-  } else {
-    status = 1;
+    status = rc == 0 ? 0 : 1;
   }
   sk_worker_report_failures(w);
   sk_worker_close(w);
@@ -281,7 +336,7 @@ static void on_written(uv_write_t *req, int status) {
 }
 
 /* Queues a frame on the pipe; the frame is copied. */
-static int send_frame(uv_pipe_t *pipe, int type, const char *data, size_t len) {
+int sk_send_frame(uv_pipe_t *pipe, int type, const char *data, size_t len) {
   write_req *wr = malloc(sizeof *wr);
   char *frame = malloc(len + 5);
   if (wr == NULL || frame == NULL) {
@@ -328,7 +383,7 @@ static char **child_env(char extra[][128], int nextra) {
 }
 
 int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_Integer id,
-                    const char *name, uv_exit_cb on_exit) {
+                    const char *name, const char *mode, uv_exit_cb on_exit) {
   char exe[4096];
   size_t exelen = sizeof exe;
   const char *override = getenv("SKEIN_WORKER_EXE");
@@ -346,7 +401,7 @@ int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_In
   snprintf(extra[2], sizeof extra[2], "SKEIN_WORKER_ID=%lld", (long long)id);
   snprintf(extra[3], sizeof extra[3], "SKEIN_WORKER_NAME=%.100s", name ? name : "");
   char **env = child_env(extra, 4);
-  char *args[] = {exe, "--skein-worker", "3", NULL};
+  char *args[] = {exe, "--skein-worker", "3", (char *)mode, NULL};
   uv_stdio_container_t stdio[4] = {
       {UV_INHERIT_FD, {.fd = 0}}, {UV_INHERIT_FD, {.fd = 1}},
       {UV_INHERIT_FD, {.fd = 2}}, {UV_INHERIT_FD, {.fd = sv[1]}}};
@@ -599,7 +654,7 @@ static int l_proc_new(lua_State *L) {
   p->name = name;
   p->daemon = daemon;
   sk_watchlist_init(&p->watchers);
-  int rc = sk_spawn_worker(w->sched.loop, proc, pipe, p->id, name, on_exit_cb);
+  int rc = sk_spawn_worker(w->sched.loop, proc, pipe, p->id, name, "once", on_exit_cb);
   if (rc != 0) {
     free(p);
     free(proc);
@@ -616,7 +671,7 @@ static int l_proc_new(lua_State *L) {
   p->open_handles = 2;
   p->pid = proc->pid;
   uv_read_start((uv_stream_t *)pipe, on_alloc, on_read);
-  send_frame(pipe, 'J', code.data, code.len);
+  sk_send_frame(pipe, 'J', code.data, code.len);
   sk_buf_free(&code);
   p->next = w->procs;
   if (w->procs) w->procs->prev = p;

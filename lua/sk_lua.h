@@ -123,6 +123,7 @@ struct sk_worker {
   char *self_name;
   void *job_clock;              /* a pool job's deadline (pool.c) */
   struct sk_proc *procs;        /* running child processes (process.c) */
+  struct sk_ppool *ppools;      /* process pools it owns (ppool.c) */
   struct {                      /* metatables of handle types, by name */
     const char *name;
     const void *ptr;

@@ -578,6 +578,7 @@ static void free_handle(uv_handle_t *h) { free(h); }
 int sk_worker_close(sk_worker *w) {
   w->closing = 1;
   sk_process_kill_all(w);
+  sk_ppool_kill_all(w);
   if (w->L) lua_close(w->L);
   sk_alloc_free(w->alloc);
   if (w->port) sk_port_close(w->port);

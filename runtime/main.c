@@ -298,11 +298,11 @@ static int run(int argc, char **argv, int *interactive) {
 }
 
 /* Worker mode, started by a parent skein (lua/process.c). */
-int sk_process_child_main(int fd);
+int sk_process_child_main(int fd, const char *mode);
 
 int main(int argc, char **argv) {
   if (argc >= 3 && strcmp(argv[1], "--skein-worker") == 0) {
-    return sk_process_child_main(atoi(argv[2]));
+    return sk_process_child_main(atoi(argv[2]), argc >= 4 ? argv[3] : "once");
   }
   g_rt = skein_new(NULL);
   if (g_rt == NULL) {

@@ -395,9 +395,6 @@ return function(opts)
   if kind ~= "coroutine" and kind ~= "thread" and kind ~= "process" then
     error(("bad argument #1 to 'pool' (kind must be \"coroutine\", \"thread\" or \"process\", got %s)"):format(tostring(kind)), 2)
   end
-  if kind == "process" then
-    error(new_error("unsupported", "process pools are not available yet"), 2)
-  end
   local size = opts.size or (kind == "coroutine" and 100 or core.cpu_count())
   if math_type(size) ~= "integer" or size < 1 then
     error("bad argument #1 to 'pool' (size must be a positive integer)", 2)
@@ -413,6 +410,10 @@ return function(opts)
   if opts.init_args ~= nil and type(opts.init_args) ~= "table" then
     error("bad argument #1 to 'pool' (init_args must be a table)", 2)
   end
+  local retries = opts.retries or 0
+  if math_type(retries) ~= "integer" or retries < 0 then
+    error("bad argument #1 to 'pool' (retries must be a non-negative integer)", 2)
+  end
   local name = opts.name or (kind .. "-pool")
   if type(name) ~= "string" then error("bad argument #1 to 'pool' (name must be a string)", 2) end
   local impl
@@ -422,12 +423,16 @@ return function(opts)
     if opts.init then opts.init(unpack(opts.init_args or {})) end
   else
     local init_args = opts.init_args or {}
+    local function ctor(...)
+      if kind == "process" then return core._processpool(size, max_tasks, retries, name, ...) end
+      return core._threadpool(size, max_tasks, name, ...)
+    end
     if opts.init then
-      impl = core._threadpool(size, max_tasks, name, opts.init, unpack(init_args, 1, init_args.n or #init_args))
+      impl = ctor(opts.init, unpack(init_args, 1, init_args.n or #init_args))
     else
-      impl = core._threadpool(size, max_tasks, name)
+      impl = ctor()
     end
   end
   return setmetatable({impl = impl, kind = kind, size = size, name = name, timeout = timeout,
-                       retries = opts.retries or 0}, Pool)
+                       retries = retries}, Pool)
 end
