@@ -8,7 +8,7 @@ local function caught(fn, ...)
   return e
 end
 
-for _, kind in ipairs({"coroutine", "thread"}) do
+for _, kind in ipairs({"coroutine", "thread", "process"}) do
   describe(kind .. " pool", function()
     it("submits and gets, and apply blocks for the result", function()
       local p <close> = skein.pool{kind = kind, size = 2}
@@ -76,7 +76,7 @@ for _, kind in ipairs({"coroutine", "thread"}) do
       local p <close> = skein.pool{kind = kind, size = 2}
       local f = p:submit(function() error("task failed here", 0) end)
       local e = caught(f.get, f, 10)
-      if kind == "thread" then
+      if kind ~= "coroutine" then
         assert.is_true(skein.is_error(e, "remote"))
         assert.equal("task failed here", e.message)
         assert.matches("stack traceback", e.traceback)
