@@ -30,6 +30,9 @@
 #include "sk_process.h"
 
 #define PPOOL_MT "skein.ProcessPool"
+/* Jobs sent ahead to a worker: it takes the next one from its socket the
+** moment it answers, instead of waiting for a round trip. */
+#define PIPELINE 16
 
 typedef struct pjob {
   struct pjob *next;
@@ -51,8 +54,11 @@ typedef struct pworker {
   int quitting;                 /* told to quit after max_tasks */
   int timed_out;                /* killed because its job ran too long */
   int ntasks;
-  pjob *job;                    /* the job it runs, if any */
+  pjob *job;                    /* sent jobs, oldest (the running one) first */
+  pjob *job_tail;
+  int njobs;
   sk_buf in;
+  sk_buf out;                   /* frames gathered for one write */
 } pworker;
 
 struct sk_ppool {
@@ -86,7 +92,10 @@ static void pool_free_if_unused(sk_ppool *p) {
     sk_buf_free(&j->code);
     free(j);
   }
-  for (int i = 0; i < p->size; i++) sk_buf_free(&p->workers[i].in);
+  for (int i = 0; i < p->size; i++) {
+    sk_buf_free(&p->workers[i].in);
+    sk_buf_free(&p->workers[i].out);
+  }
   sk_buf_free(&p->init);
   free(p->workers);
   free(p->name);
@@ -126,10 +135,27 @@ static void check_exit(sk_ppool *p) {
   }
 }
 
-/* Gives the next queued job to worker i if it is idle. */
-static void dispatch(sk_ppool *p, int i) {
+static void on_job_timeout(uv_timer_t *t) {
+  pworker *pw = t->data;
+  if (pw->job && pw->proc) {
+    pw->timed_out = 1;
+    uv_process_kill(pw->proc, SIGKILL);
+  }
+}
+
+/* Starts the timeout of the job the worker runs now (its oldest). */
+static void arm_timer(pworker *pw) {
+  uv_timer_stop(pw->timer);
+  if (pw->job && pw->job->timeout) {
+    uv_timer_start(pw->timer, on_job_timeout, (pw->job->timeout + 999999) / 1000000, 0);
+  }
+}
+
+/* Moves the next queued job to worker i's in-flight list and appends its
+** frame to the worker's pending write; 0 when there was none to move. */
+static int give_one(sk_ppool *p, int i) {
   pworker *pw = &p->workers[i];
-  while (pw->running && !pw->quitting && pw->job == NULL && p->head) {
+  while (p->head) {
     pjob *j = p->head;
     p->head = j->next;
     if (p->head == NULL) p->tail = NULL;
@@ -139,45 +165,79 @@ static void dispatch(sk_ppool *p, int i) {
       drop_job(j);
       continue;
     }
-    j->attempts++;
-    if (sk_send_frame(pw->pipe, 'J', j->code.data, j->code.len) != 0) {
-      sk_future_finish(j->fut, SK_FUT_FAILED, NULL, "cannot send the task to its worker", NULL);
-      p->failed++;
-      drop_job(j);
-      continue;
+    size_t need = pw->out.len + j->code.len + 5;
+    if (need > pw->out.cap) {
+      size_t cap = pw->out.cap ? pw->out.cap * 2 : 4096;
+      while (cap < need) cap *= 2;
+      char *d = realloc(pw->out.data, cap);
+      if (d == NULL) {
+        sk_future_finish(j->fut, SK_FUT_FAILED, NULL, "out of memory", NULL);
+        p->failed++;
+        drop_job(j);
+        return 0;
+      }
+      pw->out.data = d;
+      pw->out.cap = cap;
     }
-    pw->job = j;
-    p->busy++;
-    return;
+    size_t len = j->code.len;
+    char *h = pw->out.data + pw->out.len;
+    h[0] = (char)len;
+    h[1] = (char)(len >> 8);
+    h[2] = (char)(len >> 16);
+    h[3] = (char)(len >> 24);
+    h[4] = 'J';
+    memcpy(h + 5, j->code.data, len);
+    pw->out.len = need;
+    j->attempts++;
+    if (pw->job_tail) pw->job_tail->next = j;
+    else pw->job = j;
+    pw->job_tail = j;
+    if (pw->njobs++ == 0) {
+      p->busy++;
+      arm_timer(pw);
+    }
+    return 1;
   }
+  return 0;
 }
 
-static void on_job_timeout(uv_timer_t *t) {
-  pworker *pw = t->data;
-  if (pw->job && pw->proc) {
-    pw->timed_out = 1;
-    uv_process_kill(pw->proc, SIGKILL);
-  }
-}
-
+/* Hands queued jobs out one at a time, round robin, idle workers first.
+** Workers get jobs ahead of the one they run only while the queue is long
+** (up to PIPELINE): then they never wait a round trip for work, and with a
+** short queue every job goes to a worker that is free. A job sent ahead
+** counts as running: it can no longer be cancelled. */
 static void dispatch_all(sk_ppool *p) {
+  size_t depth = 1, backlog = 2 * (size_t)p->size;
+  if (p->queued > backlog) depth = 1 + p->queued / backlog;
+  if (depth > PIPELINE) depth = PIPELINE;
+  for (int moved = 1; moved && p->head;) {
+    moved = 0;
+    for (int i = 0; i < p->size && p->head; i++) {
+      pworker *pw = &p->workers[i];
+      if (!pw->running || pw->quitting || (size_t)pw->njobs >= depth) continue;
+      if (p->max_tasks && pw->ntasks + pw->njobs >= p->max_tasks) continue;
+      moved |= give_one(p, i);
+    }
+  }
   for (int i = 0; i < p->size; i++) {
     pworker *pw = &p->workers[i];
-    pjob *before = pw->job;
-    dispatch(p, i);
-    if (pw->job && pw->job != before && pw->job->timeout) {
-      uv_timer_start(pw->timer, on_job_timeout, (pw->job->timeout + 999999) / 1000000, 0);
-    }
+    if (pw->out.len == 0) continue;
+    /* On failure the worker is going away; its exit fails or requeues. */
+    sk_write_owned(pw->pipe, pw->out.data, pw->out.len);
+    memset(&pw->out, 0, sizeof pw->out);
   }
 }
 
-/* A reply frame from worker pw: [8-byte job id][kind byte][outcome]. */
+/* A reply frame from worker pw: [8-byte job id][kind byte][outcome]. The
+** worker answers its jobs in order, so it is always about the oldest. */
 static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, size_t len) {
   pjob *j = pw->job;
   if (j == NULL || len < 9 || memcmp(payload, j->code.data, 8) != 0) return;
-  uv_timer_stop(pw->timer);
-  pw->job = NULL;
-  p->busy--;
+  pw->job = j->next;
+  if (pw->job == NULL) pw->job_tail = NULL;
+  pw->njobs--;
+  if (pw->job == NULL) p->busy--;
+  arm_timer(pw);
   sk_buf out = {0};
   out.data = malloc(len - 9 ? len - 9 : 1);
   if (out.data) {
@@ -255,9 +315,30 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   }
   uv_timer_stop(pw->timer);
   pjob *j = pw->job;
-  pw->job = NULL;
   if (j) {
     p->busy--;
+    /* Jobs sent after the running one never started: back to the queue's
+    ** head, in order. */
+    pjob *rest = j->next;
+    j->next = NULL;
+    pjob *last = NULL;
+    for (pjob *r = rest; r; r = r->next) {
+      uv_mutex_lock(&r->fut->lock);
+      r->fut->state = SK_FUT_PENDING;
+      uv_mutex_unlock(&r->fut->lock);
+      r->attempts--;
+      p->queued++;
+      last = r;
+    }
+    if (last) {
+      last->next = p->head;
+      p->head = rest;
+      if (p->tail == NULL) p->tail = last;
+    }
+  }
+  pw->job = pw->job_tail = NULL;
+  pw->njobs = 0;
+  if (j) {
     char msg[256];
     if (pw->timed_out) {
       snprintf(msg, sizeof msg, "task timed out after %g s (its worker, pid %d, was killed)",
@@ -288,6 +369,16 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
     }
   }
   pw->timed_out = 0;
+  if (p->terminating) {           /* what went back to the queue is cancelled */
+    while (p->head) {
+      pjob *q = p->head;
+      p->head = q->next;
+      sk_future_cancel(q->fut);
+      drop_job(q);
+    }
+    p->tail = NULL;
+    p->queued = 0;
+  }
   /* Replace it unless the pool is winding down and has nothing left. */
   int wanted = !p->terminating && (!p->closed || p->head != NULL);
   if (wanted) {
@@ -554,11 +645,14 @@ static void close_all(sk_ppool *p) {
       close_handle(pw->timer);
       pw->timer = NULL;
     }
-    if (pw->job) {
-      sk_future_finish(pw->job->fut, SK_FUT_FAILED, NULL, "the pool's owner closed", "cancelled");
-      drop_job(pw->job);
-      pw->job = NULL;
+    while (pw->job) {
+      pjob *j = pw->job;
+      pw->job = j->next;
+      sk_future_finish(j->fut, SK_FUT_FAILED, NULL, "the pool's owner closed", "cancelled");
+      drop_job(j);
     }
+    pw->job_tail = NULL;
+    pw->njobs = 0;
   }
   p->alive = 0;
 }

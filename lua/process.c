@@ -152,37 +152,78 @@ static int run_and_reply(sk_worker *w, int fd, const char *code, size_t len, con
   return rc;
 }
 
+/* Buffered frame reading for a pool worker: one read() brings in every job
+** the parent has sent ahead. A payload stays valid until the next call. */
+typedef struct rbuf {
+  char *data;
+  size_t len, cap, off;
+} rbuf;
+
+static int rb_frame(int fd, rbuf *rb, int *type, const char **payload, size_t *plen) {
+  for (;;) {
+    size_t used = sk_frame_parse(rb->data + rb->off, rb->len - rb->off, type, payload, plen);
+    if (used) {
+      rb->off += used;
+      return 0;
+    }
+    if (rb->off) {
+      memmove(rb->data, rb->data + rb->off, rb->len - rb->off);
+      rb->len -= rb->off;
+      rb->off = 0;
+    }
+    size_t want = 65536;
+    if (rb->len >= 5) {   /* make room for the whole frame at once */
+      const uint8_t *h = (const uint8_t *)rb->data;
+      size_t flen = 5 + ((size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24);
+      if (flen > rb->len + want) want = flen - rb->len;
+    }
+    if (rb->cap - rb->len < want) {
+      size_t cap = rb->cap ? rb->cap : 65536;
+      while (cap - rb->len < want) cap *= 2;
+      char *d = realloc(rb->data, cap);
+      if (d == NULL) return -1;
+      rb->data = d;
+      rb->cap = cap;
+    }
+    ssize_t n = read(fd, rb->data + rb->len, rb->cap - rb->len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return -1;
+    rb->len += (size_t)n;
+  }
+}
+
 /* A pool worker: frames 'I' (initializer), 'J' (8-byte job id, then the
 ** call) until 'Q' or the end of the stream. */
 static int pool_loop(sk_worker *w, int fd) {
-  int type;
-  sk_buf f;
-  while (sk_frame_read(fd, &type, &f) == 0) {
-    if (type == 'Q') {
-      sk_buf_free(&f);
-      return 0;
-    }
+  int type, status = 0;
+  const char *payload;
+  size_t plen;
+  rbuf rb = {0};
+  while (rb_frame(fd, &rb, &type, &payload, &plen) == 0) {
+    if (type == 'Q') break;
     if (type == 'I') {
       sk_buf out;
       const char *kind;
-      int rc = sk_run_call(w, f.data, f.len, &out, &kind);
+      int rc = sk_run_call(w, payload, plen, &out, &kind);
       sk_buf_free(&out);
-      sk_buf_free(&f);
       if (rc != 0) {
         fprintf(stderr, "skein: a pool initializer failed\n");
-        return 3;
+        status = 3;
+        break;
       }
       continue;
     }
-    if (type != 'J' || f.len < 8) {
-      sk_buf_free(&f);
-      return 2;
+    if (type != 'J' || plen < 8) {
+      status = 2;
+      break;
     }
-    int rc = run_and_reply(w, fd, f.data + 8, f.len - 8, f.data, 8);
-    sk_buf_free(&f);
-    if (rc < 0) return 1;
+    if (run_and_reply(w, fd, payload + 8, plen - 8, payload, 8) < 0) {
+      status = 1;
+      break;
+    }
   }
-  return 0;
+  free(rb.data);
+  return status;
 }
 
 int sk_process_child_main(int fd, const char *mode) {
@@ -336,6 +377,22 @@ static void on_written(uv_write_t *req, int status) {
 }
 
 /* Queues a frame on the pipe; the frame is copied. */
+int sk_write_owned(uv_pipe_t *pipe, char *data, size_t len) {
+  write_req *wr = malloc(sizeof *wr);
+  if (wr == NULL) {
+    free(data);
+    return UV_ENOMEM;
+  }
+  wr->frame = data;
+  uv_buf_t b = uv_buf_init(data, (unsigned)len);
+  int rc = uv_write(&wr->req, (uv_stream_t *)pipe, &b, 1, on_written);
+  if (rc != 0) {
+    free(data);
+    free(wr);
+  }
+  return rc;
+}
+
 int sk_send_frame(uv_pipe_t *pipe, int type, const char *data, size_t len) {
   write_req *wr = malloc(sizeof *wr);
   char *frame = malloc(len + 5);

@@ -28,6 +28,8 @@ int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_In
                     const char *name, const char *mode, uv_exit_cb on_exit);
 /* Queues a frame (copied) on a worker pipe; 0 or a libuv error. */
 int sk_send_frame(uv_pipe_t *pipe, int type, const char *data, size_t len);
+/* Writes `data` (malloc'd; freed once written, or now on error). */
+int sk_write_owned(uv_pipe_t *pipe, char *data, size_t len);
 
 /* Error objects for a worker that died (kind worker_died, with exit_code
 ** or signal, and pid) and for a failure it reported (kind remote). */

@@ -254,7 +254,8 @@ local function stream(self, fn, iterable, opts, fname, star, ordered)
   local counts = {}              -- items per future (-1: a single unchunked item)
   local first = {}               -- index of each future's first item
   local exhausted, read = false, 0
-  local buffered, head = {}, 1   -- (index, value) pairs waiting to be returned
+  -- Finished chunks waiting to be handed out: {start, results, next position}.
+  local ready, rhead, rtail = {}, 1, 0
   local function fill()
     while not exhausted and #inflight < window do
       local chunk = {n = 0}
@@ -295,12 +296,16 @@ local function stream(self, fn, iterable, opts, fname, star, ordered)
   end
   return function()
     while true do
-      if head <= #buffered then
-        local pair = buffered[head]
-        buffered[head] = nil
-        head = head + 1
-        if head > #buffered + 1 or buffered[head] == nil then buffered, head = {}, 1 end
-        return pair[1], pair[2], true
+      local c = ready[rhead]
+      if c then
+        local pos = c[3]
+        if pos <= c[2].n then
+          c[3] = pos + 1
+          return c[1] + pos - 1, c[2][pos]
+        end
+        ready[rhead] = nil
+        rhead = rhead + 1
+        goto continue
       end
       fill()
       if #inflight == 0 then
@@ -315,15 +320,64 @@ local function stream(self, fn, iterable, opts, fname, star, ordered)
         fut = table.remove(inflight, i)
       end
       local out = collect(fut)
-      local start = first[fut]
+      rtail = rtail + 1
+      ready[rtail] = {first[fut], out, 1}
       counts[fut], first[fut] = nil, nil
-      for i = 1, out.n do buffered[#buffered + 1] = {start + i - 1, out[i]} end
+      ::continue::
     end
   end
 end
 
+-- map and starmap over a list: whole chunks are cut and stored with
+-- table.move (no per-item Lua work in this worker), and every chunk is
+-- submitted at once (the list is in memory already).
+local function map_list(self, fn, list, opts, fname, star)
+  if type(fn) ~= "function" then argerr(fname, "function expected") end
+  opts = opts or {}
+  if type(opts) ~= "table" then argerr(fname, "options table expected") end
+  local total = list.n or #list
+  local chunksize = opts.chunksize
+  if chunksize == nil then
+    chunksize = self.kind == "coroutine" and 1 or math.max(1, math_ceil(total / (self.size * 4)))
+  elseif math_type(chunksize) ~= "integer" or chunksize < 1 then
+    argerr(fname, "chunksize must be a positive integer")
+  end
+  local timeout = check_timeout(opts.timeout, fname) or self.timeout
+  local bar = opts.progress and progress_bar(total, self.name) or nil
+  local futures, starts = {}, {}
+  for first = 1, total, chunksize do
+    local last = math.min(first + chunksize - 1, total)
+    local f
+    if chunksize == 1 and not star then
+      f = self.impl:_submit(timeout, fn, list[first])
+    else
+      local chunk = table.move(list, first, last, 1, {n = last - first + 1})
+      f = self.impl:_submit(timeout, run_chunk, fn, chunk, star or nil)
+    end
+    futures[#futures + 1], starts[#futures + 1] = f, first
+  end
+  local out = {n = total}
+  for k, f in ipairs(futures) do
+    local r = pack(pcall(f.get, f))
+    if not r[1] then
+      for j = k + 1, #futures do futures[j]:cancel() end
+      error(r[2], 0)
+    end
+    if chunksize == 1 and not star then
+      out[starts[k]] = r[2]
+      if bar then bar.step(1) end
+    else
+      table.move(r[2], 1, r[2].n, starts[k], out)
+      if bar then bar.step(r[2].n) end
+    end
+  end
+  if bar then bar.finish() end
+  return out
+end
+
 --- pool:map(fn, iterable, [opts]) -> list of results, in order
 function Pool:map(fn, iterable, opts)
+  if type(iterable) == "table" then return map_list(self, fn, iterable, opts, "map", false) end
   local out, n = {}, 0
   for i, v in stream(self, fn, iterable, opts, "map", false, true) do
     out[i] = v
@@ -335,6 +389,7 @@ end
 
 --- pool:starmap(fn, list_of_arg_lists, [opts]) -> list of results
 function Pool:starmap(fn, iterable, opts)
+  if type(iterable) == "table" then return map_list(self, fn, iterable, opts, "starmap", true) end
   local out, n = {}, 0
   for i, v in stream(self, fn, iterable, opts, "starmap", true, true) do
     out[i] = v

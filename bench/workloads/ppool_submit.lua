@@ -1,0 +1,14 @@
+-- ppool_submit.lua — skein: a 2-process pool, submit N trivial tasks, then
+-- get every result. Usage: skein ppool_submit.lua [N]
+local N = tonumber(arg[1]) or 20000
+local pool <close> = skein.pool{kind = "process", size = 2}
+local function inc(x) return x + 1 end
+pool:apply(inc, 0)                       -- workers up before the clock starts
+local t0 = skein.now()
+local futures = {}
+for i = 1, N do futures[i] = pool:submit(inc, i) end
+local sum = 0
+for i = 1, N do sum = sum + futures[i]:get() end
+local elapsed = skein.now() - t0
+assert(sum == N * (N + 1) // 2 + N)
+print(("BENCH time=%.6f n=%d"):format(elapsed, N))
