@@ -246,13 +246,19 @@ int sk_yield(lua_State *L) {
 
 /* ----------------------------------------------------- wakes from afar */
 
+/* Free wake slots chain through their table entries, tagged in the low bit
+** so that a late token for a slot whose task has finished finds no context
+** there (a context pointer is aligned, so its low bit is clear). */
+#define SLOT_FREE(next) ((sk_ctx *)(((uintptr_t)(next) << 1) | 1))
+#define SLOT_IS_FREE(p) (((uintptr_t)(p) & 1) != 0)
+#define SLOT_NEXT(p) ((uint32_t)((uintptr_t)(p) >> 1))
+
 /* Port callback, on the worker's thread: wakes the context in `slot` if it
 ** is still in the wait the token was made for. */
 static void port_wake(void *ud, uint32_t slot, uint32_t gen) {
   sk_worker *w = ud;
-  if (slot < w->nslots && w->slots[slot] && w->slots[slot]->wgen == gen) {
-    sk_ctx_wake(w->slots[slot]);
-  }
+  sk_ctx *c = slot < w->nslots ? w->slots[slot] : NULL;
+  if (c && !SLOT_IS_FREE(c) && c->wgen == gen) sk_ctx_wake(c);
 }
 
 int sk_ctx_slot(sk_ctx *c) {
@@ -264,7 +270,7 @@ int sk_ctx_slot(sk_ctx *c) {
     if (slots == NULL) return -1;
     /* Slot 0 stays unused; free slots chain through their pointers. */
     for (uint32_t i = n - 1; i >= (w->nslots ? w->nslots : 1); i--) {
-      slots[i] = (sk_ctx *)(uintptr_t)w->free_slot;
+      slots[i] = SLOT_FREE(w->free_slot);
       w->free_slot = i;
     }
     if (w->nslots == 0) slots[0] = NULL;
@@ -272,7 +278,7 @@ int sk_ctx_slot(sk_ctx *c) {
     w->nslots = n;
   }
   c->wslot = w->free_slot;
-  w->free_slot = (uint32_t)(uintptr_t)w->slots[c->wslot];
+  w->free_slot = SLOT_NEXT(w->slots[c->wslot]);
   w->slots[c->wslot] = c;
   return 0;
 }
@@ -294,7 +300,7 @@ int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {
 void sk_ctx_drop_slot(sk_ctx *c) {
   sk_worker *w = c->w;
   if (c->wslot == 0) return;
-  w->slots[c->wslot] = (sk_ctx *)(uintptr_t)w->free_slot;
+  w->slots[c->wslot] = SLOT_FREE(w->free_slot);
   w->free_slot = c->wslot;
   c->wslot = 0;
 }

@@ -1,0 +1,34 @@
+/*
+** sk_sync.h — helpers shared by the synchronisation objects (sync.c and
+** barrier.c); nothing outside those two files uses them.
+*/
+#ifndef SK_SYNC_H
+#define SK_SYNC_H
+
+#include "sk_lua.h"
+
+/* Who the context `c` is, across threads: its worker's port and its task
+** id (never reused within a worker; 0 for the worker's root). */
+void sk_sync_identity(lua_State *L, sk_ctx *c, sk_port **port, lua_Integer *id);
+
+/* Reads integer argument `arg` >= `min`; an absent one gives `def` when
+** def >= min, else raises. Raises "bad argument" naming `what`. */
+lua_Integer sk_sync_check_count(lua_State *L, int arg, lua_Integer def, lua_Integer min,
+                                const char *what);
+
+/* Raises a type error unless argument `arg` is callable. */
+void sk_sync_check_callable(lua_State *L, int arg);
+
+/* Ends a wait on a shared object without raising: removes c's waiter
+** record from `list` (*picked = 1 when a wake had already taken it, so the
+** caller owes that wake to someone), then ends the wait under protection.
+** Returns LUA_OK with *timed_out set, or an error status with the error
+** the wait raised (cancelled, interrupted, deadlock, a scope's timeout) on
+** top of the stack, so the caller can clean up before re-raising it. */
+int sk_sync_end_wait(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list, int *picked,
+                     int *timed_out);
+
+/* Registers skein.barrier in the module table on top of the stack. */
+void sk_barrier_open(lua_State *L);
+
+#endif
