@@ -20,14 +20,12 @@ end
 -- (on a RAM disk when there is one), read and rewritten non-atomically, so
 -- a lost update shows that mutual exclusion failed.
 local function counter_file()
-  local probe = io.open("/dev/shm/.skein-probe", "w")
-  local path
+  local path = os.tmpname()  -- a name no other process is using
+  local probe = io.open("/dev/shm/skein-spec-" .. path:match("[^/]*$"), "w")
   if probe then
     probe:close()
-    os.remove("/dev/shm/.skein-probe")
-    path = ("/dev/shm/skein-sync-%d-%d"):format(math.random(1, 1 << 30), os.time())
-  else
-    path = os.tmpname()
+    os.remove(path)
+    path = "/dev/shm/skein-spec-" .. path:match("[^/]*$")
   end
   local f = assert(io.open(path, "w"))
   f:write("0")
@@ -259,7 +257,7 @@ describe("skein.lock", function()
     local path, lk = counter_file(), skein.lock()
     local function bump(path, lk, n)
       for _ = 1, n do
-        lk:acquire(30)
+        assert(lk:acquire(30), "lock not acquired in 30 s")
         local f = io.open(path, "r")
         local v = tonumber(f:read("a"))
         f:close()
