@@ -1,11 +1,27 @@
 /*
-** sk_sync.h — helpers shared by the synchronisation objects (sync.c and
-** barrier.c); nothing outside those two files uses them.
+** sk_sync.h — helpers shared by the synchronisation objects (sync.c,
+** event.c, barrier.c); nothing outside those files uses them.
 */
 #ifndef SK_SYNC_H
 #define SK_SYNC_H
 
+#include <stddef.h>
+
 #include "sk_lua.h"
+
+/* Makes a new, registered shared object of `size` bytes whose uv_mutex_t
+** sits at `lock_off`; raises (holding nothing) when out of memory. */
+void *sk_sync_new_obj(lua_State *L, size_t size, const sk_objtype *type, size_t lock_off);
+#define SK_SYNC_NEW(L, T, type) \
+  ((T *)sk_sync_new_obj((L), sizeof(T), (type), offsetof(T, lock)))
+
+/* Registers a handle metatable: methods in __index, __gc, __tostring. */
+void sk_sync_new_type(lua_State *L, const char *mt, const luaL_Reg *methods,
+                      lua_CFunction tostring);
+
+/* Checks the optional timeout at `timeout_arg` and leaves the stack as
+** (object, deadline): every blocking method keeps its deadline at 2. */
+void sk_sync_setup_deadline(lua_State *L, int timeout_arg);
 
 /* Who the context `c` is, across threads: its worker's port and its task
 ** id (never reused within a worker; 0 for the worker's root). */
@@ -28,7 +44,9 @@ void sk_sync_check_callable(lua_State *L, int arg);
 int sk_sync_end_wait(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list, int *picked,
                      int *timed_out);
 
-/* Registers skein.barrier in the module table on top of the stack. */
+/* Register skein.event and skein.barrier in the module table on top of
+** the stack. */
+void sk_event_open(lua_State *L);
 void sk_barrier_open(lua_State *L);
 
 #endif

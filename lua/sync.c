@@ -1,7 +1,7 @@
 /*
 ** sync.c — synchronisation objects shared by every worker that holds a
-** handle: event, lock, rlock, semaphore, bounded semaphore and condition
-** (the barrier lives in barrier.c). Each is an sk_obj (reference counted,
+** handle: lock, rlock, semaphore, bounded semaphore and condition (the
+** event lives in event.c, the barrier in barrier.c). Each is an sk_obj (reference counted,
 ** sendable by reference) whose state is guarded by its own mutex; a
 ** blocking method waits through the shared-object wait protocol, so it
 ** suspends only its task (or drives the loop where it cannot yield) and
@@ -29,7 +29,6 @@
 #include "sk_lua.h"
 #include "sk_sync.h"
 
-#define EVENT_MT "skein.Event"
 #define LOCK_MT "skein.Lock"
 #define SEM_MT "skein.Semaphore"
 #define COND_MT "skein.Condition"
@@ -37,8 +36,7 @@
 
 /* ------------------------------------------------------------- helpers */
 
-/* Every blocking method keeps its deadline at stack index 2. */
-static void setup_deadline(lua_State *L, int timeout_arg) {
+void sk_sync_setup_deadline(lua_State *L, int timeout_arg) {
   uint64_t d = sk_check_deadline(L, timeout_arg);
   lua_settop(L, 1);
   sk_push_deadline(L, d);
@@ -106,8 +104,8 @@ static void pass_on(uv_mutex_t *lock, sk_waitlist *list, sk_ready_fn ready, void
   uv_mutex_unlock(lock);
 }
 
-/* Pushes a new handle for `o` with `nuv` user values (taking over one
-** reference); the first user value is set from the value on top, popped. */
+/* Pushes a new handle for `o` (taking over one reference) whose user value
+** is the value on top of the stack, which it pops. */
 static void push_handle_uv(lua_State *L, sk_obj *o, const char *mt) {
   sk_handle *h = lua_newuserdatauv(L, sizeof *h, 1);
   h->obj = o;
@@ -116,9 +114,7 @@ static void push_handle_uv(lua_State *L, sk_obj *o, const char *mt) {
   lua_setiuservalue(L, -2, 1);
 }
 
-/* Makes a new, registered shared object of `size` bytes whose mutex sits
-** at `lock_off`; raises (holding nothing) when out of memory. */
-static void *new_obj(lua_State *L, size_t size, const sk_objtype *type, size_t lock_off) {
+void *sk_sync_new_obj(lua_State *L, size_t size, const sk_objtype *type, size_t lock_off) {
   char *p = calloc(1, size);
   if (p == NULL) luaL_error(L, "not enough memory for a %s", type->name);
   uv_mutex_t *lock = (uv_mutex_t *)(p + lock_off);
@@ -133,131 +129,6 @@ static void *new_obj(lua_State *L, size_t size, const sk_objtype *type, size_t l
   }
   return p;
 }
-
-#define NEW_OBJ(L, T, type) ((T *)new_obj((L), sizeof(T), (type), offsetof(T, lock)))
-
-/* ---------------------------------------------------------------- event */
-
-typedef struct sk_event {
-  sk_obj obj;
-  uv_mutex_t lock;
-  int set;
-  sk_waitlist waiters;
-} sk_event;
-
-static void event_destroy(sk_obj *o) {
-  sk_event *e = (sk_event *)o;
-  sk_waitlist_free(&e->waiters);
-  uv_mutex_destroy(&e->lock);
-  free(e);
-}
-
-static const sk_objtype event_type = {EVENT_MT, event_destroy};
-
-static int event_ready(void *obj) { return ((sk_event *)obj)->set; }
-
-static void push_event(lua_State *L, sk_obj *o) { sk_handle_push(L, o, EVENT_MT); }
-
-/* skein.event() -> event */
-static int l_event_new(lua_State *L) {
-  sk_event *e = NEW_OBJ(L, sk_event, &event_type);
-  push_event(L, &e->obj);
-  return 1;
-}
-
-static sk_event *check_event(lua_State *L, int idx) {
-  return (sk_event *)sk_handle_check(L, idx, EVENT_MT);
-}
-
-static int l_event_set(lua_State *L) {
-  sk_event *e = check_event(L, 1);
-  uv_mutex_lock(&e->lock);
-  e->set = 1;
-  sk_waitlist_wake_all(&e->waiters);
-  uv_mutex_unlock(&e->lock);
-  return 0;
-}
-
-static int l_event_clear(lua_State *L) {
-  sk_event *e = check_event(L, 1);
-  uv_mutex_lock(&e->lock);
-  e->set = 0;
-  uv_mutex_unlock(&e->lock);
-  return 0;
-}
-
-static int l_event_is_set(lua_State *L) {
-  sk_event *e = check_event(L, 1);
-  uv_mutex_lock(&e->lock);
-  lua_pushboolean(L, e->set);
-  uv_mutex_unlock(&e->lock);
-  return 1;
-}
-
-static int event_wait_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_event *e = check_event(L, 1);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  for (;;) {
-    if (status == LUA_YIELD) sk_shared_wait_end(L, c, &e->lock, &e->waiters);
-    uv_mutex_lock(&e->lock);
-    int set = e->set;
-    uv_mutex_unlock(&e->lock);
-    if (set || sk_expired(d)) {
-      lua_pushboolean(L, set);
-      return 1;
-    }
-    if (sk_shared_wait_begin(L, c, d, &e->lock, &e->waiters, event_ready, e)) {
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, kctx, event_wait_k);
-  }
-}
-
-/* event:wait([timeout]) -> true when set, false on timeout */
-static int l_event_wait(lua_State *L) {
-  check_event(L, 1);
-  setup_deadline(L, 2);
-  return event_wait_k(L, LUA_OK, 0);
-}
-
-static int l_event_tostring(lua_State *L) {
-  sk_event *e = check_event(L, 1);
-  uv_mutex_lock(&e->lock);
-  int set = e->set;
-  uv_mutex_unlock(&e->lock);
-  lua_pushfstring(L, "skein.event: %p (%s)", (void *)e, set ? "set" : "clear");
-  return 1;
-}
-
-static int event_try(lua_State *L, sk_obj *o) {
-  sk_event *e = (sk_event *)o;
-  uv_mutex_lock(&e->lock);
-  int set = e->set;
-  uv_mutex_unlock(&e->lock);
-  if (!set) return 0;
-  lua_pushboolean(L, 1);
-  return 1;
-}
-
-static int event_add_waiter(sk_obj *o, const sk_waiter *w) {
-  sk_event *e = (sk_event *)o;
-  uv_mutex_lock(&e->lock);
-  int rc = e->set ? 1 : sk_waitlist_add(&e->waiters, w);
-  uv_mutex_unlock(&e->lock);
-  return rc;
-}
-
-static void event_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
-  sk_event *e = (sk_event *)o;
-  uv_mutex_lock(&e->lock);
-  sk_waitlist_remove(&e->waiters, port, slot);
-  uv_mutex_unlock(&e->lock);
-}
-
-static const sk_selectable event_select = {EVENT_MT, event_try, event_add_waiter,
-                                           event_remove_waiter};
 
 /* ----------------------------------------------------------------- lock */
 
@@ -283,7 +154,7 @@ static const sk_objtype lock_type = {LOCK_MT, lock_destroy};
 static void push_lock(lua_State *L, sk_obj *o) { sk_handle_push(L, o, LOCK_MT); }
 
 static sk_lock *new_lock(lua_State *L, int reentrant) {
-  sk_lock *k = NEW_OBJ(L, sk_lock, &lock_type);
+  sk_lock *k = SK_SYNC_NEW(L, sk_lock, &lock_type);
   k->reentrant = reentrant;
   return k;
 }
@@ -468,7 +339,7 @@ static void push_sem(lua_State *L, sk_obj *o) { sk_handle_push(L, o, SEM_MT); }
 
 static int new_sem(lua_State *L, int bounded) {
   lua_Integer n = sk_sync_check_count(L, 1, 1, 0, "non-negative integer");
-  sk_sem *s = NEW_OBJ(L, sk_sem, &sem_type);
+  sk_sem *s = SK_SYNC_NEW(L, sk_sem, &sem_type);
   s->value = s->initial = n;
   s->bounded = bounded;
   push_sem(L, &s->obj);
@@ -716,25 +587,25 @@ static int acq_k(lua_State *L, int status, lua_KContext mode) {
 
 /* lock:acquire([timeout]), semaphore:acquire([timeout]) -> true, or false
 ** on timeout */
-static int l_acquire(lua_State *L) {
+static int l_sync_acquire(lua_State *L) {
   sk_obj *o;
   ops_at(L, 1, &o);
-  setup_deadline(L, 2);
+  sk_sync_setup_deadline(L, 2);
   return acq_k(L, LUA_OK, M_ACQUIRE);
 }
 
 /* :hold([timeout]) -> a guard for `local g <close> = ...`; raises kind
 ** timeout when it could not acquire in time */
-static int l_hold(lua_State *L) {
+static int l_sync_hold(lua_State *L) {
   sk_obj *o;
   ops_at(L, 1, &o);
-  setup_deadline(L, 2);
+  sk_sync_setup_deadline(L, 2);
   return acq_k(L, LUA_OK, M_HOLD);
 }
 
 /* :with(fn, ...) -> fn's results: acquires, calls fn(...), releases even
 ** when fn raises, then returns or re-raises */
-static int l_with(lua_State *L) {
+static int l_sync_with(lua_State *L) {
   sk_obj *o;
   ops_at(L, 1, &o);
   sk_sync_check_callable(L, 2);
@@ -784,7 +655,7 @@ static int l_cond_new(lua_State *L) {
     if (!luaL_testudata(L, 1, LOCK_MT)) luaL_typeerror(L, 1, "skein.lock or skein.rlock");
     k = check_lock(L, 1);
   }
-  sk_cond *cv = NEW_OBJ(L, sk_cond, &cond_type);
+  sk_cond *cv = SK_SYNC_NEW(L, sk_cond, &cond_type);
   sk_obj_retain(&k->obj);
   cv->lk = k;
   lua_pushvalue(L, 1);
@@ -817,10 +688,10 @@ static int delegate(lua_State *L, lua_CFunction f) {
   return f(L);
 }
 
-static int l_cond_acquire(lua_State *L) { return delegate(L, l_acquire); }
+static int l_cond_acquire(lua_State *L) { return delegate(L, l_sync_acquire); }
 static int l_cond_release(lua_State *L) { return delegate(L, l_lock_release); }
-static int l_cond_hold(lua_State *L) { return delegate(L, l_hold); }
-static int l_cond_with(lua_State *L) { return delegate(L, l_with); }
+static int l_cond_hold(lua_State *L) { return delegate(L, l_sync_hold); }
+static int l_cond_with(lua_State *L) { return delegate(L, l_sync_with); }
 
 static int never_ready(void *obj) {
   (void)obj;
@@ -952,7 +823,7 @@ static int l_cond_tostring(lua_State *L) {
 
 /* ---------------------------------------------------------------- open */
 
-static void new_type(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFunction tostring) {
+void sk_sync_new_type(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFunction tostring) {
   if (luaL_newmetatable(L, mt)) {
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
@@ -966,32 +837,27 @@ static void new_type(lua_State *L, const char *mt, const luaL_Reg *methods, lua_
 }
 
 void sk_sync_open(lua_State *L) {
-  static const luaL_Reg event_methods[] = {
-      {"set", l_event_set},   {"clear", l_event_clear}, {"is_set", l_event_is_set},
-      {"wait", l_event_wait}, {NULL, NULL}};
   static const luaL_Reg lock_methods[] = {
-      {"acquire", l_acquire}, {"release", l_lock_release}, {"locked", l_lock_locked},
-      {"hold", l_hold},       {"with", l_with},            {NULL, NULL}};
+      {"acquire", l_sync_acquire}, {"release", l_lock_release}, {"locked", l_lock_locked},
+      {"hold", l_sync_hold},       {"with", l_sync_with},            {NULL, NULL}};
   static const luaL_Reg sem_methods[] = {
-      {"acquire", l_acquire}, {"release", l_sem_release}, {"value", l_sem_value},
-      {"hold", l_hold},       {"with", l_with},           {NULL, NULL}};
+      {"acquire", l_sync_acquire}, {"release", l_sem_release}, {"value", l_sem_value},
+      {"hold", l_sync_hold},       {"with", l_sync_with},           {NULL, NULL}};
   static const luaL_Reg cond_methods[] = {
       {"acquire", l_cond_acquire}, {"release", l_cond_release},
       {"hold", l_cond_hold},       {"with", l_cond_with},
       {"wait", l_cond_wait},       {"wait_for", l_cond_wait_for},
       {"notify", l_cond_notify},   {"notify_all", l_cond_notify_all},
       {NULL, NULL}};
-  static const luaL_Reg funcs[] = {{"event", l_event_new},
-                                   {"lock", l_lock_new},
+  static const luaL_Reg funcs[] = {{"lock", l_lock_new},
                                    {"rlock", l_rlock_new},
                                    {"semaphore", l_sem_new},
                                    {"bounded_semaphore", l_bsem_new},
                                    {"condition", l_cond_new},
                                    {NULL, NULL}};
-  new_type(L, EVENT_MT, event_methods, l_event_tostring);
-  new_type(L, LOCK_MT, lock_methods, l_lock_tostring);
-  new_type(L, SEM_MT, sem_methods, l_sem_tostring);
-  new_type(L, COND_MT, cond_methods, l_cond_tostring);
+  sk_sync_new_type(L, LOCK_MT, lock_methods, l_lock_tostring);
+  sk_sync_new_type(L, SEM_MT, sem_methods, l_sem_tostring);
+  sk_sync_new_type(L, COND_MT, cond_methods, l_cond_tostring);
   if (luaL_newmetatable(L, GUARD_MT)) {
     lua_newtable(L);
     lua_pushcfunction(L, l_guard_release);
@@ -1003,13 +869,12 @@ void sk_sync_open(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
-  sk_marshal_register_type(EVENT_MT, push_event);
   sk_marshal_register_type(LOCK_MT, push_lock);
   sk_marshal_register_type(SEM_MT, push_sem);
   sk_marshal_register_type(COND_MT, push_cond);
-  sk_select_register(&event_select);
   sk_select_register(&lock_select);
   sk_select_register(&sem_select);
   luaL_setfuncs(L, funcs, 0);
+  sk_event_open(L);
   sk_barrier_open(L);
 }
