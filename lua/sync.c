@@ -501,13 +501,20 @@ static const char *sem_release_op(sk_obj *o, sk_port *port, lua_Integer id) {
 static const acq_ops lock_ops = {lock_acquire_op, lock_release_op};
 static const acq_ops sem_ops = {sem_acquire_op, sem_release_op};
 
-static const acq_ops *ops_at(lua_State *L, int idx, sk_obj **o) {
-  if (luaL_testudata(L, idx, LOCK_MT)) {
-    *o = sk_handle_check(L, idx, LOCK_MT);
+/* Checks the lock or semaphore at idx: returns its ops (kind 0 for a lock,
+** 1 for a semaphore) and its object. */
+static const acq_ops *ops_at(lua_State *L, int idx, sk_obj **o, int *kind) {
+  sk_handle *h = luaL_testudata(L, idx, LOCK_MT);
+  *kind = h == NULL;
+  if (h && h->obj) {
+    *o = h->obj;
     return &lock_ops;
   }
-  *o = sk_handle_check(L, idx, SEM_MT);
-  return &sem_ops;
+  if (h == NULL && luaL_testudata(L, idx, SEM_MT) == NULL) {
+    luaL_typeerror(L, idx, "skein.lock, skein.rlock or skein.semaphore");
+  }
+  *o = sk_handle_check(L, idx, h ? LOCK_MT : SEM_MT);
+  return h ? &lock_ops : &sem_ops;
 }
 
 /* A to-be-closed guard: releases what hold() took, on behalf of the
@@ -549,7 +556,9 @@ static int l_guard_tostring(lua_State *L) {
   return 1;
 }
 
-enum { M_ACQUIRE, M_HOLD, M_WITH, M_WITH_CALLED };
+/* The continuation context of acq_k: a mode, plus M_SEM for a semaphore
+** (the object was checked on entry and stack slot 1 never changes). */
+enum { M_ACQUIRE, M_HOLD, M_WITH, M_WITH_CALLED, M_MODE = 7, M_SEM = 8 };
 
 /* After with's function returned or raised: releases, then returns its
 ** results or raises its error. A failed release is reported only when the
@@ -566,12 +575,13 @@ static int with_done(lua_State *L, int status, const acq_ops *ops, sk_obj *o, sk
 
 /* The continuation of acquire, hold and with. Stack: 1 the lock or
 ** semaphore, 2 deadline, then (with) the function and its arguments. */
-static int acq_k(lua_State *L, int status, lua_KContext mode) {
-  sk_obj *o;
-  const acq_ops *ops = ops_at(L, 1, &o);
+static int acq_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_obj *o = ((sk_handle *)lua_touserdata(L, 1))->obj;
+  const acq_ops *ops = kctx & M_SEM ? &sem_ops : &lock_ops;
+  int mode = (int)(kctx & M_MODE);
   sk_ctx *c = sk_current(L);
   if (mode == M_WITH_CALLED) return with_done(L, status, ops, o, c);
-  int got = ops->acquire(L, o, c, sk_to_deadline(L, 2), status, mode, acq_k);
+  int got = ops->acquire(L, o, c, sk_to_deadline(L, 2), status, kctx, acq_k);
   if (mode == M_ACQUIRE) {
     lua_pushboolean(L, got);
     return 1;
@@ -581,37 +591,43 @@ static int acq_k(lua_State *L, int status, lua_KContext mode) {
     push_guard(L, 1, ops, c);
     return 1;
   }
-  int st = lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 0, M_WITH_CALLED, acq_k);
+  kctx = (kctx & M_SEM) | M_WITH_CALLED;
+  int st = lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 0, kctx, acq_k);
   return with_done(L, st, ops, o, c);
+}
+
+/* Checks the object at 1 and returns the continuation context for mode. */
+static lua_KContext acq_start(lua_State *L, int mode) {
+  sk_obj *o;
+  int kind;
+  ops_at(L, 1, &o, &kind);
+  return mode | (kind ? M_SEM : 0);
 }
 
 /* lock:acquire([timeout]), semaphore:acquire([timeout]) -> true, or false
 ** on timeout */
 static int l_sync_acquire(lua_State *L) {
-  sk_obj *o;
-  ops_at(L, 1, &o);
+  lua_KContext k = acq_start(L, M_ACQUIRE);
   sk_sync_setup_deadline(L, 2);
-  return acq_k(L, LUA_OK, M_ACQUIRE);
+  return acq_k(L, LUA_OK, k);
 }
 
 /* :hold([timeout]) -> a guard for `local g <close> = ...`; raises kind
 ** timeout when it could not acquire in time */
 static int l_sync_hold(lua_State *L) {
-  sk_obj *o;
-  ops_at(L, 1, &o);
+  lua_KContext k = acq_start(L, M_HOLD);
   sk_sync_setup_deadline(L, 2);
-  return acq_k(L, LUA_OK, M_HOLD);
+  return acq_k(L, LUA_OK, k);
 }
 
 /* :with(fn, ...) -> fn's results: acquires, calls fn(...), releases even
 ** when fn raises, then returns or re-raises */
 static int l_sync_with(lua_State *L) {
-  sk_obj *o;
-  ops_at(L, 1, &o);
+  lua_KContext k = acq_start(L, M_WITH);
   sk_sync_check_callable(L, 2);
   sk_push_deadline(L, SK_NO_DEADLINE);
   lua_insert(L, 2);
-  return acq_k(L, LUA_OK, M_WITH);
+  return acq_k(L, LUA_OK, k);
 }
 
 /* ------------------------------------------------------------ condition */
