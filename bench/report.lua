@@ -10,7 +10,7 @@ if not raw_path or not out_path then
 end
 
 -- How each implementation is called in the report.
-local DISPLAY = { skein = "skein", asyncio = "asyncio", gevent = "gevent", lua54 = "bare lua" }
+local DISPLAY = { skein = "skein", asyncio = "asyncio", gevent = "gevent", lua54 = "bare lua", threading = "queue.Queue" }
 local function display(impl) return DISPLAY[impl] or impl end
 
 local function split(line)

@@ -24,11 +24,12 @@
 #include "sk_lua.h"
 
 #define MAX_DEPTH 200
+#define SEEN_INLINE 16
 #define MAX_TYPES 64
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT, T_END,
-  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS
+  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS, T_MODULE
 };
 
 /* ------------------------------------------------------------- buffers */
@@ -105,6 +106,11 @@ static void key_init(void) {
   }
 }
 
+void sk_marshal_key_hex(char out[33]) {
+  uv_once(&key_once, key_init);
+  for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", mac_key[i]);
+}
+
 static uint64_t mac(const void *data, size_t len) {
   uv_once(&key_once, key_init);
   return sk_siphash(mac_key, data, len);
@@ -167,7 +173,9 @@ enum { P_ROOT, P_FIELD, P_INDEX, P_KEY, P_UPVALUE, P_OTHER };
 typedef struct enc {
   lua_State *L;
   sk_buf *b;
-  int seen;                     /* stack index: value -> id */
+  int seen;                     /* stack index: value -> id, past the inline ones */
+  int nseen;
+  const void *seen_ptr[SEEN_INLINE];
   lua_Integer nextid;
   const char *root;
 } enc;
@@ -192,6 +200,11 @@ static void push_path(lua_State *L, const char *root, const path *p) {
     /* A worker's function and arguments: "fn", "args[1]", ... */
     if (p->index == 1) lua_pushliteral(L, "fn");
     else lua_pushfstring(L, "args[%I]", (LUAI_UACINT)(p->index - 1));
+    return;
+  }
+  if (p->up == NULL && root[0] == '=') {
+    /* One value the caller names itself: root "=t.k" gives "t.k". */
+    lua_pushstring(L, root + 1);
     return;
   }
   push_path(L, root, p->up);
@@ -222,6 +235,22 @@ static int enc_fail(enc *e, const path *p, const char *what) {
 ** nothing and returns its id + 1 so the caller emits a REF. */
 static lua_Integer seen_id(enc *e, int idx) {
   lua_State *L = e->L;
+  const void *ptr = lua_topointer(L, idx);
+  /* Most messages hold a few tables or functions: a linear scan of their
+  ** addresses (stable while the values are on the stack being encoded)
+  ** saves building a Lua table per message. Past SEEN_INLINE, a table. */
+  for (int i = 0; i < e->nseen && i < SEEN_INLINE; i++) {
+    if (e->seen_ptr[i] == ptr) return i + 1;
+  }
+  if (e->nseen < SEEN_INLINE) {
+    e->seen_ptr[e->nseen] = ptr;
+    e->nextid = ++e->nseen;
+    return 0;
+  }
+  if (lua_isnil(L, e->seen)) {      /* made on first need, in its reserved slot */
+    lua_newtable(L);
+    lua_replace(L, e->seen);
+  }
   lua_pushvalue(L, idx);
   if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
     lua_Integer id = lua_tointeger(L, -1);
@@ -329,6 +358,29 @@ static void enc_table(enc *e, int idx, const path *p, int depth) {
   put_byte(L, b, T_END);
 }
 
+/* Emits a MODULE tag when the table at idx is a loaded module; 0 if not. */
+static int enc_module(enc *e, int idx) {
+  lua_State *L = e->L;
+  if (!lua_istable(L, idx)) return 0;
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (lua_rawequal(L, -1, idx) && lua_type(L, -2) == LUA_TSTRING) {
+      size_t n;
+      const char *name = lua_tolstring(L, -2, &n);
+      if (strcmp(name, "_G") != 0) {
+        put_byte(L, e->b, T_MODULE);
+        put_str(L, e->b, name, n);
+        lua_pop(L, 3);
+        return 1;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
 static void enc_function(enc *e, int idx, const path *p, int depth) {
   lua_State *L = e->L;
   sk_buf *b = e->b;
@@ -344,22 +396,39 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
     lua_pop(L, 1);
     return;
   }
-  sk_buf code = {0};
+  /* The bytecode and its tag are cached per function: dumping and hashing
+  ** on every submit of the same function would dominate small tasks. */
+  lua_getfield(L, LUA_REGISTRYINDEX, "skein.dumps");
   lua_pushvalue(L, idx);
-  /* Dump into a scratch buffer; Lua may raise, so keep it reachable. */
-  int st = lua_dump(L, writer, &code, 0);
-  lua_pop(L, 1);
-  if (st != 0) {
+  if (lua_rawget(L, -2) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    sk_buf code = {0};
+    lua_pushvalue(L, idx);
+    int st = lua_dump(L, writer, &code, 0);
+    lua_pop(L, 1);
+    if (st != 0 || code.len == 0) {
+      free(code.data);
+      enc_fail(e, p, "cannot dump this function");
+    }
+    uint64_t tag = mac(code.data, code.len);
+    uint8_t tail[8];
+    for (int i = 0; i < 8; i++) tail[i] = (uint8_t)(tag >> (8 * i));
+    luaL_Buffer lb;
+    luaL_buffinit(L, &lb);
+    luaL_addlstring(&lb, code.data, code.len);
     free(code.data);
-    enc_fail(e, p, "cannot dump this function");
+    luaL_addlstring(&lb, (const char *)tail, 8);
+    luaL_pushresult(&lb);
+    lua_pushvalue(L, idx);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
   }
+  size_t clen;
+  const char *cached = lua_tolstring(L, -1, &clen);
   put_byte(L, b, T_LFUNC);
-  put_varint(L, b, code.len);
-  buf_grow(L, b, code.len + 8);
-  memcpy(b->data + b->len, code.data, code.len);
-  b->len += code.len;
-  put_u64(L, b, mac(code.data, code.len));
-  free(code.data);
+  put_varint(L, b, clen - 8);
+  put(L, b, cached, clen);          /* bytecode, then its 8-byte tag */
+  lua_pop(L, 2);
   int nups = 0;
   while (lua_getupvalue(L, idx, nups + 1) != NULL) {
     lua_pop(L, 1);
@@ -369,9 +438,10 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
   for (int i = 1; i <= nups; i++) {
     const char *name = lua_getupvalue(L, idx, i);
     path up = {p, P_UPVALUE, name, i};
-    /* _ENV always rebinds to the receiving worker's globals. */
+    /* _ENV always rebinds to the receiving worker's globals, and a loaded
+    ** module (local json = require "json") to the receiver's own copy. */
     if (name && strcmp(name, "_ENV") == 0) put_byte(L, b, T_GLOBALS);
-    else enc_value(e, lua_gettop(L), &up, depth + 1);
+    else if (!enc_module(e, lua_gettop(L))) enc_value(e, lua_gettop(L), &up, depth + 1);
     lua_pop(L, 1);
   }
 }
@@ -391,6 +461,7 @@ static void enc_userdata(enc *e, int idx, const path *p) {
   lua_pop(L, 1);
   sk_obj *o = *(sk_obj **)lua_touserdata(L, idx);
   if (o == NULL) enc_fail(e, p, "cannot send a closed object");
+  if (sk_obj_register(o) != 0) luaL_error(L, "not enough memory to marshal");
   sk_buf *b = e->b;
   if (b->nobjs == b->capobjs) {
     size_t cap = b->capobjs ? b->capobjs * 2 : 4;
@@ -473,7 +544,7 @@ static void enc_value(enc *e, int idx, const path *p, int depth) {
 static int p_encode(lua_State *L) {
   enc *e = lua_touserdata(L, 1);
   int n = lua_gettop(L) - 1;
-  lua_newtable(L);
+  lua_pushnil(L);
   e->seen = lua_gettop(L);
   put_byte(L, e->b, 'S');
   put_byte(L, e->b, 1);
@@ -486,7 +557,7 @@ static int p_encode(lua_State *L) {
 }
 
 int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *root) {
-  enc e = {L, out, 0, 0, root ? root : "value"};
+  enc e = {.L = L, .b = out, .root = root ? root : "value"};
   memset(out, 0, sizeof *out);
   first = lua_absindex(L, first);
   luaL_checkstack(L, n + 4, "too many values to marshal");
@@ -549,6 +620,18 @@ static const char *get_bytes(dec *d, size_t *n) {
 }
 
 static void remember(dec *d) {
+  if (lua_isnil(d->L, d->refs)) {   /* taken on first need, into its reserved slot */
+    /* Reuse the worker's spare table (p_decode clears and returns it); a
+    ** nested decode finds none there and makes its own. */
+    if (lua_getfield(d->L, LUA_REGISTRYINDEX, "skein.refs") == LUA_TTABLE) {
+      lua_pushnil(d->L);
+      lua_setfield(d->L, LUA_REGISTRYINDEX, "skein.refs");
+    } else {
+      lua_pop(d->L, 1);
+      lua_newtable(d->L);
+    }
+    lua_replace(d->L, d->refs);
+  }
   lua_pushvalue(d->L, -1);
   lua_rawseti(d->L, d->refs, ++d->nextid);
 }
@@ -605,24 +688,88 @@ static const char *reader(lua_State *L, void *ud, size_t *size) {
   return *size ? r->p : NULL;
 }
 
+#define LOADED_MAX 256
+
+/* Pushes a function for `code`, from this worker's cache when the same
+** bytecode was loaded before (compared byte for byte, so a hit needs no new
+** authentication). Returns 1 when the pushed closure is the cached one. */
+static int load_code(dec *d, const char *code, size_t n, uint64_t tag) {
+  lua_State *L = d->L;
+  lua_getfield(L, LUA_REGISTRYINDEX, "skein.loaded");
+  int cache = lua_gettop(L);
+  if (lua_rawgeti(L, cache, (lua_Integer)tag) == LUA_TTABLE) {
+    lua_rawgeti(L, -1, 1);
+    size_t cn;
+    const char *cc = lua_tolstring(L, -1, &cn);
+    if (cn == n && memcmp(cc, code, n) == 0) {
+      lua_rawgeti(L, -2, 2);
+      lua_replace(L, cache);
+      lua_settop(L, cache);
+      return 1;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (tag != mac(code, n)) dec_fail(d, "function bytecode failed authentication");
+  reader_state r = {code, n};
+  if (lua_load(L, reader, &r, "=(marshalled function)", "b") != LUA_OK) {
+    dec_fail(d, "function does not load");
+  }
+  /* Cache it (bounded: start over when full). */
+  lua_getfield(L, cache, "n");
+  lua_Integer count = lua_tointeger(L, -1) + 1;
+  lua_pop(L, 1);
+  if (count > LOADED_MAX) {
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "skein.loaded");
+    lua_replace(L, cache);
+    count = 1;
+  }
+  lua_pushinteger(L, count);
+  lua_setfield(L, cache, "n");
+  lua_createtable(L, 2, 0);
+  lua_pushlstring(L, code, n);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, 2);
+  lua_rawseti(L, cache, (lua_Integer)tag);
+  lua_replace(L, cache);
+  lua_settop(L, cache);
+  return 0;
+}
+
 static void dec_lfunc(dec *d, int depth) {
   lua_State *L = d->L;
   size_t n;
   const char *code = get_bytes(d, &n);
   uint64_t tag = get_u64(d);
   if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "functions are not accepted here");
-  if (tag != mac(code, n)) dec_fail(d, "function bytecode failed authentication");
-  reader_state r = {code, n};
-  if (lua_load(L, reader, &r, "=(marshalled function)", "b") != LUA_OK) {
-    dec_fail(d, "function does not load");
-  }
-  remember(d);
+  int cached = load_code(d, code, n, tag);
   int f = lua_gettop(L);
   lua_Debug ar;
   lua_pushvalue(L, f);
   lua_getinfo(L, ">u", &ar);
   uint64_t nups = get_varint(d);
   if (nups != ar.nups) dec_fail(d, "wrong number of upvalues");
+  /* A function whose upvalues are all _ENV carries no state of its own:
+  ** the cached closure serves every message. Otherwise it needs a closure
+  ** of its own, whose upvalues the message fills. */
+  int plain = (uint64_t)(d->end - d->p) >= nups;
+  for (uint64_t i = 0; plain && i < nups; i++) plain = d->p[i] == T_GLOBALS;
+  if (cached && plain) {
+    d->p += nups;
+    remember(d);
+    return;
+  }
+  if (cached) {
+    lua_pop(L, 1);
+    reader_state r = {code, n};
+    if (lua_load(L, reader, &r, "=(marshalled function)", "b") != LUA_OK) {
+      dec_fail(d, "function does not load");
+    }
+  }
+  remember(d);
   for (int i = 1; i <= (int)nups; i++) {
     dec_value(d, depth + 1);
     lua_setupvalue(L, f, i);
@@ -719,6 +866,15 @@ static void dec_value(dec *d, int depth) {
       if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "globals are not accepted here");
       lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
       break;
+    case T_MODULE: {
+      size_t n;
+      const char *name = get_bytes(d, &n);
+      if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "modules are not accepted here");
+      lua_getglobal(L, "require");
+      lua_pushlstring(L, name, n);
+      lua_call(L, 1, 1);
+      break;
+    }
     default: dec_fail(d, "unknown tag");
   }
 }
@@ -726,7 +882,7 @@ static void dec_value(dec *d, int depth) {
 /* Protected body of sk_marshal_decode: [1] = dec*; returns the values. */
 static int p_decode(lua_State *L) {
   dec *d = lua_touserdata(L, 1);
-  lua_newtable(L);
+  lua_pushnil(L);
   d->refs = lua_gettop(L);
   if (get_byte(d) != 'S' || get_byte(d) != 1) dec_fail(d, "not a skein buffer");
   uint64_t n = get_varint(d);
@@ -734,6 +890,14 @@ static int p_decode(lua_State *L) {
   luaL_checkstack(L, (int)n + 8, "too many values to unmarshal");
   for (uint64_t i = 0; i < n; i++) dec_value(d, 0);
   if (d->p != d->end) dec_fail(d, "trailing bytes");
+  if (lua_istable(L, d->refs)) {    /* give the spare table back, emptied */
+    for (lua_Integer i = 1; i <= d->nextid; i++) {
+      lua_pushnil(L);
+      lua_rawseti(L, d->refs, i);
+    }
+    lua_pushvalue(L, d->refs);
+    lua_setfield(L, LUA_REGISTRYINDEX, "skein.refs");
+  }
   return (int)n;
 }
 
@@ -787,7 +951,14 @@ static int l_register_metatable(lua_State *L) {
 void sk_marshal_open(lua_State *L) {
   luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.mt.byname");
   luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.mt.names");
-  lua_pop(L, 2);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.loaded");
+  lua_newtable(L);                  /* function -> bytecode..tag, weak keys */
+  lua_newtable(L);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "skein.dumps");
+  lua_pop(L, 3);
   static const luaL_Reg funcs[] = {{"encode", l_encode},
                                    {"decode", l_decode},
                                    {"register_metatable", l_register_metatable},

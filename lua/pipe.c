@@ -1,6 +1,290 @@
 /*
-** pipe.c — placeholder: filled in by the work on channels and shared state.
+** pipe.c — skein.pipe([duplex=true]) -> a, b: two connected ends, like
+** Python's multiprocessing.Pipe. Each direction is an unbounded FIFO queue
+** of the queue core (sk_chan.h); an end holds the queue it receives from
+** and the one it sends to (one of them missing on a one-way pipe, whose
+** first end only receives and whose second only sends).
+**
+** An end is a shared object: its handles may cross to other workers, and
+** it closes when close() is called or when its last reference goes. Closing
+** an end closes its outgoing queue (the peer drains what was sent, then
+** gets "closed") and shuts its incoming one with what is left in it (the
+** peer's sends now raise "closed").
 */
-#include "sk_lua.h"
+#include <stdlib.h>
 
-void sk_pipe_open(lua_State *L) { (void)L; }
+#include "sk_chan.h"
+
+#define PIPE_MT "skein.PipeEnd"
+
+typedef struct sk_pipe_end {
+  sk_obj obj;
+  sk_queue *in, *out;           /* counted; NULL for a one-way end's missing side */
+  int closed;                   /* atomic */
+  int duplex;
+} sk_pipe_end;
+
+/* Closes the end once: the peer sees EOF after draining, its sends fail. */
+static void end_shut(sk_pipe_end *e) {
+  if (__atomic_exchange_n(&e->closed, 1, __ATOMIC_ACQ_REL)) return;
+  if (e->out) sk_queue_shut(e->out, 0);
+  if (e->in) sk_queue_shut(e->in, 1);
+}
+
+static void end_destroy(sk_obj *o) {
+  sk_pipe_end *e = (sk_pipe_end *)o;
+  end_shut(e);
+  if (e->in) sk_obj_release((sk_obj *)e->in);
+  if (e->out) sk_obj_release((sk_obj *)e->out);
+  free(e);
+}
+
+static const sk_objtype end_type = {PIPE_MT, end_destroy};
+
+static void push_end(lua_State *L, sk_obj *o) { sk_stamped_push(L, o, PIPE_MT); }
+
+/* A new end over `in` and `out`, taking a reference to each; NULL when out
+** of memory. */
+static sk_pipe_end *end_new(sk_queue *in, sk_queue *out, int duplex) {
+  sk_pipe_end *e = calloc(1, sizeof *e);
+  if (e == NULL) return NULL;
+  if (sk_obj_init(&e->obj, &end_type) != 0) {
+    free(e);
+    return NULL;
+  }
+  e->in = in;
+  e->out = out;
+  e->duplex = duplex;
+  if (in) sk_obj_retain((sk_obj *)in);
+  if (out) sk_obj_retain((sk_obj *)out);
+  return e;
+}
+
+/* skein.pipe([duplex=true]) -> a, b. One-way: a receives, b sends. */
+static int l_pipe_new(lua_State *L) {
+  int duplex = 1;
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TBOOLEAN);
+    duplex = lua_toboolean(L, 1);
+  }
+  sk_queue *ab = sk_queue_new(SK_QUEUE_FIFO, 0);
+  sk_queue *ba = duplex ? sk_queue_new(SK_QUEUE_FIFO, 0) : NULL;
+  sk_pipe_end *a = NULL, *b = NULL;
+  if (ab && (ba || !duplex)) {
+    a = duplex ? end_new(ba, ab, 1) : end_new(ab, NULL, 0);
+    b = duplex ? end_new(ab, ba, 1) : end_new(NULL, ab, 0);
+  }
+  /* The ends hold their own references now. */
+  if (ab) sk_obj_release((sk_obj *)ab);
+  if (ba) sk_obj_release((sk_obj *)ba);
+  if (a == NULL || b == NULL) {
+    if (a) sk_obj_release(&a->obj);
+    if (b) sk_obj_release(&b->obj);
+    return luaL_error(L, "not enough memory for a pipe");
+  }
+  push_end(L, &a->obj);
+  push_end(L, &b->obj);
+  return 2;
+}
+
+static sk_pipe_end *check_end(lua_State *L, int idx) {
+  sk_obj *o = sk_stamped_obj(L, idx);
+  sk_pipe_end *e = o && o->type == &end_type ? (sk_pipe_end *)o
+                                              : (sk_pipe_end *)sk_handle_check(L, idx, PIPE_MT);
+  if (__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE)) {
+    sk_error_raise(L, "closed", "this pipe end is closed");
+  }
+  return e;
+}
+
+static sk_pipe_end *check_reader(lua_State *L, int idx) {
+  sk_pipe_end *e = check_end(L, idx);
+  if (e->in == NULL) {
+    luaL_error(L, "this is the sending end of a one-way pipe: it cannot receive");
+  }
+  return e;
+}
+
+/* Receives without blocking: pushes the value and returns 1, or returns
+** SK_Q_BLOCK / SK_Q_CLOSED. */
+static int recv_once(lua_State *L, sk_queue *q) {
+  sk_item it;
+  lua_Number prio;
+  int pi;
+  int st = sk_queue_get(q, &it, &prio, &pi);
+  if (st != SK_Q_OK) return st;
+  sk_item_push(L, &it);
+  return 1;
+}
+
+static int raise_peer_closed(lua_State *L) {
+  return sk_error_raise(L, "closed", "the other end of the pipe is closed");
+}
+
+/* end:send(v): never blocks (a pipe is unbounded) */
+static int l_pipe_send(lua_State *L) {
+  sk_pipe_end *e = check_end(L, 1);
+  if (e->out == NULL) {
+    return luaL_error(L, "this is the receiving end of a one-way pipe: it cannot send");
+  }
+  luaL_checkany(L, 2);
+  sk_item it;
+  if (sk_item_encode(L, 2, &it) != 0) return lua_error(L);
+  int st = sk_queue_put(e->out, &it, 0, 0, 1);
+  if (st == SK_Q_OK) return 0;
+  sk_item_free(&it);
+  if (st == SK_Q_NOMEM) return luaL_error(L, "not enough memory to send");
+  return raise_peer_closed(L);
+}
+
+/* After a wait on the end at index 1: ends the wait and returns the end,
+** raising when it was closed or released meanwhile. */
+static sk_pipe_end *resume_end(lua_State *L, sk_ctx *c, int always) {
+  sk_handle *h = lua_touserdata(L, 1);
+  sk_pipe_end *e = (sk_pipe_end *)h->obj;
+  if (e == NULL) {
+    sk_wait_end(L, c);
+    luaL_error(L, "cannot use a %s after it was closed", PIPE_MT);
+  }
+  sk_queue_wait_end(L, c, e->in, SK_WAIT_GET, always);
+  if (__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE)) {
+    sk_error_raise(L, "closed", "this pipe end is closed");
+  }
+  return e;
+}
+
+enum { WAIT_RECV, WAIT_POLL };
+
+/* recv and poll: stack 1 end, 2 deadline. */
+static int wait_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_ctx *c = sk_current(L);
+  sk_pipe_end *e = (sk_pipe_end *)((sk_handle *)lua_touserdata(L, 1))->obj;
+  uint64_t d = sk_to_deadline(L, 2);
+  int spun = 0;
+  for (;;) {
+    if (status == LUA_YIELD) e = resume_end(L, c, kctx == WAIT_POLL);
+    if (kctx == WAIT_POLL) {
+      if (sk_queue_ready(e->in, SK_WAIT_GET)) {
+        lua_pushboolean(L, 1);
+        return 1;
+      }
+      if (sk_expired(d)) {
+        lua_pushboolean(L, 0);
+        return 1;
+      }
+    } else {
+      int n = recv_once(L, e->in);
+      if (n > 0) return n;
+      if (n == SK_Q_CLOSED) return raise_peer_closed(L);
+      if (sk_expired(d)) return sk_error_raise(L, "timeout", "recv timed out");
+    }
+    if (!spun) {
+      spun = 1;
+      if (sk_queue_spin(e->in, c, SK_WAIT_GET)) {
+        status = LUA_OK;
+        continue;
+      }
+    }
+    if (sk_queue_wait_begin(L, c, d, e->in, SK_WAIT_GET)) {
+      status = LUA_OK;
+      continue;
+    }
+    status = sk_wait(L, c, kctx, wait_k);
+  }
+}
+
+/* end:recv([timeout]) -> v; raises "closed" once the peer closed and
+** everything it sent was received, "timeout" when the time is up */
+static int l_pipe_recv(lua_State *L) {
+  sk_pipe_end *e = check_reader(L, 1);
+  uint64_t d = sk_check_deadline(L, 2);
+  int n = recv_once(L, e->in);
+  if (n > 0) return n;
+  if (n == SK_Q_CLOSED) return raise_peer_closed(L);
+  lua_settop(L, 1);
+  sk_push_deadline(L, d);
+  return wait_k(L, LUA_OK, WAIT_RECV);
+}
+
+/* end:poll([timeout]) -> true when recv would not block (data, or the peer
+** closed), false when the time is up first; no timeout: do not wait */
+static int l_pipe_poll(lua_State *L) {
+  check_reader(L, 1);
+  uint64_t d = lua_isnoneornil(L, 2) ? 0 : sk_check_deadline(L, 2);
+  lua_settop(L, 1);
+  sk_push_deadline(L, d);
+  return wait_k(L, LUA_OK, WAIT_POLL);
+}
+
+/* end:close(): closes this end for every worker holding it */
+static int l_pipe_close(lua_State *L) {
+  end_shut((sk_pipe_end *)sk_handle_check(L, 1, PIPE_MT));
+  return 0;
+}
+
+static int l_pipe_closed(lua_State *L) {
+  sk_pipe_end *e = (sk_pipe_end *)sk_handle_check(L, 1, PIPE_MT);
+  lua_pushboolean(L, __atomic_load_n(&e->closed, __ATOMIC_ACQUIRE));
+  return 1;
+}
+
+static int l_pipe_tostring(lua_State *L) {
+  sk_handle *h = luaL_checkudata(L, 1, PIPE_MT);
+  sk_pipe_end *e = (sk_pipe_end *)h->obj;
+  if (e == NULL) {
+    lua_pushliteral(L, "skein.pipe end (released)");
+    return 1;
+  }
+  const char *what = e->duplex ? "duplex" : e->in ? "receiving end" : "sending end";
+  int closed = __atomic_load_n(&e->closed, __ATOMIC_ACQUIRE);
+  lua_pushfstring(L, "skein.pipe end (%s%s)", what, closed ? ", closed" : "");
+  return 1;
+}
+
+/* ---------------------------------------------------------------- select */
+
+static int end_try(lua_State *L, sk_obj *o) {
+  sk_pipe_end *e = (sk_pipe_end *)o;
+  if (__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE)) {
+    return sk_error_raise(L, "closed", "this pipe end is closed");
+  }
+  if (e->in == NULL) return luaL_error(L, "select cannot receive on the sending end of a one-way pipe");
+  int n = recv_once(L, e->in);
+  if (n == SK_Q_CLOSED) return raise_peer_closed(L);
+  return n > 0 ? n : 0;
+}
+
+static int end_add_waiter(sk_obj *o, const sk_waiter *w) {
+  sk_pipe_end *e = (sk_pipe_end *)o;
+  /* A closed or send-only end is "ready": end_try then raises. */
+  if (e->in == NULL || __atomic_load_n(&e->closed, __ATOMIC_ACQUIRE)) return 1;
+  return sk_queue_add_getter(e->in, w);
+}
+
+static void end_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
+  sk_pipe_end *e = (sk_pipe_end *)o;
+  if (e->in) sk_queue_remove_getter(e->in, port, slot);
+}
+
+static const sk_selectable end_select = {PIPE_MT, end_try, end_add_waiter, end_remove_waiter};
+
+void sk_pipe_open(lua_State *L) {
+  static const luaL_Reg methods[] = {{"send", l_pipe_send},   {"recv", l_pipe_recv},
+                                     {"poll", l_pipe_poll},   {"close", l_pipe_close},
+                                     {"closed", l_pipe_closed}, {NULL, NULL}};
+  if (luaL_newmetatable(L, PIPE_MT)) {
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, sk_handle_release);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, sk_handle_release);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_pipe_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  sk_marshal_register_type(PIPE_MT, push_end);
+  sk_select_register(&end_select);
+  lua_pushcfunction(L, l_pipe_new);
+  lua_setfield(L, -2, "pipe");
+}

@@ -1,6 +1,437 @@
 /*
-** queue.c — placeholder: filled in by the work on channels and shared state.
+** queue.c — skein.queue: the Lua face of the queue engine (chan.c). A
+** queue is shared by every worker holding a handle (tasks, threads), FIFO,
+** LIFO or priority, optionally bounded (put waits while full), with
+** task_done/join accounting and close.
+**
+** Every blocking method follows the shared-object wait protocol of
+** sk_lua.h, so it suspends only its task (or drives the loop where it
+** cannot yield) and honours timeouts, cancellation and Ctrl-C. Before it
+** sleeps, a getter or putter spins a few microseconds (sk_queue_spin),
+** which spares a sleep and a cross-thread wake per item when a producer
+** and a consumer run neck and neck on two threads.
+**
+** Errors: kind "timeout" (get, put, join with a timeout), "closed" (put
+** on a closed queue, get on a closed and drained one), "full"/"empty"
+** (put_nowait, get_nowait), "marshal" (a value that cannot cross, at put).
 */
-#include "sk_lua.h"
+#include <math.h>
+#include <string.h>
 
-void sk_queue_open(lua_State *L) { (void)L; }
+#include "sk_chan.h"
+
+#define QUEUE_MT "skein.Queue"
+#define PENDING_MT "skein.QueuePending"
+
+static sk_queue *check_queue(lua_State *L, int idx) {
+  return (sk_queue *)sk_handle_check(L, idx, QUEUE_MT);
+}
+
+/* check_queue for the hot methods: a stamped handle (sk_chan.h) of a queue
+** is recognised with one API call; anything else gets check_queue's errors. */
+static sk_queue *self_queue(lua_State *L) {
+  sk_obj *o = sk_stamped_obj(L, 1);
+  if (o && sk_queue_is(o)) return (sk_queue *)o;
+  return check_queue(L, 1);
+}
+
+static void push_queue(lua_State *L, sk_obj *o) { sk_stamped_push(L, o, QUEUE_MT); }
+
+static int raise_closed(lua_State *L) {
+  return sk_error_raise(L, "closed", "the queue is closed");
+}
+
+static int raise_nomem(lua_State *L) { return luaL_error(L, "not enough memory for a queue item"); }
+
+/* The queue a resumed wait works on (its handle is at index 1). A handle
+** closed while a task of its own worker waited on it ends the wait. */
+static sk_queue *waiting_queue(lua_State *L, sk_ctx *c, int status) {
+  sk_handle *h = lua_touserdata(L, 1);
+  if (h->obj == NULL) {
+    if (status == LUA_YIELD) sk_wait_end(L, c);
+    luaL_error(L, "cannot use a %s after it was closed", QUEUE_MT);
+  }
+  return (sk_queue *)h->obj;
+}
+
+/* Parses maxsize: nil -> 0 (unbounded), else a non-negative integer. */
+static size_t check_maxsize(lua_State *L, int idx, int arg) {
+  if (lua_isnoneornil(L, idx)) return 0;
+  int isint;
+  lua_Integer n = lua_tointegerx(L, idx, &isint);
+  if (!isint || lua_type(L, idx) != LUA_TNUMBER) {
+    if (lua_type(L, idx) == LUA_TNUMBER) luaL_argerror(L, arg, "maxsize must be an integer");
+    luaL_typeerror(L, arg, "integer maxsize, options table or nil");
+  }
+  if (n < 0) luaL_argerror(L, arg, "maxsize must not be negative (0 means unbounded)");
+  return (size_t)n;
+}
+
+/* skein.queue([maxsize | {maxsize=, order="fifo"|"lifo"|"priority"}]) */
+static int l_queue_new(lua_State *L) {
+  static const char *const orders[] = {"fifo", "lifo", "priority", NULL};
+  size_t maxsize = 0;
+  int order = SK_QUEUE_FIFO;
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    lua_getfield(L, 1, "maxsize");
+    maxsize = check_maxsize(L, -1, 1);
+    lua_getfield(L, 1, "order");
+    if (!lua_isnil(L, -1)) {
+      const char *o = lua_tostring(L, -1);
+      for (order = 0; o && orders[order] && strcmp(orders[order], o) != 0; order++) {}
+      if (o == NULL || orders[order] == NULL || lua_type(L, -1) != LUA_TSTRING) {
+        return luaL_argerror(L, 1, "order must be \"fifo\", \"lifo\" or \"priority\"");
+      }
+    }
+    lua_pop(L, 2);
+  } else {
+    maxsize = check_maxsize(L, 1, 1);
+  }
+  sk_queue *q = sk_queue_new(order, maxsize);
+  if (q == NULL) return luaL_error(L, "not enough memory for a queue");
+  push_queue(L, (sk_obj *)q);
+  return 1;
+}
+
+/* ----------------------------------------------------------------- put */
+
+static lua_Number check_priority(lua_State *L, int idx, int *is_int) {
+  if (lua_type(L, idx) != LUA_TNUMBER) {
+    luaL_typeerror(L, idx, "number (a priority queue's put takes a priority)");
+  }
+  *is_int = lua_isinteger(L, idx);
+  lua_Number p = lua_tonumber(L, idx);
+  if (isnan(p)) luaL_argerror(L, idx, "priority is NaN");
+  return p;
+}
+
+/* A put that has to wait keeps its encoded item in one of these (stack
+** index 4), so that an error or a cancel frees it through __gc. */
+typedef struct pending {
+  sk_item it;
+  lua_Number prio;
+  int prio_int;
+} pending;
+
+static int l_pending_gc(lua_State *L) {
+  pending *p = lua_touserdata(L, 1);
+  sk_item_free(&p->it);
+  return 0;
+}
+
+static int put_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_ctx *c = sk_current(L);
+  sk_queue *q = waiting_queue(L, c, status);
+  uint64_t d = sk_to_deadline(L, 3);
+  pending *p = lua_touserdata(L, 4);
+  int spun = 0;
+  for (;;) {
+    if (status == LUA_YIELD) sk_queue_wait_end(L, c, q, SK_WAIT_PUT, 0);
+    int st = sk_queue_put(q, &p->it, p->prio, p->prio_int, 0);
+    if (st == SK_Q_OK) return 0;
+    if (st != SK_Q_BLOCK) {
+      sk_item_free(&p->it);
+      return st == SK_Q_NOMEM ? raise_nomem(L) : raise_closed(L);
+    }
+    if (sk_expired(d)) {
+      sk_item_free(&p->it);
+      return sk_error_raise(L, "timeout", "put timed out: the queue stayed full");
+    }
+    status = LUA_OK;
+    if (!spun) {
+      spun = 1;
+      if (sk_queue_spin(q, c, SK_WAIT_PUT)) continue;
+    }
+    if (sk_queue_wait_begin(L, c, d, q, SK_WAIT_PUT)) continue;
+    status = sk_wait(L, c, kctx, put_k);
+  }
+}
+
+/* Shared by put, try_put and put_nowait: checks the value (and priority),
+** encodes it and tries once. Returns SK_Q_OK or SK_Q_BLOCK (full); raises
+** for the rest. */
+static int put_once(lua_State *L, sk_queue *q, int top, lua_Number *prio, int *pi) {
+  sk_item it;
+  if (top < 2) luaL_argerror(L, 2, "value expected (nil must be passed explicitly)");
+  if (sk_queue_order(q) == SK_QUEUE_PRIORITY) *prio = check_priority(L, 3, pi);
+  if (sk_item_encode(L, 2, &it) != 0) lua_error(L);
+  int st = sk_queue_put(q, &it, *prio, *pi, 0);
+  if (st == SK_Q_OK) return st;
+  sk_item_free(&it);
+  if (st == SK_Q_NOMEM) raise_nomem(L);
+  if (st == SK_Q_CLOSED) raise_closed(L);
+  return st;
+}
+
+/* q:put(v, [timeout]); priority queues: q:put(v, priority, [timeout]) */
+static int l_queue_put(lua_State *L) {
+  sk_queue *q = self_queue(L);
+  int top = lua_gettop(L), targ = sk_queue_order(q) == SK_QUEUE_PRIORITY ? 4 : 3;
+  uint64_t d = top < targ ? SK_NO_DEADLINE : sk_check_deadline(L, targ);
+  lua_Number prio = 0;
+  int pi = 0;
+  if (put_once(L, q, top, &prio, &pi) == SK_Q_OK) return 0;
+  if (sk_expired(d)) return sk_error_raise(L, "timeout", "put timed out: the queue stayed full");
+  /* Full: wait, with the item encoded again into a collectable holder. */
+  lua_settop(L, 2);
+  sk_push_deadline(L, d);
+  pending *p = lua_newuserdatauv(L, sizeof *p, 0);
+  p->it.kind = 0;
+  p->prio = prio;
+  p->prio_int = pi;
+  luaL_setmetatable(L, PENDING_MT);
+  if (sk_item_encode(L, 2, &p->it) != 0) return lua_error(L);
+  return put_k(L, LUA_OK, 0);
+}
+
+/* q:try_put(v, [priority]) -> true, or false when full */
+static int l_queue_try_put(lua_State *L) {
+  sk_queue *q = self_queue(L);
+  lua_Number prio = 0;
+  int pi = 0;
+  lua_pushboolean(L, put_once(L, q, lua_gettop(L), &prio, &pi) == SK_Q_OK);
+  return 1;
+}
+
+/* q:put_nowait(v, [priority]): raises "full" when full */
+static int l_queue_put_nowait(lua_State *L) {
+  sk_queue *q = self_queue(L);
+  lua_Number prio = 0;
+  int pi = 0;
+  if (put_once(L, q, lua_gettop(L), &prio, &pi) != SK_Q_OK) return sk_error_raise(L, "full", "the queue is full");
+  return 0;
+}
+
+/* ----------------------------------------------------------------- get */
+
+/* Takes an item without blocking: pushes it (and a priority queue's
+** priority) and returns how many values, or SK_Q_BLOCK / SK_Q_CLOSED. */
+static int try_get(lua_State *L, sk_queue *q) {
+  sk_item it;
+  lua_Number prio = 0;
+  int pi = 0;
+  int st = sk_queue_get(q, &it, &prio, &pi);
+  if (st != SK_Q_OK) return st;
+  sk_item_push(L, &it);
+  if (sk_queue_order(q) != SK_QUEUE_PRIORITY) return 1;
+  if (pi) lua_pushinteger(L, (lua_Integer)prio);
+  else lua_pushnumber(L, prio);
+  return 2;
+}
+
+enum { MODE_GET, MODE_ITER };
+
+/* get and the iterator: stack 1 queue, 2 deadline. */
+static int get_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_ctx *c = sk_current(L);
+  sk_queue *q = waiting_queue(L, c, status);
+  uint64_t d = sk_to_deadline(L, 2);
+  int spun = 0;
+  for (;;) {
+    if (status == LUA_YIELD) sk_queue_wait_end(L, c, q, SK_WAIT_GET, 0);
+    int n = try_get(L, q);
+    if (n > 0) return n;
+    if (n == SK_Q_CLOSED) return kctx == MODE_ITER ? 0 : raise_closed(L);
+    if (sk_expired(d)) return sk_error_raise(L, "timeout", "get timed out: the queue stayed empty");
+    status = LUA_OK;
+    if (!spun) {
+      spun = 1;
+      if (sk_queue_spin(q, c, SK_WAIT_GET)) continue;
+    }
+    if (sk_queue_wait_begin(L, c, d, q, SK_WAIT_GET)) continue;
+    status = sk_wait(L, c, kctx, get_k);
+  }
+}
+
+/* q:get([timeout]) -> item (priority queues: item, priority) */
+static int l_queue_get(lua_State *L) {
+  sk_queue *q = self_queue(L);
+  uint64_t d = lua_gettop(L) < 2 ? SK_NO_DEADLINE : sk_check_deadline(L, 2);
+  int n = try_get(L, q);
+  if (n > 0) return n;
+  if (n == SK_Q_CLOSED) return raise_closed(L);
+  lua_settop(L, 1);
+  sk_push_deadline(L, d);
+  return get_k(L, LUA_OK, MODE_GET);
+}
+
+/* q:try_get() -> true, item | false when empty; raises "closed" once closed
+** and drained */
+static int l_queue_try_get(lua_State *L) {
+  sk_queue *q = self_queue(L);
+  lua_pushboolean(L, 1);
+  int n = try_get(L, q);
+  if (n > 0) return n + 1;
+  if (n == SK_Q_CLOSED) return raise_closed(L);
+  lua_pushboolean(L, 0);
+  return 1;
+}
+
+/* q:get_nowait() -> item; raises "empty" when empty */
+static int l_queue_get_nowait(lua_State *L) {
+  sk_queue *q = self_queue(L);
+  int n = try_get(L, q);
+  if (n > 0) return n;
+  if (n == SK_Q_CLOSED) return raise_closed(L);
+  return sk_error_raise(L, "empty", "the queue is empty");
+}
+
+static int iter_step(lua_State *L) {
+  lua_settop(L, 0);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  sk_queue *q = check_queue(L, 1);
+  int n = try_get(L, q);
+  if (n > 0) return n;
+  if (n == SK_Q_CLOSED) return 0;
+  sk_push_deadline(L, SK_NO_DEADLINE);
+  return get_k(L, LUA_OK, MODE_ITER);
+}
+
+/* q:iter() -> an iterator over the items until the queue is closed and
+** drained (as with any generic for, a nil item also ends the loop) */
+static int l_queue_iter(lua_State *L) {
+  self_queue(L);
+  lua_settop(L, 1);
+  lua_pushcclosure(L, iter_step, 1);
+  return 1;
+}
+
+/* ------------------------------------------------------------- the rest */
+
+static int l_queue_size(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)sk_queue_size(self_queue(L)));
+  return 1;
+}
+
+static int l_queue_empty(lua_State *L) {
+  lua_pushboolean(L, sk_queue_size(self_queue(L)) == 0);
+  return 1;
+}
+
+static int l_queue_full(lua_State *L) {
+  sk_queue *q = self_queue(L);
+  size_t max = sk_queue_maxsize(q);
+  lua_pushboolean(L, max && sk_queue_size(q) >= max);
+  return 1;
+}
+
+static int l_queue_closed(lua_State *L) {
+  lua_pushboolean(L, sk_queue_is_closed(self_queue(L)));
+  return 1;
+}
+
+/* q:task_done(): one item taken earlier is fully processed */
+static int l_queue_task_done(lua_State *L) {
+  if (sk_queue_task_done(self_queue(L)) != 0) {
+    return luaL_error(L, "task_done() called more times than items were put");
+  }
+  return 0;
+}
+
+static int join_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_ctx *c = sk_current(L);
+  sk_queue *q = waiting_queue(L, c, status);
+  uint64_t d = sk_to_deadline(L, 2);
+  for (;;) {
+    if (status == LUA_YIELD) sk_queue_wait_end(L, c, q, SK_WAIT_JOIN, 0);
+    if (sk_queue_ready(q, SK_WAIT_JOIN)) {
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+    if (sk_expired(d)) {
+      return sk_error_raise(L, "timeout", "join timed out: items are still unfinished");
+    }
+    status = LUA_OK;
+    if (sk_queue_wait_begin(L, c, d, q, SK_WAIT_JOIN)) continue;
+    status = sk_wait(L, c, kctx, join_k);
+  }
+}
+
+/* q:join([timeout]) -> true once every item put was marked task_done */
+static int l_queue_join(lua_State *L) {
+  self_queue(L);
+  uint64_t d = sk_check_deadline(L, 2);
+  lua_settop(L, 1);
+  sk_push_deadline(L, d);
+  return join_k(L, LUA_OK, 0);
+}
+
+/* q:close(): puts raise "closed"; gets drain what is left, then raise it */
+static int l_queue_close(lua_State *L) {
+  sk_queue_shut(self_queue(L), 0);
+  return 0;
+}
+
+static int l_queue_tostring(lua_State *L) {
+  static const char *const orders[] = {"fifo", "lifo", "priority"};
+  sk_handle *h = luaL_checkudata(L, 1, QUEUE_MT);
+  sk_queue *q = (sk_queue *)h->obj;
+  if (q == NULL) {
+    lua_pushliteral(L, "skein.queue (released)");
+    return 1;
+  }
+  const char *order = orders[sk_queue_order(q)];
+  const char *closed = sk_queue_is_closed(q) ? ", closed" : "";
+  LUAI_UACINT n = (LUAI_UACINT)sk_queue_size(q), max = (LUAI_UACINT)sk_queue_maxsize(q);
+  if (max) lua_pushfstring(L, "skein.queue %s (%I/%I items%s)", order, n, max, closed);
+  else lua_pushfstring(L, "skein.queue %s (%I items%s)", order, n, closed);
+  return 1;
+}
+
+/* -------------------------------------------------------------- select */
+
+static int queue_try(lua_State *L, sk_obj *o) {
+  int n = try_get(L, (sk_queue *)o);
+  if (n == SK_Q_CLOSED) return raise_closed(L);
+  return n > 0 ? n : 0;
+}
+
+static int queue_add_waiter(sk_obj *o, const sk_waiter *w) {
+  return sk_queue_add_getter((sk_queue *)o, w);
+}
+
+static void queue_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
+  sk_queue_remove_getter((sk_queue *)o, port, slot);
+}
+
+static const sk_selectable queue_select = {QUEUE_MT, queue_try, queue_add_waiter,
+                                           queue_remove_waiter};
+
+void sk_queue_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"put", l_queue_put},
+      {"get", l_queue_get},
+      {"try_put", l_queue_try_put},
+      {"try_get", l_queue_try_get},
+      {"put_nowait", l_queue_put_nowait},
+      {"get_nowait", l_queue_get_nowait},
+      {"size", l_queue_size},
+      {"empty", l_queue_empty},
+      {"full", l_queue_full},
+      {"closed", l_queue_closed},
+      {"task_done", l_queue_task_done},
+      {"join", l_queue_join},
+      {"close", l_queue_close},
+      {"iter", l_queue_iter},
+      {NULL, NULL}};
+  if (luaL_newmetatable(L, QUEUE_MT)) {
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, sk_handle_release);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, sk_handle_release);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_queue_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, PENDING_MT)) {
+    lua_pushcfunction(L, l_pending_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  sk_marshal_register_type(QUEUE_MT, push_queue);
+  sk_select_register(&queue_select);
+  lua_pushcfunction(L, l_queue_new);
+  lua_setfield(L, -2, "queue");
+}

@@ -168,6 +168,18 @@ static int l_select(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   uint64_t d = sk_check_deadline(L, 2);
   int n = (int)lua_rawlen(L, 1);
+  /* Work on a copy in which objects written in Lua (a coroutine pool's
+  ** futures) are replaced by what they wait on (__waitable). */
+  lua_createtable(L, n, 0);
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    if (lua_type(L, -1) == LUA_TTABLE && luaL_getmetafield(L, -1, "__waitable") != LUA_TNIL) {
+      lua_insert(L, -2);
+      lua_call(L, 1, 1);
+    }
+    lua_rawseti(L, -2, i);
+  }
+  lua_replace(L, 1);
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, 1, i);
     if (!sk_task_test(L, -1) && !sk_select_find(L, -1)) {

@@ -1,6 +1,704 @@
 /*
-** shared.c — placeholder: filled in by the work on channels and shared state.
+** shared.c — skein.shared: shared state that every worker holding a handle
+** reads and writes in place (Python's multiprocessing Value, Array and
+** Manager dict/list). This file has the blobs every object stores its
+** variable-size data in, skein.shared.value and skein.shared.array; the
+** table lives in shared_table.c.
+**
+** Each object is an sk_obj (reference counted, sent to other workers by
+** reference) with one mutex guarding its state. The mutex is held only for
+** a few plain C operations: no Lua call, no allocation that could raise and
+** no blob release ever happens while it is held.
+**
+** Layout (see sk_shared.h): a value is a fixed-size header whose string, if
+** any, is an immutable blob; an array is a single block, header then its n
+** 8-byte elements inline, so it moves into shared memory as is.
 */
-#include "sk_lua.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
-void sk_shared_open(lua_State *L) { (void)L; }
+#include "sk_shared.h"
+
+#define VALUE_MT "skein.shared.Value"
+#define ARRAY_MT "skein.shared.Array"
+
+/* ---------------------------------------------------------------- blobs */
+
+static sk_blob *blob_alloc(size_t nobjs, size_t len) {
+  if (len > SIZE_MAX - sizeof(sk_blob) - nobjs * sizeof(sk_obj *)) return NULL;
+  sk_blob *b = malloc(sizeof *b + nobjs * sizeof(sk_obj *) + len);
+  if (b == NULL) return NULL;
+  __atomic_store_n(&b->refs, 1, __ATOMIC_RELAXED);
+  b->nobjs = (uint32_t)nobjs;
+  b->len = len;
+  return b;
+}
+
+sk_blob *sk_blob_bytes(const char *data, size_t len) {
+  sk_blob *b = blob_alloc(0, len);
+  if (b) memcpy((char *)sk_blob_data(b), data, len);
+  return b;
+}
+
+sk_blob *sk_blob_from_buf(sk_buf *buf) {
+  sk_blob *b = buf->nobjs <= UINT32_MAX ? blob_alloc(buf->nobjs, buf->len) : NULL;
+  if (b) {
+    if (buf->nobjs) memcpy(b->objs, buf->objs, buf->nobjs * sizeof(sk_obj *));
+    memcpy((char *)sk_blob_data(b), buf->data, buf->len);
+    buf->nobjs = 0;  /* the blob owns those references now */
+  }
+  sk_buf_free(buf);
+  return b;
+}
+
+void sk_blob_retain(sk_blob *b) { __atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAXED); }
+
+void sk_blob_release(sk_blob *b) {
+  if (b == NULL || __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  for (uint32_t i = 0; i < b->nobjs; i++) sk_obj_release(b->objs[i]);
+  free(b);
+}
+
+int sk_blob_encode(lua_State *L, int idx, const char *name, sk_blob **out) {
+  sk_buf buf;
+  idx = lua_absindex(L, idx);
+  lua_pushfstring(L, "=%s", name);  /* "=name": the value itself is `name` */
+  int rc = sk_marshal_encode(L, idx, 1, &buf, lua_tostring(L, -1));
+  lua_remove(L, rc == 0 ? -1 : -2);
+  if (rc != 0) return -1;
+  *out = sk_blob_from_buf(&buf);
+  if (*out == NULL) {
+    sk_error_push(L, "marshal", "%s: not enough memory to store the value", name);
+    return -1;
+  }
+  return 0;
+}
+
+void sk_blob_push_value(lua_State *L, sk_blob *b) {
+  int n = sk_marshal_decode(L, sk_blob_data(b), b->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+  sk_blob_release(b);
+  if (n < 0) lua_error(L);
+  if (n != 1) luaL_error(L, "a shared entry holds %d values instead of 1", n);
+}
+
+static int p_push_bytes(lua_State *L) {
+  const sk_blob *b = lua_touserdata(L, 1);
+  lua_pushlstring(L, sk_blob_data(b), b->len);
+  return 1;
+}
+
+void sk_blob_push_string(lua_State *L, sk_blob *b) {
+  int ok = lua_checkstack(L, 3);
+  if (ok) {
+    lua_pushcfunction(L, p_push_bytes);
+    lua_pushlightuserdata(L, b);
+    ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
+  }
+  size_t len = b->len;
+  sk_blob_release(b);
+  if (!ok) luaL_error(L, "not enough memory for a string of %I bytes", (LUAI_UACINT)len);
+}
+
+/* ---------------------------------------------------------- common bits */
+
+void sk_shared_identity(lua_State *L, sk_ctx *c, sk_port **port, uint32_t *slot) {
+  if (sk_ctx_slot(c) != 0) luaL_error(L, "not enough memory");
+  *port = c->w->port;
+  *slot = c->wslot;
+}
+
+/* __eq: two handles are equal when they reach the same object. */
+static int l_handle_eq(lua_State *L) {
+  sk_handle *a = lua_touserdata(L, 1), *b = lua_touserdata(L, 2);
+  lua_pushboolean(L, a && b && a->obj && a->obj == b->obj);
+  return 1;
+}
+
+void sk_shared_newtype(lua_State *L, const char *mt, const luaL_Reg *methods) {
+  luaL_newmetatable(L, mt);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, sk_handle_release);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, sk_handle_release);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, l_handle_eq);
+  lua_setfield(L, -2, "__eq");
+}
+
+/* Pushes a number as Lua shows it (for __tostring). */
+static void add_number(luaL_Buffer *b, lua_State *L, int is_int, lua_Integer i, lua_Number n) {
+  if (is_int) lua_pushinteger(L, i);
+  else lua_pushnumber(L, n);
+  luaL_tolstring(L, -1, NULL);
+  lua_remove(L, -2);
+  luaL_addvalue(b);
+}
+
+/* Converts the number at idx to an integer without losing anything, or
+** raises naming `what`. Floats with an exact integer value are accepted. */
+static lua_Integer check_exact_integer(lua_State *L, int idx, const char *what) {
+  if (lua_type(L, idx) != LUA_TNUMBER) {
+    luaL_error(L, "%s must be an integer, got %s", what, luaL_typename(L, idx));
+  }
+  int ok;
+  lua_Integer i = lua_tointegerx(L, idx, &ok);
+  if (!ok) {
+    lua_pushvalue(L, idx);
+    luaL_error(L, "%s must be an integer, got %s (no exact integer value)", what,
+               luaL_tolstring(L, -1, NULL));
+  }
+  return i;
+}
+
+/* ---------------------------------------------------------------- value */
+
+enum { V_NIL, V_BOOL, V_INT, V_FLOAT, V_STR };
+
+/* A scalar as a value stores it. */
+typedef struct scalar {
+  int tag;
+  union {
+    int b;
+    lua_Integer i;
+    lua_Number n;
+    sk_blob *s;                 /* counted */
+  } u;
+} scalar;
+
+typedef struct sk_value {
+  sk_obj obj;
+  uv_mutex_t lock;
+  scalar v;
+} sk_value;
+
+/* Reads the scalar at idx into *s (allocating a blob for a string); raises
+** for other types. Called with no lock held. */
+static void scalar_check(lua_State *L, int idx, scalar *s, const char *what) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNONE:
+    case LUA_TNIL: s->tag = V_NIL; break;
+    case LUA_TBOOLEAN:
+      s->tag = V_BOOL;
+      s->u.b = lua_toboolean(L, idx);
+      break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        s->tag = V_INT;
+        s->u.i = lua_tointeger(L, idx);
+      } else {
+        s->tag = V_FLOAT;
+        s->u.n = lua_tonumber(L, idx);
+      }
+      break;
+    case LUA_TSTRING: {
+      size_t n;
+      const char *p = lua_tolstring(L, idx, &n);
+      s->tag = V_STR;
+      s->u.s = sk_blob_bytes(p, n);
+      if (s->u.s == NULL) luaL_error(L, "not enough memory for a shared string");
+      break;
+    }
+    default:
+      luaL_error(L, "%s must be nil, a boolean, a number or a string, got %s "
+                 "(use skein.shared.table for structured values)", what, luaL_typename(L, idx));
+  }
+}
+
+static void scalar_clear(scalar *s) {
+  if (s->tag == V_STR) sk_blob_release(s->u.s);
+  s->tag = V_NIL;
+}
+
+/* Pushes a scalar, consuming it (its string's reference is released before
+** anything can raise). */
+static void scalar_push(lua_State *L, scalar *s) {
+  switch (s->tag) {
+    case V_BOOL: lua_pushboolean(L, s->u.b); break;
+    case V_INT: lua_pushinteger(L, s->u.i); break;
+    case V_FLOAT: lua_pushnumber(L, s->u.n); break;
+    case V_STR:
+      s->tag = V_NIL;
+      sk_blob_push_string(L, s->u.s);
+      break;
+    default: lua_pushnil(L); break;
+  }
+}
+
+/* Lua's == between an integer and a float: equal when the float holds
+** exactly that integer. */
+static int int_eq_float(lua_Integer i, lua_Number n) {
+  return n >= -0x1p63 && n < 0x1p63 && floor(n) == n && (lua_Integer)n == i;
+}
+
+/* 1 when the stored scalar equals the Lua value at idx by Lua's ==
+** (1 == 1.0, strings by content). Reads only: safe under the lock. */
+static int scalar_equals(lua_State *L, const scalar *s, int idx) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNONE:
+    case LUA_TNIL: return s->tag == V_NIL;
+    case LUA_TBOOLEAN: return s->tag == V_BOOL && !s->u.b == !lua_toboolean(L, idx);
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        lua_Integer i = lua_tointeger(L, idx);
+        return (s->tag == V_INT && s->u.i == i) || (s->tag == V_FLOAT && int_eq_float(i, s->u.n));
+      } else {
+        lua_Number n = lua_tonumber(L, idx);
+        return (s->tag == V_FLOAT && s->u.n == n) || (s->tag == V_INT && int_eq_float(s->u.i, n));
+      }
+    case LUA_TSTRING: {
+      size_t n;
+      const char *p = lua_tolstring(L, idx, &n);
+      return s->tag == V_STR && s->u.s->len == n && memcmp(sk_blob_data(s->u.s), p, n) == 0;
+    }
+    default: return 0;
+  }
+}
+
+static void value_destroy(sk_obj *o) {
+  sk_value *v = (sk_value *)o;
+  scalar_clear(&v->v);
+  uv_mutex_destroy(&v->lock);
+  free(v);
+}
+
+static const sk_objtype value_type = {VALUE_MT, value_destroy};
+
+static void push_value(lua_State *L, sk_obj *o) { sk_handle_push(L, o, VALUE_MT); }
+
+static sk_value *check_value(lua_State *L, int idx) {
+  return (sk_value *)sk_handle_check(L, idx, VALUE_MT);
+}
+
+/* skein.shared.value([init]) -> value holding nil, a boolean, a number or a
+** string */
+static int l_value_new(lua_State *L) {
+  scalar s;
+  scalar_check(L, 1, &s, "a shared value");
+  sk_value *v = calloc(1, sizeof *v);
+  if (v == NULL || uv_mutex_init(&v->lock) != 0) {
+    free(v);
+    scalar_clear(&s);
+    return luaL_error(L, "not enough memory for a shared value");
+  }
+  if (sk_obj_init(&v->obj, &value_type) != 0) {
+    uv_mutex_destroy(&v->lock);
+    free(v);
+    scalar_clear(&s);
+    return luaL_error(L, "not enough memory for a shared value");
+  }
+  v->v = s;
+  push_value(L, &v->obj);
+  return 1;
+}
+
+/* Copies the stored scalar out (retaining its string). */
+static scalar value_read(sk_value *v) {
+  uv_mutex_lock(&v->lock);
+  scalar s = v->v;
+  if (s.tag == V_STR) sk_blob_retain(s.u.s);
+  uv_mutex_unlock(&v->lock);
+  return s;
+}
+
+/* value:get() -> the current value */
+static int l_value_get(lua_State *L) {
+  scalar s = value_read(check_value(L, 1));
+  scalar_push(L, &s);
+  return 1;
+}
+
+/* value:set(v) */
+static int l_value_set(lua_State *L) {
+  sk_value *v = check_value(L, 1);
+  luaL_checkany(L, 2);
+  scalar s;
+  scalar_check(L, 2, &s, "the new value");
+  uv_mutex_lock(&v->lock);
+  scalar old = v->v;
+  v->v = s;
+  uv_mutex_unlock(&v->lock);
+  scalar_clear(&old);
+  return 0;
+}
+
+/* value:add(d) -> new value, atomically; Lua's arithmetic (integer + integer
+** stays an integer and wraps around, anything with a float is a float). */
+static int l_value_add(lua_State *L) {
+  sk_value *v = check_value(L, 1);
+  if (lua_type(L, 2) != LUA_TNUMBER) luaL_typeerror(L, 2, "number");
+  int dint = lua_isinteger(L, 2);
+  lua_Integer di = dint ? lua_tointeger(L, 2) : 0;
+  lua_Number dn = lua_tonumber(L, 2);
+  uv_mutex_lock(&v->lock);
+  scalar *s = &v->v;
+  int tag = s->tag;
+  if (tag == V_INT && dint) {
+    s->u.i = (lua_Integer)((lua_Unsigned)s->u.i + (lua_Unsigned)di);
+  } else if (tag == V_INT) {
+    s->tag = V_FLOAT;
+    s->u.n = (lua_Number)s->u.i + dn;
+  } else if (tag == V_FLOAT) {
+    s->u.n += dn;
+  }
+  scalar now = *s;
+  uv_mutex_unlock(&v->lock);
+  if (tag != V_INT && tag != V_FLOAT) {
+    static const char *const names[] = {"nil", "a boolean", "", "", "a string"};
+    return luaL_error(L, "cannot add to a shared value holding %s (not a number)", names[tag]);
+  }
+  scalar_push(L, &now);
+  return 1;
+}
+
+/* value:cas(old, new) -> true when the value equalled `old` (by ==) and was
+** replaced by `new`, false otherwise; atomic. */
+static int l_value_cas(lua_State *L) {
+  sk_value *v = check_value(L, 1);
+  luaL_checkany(L, 2);
+  luaL_checkany(L, 3);
+  int t = lua_type(L, 2);
+  if (t != LUA_TNIL && t != LUA_TBOOLEAN && t != LUA_TNUMBER && t != LUA_TSTRING) {
+    return luaL_error(L, "cas: the expected value must be nil, a boolean, a number or a "
+                      "string, got %s", luaL_typename(L, 2));
+  }
+  scalar s;
+  scalar_check(L, 3, &s, "the new value");
+  uv_mutex_lock(&v->lock);
+  int eq = scalar_equals(L, &v->v, 2);
+  scalar old = s;
+  if (eq) {
+    old = v->v;
+    v->v = s;
+  }
+  uv_mutex_unlock(&v->lock);
+  scalar_clear(&old);  /* the replaced value, or the unused new one */
+  lua_pushboolean(L, eq);
+  return 1;
+}
+
+static int l_value_tostring(lua_State *L) {
+  sk_handle *h = luaL_checkudata(L, 1, VALUE_MT);
+  if (h->obj == NULL) {
+    lua_pushliteral(L, "skein.shared.value (closed)");
+    return 1;
+  }
+  scalar s = value_read((sk_value *)h->obj);
+  if (s.tag == V_STR) {
+    scalar_push(L, &s);
+    size_t n;
+    const char *p = lua_tolstring(L, -1, &n);
+    lua_pushliteral(L, "skein.shared.value(\"");
+    lua_pushlstring(L, p, n > 40 ? 40 : n);
+    lua_pushstring(L, n > 40 ? "...\")" : "\")");
+    lua_concat(L, 3);
+    return 1;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "skein.shared.value(");
+  if (s.tag == V_INT || s.tag == V_FLOAT) add_number(&b, L, s.tag == V_INT, s.u.i, s.u.n);
+  else luaL_addstring(&b, s.tag == V_NIL ? "nil" : s.u.b ? "true" : "false");
+  luaL_addchar(&b, ')');
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* ---------------------------------------------------------------- array */
+
+enum { A_NUMBER, A_INTEGER };
+
+/* One block: the header, then n elements inline. */
+typedef struct sk_array {
+  sk_obj obj;
+  uv_mutex_t lock;
+  int kind;
+  size_t n;
+  union {
+    lua_Integer i;
+    lua_Number d;
+  } items[];
+} sk_array;
+
+#define ARRAY_MAX ((size_t)1 << 40)
+
+static void array_destroy(sk_obj *o) {
+  sk_array *a = (sk_array *)o;
+  uv_mutex_destroy(&a->lock);
+  free(a);
+}
+
+static const sk_objtype array_type = {ARRAY_MT, array_destroy};
+
+static void push_array(lua_State *L, sk_obj *o) { sk_handle_push(L, o, ARRAY_MT); }
+
+static sk_array *check_array(lua_State *L, int idx) {
+  return (sk_array *)sk_handle_check(L, idx, ARRAY_MT);
+}
+
+/* Reads an element for array `a` from the Lua value at idx. */
+static void check_item(lua_State *L, sk_array *a, int idx, lua_Integer *i, lua_Number *d,
+                       const char *what) {
+  if (a->kind == A_INTEGER) {
+    *i = check_exact_integer(L, idx, what);
+  } else {
+    if (lua_type(L, idx) != LUA_TNUMBER) {
+      luaL_error(L, "%s must be a number, got %s", what, luaL_typename(L, idx));
+    }
+    *d = lua_tonumber(L, idx);
+  }
+}
+
+/* Reads a 1-based index and returns it 0-based; raises when out of range. */
+static size_t check_index(lua_State *L, sk_array *a, int idx) {
+  if (lua_type(L, idx) != LUA_TNUMBER) {
+    luaL_error(L, "shared array index must be an integer, got %s", luaL_typename(L, idx));
+  }
+  int ok;
+  lua_Integer i = lua_tointegerx(L, idx, &ok);
+  if (!ok) {
+    lua_pushvalue(L, idx);
+    luaL_error(L, "shared array index must be an integer, got %s", luaL_tolstring(L, -1, NULL));
+  }
+  if (i < 1 || (lua_Unsigned)i > a->n) {
+    luaL_error(L, "shared array index %I out of range (1..%I)", (LUAI_UACINT)i,
+               (LUAI_UACINT)a->n);
+  }
+  return (size_t)(i - 1);
+}
+
+static void push_item(lua_State *L, sk_array *a, lua_Integer i, lua_Number d) {
+  if (a->kind == A_INTEGER) lua_pushinteger(L, i);
+  else lua_pushnumber(L, d);
+}
+
+/* skein.shared.array(kind, n | table) -> array of n zeros or of the
+** table's elements; kind is "number" (doubles) or "integer" (int64). */
+static int l_array_new(lua_State *L) {
+  static const char *const kinds[] = {"number", "integer", NULL};
+  int kind = luaL_checkoption(L, 1, NULL, kinds);
+  size_t n;
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    n = lua_rawlen(L, 2);
+  } else if (lua_type(L, 2) == LUA_TNUMBER) {
+    lua_Integer len = check_exact_integer(L, 2, "shared array length");
+    luaL_argcheck(L, len >= 0, 2, "length must not be negative");
+    n = (size_t)len;
+  } else {
+    return luaL_typeerror(L, 2, "length or table");
+  }
+  luaL_argcheck(L, n <= ARRAY_MAX, 2, "array too long");
+  /* Validate the elements before allocating, so nothing leaks on a raise. */
+  sk_array probe = {.kind = kind};
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    for (size_t k = 1; k <= n; k++) {
+      lua_rawgeti(L, 2, (lua_Integer)k);
+      lua_Integer i;
+      lua_Number d;
+      lua_pushfstring(L, "element %I", (LUAI_UACINT)k);
+      check_item(L, &probe, -2, &i, &d, lua_tostring(L, -1));
+      lua_pop(L, 2);
+    }
+  }
+  sk_array *a = calloc(1, sizeof *a + n * sizeof a->items[0]);
+  if (a == NULL || uv_mutex_init(&a->lock) != 0) {
+    free(a);
+    return luaL_error(L, "not enough memory for a shared array of %I elements", (LUAI_UACINT)n);
+  }
+  a->kind = kind;
+  a->n = n;
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    for (size_t k = 0; k < n; k++) {
+      lua_rawgeti(L, 2, (lua_Integer)k + 1);
+      if (kind == A_INTEGER) a->items[k].i = lua_tointeger(L, -1);
+      else a->items[k].d = lua_tonumber(L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  if (sk_obj_init(&a->obj, &array_type) != 0) {
+    uv_mutex_destroy(&a->lock);
+    free(a);
+    return luaL_error(L, "not enough memory for a shared array");
+  }
+  push_array(L, &a->obj);
+  return 1;
+}
+
+/* array:get(i) / a[i] -> the element */
+static int l_array_get(lua_State *L) {
+  sk_array *a = check_array(L, 1);
+  size_t k = check_index(L, a, 2);
+  uv_mutex_lock(&a->lock);
+  lua_Integer i = a->items[k].i;
+  lua_Number d = a->items[k].d;
+  uv_mutex_unlock(&a->lock);
+  push_item(L, a, i, d);
+  return 1;
+}
+
+/* array:set(i, v) / a[i] = v */
+static int l_array_set(lua_State *L) {
+  sk_array *a = check_array(L, 1);
+  size_t k = check_index(L, a, 2);
+  lua_Integer i = 0;
+  lua_Number d = 0;
+  check_item(L, a, 3, &i, &d, a->kind == A_INTEGER ? "integer array element" : "number array element");
+  uv_mutex_lock(&a->lock);
+  if (a->kind == A_INTEGER) a->items[k].i = i;
+  else a->items[k].d = d;
+  uv_mutex_unlock(&a->lock);
+  return 0;
+}
+
+/* array:add(i, d) -> new element, atomically (integers wrap around) */
+static int l_array_add(lua_State *L) {
+  sk_array *a = check_array(L, 1);
+  size_t k = check_index(L, a, 2);
+  lua_Integer i = 0;
+  lua_Number d = 0;
+  check_item(L, a, 3, &i, &d, "the amount to add");
+  uv_mutex_lock(&a->lock);
+  if (a->kind == A_INTEGER) {
+    i = a->items[k].i = (lua_Integer)((lua_Unsigned)a->items[k].i + (lua_Unsigned)i);
+  } else {
+    d = a->items[k].d += d;
+  }
+  uv_mutex_unlock(&a->lock);
+  push_item(L, a, i, d);
+  return 1;
+}
+
+/* array:fill(v): every element becomes v */
+static int l_array_fill(lua_State *L) {
+  sk_array *a = check_array(L, 1);
+  lua_Integer i = 0;
+  lua_Number d = 0;
+  check_item(L, a, 2, &i, &d, "the fill value");
+  uv_mutex_lock(&a->lock);
+  for (size_t k = 0; k < a->n; k++) {
+    if (a->kind == A_INTEGER) a->items[k].i = i;
+    else a->items[k].d = d;
+  }
+  uv_mutex_unlock(&a->lock);
+  return 0;
+}
+
+static int l_array_len(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_array(L, 1)->n);
+  return 1;
+}
+
+/* array:totable() -> a plain table with a consistent snapshot */
+static int l_array_totable(lua_State *L) {
+  sk_array *a = check_array(L, 1);
+  size_t n = a->n;
+  luaL_argcheck(L, n < INT32_MAX, 1, "array too long for a Lua table");
+  /* Copy under the lock into Lua-owned memory (so a raise leaks nothing). */
+  void *copy = lua_newuserdatauv(L, n * sizeof a->items[0] + 1, 0);
+  lua_createtable(L, (int)n, 0);
+  uv_mutex_lock(&a->lock);
+  memcpy(copy, a->items, n * sizeof a->items[0]);
+  uv_mutex_unlock(&a->lock);
+  for (size_t k = 0; k < n; k++) {
+    lua_Integer i;
+    lua_Number d;
+    memcpy(&i, (char *)copy + k * 8, 8);
+    memcpy(&d, (char *)copy + k * 8, 8);
+    push_item(L, a, i, d);
+    lua_rawseti(L, -2, (lua_Integer)k + 1);
+  }
+  return 1;
+}
+
+/* a[i] for integers, methods for names */
+static int l_array_index(lua_State *L) {
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+  }
+  return l_array_get(L);
+}
+
+static int l_array_newindex(lua_State *L) {
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    return luaL_error(L, "cannot set field '%s' of a shared array (index it with 1..#a)",
+                      lua_tostring(L, 2));
+  }
+  return l_array_set(L);
+}
+
+static int l_array_tostring(lua_State *L) {
+  sk_handle *h = luaL_checkudata(L, 1, ARRAY_MT);
+  if (h->obj == NULL) {
+    lua_pushliteral(L, "skein.shared.array (closed)");
+    return 1;
+  }
+  sk_array *a = (sk_array *)h->obj;
+  enum { SHOW = 16 };
+  size_t shown = a->n < SHOW ? a->n : SHOW;
+  lua_Integer items[SHOW];
+  uv_mutex_lock(&a->lock);
+  memcpy(items, a->items, shown * sizeof items[0]);
+  uv_mutex_unlock(&a->lock);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, "skein.shared.array(\"%s\", {", a->kind == A_INTEGER ? "integer" : "number");
+  luaL_addvalue(&b);
+  for (size_t k = 0; k < shown; k++) {
+    lua_Number d;
+    memcpy(&d, &items[k], sizeof d);
+    if (k) luaL_addstring(&b, ", ");
+    add_number(&b, L, a->kind == A_INTEGER, items[k], d);
+  }
+  if (a->n > shown) {
+    lua_pushfstring(L, ", ... (%I elements)", (LUAI_UACINT)a->n);
+    luaL_addvalue(&b);
+  }
+  luaL_addstring(&b, "})");
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* ----------------------------------------------------------------- open */
+
+void sk_shared_open(lua_State *L) {
+  static const luaL_Reg value_methods[] = {{"get", l_value_get},
+                                           {"set", l_value_set},
+                                           {"add", l_value_add},
+                                           {"cas", l_value_cas},
+                                           {NULL, NULL}};
+  static const luaL_Reg array_methods[] = {
+      {"get", l_array_get},   {"set", l_array_set},         {"add", l_array_add},
+      {"fill", l_array_fill}, {"len", l_array_len},         {"totable", l_array_totable},
+      {NULL, NULL}};
+  sk_shared_newtype(L, VALUE_MT, value_methods);
+  lua_pushcfunction(L, l_value_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+
+  sk_shared_newtype(L, ARRAY_MT, array_methods);
+  lua_getfield(L, -1, "__index");
+  lua_pushcclosure(L, l_array_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_array_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, l_array_len);
+  lua_setfield(L, -2, "__len");
+  lua_pushcfunction(L, l_array_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+
+  sk_marshal_register_type(VALUE_MT, push_value);
+  sk_marshal_register_type(ARRAY_MT, push_array);
+
+  lua_newtable(L);  /* skein.shared */
+  lua_pushcfunction(L, l_value_new);
+  lua_setfield(L, -2, "value");
+  lua_pushcfunction(L, l_array_new);
+  lua_setfield(L, -2, "array");
+  sk_shared_table_open(L);
+  lua_setfield(L, -2, "shared");
+}

@@ -29,6 +29,7 @@ typedef struct sk_ctx sk_ctx;
 typedef struct sk_watch sk_watch;
 typedef struct sk_scope sk_scope;
 typedef struct sk_group sk_group;
+typedef struct sk_alloc sk_alloc;
 
 /* A watcher sits in a waitable's list (a task's `watchers`) and fires once
 ** when the waitable completes; firing unlinks it first. `fire` must not call
@@ -87,7 +88,8 @@ struct sk_ctx {
   int nres;                     /* results stored in the userdata */
   unsigned woken : 1, timed_out : 1, cancel_requested : 1, daemon : 1,
       observed : 1, deadlock : 1, interrupt : 1, reported : 1,
-      wait_shield : 1;          /* this wait ignores cancels and scopes */
+      wait_shield : 1,          /* this wait ignores cancels and scopes */
+      unparked : 1;             /* skein._unpark reached it (see task.c) */
   int shield;                   /* >0: cancels and scope deadlines wait */
   uint32_t wslot, wgen;         /* slot in the worker's wake table, wait number */
   int ext_hold;                 /* this wait holds the port (outside wakers) */
@@ -101,12 +103,14 @@ struct sk_ctx {
 
 struct sk_worker {
   lua_State *L;                 /* the main state */
+  sk_alloc *alloc;              /* its allocator (alloc.c) */
   lua_State *cur_L;             /* the state whose code drives the worker now */
   sk_sched sched;
   sk_ctx root;
   sk_ctx *current;              /* whose code runs now */
   lua_Integer next_id;
   const void *task_mt;           /* the task metatable, for fast type checks */
+  int task_mt_ref;              /* ... and a registry reference to it */
   size_t live;                  /* unfinished non-daemon tasks */
   size_t failures;              /* failed tasks reported as never joined */
   volatile sig_atomic_t interrupted;
@@ -118,7 +122,23 @@ struct sk_worker {
   const char *kind;             /* "main", "thread" or "process" */
   lua_Integer self_id;
   char *self_name;
+  void *job_clock;              /* a pool job's deadline (pool.c) */
+  struct sk_proc *procs;        /* running child processes (process.c) */
+  struct sk_ppool *ppools;      /* process pools it owns (ppool.c) */
+  struct {                      /* metatables of handle types, by name */
+    const char *name;
+    const void *ptr;
+    int ref;
+  } mts[24];
+  int nmts;
+  int closing;                  /* set while the worker closes */
 };
+
+/* The allocator of a worker's state (alloc.c): free lists over huge-page
+** chunks for small blocks, malloc for the rest. */
+sk_alloc *sk_alloc_new(void);
+void sk_alloc_free(sk_alloc *a);
+lua_State *sk_lua_newstate(sk_alloc *a);
 
 /* Worker lifecycle (worker.c). sk_worker_new opens the standard libraries
 ** and preloads `skein`; it returns NULL with *err set to a message. */
@@ -221,6 +241,8 @@ int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *r
 int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags);
 void sk_buf_free(sk_buf *b);
 void sk_marshal_open(lua_State *L);
+/* The bytecode key as 32 hex digits, for child processes to inherit. */
+void sk_marshal_key_hex(char out[33]);
 
 /* Waiting on shared objects (worker.c). A shared object guards its state
 ** with its own lock and keeps an sk_waitlist of waiter records. A blocking
@@ -275,6 +297,24 @@ void sk_sync_open(lua_State *L);
 void sk_queue_open(lua_State *L);
 void sk_pipe_open(lua_State *L);
 void sk_shared_open(lua_State *L);
+
+/* Failures that cross workers (worker.c). sk_capture is a message handler
+** turning an error into {value=, message=, traceback=}. sk_encode_failure
+** pops the failure at the top (a captured table or any error value),
+** encodes it as (message, traceback, value) into *out and returns the skein
+** error kind it stands for ("timeout", "cancelled", "marshal") or NULL. */
+int sk_capture(lua_State *L);
+const char *sk_encode_failure(lua_State *L, sk_buf *out);
+/* Runs a marshalled call (fn, args...) at worker w's root: decodes it,
+** calls fn under sk_capture, drains the tasks it spawned, and encodes the
+** results (or the failure) into *out. Returns 0 on success, 1 when *out
+** holds a failure (*kind: its skein kind or NULL), -1 when even that failed
+** (the message is left on w's stack). */
+int sk_run_call(sk_worker *w, const char *code, size_t len, sk_buf *out, const char **kind);
+
+/* Pools and futures (pool.c, future.c). */
+void sk_pool_open(lua_State *L);
+void sk_future_open(lua_State *L);
 
 /* Thread workers (thread.c). */
 void sk_thread_open(lua_State *L);

@@ -5,8 +5,10 @@
 ** modules are registered in package.preload as "skein.<name>".
 */
 #include <string.h>
+#include <unistd.h>
 
 #include "sk_lua.h"
+#include "sk_process.h"
 
 /* Generated from stdlib/ by tools/embed.lua at build time. */
 typedef struct sk_embedded {
@@ -43,6 +45,27 @@ static int load_embedded(lua_State *L, const sk_embedded *e) {
   return 1;
 }
 
+/* skein._module(name) -> the embedded chunk "skein.<name>", not yet run */
+static int l_module(lua_State *L) {
+  const sk_embedded *e = find_embedded(luaL_checkstring(L, 1));
+  if (e == NULL) return luaL_error(L, "no embedded module '%s'", lua_tostring(L, 1));
+  return load_embedded(L, e);
+}
+
+/* skein._methods(mt) -> the method table of a C type that takes Lua-written
+** methods (registered as registry["<mt>.methods"]) */
+static int l_methods(lua_State *L) {
+  lua_pushfstring(L, "%s.methods", luaL_checkstring(L, 1));
+  lua_gettable(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+/* skein._isatty(fd) -> boolean */
+static int l_isatty(lua_State *L) {
+  lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 /* package.preload loader for "skein.<name>" */
 static int l_preload(lua_State *L) {
   const sk_embedded *e = find_embedded(luaL_checkstring(L, 1));
@@ -65,10 +88,20 @@ int luaopen_skein(lua_State *L) {
   sk_pipe_open(L);
   sk_shared_open(L);
   sk_select_open(L);
+  sk_future_open(L);
+  sk_pool_open(L);
+  sk_process_open(L);
+  sk_ppool_open(L);
   lua_pushcfunction(L, l_cpu_count);
   lua_setfield(L, -2, "cpu_count");
   lua_pushcfunction(L, l_exepath);
   lua_setfield(L, -2, "exepath");
+  lua_pushcfunction(L, l_module);
+  lua_setfield(L, -2, "_module");
+  lua_pushcfunction(L, l_methods);
+  lua_setfield(L, -2, "_methods");
+  lua_pushcfunction(L, l_isatty);
+  lua_setfield(L, -2, "_isatty");
   lua_pushliteral(L, SKEIN_VERSION);
   lua_setfield(L, -2, "version");
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);

@@ -68,7 +68,8 @@ sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon) {
   sk_ctx *t = lua_newuserdatauv(L, sizeof *t, UV_COUNT);
   *t = (sk_ctx){0};
   sk_ctx_init(t, w);
-  luaL_setmetatable(L, TASK_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->task_mt_ref);
+  lua_setmetatable(L, -2);
   lua_State *co = lua_newthread(L);
   lua_setiuservalue(L, -2, UV_CO);
   if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments to spawn");
@@ -444,6 +445,57 @@ static int l_timeout(lua_State *L) {
   return timeout_k(L, lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 0, 0, timeout_k), 0);
 }
 
+/* ------------------------------------------------------ park / unpark */
+
+/* The building block of the Lua-written pools: a context parks itself and
+** another context of the same worker unparks it by its token (its task, or
+** "root" for the root context). */
+
+static int park_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_ctx *c = sk_current(L);
+  uint64_t d = sk_to_deadline(L, 1);
+  (void)kctx;
+  for (;;) {
+    if (status == LUA_YIELD) sk_wait_end(L, c);
+    if (c->unparked) {
+      c->unparked = 0;
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+    if (status == LUA_YIELD && sk_expired(d)) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    sk_wait_begin(L, c, d);
+    status = sk_wait(L, c, 0, park_k);
+  }
+}
+
+/* skein._park([timeout]) -> true when unparked, false on timeout */
+static int l_park(lua_State *L) {
+  uint64_t d = sk_check_deadline(L, 1);
+  lua_settop(L, 0);
+  sk_push_deadline(L, d);
+  return park_k(L, LUA_OK, 0);
+}
+
+/* skein._parker() -> the token _unpark takes for the running context */
+static int l_parker(lua_State *L) {
+  sk_ctx *c = sk_current(L);
+  if (c->co == NULL) lua_pushliteral(L, "root");
+  else lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  return 1;
+}
+
+/* skein._unpark(token): wakes a parked context; remembered if not parked */
+static int l_unpark(lua_State *L) {
+  sk_ctx *c = lua_type(L, 1) == LUA_TSTRING ? &sk_worker_of(L)->root : sk_task_check(L, 1);
+  if (c->state == SK_DONE) return 0;
+  c->unparked = 1;
+  sk_ctx_wake(c);
+  return 0;
+}
+
 int sk_yield(lua_State *L);
 
 void sk_task_open(lua_State *L) {
@@ -454,6 +506,7 @@ void sk_task_open(lua_State *L) {
   static const luaL_Reg funcs[] = {
       {"spawn", l_spawn},     {"sleep", l_sleep},     {"yield", sk_yield},
       {"now", l_now},         {"timeout", l_timeout}, {"current", l_current},
+      {"_park", l_park},      {"_parker", l_parker},  {"_unpark", l_unpark},
       {NULL, NULL}};
   if (luaL_newmetatable(L, TASK_MT)) {
     luaL_newlib(L, methods);
@@ -463,7 +516,7 @@ void sk_task_open(lua_State *L) {
     lua_setfield(L, -2, "__tostring");
   }
   sk_worker_of(L)->task_mt = lua_topointer(L, -1);
-  lua_pop(L, 1);
+  sk_worker_of(L)->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (luaL_newmetatable(L, FAILURE_MT)) {
     lua_pushcfunction(L, l_failure_gc);
     lua_setfield(L, -2, "__gc");

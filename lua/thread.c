@@ -22,8 +22,9 @@
 
 #define THREAD_MT "skein.Thread"
 
-const void *sk_runtime_hooks_owner(lua_State *parent);
-int sk_runtime_init_state(const void *owner, lua_State *L);
+void *sk_runtime_hooks_copy(lua_State *parent);
+void sk_runtime_hooks_free(void *hooks);
+int sk_runtime_init_state(void *hooks, lua_State *L);
 
 typedef struct sk_thread {
   sk_obj obj;
@@ -39,7 +40,7 @@ typedef struct sk_thread {
   uv_thread_t tid;
   sk_port *parent;              /* counted */
   sk_worker *pw;                /* only touched on the parent's thread */
-  const void *hooks;
+  void *hooks;                  /* a copy of the parent's init hooks */
 } sk_thread;
 
 static lua_Integer next_worker_id;
@@ -50,6 +51,7 @@ static void thread_destroy(sk_obj *o) {
   sk_buf_free(&th->result);
   sk_waitlist_free(&th->waiters);
   uv_mutex_destroy(&th->lock);
+  sk_runtime_hooks_free(th->hooks);
   free(th->cmsg);
   free(th->name);
   free(th);
@@ -58,74 +60,6 @@ static void thread_destroy(sk_obj *o) {
 static const sk_objtype thread_type = {THREAD_MT, thread_destroy};
 
 /* -------------------------------------------------- the thread's side */
-
-/* Message handler: keeps the error value and adds the traceback. */
-static int capture(lua_State *L) {
-  lua_settop(L, 1);
-  lua_createtable(L, 0, 3);                                   /* 2 */
-  lua_pushvalue(L, 1);
-  lua_setfield(L, 2, "value");
-  if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER) {
-    lua_pushvalue(L, 1);
-  } else if (!luaL_callmeta(L, 1, "__tostring") || !lua_isstring(L, -1)) {
-    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  lua_setfield(L, 2, "message");
-  luaL_traceback(L, L, NULL, 1);
-  lua_setfield(L, 2, "traceback");
-  return 1;
-}
-
-/* Encodes the failure at the top of L's stack (a captured table, or any
-** error value) as (message, traceback, value) into *out. */
-static void encode_failure(lua_State *L, sk_buf *out) {
-  if (!lua_istable(L, -1) || lua_getfield(L, -1, "message") != LUA_TSTRING) {
-    if (lua_istable(L, -1)) lua_pop(L, 1);
-    lua_pushcfunction(L, capture);
-    lua_insert(L, -2);
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "message");
-  }
-  lua_getfield(L, -2, "traceback");
-  lua_getfield(L, -3, "value");
-  if (sk_marshal_encode(L, -3, 3, out, "error") != 0) {
-    lua_pop(L, 2);                  /* the marshal error and the value */
-    lua_pushnil(L);
-    sk_marshal_encode(L, -3, 3, out, "error");
-  }
-  lua_pop(L, 3);
-}
-
-typedef struct body_args {
-  sk_thread *th;
-  sk_worker *w;
-  sk_buf *out;
-  int failed;
-} body_args;
-
-/* The thread's body, run protected: runs the init hooks, decodes fn and
-** args, calls fn, waits for the worker's own tasks, encodes the results
-** (or the failure). */
-static int p_body(lua_State *L) {
-  body_args *a = lua_touserdata(L, 1);
-  sk_thread *th = a->th;
-  lua_settop(L, 0);
-  if (sk_runtime_init_state(th->hooks, L) != 0) {
-    a->failed = 1;
-    encode_failure(L, a->out);
-    return 0;
-  }
-  lua_pushcfunction(L, capture);
-  int n = sk_marshal_decode(L, th->code.data, th->code.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
-  sk_buf_free(&th->code);
-  if (n < 0 || lua_pcall(L, n - 1, LUA_MULTRET, 1) != LUA_OK ||
-      sk_worker_drain(a->w) != 0 ||
-      sk_marshal_encode(L, 2, lua_gettop(L) - 1, a->out, "result") != 0) {
-    a->failed = 1;
-    encode_failure(L, a->out);
-  }
-  return 0;
-}
 
 static void reap(void *arg);
 static void reap_orphan(void *arg);
@@ -144,15 +78,17 @@ static void thread_main(void *arg) {
     w->kind = "thread";
     w->self_id = th->id;
     w->self_name = th->name ? strdup(th->name) : NULL;
-    body_args a = {th, w, &out, 0};
-    lua_pushcfunction(w->L, p_body);
-    lua_pushlightuserdata(w->L, &a);
-    if (lua_pcall(w->L, 1, 0, 0) != LUA_OK) {
-      sk_buf_free(&out);
-      a.failed = 1;
-      cmsg = strdup(lua_tostring(w->L, -1) ? lua_tostring(w->L, -1) : "error in thread start");
+    const char *kind = NULL;
+    int rc = -1;
+    if (sk_runtime_init_state(th->hooks, w->L) == 0) {
+      rc = sk_run_call(w, th->code.data, th->code.len, &out, &kind);
     }
-    failed = a.failed;
+    sk_buf_free(&th->code);
+    if (rc < 0) {
+      const char *msg = lua_tostring(w->L, -1);
+      cmsg = strdup(msg ? msg : "the thread failed to start");
+    }
+    failed = rc != 0;
     sk_worker_report_failures(w);
     if (sk_worker_close(w) != 0 && !failed) {
       fprintf(stderr, "skein: thread %lld closed with handles still open\n", (long long)th->id);
@@ -377,7 +313,7 @@ static int l_thread_new(lua_State *L) {
   th->parent = w->port;
   sk_port_retain(w->port);
   th->pw = w;
-  th->hooks = sk_runtime_hooks_owner(L);
+  th->hooks = sk_runtime_hooks_copy(L);
   push_handle(L, &th->obj);                     /* the handle owns the first ref */
   sk_obj_retain(&th->obj);                      /* the running thread's ref */
   if (!daemon) w->live++;

@@ -7,9 +7,11 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "lualib.h"
 #include "sk_lua.h"
+#include "sk_process.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -246,20 +248,19 @@ int sk_yield(lua_State *L) {
 
 /* ----------------------------------------------------- wakes from afar */
 
-/* Free wake slots chain through their table entries, tagged in the low bit
-** so that a late token for a slot whose task has finished finds no context
-** there (a context pointer is aligned, so its low bit is clear). */
-#define SLOT_FREE(next) ((sk_ctx *)(((uintptr_t)(next) << 1) | 1))
-#define SLOT_IS_FREE(p) (((uintptr_t)(p) & 1) != 0)
-#define SLOT_NEXT(p) ((uint32_t)((uintptr_t)(p) >> 1))
-
 /* Port callback, on the worker's thread: wakes the context in `slot` if it
 ** is still in the wait the token was made for. */
 static void port_wake(void *ud, uint32_t slot, uint32_t gen) {
   sk_worker *w = ud;
   sk_ctx *c = slot < w->nslots ? w->slots[slot] : NULL;
-  if (c && !SLOT_IS_FREE(c) && c->wgen == gen) sk_ctx_wake(c);
+  /* A token may outlive its context: a free slot holds a tagged link. */
+  if (c && !((uintptr_t)c & 1) && c->wgen == gen) sk_ctx_wake(c);
 }
+
+/* Free slots chain through their entries as tagged indexes (low bit set),
+** so that a late wake token never mistakes one for a context. */
+static sk_ctx *free_link(uint32_t next) { return (sk_ctx *)(((uintptr_t)next << 1) | 1); }
+static uint32_t free_next(sk_ctx *link) { return (uint32_t)((uintptr_t)link >> 1); }
 
 int sk_ctx_slot(sk_ctx *c) {
   sk_worker *w = c->w;
@@ -268,9 +269,9 @@ int sk_ctx_slot(sk_ctx *c) {
     uint32_t n = w->nslots ? w->nslots * 2 : 64;
     sk_ctx **slots = realloc(w->slots, n * sizeof *slots);
     if (slots == NULL) return -1;
-    /* Slot 0 stays unused; free slots chain through their pointers. */
+    /* Slot 0 stays unused; free slots chain through tagged links. */
     for (uint32_t i = n - 1; i >= (w->nslots ? w->nslots : 1); i--) {
-      slots[i] = SLOT_FREE(w->free_slot);
+      slots[i] = free_link(w->free_slot);
       w->free_slot = i;
     }
     if (w->nslots == 0) slots[0] = NULL;
@@ -278,7 +279,7 @@ int sk_ctx_slot(sk_ctx *c) {
     w->nslots = n;
   }
   c->wslot = w->free_slot;
-  w->free_slot = SLOT_NEXT(w->slots[c->wslot]);
+  w->free_slot = free_next(w->slots[c->wslot]);
   w->slots[c->wslot] = c;
   return 0;
 }
@@ -300,7 +301,7 @@ int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {
 void sk_ctx_drop_slot(sk_ctx *c) {
   sk_worker *w = c->w;
   if (c->wslot == 0) return;
-  w->slots[c->wslot] = SLOT_FREE(w->free_slot);
+  w->slots[c->wslot] = free_link(w->free_slot);
   w->free_slot = c->wslot;
   c->wslot = 0;
 }
@@ -335,16 +336,50 @@ void sk_shared_wait_end(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *
 
 /* ------------------------------------------------------------- handles */
 
+/* The cache entry of metatable `mt` (a static name), filled on first use:
+** checks and pushes then cost a pointer compare and a rawgeti instead of a
+** registry lookup by string. */
+static int mt_entry(lua_State *L, const char *mt) {
+  sk_worker *w = sk_worker_of(L);
+  for (int i = 0; i < w->nmts; i++) {
+    if (w->mts[i].name == mt) return i;
+  }
+  if (luaL_getmetatable(L, mt) != LUA_TTABLE) luaL_error(L, "skein: unknown type %s", mt);
+  if (w->nmts == (int)(sizeof w->mts / sizeof w->mts[0])) {
+    lua_pop(L, 1);
+    return -1;
+  }
+  int i = w->nmts++;
+  w->mts[i].name = mt;
+  w->mts[i].ptr = lua_topointer(L, -1);
+  w->mts[i].ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return i;
+}
+
 sk_obj *sk_handle_check(lua_State *L, int idx, const char *mt) {
-  sk_handle *h = luaL_checkudata(L, idx, mt);
+  sk_handle *h = lua_touserdata(L, idx);
+  int i = mt_entry(L, mt);
+  if (h == NULL || i < 0 || !lua_getmetatable(L, idx)) {
+    h = luaL_checkudata(L, idx, mt);
+  } else {
+    const void *ptr = lua_topointer(L, -1);
+    lua_pop(L, 1);
+    if (ptr != sk_worker_of(L)->mts[i].ptr) h = luaL_checkudata(L, idx, mt);
+  }
   if (h->obj == NULL) luaL_error(L, "cannot use a %s after it was closed", mt);
   return h->obj;
 }
 
 void sk_handle_push(lua_State *L, sk_obj *o, const char *mt) {
+  int i = mt_entry(L, mt);
   sk_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
   h->obj = o;
-  luaL_setmetatable(L, mt);
+  if (i < 0) {
+    luaL_setmetatable(L, mt);
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sk_worker_of(L)->mts[i].ref);
+    lua_setmetatable(L, -2);
+  }
 }
 
 int sk_handle_release(lua_State *L) {
@@ -373,15 +408,104 @@ void sk_worker_interrupt(sk_worker *w) {
 
 static void on_wakeup(uv_async_t *h) { (void)h; }
 
+/* ------------------------------------------------- failures of workers */
+
+int sk_capture(lua_State *L) {
+  lua_settop(L, 1);
+  lua_createtable(L, 0, 3);                                   /* 2 */
+  lua_pushvalue(L, 1);
+  lua_setfield(L, 2, "value");
+  if (sk_error_is(L, 1, NULL)) {
+    lua_getfield(L, 1, "message");
+  } else if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER) {
+    lua_pushvalue(L, 1);
+  } else if (!luaL_callmeta(L, 1, "__tostring") || !lua_isstring(L, -1)) {
+    lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  lua_setfield(L, 2, "message");
+  luaL_traceback(L, L, NULL, 1);
+  lua_setfield(L, 2, "traceback");
+  return 1;
+}
+
+const char *sk_encode_failure(lua_State *L, sk_buf *out) {
+  const char *kind = NULL;
+  if (!lua_istable(L, -1) || sk_error_is(L, -1, NULL) ||
+      lua_getfield(L, -1, "traceback") != LUA_TSTRING) {
+    if (lua_istable(L, -1) && !sk_error_is(L, -1, NULL)) lua_pop(L, 1);
+    lua_pushcfunction(L, sk_capture);
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, -1, "message");
+  lua_getfield(L, -2, "traceback");
+  lua_getfield(L, -3, "value");
+  if (sk_error_is(L, -1, "timeout")) kind = "timeout";
+  else if (sk_error_is(L, -1, "interrupted") || sk_error_is(L, -1, "cancelled")) kind = "cancelled";
+  else if (sk_error_is(L, -1, "marshal")) kind = "marshal";
+  if (sk_marshal_encode(L, -3, 3, out, "error") != 0) {
+    lua_pop(L, 2);                  /* the marshal error and the value */
+    lua_pushnil(L);
+    sk_marshal_encode(L, -3, 3, out, "error");
+  }
+  lua_pop(L, 4);
+  return kind;
+}
+
+typedef struct call_args {
+  const char *code;
+  size_t len;
+  sk_buf *out;
+  int failed;
+  const char *kind;
+} call_args;
+
+/* Protected body of sk_run_call. */
+static int p_call(lua_State *L) {
+  call_args *a = lua_touserdata(L, 1);
+  sk_worker *w = sk_worker_of(L);
+  lua_settop(L, 0);
+  lua_pushcfunction(L, sk_capture);
+  int n = sk_marshal_decode(L, a->code, a->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+  int st = n < 0 ? LUA_ERRRUN : lua_pcall(L, n - 1, LUA_MULTRET, 1);
+  if (st == LUA_OK && sk_worker_drain(w) != 0) st = LUA_ERRRUN;
+  if (st == LUA_OK && sk_marshal_encode(L, 2, lua_gettop(L) - 1, a->out, "result") == 0) {
+    return 0;
+  }
+  a->failed = 1;
+  a->kind = sk_encode_failure(L, a->out);
+  return 0;
+}
+
+int sk_run_call(sk_worker *w, const char *code, size_t len, sk_buf *out, const char **kind) {
+  lua_State *L = w->L;
+  call_args a = {code, len, out, 0, NULL};
+  memset(out, 0, sizeof *out);
+  lua_pushcfunction(L, p_call);
+  lua_pushlightuserdata(L, &a);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    sk_buf_free(out);
+    return -1;
+  }
+  *kind = a.kind;
+  return a.failed;
+}
+
 /* ------------------------------------------------------------- lifetime */
 
+/* Adds a traceback to any error, skein error objects included (their
+** __tostring gives "kind: message"; a remote error's own traceback comes
+** first, then where it surfaced here). */
 static int msghandler(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
-      return 1;
+      msg = lua_tostring(L, -1);
+    } else {
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   }
   luaL_traceback(L, L, msg, 1);
   return 1;
@@ -419,7 +543,8 @@ sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
     return NULL;
   }
   w->wakeup = malloc(sizeof *w->wakeup);
-  w->L = luaL_newstate();
+  w->alloc = sk_alloc_new();
+  w->L = w->alloc ? sk_lua_newstate(w->alloc) : NULL;
   if (w->wakeup == NULL || w->L == NULL) {
     free(w->wakeup);
     w->wakeup = NULL;
@@ -451,7 +576,11 @@ sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
 static void free_handle(uv_handle_t *h) { free(h); }
 
 int sk_worker_close(sk_worker *w) {
+  w->closing = 1;
+  sk_process_kill_all(w);
+  sk_ppool_kill_all(w);
   if (w->L) lua_close(w->L);
+  sk_alloc_free(w->alloc);
   if (w->port) sk_port_close(w->port);
   free(w->slots);
   free(w->self_name);

@@ -14,7 +14,9 @@ void sk_cli_set_sigint(int on);
 void sk_cli_message(const char *msg);
 int sk_cli_report(lua_State *L, int status);
 
-/* Runs the interactive loop until end of input. */
-void sk_cli_repl(skein_runtime *rt, int banner);
+/* Runs the interactive loop until end of input (Ctrl-D). Tasks keep running
+** while it waits for a line; Ctrl-C cancels the line being typed, or
+** interrupts the line being evaluated, and the loop goes on. */
+void sk_cli_repl(skein_runtime *rt);
 
 #endif

@@ -4,7 +4,11 @@
 ** --lua) can drive skein. After the script's main chunk returns it keeps
 ** running the loop until every non-daemon task has finished. Only this file
 ** decides the exit status: 0, 1 for an error or a task that failed unjoined,
-** 130 after an interrupt (Ctrl-C).
+** 130 after an interrupt (Ctrl-C). An interactive session (the REPL) ends
+** with 0 when the user leaves it; task failures are still reported.
+**
+** Messages always start with "skein: " (not argv[0], as lua.c does), so
+** they read the same however the binary was reached.
 */
 #include <signal.h>
 #include <stdio.h>
@@ -17,11 +21,12 @@
 #include "lauxlib.h"
 #include "lualib.h"
 
-static const char *progname = "skein";
+static const char *const progname = "skein";
 static skein_runtime *g_rt;
 
-/* SIGINT: ask the runtime to stop. A second Ctrl-C in script mode, before
-** the first was handled, kills the process the default way. */
+/* SIGINT: ask the runtime to stop. In script mode the default action comes
+** back after the first Ctrl-C, so a second one kills a program that does
+** not stop (as in lua.c); the REPL keeps the handler for every Ctrl-C. */
 static void on_sigint(int sig) {
   if (!sk_cli_repl_active) signal(sig, SIG_DFL);
   skein_interrupt(g_rt);
@@ -211,16 +216,60 @@ static int handle_luainit(lua_State *L) {
   return dostring(L, init, name);
 }
 
-/* Waits for the script's remaining non-daemon tasks; 0 or an exit status. */
+/* Runs the loop until no non-daemon task is left, inside a protected call:
+** Ctrl-C arms a hook on whatever state runs at that moment, often the main
+** one while the loop waits, and the hook raises at the next Lua call made
+** on it, which must never happen outside every pcall (Lua would panic). */
+static int l_drain(lua_State *L) {
+  skein_runtime *rt = lua_touserdata(L, 1);
+  lua_pushboolean(L, skein_run(rt, SKEIN_RUN_DEFAULT) == 0);
+  return 1;
+}
+
+/* Waits for the script's remaining non-daemon tasks; 0 or an exit status.
+** An interrupt that reached only a task (which then failed) still ends the
+** program as interrupted. */
 static int drain(skein_runtime *rt) {
-  if (skein_run(rt, SKEIN_RUN_DEFAULT) == 0) return 0;
-  if (skein_interrupted(rt, 0)) return 130;
+  lua_State *L = skein_lua(rt);
+  lua_pushcfunction(L, l_drain);
+  lua_pushlightuserdata(L, rt);
+  int status = lua_pcall(L, 1, 1, 0);
+  if (skein_interrupted(rt, 0)) {
+    lua_pop(L, 1);
+    return 130;
+  }
+  if (status != LUA_OK) {
+    sk_cli_report(L, status);
+    return 1;
+  }
+  int ok = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (ok) return 0;
   sk_cli_message(skein_errmsg(rt));
   return 1;
 }
 
-/* The whole program, as lua.c's pmain: returns the exit status. */
-static int run(int argc, char **argv) {
+/* -E: lua.c tells the package library to ignore LUA_PATH and LUA_CPATH
+** before opening it; the runtime has opened it already, so put back the
+** paths it would have built from no environment at all. */
+static void ignore_env_paths(lua_State *L) {
+  lua_pushboolean(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+  if (lua_getglobal(L, "package") == LUA_TTABLE) {
+    lua_pushliteral(L, LUA_PATH_DEFAULT);
+    lua_setfield(L, -2, "path");
+    lua_pushliteral(L, LUA_CPATH_DEFAULT);
+    lua_setfield(L, -2, "cpath");
+  }
+  lua_pop(L, 1);
+}
+
+/* The exit status after a chunk failed (its error was reported). */
+static int failed(void) { return skein_interrupted(g_rt, 0) ? 130 : 1; }
+
+/* The whole program, as lua.c's pmain: returns the exit status, and sets
+** *interactive when it ran the REPL. */
+static int run(int argc, char **argv, int *interactive) {
   lua_State *L = skein_lua(g_rt);
   int script = 0;
   int args = collectargs(argv, &script);
@@ -229,46 +278,47 @@ static int run(int argc, char **argv) {
     return 1;
   }
   if (args & has_v) print_version();
-  if (args & has_E) {
-    lua_pushboolean(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
-  }
+  if (args & has_E) ignore_env_paths(L);
   create_argtable(L, argv, argc, script);
-  if (!(args & has_E) && handle_luainit(L) != LUA_OK) return 1;
-  if (!runargs(L, argv, script)) return skein_interrupted(g_rt, 0) ? 130 : 1;
-  if (script < argc) {
-    if (handle_script(L, argv + script) != LUA_OK) {
-      return skein_interrupted(g_rt, 0) ? 130 : 1;
-    }
+  if (!(args & has_E) && handle_luainit(L) != LUA_OK) return failed();
+  if (!runargs(L, argv, script)) return failed();
+  if (script < argc && handle_script(L, argv + script) != LUA_OK) return failed();
+  if (args & has_i || (script == argc && !(args & (has_e | has_v)) && isatty(0))) {
+    /* Straight to the prompt: tasks started so far keep running there. */
+    if (!(args & has_v)) print_version();
+    *interactive = 1;
+    sk_cli_repl(g_rt);
+    return 0;
   }
-  int status = drain(g_rt);
-  if (status != 0) return status;
-  if (args & has_i) {
-    sk_cli_repl(g_rt, 0);
-  } else if (script == argc && !(args & (has_e | has_v))) {
-    if (isatty(0)) {
-      print_version();
-      sk_cli_repl(g_rt, 0);
-    } else if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) {
-      return skein_interrupted(g_rt, 0) ? 130 : 1;
-    } else if ((status = drain(g_rt)) != 0) {
-      return status;
-    }
+  if (script == argc && !(args & (has_e | has_v))) {
+    /* No script and stdin is not a terminal: stdin is the script. */
+    if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) return failed();
   }
-  return 0;
+  return drain(g_rt);
 }
 
+/* Worker mode, started by a parent skein (lua/process.c). */
+int sk_process_child_main(int fd, const char *mode);
+
 int main(int argc, char **argv) {
-  if (argv[0] && argv[0][0]) progname = argv[0];
+  if (argc >= 3 && strcmp(argv[1], "--skein-worker") == 0) {
+    return sk_process_child_main(atoi(argv[2]), argc >= 4 ? argv[3] : "once");
+  }
   g_rt = skein_new(NULL);
   if (g_rt == NULL) {
     sk_cli_message("cannot create the runtime (out of memory?)");
     return 1;
   }
   sk_cli_set_sigint(1);
-  int status = run(argc, argv);
-  if (status == 130) sk_cli_message("interrupted");
-  if (skein_failures(g_rt) > 0 && status == 0) status = 1;
+  int interactive = 0;
+  int status = run(argc, argv, &interactive);
+  if (status == 130) {
+    /* The status is 130 whatever the tasks did; a task the interrupt ended
+    ** is still reported (with where it was) when the state closes. */
+    sk_cli_message("interrupted");
+  } else if (skein_failures(g_rt) > 0 && status == 0 && !interactive) {
+    status = 1;
+  }
   sk_cli_set_sigint(0);
   if (skein_close(g_rt) != 0) {
     sk_cli_message("internal error: the event loop still had open handles");

@@ -22,10 +22,19 @@ static uv_once_t table_once = UV_ONCE_INIT;
 static void table_init(void) { uv_mutex_init(&table_lock); }
 
 int sk_obj_init(sk_obj *o, const sk_objtype *type) {
-  uv_once(&table_once, table_init);
   o->type = type;
+  o->slot = o->gen = 0;
   __atomic_store_n(&o->refs, 1, __ATOMIC_RELAXED);
+  return 0;
+}
+
+int sk_obj_register(sk_obj *o) {
+  uv_once(&table_once, table_init);
   uv_mutex_lock(&table_lock);
+  if (o->slot) {
+    uv_mutex_unlock(&table_lock);
+    return 0;
+  }
   if (free_head == 0) {
     uint32_t n = nslots ? nslots * 2 : 64;
     slot *s = realloc(slots, n * sizeof *s);
@@ -45,8 +54,8 @@ int sk_obj_init(sk_obj *o, const sk_objtype *type) {
   free_head = slots[i].next_free;
   slots[i].obj = o;
   slots[i].gen++;
-  o->slot = i;
   o->gen = slots[i].gen;
+  __atomic_store_n(&o->slot, i, __ATOMIC_RELEASE);
   uv_mutex_unlock(&table_lock);
   return 0;
 }
@@ -59,6 +68,10 @@ void sk_obj_release(sk_obj *o) {
   if (__atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
   /* No one holds a reference now and sk_obj_lookup never revives an object
   ** whose count reached zero, so nothing can reach it once unregistered. */
+  if (__atomic_load_n(&o->slot, __ATOMIC_ACQUIRE) == 0) {
+    o->type->destroy(o);            /* never marshalled: not in the table */
+    return;
+  }
   uv_mutex_lock(&table_lock);
   if (o->slot) {
     slots[o->slot].obj = NULL;

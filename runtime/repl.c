@@ -4,7 +4,13 @@
 ** every task spawned at the prompt) keeps running while the user types.
 ** Lines are evaluated outside any libuv callback: the poll callback only
 ** stores the finished line, and the REPL's own loop picks it up.
+**
+** The poll is active only while a prompt is shown. Evaluating a line may
+** drive the loop itself (a blocking call at the top level does), and input
+** typed meanwhile must wait in the terminal for the next prompt: readline
+** aborts the process when it is fed a character with no handler installed.
 */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +33,7 @@ typedef struct repl {
   char *line;          /* the finished line handed over by readline */
   int have_line, eof;
   int at_prompt;       /* readline owns the terminal line now */
+  int keep_history;    /* stdin is a terminal: Up recalls earlier lines */
   char *stmt;          /* the statement gathered so far (multi-line) */
   uv_poll_t *poll;
   char history[1024];
@@ -52,7 +59,7 @@ static void on_stdin(uv_poll_t *h, int status, int events) {
     R->eof = 1;
     return;
   }
-  rl_callback_read_char();
+  if (R->at_prompt) rl_callback_read_char();
 }
 
 /* Around each batch of task code: clear the prompt line first, so what tasks
@@ -78,36 +85,49 @@ static const char *get_prompt(lua_State *L, int first) {
   return p;
 }
 
-/* Ctrl-C at the prompt: drop the line (and any unfinished statement). */
+/* Ctrl-C at the prompt: drop the line (and any unfinished statement), and
+** reset what readline was in the middle of (a key sequence, a search). */
 static void cancel_line(repl *r) {
   free(r->stmt);
   r->stmt = NULL;
   if (r->at_prompt) {
+    rl_free_line_state();
+    rl_callback_sigcleanup();
     rl_replace_line("", 0);
+    rl_echo_signal_char(SIGINT);
     rl_crlf();
     rl_callback_handler_remove();
     r->at_prompt = 0;
   }
 }
 
-/* Waits, with the loop running, for one line; 0 at end of input. */
-static int read_line(repl *r, int first) {
-  r->have_line = 0;
+static void show_prompt(repl *r, int first) {
   rl_callback_handler_install(get_prompt(r->L, first), on_line);
   r->at_prompt = 1;
+}
+
+/* Waits, with the loop running, for one line; 0 at end of input. Without
+** a poll handle standard input is a file, which never blocks: the line is
+** read straight away, after one turn of the loop for ready tasks. */
+static int read_line(repl *r, int first) {
+  r->have_line = 0;
+  if (r->poll) uv_poll_start(r->poll, UV_READABLE, on_stdin);
+  else skein_run(r->rt, SKEIN_RUN_NOWAIT);
+  show_prompt(r, first);
   while (!r->have_line && !r->eof) {
     if (skein_interrupted(r->rt, 1)) {
       cancel_line(r);
-      rl_callback_handler_install(get_prompt(r->L, 1), on_line);
-      r->at_prompt = 1;
+      show_prompt(r, 1);
       continue;
     }
-    skein_run(r->rt, SKEIN_RUN_ONCE);
+    if (r->poll) skein_run(r->rt, SKEIN_RUN_ONCE);
+    else rl_callback_read_char();
   }
   if (r->at_prompt) {
     rl_callback_handler_remove();
     r->at_prompt = 0;
   }
+  if (r->poll) uv_poll_stop(r->poll);
   return r->have_line;
 }
 
@@ -146,7 +166,11 @@ static void evaluate(repl *r) {
     lua_insert(L, -(n + 1));
     status = skein_pcall(L, n, 0);
   }
-  sk_cli_report(L, status);
+  if (status != LUA_OK && skein_interrupted(r->rt, 0)) {
+    sk_cli_message("interrupted");  /* not the error object's "kind: message" */
+  } else {
+    sk_cli_report(L, status);
+  }
   lua_settop(L, base - 1);
   skein_interrupted(r->rt, 1);
 }
@@ -160,30 +184,47 @@ static void append(repl *r, const char *line) {
   r->stmt = s;
 }
 
+/* History is kept only for a terminal: lines piped into `skein -i` are not
+** the user's typing. It is saved in the file SKEIN_HISTORY names ("" for
+** none), else in ~/.skein_history. */
 static void setup_history(repl *r) {
   const char *path = getenv("SKEIN_HISTORY"), *home = getenv("HOME");
+  r->history[0] = '\0';
+  r->keep_history = isatty(0);
+  if (!r->keep_history) return;
   if (path) snprintf(r->history, sizeof r->history, "%s", path);
   else if (home) snprintf(r->history, sizeof r->history, "%s/.skein_history", home);
   stifle_history(1000);
+  /* With time stamps in the file, a multi-line statement reads back as one
+  ** entry instead of one per line. */
+  history_comment_char = '#';
+  history_write_timestamps = 1;
+  history_multiline_entries = 1;
   if (r->history[0]) read_history(r->history);
 }
 
-void sk_cli_repl(skein_runtime *rt, int banner) {
+static void free_poll(uv_handle_t *h) { free(h); }
+
+/* Starts watching standard input; NULL when it cannot be polled (a regular
+** file or /dev/null), which read_line handles by reading without waiting. */
+static uv_poll_t *open_poll(skein_runtime *rt) {
+  uv_poll_t *p = malloc(sizeof *p);
+  if (p != NULL && uv_poll_init(skein_loop(rt), p, 0) != 0) {
+    free(p);
+    p = NULL;
+  }
+  return p;
+}
+
+void sk_cli_repl(skein_runtime *rt) {
   repl r = {0};
   r.rt = rt;
   r.L = skein_lua(rt);
   R = &r;
-  (void)banner;
   rl_readline_name = "skein";
   rl_catch_signals = 0;
   setup_history(&r);
-  r.poll = malloc(sizeof *r.poll);
-  if (r.poll == NULL || uv_poll_init(skein_loop(rt), r.poll, 0) != 0) {
-    free(r.poll);
-    sk_cli_message("interactive mode needs a terminal or pipe on stdin");
-    return;
-  }
-  uv_poll_start(r.poll, UV_READABLE, on_stdin);
+  r.poll = open_poll(rt);
   sk_runtime_set_batch_hook(rt, batch_hook, &r);
   sk_cli_repl_active = 1;
   for (;;) {
@@ -193,18 +234,19 @@ void sk_cli_repl(skein_runtime *rt, int banner) {
     r.line = NULL;
     int status;
     if (!compile(r.L, r.stmt, &status)) continue;
-    add_history(r.stmt);
+    if (r.keep_history) add_history(r.stmt);
     free(r.stmt);
     r.stmt = NULL;
     if (status == LUA_OK) evaluate(&r);
     else sk_cli_report(r.L, status);
   }
-  fputc('\n', stdout);
+  /* Readline ends the line at end of input only on a terminal. */
+  if (!isatty(0)) fputc('\n', stdout);
   fflush(stdout);
   sk_cli_repl_active = 0;
   sk_runtime_set_batch_hook(rt, NULL, NULL);
   free(r.stmt);
-  uv_close((uv_handle_t *)r.poll, (uv_close_cb)free);
+  if (r.poll) uv_close((uv_handle_t *)r.poll, free_poll);
   if (r.history[0]) {
     write_history(r.history);
     history_truncate_file(r.history, 1000);

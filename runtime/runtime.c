@@ -61,10 +61,12 @@ static int take_error(skein_runtime *rt) {
   return -1;
 }
 
-/* Records the runtime (argument 1) in its state's registry. */
+/* Records the runtime (argument 1) and its hook list (argument 2) in its
+** state's registry. */
 static int l_register(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &rt_key);
+  lua_pushvalue(L, 2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &hooks_key);
   return 0;
 }
@@ -81,7 +83,8 @@ skein_runtime *skein_new(const skein_options *opts) {
   lua_State *L = rt->w->L;
   lua_pushcfunction(L, l_register);
   lua_pushlightuserdata(L, rt);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {  /* out of memory */
+  lua_pushlightuserdata(L, &rt->hooks);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {  /* out of memory */
     sk_worker_close(rt->w);
     free(rt);
     return NULL;
@@ -142,27 +145,53 @@ int skein_add_init(skein_runtime *rt, skein_init_fn fn, void *ud) {
   return 0;
 }
 
-/* For the thread engine, on the spawning worker's thread: the runtime
-** whose init hooks the state `parent` runs (NULL when none). */
-const void *sk_runtime_hooks_owner(lua_State *parent);
-const void *sk_runtime_hooks_owner(lua_State *parent) {
+/* Hook lists for workers. Every state that runs init hooks maps hooks_key
+** to the address of the head of its list: the runtime's own state to
+** &rt->hooks, a worker's state to a copy owned by the object that started
+** the worker (so a worker never depends on its parent still existing). */
+
+/* On the spawning worker's thread: copies the hook list the state `parent`
+** runs; NULL when there is none (or out of memory: then no hooks run). */
+void *sk_runtime_hooks_copy(lua_State *parent);
+void *sk_runtime_hooks_copy(lua_State *parent) {
   lua_rawgetp(parent, LUA_REGISTRYINDEX, &hooks_key);
-  const void *rt = lua_touserdata(parent, -1);
+  init_hook **src = lua_touserdata(parent, -1);
   lua_pop(parent, 1);
-  return rt;
+  if (src == NULL || *src == NULL) return NULL;
+  init_hook **box = calloc(1, sizeof *box), **tail = box;
+  if (box == NULL) return NULL;
+  for (const init_hook *h = *src; h; h = h->next) {
+    init_hook *c = malloc(sizeof *c);
+    if (c == NULL) break;
+    *c = (init_hook){h->fn, h->ud, NULL};
+    *tail = c;
+    tail = &c->next;
+  }
+  return box;
 }
 
-/* On the new worker's thread: runs `owner`'s init hooks in L and marks L so
-** that workers it starts get them too. The hook list is only read, which is
-** why hosts register hooks before starting workers. Returns 0, or -1 with
-** the error message on L's stack. */
-int sk_runtime_init_state(const void *owner, lua_State *L);
-int sk_runtime_init_state(const void *owner, lua_State *L) {
-  const skein_runtime *rt = owner;
-  if (rt == NULL) return 0;
-  lua_pushlightuserdata(L, (void *)rt);
+void sk_runtime_hooks_free(void *hooks);
+void sk_runtime_hooks_free(void *hooks) {
+  init_hook **box = hooks;
+  if (box == NULL) return;
+  while (*box) {
+    init_hook *h = *box;
+    *box = h->next;
+    free(h);
+  }
+  free(box);
+}
+
+/* On the new worker's thread: runs the copied hooks in L and marks L so that
+** workers it starts get them too. Returns 0, or -1 with the error message
+** on L's stack. */
+int sk_runtime_init_state(void *hooks, lua_State *L);
+int sk_runtime_init_state(void *hooks, lua_State *L) {
+  init_hook **box = hooks;
+  if (box == NULL) return 0;
+  lua_pushlightuserdata(L, box);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &hooks_key);
-  for (const init_hook *h = rt->hooks; h; h = h->next) {
+  for (const init_hook *h = *box; h; h = h->next) {
     if (run_hook(L, h) != 0) return -1;
   }
   return 0;

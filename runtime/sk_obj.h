@@ -31,9 +31,12 @@ struct sk_obj {
   uint32_t slot, gen;           /* its handle; slot 0 means unregistered */
 };
 
-/* Initialises `o` with one reference and registers it in the handle table.
-** Returns 0, or -1 when the table cannot grow (out of memory). */
+/* Initialises `o` with one reference. It enters the handle table only when
+** first marshalled (sk_obj_register), so objects that never cross a worker
+** cost no global lock. Returns 0. */
 int sk_obj_init(sk_obj *o, const sk_objtype *type);
+/* Gives `o` a handle if it has none; 0, or -1 when out of memory. */
+int sk_obj_register(sk_obj *o);
 void sk_obj_retain(sk_obj *o);
 /* Drops a reference; the last one unregisters and destroys the object. */
 void sk_obj_release(sk_obj *o);

@@ -135,6 +135,17 @@ describe("marshal round trips", function()
     assert.equal(print, p)
   end)
 
+  it("send loaded modules a function closes over by name, not by copy", function()
+    local str, sk = require "string", require "skein"
+    local f = rt(function(s) return str.upper(s), sk.now ~= nil end)
+    local up, has_now = f("ab")
+    assert.equal("AB", up)
+    assert.is_true(has_now)
+    local name, value = debug.getupvalue(f, 1)
+    assert.equal("str", name)
+    assert.equal(string, value)
+  end)
+
   it("send standard C functions by name", function()
     local p, f, c = rt(print, string.format, coroutine.create)
     assert.equal(print, p)

@@ -110,4 +110,7 @@ function M.as_completed(list, timeout)
   return iter, nil, nil, ws
 end
 
+--- skein.pool{kind=, size=, ...} -> pool (stdlib/skein/pool.lua)
+M.pool = core._module("skein.pool")(M, core)
+
 return M

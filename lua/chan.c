@@ -1,0 +1,670 @@
+/*
+** chan.c — the queue engine behind skein.queue and skein.pipe (see
+** sk_chan.h for the design: items, the two-lock FIFO, the counters and
+** the wait-list protocol).
+*/
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sk_chan.h"
+
+#define CHUNK 128               /* FIFO items per chunk (a power of two) */
+#define SPIN_NS 20000           /* how long a getter or putter may spin */
+#define SPIN_MAX_PAUSES 64      /* the longest pause between two looks */
+#define SHRINK_CAP 1024         /* an emptied LIFO/priority array above this is freed */
+
+/* ----------------------------------------------------------------- items */
+
+enum { QI_NIL, QI_FALSE, QI_TRUE, QI_INT, QI_FLOAT, QI_SSTR, QI_LSTR, QI_BUF };
+
+void sk_item_free(sk_item *it) {
+  if (it->kind == QI_LSTR) {
+    free(it->u.buf);
+  } else if (it->kind == QI_BUF) {
+    sk_buf_free(it->u.buf);
+    free(it->u.buf);
+  }
+  it->kind = QI_NIL;
+}
+
+/* Turns the marshaller's "item[1].x" paths (the first of its values) into
+** "item.x", in both the error's path and its message. */
+static void fix_path(lua_State *L) {
+  if (!lua_istable(L, -1)) return;
+  if (lua_getfield(L, -1, "path") != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return;
+  }
+  size_t n;
+  const char *p = lua_tolstring(L, -1, &n);
+  if (n < 7 || memcmp(p, "item[1]", 7) != 0) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getfield(L, -2, "message");                       /* err, path, msg */
+  const char *msg = lua_tostring(L, -1);
+  const char *rest = msg && strncmp(msg, p, n) == 0 ? msg + n : NULL;
+  lua_pushfstring(L, "item%s", p + 7);                  /* the new path */
+  if (rest) {
+    lua_pushfstring(L, "%s%s", lua_tostring(L, -1), rest);
+    lua_setfield(L, -5, "message");
+  }
+  lua_setfield(L, -4, "path");
+  lua_pop(L, 2);
+}
+
+int sk_item_encode(lua_State *L, int idx, sk_item *it) {
+  it->len = 0;
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL: it->kind = QI_NIL; return 0;
+    case LUA_TBOOLEAN: it->kind = lua_toboolean(L, idx) ? QI_TRUE : QI_FALSE; return 0;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        it->kind = QI_INT;
+        it->u.i = lua_tointeger(L, idx);
+      } else {
+        it->kind = QI_FLOAT;
+        it->u.n = lua_tonumber(L, idx);
+      }
+      return 0;
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, idx, &n);
+      if (n <= SK_ITEM_INLINE) {
+        it->kind = QI_SSTR;
+        it->len = (uint32_t)n;
+        memcpy(it->u.s, s, n);
+        return 0;
+      }
+      sk_buf *b = n < SIZE_MAX - sizeof *b ? malloc(sizeof *b + n) : NULL;
+      if (b == NULL) break;
+      memset(b, 0, sizeof *b);
+      b->data = (char *)(b + 1);
+      memcpy(b->data, s, n);
+      b->len = b->cap = n;
+      it->kind = QI_LSTR;
+      it->u.buf = b;
+      return 0;
+    }
+    default: {
+      sk_buf *b = malloc(sizeof *b);
+      if (b == NULL) break;
+      if (sk_marshal_encode(L, idx, 1, b, "item") != 0) {
+        free(b);
+        fix_path(L);
+        return -1;
+      }
+      it->kind = QI_BUF;
+      it->u.buf = b;
+      return 0;
+    }
+  }
+  it->kind = QI_NIL;
+  lua_pushliteral(L, "not enough memory for a queue item");
+  return -1;
+}
+
+static int p_push_lstr(lua_State *L) {
+  sk_buf *b = lua_touserdata(L, 1);
+  lua_pushlstring(L, b->data, b->len);
+  return 1;
+}
+
+void sk_item_push(lua_State *L, sk_item *it) {
+  sk_buf *b;
+  switch (it->kind) {
+    case QI_NIL: lua_pushnil(L); break;
+    case QI_FALSE: lua_pushboolean(L, 0); break;
+    case QI_TRUE: lua_pushboolean(L, 1); break;
+    case QI_INT: lua_pushinteger(L, it->u.i); break;
+    case QI_FLOAT: lua_pushnumber(L, it->u.n); break;
+    case QI_SSTR: lua_pushlstring(L, it->u.s, it->len); break;
+    case QI_LSTR: {
+      /* Copy under protection: a memory error must not leak the block. */
+      b = it->u.buf;
+      it->kind = QI_NIL;
+      lua_pushcfunction(L, p_push_lstr);
+      lua_pushlightuserdata(L, b);
+      int st = lua_pcall(L, 1, 1, 0);
+      free(b);
+      if (st != LUA_OK) lua_error(L);
+      break;
+    }
+    default: {
+      b = it->u.buf;
+      it->kind = QI_NIL;
+      int top = lua_gettop(L);
+      int n = sk_marshal_decode(L, b->data, b->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+      sk_buf_free(b);
+      free(b);
+      if (n < 0) lua_error(L);
+      lua_settop(L, top + 1);
+      break;
+    }
+  }
+}
+
+/* ------------------------------------------------------- stamped handles */
+
+static uintptr_t stamp_key;
+static uv_once_t stamp_once = UV_ONCE_INIT;
+
+static void stamp_init(void) {
+  uint64_t k;
+  if (uv_random(NULL, NULL, &k, sizeof k, 0, NULL) != 0) k = uv_hrtime() * 0x9e3779b97f4a7c15u;
+  stamp_key = (uintptr_t)(k | 1);
+}
+
+void sk_stamped_push(lua_State *L, sk_obj *o, const char *mt) {
+  uv_once(&stamp_once, stamp_init);
+  sk_stamped *h = lua_newuserdatauv(L, sizeof *h, 0);
+  h->obj = o;
+  h->stamp = (uintptr_t)h ^ stamp_key;
+  luaL_setmetatable(L, mt);
+}
+
+/* Every stamped handle of this worker was made by sk_stamped_push on its
+** thread, after uv_once, so the key read here is initialised. */
+sk_obj *sk_stamped_obj(lua_State *L, int idx) {
+  sk_stamped *h = lua_touserdata(L, idx);
+  if (h && h->obj && lua_rawlen(L, idx) == sizeof *h && h->stamp == ((uintptr_t)h ^ stamp_key)) {
+    return h->obj;
+  }
+  return NULL;
+}
+
+/* ---------------------------------------------------------------- queues */
+
+typedef struct chunk {
+  struct chunk *next;           /* written once by the put side (release) */
+  sk_item it[CHUNK];
+} chunk;
+
+/* A priority queue's heap entry; `seq` keeps FIFO order among equals. */
+typedef struct pentry {
+  lua_Number prio;
+  uint64_t seq;
+  int prio_int;                 /* the priority was an integer */
+  sk_item it;
+} pentry;
+
+#define ALIGNED _Alignas(64)
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* The put and get sides' locks: test-and-test-and-set. Their critical
+** sections are a few dozen instructions (a malloc or realloc at most), so
+** spinning costs less than a futex; a waiter that spins long yields its
+** CPU, in case the holder was preempted. */
+typedef struct spinlock {
+  int locked;
+} spinlock;
+
+static void spin_lock(spinlock *l) {
+  while (__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE)) {
+    for (unsigned n = 1; __atomic_load_n(&l->locked, __ATOMIC_RELAXED); n++) {
+      if (n % 128 == 0) sched_yield();
+      else cpu_relax();
+    }
+  }
+}
+
+static void spin_unlock(spinlock *l) { __atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE); }
+
+struct sk_queue {
+  sk_obj obj;
+  int order;
+  size_t maxsize;               /* 0: unbounded */
+  int closed;                   /* atomic; set under the put lock */
+  unsigned nwait[3];            /* atomic mirrors of the wait lists' lengths */
+  uv_mutex_t wlock;             /* guards the wait lists */
+  sk_waitlist lists[3];         /* getters, putters, joiners */
+
+  /* The put side (FIFO): only putters touch these. */
+  ALIGNED spinlock plock;
+  uint64_t tail;                /* atomic: items ever put */
+  uint64_t head_seen;           /* the put side's last look at `head` */
+  chunk *tchunk;
+  chunk *spare;                 /* atomic: one emptied chunk kept for reuse */
+
+  /* The get side; also the only lock of LIFO and priority queues. */
+  ALIGNED spinlock glock;
+  uint64_t head;                /* atomic: items ever taken */
+  uint64_t tail_seen;           /* the get side's last look at `tail` */
+  chunk *hchunk;
+  sk_item *stack;               /* LIFO */
+  pentry *heap;                 /* priority: a binary min-heap on (prio, seq) */
+  size_t cap;                   /* of stack or heap */
+  uint64_t seq;
+
+  ALIGNED uint64_t done;        /* atomic: task_done calls and discarded items */
+};
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+
+static int ncpu;
+
+static spinlock *put_lock(sk_queue *q) {
+  return q->order == SK_QUEUE_FIFO ? &q->plock : &q->glock;
+}
+
+static void queue_destroy(sk_obj *o) {
+  sk_queue *q = (sk_queue *)o;
+  uint64_t h = q->head, t = q->tail, n = t - h;
+  if (q->order == SK_QUEUE_FIFO) {
+    /* hchunk holds the item before `head` (or item 0). */
+    chunk *c = q->hchunk;
+    uint64_t cur = h ? (h - 1) / CHUNK : 0;
+    for (uint64_t i = h; i < t; i++) {
+      for (; i / CHUNK > cur; cur++) c = c->next;
+      sk_item_free(&c->it[i & (CHUNK - 1)]);
+    }
+    for (c = q->hchunk; c;) {
+      chunk *next = c->next;
+      free(c);
+      c = next;
+    }
+    free(q->spare);
+  } else {
+    for (uint64_t i = 0; i < n; i++) {
+      sk_item_free(q->order == SK_QUEUE_LIFO ? &q->stack[i] : &q->heap[i].it);
+    }
+  }
+  free(q->stack);
+  free(q->heap);
+  for (int i = 0; i < 3; i++) sk_waitlist_free(&q->lists[i]);
+  uv_mutex_destroy(&q->wlock);
+  free(q);
+}
+
+static const sk_objtype queue_type = {"skein.Queue", queue_destroy};
+
+sk_queue *sk_queue_new(int order, size_t maxsize) {
+  size_t size = (sizeof(sk_queue) + 63) & ~(size_t)63;
+  sk_queue *q = aligned_alloc(64, size);
+  if (q == NULL) return NULL;
+  memset(q, 0, sizeof *q);
+  q->order = order;
+  q->maxsize = maxsize;
+  if (order == SK_QUEUE_FIFO) {
+    q->hchunk = q->tchunk = calloc(1, sizeof(chunk));
+    if (q->hchunk == NULL) goto fail;
+  }
+  if (uv_mutex_init(&q->wlock) != 0) goto fail;
+  if (sk_obj_init(&q->obj, &queue_type) != 0) {
+    uv_mutex_destroy(&q->wlock);
+    goto fail;
+  }
+  if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) == 0) {
+    __atomic_store_n(&ncpu, (int)uv_available_parallelism(), __ATOMIC_RELAXED);
+  }
+  return q;
+fail:
+  free(q->hchunk);
+  free(q);
+  return NULL;
+}
+
+int sk_queue_is(const sk_obj *o) { return o->type == &queue_type; }
+int sk_queue_order(const sk_queue *q) { return q->order; }
+size_t sk_queue_maxsize(const sk_queue *q) { return q->maxsize; }
+int sk_queue_is_closed(sk_queue *q) { return LOAD(&q->closed); }
+
+size_t sk_queue_size(sk_queue *q) {
+  uint64_t h = LOAD(&q->head);  /* head first: tail never falls behind it */
+  return (size_t)(LOAD(&q->tail) - h);
+}
+
+/* --------------------------------------------------------- wait lists */
+
+/* Under wlock: publishes the lists' lengths for the lock-free checks. */
+static void publish(sk_queue *q, int what) { STORE(&q->nwait[what], (unsigned)q->lists[what].n); }
+
+/* Under wlock: moves the oldest record of a list into *out, to fire once
+** the lock is released (out->port stays NULL when there is none). */
+static void take_one(sk_queue *q, int what, sk_waiter *out) {
+  sk_waitlist *l = &q->lists[what];
+  if (l->n == 0) return;
+  *out = l->w[0];
+  memmove(l->w, l->w + 1, (l->n - 1) * sizeof *l->w);
+  l->n--;
+  publish(q, what);
+}
+
+/* Wakes the oldest waiter of a kind, when there is one. A record whose
+** worker has closed (a daemon task left waiting) is dropped and the next
+** one is tried, so that it does not swallow the wake. */
+static void wake_one(sk_queue *q, int what) {
+  while (LOAD(&q->nwait[what])) {
+    sk_waiter w = {0};
+    uv_mutex_lock(&q->wlock);
+    take_one(q, what, &w);
+    uv_mutex_unlock(&q->wlock);
+    if (w.port == NULL) return;
+    int rc = sk_port_wake(w.port, w.slot, w.gen);
+    sk_port_release(w.port);
+    if (rc == 0) return;
+  }
+}
+
+/* Wakes every waiter of a kind. */
+static void wake_all(sk_queue *q, int what) {
+  if (LOAD(&q->nwait[what]) == 0) return;
+  uv_mutex_lock(&q->wlock);
+  sk_waitlist *l = &q->lists[what];
+  size_t n = l->n;
+  sk_waiter *a = n ? malloc(n * sizeof *a) : NULL;
+  if (a) {
+    memcpy(a, l->w, n * sizeof *a);
+    l->n = 0;
+  } else {
+    sk_waitlist_wake_all(l);    /* out of memory: fire under the lock */
+  }
+  publish(q, what);
+  uv_mutex_unlock(&q->wlock);
+  if (a) {
+    for (size_t i = 0; i < n; i++) sk_waiter_fire(&a[i]);
+    free(a);
+  }
+}
+
+int sk_queue_ready(sk_queue *q, int what) {
+  switch (what) {
+    case SK_WAIT_GET: return LOAD(&q->tail) != LOAD(&q->head) || LOAD(&q->closed);
+    case SK_WAIT_PUT: return LOAD(&q->closed) || q->maxsize == 0 || sk_queue_size(q) < q->maxsize;
+    default: return LOAD(&q->done) == LOAD(&q->tail);
+  }
+}
+
+/* Registers a record; 0, or -1 when out of memory (the record is then the
+** caller's to release). */
+static int add_record(sk_queue *q, int what, const sk_waiter *w) {
+  uv_mutex_lock(&q->wlock);
+  int rc = sk_waitlist_add(&q->lists[what], w);
+  publish(q, what);
+  uv_mutex_unlock(&q->wlock);
+  return rc;
+}
+
+/* Removes the records of (port, slot). When none was there, the context had
+** been woken; with `pass`, that wake then goes on to the next waiter if the
+** queue is still ready for it. Returns 1 when a record was removed. */
+static int remove_record(sk_queue *q, int what, sk_port *port, uint32_t slot, int pass) {
+  uv_mutex_lock(&q->wlock);
+  sk_waitlist *l = &q->lists[what];
+  size_t n0 = l->n;
+  sk_waitlist_remove(l, port, slot);
+  int removed = l->n != n0;
+  publish(q, what);
+  uv_mutex_unlock(&q->wlock);
+  if (!removed && pass && sk_queue_ready(q, what)) wake_one(q, what);
+  return removed;
+}
+
+/* ----------------------------------------------------- put and get */
+
+/* FIFO put: the put lock only. */
+static int put_fifo(sk_queue *q, sk_item *it, int force) {
+  spin_lock(&q->plock);
+  if (LOAD(&q->closed)) {
+    spin_unlock(&q->plock);
+    return SK_Q_CLOSED;
+  }
+  uint64_t t = q->tail;
+  if (!force && q->maxsize && t - q->head_seen >= q->maxsize) {
+    q->head_seen = LOAD(&q->head);
+    if (t - q->head_seen >= q->maxsize) {
+      spin_unlock(&q->plock);
+      return SK_Q_BLOCK;
+    }
+  }
+  size_t i = t & (CHUNK - 1);
+  if (i == 0 && t != 0) {
+    chunk *c = __atomic_exchange_n(&q->spare, NULL, __ATOMIC_ACQUIRE);
+    if (c == NULL && (c = malloc(sizeof *c)) == NULL) {
+      spin_unlock(&q->plock);
+      return SK_Q_NOMEM;
+    }
+    c->next = NULL;
+    __atomic_store_n(&q->tchunk->next, c, __ATOMIC_RELEASE);
+    q->tchunk = c;
+  }
+  q->tchunk->it[i] = *it;
+  STORE(&q->tail, t + 1);
+  spin_unlock(&q->plock);
+  return SK_Q_OK;
+}
+
+static int heap_less(const pentry *a, const pentry *b) {
+  return a->prio < b->prio || (a->prio == b->prio && a->seq < b->seq);
+}
+
+/* LIFO and priority put: everything under the get lock. */
+static int put_locked(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, int force) {
+  spin_lock(&q->glock);
+  uint64_t t = q->tail, n = t - q->head;
+  int st = SK_Q_OK;
+  if (q->closed) st = SK_Q_CLOSED;
+  else if (!force && q->maxsize && n >= q->maxsize) st = SK_Q_BLOCK;
+  else if (n == q->cap) {
+    size_t cap = q->cap ? q->cap * 2 : 16;
+    void *a = q->order == SK_QUEUE_LIFO ? realloc(q->stack, cap * sizeof *q->stack)
+                                        : realloc(q->heap, cap * sizeof *q->heap);
+    if (a == NULL) st = SK_Q_NOMEM;
+    else if (q->order == SK_QUEUE_LIFO) q->stack = a;
+    else q->heap = a;
+    if (a) q->cap = cap;
+  }
+  if (st == SK_Q_OK) {
+    if (q->order == SK_QUEUE_LIFO) {
+      q->stack[n] = *it;
+    } else {
+      pentry e = {prio, q->seq++, prio_int, *it};
+      size_t i = n;
+      while (i > 0 && heap_less(&e, &q->heap[(i - 1) / 2])) {
+        q->heap[i] = q->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+      }
+      q->heap[i] = e;
+    }
+    STORE(&q->tail, t + 1);
+  }
+  spin_unlock(&q->glock);
+  return st;
+}
+
+int sk_queue_put(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, int force) {
+  int st = q->order == SK_QUEUE_FIFO ? put_fifo(q, it, force)
+                                     : put_locked(q, it, prio, prio_int, force);
+  if (st != SK_Q_OK) return st;
+  it->kind = QI_NIL;
+  wake_one(q, SK_WAIT_GET);
+  return SK_Q_OK;
+}
+
+/* FIFO get: the get lock only. `tail` is read again only when the items
+** seen last time are used up. */
+static int get_fifo(sk_queue *q, sk_item *out) {
+  spin_lock(&q->glock);
+  uint64_t h = q->head;
+  if (h == q->tail_seen) {
+    q->tail_seen = LOAD(&q->tail);
+    if (h == q->tail_seen) {
+      /* Empty. Closed counts only once every put before the close shows. */
+      int closed = LOAD(&q->closed);
+      if (closed) q->tail_seen = LOAD(&q->tail);
+      if (!closed || h == q->tail_seen) {
+        spin_unlock(&q->glock);
+        return closed ? SK_Q_CLOSED : SK_Q_BLOCK;
+      }
+    }
+  }
+  size_t i = h & (CHUNK - 1);
+  if (i == 0 && h != 0) {
+    chunk *old = q->hchunk;
+    q->hchunk = __atomic_load_n(&old->next, __ATOMIC_ACQUIRE);
+    free(__atomic_exchange_n(&q->spare, old, __ATOMIC_ACQ_REL));
+  }
+  *out = q->hchunk->it[i];
+  /* Only a bounded queue's putters wait on `head` (and need the fence). */
+  if (q->maxsize) STORE(&q->head, h + 1);
+  else __atomic_store_n(&q->head, h + 1, __ATOMIC_RELEASE);
+  spin_unlock(&q->glock);
+  return SK_Q_OK;
+}
+
+static int get_locked(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int) {
+  spin_lock(&q->glock);
+  uint64_t h = q->head, n = q->tail - h;
+  if (n == 0) {
+    int closed = q->closed;
+    spin_unlock(&q->glock);
+    return closed ? SK_Q_CLOSED : SK_Q_BLOCK;
+  }
+  n--;
+  if (q->order == SK_QUEUE_LIFO) {
+    *out = q->stack[n];
+  } else {
+    *out = q->heap[0].it;
+    *prio = q->heap[0].prio;
+    *prio_int = q->heap[0].prio_int;
+    pentry last = q->heap[n];
+    size_t i = 0;
+    for (;;) {
+      size_t l = 2 * i + 1;
+      if (l >= n) break;
+      size_t m = l + 1 < n && heap_less(&q->heap[l + 1], &q->heap[l]) ? l + 1 : l;
+      if (!heap_less(&q->heap[m], &last)) break;
+      q->heap[i] = q->heap[m];
+      i = m;
+    }
+    if (n > 0) q->heap[i] = last;
+  }
+  if (n == 0 && q->cap > SHRINK_CAP) {
+    free(q->stack);
+    free(q->heap);
+    q->stack = NULL;
+    q->heap = NULL;
+    q->cap = 0;
+  }
+  STORE(&q->head, h + 1);
+  spin_unlock(&q->glock);
+  return SK_Q_OK;
+}
+
+int sk_queue_get(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int) {
+  int st = q->order == SK_QUEUE_FIFO ? get_fifo(q, out) : get_locked(q, out, prio, prio_int);
+  if (st == SK_Q_OK && q->maxsize) wake_one(q, SK_WAIT_PUT);
+  return st;
+}
+
+void sk_queue_shut(sk_queue *q, int discard) {
+  spinlock *pl = put_lock(q);
+  spin_lock(pl);
+  STORE(&q->closed, 1);
+  spin_unlock(pl);
+  if (discard) {
+    sk_item it;
+    lua_Number prio;
+    int pi;
+    uint64_t n = 0;
+    while (sk_queue_get(q, &it, &prio, &pi) == SK_Q_OK) {
+      sk_item_free(&it);
+      n++;
+    }
+    if (n) {
+      __atomic_add_fetch(&q->done, n, __ATOMIC_SEQ_CST);
+      wake_all(q, SK_WAIT_JOIN);
+    }
+  }
+  wake_all(q, SK_WAIT_GET);
+  wake_all(q, SK_WAIT_PUT);
+}
+
+int sk_queue_task_done(sk_queue *q) {
+  uint64_t d = LOAD(&q->done);
+  do {
+    if (d >= LOAD(&q->tail)) return -1;
+  } while (!__atomic_compare_exchange_n(&q->done, &d, d + 1, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST));
+  if (LOAD(&q->nwait[SK_WAIT_JOIN]) && sk_queue_ready(q, SK_WAIT_JOIN)) wake_all(q, SK_WAIT_JOIN);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- waiting */
+
+int sk_queue_spin(sk_queue *q, sk_ctx *c, int what) {
+  if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) < 2 || c->w->sched.nready) return 0;
+  uint64_t t0 = uv_hrtime();
+  /* Back off between looks: each look steals the line the other side
+  ** writes, and letting it run ahead a little lets the next get take
+  ** several items without looking again. */
+  for (unsigned i = 1, pauses = 1;; i++) {
+    if (sk_queue_ready(q, what)) return 1;
+    for (unsigned k = 0; k < pauses; k++) cpu_relax();
+    if (pauses < SPIN_MAX_PAUSES) pauses *= 2;
+    if ((i & 7) == 0 && uv_hrtime() - t0 > SPIN_NS) return 0;
+  }
+}
+
+int sk_queue_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_queue *q, int what) {
+  sk_waiter wr;
+  sk_wait_begin(L, c, deadline);
+  if (sk_ctx_waiter(c, &wr) != 0) {
+    sk_wait_abort(c);
+    luaL_error(L, "not enough memory to wait");
+  }
+  if (add_record(q, what, &wr) != 0) {
+    sk_port_release(wr.port);
+    sk_wait_abort(c);
+    luaL_error(L, "not enough memory to wait");
+  }
+  /* Registered first, checked after: a change made meanwhile is seen here
+  ** or its maker saw the record. */
+  if (!sk_queue_ready(q, what)) return 0;
+  remove_record(q, what, c->w->port, c->wslot, 0);
+  sk_wait_abort(c);
+  return 1;
+}
+
+static int p_wait_end(lua_State *L) {
+  sk_wait_end(L, lua_touserdata(L, 1));
+  return 0;
+}
+
+void sk_queue_wait_end(lua_State *L, sk_ctx *c, sk_queue *q, int what, int always) {
+  int removed = remove_record(q, what, c->w->port, c->wslot, always);
+  if (removed || always || what == SK_WAIT_JOIN) {
+    sk_wait_end(L, c);
+    return;
+  }
+  /* Woken: if the end of the wait raises, the wake goes on first. */
+  lua_pushcfunction(L, p_wait_end);
+  lua_pushlightuserdata(L, c);
+  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
+  if (sk_queue_ready(q, what)) wake_one(q, what);
+  lua_error(L);
+}
+
+int sk_queue_add_getter(sk_queue *q, const sk_waiter *w) {
+  if (sk_queue_ready(q, SK_WAIT_GET)) return 1;
+  if (add_record(q, SK_WAIT_GET, w) != 0) return -1;
+  if (!sk_queue_ready(q, SK_WAIT_GET)) return 0;
+  /* Ready after all: take the record back. The caller releases the port
+  ** reference it passed when we answer 1, so keep one for it. */
+  sk_port_retain(w->port);
+  remove_record(q, SK_WAIT_GET, w->port, w->slot, 1);
+  return 1;
+}
+
+void sk_queue_remove_getter(sk_queue *q, sk_port *port, uint32_t slot) {
+  remove_record(q, SK_WAIT_GET, port, slot, 1);
+}

@@ -1,0 +1,278 @@
+/*
+** future.c — futures of thread (and later process) pools: the result of a
+** submitted task, shared by reference across workers.
+**
+** A future is an sk_obj whose state moves PENDING -> RUNNING -> DONE |
+** FAILED | CANCELLED under its own mutex. The results (or the failure as
+** message, traceback, value) are a marshalled buffer, decoded in whichever
+** worker calls get(). Completion wakes every waiter record. The pool engine
+** drives the transitions through sk_future_* (any thread); Lua sees the
+** methods below.
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "sk_future.h"
+
+static lua_Integer next_future_id;
+
+static void future_destroy(sk_obj *o) {
+  sk_future *f = (sk_future *)o;
+  sk_buf_free(&f->result);
+  sk_waitlist_free(&f->waiters);
+  uv_mutex_destroy(&f->lock);
+  free(f->cmsg);
+  free(f);
+}
+
+static const sk_objtype future_type = {FUTURE_MT, future_destroy};
+
+sk_future *sk_future_new(void) {
+  sk_future *f = calloc(1, sizeof *f);
+  if (f == NULL) return NULL;
+  if (uv_mutex_init(&f->lock) != 0) {
+    free(f);
+    return NULL;
+  }
+  if (sk_obj_init(&f->obj, &future_type) != 0) {
+    uv_mutex_destroy(&f->lock);
+    free(f);
+    return NULL;
+  }
+  f->id = __atomic_add_fetch(&next_future_id, 1, __ATOMIC_RELAXED);
+  return f;
+}
+
+int sk_future_start(sk_future *f) {
+  uv_mutex_lock(&f->lock);
+  int ok = f->state == SK_FUT_PENDING;
+  if (ok) f->state = SK_FUT_RUNNING;
+  uv_mutex_unlock(&f->lock);
+  return ok;
+}
+
+void sk_future_finish(sk_future *f, int state, sk_buf *result, const char *cmsg, const char *kind) {
+  uv_mutex_lock(&f->lock);
+  if (f->state == SK_FUT_PENDING || f->state == SK_FUT_RUNNING) {
+    f->state = state;
+    if (result) {
+      f->result = *result;
+      memset(result, 0, sizeof *result);
+    }
+    if (cmsg) f->cmsg = strdup(cmsg);
+    f->kind = kind;
+    sk_waitlist_wake_all(&f->waiters);
+  }
+  uv_mutex_unlock(&f->lock);
+  if (result) sk_buf_free(result);
+}
+
+int sk_future_cancel(sk_future *f) {
+  uv_mutex_lock(&f->lock);
+  int ok = f->state == SK_FUT_PENDING;
+  if (ok) {
+    f->state = SK_FUT_CANCELLED;
+    sk_waitlist_wake_all(&f->waiters);
+  }
+  uv_mutex_unlock(&f->lock);
+  return ok;
+}
+
+/* ------------------------------------------------------------ Lua side */
+
+void sk_future_push(lua_State *L, sk_obj *o) { sk_handle_push(L, o, FUTURE_MT); }
+
+static sk_future *check_future(lua_State *L, int idx) {
+  return (sk_future *)sk_handle_check(L, idx, FUTURE_MT);
+}
+
+static int finished(sk_future *f) { return f->state >= SK_FUT_DONE; }
+
+static int future_ready(void *obj) { return finished(obj); }
+
+/* Pushes the error a failed future raises: kind "remote" (or the engine's
+** own kind, e.g. "timeout" or "worker_died") with the remote traceback. */
+static void push_failure(lua_State *L, sk_future *f) {
+  int top = lua_gettop(L);
+  if (f->state == SK_FUT_CANCELLED) {
+    sk_error_push(L, "cancelled", "future %I was cancelled", (LUAI_UACINT)f->id);
+    return;
+  }
+  if (f->cmsg) {
+    sk_error_push(L, f->kind ? f->kind : "remote", "%s", f->cmsg);
+    return;
+  }
+  if (sk_marshal_decode(L, f->result.data, f->result.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS) != 3) {
+    lua_settop(L, top);
+    sk_error_push(L, "remote", "future %I failed (its error could not be read)", (LUAI_UACINT)f->id);
+    return;
+  }
+  sk_error_push(L, f->kind ? f->kind : "remote", "%s", lua_tostring(L, top + 1));
+  lua_pushvalue(L, top + 3);
+  lua_setfield(L, -2, "value");
+  lua_pushvalue(L, top + 2);
+  lua_setfield(L, -2, "traceback");
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+}
+
+/* Pushes the results of a finished future, or raises its failure. */
+static int push_outcome(lua_State *L, sk_future *f) {
+  f->observed = 1;
+  if (f->state != SK_FUT_DONE) {
+    push_failure(L, f);
+    return lua_error(L);
+  }
+  int n = sk_marshal_decode(L, f->result.data, f->result.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+  if (n < 0) return lua_error(L);
+  return n;
+}
+
+/* Shared shape of get and wait: wait until finished or the deadline. */
+static int wait_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_future *f = check_future(L, 1);
+  sk_ctx *c = sk_current(L);
+  uint64_t d = sk_to_deadline(L, 2);
+  int is_get = (int)kctx;
+  for (;;) {
+    if (status == LUA_YIELD) sk_shared_wait_end(L, c, &f->lock, &f->waiters);
+    uv_mutex_lock(&f->lock);
+    int fin = finished(f);
+    uv_mutex_unlock(&f->lock);
+    if (fin) {
+      if (is_get) return push_outcome(L, f);
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+    if (sk_expired(d)) {
+      if (is_get) return sk_error_raise(L, "timeout", "future %I: get timed out", (LUAI_UACINT)f->id);
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+    if (sk_shared_wait_begin(L, c, d, &f->lock, &f->waiters, future_ready, f)) {
+      status = LUA_OK;
+      continue;
+    }
+    status = sk_wait(L, c, kctx, wait_k);
+  }
+}
+
+static int start_wait(lua_State *L, int is_get) {
+  check_future(L, 1);
+  uint64_t d = sk_check_deadline(L, 2);
+  lua_settop(L, 1);
+  sk_push_deadline(L, d);
+  return wait_k(L, LUA_OK, is_get);
+}
+
+/* future:get([timeout]) -> results, or raises (remote, cancelled, timeout…) */
+static int l_future_get(lua_State *L) { return start_wait(L, 1); }
+
+/* future:wait([timeout]) -> true when finished, false on timeout */
+static int l_future_wait(lua_State *L) { return start_wait(L, 0); }
+
+static int l_future_done(lua_State *L) {
+  sk_future *f = check_future(L, 1);
+  uv_mutex_lock(&f->lock);
+  lua_pushboolean(L, finished(f));
+  uv_mutex_unlock(&f->lock);
+  return 1;
+}
+
+/* future:cancel() -> true when it had not started (it never will) */
+static int l_future_cancel(lua_State *L) {
+  lua_pushboolean(L, sk_future_cancel(check_future(L, 1)));
+  return 1;
+}
+
+static const char *state_name(int s) {
+  static const char *names[] = {"pending", "running", "done", "failed", "cancelled"};
+  return names[s];
+}
+
+static int l_future_status(lua_State *L) {
+  sk_future *f = check_future(L, 1);
+  uv_mutex_lock(&f->lock);
+  lua_pushstring(L, state_name(f->state));
+  uv_mutex_unlock(&f->lock);
+  return 1;
+}
+
+/* future:error() -> the error of a finished, failed future, else nil */
+static int l_future_error(lua_State *L) {
+  sk_future *f = check_future(L, 1);
+  uv_mutex_lock(&f->lock);
+  int state = f->state;
+  uv_mutex_unlock(&f->lock);
+  if (state < SK_FUT_DONE || state == SK_FUT_DONE) return 0;
+  f->observed = 1;
+  push_failure(L, f);
+  return 1;
+}
+
+static int l_future_index(lua_State *L) {
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  sk_future *f = check_future(L, 1);
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "id") == 0) lua_pushinteger(L, f->id);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int l_future_tostring(lua_State *L) {
+  sk_future *f = check_future(L, 1);
+  uv_mutex_lock(&f->lock);
+  int state = f->state;
+  uv_mutex_unlock(&f->lock);
+  lua_pushfstring(L, "skein.future %I (%s)", (LUAI_UACINT)f->id, state_name(state));
+  return 1;
+}
+
+static int future_try(lua_State *L, sk_obj *o) {
+  sk_future *f = (sk_future *)o;
+  uv_mutex_lock(&f->lock);
+  int fin = finished(f);
+  uv_mutex_unlock(&f->lock);
+  return fin ? push_outcome(L, f) : 0;
+}
+
+static int future_add_waiter(sk_obj *o, const sk_waiter *w) {
+  sk_future *f = (sk_future *)o;
+  uv_mutex_lock(&f->lock);
+  int rc = finished(f) ? 1 : sk_waitlist_add(&f->waiters, w);
+  uv_mutex_unlock(&f->lock);
+  return rc;
+}
+
+static void future_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
+  sk_future *f = (sk_future *)o;
+  uv_mutex_lock(&f->lock);
+  sk_waitlist_remove(&f->waiters, port, slot);
+  uv_mutex_unlock(&f->lock);
+}
+
+static const sk_selectable future_select = {FUTURE_MT, future_try, future_add_waiter,
+                                            future_remove_waiter};
+
+void sk_future_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"get", l_future_get},     {"wait", l_future_wait},   {"done", l_future_done},
+      {"cancel", l_future_cancel}, {"status", l_future_status}, {"error", l_future_error},
+      {NULL, NULL}};
+  if (luaL_newmetatable(L, FUTURE_MT)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushvalue(L, -1);           /* Lua-written methods go here too */
+    lua_setfield(L, LUA_REGISTRYINDEX, "skein.Future.methods");
+    lua_pushcclosure(L, l_future_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_future_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, sk_handle_release);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  sk_marshal_register_type(FUTURE_MT, sk_future_push);
+  sk_select_register(&future_select);
+}

@@ -1,0 +1,610 @@
+/*
+** ppool.c — the process-pool engine: N worker processes (this executable
+** in pool mode, see process.c) fed marshalled jobs over their sockets by
+** the owning worker's loop. It is built to survive what breaks
+** multiprocessing pools:
+**
+**  - a worker that dies (a signal, a segfault, os.exit) fails only the job
+**    it was running, with kind "worker_died" and its signal or exit code
+**    and pid, or re-runs that job when `retries` allows; a replacement
+**    starts and the queue goes on;
+**  - a per-task timeout kills the worker running the task (the task really
+**    stops), fails the future with kind "timeout" and starts a replacement;
+**  - `max_tasks` retires a worker after that many jobs (it finishes the
+**    job, then is told to quit) without stranding queued jobs;
+**  - every child dies with its parent and is reaped.
+**
+** Threads: everything here runs on the owning worker's thread. libuv
+** callbacks only move jobs and finish futures (which is thread-safe and
+** calls no Lua). Ownership: the pool struct is freed once its Lua handle is
+** gone and every libuv handle it opened has closed.
+*/
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "sk_future.h"
+#include "sk_process.h"
+
+#define PPOOL_MT "skein.ProcessPool"
+
+typedef struct pjob {
+  struct pjob *next;
+  sk_future *fut;               /* counted */
+  sk_buf code;                  /* 8-byte id, then fn and args */
+  uint64_t timeout;             /* ns, 0: none */
+  int attempts;
+} pjob;
+
+typedef struct sk_ppool sk_ppool;
+
+typedef struct pworker {
+  sk_ppool *pool;
+  uv_process_t *proc;
+  uv_pipe_t *pipe;
+  uv_timer_t *timer;
+  int pid;
+  int running;                  /* spawned and not yet exited */
+  int quitting;                 /* told to quit after max_tasks */
+  int timed_out;                /* killed because its job ran too long */
+  int ntasks;
+  pjob *job;                    /* the job it runs, if any */
+  sk_buf in;
+} pworker;
+
+struct sk_ppool {
+  sk_worker *w;
+  pworker *workers;
+  int size;
+  pjob *head, *tail;
+  size_t queued;
+  int busy, alive;
+  int closed, terminating;
+  uint64_t submitted, done, failed, restarted;
+  int max_tasks, retries;
+  sk_buf init;
+  char *name;
+  int has_handle, open_handles;
+  uint64_t next_job;
+  sk_watchlist exit_watchers;
+  struct sk_ppool *next;        /* the owning worker's pools */
+};
+
+static void start_worker(sk_ppool *p, int i);
+static void quit_idle_if_drained(sk_ppool *p);
+
+static void pool_free_if_unused(sk_ppool *p) {
+  if (p->has_handle || p->open_handles > 0) return;
+  while (p->head) {
+    pjob *j = p->head;
+    p->head = j->next;
+    sk_future_cancel(j->fut);
+    sk_obj_release(&j->fut->obj);
+    sk_buf_free(&j->code);
+    free(j);
+  }
+  for (int i = 0; i < p->size; i++) sk_buf_free(&p->workers[i].in);
+  sk_buf_free(&p->init);
+  free(p->workers);
+  free(p->name);
+  free(p);
+}
+
+static void on_closed(uv_handle_t *h) {
+  sk_ppool *p = ((pworker *)h->data)->pool;
+  free(h);
+  p->open_handles--;
+  pool_free_if_unused(p);
+}
+
+static void close_handle(void *h) {
+  if (h) uv_close((uv_handle_t *)h, on_closed);
+}
+
+static void drop_job(pjob *j) {
+  sk_obj_release(&j->fut->obj);
+  sk_buf_free(&j->code);
+  free(j);
+}
+
+static void unlink_pool(sk_ppool *p);
+
+/* Wakes pool:join once every worker has exited; a pool whose handle is gone
+** then closes its timers so that it can be freed. */
+static void check_exit(sk_ppool *p) {
+  if (p->alive != 0 || !(p->closed || p->terminating)) return;
+  sk_watchlist_fire(&p->exit_watchers, NULL);
+  if (!p->has_handle) {
+    for (int i = 0; i < p->size; i++) {
+      close_handle(p->workers[i].timer);
+      p->workers[i].timer = NULL;
+    }
+    unlink_pool(p);
+  }
+}
+
+/* Gives the next queued job to worker i if it is idle. */
+static void dispatch(sk_ppool *p, int i) {
+  pworker *pw = &p->workers[i];
+  while (pw->running && !pw->quitting && pw->job == NULL && p->head) {
+    pjob *j = p->head;
+    p->head = j->next;
+    if (p->head == NULL) p->tail = NULL;
+    p->queued--;
+    j->next = NULL;
+    if (!sk_future_start(j->fut)) {  /* cancelled while queued */
+      drop_job(j);
+      continue;
+    }
+    j->attempts++;
+    if (sk_send_frame(pw->pipe, 'J', j->code.data, j->code.len) != 0) {
+      sk_future_finish(j->fut, SK_FUT_FAILED, NULL, "cannot send the task to its worker", NULL);
+      p->failed++;
+      drop_job(j);
+      continue;
+    }
+    pw->job = j;
+    p->busy++;
+    return;
+  }
+}
+
+static void on_job_timeout(uv_timer_t *t) {
+  pworker *pw = t->data;
+  if (pw->job && pw->proc) {
+    pw->timed_out = 1;
+    uv_process_kill(pw->proc, SIGKILL);
+  }
+}
+
+static void dispatch_all(sk_ppool *p) {
+  for (int i = 0; i < p->size; i++) {
+    pworker *pw = &p->workers[i];
+    pjob *before = pw->job;
+    dispatch(p, i);
+    if (pw->job && pw->job != before && pw->job->timeout) {
+      uv_timer_start(pw->timer, on_job_timeout, (pw->job->timeout + 999999) / 1000000, 0);
+    }
+  }
+}
+
+/* A reply frame from worker pw: [8-byte job id][kind byte][outcome]. */
+static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, size_t len) {
+  pjob *j = pw->job;
+  if (j == NULL || len < 9 || memcmp(payload, j->code.data, 8) != 0) return;
+  uv_timer_stop(pw->timer);
+  pw->job = NULL;
+  p->busy--;
+  sk_buf out = {0};
+  out.data = malloc(len - 9 ? len - 9 : 1);
+  if (out.data) {
+    memcpy(out.data, payload + 9, len - 9);
+    out.len = out.cap = len - 9;
+  }
+  const char *kind = payload[8] == 't' ? "timeout" : payload[8] == 'm' ? "marshal" : NULL;
+  sk_future_finish(j->fut, type == 'R' ? SK_FUT_DONE : SK_FUT_FAILED, out.data ? &out : NULL,
+                   out.data ? NULL : "out of memory", kind);
+  if (type == 'R') p->done++;
+  else p->failed++;
+  drop_job(j);
+  pw->ntasks++;
+  if (p->max_tasks && pw->ntasks >= p->max_tasks && !pw->quitting) {
+    pw->quitting = 1;
+    sk_send_frame(pw->pipe, 'Q', "", 0);
+  }
+  dispatch_all(p);
+  quit_idle_if_drained(p);
+  check_exit(p);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  pworker *pw = h->data;
+  (void)hint;
+  if (pw->in.cap - pw->in.len < 65536) {
+    size_t cap = pw->in.cap ? pw->in.cap * 2 : 65536;
+    while (cap - pw->in.len < 65536) cap *= 2;
+    char *d = realloc(pw->in.data, cap);
+    if (d == NULL) {
+      *buf = uv_buf_init(NULL, 0);
+      return;
+    }
+    pw->in.data = d;
+    pw->in.cap = cap;
+  }
+  *buf = uv_buf_init(pw->in.data + pw->in.len, (unsigned)(pw->in.cap - pw->in.len));
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  pworker *pw = s->data;
+  sk_ppool *p = pw->pool;
+  (void)buf;
+  if (n < 0) {
+    close_handle(pw->pipe);
+    pw->pipe = NULL;
+    return;
+  }
+  pw->in.len += (size_t)n;
+  size_t off = 0, used;
+  int type;
+  const char *payload;
+  size_t plen;
+  while ((used = sk_frame_parse(pw->in.data + off, pw->in.len - off, &type, &payload, &plen))) {
+    on_reply(p, pw, type, payload, plen);
+    off += used;
+  }
+  if (off) {
+    memmove(pw->in.data, pw->in.data + off, pw->in.len - off);
+    pw->in.len -= off;
+  }
+}
+
+static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
+  pworker *pw = h->data;
+  sk_ppool *p = pw->pool;
+  int i = (int)(pw - p->workers);
+  pw->running = 0;
+  p->alive--;
+  close_handle(pw->proc);
+  pw->proc = NULL;
+  if (pw->pipe) {
+    close_handle(pw->pipe);
+    pw->pipe = NULL;
+  }
+  uv_timer_stop(pw->timer);
+  pjob *j = pw->job;
+  pw->job = NULL;
+  if (j) {
+    p->busy--;
+    char msg[256];
+    if (pw->timed_out) {
+      snprintf(msg, sizeof msg, "task timed out after %g s (its worker, pid %d, was killed)",
+               (double)j->timeout / 1e9, pw->pid);
+      sk_future_finish(j->fut, SK_FUT_FAILED, NULL, msg, "timeout");
+      p->failed++;
+      drop_job(j);
+    } else if (j->attempts <= p->retries && !p->terminating) {
+      sk_future *f = j->fut;   /* back to the head of the queue, to run again */
+      uv_mutex_lock(&f->lock);
+      f->state = SK_FUT_PENDING;
+      uv_mutex_unlock(&f->lock);
+      j->next = p->head;
+      p->head = j;
+      if (p->tail == NULL) p->tail = j;
+      p->queued++;
+    } else {
+      if (sig) {
+        snprintf(msg, sizeof msg, "the worker process (pid %d) running this task was killed by signal %d",
+                 pw->pid, sig);
+      } else {
+        snprintf(msg, sizeof msg, "the worker process (pid %d) running this task exited with code %d",
+                 pw->pid, (int)status);
+      }
+      sk_future_finish(j->fut, SK_FUT_FAILED, NULL, msg, "worker_died");
+      p->failed++;
+      drop_job(j);
+    }
+  }
+  pw->timed_out = 0;
+  /* Replace it unless the pool is winding down and has nothing left. */
+  int wanted = !p->terminating && (!p->closed || p->head != NULL);
+  if (wanted) {
+    p->restarted++;
+    start_worker(p, i);
+  }
+  dispatch_all(p);
+  check_exit(p);
+}
+
+/* Starts (or restarts) worker process i and sends it the initializer. */
+static void start_worker(sk_ppool *p, int i) {
+  pworker *pw = &p->workers[i];
+  uv_process_t *proc = malloc(sizeof *proc);
+  uv_pipe_t *pipe = malloc(sizeof *pipe);
+  if (proc == NULL || pipe == NULL) {
+    free(proc);
+    free(pipe);
+    return;
+  }
+  pw->in.len = 0;
+  pw->ntasks = 0;
+  pw->quitting = 0;
+  char name[96];
+  snprintf(name, sizeof name, "%s-%d", p->name, i);
+  if (sk_spawn_worker(p->w->sched.loop, proc, pipe, i, name, "pool", on_exit_cb) != 0) {
+    free(proc);
+    free(pipe);
+    return;
+  }
+  proc->data = pipe->data = pw;
+  pw->proc = proc;
+  pw->pipe = pipe;
+  pw->pid = proc->pid;
+  pw->running = 1;
+  p->alive++;
+  p->open_handles += 2;
+  uv_read_start((uv_stream_t *)pipe, on_alloc, on_read);
+  if (p->init.len) sk_send_frame(pipe, 'I', p->init.data, p->init.len);
+}
+
+/* ------------------------------------------------------------ Lua side */
+
+static sk_ppool *check_ppool(lua_State *L, int idx) {
+  sk_ppool **u = luaL_checkudata(L, idx, PPOOL_MT);
+  if (*u == NULL) luaL_error(L, "cannot use a process pool after it was closed");
+  return *u;
+}
+
+/* skein._processpool(size, max_tasks, retries, name, init_fn, init_args...) */
+static int l_ppool_new(lua_State *L) {
+  sk_worker *w = sk_worker_of(L);
+  lua_Integer size = luaL_checkinteger(L, 1);
+  lua_Integer max_tasks = luaL_optinteger(L, 2, 0);
+  lua_Integer retries = luaL_optinteger(L, 3, 0);
+  const char *name = luaL_optstring(L, 4, "process-pool");
+  luaL_argcheck(L, size >= 1 && size <= 1024, 1, "size must be between 1 and 1024");
+  luaL_argcheck(L, retries >= 0, 3, "retries must not be negative");
+  sk_ppool *p = calloc(1, sizeof *p);
+  if (p == NULL) return luaL_error(L, "not enough memory for a pool");
+  if (!lua_isnoneornil(L, 5) && sk_marshal_encode(L, 5, lua_gettop(L) - 4, &p->init, "init") != 0) {
+    free(p);
+    return lua_error(L);
+  }
+  p->workers = calloc((size_t)size, sizeof *p->workers);
+  p->name = strdup(name);
+  sk_ppool **u = lua_newuserdatauv(L, sizeof *u, 0);
+  *u = NULL;
+  luaL_setmetatable(L, PPOOL_MT);
+  if (p->workers == NULL || p->name == NULL) {
+    sk_buf_free(&p->init);
+    free(p->workers);
+    free(p->name);
+    free(p);
+    return luaL_error(L, "not enough memory for a pool");
+  }
+  *u = p;
+  p->has_handle = 1;
+  p->w = w;
+  p->size = (int)size;
+  p->max_tasks = (int)max_tasks;
+  p->retries = (int)retries;
+  sk_watchlist_init(&p->exit_watchers);
+  for (int i = 0; i < p->size; i++) {
+    pworker *pw = &p->workers[i];
+    pw->pool = p;
+    pw->timer = malloc(sizeof *pw->timer);
+    if (pw->timer) {
+      uv_timer_init(w->sched.loop, pw->timer);
+      pw->timer->data = pw;
+      p->open_handles++;
+    }
+    start_worker(p, i);
+  }
+  p->next = w->ppools;
+  w->ppools = p;
+  if (p->alive == 0) return luaL_error(L, "cannot start any worker process");
+  return 1;
+}
+
+/* pool:_submit(timeout, fn, ...) -> future */
+static int l_ppool_submit(lua_State *L) {
+  sk_ppool *p = check_ppool(L, 1);
+  double t = luaL_optnumber(L, 2, 0);
+  luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  if (p->closed || p->terminating) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
+  sk_buf code;
+  if (sk_marshal_encode(L, 3, lua_gettop(L) - 2, &code, "fn+args") != 0) return lua_error(L);
+  pjob *j = calloc(1, sizeof *j);
+  char *framed = malloc(code.len + 8);
+  sk_future *f = j && framed ? sk_future_new() : NULL;
+  if (f == NULL) {
+    free(j);
+    free(framed);
+    sk_buf_free(&code);
+    return luaL_error(L, "not enough memory");
+  }
+  uint64_t id = ++p->next_job;
+  memcpy(framed, &id, 8);
+  memcpy(framed + 8, code.data, code.len);
+  j->code.data = framed;
+  j->code.len = j->code.cap = code.len + 8;
+  j->code.objs = code.objs;       /* the job keeps the objects it mentions */
+  j->code.nobjs = code.nobjs;
+  j->code.capobjs = code.capobjs;
+  free(code.data);
+  j->fut = f;
+  j->timeout = t > 0 ? (uint64_t)(t * 1e9) : 0;
+  sk_obj_retain(&f->obj);
+  if (p->tail) p->tail->next = j;
+  else p->head = j;
+  p->tail = j;
+  p->queued++;
+  p->submitted++;
+  sk_future_push(L, &f->obj);
+  dispatch_all(p);
+  return 1;
+}
+
+static int l_ppool_close(lua_State *L) {
+  sk_ppool *p = check_ppool(L, 1);
+  p->closed = 1;
+  /* Idle workers are told to quit now; busy ones after their job. */
+  if (p->head == NULL) {
+    for (int i = 0; i < p->size; i++) {
+      pworker *pw = &p->workers[i];
+      if (pw->running && pw->job == NULL && !pw->quitting) {
+        pw->quitting = 1;
+        sk_send_frame(pw->pipe, 'Q', "", 0);
+      }
+    }
+  }
+  check_exit(p);
+  return 0;
+}
+
+/* Tells idle workers to quit once the queue has drained after a close. */
+static void quit_idle_if_drained(sk_ppool *p) {
+  if (!p->closed || p->head) return;
+  for (int i = 0; i < p->size; i++) {
+    pworker *pw = &p->workers[i];
+    if (pw->running && pw->job == NULL && !pw->quitting) {
+      pw->quitting = 1;
+      sk_send_frame(pw->pipe, 'Q', "", 0);
+    }
+  }
+}
+
+static void terminate(sk_ppool *p) {
+  p->closed = p->terminating = 1;
+  while (p->head) {
+    pjob *j = p->head;
+    p->head = j->next;
+    sk_future_cancel(j->fut);
+    drop_job(j);
+  }
+  p->tail = NULL;
+  p->queued = 0;
+  for (int i = 0; i < p->size; i++) {
+    pworker *pw = &p->workers[i];
+    if (pw->proc && pw->running) uv_process_kill(pw->proc, SIGKILL);
+  }
+}
+
+static int l_ppool_terminate(lua_State *L) {
+  terminate(check_ppool(L, 1));
+  return 0;
+}
+
+static int join_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_ppool *p = check_ppool(L, 1);
+  sk_ctx *c = sk_current(L);
+  uint64_t d = sk_to_deadline(L, 2);
+  for (;;) {
+    if (status == LUA_YIELD) sk_wait_end(L, c);
+    quit_idle_if_drained(p);
+    if (p->alive == 0) return 0;
+    if (sk_expired(d)) return sk_error_raise(L, "timeout", "pool join timed out");
+    sk_wait_begin(L, c, d);
+    sk_watch_link(&p->exit_watchers, &c->joinw);
+    status = sk_wait(L, c, kctx, join_k);
+  }
+}
+
+static int l_ppool_join(lua_State *L) {
+  sk_ppool *p = check_ppool(L, 1);
+  uint64_t d = sk_check_deadline(L, 2);
+  if (!p->closed) return luaL_error(L, "call pool:close() or pool:terminate() before pool:join()");
+  lua_settop(L, 1);
+  sk_push_deadline(L, d);
+  return join_k(L, LUA_OK, 0);
+}
+
+static int l_ppool_stats(lua_State *L) {
+  sk_ppool *p = check_ppool(L, 1);
+  lua_createtable(L, 0, 9);
+  lua_Integer v[] = {p->size, p->busy, (lua_Integer)p->queued, (lua_Integer)p->done,
+                     (lua_Integer)p->failed, (lua_Integer)p->restarted,
+                     (lua_Integer)p->submitted, p->alive};
+  const char *k[] = {"size", "busy", "queued", "done", "failed", "restarted", "submitted", "alive"};
+  for (int i = 0; i < 8; i++) {
+    lua_pushinteger(L, v[i]);
+    lua_setfield(L, -2, k[i]);
+  }
+  lua_pushboolean(L, p->closed);
+  lua_setfield(L, -2, "closed");
+  lua_createtable(L, p->size, 0);
+  for (int i = 0; i < p->size; i++) {
+    lua_pushinteger(L, p->workers[i].running ? p->workers[i].pid : 0);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "pids");
+  return 1;
+}
+
+/* Unlinks from the owner's list (a no-op when not in it). */
+static void unlink_pool(sk_ppool *p) {
+  for (sk_ppool **q = &p->w->ppools; *q; q = &(*q)->next) {
+    if (*q == p) {
+      *q = p->next;
+      break;
+    }
+  }
+}
+
+/* Closes every libuv handle of the pool (its processes are gone). */
+static void close_all(sk_ppool *p) {
+  for (int i = 0; i < p->size; i++) {
+    pworker *pw = &p->workers[i];
+    if (pw->proc) {
+      int pid = pw->pid;
+      uv_process_kill(pw->proc, SIGKILL);
+      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+      close_handle(pw->proc);
+      pw->proc = NULL;
+      pw->running = 0;
+    }
+    if (pw->pipe) {
+      close_handle(pw->pipe);
+      pw->pipe = NULL;
+    }
+    if (pw->timer) {
+      close_handle(pw->timer);
+      pw->timer = NULL;
+    }
+    if (pw->job) {
+      sk_future_finish(pw->job->fut, SK_FUT_FAILED, NULL, "the pool's owner closed", "cancelled");
+      drop_job(pw->job);
+      pw->job = NULL;
+    }
+  }
+  p->alive = 0;
+}
+
+/* __gc: a pool dropped mid-run is closed (its workers finish the queue and
+** quit); at the owner's close every worker is killed and reaped. */
+static int l_ppool_gc(lua_State *L) {
+  sk_ppool **u = luaL_checkudata(L, 1, PPOOL_MT);
+  sk_ppool *p = *u;
+  if (p == NULL) return 0;
+  *u = NULL;
+  p->has_handle = 0;
+  if (p->w->closing) {
+    terminate(p);
+    close_all(p);
+    unlink_pool(p);
+  } else {
+    p->closed = 1;
+    quit_idle_if_drained(p);
+    check_exit(p);
+  }
+  pool_free_if_unused(p);
+  return 0;
+}
+
+void sk_ppool_kill_all(sk_worker *w) {
+  while (w->ppools) {
+    sk_ppool *p = w->ppools;
+    w->ppools = p->next;
+    terminate(p);
+    close_all(p);
+  }
+}
+
+void sk_ppool_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"_submit", l_ppool_submit}, {"close", l_ppool_close}, {"terminate", l_ppool_terminate},
+      {"join", l_ppool_join},      {"stats", l_ppool_stats}, {NULL, NULL}};
+  if (luaL_newmetatable(L, PPOOL_MT)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_ppool_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_ppool_new);
+  lua_setfield(L, -2, "_processpool");
+}

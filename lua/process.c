@@ -1,0 +1,720 @@
+/*
+** process.c — process workers: skein.process(fn, ...) runs fn in a child
+** process that is a fresh run of this executable in worker mode (never a
+** bare fork of a process that may already run threads).
+**
+** Parent and child talk over an inherited socketpair (the child's fd 3) in
+** frames: a 4-byte little-endian length, a type byte, a payload. The parent
+** sends one job ('J': fn and its arguments, marshalled); the child answers
+** 'R' (results) or 'F' (failure: message, traceback, value) and exits. A
+** child that dies first (a signal, a crash, os.exit) is reported to join as
+** kind "worker_died" with its exit code or signal and pid.
+**
+** The child asks the kernel to kill it when its parent dies
+** (PR_SET_PDEATHSIG) and checks that the parent is still the one that
+** started it, so no orphan outlives its parent, even a SIGKILLed one. The
+** parent's libuv reaps every child; a runtime that closes with children
+** still running kills and reaps them first.
+**
+** Ownership: the sk_proc is malloc'd. It is freed when its Lua handle is
+** gone and both its libuv handles (process, pipe) have closed; callbacks
+** only record events and fire watchers, never call Lua.
+*/
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "sk_process.h"
+
+#define PROC_MT "skein.Process"
+
+extern char **environ;
+
+static lua_Integer next_proc_id;
+
+/* ------------------------------------------------------------- frames */
+
+int sk_frame_write(int fd, int type, const void *data, size_t len) {
+  uint8_t head[5] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16),
+                     (uint8_t)(len >> 24), (uint8_t)type};
+  const char *parts[2] = {(const char *)head, data};
+  size_t sizes[2] = {5, len};
+  if (len > 0xffffffffu) return -1;
+  for (int i = 0; i < 2; i++) {
+    size_t off = 0;
+    while (off < sizes[i]) {
+      ssize_t n = send(fd, parts[i] + off, sizes[i] - off, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return -1;
+      off += (size_t)n;
+    }
+  }
+  return 0;
+}
+
+/* Reads exactly n bytes; 0 on success, -1 on EOF or error. */
+static int read_full(int fd, void *buf, size_t n) {
+  size_t off = 0;
+  while (off < n) {
+    ssize_t r = read(fd, (char *)buf + off, n - off);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return -1;
+    off += (size_t)r;
+  }
+  return 0;
+}
+
+int sk_frame_read(int fd, int *type, sk_buf *out) {
+  uint8_t head[5];
+  memset(out, 0, sizeof *out);
+  if (read_full(fd, head, 5) != 0) return -1;
+  size_t len = (size_t)head[0] | (size_t)head[1] << 8 | (size_t)head[2] << 16 | (size_t)head[3] << 24;
+  *type = head[4];
+  out->data = malloc(len ? len : 1);
+  if (out->data == NULL) return -1;
+  out->len = out->cap = len;
+  if (read_full(fd, out->data, len) != 0) {
+    sk_buf_free(out);
+    return -1;
+  }
+  return 0;
+}
+
+/* Finds the next complete frame in buf[0..len); returns its total size (or
+** 0 when incomplete) and sets *type, *payload, *plen. */
+size_t sk_frame_parse(const char *buf, size_t len, int *type, const char **payload, size_t *plen) {
+  if (len < 5) return 0;
+  const uint8_t *h = (const uint8_t *)buf;
+  size_t n = (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24;
+  if (len < 5 + n) return 0;
+  *type = h[4];
+  *payload = buf + 5;
+  *plen = n;
+  return 5 + n;
+}
+
+/* --------------------------------------------------------- child side */
+
+int sk_process_child_setup(void) {
+  const char *pp = getenv("SKEIN_PARENT_PID");
+#ifdef PR_SET_PDEATHSIG
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+  /* The parent may have died before the line above took effect. */
+  if (pp && (long)getppid() != atol(pp)) return -1;
+  signal(SIGPIPE, SIG_IGN);
+  return 0;
+}
+
+/* Names the child's worker from its environment. */
+static void child_identity(sk_worker *w) {
+  const char *id = getenv("SKEIN_WORKER_ID"), *name = getenv("SKEIN_WORKER_NAME");
+  w->kind = "process";
+  w->self_id = id ? atoll(id) : 0;
+  if (name && *name) w->self_name = strdup(name);
+}
+
+/* Runs one marshalled call and sends its reply frame, prefixed by `prefix`
+** (a pool's job id; NULL for a single process). Returns 0, 1 when the call
+** failed, -1 when the worker itself broke. */
+static int run_and_reply(sk_worker *w, int fd, const char *code, size_t len, const char *prefix,
+                         size_t plen) {
+  sk_buf out;
+  const char *kind;
+  int rc = sk_run_call(w, code, len, &out, &kind);
+  if (rc < 0) {
+    const char *msg = lua_tostring(w->L, -1);
+    fprintf(stderr, "skein: worker process failed: %s\n", msg ? msg : "?");
+    lua_settop(w->L, 0);
+    return -1;
+  }
+  if (prefix) {
+    char *framed = malloc(plen + out.len + 1);
+    if (framed == NULL) {
+      sk_buf_free(&out);
+      return -1;
+    }
+    memcpy(framed, prefix, plen);
+    framed[plen] = kind && strcmp(kind, "timeout") == 0 ? 't' : (kind && strcmp(kind, "marshal") == 0 ? 'm' : '-');
+    memcpy(framed + plen + 1, out.data, out.len);
+    sk_frame_write(fd, rc ? 'F' : 'R', framed, plen + 1 + out.len);
+    free(framed);
+  } else {
+    sk_frame_write(fd, rc ? 'F' : 'R', out.data, out.len);
+  }
+  sk_buf_free(&out);
+  return rc;
+}
+
+/* A pool worker: frames 'I' (initializer), 'J' (8-byte job id, then the
+** call) until 'Q' or the end of the stream. */
+static int pool_loop(sk_worker *w, int fd) {
+  int type;
+  sk_buf f;
+  while (sk_frame_read(fd, &type, &f) == 0) {
+    if (type == 'Q') {
+      sk_buf_free(&f);
+      return 0;
+    }
+    if (type == 'I') {
+      sk_buf out;
+      const char *kind;
+      int rc = sk_run_call(w, f.data, f.len, &out, &kind);
+      sk_buf_free(&out);
+      sk_buf_free(&f);
+      if (rc != 0) {
+        fprintf(stderr, "skein: a pool initializer failed\n");
+        return 3;
+      }
+      continue;
+    }
+    if (type != 'J' || f.len < 8) {
+      sk_buf_free(&f);
+      return 2;
+    }
+    int rc = run_and_reply(w, fd, f.data + 8, f.len - 8, f.data, 8);
+    sk_buf_free(&f);
+    if (rc < 0) return 1;
+  }
+  return 0;
+}
+
+int sk_process_child_main(int fd, const char *mode) {
+  const char *err;
+  if (sk_process_child_setup() != 0) return 1;
+  sk_worker *w = sk_worker_new(NULL, &err);
+  if (w == NULL) {
+    fprintf(stderr, "skein: worker process: %s\n", err);
+    return 1;
+  }
+  child_identity(w);
+  int status = 1, type;
+  sk_buf job;
+  if (mode && strcmp(mode, "pool") == 0) {
+    status = pool_loop(w, fd);
+  } else if (sk_frame_read(fd, &type, &job) == 0 && type == 'J') {
+    int rc = run_and_reply(w, fd, job.data, job.len, NULL, 0);
+    sk_buf_free(&job);
+    status = rc == 0 ? 0 : 1;
+  }
+  sk_worker_report_failures(w);
+  sk_worker_close(w);
+  close(fd);
+  fflush(NULL);
+  return status;
+}
+
+/* -------------------------------------------------------- parent side */
+
+typedef struct sk_proc {
+  sk_worker *w;
+  uv_process_t *proc;
+  uv_pipe_t *pipe;
+  int open_handles;             /* libuv handles not yet closed */
+  int has_handle;               /* a Lua handle still refers to it */
+  int pid;
+  int exited, eof, done;
+  int64_t exit_status;
+  int term_signal;
+  int reply;                    /* 0, 'R' or 'F' */
+  sk_buf in;                    /* bytes read, not yet parsed */
+  sk_buf result;                /* the reply's payload */
+  sk_watchlist watchers;
+  lua_Integer id;
+  char *name;
+  int daemon;
+  struct sk_proc *next, *prev;  /* the worker's live processes */
+} sk_proc;
+
+static void proc_free_if_unused(sk_proc *p) {
+  if (p->open_handles > 0 || p->has_handle) return;
+  sk_buf_free(&p->in);
+  sk_buf_free(&p->result);
+  free(p->name);
+  free(p);
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  sk_proc *p = h->data;
+  free(h);
+  p->open_handles--;
+  proc_free_if_unused(p);
+}
+
+/* Unlinks from the worker's list of live processes. */
+static void unlink_proc(sk_proc *p) {
+  sk_worker *w = p->w;
+  if (p->prev) p->prev->next = p->next;
+  else if (w->procs == p) w->procs = p->next;
+  if (p->next) p->next->prev = p->prev;
+  p->next = p->prev = NULL;
+}
+
+/* Both the exit and the end of the reply stream are in: the process is
+** over. Wakes joiners and lets the script end. */
+static void check_done(sk_proc *p) {
+  if (p->done || !p->exited || !p->eof) return;
+  p->done = 1;
+  unlink_proc(p);
+  if (!p->daemon) p->w->live--;
+  sk_watchlist_fire(&p->watchers, NULL);
+}
+
+static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
+  sk_proc *p = h->data;
+  p->exited = 1;
+  p->exit_status = status;
+  p->term_signal = sig;
+  uv_close((uv_handle_t *)h, on_handle_closed);
+  p->proc = NULL;
+  check_done(p);
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  sk_proc *p = h->data;
+  (void)hint;
+  if (p->in.cap - p->in.len < 65536) {
+    size_t cap = p->in.cap ? p->in.cap * 2 : 65536;
+    while (cap - p->in.len < 65536) cap *= 2;
+    char *d = realloc(p->in.data, cap);
+    if (d == NULL) {
+      buf->base = NULL;
+      buf->len = 0;
+      return;
+    }
+    p->in.data = d;
+    p->in.cap = cap;
+  }
+  buf->base = p->in.data + p->in.len;
+  buf->len = p->in.cap - p->in.len;
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
+  sk_proc *p = s->data;
+  (void)buf;
+  if (n > 0) {
+    p->in.len += (size_t)n;
+    int type;
+    const char *payload;
+    size_t plen, used;
+    if (!p->reply && (used = sk_frame_parse(p->in.data, p->in.len, &type, &payload, &plen))) {
+      if (type == 'R' || type == 'F') {
+        p->result.data = malloc(plen ? plen : 1);
+        if (p->result.data) {
+          memcpy(p->result.data, payload, plen);
+          p->result.len = p->result.cap = plen;
+          p->reply = type;
+        }
+      }
+    }
+    return;
+  }
+  if (n < 0) {
+    uv_close((uv_handle_t *)s, on_handle_closed);
+    p->pipe = NULL;
+    p->eof = 1;
+    check_done(p);
+  }
+}
+
+typedef struct write_req {
+  uv_write_t req;
+  char *frame;
+} write_req;
+
+static void on_written(uv_write_t *req, int status) {
+  write_req *wr = (write_req *)req;
+  (void)status;  /* a child that died early shows up through its exit */
+  free(wr->frame);
+  free(wr);
+}
+
+/* Queues a frame on the pipe; the frame is copied. */
+int sk_send_frame(uv_pipe_t *pipe, int type, const char *data, size_t len) {
+  write_req *wr = malloc(sizeof *wr);
+  char *frame = malloc(len + 5);
+  if (wr == NULL || frame == NULL) {
+    free(wr);
+    free(frame);
+    return UV_ENOMEM;
+  }
+  frame[0] = (char)len;
+  frame[1] = (char)(len >> 8);
+  frame[2] = (char)(len >> 16);
+  frame[3] = (char)(len >> 24);
+  frame[4] = (char)type;
+  memcpy(frame + 5, data, len);
+  wr->frame = frame;
+  uv_buf_t b = uv_buf_init(frame, (unsigned)(len + 5));
+  int rc = uv_write(&wr->req, (uv_stream_t *)pipe, &b, 1, on_written);
+  if (rc != 0) {
+    free(frame);
+    free(wr);
+  }
+  return rc;
+}
+
+/* Builds the child's environment: ours, plus what a worker needs. The
+** strings in `extra` must outlive the spawn. */
+static char **child_env(char extra[][128], int nextra) {
+  int n = 0;
+  while (environ[n]) n++;
+  char **env = malloc(sizeof *env * (size_t)(n + nextra + 1));
+  if (env == NULL) return NULL;
+  int k = 0;
+  for (int i = 0; i < n; i++) {
+    if (strncmp(environ[i], "SKEIN_MARSHAL_KEY=", 18) == 0 ||
+        strncmp(environ[i], "SKEIN_PARENT_PID=", 17) == 0 ||
+        strncmp(environ[i], "SKEIN_WORKER_ID=", 16) == 0 ||
+        strncmp(environ[i], "SKEIN_WORKER_NAME=", 18) == 0) {
+      continue;
+    }
+    env[k++] = environ[i];
+  }
+  for (int i = 0; i < nextra; i++) env[k++] = extra[i];
+  env[k] = NULL;
+  return env;
+}
+
+int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_Integer id,
+                    const char *name, const char *mode, uv_exit_cb on_exit) {
+  char exe[4096];
+  size_t exelen = sizeof exe;
+  const char *override = getenv("SKEIN_WORKER_EXE");
+  if (override && *override) {
+    snprintf(exe, sizeof exe, "%s", override);
+  } else if (uv_exepath(exe, &exelen) != 0) {
+    return UV_ENOENT;
+  }
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return uv_translate_sys_error(errno);
+  char extra[4][128], key[33];
+  sk_marshal_key_hex(key);
+  snprintf(extra[0], sizeof extra[0], "SKEIN_MARSHAL_KEY=%s", key);
+  snprintf(extra[1], sizeof extra[1], "SKEIN_PARENT_PID=%ld", (long)getpid());
+  snprintf(extra[2], sizeof extra[2], "SKEIN_WORKER_ID=%lld", (long long)id);
+  snprintf(extra[3], sizeof extra[3], "SKEIN_WORKER_NAME=%.100s", name ? name : "");
+  char **env = child_env(extra, 4);
+  char *args[] = {exe, "--skein-worker", "3", (char *)mode, NULL};
+  uv_stdio_container_t stdio[4] = {
+      {UV_INHERIT_FD, {.fd = 0}}, {UV_INHERIT_FD, {.fd = 1}},
+      {UV_INHERIT_FD, {.fd = 2}}, {UV_INHERIT_FD, {.fd = sv[1]}}};
+  uv_process_options_t opts = {0};
+  opts.exit_cb = on_exit;
+  opts.file = exe;
+  opts.args = args;
+  opts.env = env;
+  opts.stdio = stdio;
+  opts.stdio_count = 4;
+  int rc = env ? uv_spawn(loop, proc, &opts) : UV_ENOMEM;
+  free(env);
+  close(sv[1]);
+  if (rc != 0) {
+    close(sv[0]);
+    return rc;
+  }
+  uv_pipe_init(loop, pipe, 0);
+  uv_pipe_open(pipe, sv[0]);
+  return 0;
+}
+
+static sk_proc *check_proc(lua_State *L, int idx) {
+  sk_proc **u = luaL_checkudata(L, idx, PROC_MT);
+  return *u;
+}
+
+static const char *signal_name(int sig) {
+  switch (sig) {
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    case SIGINT: return "SIGINT";
+    case SIGSEGV: return "SIGSEGV";
+    case SIGABRT: return "SIGABRT";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGHUP: return "SIGHUP";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    case SIGPIPE: return "SIGPIPE";
+    case SIGILL: return "SIGILL";
+    default: return NULL;
+  }
+}
+
+void sk_push_worker_died(lua_State *L, int pid, int64_t status, int sig, const char *what) {
+  const char *sname = sig ? signal_name(sig) : NULL;
+  if (sig) {
+    sk_error_push(L, "worker_died", "%s (pid %d) was killed by signal %d%s%s%s", what, pid, sig,
+                  sname ? " (" : "", sname ? sname : "", sname ? ")" : "");
+    lua_pushinteger(L, sig);
+    lua_setfield(L, -2, "signal");
+    if (sname) {
+      lua_pushstring(L, sname);
+      lua_setfield(L, -2, "signal_name");
+    }
+  } else {
+    sk_error_push(L, "worker_died", "%s (pid %d) exited with code %d before it answered", what,
+                  pid, (int)status);
+    lua_pushinteger(L, (lua_Integer)status);
+    lua_setfield(L, -2, "exit_code");
+  }
+  lua_pushinteger(L, pid);
+  lua_setfield(L, -2, "pid");
+}
+
+void sk_push_remote_failure(lua_State *L, const sk_buf *b, const char *what) {
+  int top = lua_gettop(L);
+  if (sk_marshal_decode(L, b->data, b->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS) != 3) {
+    lua_settop(L, top);
+    sk_error_push(L, "remote", "%s failed (its error could not be read)", what);
+    return;
+  }
+  sk_error_push(L, "remote", "%s", lua_tostring(L, top + 1));
+  lua_pushvalue(L, top + 3);
+  lua_setfield(L, -2, "value");
+  luaL_traceback(L, L, NULL, 1);
+  lua_pushfstring(L, "%s\n(raised in %s, joined here)\n%s", lua_tostring(L, top + 2), what,
+                  lua_tostring(L, -1));
+  lua_setfield(L, -3, "traceback");
+  lua_pop(L, 1);
+  lua_replace(L, top + 1);
+  lua_settop(L, top + 1);
+}
+
+static int push_outcome(lua_State *L, sk_proc *p) {
+  char what[64];
+  snprintf(what, sizeof what, "process %lld", (long long)p->id);
+  if (p->reply == 'R') {
+    int n = sk_marshal_decode(L, p->result.data, p->result.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+    if (n < 0) return lua_error(L);
+    return n;
+  }
+  if (p->reply == 'F') sk_push_remote_failure(L, &p->result, what);
+  else sk_push_worker_died(L, p->pid, p->exit_status, p->term_signal, what);
+  return lua_error(L);
+}
+
+static int join_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_proc *p = check_proc(L, 1);
+  sk_ctx *c = sk_current(L);
+  uint64_t d = sk_to_deadline(L, 2);
+  for (;;) {
+    if (status == LUA_YIELD) sk_wait_end(L, c);
+    if (p->done) return push_outcome(L, p);
+    if (sk_expired(d)) {
+      return sk_error_raise(L, "timeout", "join of process %I timed out", (LUAI_UACINT)p->id);
+    }
+    sk_wait_begin(L, c, d);
+    sk_watch_link(&p->watchers, &c->joinw);
+    status = sk_wait(L, c, kctx, join_k);
+  }
+}
+
+/* process:join([timeout]) -> fn's results, or raises remote/worker_died/timeout */
+static int l_proc_join(lua_State *L) {
+  check_proc(L, 1);
+  uint64_t d = sk_check_deadline(L, 2);
+  lua_settop(L, 1);
+  sk_push_deadline(L, d);
+  return join_k(L, LUA_OK, 0);
+}
+
+static int send_signal(lua_State *L, sk_proc *p, int sig) {
+  if (p->exited || p->proc == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_pushboolean(L, uv_process_kill(p->proc, sig) == 0);
+  return 1;
+}
+
+static int l_proc_terminate(lua_State *L) { return send_signal(L, check_proc(L, 1), SIGTERM); }
+static int l_proc_kill(lua_State *L) { return send_signal(L, check_proc(L, 1), SIGKILL); }
+
+/* process:signal(name_or_number) -> true when sent */
+static int l_proc_signal(lua_State *L) {
+  sk_proc *p = check_proc(L, 1);
+  int sig = 0;
+  if (lua_isinteger(L, 2)) {
+    sig = (int)lua_tointeger(L, 2);
+  } else {
+    const char *name = luaL_checkstring(L, 2);
+    if (strncmp(name, "SIG", 3) == 0) name += 3;
+    static const struct { const char *n; int s; } names[] = {
+        {"TERM", SIGTERM}, {"KILL", SIGKILL}, {"INT", SIGINT}, {"HUP", SIGHUP},
+        {"QUIT", SIGQUIT}, {"USR1", SIGUSR1}, {"USR2", SIGUSR2}, {"STOP", SIGSTOP},
+        {"CONT", SIGCONT}, {"ABRT", SIGABRT}, {NULL, 0}};
+    for (int i = 0; names[i].n; i++) {
+      if (strcmp(names[i].n, name) == 0) sig = names[i].s;
+    }
+  }
+  luaL_argcheck(L, sig > 0 && sig < 65, 2, "unknown signal");
+  return send_signal(L, p, sig);
+}
+
+static int l_proc_alive(lua_State *L) {
+  lua_pushboolean(L, !check_proc(L, 1)->exited);
+  return 1;
+}
+
+static int l_proc_index(lua_State *L) {
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  sk_proc *p = check_proc(L, 1);
+  const char *k = lua_tostring(L, 2);
+  if (k == NULL) return 0;
+  if (strcmp(k, "pid") == 0) lua_pushinteger(L, p->pid);
+  else if (strcmp(k, "id") == 0) lua_pushinteger(L, p->id);
+  else if (strcmp(k, "name") == 0 && p->name) lua_pushstring(L, p->name);
+  else if (strcmp(k, "kind") == 0) lua_pushliteral(L, "process");
+  else if (strcmp(k, "exit_code") == 0 && p->exited && !p->term_signal) lua_pushinteger(L, p->exit_status);
+  else if (strcmp(k, "signal") == 0 && p->exited && p->term_signal) lua_pushinteger(L, p->term_signal);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int l_proc_tostring(lua_State *L) {
+  sk_proc *p = check_proc(L, 1);
+  lua_pushfstring(L, "skein.process %I (pid %d, %s)", (LUAI_UACINT)p->id, p->pid,
+                  p->exited ? "exited" : "running");
+  return 1;
+}
+
+static int l_proc_gc(lua_State *L) {
+  sk_proc **u = luaL_checkudata(L, 1, PROC_MT);
+  sk_proc *p = *u;
+  if (p) {
+    p->has_handle = 0;
+    *u = NULL;
+    proc_free_if_unused(p);
+  }
+  return 0;
+}
+
+/* skein.process(fn, ...) or skein.process{fn=, args=, name=, daemon=} */
+static int l_proc_new(lua_State *L) {
+  sk_worker *w = sk_worker_of(L);
+  int daemon = 0;
+  char *name = NULL;
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    luaL_argcheck(L, lua_gettop(L) == 1, 2, "no arguments after an options table");
+    lua_getfield(L, 1, "fn");
+    luaL_argcheck(L, lua_isfunction(L, 2), 1, "options.fn must be a function");
+    lua_getfield(L, 1, "daemon");
+    daemon = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    int tn = lua_getfield(L, 1, "name");
+    luaL_argcheck(L, tn == LUA_TNIL || tn == LUA_TSTRING, 1, "options.name must be a string");
+    int ta = lua_getfield(L, 1, "args");
+    luaL_argcheck(L, ta == LUA_TNIL || ta == LUA_TTABLE, 1, "options.args must be a table");
+    lua_Integer n = 0;
+    if (ta == LUA_TTABLE) {
+      lua_getfield(L, 4, "n");
+      n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, 4);
+      lua_pop(L, 1);
+      luaL_argcheck(L, n >= 0 && n < 100000, 1, "options.args is too long");
+    }
+    luaL_checkstack(L, (int)n + 8, "too many arguments");
+    lua_pushvalue(L, 2);
+    for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(L, 4, i);
+    if (tn == LUA_TSTRING) name = strdup(lua_tostring(L, 3));
+    lua_rotate(L, 1, -4);
+    lua_pop(L, 4);
+  } else {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+  }
+  sk_buf code;
+  if (sk_marshal_encode(L, 1, lua_gettop(L), &code, "fn+args") != 0) {
+    free(name);
+    return lua_error(L);
+  }
+  sk_proc *p = calloc(1, sizeof *p);
+  sk_proc **u = p ? lua_newuserdatauv(L, sizeof *u, 0) : NULL;
+  uv_process_t *proc = malloc(sizeof *proc);
+  uv_pipe_t *pipe = malloc(sizeof *pipe);
+  if (p == NULL || proc == NULL || pipe == NULL) {
+    free(p);
+    free(proc);
+    free(pipe);
+    free(name);
+    sk_buf_free(&code);
+    return luaL_error(L, "not enough memory for a process");
+  }
+  *u = NULL;
+  luaL_setmetatable(L, PROC_MT);
+  p->w = w;
+  p->id = __atomic_add_fetch(&next_proc_id, 1, __ATOMIC_RELAXED);
+  p->name = name;
+  p->daemon = daemon;
+  sk_watchlist_init(&p->watchers);
+  int rc = sk_spawn_worker(w->sched.loop, proc, pipe, p->id, name, "once", on_exit_cb);
+  if (rc != 0) {
+    free(p);
+    free(proc);
+    free(pipe);
+    free(name);
+    sk_buf_free(&code);
+    return luaL_error(L, "cannot start a worker process: %s", uv_strerror(rc));
+  }
+  *u = p;
+  p->has_handle = 1;
+  p->proc = proc;
+  p->pipe = pipe;
+  proc->data = pipe->data = p;
+  p->open_handles = 2;
+  p->pid = proc->pid;
+  uv_read_start((uv_stream_t *)pipe, on_alloc, on_read);
+  sk_send_frame(pipe, 'J', code.data, code.len);
+  sk_buf_free(&code);
+  p->next = w->procs;
+  if (w->procs) w->procs->prev = p;
+  w->procs = p;
+  if (!daemon) w->live++;
+  return 1;
+}
+
+void sk_process_kill_all(sk_worker *w) {
+  for (sk_proc *p = w->procs; p; p = p->next) {
+    if (p->proc && !p->exited) {
+      int pid = p->pid;
+      uv_process_kill(p->proc, SIGKILL);
+      /* Reap it now: the loop is about to close. libuv tolerates ECHILD. */
+      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+    }
+    if (p->proc) {
+      uv_close((uv_handle_t *)p->proc, on_handle_closed);
+      p->proc = NULL;
+    }
+    if (p->pipe) {
+      uv_close((uv_handle_t *)p->pipe, on_handle_closed);
+      p->pipe = NULL;
+    }
+  }
+  w->procs = NULL;
+}
+
+void sk_process_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"join", l_proc_join},     {"terminate", l_proc_terminate}, {"kill", l_proc_kill},
+      {"signal", l_proc_signal}, {"alive", l_proc_alive},         {NULL, NULL}};
+  if (luaL_newmetatable(L, PROC_MT)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_pushcclosure(L, l_proc_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_proc_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, l_proc_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_proc_new);
+  lua_setfield(L, -2, "process");
+}

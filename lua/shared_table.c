@@ -1,0 +1,875 @@
+/*
+** shared_table.c — skein.shared.table: a Manager-style dict/list that every
+** worker holding a handle reads and writes in place.
+**
+** Values are marshalled in (a value that cannot cross fails with kind
+** "marshal", naming its path) and decoded out, so a reader gets its own
+** copy. Keys are strings, numbers or booleans; a float with an integer value
+** is that integer (as in Lua: t[1.0] is t[1]). Iteration order is insertion
+** order (like a Python dict): the table is a compact hash, an index of
+** int32 slots pointing into a dense array of entries.
+**
+** Layout: a fixed-size header (the sk_obj, one mutex, counters, the hash
+** key) and one *store* block holding the index then the entries; each
+** entry's string key and value are immutable blobs (sk_shared.h). A reader
+** retains a blob under the mutex and decodes it after unlocking; a writer
+** encodes before locking and swaps the blob in. So no Lua code runs, and
+** nothing raises, while the mutex is held.
+**
+** Atomic read-modify-write (t:update(k, fn)) *claims* the entry: while the
+** claim lasts, other updates and writes of that key wait (through the
+** shared-object wait protocol), reads see the last stored value. The claim
+** belongs to an update guard, a to-be-closed userdata on the updating call's
+** stack: fn returning stores its result and ends the claim; fn raising, the
+** coroutine being closed, or (last resort) the guard being collected ends it
+** without storing. fn may yield: the entry stays claimed until it resumes
+** and returns.
+**
+** Lock order: the table's mutex, then a port's lock (to wake waiters).
+*/
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../runtime/sk_siphash.h"
+#include "sk_shared.h"
+
+#define TABLE_MT "skein.shared.Table"
+#define GUARD_MT "skein.shared.UpdateGuard"
+#define SNAP_MT "skein.shared.Snapshot"
+
+/* ----------------------------------------------------------------- keys */
+
+enum { K_DEAD, K_INT, K_FLOAT, K_BOOL, K_STR };
+
+/* A key as looked up: strings point into the Lua string. */
+typedef struct skey {
+  int tag;
+  uint64_t hash;
+  union {
+    lua_Integer i;
+    lua_Number n;
+    int b;
+    struct {
+      const char *p;
+      size_t len;
+    } s;
+  } u;
+} skey;
+
+/* A stored entry. `val` is NULL only while an update holds a claim on a key
+** that had no value; such an entry is invisible to readers. */
+typedef struct sentry {
+  uint64_t hash;
+  int tag;                      /* K_DEAD once removed */
+  union {
+    lua_Integer i;
+    lua_Number n;
+    int b;
+    sk_blob *s;
+  } key;
+  sk_blob *val;
+  uint64_t claim;               /* 0, or the token of the claiming update */
+  sk_port *claim_port;          /* who claimed: compared, never used */
+  uint32_t claim_slot;
+} sentry;
+
+#define EMPTY (-1)
+#define DUMMY (-2)
+
+typedef struct sk_table {
+  sk_obj obj;
+  uv_mutex_t lock;              /* guards everything below */
+  sk_waitlist waiters;          /* writers waiting for a claimed key */
+  uint8_t hkey[16];             /* string hash key */
+  uint32_t isize;               /* index slots: a power of two > ecap */
+  uint32_t ecap, nent;          /* entries allocated, used (incl. dead) */
+  uint32_t nlive;               /* entries with a value */
+  lua_Integer border;           /* keys 1..border all have values */
+  uint64_t tokens;              /* last claim token given out */
+  char *store;                  /* int32_t index[isize], sentry entries[ecap] */
+} sk_table;
+
+static int32_t *tindex(const sk_table *t) { return (int32_t *)t->store; }
+static sentry *tentries(const sk_table *t) {
+  return (sentry *)(t->store + (size_t)t->isize * sizeof(int32_t));
+}
+
+static uint8_t hash_key[16];
+static uv_once_t hash_once = UV_ONCE_INIT;
+
+static void hash_init(void) {
+  if (uv_random(NULL, NULL, hash_key, sizeof hash_key, 0, NULL) != 0) {
+    uint64_t x = uv_hrtime() ^ (uint64_t)(uintptr_t)&x;
+    memcpy(hash_key, &x, sizeof x);
+  }
+}
+
+static uint64_t mix(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+/* Fills *k from the Lua value at idx; returns NULL, or why it is no key.
+** Never raises or allocates. */
+static const char *key_from_lua(lua_State *L, int idx, const sk_table *t, skey *k) {
+  switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+      k->tag = K_STR;
+      k->u.s.p = lua_tolstring(L, idx, &k->u.s.len);
+      k->hash = sk_siphash(t->hkey, k->u.s.p, k->u.s.len);
+      return NULL;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        k->tag = K_INT;
+        k->u.i = lua_tointeger(L, idx);
+      } else {
+        lua_Number n = lua_tonumber(L, idx);
+        if (isnan(n)) return "a shared table key cannot be NaN";
+        if (n >= -0x1p63 && n < 0x1p63 && floor(n) == n) {
+          k->tag = K_INT;
+          k->u.i = (lua_Integer)n;
+        } else {
+          k->tag = K_FLOAT;
+          k->u.n = n;
+          uint64_t bits;
+          memcpy(&bits, &n, sizeof bits);
+          k->hash = mix(bits ^ 0x2545f4914f6cdd1dULL);
+          return NULL;
+        }
+      }
+      k->hash = mix((uint64_t)k->u.i);
+      return NULL;
+    case LUA_TBOOLEAN:
+      k->tag = K_BOOL;
+      k->u.b = lua_toboolean(L, idx);
+      k->hash = mix(0x9e3779b97f4a7c15ULL + (uint64_t)k->u.b);
+      return NULL;
+    case LUA_TNIL:
+    case LUA_TNONE: return "a shared table key cannot be nil";
+    default: return "shared table keys must be strings, numbers or booleans";
+  }
+}
+
+static void check_key(lua_State *L, int idx, const sk_table *t, skey *k) {
+  const char *why = key_from_lua(L, idx, t, k);
+  if (why) luaL_error(L, "%s (got %s)", why, luaL_typename(L, idx));
+}
+
+static int key_eq(const sentry *e, const skey *k) {
+  if (e->tag != k->tag) return 0;
+  switch (k->tag) {
+    case K_INT: return e->key.i == k->u.i;
+    case K_FLOAT: return e->key.n == k->u.n;
+    case K_BOOL: return e->key.b == k->u.b;
+    default:
+      return e->key.s->len == k->u.s.len && memcmp(sk_blob_data(e->key.s), k->u.s.p, k->u.s.len) == 0;
+  }
+}
+
+static int is_ident(const char *s, size_t n) {
+  static const char *const reserved[] = {
+      "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if",
+      "in", "local", "nil", "not", "or", "repeat", "return", "then", "true", "until", "while", NULL};
+  if (n == 0 || strlen(s) != n || (s[0] >= '0' && s[0] <= '9')) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) {
+      return 0;
+    }
+  }
+  for (int i = 0; reserved[i]; i++) {
+    if (strcmp(reserved[i], s) == 0) return 0;
+  }
+  return 1;
+}
+
+/* Pushes how errors name the entry at key idx: "t.name", "t[1]",
+** "t[\"a b\"]", and returns it. */
+static const char *push_key_path(lua_State *L, int idx, const char *root) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    if (is_ident(s, n)) return lua_pushfstring(L, "%s.%s", root, s);
+    return lua_pushfstring(L, "%s[\"%s\"]", root, s);
+  }
+  lua_pushvalue(L, idx);
+  const char *k = luaL_tolstring(L, -1, NULL);
+  const char *path = lua_pushfstring(L, "%s[%s]", root, k);
+  lua_replace(L, -3);
+  lua_pop(L, 1);
+  return path;
+}
+
+/* -------------------------------------------------------- the hash part */
+
+/* Looks k up. Returns its entry, or -1; *islot (when not NULL) gets the
+** index slot of the entry, or the slot a new entry for k would take. */
+static int32_t find(const sk_table *t, const skey *k, uint32_t *islot) {
+  const int32_t *ix = tindex(t);
+  const sentry *es = tentries(t);
+  uint32_t mask = t->isize - 1, i = (uint32_t)k->hash & mask, free_slot = UINT32_MAX;
+  for (uint32_t probes = 0; probes < t->isize; probes++, i = (i + 1) & mask) {
+    int32_t e = ix[i];
+    if (e == EMPTY) {
+      if (free_slot == UINT32_MAX) free_slot = i;
+      break;
+    }
+    if (e == DUMMY) {
+      if (free_slot == UINT32_MAX) free_slot = i;
+    } else if (es[e].hash == k->hash && key_eq(&es[e], k)) {
+      if (islot) *islot = i;
+      return e;
+    }
+  }
+  if (islot) *islot = free_slot;
+  return -1;
+}
+
+/* Allocates a store for `ecap` entries with an empty index. */
+static char *store_new(uint32_t ecap, uint32_t *isize) {
+  uint32_t n = 8;
+  while (n < ecap + ecap / 2 + 1) n *= 2;
+  char *s = malloc((size_t)n * sizeof(int32_t) + (size_t)ecap * sizeof(sentry));
+  if (s == NULL) return NULL;
+  memset(s, 0xff, (size_t)n * sizeof(int32_t));  /* every slot EMPTY (-1) */
+  *isize = n;
+  return s;
+}
+
+/* Rebuilds the store with room to grow, dropping dead entries and keeping
+** the order of the others. Returns -1 when out of memory (nothing changed). */
+static int resize(sk_table *t) {
+  uint32_t keep = 0;
+  sentry *old = tentries(t);
+  for (uint32_t e = 0; e < t->nent; e++) keep += old[e].tag != K_DEAD;
+  if (keep >= INT32_MAX / 4) return -1;
+  uint32_t ecap = keep < 4 ? 8 : keep * 2, isize;
+  char *store = store_new(ecap, &isize);
+  if (store == NULL) return -1;
+  int32_t *ix = (int32_t *)store;
+  sentry *es = (sentry *)(store + (size_t)isize * sizeof(int32_t));
+  uint32_t n = 0;
+  for (uint32_t e = 0; e < t->nent; e++) {
+    if (old[e].tag == K_DEAD) continue;
+    es[n] = old[e];
+    uint32_t i = (uint32_t)es[n].hash & (isize - 1);
+    while (ix[i] != EMPTY) i = (i + 1) & (isize - 1);
+    ix[i] = (int32_t)n++;
+  }
+  free(t->store);
+  t->store = store;
+  t->isize = isize;
+  t->ecap = ecap;
+  t->nent = n;
+  return 0;
+}
+
+/* Adds an entry for k (not present) with no value. Returns its index, or
+** -1 when out of memory. */
+static int32_t insert(sk_table *t, const skey *k) {
+  uint32_t islot;
+  if (t->nent == t->ecap && resize(t) != 0) return -1;
+  find(t, k, &islot);
+  sentry *e = &tentries(t)[t->nent];
+  memset(e, 0, sizeof *e);
+  e->hash = k->hash;
+  switch (k->tag) {
+    case K_INT: e->key.i = k->u.i; break;
+    case K_FLOAT: e->key.n = k->u.n; break;
+    case K_BOOL: e->key.b = k->u.b; break;
+    default:
+      e->key.s = sk_blob_bytes(k->u.s.p, k->u.s.len);
+      if (e->key.s == NULL) return -1;
+  }
+  e->tag = k->tag;
+  tindex(t)[islot] = (int32_t)t->nent;
+  return (int32_t)t->nent++;
+}
+
+/* Keeps `border` right after entry e got a value. */
+static void became_live(sk_table *t, const sentry *e) {
+  t->nlive++;
+  if (e->tag != K_INT || e->key.i != t->border + 1) return;
+  t->border++;
+  for (skey k = {.tag = K_INT}; t->border < LUA_MAXINTEGER; t->border++) {
+    k.u.i = t->border + 1;
+    k.hash = mix((uint64_t)k.u.i);
+    int32_t next = find(t, &k, NULL);
+    if (next < 0 || tentries(t)[next].val == NULL) break;
+  }
+}
+
+/* Removes entry e (found at index slot islot); returns its value for the
+** caller to release after unlocking. String keys hold no objects, so
+** freeing them here is safe. */
+static sk_blob *remove_entry(sk_table *t, int32_t e, uint32_t islot) {
+  sentry *en = &tentries(t)[e];
+  sk_blob *val = en->val;
+  if (val) {
+    t->nlive--;
+    if (en->tag == K_INT && en->key.i >= 1 && en->key.i <= t->border) t->border = en->key.i - 1;
+  }
+  if (en->tag == K_STR) sk_blob_release(en->key.s);
+  en->tag = K_DEAD;
+  en->val = NULL;
+  en->claim = 0;
+  tindex(t)[islot] = DUMMY;
+  return val;
+}
+
+/* Stores nv (NULL: delete) under k, which no one has claimed. Returns 0 and
+** the replaced value in *old, or -1 when out of memory. */
+static int store(sk_table *t, const skey *k, sk_blob *nv, sk_blob **old) {
+  uint32_t islot;
+  int32_t e = find(t, k, &islot);
+  *old = NULL;
+  if (nv == NULL) {
+    if (e >= 0) *old = remove_entry(t, e, islot);
+    return 0;
+  }
+  if (e >= 0) {
+    *old = tentries(t)[e].val;
+    tentries(t)[e].val = nv;
+    return 0;
+  }
+  e = insert(t, k);
+  if (e < 0) return -1;
+  tentries(t)[e].val = nv;
+  became_live(t, &tentries(t)[e]);
+  return 0;
+}
+
+/* ------------------------------------------------------------ the object */
+
+static void table_destroy(sk_obj *o) {
+  sk_table *t = (sk_table *)o;
+  sentry *es = tentries(t);
+  for (uint32_t e = 0; e < t->nent; e++) {
+    if (es[e].tag == K_DEAD) continue;
+    if (es[e].tag == K_STR) sk_blob_release(es[e].key.s);
+    sk_blob_release(es[e].val);
+  }
+  free(t->store);
+  sk_waitlist_free(&t->waiters);
+  uv_mutex_destroy(&t->lock);
+  free(t);
+}
+
+static const sk_objtype table_type = {TABLE_MT, table_destroy};
+
+static void push_table(lua_State *L, sk_obj *o) { sk_handle_push(L, o, TABLE_MT); }
+
+static sk_table *check_table(lua_State *L, int idx) {
+  return (sk_table *)sk_handle_check(L, idx, TABLE_MT);
+}
+
+/* Is the key a writer waits for free? (called with the lock held) */
+typedef struct probe {
+  sk_table *t;
+  skey k;
+  int append;                   /* the key is border + 1, whatever it is now */
+} probe;
+
+static int key_unclaimed(void *p) {
+  probe *pr = p;
+  if (pr->append) {
+    pr->k.u.i = pr->t->border + 1;
+    pr->k.hash = mix((uint64_t)pr->k.u.i);
+  }
+  int32_t e = find(pr->t, &pr->k, NULL);
+  return e < 0 || tentries(pr->t)[e].claim == 0;
+}
+
+static int raise_own_claim(lua_State *L, int kidx) {
+  return luaL_error(L, "%s is being updated by this task: return its new value from the "
+                    "update function instead of writing it (or updating it again)",
+                    push_key_path(L, kidx, "t"));
+}
+
+enum { OP_SET, OP_APPEND };
+
+/* Continuation of set (stack: t, k, v) and append (stack: t, v). Waits
+** while another context holds a claim on the key. */
+static int write_k(lua_State *L, int status, lua_KContext op) {
+  sk_table *t = check_table(L, 1);
+  sk_ctx *c = sk_current(L);
+  int vidx = op == OP_SET ? 3 : 2;
+  for (;;) {
+    if (status == LUA_YIELD) sk_shared_wait_end(L, c, &t->lock, &t->waiters);
+    lua_settop(L, vidx);
+    probe pr = {t, {.tag = K_INT}, op == OP_APPEND};
+    if (op == OP_SET) check_key(L, 2, t, &pr.k);
+    sk_blob *nv = NULL, *old = NULL;
+    if (!lua_isnil(L, vidx)) {
+      const char *name = op == OP_SET ? push_key_path(L, 2, "t") : "t[#t+1]";
+      if (sk_blob_encode(L, vidx, name, &nv) != 0) return lua_error(L);
+    }
+    enum { DONE, BUSY, MINE, NOMEM } r = DONE;
+    uv_mutex_lock(&t->lock);
+    if (key_unclaimed(&pr)) {
+      if (store(t, &pr.k, nv, &old) != 0) r = NOMEM;
+    } else {
+      const sentry *e = &tentries(t)[find(t, &pr.k, NULL)];
+      r = e->claim_port == c->w->port && e->claim_slot == c->wslot ? MINE : BUSY;
+    }
+    uv_mutex_unlock(&t->lock);
+    sk_blob_release(old);
+    if (r != DONE) sk_blob_release(nv);
+    switch (r) {
+      case DONE:
+        if (op == OP_SET) return 0;
+        lua_pushinteger(L, pr.k.u.i);
+        return 1;
+      case MINE:
+        if (op == OP_SET) return raise_own_claim(L, 2);
+        lua_pushinteger(L, pr.k.u.i);
+        return raise_own_claim(L, lua_gettop(L));
+      case NOMEM: return luaL_error(L, "not enough memory to store into a shared table");
+      default: break;
+    }
+    if (sk_shared_wait_begin(L, c, SK_NO_DEADLINE, &t->lock, &t->waiters, key_unclaimed, &pr)) {
+      status = LUA_OK;
+      continue;
+    }
+    status = sk_wait(L, c, op, write_k);
+  }
+}
+
+/* t:set(k, v) / t.k = v: v == nil deletes k */
+static int l_table_set(lua_State *L) {
+  skey k;
+  check_key(L, 2, check_table(L, 1), &k);
+  lua_settop(L, 3);
+  return write_k(L, LUA_OK, OP_SET);
+}
+
+/* t:append(v) -> the key it got (#t + 1) */
+static int l_table_append(lua_State *L) {
+  check_table(L, 1);
+  luaL_argcheck(L, !lua_isnoneornil(L, 2), 2, "cannot append nil");
+  lua_settop(L, 2);
+  return write_k(L, LUA_OK, OP_APPEND);
+}
+
+/* t:get(k) -> a copy of the value stored under k, or nil */
+static int l_table_get(lua_State *L) {
+  sk_table *t = check_table(L, 1);
+  skey k;
+  check_key(L, 2, t, &k);
+  uv_mutex_lock(&t->lock);
+  int32_t e = find(t, &k, NULL);
+  sk_blob *v = e >= 0 ? tentries(t)[e].val : NULL;
+  if (v) sk_blob_retain(v);
+  uv_mutex_unlock(&t->lock);
+  if (v == NULL) lua_pushnil(L);
+  else sk_blob_push_value(L, v);
+  return 1;
+}
+
+/* t:len() / #t -> n such that keys 1..n all have values and n + 1 has none */
+static int l_table_len(lua_State *L) {
+  sk_table *t = check_table(L, 1);
+  uv_mutex_lock(&t->lock);
+  lua_Integer n = t->border;
+  uv_mutex_unlock(&t->lock);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+/* t.k: methods first, then the entry (t:get works for every key) */
+static int l_table_index(lua_State *L) {
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+    lua_pop(L, 1);
+  }
+  return l_table_get(L);
+}
+
+/* ---------------------------------------------------------------- update */
+
+/* The claim an update holds; its user value is the key. */
+typedef struct guard {
+  sk_table *t;                  /* counted; NULL once closed */
+  uint64_t token;               /* 0: holds no claim */
+} guard;
+
+/* Ends the claim the guard at idx holds without storing anything. */
+static void guard_release(lua_State *L, int idx) {
+  guard *g = luaL_checkudata(L, idx, GUARD_MT);
+  if (g->t == NULL) return;
+  sk_table *t = g->t;
+  if (g->token) {
+    skey k;
+    lua_getiuservalue(L, idx, 1);
+    if (key_from_lua(L, -1, t, &k) == NULL) {
+      uv_mutex_lock(&t->lock);
+      uint32_t islot;
+      int32_t e = find(t, &k, &islot);
+      if (e >= 0 && tentries(t)[e].claim == g->token) {
+        tentries(t)[e].claim = 0;
+        if (tentries(t)[e].val == NULL) remove_entry(t, e, islot);
+        sk_waitlist_wake_all(&t->waiters);
+      }
+      uv_mutex_unlock(&t->lock);
+    }
+    lua_pop(L, 1);
+    g->token = 0;
+  }
+  g->t = NULL;
+  sk_obj_release(&t->obj);
+}
+
+static int l_guard_close(lua_State *L) {
+  guard_release(L, 1);
+  return 0;
+}
+
+/* fn has returned its new value (stack: t, k, fn, guard, new): store it and
+** end the claim in one step. */
+static int update_commit(lua_State *L) {
+  sk_table *t = check_table(L, 1);
+  guard *g = lua_touserdata(L, 4);
+  sk_blob *nv = NULL, *old = NULL;
+  if (!lua_isnil(L, 5)) {
+    /* A value that cannot cross raises here; the guard ends the claim. */
+    if (sk_blob_encode(L, 5, push_key_path(L, 2, "t"), &nv) != 0) return lua_error(L);
+    lua_settop(L, 5);
+  }
+  skey k;
+  check_key(L, 2, t, &k);
+  uv_mutex_lock(&t->lock);
+  uint32_t islot;
+  int32_t e = find(t, &k, &islot);
+  int ours = e >= 0 && tentries(t)[e].claim == g->token;
+  if (ours) {
+    sentry *en = &tentries(t)[e];
+    en->claim = 0;
+    if (nv == NULL) {
+      old = remove_entry(t, e, islot);
+    } else {
+      old = en->val;
+      en->val = nv;
+      if (old == NULL) became_live(t, en);
+    }
+    sk_waitlist_wake_all(&t->waiters);
+  }
+  uv_mutex_unlock(&t->lock);
+  g->token = 0;
+  sk_blob_release(old);
+  if (!ours) {
+    sk_blob_release(nv);
+    return luaL_error(L, "shared table update lost its claim (internal error)");
+  }
+  return 1;
+}
+
+enum { PH_CLAIM, PH_CALL };
+
+/* Stack: t, k, fn, guard (to be closed). Claims k (waiting while another
+** context holds it), calls fn(current value), then commits. */
+static int update_k(lua_State *L, int status, lua_KContext ph) {
+  if (ph == PH_CALL) return update_commit(L);
+  sk_table *t = check_table(L, 1);
+  guard *g = lua_touserdata(L, 4);
+  sk_ctx *c = sk_current(L);
+  sk_blob *cur = NULL;
+  for (;;) {
+    if (status == LUA_YIELD) sk_shared_wait_end(L, c, &t->lock, &t->waiters);
+    sk_port *port;
+    uint32_t slot;
+    sk_shared_identity(L, c, &port, &slot);
+    probe pr = {t, {0}, 0};
+    check_key(L, 2, t, &pr.k);
+    enum { CLAIMED, BUSY, MINE, NOMEM } r = CLAIMED;
+    uint64_t token = 0;
+    uv_mutex_lock(&t->lock);
+    int32_t e = find(t, &pr.k, NULL);
+    if (e >= 0 && tentries(t)[e].claim) {
+      const sentry *en = &tentries(t)[e];
+      r = en->claim_port == port && en->claim_slot == slot ? MINE : BUSY;
+    } else {
+      if (e < 0) e = insert(t, &pr.k);
+      if (e < 0) {
+        r = NOMEM;
+      } else {
+        sentry *en = &tentries(t)[e];
+        en->claim = token = ++t->tokens;
+        en->claim_port = port;
+        en->claim_slot = slot;
+        cur = en->val;
+        if (cur) sk_blob_retain(cur);
+      }
+    }
+    uv_mutex_unlock(&t->lock);
+    if (r == CLAIMED) {
+      g->token = token;  /* from here on the guard ends the claim */
+      break;
+    }
+    if (r == MINE) return raise_own_claim(L, 2);
+    if (r == NOMEM) return luaL_error(L, "not enough memory to update a shared table");
+    if (sk_shared_wait_begin(L, c, SK_NO_DEADLINE, &t->lock, &t->waiters, key_unclaimed, &pr)) {
+      status = LUA_OK;
+      continue;
+    }
+    status = sk_wait(L, c, PH_CLAIM, update_k);
+  }
+  lua_settop(L, 4);
+  lua_pushvalue(L, 3);
+  if (cur) sk_blob_push_value(L, cur);
+  else lua_pushnil(L);
+  lua_callk(L, 1, 1, PH_CALL, update_k);
+  return update_commit(L);
+}
+
+/* t:update(k, fn) -> new: stores fn(current value) under k atomically with
+** respect to every other update and write of k (nil deletes). */
+static int l_table_update(lua_State *L) {
+  sk_table *t = check_table(L, 1);
+  skey k;
+  check_key(L, 2, t, &k);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_settop(L, 3);
+  guard *g = lua_newuserdatauv(L, sizeof *g, 1);
+  g->t = NULL;
+  g->token = 0;
+  luaL_setmetatable(L, GUARD_MT);
+  lua_pushvalue(L, 2);
+  lua_setiuservalue(L, 4, 1);
+  sk_obj_retain(&t->obj);
+  g->t = t;
+  lua_toclose(L, 4);
+  return update_k(L, LUA_OK, PH_CLAIM);
+}
+
+/* ------------------------------------------------------------ snapshots */
+
+typedef struct snap_item {
+  int tag;
+  union {
+    lua_Integer i;
+    lua_Number n;
+    int b;
+    sk_blob *s;
+  } key;
+  sk_blob *val;
+} snap_item;
+
+/* Every live entry, in order, with its blobs retained; a userdata so that a
+** raise while converting it frees it. */
+typedef struct snapshot {
+  uint32_t n, next;
+  snap_item *items;
+} snapshot;
+
+static int l_snap_gc(lua_State *L) {
+  snapshot *s = luaL_checkudata(L, 1, SNAP_MT);
+  for (uint32_t i = 0; i < s->n; i++) {
+    if (s->items[i].tag == K_STR) sk_blob_release(s->items[i].key.s);
+    sk_blob_release(s->items[i].val);
+  }
+  free(s->items);
+  s->items = NULL;
+  s->n = 0;
+  return 0;
+}
+
+static snapshot *push_snapshot(lua_State *L, sk_table *t) {
+  snapshot *s = lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  luaL_setmetatable(L, SNAP_MT);
+  uv_mutex_lock(&t->lock);
+  uint32_t n = t->nlive;
+  s->items = n ? malloc(n * sizeof *s->items) : NULL;
+  if (s->items) {
+    const sentry *es = tentries(t);
+    for (uint32_t e = 0; e < t->nent; e++) {
+      if (es[e].tag == K_DEAD || es[e].val == NULL) continue;
+      snap_item *it = &s->items[s->n++];
+      it->tag = es[e].tag;
+      memcpy(&it->key, &es[e].key, sizeof it->key);
+      if (it->tag == K_STR) sk_blob_retain(it->key.s);
+      it->val = es[e].val;
+      sk_blob_retain(it->val);
+    }
+  }
+  uv_mutex_unlock(&t->lock);
+  if (n && s->items == NULL) luaL_error(L, "not enough memory to copy a shared table");
+  return s;
+}
+
+static void push_snap_key(lua_State *L, const snap_item *it) {
+  switch (it->tag) {
+    case K_INT: lua_pushinteger(L, it->key.i); break;
+    case K_FLOAT: lua_pushnumber(L, it->key.n); break;
+    case K_BOOL: lua_pushboolean(L, it->key.b); break;
+    default: lua_pushlstring(L, sk_blob_data(it->key.s), it->key.s->len); break;
+  }
+}
+
+static void push_snap_value(lua_State *L, const snap_item *it) {
+  sk_blob_retain(it->val);
+  sk_blob_push_value(L, it->val);
+}
+
+/* t:keys() -> list of keys in insertion order */
+static int l_table_keys(lua_State *L) {
+  snapshot *s = push_snapshot(L, check_table(L, 1));
+  lua_createtable(L, (int)s->n, 0);
+  for (uint32_t i = 0; i < s->n; i++) {
+    push_snap_key(L, &s->items[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  return 1;
+}
+
+/* t:totable() -> a plain table holding copies of every entry */
+static int l_table_totable(lua_State *L) {
+  snapshot *s = push_snapshot(L, check_table(L, 1));
+  lua_createtable(L, 0, (int)(s->n < 1u << 20 ? s->n : 1u << 20));
+  for (uint32_t i = 0; i < s->n; i++) {
+    push_snap_key(L, &s->items[i]);
+    push_snap_value(L, &s->items[i]);
+    lua_rawset(L, -3);
+  }
+  return 1;
+}
+
+static int snap_next(lua_State *L) {
+  snapshot *s = lua_touserdata(L, lua_upvalueindex(1));
+  if (s->next >= s->n) return 0;
+  const snap_item *it = &s->items[s->next++];
+  push_snap_key(L, it);
+  push_snap_value(L, it);
+  return 2;
+}
+
+/* t:pairs() / pairs(t) -> iterator over the entries as they were when it
+** was called, in insertion order */
+static int l_table_pairs(lua_State *L) {
+  push_snapshot(L, check_table(L, 1));
+  lua_pushcclosure(L, snap_next, 1);
+  return 1;
+}
+
+static int l_table_tostring(lua_State *L) {
+  sk_handle *h = luaL_checkudata(L, 1, TABLE_MT);
+  if (h->obj == NULL) {
+    lua_pushliteral(L, "skein.shared.table (closed)");
+    return 1;
+  }
+  sk_table *t = (sk_table *)h->obj;
+  uv_mutex_lock(&t->lock);
+  lua_Integer n = t->nlive, border = t->border;
+  uv_mutex_unlock(&t->lock);
+  lua_pushfstring(L, "skein.shared.table(%I entries, #t = %I)", (LUAI_UACINT)n, (LUAI_UACINT)border);
+  return 1;
+}
+
+/* ------------------------------------------------------------ creation */
+
+/* Stores init[k] (key at kidx, value at kidx + 1, the top) into the new
+** table t; leaves the stack as it was. */
+static void init_entry(lua_State *L, sk_table *t, int kidx) {
+  skey k;
+  check_key(L, kidx, t, &k);
+  sk_blob *nv, *old;
+  if (sk_blob_encode(L, kidx + 1, push_key_path(L, kidx, "init"), &nv) != 0) lua_error(L);
+  lua_settop(L, kidx + 1);
+  uv_mutex_lock(&t->lock);
+  int rc = store(t, &k, nv, &old);
+  uv_mutex_unlock(&t->lock);
+  sk_blob_release(old);
+  if (rc != 0) {
+    sk_blob_release(nv);
+    luaL_error(L, "not enough memory for a shared table");
+  }
+}
+
+/* skein.shared.table([init]) -> table holding copies of init's entries
+** (its sequence first, in order) */
+static int l_table_new(lua_State *L) {
+  luaL_argcheck(L, lua_isnoneornil(L, 1) || lua_type(L, 1) == LUA_TTABLE, 1, "table or nil");
+  lua_settop(L, 1);
+  uv_once(&hash_once, hash_init);
+  sk_table *t = calloc(1, sizeof *t);
+  if (t == NULL || (t->store = store_new(8, &t->isize)) == NULL || uv_mutex_init(&t->lock) != 0) {
+    if (t) free(t->store);
+    free(t);
+    return luaL_error(L, "not enough memory for a shared table");
+  }
+  t->ecap = 8;
+  memcpy(t->hkey, hash_key, sizeof hash_key);
+  if (sk_obj_init(&t->obj, &table_type) != 0) {
+    uv_mutex_destroy(&t->lock);
+    free(t->store);
+    free(t);
+    return luaL_error(L, "not enough memory for a shared table");
+  }
+  push_table(L, &t->obj);  /* from here a raise frees the table through its handle */
+  if (lua_istable(L, 1)) {
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_pushinteger(L, i);
+      if (lua_rawgeti(L, 1, i) == LUA_TNIL) {
+        lua_pop(L, 2);
+        continue;
+      }
+      init_entry(L, t, lua_gettop(L) - 1);
+      lua_pop(L, 2);
+    }
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+      if (lua_isinteger(L, -2) && lua_tointeger(L, -2) >= 1 && lua_tointeger(L, -2) <= n) {
+        lua_pop(L, 1);
+        continue;
+      }
+      init_entry(L, t, lua_gettop(L) - 1);
+      lua_pop(L, 1);
+    }
+  }
+  return 1;
+}
+
+/* ----------------------------------------------------------------- open */
+
+void sk_shared_table_open(lua_State *L) {
+  static const luaL_Reg methods[] = {
+      {"get", l_table_get},       {"set", l_table_set},         {"update", l_table_update},
+      {"append", l_table_append}, {"len", l_table_len},         {"keys", l_table_keys},
+      {"totable", l_table_totable}, {"pairs", l_table_pairs},   {NULL, NULL}};
+  sk_shared_newtype(L, TABLE_MT, methods);
+  lua_getfield(L, -1, "__index");
+  lua_pushcclosure(L, l_table_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_table_set);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, l_table_len);
+  lua_setfield(L, -2, "__len");
+  lua_pushcfunction(L, l_table_pairs);
+  lua_setfield(L, -2, "__pairs");
+  lua_pushcfunction(L, l_table_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+
+  if (luaL_newmetatable(L, GUARD_MT)) {
+    lua_pushcfunction(L, l_guard_close);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_guard_close);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, SNAP_MT)) {
+    lua_pushcfunction(L, l_snap_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+
+  sk_marshal_register_type(TABLE_MT, push_table);
+  lua_pushcfunction(L, l_table_new);
+  lua_setfield(L, -2, "table");
+}

@@ -1,0 +1,130 @@
+/*
+** sk_chan.h — the queue engine (chan.c) under skein.queue (queue.c) and
+** skein.pipe (pipe.c, where each direction is an unbounded FIFO queue).
+**
+** A queue is an sk_obj any worker may use. Items are copied in on put and
+** decoded in the getter's state (sk_item). The FIFO order keeps its items in
+** a linked list of fixed-size chunks with one lock for the putting side and
+** one for the getting side, so a producer and a consumer on two threads do
+** not fight over one cache line; LIFO and priority queues use the getting
+** side's lock for both. `tail` (items ever put), `head` (items ever taken)
+** and `done` (task_done calls) are monotonic counters: size = tail - head,
+** and join waits for done == tail.
+**
+** Waiting: every wait list (getters, putters, joiners) sits under its own
+** small lock `wlock` and mirrors its length in an atomic count. A waiter
+** registers first and checks the condition after; whoever changes the
+** condition publishes the change first and reads the count after (both
+** sequentially consistent), so one of the two always sees the other and
+** nobody signals a queue nobody waits on.
+**
+** Lock order: the put lock before the get lock; `wlock` is never held with
+** either of them, and no lock is held while a waiter is fired or Lua runs.
+*/
+#ifndef SK_CHAN_H
+#define SK_CHAN_H
+
+#include "sk_lua.h"
+
+typedef struct sk_queue sk_queue;
+
+enum { SK_QUEUE_FIFO, SK_QUEUE_LIFO, SK_QUEUE_PRIORITY };
+
+/* Results of the non-blocking operations. */
+enum { SK_Q_NOMEM = -2, SK_Q_CLOSED = -1, SK_Q_BLOCK = 0, SK_Q_OK = 1 };
+
+/* ----------------------------------------------------------------- items */
+
+#define SK_ITEM_INLINE 24
+
+/* One value as it sits in a queue: nil, booleans, numbers and strings up to
+** SK_ITEM_INLINE bytes inline; longer strings one malloc'd block; anything
+** else a marshalled sk_buf. */
+typedef struct sk_item {
+  uint32_t kind, len;
+  union {
+    lua_Integer i;
+    lua_Number n;
+    sk_buf *buf;
+    char s[SK_ITEM_INLINE];
+  } u;
+} sk_item;
+
+/* Copies the value at idx into *it. Returns 0, or -1 with an error pushed
+** (kind "marshal", its path starting at "item"); never raises while it owns
+** memory. */
+int sk_item_encode(lua_State *L, int idx, sk_item *it);
+/* Pushes the value and frees the item; raises (after freeing) when it
+** cannot be decoded here. */
+void sk_item_push(lua_State *L, sk_item *it);
+void sk_item_free(sk_item *it);
+
+/* ------------------------------------------------------- stamped handles */
+
+/* The handles of queues and pipe ends: sk_handle's layout (so that
+** sk_handle_check and sk_handle_release work on them) plus a stamp, the
+** handle's address mixed with a per-process random key. A method finds its
+** object with one API call (the userdata's size) instead of a metatable
+** comparison; no userdata made elsewhere carries a valid stamp. */
+typedef struct sk_stamped {
+  sk_obj *obj;                  /* NULL once released */
+  uintptr_t stamp;
+} sk_stamped;
+
+/* Pushes a new stamped handle of metatable `mt` for `o` (taking over one
+** reference). */
+void sk_stamped_push(lua_State *L, sk_obj *o, const char *mt);
+/* The object of the stamped handle at idx, or NULL when the value is not
+** one (or was released): the caller then checks it the usual way. */
+sk_obj *sk_stamped_obj(lua_State *L, int idx);
+
+/* ---------------------------------------------------------------- queues */
+
+/* A new queue holding one reference (dropped with sk_obj_release on its
+** first member); NULL when out of memory. maxsize 0: unbounded. */
+sk_queue *sk_queue_new(int order, size_t maxsize);
+/* 1 when `o` is a queue. */
+int sk_queue_is(const sk_obj *o);
+int sk_queue_order(const sk_queue *q);
+size_t sk_queue_maxsize(const sk_queue *q);
+size_t sk_queue_size(sk_queue *q);
+int sk_queue_is_closed(sk_queue *q);
+
+/* Moves *it into the queue unless it is closed, or full (ignored with
+** `force`). On SK_Q_OK *it is left empty; otherwise the caller still owns
+** it. Wakes a getter when one waits. */
+int sk_queue_put(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, int force);
+/* Takes the next item into *out (with its priority); SK_Q_BLOCK when empty,
+** SK_Q_CLOSED when closed and drained. Wakes a putter when one waits. */
+int sk_queue_get(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int);
+
+/* Closes the queue: puts fail, gets drain then fail, every blocked getter
+** and putter wakes. With `discard` the items left are dropped too (they
+** count as done for join). */
+void sk_queue_shut(sk_queue *q, int discard);
+/* Counts one item as processed; -1 when more task_done than puts. */
+int sk_queue_task_done(sk_queue *q);
+
+/* What a waiter waits for. */
+enum { SK_WAIT_GET, SK_WAIT_PUT, SK_WAIT_JOIN };
+
+/* 1 when a wait of this kind would end now (closed counts as ready for
+** getting and putting). */
+int sk_queue_ready(sk_queue *q, int what);
+/* Spins a few microseconds for readiness when that may spare a sleep
+** (another core, nothing else ready on this worker); 1 when ready. */
+int sk_queue_spin(sk_queue *q, sk_ctx *c, int what);
+/* The wait protocol of sk_lua.h for queues: sk_queue_wait_begin returns 1
+** when ready already (nothing to wait for), else 0 with the context
+** registered; after sk_wait, sk_queue_wait_end unregisters and ends the
+** wait. A waiter that was woken but leaves without acting (an error
+** raised by the wait's end, or `always`, for a poll) passes the wake on, so
+** that no item is left unclaimed while another waiter sleeps. */
+int sk_queue_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_queue *q, int what);
+void sk_queue_wait_end(lua_State *L, sk_ctx *c, sk_queue *q, int what, int always);
+
+/* select's waiter records for getting (see sk_selectable). */
+int sk_queue_add_getter(sk_queue *q, const sk_waiter *w);
+void sk_queue_remove_getter(sk_queue *q, sk_port *port, uint32_t slot);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+** sk_future.h — futures shared between a pool's engine and Lua.
+*/
+#ifndef SK_FUTURE_H
+#define SK_FUTURE_H
+
+#include "sk_lua.h"
+
+#define FUTURE_MT "skein.Future"
+
+enum { SK_FUT_PENDING, SK_FUT_RUNNING, SK_FUT_DONE, SK_FUT_FAILED, SK_FUT_CANCELLED };
+
+typedef struct sk_future {
+  sk_obj obj;
+  uv_mutex_t lock;              /* guards everything below */
+  int state;
+  sk_buf result;                /* results, or (message, traceback, value) */
+  char *cmsg;                   /* a failure described by the engine */
+  const char *kind;             /* the error kind of a failure (static) */
+  sk_waitlist waiters;
+  lua_Integer id;
+  int observed;
+} sk_future;
+
+/* A new pending future with one reference; NULL when out of memory. */
+sk_future *sk_future_new(void);
+/* PENDING -> RUNNING; 0 when it was cancelled meanwhile. Any thread. */
+int sk_future_start(sk_future *f);
+/* Finishes the future (DONE or FAILED), taking over *result (if any) or
+** recording `cmsg` with error kind `kind` (NULL: "remote"); wakes every
+** waiter. A future that already finished is left as it is. Any thread. */
+void sk_future_finish(sk_future *f, int state, sk_buf *result, const char *cmsg, const char *kind);
+/* PENDING -> CANCELLED; 0 when it already started. Any thread. */
+int sk_future_cancel(sk_future *f);
+/* Pushes a handle taking over one reference. */
+void sk_future_push(lua_State *L, sk_obj *o);
+void sk_future_open(lua_State *L);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+** sk_process.h — process workers: the frame protocol between a parent and
+** a worker process, starting a worker process, and the child's main.
+*/
+#ifndef SK_PROCESS_H
+#define SK_PROCESS_H
+
+#include "sk_lua.h"
+
+/* Frames on the parent/child socket: 4-byte little-endian length, a type
+** byte, the payload. Blocking helpers for the child; a parser for the
+** parent's incremental reads. sk_frame_read fills *out (to free). */
+int sk_frame_write(int fd, int type, const void *data, size_t len);
+int sk_frame_read(int fd, int *type, sk_buf *out);
+size_t sk_frame_parse(const char *buf, size_t len, int *type, const char **payload, size_t *plen);
+
+/* In a freshly started worker process: arranges to die with the parent and
+** checks that the parent is still alive. -1 when it is not. */
+int sk_process_child_setup(void);
+/* The main of `skein --skein-worker FD MODE`: MODE "once" runs one job
+** then exits; "pool" serves jobs until told to quit. */
+int sk_process_child_main(int fd, const char *mode);
+
+/* Starts this executable (or $SKEIN_WORKER_EXE) in worker mode with the
+** child's end of a new socketpair as its fd 3; opens the parent's end as
+** `pipe`. Returns 0 or a libuv error (nothing to close then). */
+int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_Integer id,
+                    const char *name, const char *mode, uv_exit_cb on_exit);
+/* Queues a frame (copied) on a worker pipe; 0 or a libuv error. */
+int sk_send_frame(uv_pipe_t *pipe, int type, const char *data, size_t len);
+
+/* Error objects for a worker that died (kind worker_died, with exit_code
+** or signal, and pid) and for a failure it reported (kind remote). */
+void sk_push_worker_died(lua_State *L, int pid, int64_t status, int sig, const char *what);
+void sk_push_remote_failure(lua_State *L, const sk_buf *b, const char *what);
+
+/* At worker close: kills and reaps every child process still running. */
+void sk_process_kill_all(sk_worker *w);
+void sk_ppool_kill_all(sk_worker *w);
+void sk_ppool_open(lua_State *L);
+void sk_process_open(lua_State *L);
+
+#endif

@@ -1,0 +1,242 @@
+-- Pools of kind "coroutine" and "thread": futures, map and friends,
+-- lifecycle, per-task timeouts, recycling, stats, bad input.
+local skein = require "skein"
+
+local function caught(fn, ...)
+  local ok, e = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return e
+end
+
+for _, kind in ipairs({"coroutine", "thread"}) do
+  describe(kind .. " pool", function()
+    it("submits and gets, and apply blocks for the result", function()
+      local p <close> = skein.pool{kind = kind, size = 2}
+      local f = p:submit(function(a, b) return a * b, "two" end, 6, 7)
+      local x, y = f:get(10)
+      assert.equal(42, x)
+      assert.equal("two", y)
+      assert.is_true(f:done())
+      assert.equal("done", f:status())
+      assert.equal("hi!", p:apply(function(s) return s .. "!" end, "hi"))
+    end)
+
+    it("maps in order, with and without chunking", function()
+      local p <close> = skein.pool{kind = kind, size = 3}
+      local xs = {}
+      for i = 1, 1000 do xs[i] = i end
+      local r = p:map(function(x) return x * 2 end, xs)
+      assert.equal(1000, #r)
+      for i = 1, 1000 do assert.equal(2 * i, r[i]) end
+      local r2 = p:map(function(x) return x + 1 end, xs, {chunksize = 7})
+      assert.equal(1001, r2[1000])
+      assert.same({n = 0}, p:map(function(x) return x end, {}))
+    end)
+
+    it("keeps nil results in place", function()
+      local p <close> = skein.pool{kind = kind, size = 2}
+      local r = p:map(function(x) if x % 2 == 0 then return x end end, {1, 2, 3, 4})
+      assert.equal(4, r.n)
+      assert.same({nil, 2, nil, 4}, {r[1], r[2], r[3], r[4]})
+    end)
+
+    it("starmaps argument lists", function()
+      local p <close> = skein.pool{kind = kind, size = 2}
+      assert.same({3, 7, n = 2}, p:starmap(function(a, b) return a + b end, {{1, 2}, {3, 4}}))
+    end)
+
+    it("imaps lazily: a 10 million item generator is not read up front", function()
+      local p <close> = skein.pool{kind = kind, size = 2}
+      local produced = 0
+      local function gen()
+        produced = produced + 1
+        if produced <= 10000000 then return produced end
+      end
+      local seen = 0
+      for i, v in p:imap(function(x) return x * 10 end, gen) do
+        assert.equal(i * 10, v)
+        seen = seen + 1
+        if seen == 50 then break end
+      end
+      assert.equal(50, seen)
+      assert.is_true(produced < 200, "read " .. produced .. " items ahead")
+    end)
+
+    it("imap_unordered yields (index, result) as tasks finish", function()
+      local p <close> = skein.pool{kind = kind, size = 4}
+      local order = {}
+      for i, v in p:imap_unordered(function(d) skein.sleep(d) return d end, {0.3, 0.01, 0.15}) do
+        order[#order + 1] = i
+        assert.is_number(v)
+      end
+      assert.same({2, 3, 1}, order)
+    end)
+
+    it("raises a failing task's error from get, as kind remote with a traceback", function()
+      local p <close> = skein.pool{kind = kind, size = 2}
+      local f = p:submit(function() error("task failed here", 0) end)
+      local e = caught(f.get, f, 10)
+      if kind == "thread" then
+        assert.is_true(skein.is_error(e, "remote"))
+        assert.equal("task failed here", e.message)
+        assert.matches("stack traceback", e.traceback)
+      else
+        assert.equal("task failed here", e)
+      end
+      assert.equal("failed", f:status())
+      assert.is_not_nil(f:error())
+      assert.is_nil(p:submit(function() end):error())
+    end)
+
+    it("fails map at the first failing item", function()
+      local p <close> = skein.pool{kind = kind, size = 2}
+      local e = caught(p.map, p, function(x) if x == 5 then error("bad item") end return x end, {1, 2, 3, 4, 5, 6})
+      assert.matches("bad item", tostring(e))
+    end)
+
+    it("waits, cancels queued futures and reports status", function()
+      local p <close> = skein.pool{kind = kind, size = 1}
+      local blocker = p:submit(function() skein.sleep(0.2) return "first" end)
+      local queued = p:submit(function() return "never" end)
+      assert.is_false(queued:wait(0.01))
+      assert.is_true(queued:cancel())
+      assert.equal("cancelled", queued:status())
+      assert.is_true(skein.is_error(caught(queued.get, queued), "cancelled"))
+      assert.is_true(blocker:wait(10))
+      assert.is_false(blocker:cancel())
+      assert.equal("first", blocker:get())
+    end)
+
+    it("times out get without stopping the task", function()
+      local p <close> = skein.pool{kind = kind, size = 1}
+      local f = p:submit(function() skein.sleep(0.2) return "eventually" end)
+      assert.is_true(skein.is_error(caught(f.get, f, 0.01), "timeout"))
+      assert.equal("eventually", f:get(10))
+    end)
+
+    it("runs on_done callbacks in the submitting worker", function()
+      local p <close> = skein.pool{kind = kind, size = 2}
+      local seen = {}
+      local cb = p:submit(function() return 5 end):on_done(function(f) seen[#seen + 1] = f:get() end)
+      cb:join(10)
+      assert.same({5}, seen)
+    end)
+
+    it("selects over futures", function()
+      local p <close> = skein.pool{kind = kind, size = 2}
+      local slow = p:submit(function() skein.sleep(0.5) return "slow" end)
+      local fast = p:submit(function() skein.sleep(0.01) return "fast" end)
+      local i, v = skein.select({slow, fast}, 10)
+      assert.equal(2, i)
+      assert.equal("fast", v)
+    end)
+
+    it("stops a task that exceeds the pool's per-task timeout", function()
+      local p <close> = skein.pool{kind = kind, size = 1, timeout = 0.05}
+      local f = p:submit(function() skein.sleep(10) end)
+      local e = caught(f.get, f, 10)
+      assert.is_true(skein.is_error(e, "timeout") or skein.is_error(e.value, "timeout"), tostring(e))
+      assert.equal("still usable", p:apply(function() return "still usable" end))
+    end)
+
+    it("refuses submits after close, joins after close, and counts in stats", function()
+      local p = skein.pool{kind = kind, size = 2}
+      for i = 1, 10 do p:submit(function() return i end) end
+      p:close()
+      assert.is_true(skein.is_error(caught(p.submit, p, print), "closed"))
+      p:join(10)
+      local s = p:stats()
+      assert.equal(10, s.done)
+      assert.equal(0, s.failed)
+      assert.equal(0, s.busy)
+      assert.equal(0, s.queued)
+      assert.equal(2, s.size)
+    end)
+
+    it("requires close before join; terminate cancels what is queued", function()
+      local p = skein.pool{kind = kind, size = 1}
+      assert.error_matches(function() p:join(1) end, "before pool:join")
+      local running = p:submit(function() skein.sleep(5) end)
+      local queued = p:submit(function() return 1 end)
+      skein.sleep(0.05)
+      p:terminate()
+      p:join(10)
+      assert.equal("cancelled", queued:status())
+      assert.is_true(running:done())
+    end)
+
+    it("shuts down with wait and cancel_pending", function()
+      local p = skein.pool{kind = kind, size = 1}
+      p:submit(function() skein.sleep(0.05) end)
+      local pending = p:submit(function() return 1 end)
+      p:shutdown{wait = true, cancel_pending = true}
+      assert.equal("cancelled", pending:status())
+    end)
+  end)
+end
+
+describe("thread pools", function()
+  it("really stop a runaway pure-Lua loop and keep the worker", function()
+    local p <close> = skein.pool{kind = "thread", size = 1, timeout = 0.1}
+    local t0 = skein.now()
+    local f = p:submit(function() local x = 0 while true do x = x + 1 end end)
+    local e = caught(f.get, f, 10)
+    assert.is_true(skein.is_error(e, "timeout"))
+    assert.matches("timed out after 0.1", e.message)
+    assert.is_true(skein.now() - t0 < 3)
+    assert.equal(7, p:apply(function() return 7 end))
+    assert.equal(1, p:stats().failed)
+  end)
+
+  it("run init once per worker", function()
+    local p <close> = skein.pool{kind = "thread", size = 2, init = function(prefix) _G.prefix = prefix end,
+                                 init_args = {"w:"}}
+    local r = p:map(function(x) return _G.prefix .. x end, {"a", "b", "c"})
+    assert.same({"w:a", "w:b", "w:c", n = 3}, r)
+  end)
+
+  it("recycle workers after max_tasks without losing queued tasks", function()
+    local p <close> = skein.pool{kind = "thread", size = 2, max_tasks = 3}
+    local r = p:map(function(x)
+      _G.count = (_G.count or 0) + 1
+      return _G.count
+    end, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20}, {chunksize = 1})
+    assert.equal(20, r.n)
+    for i = 1, 20 do assert.is_true(r[i] <= 3, "worker ran " .. r[i] .. " tasks") end
+    assert.is_true(p:stats().restarted >= 4)
+  end)
+
+  it("report a result that cannot cross, naming its path", function()
+    local p <close> = skein.pool{kind = "thread", size = 1}
+    local f = p:submit(function() return {ok = 1, handle = io.stdout} end)
+    local e = caught(f.get, f, 10)
+    assert.matches("result%[1%]%.handle: cannot send userdata", e.message)
+    assert.equal(1, p:apply(function() return 1 end))
+  end)
+
+  it("run CPU-bound work in parallel", function()
+    local p <close> = skein.pool{kind = "thread", size = 2}
+    local function fib(n) return n < 2 and n or fib(n - 1) + fib(n - 2) end
+    local r = p:map(function(n) return fib(n) end, {20, 21, 22, 23})
+    assert.same({6765, 10946, 17711, 28657, n = 4}, r)
+  end)
+end)
+
+describe("skein.pool options", function()
+  it("rejects bad input with clear errors", function()
+    assert.error_matches(function() skein.pool{kind = "fiber"} end, "kind must be")
+    assert.error_matches(function() skein.pool{size = 0} end, "size must be a positive integer")
+    assert.error_matches(function() skein.pool{size = 1.5} end, "size must be a positive integer")
+    assert.error_matches(function() skein.pool{timeout = -1} end, "timeout must not be negative")
+    assert.error_matches(function() skein.pool{max_tasks = 0} end, "max_tasks must be a positive integer")
+    assert.error_matches(function() skein.pool{init = 5} end, "init must be a function")
+    assert.error_matches(function() skein.pool(5) end, "options table expected")
+    local p <close> = skein.pool{kind = "thread", size = 1}
+    assert.error_matches(function() p:submit(5) end, "function expected")
+    assert.error_matches(function() p:map(print, 5) end, "iterable must be a list or an iterator function")
+    assert.error_matches(function() p:map(print, {}, {chunksize = 0}) end, "chunksize must be a positive integer")
+    local e = caught(p.submit, p, function() end, coroutine.create(print))
+    assert.is_true(skein.is_error(e, "marshal"))
+    assert.equal("args[1]: cannot send a coroutine", e.message)
+  end)
+end)

@@ -1,0 +1,438 @@
+--- skein.pool: pools of coroutines and threads with futures, map, imap,
+-- imap_unordered, starmap and apply. The thread kind runs on the C engine
+-- in lua/pool.c; the coroutine kind is written here over tasks.
+local skein, core = ...
+
+local type, error, pairs, select, setmetatable, tostring = type, error, pairs, select, setmetatable, tostring
+local math_ceil, math_type = math.ceil, math.type
+local pack, unpack = table.pack, table.unpack
+local new_error, now = core.error, core.now
+
+local function fail(kind, msg, level)
+  error(new_error(kind, msg), (level or 1) + 1)
+end
+
+local function argerr(fname, msg)
+  error(("bad argument to '%s' (%s)"):format(fname, msg), 3)
+end
+
+local function check_timeout(t, fname)
+  if t == nil then return nil end
+  if type(t) ~= "number" then argerr(fname, "timeout must be a number or nil") end
+  if t ~= t then argerr(fname, "timeout is NaN") end
+  if t < 0 then argerr(fname, "timeout must not be negative") end
+  return t
+end
+
+------------------------------------------------------------------ progress
+
+--- A one-line progress bar on stderr, drawn only when stderr is a terminal.
+local function progress_bar(total, label)
+  if not core._isatty(2) then return nil end
+  local done, started, last = 0, now(), 0
+  local bar = {}
+  local function draw(final)
+    local t = now()
+    if not final and t - last < 0.1 then return end
+    last = t
+    local width = 30
+    local frac = total and total > 0 and done / total or 0
+    local filled = math.floor(frac * width)
+    local rate = done / math.max(t - started, 1e-9)
+    local eta = total and rate > 0 and (total - done) / rate or 0
+    io.stderr:write(("\r%s [%s%s] %d/%s %5.1f/s ETA %ds%s"):format(
+      label, ("#"):rep(filled), ("."):rep(width - filled), done, total and tostring(total) or "?",
+      rate, math.floor(eta + 0.5), final and "\n" or ""))
+    io.stderr:flush()
+  end
+  function bar.step(n) done = done + (n or 1); draw(false) end
+  function bar.finish() draw(true) end
+  return bar
+end
+
+------------------------------------------------------------ iterables
+
+--- Turns a table (list) or an iterator function into a pull function that
+-- returns (true, item) or false when exhausted. Tables are read in order
+-- with their length; functions are called until they return nil.
+local function puller(iterable, fname)
+  if type(iterable) == "table" then
+    local i, n = 0, iterable.n or #iterable
+    return function()
+      if i >= n then return false end
+      i = i + 1
+      return true, iterable[i]
+    end, n
+  elseif type(iterable) == "function" then
+    return function()
+      local v = iterable()
+      if v == nil then return false end
+      return true, v
+    end, nil
+  end
+  argerr(fname, "iterable must be a list or an iterator function")
+end
+
+-- Runs fn over one chunk of items inside a worker.
+local function run_chunk(fn, chunk, star)
+  local out = {}
+  for i = 1, chunk.n do
+    if star then
+      local args = chunk[i]
+      out[i] = fn(table.unpack(args, 1, args.n or #args))
+    else
+      out[i] = fn(chunk[i])
+    end
+  end
+  out.n = chunk.n
+  return out
+end
+
+------------------------------------------------------- coroutine pools
+
+-- A future of a coroutine pool: a task behind a per-pool gate.
+local CoFuture = {}
+CoFuture.__index = CoFuture
+CoFuture.__name = "skein.CoFuture"
+
+function CoFuture:get(timeout) return self.task:join(check_timeout(timeout, "get")) end
+function CoFuture:wait(timeout)
+  local done = skein.wait({self.task}, {timeout = check_timeout(timeout, "wait")})
+  return #done == 1
+end
+function CoFuture:done() return self.task:done() or (self.cancelled and not self.started) or false end
+function CoFuture:status()
+  local s = self.task:status()
+  if s == "running" and not self.started then return self.cancelled and "cancelled" or "pending" end
+  return s
+end
+function CoFuture:cancel()
+  if self.task:done() or self.started then return false end
+  self.cancelled = true
+  return self.task:cancel()
+end
+function CoFuture:error()
+  if not self.task:done() then return nil end
+  return (self.task:error())
+end
+function CoFuture:on_done(fn) return skein._on_done(self, fn) end
+function CoFuture:__tostring() return ("skein.future (coroutine, %s)"):format(self:status()) end
+function CoFuture:__waitable() return self.task end
+
+local CoPool = {}
+CoPool.__index = CoPool
+
+local function co_acquire(p)
+  if p.free > 0 then
+    p.free = p.free - 1
+    return
+  end
+  local me = core._parker()
+  p.waiters[#p.waiters + 1] = me
+  while true do
+    local ok, err = pcall(core._park)
+    if p.granted[me] then
+      p.granted[me] = nil
+      if not ok then p:_release() error(err, 0) end
+      return
+    end
+    if not ok then
+      for i = #p.waiters, 1, -1 do
+        if p.waiters[i] == me then table.remove(p.waiters, i) break end
+      end
+      error(err, 0)
+    end
+  end
+end
+
+function CoPool:_release()
+  local w = table.remove(self.waiters, 1)
+  if w then
+    self.granted[w] = true
+    core._unpark(w)
+  else
+    self.free = self.free + 1
+  end
+end
+
+function CoPool:_submit(timeout, fn, ...)
+  if self.closed then fail("closed", "the pool is closed: no more submits", 2) end
+  if type(fn) ~= "function" and not (type(fn) == "table" and getmetatable(fn) and getmetatable(fn).__call) then
+    argerr("submit", "function expected")
+  end
+  local fut = setmetatable({started = false}, CoFuture)
+  self.stats_.queued = self.stats_.queued + 1
+  self.stats_.submitted = self.stats_.submitted + 1
+  local pool = self
+  fut.task = skein.spawn(function(...)
+    local ok_gate, gate_err = pcall(co_acquire, pool)
+    pool.stats_.queued = pool.stats_.queued - 1
+    if not ok_gate then error(gate_err, 0) end
+    fut.started = true
+    pool.stats_.busy = pool.stats_.busy + 1
+    local r = pack(pcall(function(...)
+      if timeout then return skein.timeout(timeout, fn, ...) end
+      return fn(...)
+    end, ...))
+    pool.stats_.busy = pool.stats_.busy - 1
+    pool:_release()
+    if r[1] then
+      pool.stats_.done = pool.stats_.done + 1
+      return unpack(r, 2, r.n)
+    end
+    pool.stats_.failed = pool.stats_.failed + 1
+    error(r[2], 0)
+  end, ...)
+  self.tasks[fut.task] = true
+  return fut
+end
+
+function CoPool:close() self.closed = true end
+function CoPool:terminate()
+  self.closed = true
+  for t in pairs(self.tasks) do t:cancel() end
+end
+function CoPool:join(timeout)
+  if not self.closed then error("call pool:close() or pool:terminate() before pool:join()", 2) end
+  local list = {}
+  for t in pairs(self.tasks) do list[#list + 1] = t end
+  local _, pending = skein.wait(list, {timeout = check_timeout(timeout, "join")})
+  if #pending > 0 then fail("timeout", "pool join timed out", 2) end
+  for _, t in ipairs(list) do
+    if t:status() ~= "done" then t:error() end   -- observed through its future
+  end
+end
+function CoPool:stats()
+  local s = {}
+  for k, v in pairs(self.stats_) do s[k] = v end
+  s.size = self.size
+  s.closed = self.closed
+  return s
+end
+
+----------------------------------------------------------- common front
+
+local Pool = {}
+Pool.__index = Pool
+Pool.__name = "skein.Pool"
+
+function Pool:__tostring()
+  return ("skein.pool %q (%s, size %d)"):format(self.name, self.kind, self.size)
+end
+
+--- pool:submit(fn, ...) -> future
+function Pool:submit(fn, ...)
+  return self.impl:_submit(self.timeout, fn, ...)
+end
+
+--- pool:apply(fn, ...) -> fn's results (blocking)
+function Pool:apply(fn, ...)
+  return self:submit(fn, ...):get()
+end
+
+-- The shared engine of map/imap/imap_unordered/starmap: keeps at most
+-- `window` chunks in flight, reading the iterable lazily.
+local function stream(self, fn, iterable, opts, fname, star, ordered)
+  if type(fn) ~= "function" then argerr(fname, "function expected") end
+  opts = opts or {}
+  if type(opts) ~= "table" then argerr(fname, "options table expected") end
+  local pull, total = puller(iterable, fname)
+  local chunksize = opts.chunksize
+  if chunksize == nil then
+    if total and self.kind ~= "coroutine" then
+      chunksize = math.max(1, math_ceil(total / (self.size * 4)))
+    else
+      chunksize = 1
+    end
+  elseif math_type(chunksize) ~= "integer" or chunksize < 1 then
+    argerr(fname, "chunksize must be a positive integer")
+  end
+  local timeout = check_timeout(opts.timeout, fname) or self.timeout
+  local bar = opts.progress and progress_bar(total, self.name) or nil
+  local window = self.size * 2
+  local inflight = {}            -- futures, in submission order
+  local counts = {}              -- items per future (-1: a single unchunked item)
+  local first = {}               -- index of each future's first item
+  local exhausted, read = false, 0
+  local buffered, head = {}, 1   -- (index, value) pairs waiting to be returned
+  local function fill()
+    while not exhausted and #inflight < window do
+      local chunk = {n = 0}
+      while chunk.n < chunksize do
+        local ok, item = pull()
+        if not ok then exhausted = true break end
+        chunk.n = chunk.n + 1
+        chunk[chunk.n] = item
+      end
+      if chunk.n == 0 then break end
+      local start = read + 1
+      read = read + chunk.n
+      local fut
+      if chunksize == 1 and not star then
+        fut = self.impl:_submit(timeout, fn, chunk[1])
+        counts[fut] = -1
+      else
+        fut = self.impl:_submit(timeout, run_chunk, fn, chunk, star or nil)
+        counts[fut] = chunk.n
+      end
+      first[fut] = start
+      inflight[#inflight + 1] = fut
+    end
+  end
+  local function cancel_rest()
+    for _, f in ipairs(inflight) do f:cancel() end
+  end
+  local function collect(fut)
+    local r = pack(pcall(fut.get, fut))
+    if not r[1] then cancel_rest() error(r[2], 0) end
+    if counts[fut] == -1 then
+      if bar then bar.step(1) end
+      return {n = 1, r[2]}
+    end
+    local out = r[2]
+    if bar then bar.step(out.n) end
+    return out
+  end
+  return function()
+    while true do
+      if head <= #buffered then
+        local pair = buffered[head]
+        buffered[head] = nil
+        head = head + 1
+        if head > #buffered + 1 or buffered[head] == nil then buffered, head = {}, 1 end
+        return pair[1], pair[2], true
+      end
+      fill()
+      if #inflight == 0 then
+        if bar then bar.finish() end
+        return nil
+      end
+      local fut
+      if ordered then
+        fut = table.remove(inflight, 1)
+      else
+        local i = skein.select(inflight)
+        fut = table.remove(inflight, i)
+      end
+      local out = collect(fut)
+      local start = first[fut]
+      counts[fut], first[fut] = nil, nil
+      for i = 1, out.n do buffered[#buffered + 1] = {start + i - 1, out[i]} end
+    end
+  end
+end
+
+--- pool:map(fn, iterable, [opts]) -> list of results, in order
+function Pool:map(fn, iterable, opts)
+  local out, n = {}, 0
+  for i, v in stream(self, fn, iterable, opts, "map", false, true) do
+    out[i] = v
+    n = i
+  end
+  out.n = n
+  return out
+end
+
+--- pool:starmap(fn, list_of_arg_lists, [opts]) -> list of results
+function Pool:starmap(fn, iterable, opts)
+  local out, n = {}, 0
+  for i, v in stream(self, fn, iterable, opts, "starmap", true, true) do
+    out[i] = v
+    n = i
+  end
+  out.n = n
+  return out
+end
+
+--- pool:imap(fn, iterable, [opts]) -> iterator of (index, result) in order:
+-- `for i, r in pool:imap(f, xs) do ... end`. The iterable is read lazily:
+-- at most 2 x size chunks are in flight, so memory stays bounded.
+function Pool:imap(fn, iterable, opts)
+  return stream(self, fn, iterable, opts, "imap", false, true)
+end
+
+--- pool:imap_unordered(fn, iterable, [opts]) -> iterator of (index, result)
+-- in completion order (index: the item's position in the iterable).
+function Pool:imap_unordered(fn, iterable, opts)
+  return stream(self, fn, iterable, opts, "imap_unordered", false, false)
+end
+
+--- pool:shutdown{wait=true, cancel_pending=false}
+function Pool:shutdown(opts)
+  opts = opts or {}
+  if opts.cancel_pending then self.impl:terminate() else self.impl:close() end
+  if opts.wait ~= false then self.impl:join() end
+end
+
+function Pool:close() return self.impl:close() end
+function Pool:join(timeout) return self.impl:join(timeout) end
+function Pool:terminate() return self.impl:terminate() end
+function Pool:stats() return self.impl:stats() end
+
+function Pool:__close()
+  if not self.impl:stats().closed then self.impl:close() end
+  self.impl:join()
+end
+
+--- future:on_done(fn): runs fn(future) in this worker once the future has
+-- finished (at once if it has). A callback that fails is reported like any
+-- task that fails unjoined.
+function skein._on_done(fut, fn)
+  if type(fn) ~= "function" then error("bad argument #1 to 'on_done' (function expected)", 3) end
+  return skein.spawn(function()
+    fut:wait()
+    fn(fut)
+  end)
+end
+local future_methods = core._methods("skein.Future")
+function future_methods.on_done(fut, fn) return skein._on_done(fut, fn) end
+
+--- skein.pool{kind=, size=, init=, init_args=, max_tasks=, timeout=, retries=, name=}
+return function(opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then error("bad argument #1 to 'pool' (options table expected)", 2) end
+  local kind = opts.kind or "thread"
+  if kind ~= "coroutine" and kind ~= "thread" and kind ~= "process" then
+    error(("bad argument #1 to 'pool' (kind must be \"coroutine\", \"thread\" or \"process\", got %s)"):format(tostring(kind)), 2)
+  end
+  local size = opts.size or (kind == "coroutine" and 100 or core.cpu_count())
+  if math_type(size) ~= "integer" or size < 1 then
+    error("bad argument #1 to 'pool' (size must be a positive integer)", 2)
+  end
+  local max_tasks = opts.max_tasks
+  if max_tasks ~= nil and (math_type(max_tasks) ~= "integer" or max_tasks < 1) then
+    error("bad argument #1 to 'pool' (max_tasks must be a positive integer)", 2)
+  end
+  local timeout = check_timeout(opts.timeout, "pool")
+  if opts.init ~= nil and type(opts.init) ~= "function" then
+    error("bad argument #1 to 'pool' (init must be a function)", 2)
+  end
+  if opts.init_args ~= nil and type(opts.init_args) ~= "table" then
+    error("bad argument #1 to 'pool' (init_args must be a table)", 2)
+  end
+  local retries = opts.retries or 0
+  if math_type(retries) ~= "integer" or retries < 0 then
+    error("bad argument #1 to 'pool' (retries must be a non-negative integer)", 2)
+  end
+  local name = opts.name or (kind .. "-pool")
+  if type(name) ~= "string" then error("bad argument #1 to 'pool' (name must be a string)", 2) end
+  local impl
+  if kind == "coroutine" then
+    impl = setmetatable({size = size, free = size, waiters = {}, granted = {}, tasks = setmetatable({}, {__mode = "k"}),
+                         closed = false, stats_ = {busy = 0, queued = 0, done = 0, failed = 0, restarted = 0, submitted = 0}}, CoPool)
+    if opts.init then opts.init(unpack(opts.init_args or {})) end
+  else
+    local init_args = opts.init_args or {}
+    local function ctor(...)
+      if kind == "process" then return core._processpool(size, max_tasks, retries, name, ...) end
+      return core._threadpool(size, max_tasks, name, ...)
+    end
+    if opts.init then
+      impl = ctor(opts.init, unpack(init_args, 1, init_args.n or #init_args))
+    else
+      impl = ctor()
+    end
+  end
+  return setmetatable({impl = impl, kind = kind, size = size, name = name, timeout = timeout,
+                       retries = retries}, Pool)
+end
