@@ -162,12 +162,15 @@ size_t sk_waitlist_remove(sk_waitlist *l, sk_port *port, uint32_t slot) {
 }
 
 int sk_waitlist_wake_one(sk_waitlist *l) {
-  if (l->n == 0) return 0;
-  sk_waiter w = l->w[0];
-  memmove(l->w, l->w + 1, (l->n - 1) * sizeof *l->w);
-  l->n--;
-  sk_waiter_fire(&w);
-  return 1;
+  while (l->n > 0) {
+    sk_waiter w = l->w[0];
+    memmove(l->w, l->w + 1, (l->n - 1) * sizeof *l->w);
+    l->n--;
+    int rc = sk_port_wake(w.port, w.slot, w.gen);
+    sk_port_release(w.port);
+    if (rc == 0) return 1;
+  }
+  return 0;
 }
 
 void sk_waitlist_wake_all(sk_waitlist *l) {

@@ -292,6 +292,22 @@ describe("skein.lock", function()
     assert.is_true(waited >= 0.02)
   end)
 
+  it("a waiter left behind by a closed thread does not swallow a release", function()
+    local lk = skein.lock()
+    lk:acquire()
+    local th = skein.thread(function(lk)
+      local skein = require "skein"
+      skein.spawn{fn = function() lk:acquire() end, daemon = true}
+      skein.sleep(0.02)  -- its daemon task now waits; the thread then ends
+      return true
+    end, lk)
+    assert.is_true(th:join(10))
+    local b = skein.spawn(function() local ok = lk:acquire(5); if ok then lk:release() end; return ok end)
+    skein.sleep(0.02)
+    lk:release()
+    assert.is_true(b:join(1))
+  end)
+
   it("times out in a thread while the main worker holds it", function()
     local lk = skein.lock()
     lk:acquire()
