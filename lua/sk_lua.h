@@ -118,6 +118,7 @@ struct sk_worker {
   sk_port *port;                /* the inbox other threads post to */
   sk_ctx **slots;               /* wake table: slot -> waiting context */
   uint32_t nslots, free_slot;
+  uint32_t wait_seq;             /* numbers every wait of every context */
   const char *kind;             /* "main", "thread" or "process" */
   lua_Integer self_id;
   char *self_name;

@@ -1,164 +1,144 @@
 /*
 ** sync.c — synchronisation objects shared by every worker that holds a
-** handle: event, lock, rlock, semaphore, bounded semaphore, condition,
-** barrier. Each is an sk_obj (reference counted, sendable by reference)
-** whose state is guarded by its own mutex; a blocking method waits through
-** sk_shared_wait_begin/end, so it suspends only its task (or drives the loop
-** where it cannot yield) and honours timeouts, cancellation and Ctrl-C.
+** handle: lock, rlock, semaphore, bounded semaphore and condition (the
+** event lives in event.c, the barrier in barrier.c). Each is an sk_obj (reference counted,
+** sendable by reference) whose state is guarded by its own mutex; a
+** blocking method waits through the shared-object wait protocol, so it
+** suspends only its task (or drives the loop where it cannot yield) and
+** honours timeouts, cancellation and Ctrl-C.
+**
+** Ownership: a lock is held by a *context* (a task, or a worker's root),
+** named across threads by (its worker's port, its task id). Ids are never
+** reused within a worker, so a task that ends holding a lock does not pass
+** it on to a later task.
+**
+** Wake hand-off: a release wakes one waiter (sk_waitlist_wake_one). A
+** waiter that was picked but then leaves without taking what it was woken
+** for (cancelled, interrupted, a select that took another item) hands the
+** wake on to the next waiter, so a cancelled task never wedges an object.
 **
 ** Lock order: an object's mutex is held only briefly and never while
-** waiting; a port's lock (taken to wake a waiter) is always innermost.
+** waiting; a port's lock (taken to wake a waiter) is always innermost. The
+** condition takes its own mutex and its lock's mutex one at a time, never
+** both.
 */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sk_lua.h"
+#include "sk_sync.h"
 
-#define EVENT_MT "skein.Event"
 #define LOCK_MT "skein.Lock"
+#define SEM_MT "skein.Semaphore"
+#define COND_MT "skein.Condition"
+#define GUARD_MT "skein.Guard"
 
-/* Every blocking method keeps its deadline at stack index 2. */
-static void setup_deadline(lua_State *L, int timeout_arg) {
+/* ------------------------------------------------------------- helpers */
+
+void sk_sync_setup_deadline(lua_State *L, int timeout_arg) {
   uint64_t d = sk_check_deadline(L, timeout_arg);
   lua_settop(L, 1);
   sk_push_deadline(L, d);
 }
 
-/* ---------------------------------------------------------------- event */
-
-typedef struct sk_event {
-  sk_obj obj;
-  uv_mutex_t lock;
-  int set;
-  sk_waitlist waiters;
-} sk_event;
-
-static void event_destroy(sk_obj *o) {
-  sk_event *e = (sk_event *)o;
-  sk_waitlist_free(&e->waiters);
-  uv_mutex_destroy(&e->lock);
-  free(e);
+void sk_sync_identity(lua_State *L, sk_ctx *c, sk_port **port, lua_Integer *id) {
+  (void)L;
+  *port = c->w->port;
+  *id = c->id;
 }
 
-static const sk_objtype event_type = {EVENT_MT, event_destroy};
-
-static int event_ready(void *obj) { return ((sk_event *)obj)->set; }
-
-static void push_event(lua_State *L, sk_obj *o) { sk_handle_push(L, o, EVENT_MT); }
-
-/* skein.event() -> event */
-static int l_event_new(lua_State *L) {
-  sk_event *e = calloc(1, sizeof *e);
-  if (e == NULL || uv_mutex_init(&e->lock) != 0) {
-    free(e);
-    return luaL_error(L, "not enough memory for an event");
+lua_Integer sk_sync_check_count(lua_State *L, int arg, lua_Integer def, lua_Integer min,
+                                const char *what) {
+  if (lua_isnoneornil(L, arg) && def >= min) return def;
+  int isint = 0;
+  lua_Integer n = 0;
+  if (lua_type(L, arg) == LUA_TNUMBER) n = lua_tointegerx(L, arg, &isint);
+  if (!isint || n < min) {
+    const char *got = lua_type(L, arg) == LUA_TNUMBER ? luaL_tolstring(L, arg, NULL)
+                                                      : luaL_typename(L, arg);
+    luaL_argerror(L, arg, lua_pushfstring(L, "%s expected, got %s", what, got));
   }
-  if (sk_obj_init(&e->obj, &event_type) != 0) {
-    uv_mutex_destroy(&e->lock);
-    free(e);
-    return luaL_error(L, "not enough memory for an event");
+  return n;
+}
+
+void sk_sync_check_callable(lua_State *L, int arg) {
+  if (lua_isfunction(L, arg)) return;
+  if (luaL_getmetafield(L, arg, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
   }
-  push_event(L, &e->obj);
+  luaL_typeerror(L, arg, "function");
+}
+
+static int wait_end_trap(lua_State *L) {
+  lua_pushboolean(L, sk_wait_end(L, lua_touserdata(L, 1)));
   return 1;
 }
 
-static sk_event *check_event(lua_State *L, int idx) {
-  return (sk_event *)sk_handle_check(L, idx, EVENT_MT);
-}
-
-static int l_event_set(lua_State *L) {
-  sk_event *e = check_event(L, 1);
-  uv_mutex_lock(&e->lock);
-  e->set = 1;
-  sk_waitlist_wake_all(&e->waiters);
-  uv_mutex_unlock(&e->lock);
-  return 0;
-}
-
-static int l_event_clear(lua_State *L) {
-  sk_event *e = check_event(L, 1);
-  uv_mutex_lock(&e->lock);
-  e->set = 0;
-  uv_mutex_unlock(&e->lock);
-  return 0;
-}
-
-static int l_event_is_set(lua_State *L) {
-  sk_event *e = check_event(L, 1);
-  uv_mutex_lock(&e->lock);
-  lua_pushboolean(L, e->set);
-  uv_mutex_unlock(&e->lock);
-  return 1;
-}
-
-static int event_wait_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_event *e = check_event(L, 1);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  for (;;) {
-    if (status == LUA_YIELD) sk_shared_wait_end(L, c, &e->lock, &e->waiters);
-    uv_mutex_lock(&e->lock);
-    int set = e->set;
-    uv_mutex_unlock(&e->lock);
-    if (set || sk_expired(d)) {
-      lua_pushboolean(L, set);
-      return 1;
-    }
-    if (sk_shared_wait_begin(L, c, d, &e->lock, &e->waiters, event_ready, e)) {
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, kctx, event_wait_k);
+int sk_sync_end_wait(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list, int *picked,
+                     int *timed_out) {
+  uv_mutex_lock(lock);
+  *picked = sk_waitlist_remove(list, c->w->port, c->wslot) == 0;
+  uv_mutex_unlock(lock);
+  *timed_out = 0;
+  if (!lua_checkstack(L, 3)) {
+    lua_pushliteral(L, "not enough memory");
+    return LUA_ERRMEM;
   }
+  lua_pushcfunction(L, wait_end_trap);
+  lua_pushlightuserdata(L, c);
+  int st = lua_pcall(L, 1, 1, 0);
+  if (st == LUA_OK) {
+    *timed_out = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  return st;
 }
 
-/* event:wait([timeout]) -> true when set, false on timeout */
-static int l_event_wait(lua_State *L) {
-  check_event(L, 1);
-  setup_deadline(L, 2);
-  return event_wait_k(L, LUA_OK, 0);
+/* Wakes the next waiter of `list` if the object can serve one: a waiter
+** that was picked and is leaving gives its wake to the next in line. */
+static void pass_on(uv_mutex_t *lock, sk_waitlist *list, sk_ready_fn ready, void *obj) {
+  uv_mutex_lock(lock);
+  if (ready == NULL || ready(obj)) sk_waitlist_wake_one(list);
+  uv_mutex_unlock(lock);
 }
 
-static int event_try(lua_State *L, sk_obj *o) {
-  sk_event *e = (sk_event *)o;
-  uv_mutex_lock(&e->lock);
-  int set = e->set;
-  uv_mutex_unlock(&e->lock);
-  if (!set) return 0;
-  lua_pushboolean(L, 1);
-  return 1;
+/* Pushes a new handle for `o` (taking over one reference) whose user value
+** is the value on top of the stack, which it pops. */
+static void push_handle_uv(lua_State *L, sk_obj *o, const char *mt) {
+  sk_handle *h = lua_newuserdatauv(L, sizeof *h, 1);
+  h->obj = o;
+  luaL_setmetatable(L, mt);
+  lua_rotate(L, -2, 1);
+  lua_setiuservalue(L, -2, 1);
 }
 
-static int event_add_waiter(sk_obj *o, const sk_waiter *w) {
-  sk_event *e = (sk_event *)o;
-  uv_mutex_lock(&e->lock);
-  int rc = e->set ? 1 : sk_waitlist_add(&e->waiters, w);
-  uv_mutex_unlock(&e->lock);
-  return rc;
+void *sk_sync_new_obj(lua_State *L, size_t size, const sk_objtype *type, size_t lock_off) {
+  char *p = calloc(1, size);
+  if (p == NULL) luaL_error(L, "not enough memory for a %s", type->name);
+  uv_mutex_t *lock = (uv_mutex_t *)(p + lock_off);
+  if (uv_mutex_init(lock) != 0) {
+    free(p);
+    luaL_error(L, "cannot create a mutex for a %s", type->name);
+  }
+  if (sk_obj_init((sk_obj *)p, type) != 0) {
+    uv_mutex_destroy(lock);
+    free(p);
+    luaL_error(L, "not enough memory for a %s", type->name);
+  }
+  return p;
 }
-
-static void event_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
-  sk_event *e = (sk_event *)o;
-  uv_mutex_lock(&e->lock);
-  sk_waitlist_remove(&e->waiters, port, slot);
-  uv_mutex_unlock(&e->lock);
-}
-
-static const sk_selectable event_select = {EVENT_MT, event_try, event_add_waiter,
-                                           event_remove_waiter};
 
 /* ----------------------------------------------------------------- lock */
 
-/* A lock belongs to a context of a worker: (port, slot) of whoever holds it
-** identifies the owner across threads, which rlock needs for re-entry and
-** release checks. */
 typedef struct sk_lock {
   sk_obj obj;
   uv_mutex_t lock;
   int reentrant;
   int count;                    /* 0: free */
   sk_port *owner_port;          /* not counted: compared, never used */
-  uint32_t owner_slot;
+  lua_Integer owner_id;
   sk_waitlist waiters;
 } sk_lock;
 
@@ -173,104 +153,113 @@ static const sk_objtype lock_type = {LOCK_MT, lock_destroy};
 
 static void push_lock(lua_State *L, sk_obj *o) { sk_handle_push(L, o, LOCK_MT); }
 
-static int new_lock(lua_State *L, int reentrant) {
-  sk_lock *k = calloc(1, sizeof *k);
-  if (k == NULL || uv_mutex_init(&k->lock) != 0) {
-    free(k);
-    return luaL_error(L, "not enough memory for a lock");
-  }
-  if (sk_obj_init(&k->obj, &lock_type) != 0) {
-    uv_mutex_destroy(&k->lock);
-    free(k);
-    return luaL_error(L, "not enough memory for a lock");
-  }
+static sk_lock *new_lock(lua_State *L, int reentrant) {
+  sk_lock *k = SK_SYNC_NEW(L, sk_lock, &lock_type);
   k->reentrant = reentrant;
-  push_lock(L, &k->obj);
+  return k;
+}
+
+static int l_lock_new(lua_State *L) {
+  push_lock(L, &new_lock(L, 0)->obj);
   return 1;
 }
 
-static int l_lock_new(lua_State *L) { return new_lock(L, 0); }
-static int l_rlock_new(lua_State *L) { return new_lock(L, 1); }
+static int l_rlock_new(lua_State *L) {
+  push_lock(L, &new_lock(L, 1)->obj);
+  return 1;
+}
 
 static sk_lock *check_lock(lua_State *L, int idx) {
   return (sk_lock *)sk_handle_check(L, idx, LOCK_MT);
 }
 
-/* The identity of the calling context: its worker's port and wake slot.
-** A context gets a slot the first time it needs one. */
-static void identity(lua_State *L, sk_ctx *c, sk_port **port, uint32_t *slot) {
-  if (sk_ctx_slot(c) != 0) luaL_error(L, "not enough memory");
-  *port = c->w->port;
-  *slot = c->wslot;
+/* 1 when (port, id) holds the lock. The caller holds k->lock. */
+static int lock_mine(sk_lock *k, sk_port *port, lua_Integer id) {
+  return k->count > 0 && k->owner_port == port && k->owner_id == id;
 }
 
-/* Takes the lock if it can; 1 on success. The caller holds k->lock. */
-static int lock_try_locked(sk_lock *k, sk_port *port, uint32_t slot) {
+/* Takes the lock if it can (`count` levels at once when it was free: the
+** condition's re-acquire); 1 on success. The caller holds k->lock. */
+static int lock_try_locked(sk_lock *k, sk_port *port, lua_Integer id, int count) {
   if (k->count == 0) {
-    k->count = 1;
+    k->count = count;
     k->owner_port = port;
-    k->owner_slot = slot;
+    k->owner_id = id;
     return 1;
   }
-  if (k->reentrant && k->owner_port == port && k->owner_slot == slot) {
+  if (k->reentrant && lock_mine(k, port, id)) {
     k->count++;
     return 1;
   }
   return 0;
 }
 
+/* Releases one level (or every level with `all`) for (port, id). Returns
+** NULL, or why it could not. */
+static const char *lock_release_as(sk_lock *k, sk_port *port, lua_Integer id, int all) {
+  const char *err = NULL;
+  uv_mutex_lock(&k->lock);
+  if (k->count == 0) {
+    err = "cannot release a lock that is not held";
+  } else if (!lock_mine(k, port, id)) {
+    err = "cannot release a lock held by another task";
+  } else if (all || --k->count == 0) {
+    k->count = 0;
+    k->owner_port = NULL;
+    k->owner_id = 0;
+    sk_waitlist_wake_one(&k->waiters);
+  }
+  uv_mutex_unlock(&k->lock);
+  return err;
+}
+
 static int lock_ready(void *obj) { return ((sk_lock *)obj)->count == 0; }
 
-static int lock_acquire_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_lock *k = check_lock(L, 1);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
+/* Acquires `k` for `c` before deadline `d`. In a task that can yield the
+** wait resumes in `kf` with `kctx`, which must call this again with the
+** status it got. Returns 1 when acquired, 0 when `d` passed; raises what
+** the wait raises, after handing on a wake it consumed. `shield`: the wait
+** ignores cancellation and skein.timeout scopes (a condition re-acquiring
+** its lock before it lets an error through). */
+static int lock_acquire_loop(lua_State *L, sk_lock *k, sk_ctx *c, uint64_t d, int count,
+                             int shield, int status, lua_KContext kctx, lua_KFunction kf) {
   sk_port *port;
-  uint32_t slot;
+  lua_Integer id;
+  sk_sync_identity(L, c, &port, &id);
   for (;;) {
-    if (status == LUA_YIELD) sk_shared_wait_end(L, c, &k->lock, &k->waiters);
-    identity(L, c, &port, &slot);
-    uv_mutex_lock(&k->lock);
-    int got = lock_try_locked(k, port, slot);
-    uv_mutex_unlock(&k->lock);
-    if (got || sk_expired(d)) {
-      lua_pushboolean(L, got);
-      return 1;
+    if (status == LUA_YIELD) {
+      int picked, timed_out;
+      if (sk_sync_end_wait(L, c, &k->lock, &k->waiters, &picked, &timed_out) != LUA_OK) {
+        if (picked) pass_on(&k->lock, &k->waiters, lock_ready, k);
+        return lua_error(L);
+      }
     }
-    if (!k->reentrant && d == SK_NO_DEADLINE && k->owner_port == port && k->owner_slot == slot) {
+    uv_mutex_lock(&k->lock);
+    int got = lock_try_locked(k, port, id, count);
+    int self = !got && lock_mine(k, port, id);
+    uv_mutex_unlock(&k->lock);
+    if (got) return 1;
+    if (sk_expired(d)) return 0;
+    if (self && d == SK_NO_DEADLINE) {
       return luaL_error(L, "deadlock: this task already holds the lock (use skein.rlock for re-entry)");
     }
+    if (shield) c->wait_shield = 1;
     if (sk_shared_wait_begin(L, c, d, &k->lock, &k->waiters, lock_ready, k)) {
       status = LUA_OK;
       continue;
     }
-    status = sk_wait(L, c, kctx, lock_acquire_k);
+    status = sk_wait(L, c, kctx, kf);
   }
-}
-
-/* lock:acquire([timeout]) -> true, or false on timeout */
-static int l_lock_acquire(lua_State *L) {
-  check_lock(L, 1);
-  setup_deadline(L, 2);
-  return lock_acquire_k(L, LUA_OK, 0);
 }
 
 /* lock:release(): only the holder may release */
 static int l_lock_release(lua_State *L) {
   sk_lock *k = check_lock(L, 1);
   sk_port *port;
-  uint32_t slot;
-  identity(L, sk_current(L), &port, &slot);
-  uv_mutex_lock(&k->lock);
-  int held = k->count > 0, mine = held && k->owner_port == port && k->owner_slot == slot;
-  if (mine && --k->count == 0) {
-    k->owner_port = NULL;
-    k->owner_slot = 0;
-    sk_waitlist_wake_one(&k->waiters);
-  }
-  uv_mutex_unlock(&k->lock);
-  if (!held) return luaL_error(L, "cannot release a lock that is not held");
-  if (!mine) return luaL_error(L, "cannot release a lock held by another task");
+  lua_Integer id;
+  sk_sync_identity(L, sk_current(L), &port, &id);
+  const char *err = lock_release_as(k, port, id, 0);
+  if (err) return luaL_error(L, "%s", err);
   return 0;
 }
 
@@ -282,13 +271,25 @@ static int l_lock_locked(lua_State *L) {
   return 1;
 }
 
+static int l_lock_tostring(lua_State *L) {
+  sk_lock *k = check_lock(L, 1);
+  uv_mutex_lock(&k->lock);
+  int count = k->count;
+  uv_mutex_unlock(&k->lock);
+  const char *kind = k->reentrant ? "rlock" : "lock";
+  if (count == 0) lua_pushfstring(L, "skein.%s: %p (unlocked)", kind, (void *)k);
+  else if (k->reentrant) lua_pushfstring(L, "skein.%s: %p (locked x%d)", kind, (void *)k, count);
+  else lua_pushfstring(L, "skein.%s: %p (locked)", kind, (void *)k);
+  return 1;
+}
+
 static int lock_try(lua_State *L, sk_obj *o) {
   sk_lock *k = (sk_lock *)o;
   sk_port *port;
-  uint32_t slot;
-  identity(L, sk_current(L), &port, &slot);
+  lua_Integer id;
+  sk_sync_identity(L, sk_current(L), &port, &id);
   uv_mutex_lock(&k->lock);
-  int got = lock_try_locked(k, port, slot);
+  int got = lock_try_locked(k, port, id, 1);
   uv_mutex_unlock(&k->lock);
   if (!got) return 0;
   lua_pushboolean(L, 1);
@@ -303,43 +304,593 @@ static int lock_add_waiter(sk_obj *o, const sk_waiter *w) {
   return rc;
 }
 
+/* A select that leaves hands on a wake it did not use. */
 static void lock_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
   sk_lock *k = (sk_lock *)o;
   uv_mutex_lock(&k->lock);
-  sk_waitlist_remove(&k->waiters, port, slot);
+  if (sk_waitlist_remove(&k->waiters, port, slot) == 0 && k->count == 0) {
+    sk_waitlist_wake_one(&k->waiters);
+  }
   uv_mutex_unlock(&k->lock);
 }
 
 static const sk_selectable lock_select = {LOCK_MT, lock_try, lock_add_waiter, lock_remove_waiter};
 
+/* ------------------------------------------------------------ semaphore */
+
+typedef struct sk_sem {
+  sk_obj obj;
+  uv_mutex_t lock;
+  lua_Integer value, initial;
+  int bounded;
+  sk_waitlist waiters;
+} sk_sem;
+
+static void semaphore_destroy(sk_obj *o) {
+  sk_sem *s = (sk_sem *)o;
+  sk_waitlist_free(&s->waiters);
+  uv_mutex_destroy(&s->lock);
+  free(s);
+}
+
+static const sk_objtype sem_type = {SEM_MT, semaphore_destroy};
+
+static void push_sem(lua_State *L, sk_obj *o) { sk_handle_push(L, o, SEM_MT); }
+
+static int new_sem(lua_State *L, int bounded) {
+  lua_Integer n = sk_sync_check_count(L, 1, 1, 0, "non-negative integer");
+  sk_sem *s = SK_SYNC_NEW(L, sk_sem, &sem_type);
+  s->value = s->initial = n;
+  s->bounded = bounded;
+  push_sem(L, &s->obj);
+  return 1;
+}
+
+/* skein.semaphore([n=1]), skein.bounded_semaphore([n=1]) */
+static int l_sem_new(lua_State *L) { return new_sem(L, 0); }
+static int l_bsem_new(lua_State *L) { return new_sem(L, 1); }
+
+static sk_sem *check_sem(lua_State *L, int idx) {
+  return (sk_sem *)sk_handle_check(L, idx, SEM_MT);
+}
+
+static int sem_ready(void *obj) { return ((sk_sem *)obj)->value > 0; }
+
+/* Adds n to the value and wakes up to n waiters. Returns 0, or -1 when a
+** bounded semaphore would exceed its initial value (nothing changes). */
+static int sem_release_n(sk_sem *s, lua_Integer n, lua_Integer *value) {
+  int rc = 0;
+  uv_mutex_lock(&s->lock);
+  *value = s->value;
+  if ((s->bounded && s->value > s->initial - n) || s->value > LUA_MAXINTEGER - n) {
+    rc = -1;
+  } else {
+    s->value += n;
+    for (lua_Integer i = 0; i < n && sk_waitlist_wake_one(&s->waiters); i++) {}
+  }
+  uv_mutex_unlock(&s->lock);
+  return rc;
+}
+
+/* Like lock_acquire_loop, for one unit of a semaphore. */
+static int sem_acquire_loop(lua_State *L, sk_sem *s, sk_ctx *c, uint64_t d, int status,
+                            lua_KContext kctx, lua_KFunction kf) {
+  for (;;) {
+    if (status == LUA_YIELD) {
+      int picked, timed_out;
+      if (sk_sync_end_wait(L, c, &s->lock, &s->waiters, &picked, &timed_out) != LUA_OK) {
+        if (picked) pass_on(&s->lock, &s->waiters, sem_ready, s);
+        return lua_error(L);
+      }
+    }
+    uv_mutex_lock(&s->lock);
+    int got = s->value > 0;
+    if (got) s->value--;
+    uv_mutex_unlock(&s->lock);
+    if (got) return 1;
+    if (sk_expired(d)) return 0;
+    if (sk_shared_wait_begin(L, c, d, &s->lock, &s->waiters, sem_ready, s)) {
+      status = LUA_OK;
+      continue;
+    }
+    status = sk_wait(L, c, kctx, kf);
+  }
+}
+
+/* semaphore:release([n=1]) */
+static int l_sem_release(lua_State *L) {
+  sk_sem *s = check_sem(L, 1);
+  lua_Integer n = sk_sync_check_count(L, 2, 1, 1, "positive integer"), value;
+  if (sem_release_n(s, n, &value) != 0) {
+    if (s->bounded) {
+      return luaL_error(L, "bounded semaphore released too many times (value %I + %I would exceed its initial value %I)",
+                        (LUAI_UACINT)value, (LUAI_UACINT)n, (LUAI_UACINT)s->initial);
+    }
+    return luaL_error(L, "semaphore value overflow");
+  }
+  return 0;
+}
+
+/* semaphore:value() -> the current count */
+static int l_sem_value(lua_State *L) {
+  sk_sem *s = check_sem(L, 1);
+  uv_mutex_lock(&s->lock);
+  lua_pushinteger(L, s->value);
+  uv_mutex_unlock(&s->lock);
+  return 1;
+}
+
+static int l_sem_tostring(lua_State *L) {
+  sk_sem *s = check_sem(L, 1);
+  uv_mutex_lock(&s->lock);
+  lua_Integer v = s->value;
+  uv_mutex_unlock(&s->lock);
+  if (s->bounded) {
+    lua_pushfstring(L, "skein.bounded_semaphore: %p (value %I of %I)", (void *)s, (LUAI_UACINT)v,
+                    (LUAI_UACINT)s->initial);
+  } else {
+    lua_pushfstring(L, "skein.semaphore: %p (value %I)", (void *)s, (LUAI_UACINT)v);
+  }
+  return 1;
+}
+
+static int sem_try(lua_State *L, sk_obj *o) {
+  sk_sem *s = (sk_sem *)o;
+  uv_mutex_lock(&s->lock);
+  int got = s->value > 0;
+  if (got) s->value--;
+  uv_mutex_unlock(&s->lock);
+  if (!got) return 0;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sem_add_waiter(sk_obj *o, const sk_waiter *w) {
+  sk_sem *s = (sk_sem *)o;
+  uv_mutex_lock(&s->lock);
+  int rc = s->value > 0 ? 1 : sk_waitlist_add(&s->waiters, w);
+  uv_mutex_unlock(&s->lock);
+  return rc;
+}
+
+static void sem_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
+  sk_sem *s = (sk_sem *)o;
+  uv_mutex_lock(&s->lock);
+  if (sk_waitlist_remove(&s->waiters, port, slot) == 0 && s->value > 0) {
+    sk_waitlist_wake_one(&s->waiters);
+  }
+  uv_mutex_unlock(&s->lock);
+}
+
+static const sk_selectable sem_select = {SEM_MT, sem_try, sem_add_waiter, sem_remove_waiter};
+
+/* ------------------------------------- acquire, hold and with, for both */
+
+/* What hold/with need of a lock or a semaphore (the handle at index 1). */
+typedef struct acq_ops {
+  int (*acquire)(lua_State *L, sk_obj *o, sk_ctx *c, uint64_t d, int status, lua_KContext kctx,
+                 lua_KFunction kf);
+  /* Releases one unit on behalf of (port, id): NULL or why not. */
+  const char *(*release)(sk_obj *o, sk_port *port, lua_Integer id);
+} acq_ops;
+
+static int lock_acquire_op(lua_State *L, sk_obj *o, sk_ctx *c, uint64_t d, int status,
+                           lua_KContext kctx, lua_KFunction kf) {
+  return lock_acquire_loop(L, (sk_lock *)o, c, d, 1, 0, status, kctx, kf);
+}
+
+static const char *lock_release_op(sk_obj *o, sk_port *port, lua_Integer id) {
+  return lock_release_as((sk_lock *)o, port, id, 0);
+}
+
+static int sem_acquire_op(lua_State *L, sk_obj *o, sk_ctx *c, uint64_t d, int status,
+                          lua_KContext kctx, lua_KFunction kf) {
+  return sem_acquire_loop(L, (sk_sem *)o, c, d, status, kctx, kf);
+}
+
+static const char *sem_release_op(sk_obj *o, sk_port *port, lua_Integer id) {
+  lua_Integer value;
+  (void)port;
+  (void)id;
+  if (sem_release_n((sk_sem *)o, 1, &value) != 0) {
+    return "bounded semaphore released too many times";
+  }
+  return NULL;
+}
+
+static const acq_ops lock_ops = {lock_acquire_op, lock_release_op};
+static const acq_ops sem_ops = {sem_acquire_op, sem_release_op};
+
+/* Checks the lock or semaphore at idx: returns its ops (kind 0 for a lock,
+** 1 for a semaphore) and its object. */
+static const acq_ops *ops_at(lua_State *L, int idx, sk_obj **o, int *kind) {
+  sk_handle *h = luaL_testudata(L, idx, LOCK_MT);
+  *kind = h == NULL;
+  if (h && h->obj) {
+    *o = h->obj;
+    return &lock_ops;
+  }
+  if (h == NULL && luaL_testudata(L, idx, SEM_MT) == NULL) {
+    luaL_typeerror(L, idx, "skein.lock, skein.rlock or skein.semaphore");
+  }
+  *o = sk_handle_check(L, idx, h ? LOCK_MT : SEM_MT);
+  return h ? &lock_ops : &sem_ops;
+}
+
+/* A to-be-closed guard: releases what hold() took, on behalf of the
+** context that took it (a failed task's pending __close handlers run after
+** the task has stopped being the current context). */
+typedef struct guard {
+  const acq_ops *ops;
+  sk_port *port;                /* not counted: an identity */
+  lua_Integer id;
+  int held;
+} guard;
+
+static void push_guard(lua_State *L, int obj_idx, const acq_ops *ops, sk_ctx *c) {
+  guard *g = lua_newuserdatauv(L, sizeof *g, 1);
+  g->ops = ops;
+  sk_sync_identity(L, c, &g->port, &g->id);
+  g->held = 1;
+  luaL_setmetatable(L, GUARD_MT);
+  lua_pushvalue(L, obj_idx);
+  lua_setiuservalue(L, -2, 1);
+}
+
+/* guard:release(), also its __close: releases once; later calls do nothing */
+static int l_guard_release(lua_State *L) {
+  guard *g = luaL_checkudata(L, 1, GUARD_MT);
+  if (!g->held) return 0;
+  g->held = 0;
+  lua_getiuservalue(L, 1, 1);
+  sk_handle *h = lua_touserdata(L, -1);
+  if (h == NULL || h->obj == NULL) return 0;
+  const char *err = g->ops->release(h->obj, g->port, g->id);
+  if (err) return luaL_error(L, "%s", err);
+  return 0;
+}
+
+static int l_guard_tostring(lua_State *L) {
+  guard *g = luaL_checkudata(L, 1, GUARD_MT);
+  lua_pushfstring(L, "skein.guard: %p (%s)", (void *)g, g->held ? "held" : "released");
+  return 1;
+}
+
+/* The continuation context of acq_k: a mode, plus M_SEM for a semaphore
+** (the object was checked on entry and stack slot 1 never changes). */
+enum { M_ACQUIRE, M_HOLD, M_WITH, M_WITH_CALLED, M_MODE = 7, M_SEM = 8 };
+
+/* After with's function returned or raised: releases, then returns its
+** results or raises its error. A failed release is reported only when the
+** function itself succeeded. */
+static int with_done(lua_State *L, int status, const acq_ops *ops, sk_obj *o, sk_ctx *c) {
+  sk_port *port;
+  lua_Integer id;
+  sk_sync_identity(L, c, &port, &id);
+  const char *err = ops->release(o, port, id);
+  if (status != LUA_OK && status != LUA_YIELD) return lua_error(L);
+  if (err) return luaL_error(L, "%s", err);
+  return lua_gettop(L) - 2;
+}
+
+/* The continuation of acquire, hold and with. Stack: 1 the lock or
+** semaphore, 2 deadline, then (with) the function and its arguments. */
+static int acq_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_obj *o = ((sk_handle *)lua_touserdata(L, 1))->obj;
+  const acq_ops *ops = kctx & M_SEM ? &sem_ops : &lock_ops;
+  int mode = (int)(kctx & M_MODE);
+  sk_ctx *c = sk_current(L);
+  if (mode == M_WITH_CALLED) return with_done(L, status, ops, o, c);
+  int got = ops->acquire(L, o, c, sk_to_deadline(L, 2), status, kctx, acq_k);
+  if (mode == M_ACQUIRE) {
+    lua_pushboolean(L, got);
+    return 1;
+  }
+  if (mode == M_HOLD) {
+    if (!got) return sk_error_raise(L, "timeout", "hold timed out before it could acquire");
+    push_guard(L, 1, ops, c);
+    return 1;
+  }
+  kctx = (kctx & M_SEM) | M_WITH_CALLED;
+  int st = lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 0, kctx, acq_k);
+  return with_done(L, st, ops, o, c);
+}
+
+/* Checks the object at 1 and returns the continuation context for mode. */
+static lua_KContext acq_start(lua_State *L, int mode) {
+  sk_obj *o;
+  int kind;
+  ops_at(L, 1, &o, &kind);
+  return mode | (kind ? M_SEM : 0);
+}
+
+/* lock:acquire([timeout]), semaphore:acquire([timeout]) -> true, or false
+** on timeout */
+static int l_sync_acquire(lua_State *L) {
+  lua_KContext k = acq_start(L, M_ACQUIRE);
+  sk_sync_setup_deadline(L, 2);
+  return acq_k(L, LUA_OK, k);
+}
+
+/* :hold([timeout]) -> a guard for `local g <close> = ...`; raises kind
+** timeout when it could not acquire in time */
+static int l_sync_hold(lua_State *L) {
+  lua_KContext k = acq_start(L, M_HOLD);
+  sk_sync_setup_deadline(L, 2);
+  return acq_k(L, LUA_OK, k);
+}
+
+/* :with(fn, ...) -> fn's results: acquires, calls fn(...), releases even
+** when fn raises, then returns or re-raises */
+static int l_sync_with(lua_State *L) {
+  lua_KContext k = acq_start(L, M_WITH);
+  sk_sync_check_callable(L, 2);
+  sk_push_deadline(L, SK_NO_DEADLINE);
+  lua_insert(L, 2);
+  return acq_k(L, LUA_OK, k);
+}
+
+/* ------------------------------------------------------------ condition */
+
+/* A condition is a waiter list tied to a lock; its handles carry a handle
+** of that lock as their first user value, to which acquire, release, hold
+** and with delegate. */
+typedef struct sk_cond {
+  sk_obj obj;
+  uv_mutex_t lock;
+  sk_lock *lk;                  /* counted */
+  sk_waitlist waiters;
+} sk_cond;
+
+static void cond_destroy(sk_obj *o) {
+  sk_cond *cv = (sk_cond *)o;
+  sk_waitlist_free(&cv->waiters);
+  sk_obj_release(&cv->lk->obj);
+  uv_mutex_destroy(&cv->lock);
+  free(cv);
+}
+
+static const sk_objtype cond_type = {COND_MT, cond_destroy};
+
+static void push_cond(lua_State *L, sk_obj *o) {
+  sk_obj *lk = &((sk_cond *)o)->lk->obj;
+  sk_obj_retain(lk);
+  push_lock(L, lk);
+  push_handle_uv(L, o, COND_MT);
+}
+
+/* skein.condition([lock]) -> condition (a new rlock when none is given) */
+static int l_cond_new(lua_State *L) {
+  sk_lock *k;
+  lua_settop(L, 1);
+  if (lua_isnil(L, 1)) {
+    k = new_lock(L, 1);
+    push_lock(L, &k->obj);
+    lua_replace(L, 1);
+  } else {
+    if (!luaL_testudata(L, 1, LOCK_MT)) luaL_typeerror(L, 1, "skein.lock or skein.rlock");
+    k = check_lock(L, 1);
+  }
+  sk_cond *cv = SK_SYNC_NEW(L, sk_cond, &cond_type);
+  sk_obj_retain(&k->obj);
+  cv->lk = k;
+  lua_pushvalue(L, 1);
+  push_handle_uv(L, &cv->obj, COND_MT);
+  return 1;
+}
+
+static sk_cond *check_cond(lua_State *L, int idx) {
+  return (sk_cond *)sk_handle_check(L, idx, COND_MT);
+}
+
+/* The count of levels the current context holds of the condition's lock,
+** or a raised error naming `op` when it holds none. */
+static int cond_check_owned(lua_State *L, sk_cond *cv, const char *op) {
+  sk_port *port;
+  lua_Integer id;
+  sk_sync_identity(L, sk_current(L), &port, &id);
+  uv_mutex_lock(&cv->lk->lock);
+  int count = lock_mine(cv->lk, port, id) ? cv->lk->count : 0;
+  uv_mutex_unlock(&cv->lk->lock);
+  if (count == 0) luaL_error(L, "cannot %s a condition without holding its lock", op);
+  return count;
+}
+
+/* Replaces the condition at index 1 with its lock and calls f. */
+static int delegate(lua_State *L, lua_CFunction f) {
+  check_cond(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  lua_replace(L, 1);
+  return f(L);
+}
+
+static int l_cond_acquire(lua_State *L) { return delegate(L, l_sync_acquire); }
+static int l_cond_release(lua_State *L) { return delegate(L, l_lock_release); }
+static int l_cond_hold(lua_State *L) { return delegate(L, l_sync_hold); }
+static int l_cond_with(lua_State *L) { return delegate(L, l_sync_with); }
+
+static int never_ready(void *obj) {
+  (void)obj;
+  return 0;
+}
+
+enum { CW_WAIT, CW_REACQUIRE };
+
+/* The continuation of condition:wait. Stack: 1 condition, 2 deadline,
+** 3 lock levels to restore, 4 result, 5 error, 6 whether 5 is set. After
+** the wait the lock is taken back, shielded from cancellation, and only
+** then is the wait's own error (cancelled, interrupted…) let through. */
+static int cond_wait_k(lua_State *L, int status, lua_KContext phase) {
+  sk_cond *cv = check_cond(L, 1);
+  sk_ctx *c = sk_current(L);
+  int count = (int)lua_tointeger(L, 3);
+  if (phase == CW_WAIT) {
+    int picked, timed_out;
+    if (sk_sync_end_wait(L, c, &cv->lock, &cv->waiters, &picked, &timed_out) != LUA_OK) {
+      if (picked) pass_on(&cv->lock, &cv->waiters, NULL, NULL);  /* the notification */
+      lua_replace(L, 5);
+      lua_pushboolean(L, 1);
+      lua_replace(L, 6);
+    } else {
+      lua_pushboolean(L, picked || !timed_out);
+      lua_replace(L, 4);
+    }
+    status = LUA_OK;
+  }
+  lock_acquire_loop(L, cv->lk, c, SK_NO_DEADLINE, count, 1, status, CW_REACQUIRE, cond_wait_k);
+  lua_settop(L, 6);
+  if (lua_toboolean(L, 6)) {
+    lua_pushvalue(L, 5);
+    return lua_error(L);
+  }
+  lua_pushvalue(L, 4);
+  return 1;
+}
+
+/* condition:wait([timeout]) -> true when notified, false on timeout. The
+** caller must hold the lock; it is released while waiting and held again
+** when wait returns or raises. */
+static int l_cond_wait(lua_State *L) {
+  sk_cond *cv = check_cond(L, 1);
+  sk_ctx *c = sk_current(L);
+  uint64_t d = sk_check_deadline(L, 2);
+  int count = cond_check_owned(L, cv, "wait on");
+  sk_port *port;
+  lua_Integer id;
+  sk_sync_identity(L, c, &port, &id);
+  lua_settop(L, 1);
+  sk_push_deadline(L, d);
+  lua_pushinteger(L, count);
+  lua_pushboolean(L, 0);
+  lua_pushnil(L);
+  lua_pushboolean(L, 0);
+  /* This may raise (a pending cancellation): the lock is still held. */
+  sk_shared_wait_begin(L, c, d, &cv->lock, &cv->waiters, never_ready, cv);
+  lock_release_as(cv->lk, port, id, 1);
+  return cond_wait_k(L, sk_wait(L, c, CW_WAIT, cond_wait_k), CW_WAIT);
+}
+
+enum { WF_CALL_PRED, WF_GOT_PRED };
+
+/* The continuation of wait_for. Stack: 1 condition, 2 predicate,
+** 3 deadline, 4 the predicate's last value. */
+static int cond_wait_for_k(lua_State *L, int status, lua_KContext phase) {
+  (void)status;
+  uint64_t d = sk_to_deadline(L, 3);
+  for (;;) {
+    if (phase == WF_CALL_PRED) {
+      lua_settop(L, 3);
+      lua_pushvalue(L, 2);
+      lua_callk(L, 0, 1, WF_GOT_PRED, cond_wait_for_k);
+    }
+    if (lua_toboolean(L, 4) || sk_expired(d)) return 1;
+    lua_settop(L, 3);
+    lua_pushcfunction(L, l_cond_wait);
+    lua_pushvalue(L, 1);
+    uint64_t now = uv_hrtime();
+    if (d == SK_NO_DEADLINE) lua_pushnil(L);
+    else lua_pushnumber(L, d > now ? (double)(d - now) / 1e9 : 0.0);
+    phase = WF_CALL_PRED;
+    lua_callk(L, 2, 0, WF_CALL_PRED, cond_wait_for_k);
+  }
+}
+
+/* condition:wait_for(pred, [timeout]) -> pred's last value: waits until
+** pred() is true (checked with the lock held) or the timeout passes. */
+static int l_cond_wait_for(lua_State *L) {
+  check_cond(L, 1);
+  sk_sync_check_callable(L, 2);
+  uint64_t d = sk_check_deadline(L, 3);
+  cond_check_owned(L, check_cond(L, 1), "wait on");
+  lua_settop(L, 2);
+  sk_push_deadline(L, d);
+  return cond_wait_for_k(L, LUA_OK, WF_CALL_PRED);
+}
+
+/* condition:notify([n=1]) wakes up to n waiters; the caller holds the lock */
+static int l_cond_notify(lua_State *L) {
+  sk_cond *cv = check_cond(L, 1);
+  lua_Integer n = sk_sync_check_count(L, 2, 1, 0, "non-negative integer");
+  cond_check_owned(L, cv, "notify");
+  uv_mutex_lock(&cv->lock);
+  for (lua_Integer i = 0; i < n && sk_waitlist_wake_one(&cv->waiters); i++) {}
+  uv_mutex_unlock(&cv->lock);
+  return 0;
+}
+
+/* condition:notify_all() wakes every waiter; the caller holds the lock */
+static int l_cond_notify_all(lua_State *L) {
+  sk_cond *cv = check_cond(L, 1);
+  cond_check_owned(L, cv, "notify");
+  uv_mutex_lock(&cv->lock);
+  sk_waitlist_wake_all(&cv->waiters);
+  uv_mutex_unlock(&cv->lock);
+  return 0;
+}
+
+static int l_cond_tostring(lua_State *L) {
+  sk_cond *cv = check_cond(L, 1);
+  uv_mutex_lock(&cv->lock);
+  size_t n = cv->waiters.n;
+  uv_mutex_unlock(&cv->lock);
+  lua_pushfstring(L, "skein.condition: %p (%I waiting)", (void *)cv, (LUAI_UACINT)n);
+  return 1;
+}
+
 /* ---------------------------------------------------------------- open */
 
-static void new_type(lua_State *L, const char *mt, const luaL_Reg *methods) {
+void sk_sync_new_type(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFunction tostring) {
   if (luaL_newmetatable(L, mt)) {
     lua_newtable(L);
     luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, sk_handle_release);
     lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, tostring);
+    lua_setfield(L, -2, "__tostring");
   }
   lua_pop(L, 1);
 }
 
 void sk_sync_open(lua_State *L) {
-  static const luaL_Reg event_methods[] = {
-      {"set", l_event_set},   {"clear", l_event_clear}, {"is_set", l_event_is_set},
-      {"wait", l_event_wait}, {NULL, NULL}};
-  static const luaL_Reg lock_methods[] = {{"acquire", l_lock_acquire},
-                                          {"release", l_lock_release},
-                                          {"locked", l_lock_locked},
-                                          {NULL, NULL}};
-  static const luaL_Reg funcs[] = {
-      {"event", l_event_new}, {"lock", l_lock_new}, {"rlock", l_rlock_new}, {NULL, NULL}};
-  new_type(L, EVENT_MT, event_methods);
-  new_type(L, LOCK_MT, lock_methods);
-  sk_marshal_register_type(EVENT_MT, push_event);
+  static const luaL_Reg lock_methods[] = {
+      {"acquire", l_sync_acquire}, {"release", l_lock_release}, {"locked", l_lock_locked},
+      {"hold", l_sync_hold},       {"with", l_sync_with},            {NULL, NULL}};
+  static const luaL_Reg sem_methods[] = {
+      {"acquire", l_sync_acquire}, {"release", l_sem_release}, {"value", l_sem_value},
+      {"hold", l_sync_hold},       {"with", l_sync_with},           {NULL, NULL}};
+  static const luaL_Reg cond_methods[] = {
+      {"acquire", l_cond_acquire}, {"release", l_cond_release},
+      {"hold", l_cond_hold},       {"with", l_cond_with},
+      {"wait", l_cond_wait},       {"wait_for", l_cond_wait_for},
+      {"notify", l_cond_notify},   {"notify_all", l_cond_notify_all},
+      {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"lock", l_lock_new},
+                                   {"rlock", l_rlock_new},
+                                   {"semaphore", l_sem_new},
+                                   {"bounded_semaphore", l_bsem_new},
+                                   {"condition", l_cond_new},
+                                   {NULL, NULL}};
+  sk_sync_new_type(L, LOCK_MT, lock_methods, l_lock_tostring);
+  sk_sync_new_type(L, SEM_MT, sem_methods, l_sem_tostring);
+  sk_sync_new_type(L, COND_MT, cond_methods, l_cond_tostring);
+  if (luaL_newmetatable(L, GUARD_MT)) {
+    lua_newtable(L);
+    lua_pushcfunction(L, l_guard_release);
+    lua_setfield(L, -2, "release");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_guard_release);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, l_guard_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
   sk_marshal_register_type(LOCK_MT, push_lock);
-  sk_select_register(&event_select);
+  sk_marshal_register_type(SEM_MT, push_sem);
+  sk_marshal_register_type(COND_MT, push_cond);
   sk_select_register(&lock_select);
+  sk_select_register(&sem_select);
   luaL_setfuncs(L, funcs, 0);
+  sk_event_open(L);
+  sk_barrier_open(L);
 }

@@ -146,7 +146,7 @@ void sk_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline) {
   }
   c->wait_shield = shield;
   c->woken = c->timed_out = c->deadlock = c->interrupt = 0;
-  c->wgen++;
+  c->wgen = ++w->wait_seq;  /* unique in the worker: a late token never matches */
   if (!shield && !c->shield && c->scope && c->scope->eff < deadline) {
     deadline = c->scope->eff;
   }

@@ -150,22 +150,27 @@ int sk_waitlist_add(sk_waitlist *l, const sk_waiter *w) {
   return 0;
 }
 
-void sk_waitlist_remove(sk_waitlist *l, sk_port *port, uint32_t slot) {
-  size_t j = 0;
+size_t sk_waitlist_remove(sk_waitlist *l, sk_port *port, uint32_t slot) {
+  size_t j = 0, removed;
   for (size_t i = 0; i < l->n; i++) {
     if (l->w[i].port == port && l->w[i].slot == slot) sk_port_release(l->w[i].port);
     else l->w[j++] = l->w[i];
   }
+  removed = l->n - j;
   l->n = j;
+  return removed;
 }
 
 int sk_waitlist_wake_one(sk_waitlist *l) {
-  if (l->n == 0) return 0;
-  sk_waiter w = l->w[0];
-  memmove(l->w, l->w + 1, (l->n - 1) * sizeof *l->w);
-  l->n--;
-  sk_waiter_fire(&w);
-  return 1;
+  while (l->n > 0) {
+    sk_waiter w = l->w[0];
+    memmove(l->w, l->w + 1, (l->n - 1) * sizeof *l->w);
+    l->n--;
+    int rc = sk_port_wake(w.port, w.slot, w.gen);
+    sk_port_release(w.port);
+    if (rc == 0) return 1;
+  }
+  return 0;
 }
 
 void sk_waitlist_wake_all(sk_waitlist *l) {

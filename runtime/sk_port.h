@@ -69,9 +69,13 @@ typedef struct sk_waitlist {
 
 /* Adds a record (taking over its port reference); -1 when out of memory. */
 int sk_waitlist_add(sk_waitlist *l, const sk_waiter *w);
-/* Removes the records for (port, slot), releasing their references. */
-void sk_waitlist_remove(sk_waitlist *l, sk_port *port, uint32_t slot);
-/* Wakes and removes the oldest record; 0 when the list was empty. */
+/* Removes the records for (port, slot), releasing their references, and
+** returns how many there were: 0 tells a waiter that a wake took its record
+** (it was picked by sk_waitlist_wake_one/all). */
+size_t sk_waitlist_remove(sk_waitlist *l, sk_port *port, uint32_t slot);
+/* Wakes and removes the oldest record; 0 when the list was empty. Records
+** of workers that have closed (a daemon task left waiting) are dropped on
+** the way, so that they do not swallow the wake. */
 int sk_waitlist_wake_one(sk_waitlist *l);
 /* Wakes and removes every record. */
 void sk_waitlist_wake_all(sk_waitlist *l);
