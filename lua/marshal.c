@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../runtime/sk_siphash.h"
 #include "sk_lua.h"
@@ -448,6 +449,18 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
 
 static void enc_userdata(enc *e, int idx, const path *p) {
   lua_State *L = e->L;
+  const char *pname;
+  uint32_t pslot, pgen;
+  long ppid;
+  if (sk_proxy_info(L, idx, &pname, &pslot, &pgen, &ppid)) {
+    /* A stand-in for an object of the parent process: send the original. */
+    put_byte(L, e->b, T_OBJ);
+    put_str(L, e->b, pname, strlen(pname));
+    put_varint(L, e->b, pslot);
+    put_varint(L, e->b, pgen);
+    put_varint(L, e->b, (uint64_t)ppid);
+    return;
+  }
   const char *name = NULL;
   if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) name = lua_tostring(L, -1);
   const char *canonical = NULL;
@@ -476,6 +489,7 @@ static void enc_userdata(enc *e, int idx, const path *p) {
   put_str(L, b, canonical, strlen(canonical));
   put_varint(L, b, o->slot);
   put_varint(L, b, o->gen);
+  put_varint(L, b, (uint64_t)getpid());
 }
 
 static void enc_value(enc *e, int idx, const path *p, int depth) {
@@ -809,10 +823,21 @@ static void dec_obj(dec *d) {
   lua_State *L = d->L;
   size_t n;
   const char *name = get_bytes(d, &n);
-  uint64_t slot = get_varint(d), gen = get_varint(d);
+  uint64_t slot = get_varint(d), gen = get_varint(d), pid = get_varint(d);
   if (!(d->flags & SK_MARSHAL_OBJECTS)) dec_fail(d, "objects are not accepted here");
   lua_pushlstring(L, name, n);
   name = lua_tostring(L, -1);
+  if (pid != (uint64_t)getpid()) {
+    /* It lives in another process: a stand-in forwards to it, if that
+    ** process is our parent. */
+    if (slot > UINT32_MAX || gen > UINT32_MAX || pid > INT32_MAX ||
+        sk_proxy_push(L, name, (uint32_t)slot, (uint32_t)gen, (long)pid) != 0) {
+      sk_error_raise(L, "marshal", "the %s this value refers to lives in process %d, "
+                     "which this worker cannot reach", name, (int)pid);
+    }
+    lua_remove(L, -2);
+    return;
+  }
   sk_obj_push push = find_type(name, NULL);
   sk_obj *o = push && slot <= UINT32_MAX && gen <= UINT32_MAX
                   ? sk_obj_lookup((uint32_t)slot, (uint32_t)gen, name)

@@ -59,6 +59,7 @@ typedef struct pworker {
   int njobs;
   sk_buf in;
   sk_buf out;                   /* frames gathered for one write */
+  sk_conn *conn;                /* serves the worker's calls on our objects */
 } pworker;
 
 struct sk_ppool {
@@ -284,6 +285,10 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   if (n < 0) {
     close_handle(pw->pipe);
     pw->pipe = NULL;
+    if (pw->conn) {
+      sk_conn_close(pw->conn);
+      pw->conn = NULL;
+    }
     return;
   }
   pw->in.len += (size_t)n;
@@ -292,8 +297,12 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   const char *payload;
   size_t plen;
   while ((used = sk_frame_parse(pw->in.data + off, pw->in.len - off, &type, &payload, &plen))) {
-    on_reply(p, pw, type, payload, plen);
     off += used;
+    if (type == 'C') {
+      if (pw->conn) sk_conn_request(pw->conn, payload, plen);
+    } else {
+      on_reply(p, pw, type, payload, plen);
+    }
   }
   if (off) {
     memmove(pw->in.data, pw->in.data + off, pw->in.len - off);
@@ -312,6 +321,10 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   if (pw->pipe) {
     close_handle(pw->pipe);
     pw->pipe = NULL;
+  }
+  if (pw->conn) {
+    sk_conn_close(pw->conn);
+    pw->conn = NULL;
   }
   uv_timer_stop(pw->timer);
   pjob *j = pw->job;
@@ -416,6 +429,7 @@ static void start_worker(sk_ppool *p, int i) {
   pw->running = 1;
   p->alive++;
   p->open_handles += 2;
+  pw->conn = sk_conn_new(p->w, pipe);
   uv_read_start((uv_stream_t *)pipe, on_alloc, on_read);
   if (p->init.len) sk_send_frame(pipe, 'I', p->init.data, p->init.len);
 }
@@ -640,6 +654,10 @@ static void close_all(sk_ppool *p) {
     if (pw->pipe) {
       close_handle(pw->pipe);
       pw->pipe = NULL;
+    }
+    if (pw->conn) {
+      sk_conn_close(pw->conn);
+      pw->conn = NULL;
     }
     if (pw->timer) {
       close_handle(pw->timer);

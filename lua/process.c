@@ -152,14 +152,30 @@ static int run_and_reply(sk_worker *w, int fd, const char *code, size_t len, con
   return rc;
 }
 
-/* Buffered frame reading for a pool worker: one read() brings in every job
-** the parent has sent ahead. A payload stays valid until the next call. */
+/* The child's side of its socket. Frames are read through one buffer (one
+** read() brings in every job the parent sent ahead); frames that arrive
+** while an RPC waits for its answer (rpc.c) are set aside here and handed
+** out first. A payload stays valid until the next read. */
 typedef struct rbuf {
   char *data;
   size_t len, cap, off;
 } rbuf;
 
-static int rb_frame(int fd, rbuf *rb, int *type, const char **payload, size_t *plen) {
+typedef struct deferred {
+  struct deferred *next;
+  int type;
+  size_t len;
+  char data[];
+} deferred;
+
+static int child_fd = -1;
+static rbuf child_rb;
+static deferred *deferred_head, *deferred_tail, *deferred_current;
+
+int sk_child_fd(void) { return child_fd; }
+
+int sk_child_read(int *type, const char **payload, size_t *plen) {
+  rbuf *rb = &child_rb;
   for (;;) {
     size_t used = sk_frame_parse(rb->data + rb->off, rb->len - rb->off, type, payload, plen);
     if (used) {
@@ -185,11 +201,41 @@ static int rb_frame(int fd, rbuf *rb, int *type, const char **payload, size_t *p
       rb->data = d;
       rb->cap = cap;
     }
-    ssize_t n = read(fd, rb->data + rb->len, rb->cap - rb->len);
+    ssize_t n = read(child_fd, rb->data + rb->len, rb->cap - rb->len);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return -1;
     rb->len += (size_t)n;
   }
+}
+
+int sk_child_defer(int type, const char *payload, size_t len) {
+  deferred *d = malloc(sizeof *d + len);
+  if (d == NULL) return -1;
+  d->next = NULL;
+  d->type = type;
+  d->len = len;
+  memcpy(d->data, payload, len);
+  if (deferred_tail) deferred_tail->next = d;
+  else deferred_head = d;
+  deferred_tail = d;
+  return 0;
+}
+
+/* The next frame for the job loop: a deferred one first. */
+static int next_frame(int *type, const char **payload, size_t *plen) {
+  free(deferred_current);
+  deferred_current = NULL;
+  if (deferred_head) {
+    deferred *d = deferred_head;
+    deferred_head = d->next;
+    if (deferred_head == NULL) deferred_tail = NULL;
+    deferred_current = d;
+    *type = d->type;
+    *payload = d->data;
+    *plen = d->len;
+    return 0;
+  }
+  return sk_child_read(type, payload, plen);
 }
 
 /* A pool worker: frames 'I' (initializer), 'J' (8-byte job id, then the
@@ -198,13 +244,19 @@ static int pool_loop(sk_worker *w, int fd) {
   int type, status = 0;
   const char *payload;
   size_t plen;
-  rbuf rb = {0};
-  while (rb_frame(fd, &rb, &type, &payload, &plen) == 0) {
+  while (next_frame(&type, &payload, &plen) == 0) {
     if (type == 'Q') break;
     if (type == 'I') {
       sk_buf out;
       const char *kind;
-      int rc = sk_run_call(w, payload, plen, &out, &kind);
+      char *init = malloc(plen ? plen : 1);
+      if (init == NULL) {
+        status = 1;
+        break;
+      }
+      memcpy(init, payload, plen);
+      int rc = sk_run_call(w, init, plen, &out, &kind);
+      free(init);
       sk_buf_free(&out);
       if (rc != 0) {
         fprintf(stderr, "skein: a pool initializer failed\n");
@@ -217,12 +269,21 @@ static int pool_loop(sk_worker *w, int fd) {
       status = 2;
       break;
     }
-    if (run_and_reply(w, fd, payload + 8, plen - 8, payload, 8) < 0) {
+    /* The call may make RPCs that read (and defer) frames, which moves
+    ** the read buffer: run a copy. */
+    char *job = malloc(plen);
+    if (job == NULL) {
+      status = 1;
+      break;
+    }
+    memcpy(job, payload, plen);
+    int rc = run_and_reply(w, fd, job + 8, plen - 8, job, 8);
+    free(job);
+    if (rc < 0) {
       status = 1;
       break;
     }
   }
-  free(rb.data);
   return status;
 }
 
@@ -235,18 +296,29 @@ int sk_process_child_main(int fd, const char *mode) {
     return 1;
   }
   child_identity(w);
+  child_fd = fd;
+  sk_rpc_attach(w, fd);
   int status = 1, type;
-  sk_buf job;
+  const char *payload;
+  size_t plen;
   if (mode && strcmp(mode, "pool") == 0) {
     status = pool_loop(w, fd);
-  } else if (sk_frame_read(fd, &type, &job) == 0 && type == 'J') {
-    int rc = run_and_reply(w, fd, job.data, job.len, NULL, 0);
+  } else if (next_frame(&type, &payload, &plen) == 0 && type == 'J') {
+    /* Copy: RPCs made by the call may move the read buffer. */
+    sk_buf job = {0};
+    job.data = malloc(plen ? plen : 1);
+    if (job.data) {
+      memcpy(job.data, payload, plen);
+      job.len = plen;
+      int rc = run_and_reply(w, fd, job.data, job.len, NULL, 0);
+      status = rc == 0 ? 0 : 1;
+    }
     sk_buf_free(&job);
-    status = rc == 0 ? 0 : 1;
   }
   sk_worker_report_failures(w);
   sk_worker_close(w);
   close(fd);
+  free(child_rb.data);
   fflush(NULL);
   return status;
 }
@@ -270,6 +342,7 @@ typedef struct sk_proc {
   lua_Integer id;
   char *name;
   int daemon;
+  sk_conn *conn;                /* serves the child's calls on our objects */
   struct sk_proc *next, *prev;  /* the worker's live processes */
 } sk_proc;
 
@@ -341,11 +414,14 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   (void)buf;
   if (n > 0) {
     p->in.len += (size_t)n;
+    size_t off = 0, used, plen;
     int type;
     const char *payload;
-    size_t plen, used;
-    if (!p->reply && (used = sk_frame_parse(p->in.data, p->in.len, &type, &payload, &plen))) {
-      if (type == 'R' || type == 'F') {
+    while ((used = sk_frame_parse(p->in.data + off, p->in.len - off, &type, &payload, &plen))) {
+      off += used;
+      if (type == 'C') {
+        if (p->conn) sk_conn_request(p->conn, payload, plen);
+      } else if ((type == 'R' || type == 'F') && !p->reply) {
         p->result.data = malloc(plen ? plen : 1);
         if (p->result.data) {
           memcpy(p->result.data, payload, plen);
@@ -354,11 +430,19 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         }
       }
     }
+    if (off) {
+      memmove(p->in.data, p->in.data + off, p->in.len - off);
+      p->in.len -= off;
+    }
     return;
   }
   if (n < 0) {
     uv_close((uv_handle_t *)s, on_handle_closed);
     p->pipe = NULL;
+    if (p->conn) {
+      sk_conn_close(p->conn);
+      p->conn = NULL;
+    }
     p->eof = 1;
     check_done(p);
   }
@@ -727,8 +811,10 @@ static int l_proc_new(lua_State *L) {
   proc->data = pipe->data = p;
   p->open_handles = 2;
   p->pid = proc->pid;
+  p->conn = sk_conn_new(w, pipe);
   uv_read_start((uv_stream_t *)pipe, on_alloc, on_read);
   sk_send_frame(pipe, 'J', code.data, code.len);
+  if (p->conn) sk_conn_keep(p->conn, &code);   /* objects the child may call */
   sk_buf_free(&code);
   p->next = w->procs;
   if (w->procs) w->procs->prev = p;
@@ -752,6 +838,10 @@ void sk_process_kill_all(sk_worker *w) {
     if (p->pipe) {
       uv_close((uv_handle_t *)p->pipe, on_handle_closed);
       p->pipe = NULL;
+    }
+    if (p->conn) {
+      sk_conn_close(p->conn);
+      p->conn = NULL;
     }
   }
   w->procs = NULL;

@@ -199,7 +199,9 @@ int sk_error_raise(lua_State *L, const char *kind, const char *fmt, ...);
 int sk_error_is(lua_State *L, int idx, const char *kind);
 void sk_error_open(lua_State *L);
 
-/* Tasks (task.c). */
+/* Tasks (task.c). sk_task_spawn creates a task running the value at `fn`
+** with the `nargs` values after it, and pushes the task. */
+sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon);
 sk_ctx *sk_task_check(lua_State *L, int idx);
 sk_ctx *sk_task_test(lua_State *L, int idx);
 int sk_task_cancel(sk_ctx *t);
@@ -318,6 +320,16 @@ void sk_future_open(lua_State *L);
 
 /* Thread workers (thread.c). */
 void sk_thread_open(lua_State *L);
+
+/* Objects of another process (rpc.c). In a worker process, an object of
+** its parent arrives as a proxy that forwards every operation to the
+** parent. sk_proxy_info tells whether the value at idx is such a proxy;
+** sk_proxy_push makes one (0), or returns -1 when `pid` is not the parent
+** this process can reach. */
+int sk_proxy_info(lua_State *L, int idx, const char **name, uint32_t *slot, uint32_t *gen,
+                  long *pid);
+int sk_proxy_push(lua_State *L, const char *name, uint32_t slot, uint32_t gen, long pid);
+void sk_rpc_open(lua_State *L);
 
 /* Module entry (skein.c). */
 int luaopen_skein(lua_State *L);

@@ -21,6 +21,26 @@ int sk_process_child_setup(void);
 ** then exits; "pool" serves jobs until told to quit. */
 int sk_process_child_main(int fd, const char *mode);
 
+/* The child's socket to its parent (-1 outside a worker process), its
+** buffered reader, and the frames set aside while an RPC waited. */
+int sk_child_fd(void);
+int sk_child_read(int *type, const char **payload, size_t *plen);
+int sk_child_defer(int type, const char *payload, size_t len);
+/* rpc.c: lets the worker `w` of this child reach its parent's objects. */
+void sk_rpc_attach(sk_worker *w, int fd);
+
+/* Parent side of RPC: a connection to one child (rpc.c). The process or
+** pool worker that owns the pipe creates it, hands it every 'C' frame, and
+** closes it when the pipe closes. A runnable starts the connection's
+** server task (Lua) outside any libuv callback. */
+typedef struct sk_conn sk_conn;
+sk_conn *sk_conn_new(sk_worker *w, uv_pipe_t *pipe);
+void sk_conn_request(sk_conn *c, const char *payload, size_t len);
+void sk_conn_close(sk_conn *c);
+/* Keeps the objects a buffer sent to the child alive as long as the
+** connection (takes them over from *b). */
+void sk_conn_keep(sk_conn *c, sk_buf *b);
+
 /* Starts this executable (or $SKEIN_WORKER_EXE) in worker mode with the
 ** child's end of a new socketpair as its fd 3; opens the parent's end as
 ** `pipe`. Returns 0 or a libuv error (nothing to close then). */

@@ -112,5 +112,6 @@ end
 
 --- skein.pool{kind=, size=, ...} -> pool (stdlib/skein/pool.lua)
 M.pool = core._module("skein.pool")(M, core)
+core._module("skein.rpc")(M, core)
 
 return M

@@ -1,0 +1,415 @@
+/*
+** rpc.c — shared objects across processes. An object (queue, event, lock,
+** semaphore, condition, barrier, pipe end, shared value/array/table, future)
+** lives in the process that created it. A worker process that receives one
+** from its parent gets a *proxy*: every method call, field read or write on
+** the proxy is sent to the parent over the child's socket ('C' frames) and
+** performed there by a server task of that child's connection, which
+** answers with the results or the error ('A' frames).
+**
+** Why this shape: the objects keep one implementation and their exact
+** semantics (timeouts, close, priorities, atomic updates) in every process,
+** and a child that dies mid-operation cannot tear anything: the operation
+** happens whole in the parent, or not at all. Locks and semaphores a dead
+** child held are released by its server task when the connection closes.
+**
+** Limits (documented in docs/): a proxy call blocks its whole process
+** while it waits, so other tasks of that process do not run meanwhile; only
+** the process's main worker may use proxies; a proxy cannot be passed on to
+** a grandchild; select does not take proxies.
+**
+** Frames: 'C' = [8-byte request id][marshalled: op, name, object, args...],
+** 'A' = [8-byte request id][marshalled: ok, values...].
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sk_process.h"
+
+#define PROXY_MT "skein.Proxy"
+#define CONN_MT "skein.Connection"
+
+/* ----------------------------------------------------------- child side */
+
+static int rpc_fd = -1;
+static sk_worker *rpc_worker;
+static uint64_t rpc_next_id;
+
+void sk_rpc_attach(sk_worker *w, int fd) {
+  rpc_fd = fd;
+  rpc_worker = w;
+}
+
+typedef struct proxy {
+  uint32_t slot, gen;
+  long pid;
+  char name[48];
+} proxy;
+
+int sk_proxy_info(lua_State *L, int idx, const char **name, uint32_t *slot, uint32_t *gen,
+                  long *pid) {
+  proxy *p = luaL_testudata(L, idx, PROXY_MT);
+  if (p == NULL) return 0;
+  *name = p->name;
+  *slot = p->slot;
+  *gen = p->gen;
+  *pid = p->pid;
+  return 1;
+}
+
+int sk_proxy_push(lua_State *L, const char *name, uint32_t slot, uint32_t gen, long pid) {
+  if (rpc_fd < 0 || pid != (long)getppid() || strlen(name) >= sizeof(((proxy *)0)->name)) {
+    return -1;
+  }
+  proxy *p = lua_newuserdatauv(L, sizeof *p, 0);
+  p->slot = slot;
+  p->gen = gen;
+  p->pid = pid;
+  strcpy(p->name, name);
+  luaL_setmetatable(L, PROXY_MT);
+  return 0;
+}
+
+/* Sends op(name, proxy at 1, args from `first`) to the parent and waits for
+** the answer; returns its values or raises its error. */
+static int rpc_call(lua_State *L, const char *op, const char *name, int first) {
+  if (rpc_fd < 0 || sk_worker_of(L) != rpc_worker) {
+    return luaL_error(L, "objects of the parent process can only be used by this "
+                         "process's main worker");
+  }
+  int nargs = lua_gettop(L) - first + 1;
+  luaL_checkstack(L, nargs + 4, "too many arguments");
+  lua_pushstring(L, op);
+  lua_pushstring(L, name);
+  lua_pushvalue(L, 1);
+  for (int i = 0; i < nargs; i++) lua_pushvalue(L, first + i);
+  sk_buf body;
+  if (sk_marshal_encode(L, -(nargs + 3), nargs + 3, &body, "args") != 0) return lua_error(L);
+  lua_pop(L, nargs + 3);
+  uint64_t id = ++rpc_next_id;
+  char *frame = malloc(body.len + 8);
+  if (frame == NULL) {
+    sk_buf_free(&body);
+    return luaL_error(L, "not enough memory");
+  }
+  memcpy(frame, &id, 8);
+  memcpy(frame + 8, body.data, body.len);
+  int rc = sk_frame_write(rpc_fd, 'C', frame, body.len + 8);
+  free(frame);
+  sk_buf_free(&body);
+  if (rc != 0) return sk_error_raise(L, "closed", "the parent process is gone");
+  for (;;) {
+    int type;
+    const char *payload;
+    size_t plen;
+    if (sk_child_read(&type, &payload, &plen) != 0) {
+      return sk_error_raise(L, "closed", "the parent process is gone");
+    }
+    if (type != 'A') {               /* a job sent ahead: for later */
+      if (sk_child_defer(type, payload, plen) != 0) return luaL_error(L, "not enough memory");
+      continue;
+    }
+    if (plen < 8 || memcmp(payload, &id, 8) != 0) continue;
+    int top = lua_gettop(L);
+    int n = sk_marshal_decode(L, payload + 8, plen - 8, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+    if (n < 0) return lua_error(L);
+    if (!lua_toboolean(L, top + 1)) {
+      lua_pushvalue(L, top + 2);
+      return lua_error(L);
+    }
+    return n - 1;
+  }
+}
+
+/* proxy:method(...) — the upvalue is the method's name. */
+static int l_proxy_method(lua_State *L) {
+  luaL_checkudata(L, 1, PROXY_MT);
+  return rpc_call(L, "call", lua_tostring(L, lua_upvalueindex(1)), 2);
+}
+
+/* Known method names per type, learned from the parent's answers. */
+static int l_proxy_index(lua_State *L) {
+  proxy *p = luaL_checkudata(L, 1, PROXY_MT);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    /* Methods written in Lua for every proxy (hold, with). */
+    lua_getfield(L, LUA_REGISTRYINDEX, "skein.proxy.methods");
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, -2) != LUA_TNIL) return 1;
+    lua_pop(L, 2);
+    lua_getfield(L, LUA_REGISTRYINDEX, "skein.proxy.known");
+    lua_pushfstring(L, "%s.%s", p->name, lua_tostring(L, 2));
+    if (lua_rawget(L, -2) == LUA_TBOOLEAN) {
+      lua_pushvalue(L, 2);
+      lua_pushcclosure(L, l_proxy_method, 1);
+      return 1;
+    }
+    lua_pop(L, 2);
+  }
+  lua_settop(L, 2);
+  /* Ask the parent: a method comes back as a marker, anything else as is. */
+  int n = rpc_call(L, "index", "", 2);
+  if (n >= 2 && lua_toboolean(L, -1) && lua_type(L, 2) == LUA_TSTRING) {
+    lua_getfield(L, LUA_REGISTRYINDEX, "skein.proxy.known");
+    lua_pushfstring(L, "%s.%s", p->name, lua_tostring(L, 2));
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, l_proxy_method, 1);
+    return 1;
+  }
+  lua_settop(L, lua_gettop(L) - n + 1);
+  return 1;
+}
+
+static int l_proxy_newindex(lua_State *L) {
+  luaL_checkudata(L, 1, PROXY_MT);
+  lua_settop(L, 3);
+  rpc_call(L, "newindex", "", 2);
+  return 0;
+}
+
+static int l_proxy_len(lua_State *L) {
+  luaL_checkudata(L, 1, PROXY_MT);
+  lua_settop(L, 1);
+  rpc_call(L, "len", "", 2);
+  return 1;
+}
+
+static int l_proxy_tostring(lua_State *L) {
+  proxy *p = luaL_checkudata(L, 1, PROXY_MT);
+  lua_pushfstring(L, "%s (of process %d)", p->name, (int)p->pid);
+  return 1;
+}
+
+static int l_proxy_eq(lua_State *L) {
+  proxy *a = luaL_testudata(L, 1, PROXY_MT), *b = luaL_testudata(L, 2, PROXY_MT);
+  lua_pushboolean(L, a && b && a->slot == b->slot && a->gen == b->gen && a->pid == b->pid);
+  return 1;
+}
+
+/* ---------------------------------------------------------- parent side */
+
+typedef struct creq {
+  struct creq *next;
+  size_t len;
+  char data[];
+} creq;
+
+struct sk_conn {
+  sk_runnable start;            /* first: starts the server task */
+  sk_worker *w;
+  uv_pipe_t *pipe;              /* NULL once closed */
+  int refs;                     /* the pipe's owner, the Lua handle */
+  int closed;
+  int started;                  /* the server task was asked for */
+  creq *head, *tail;
+  sk_ctx *waiter;               /* the server task, while it waits */
+  sk_obj **kept;
+  size_t nkept, capkept;
+};
+
+static void conn_release(sk_conn *c) {
+  if (--c->refs > 0) return;
+  while (c->head) {
+    creq *r = c->head;
+    c->head = r->next;
+    free(r);
+  }
+  for (size_t i = 0; i < c->nkept; i++) sk_obj_release(c->kept[i]);
+  free(c->kept);
+  free(c);
+}
+
+/* The runnable: spawns the connection's server task (stdlib/skein/rpc.lua)
+** as a daemon task; it owns the connection's Lua handle. */
+static void start_server(sk_runnable *r) {
+  sk_conn *c = (sk_conn *)r;
+  lua_State *L = c->w->cur_L;
+  if (c->closed && c->head == NULL) {
+    conn_release(c);              /* the reference meant for the handle */
+    return;
+  }
+  luaL_checkstack(L, 4, "rpc");
+  lua_getfield(L, LUA_REGISTRYINDEX, "skein.rpc.serve");
+  sk_conn **u = lua_newuserdatauv(L, sizeof *u, 0);
+  *u = c;
+  luaL_setmetatable(L, CONN_MT);
+  sk_task_spawn(L, -2, 1, 1);
+  lua_pop(L, 3);
+}
+
+sk_conn *sk_conn_new(sk_worker *w, uv_pipe_t *pipe) {
+  sk_conn *c = calloc(1, sizeof *c);
+  if (c == NULL) return NULL;
+  c->w = w;
+  c->pipe = pipe;
+  c->refs = 2;
+  c->start.run = start_server;
+  return c;
+}
+
+void sk_conn_request(sk_conn *c, const char *payload, size_t len) {
+  if (!c->started) {              /* the first request starts the server */
+    c->started = 1;
+    sk_sched_push(&c->w->sched, &c->start);
+  }
+  creq *r = malloc(sizeof *r + len);
+  if (r == NULL) return;          /* the child waits; its pipe closing ends it */
+  r->next = NULL;
+  r->len = len;
+  memcpy(r->data, payload, len);
+  if (c->tail) c->tail->next = r;
+  else c->head = r;
+  c->tail = r;
+  if (c->waiter) sk_ctx_wake(c->waiter);
+}
+
+void sk_conn_close(sk_conn *c) {
+  c->closed = 1;
+  c->pipe = NULL;
+  if (c->waiter) sk_ctx_wake(c->waiter);
+  if (!c->started) {              /* never served: nobody will take the handle ref */
+    c->started = 1;
+    conn_release(c);
+  }
+  conn_release(c);
+}
+
+void sk_conn_keep(sk_conn *c, sk_buf *b) {
+  if (b->nobjs == 0) return;
+  if (c->nkept + b->nobjs > c->capkept) {
+    size_t cap = c->capkept ? c->capkept * 2 : 8;
+    while (cap < c->nkept + b->nobjs) cap *= 2;
+    sk_obj **k = realloc(c->kept, cap * sizeof *k);
+    if (k == NULL) return;         /* the buffer keeps them then */
+    c->kept = k;
+    c->capkept = cap;
+  }
+  memcpy(c->kept + c->nkept, b->objs, b->nobjs * sizeof *b->objs);
+  c->nkept += b->nobjs;
+  b->nobjs = 0;
+}
+
+static sk_conn *check_conn(lua_State *L) {
+  sk_conn **u = luaL_checkudata(L, 1, CONN_MT);
+  if (*u == NULL) luaL_error(L, "connection released");
+  return *u;
+}
+
+static int next_k(lua_State *L, int status, lua_KContext kctx) {
+  sk_conn *c = check_conn(L);
+  sk_ctx *ctx = sk_current(L);
+  for (;;) {
+    if (status == LUA_YIELD) {
+      c->waiter = NULL;
+      sk_wait_end(L, ctx);
+    }
+    if (c->head) {
+      creq *r = c->head;
+      c->head = r->next;
+      if (c->head == NULL) c->tail = NULL;
+      if (r->len < 8) {
+        free(r);
+        continue;
+      }
+      lua_pushlstring(L, r->data, 8);
+      lua_pushlstring(L, r->data + 8, r->len - 8);
+      free(r);
+      return 2;
+    }
+    if (c->closed) return 0;
+    sk_wait_begin(L, ctx, SK_NO_DEADLINE);
+    c->waiter = ctx;
+    status = sk_wait(L, ctx, kctx, next_k);
+  }
+}
+
+/* conn:next() -> id, request | nil once the child is gone */
+static int l_conn_next(lua_State *L) {
+  check_conn(L);
+  lua_settop(L, 1);
+  return next_k(L, LUA_OK, 0);
+}
+
+/* conn:reply(id, body) -> true when sent */
+static int l_conn_reply(lua_State *L) {
+  sk_conn *c = check_conn(L);
+  size_t il, bl;
+  const char *id = luaL_checklstring(L, 2, &il);
+  const char *body = luaL_checklstring(L, 3, &bl);
+  if (c->pipe == NULL || il != 8) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  char *frame = malloc(bl + 13);
+  if (frame == NULL) return luaL_error(L, "not enough memory");
+  size_t len = bl + 8;
+  frame[0] = (char)len;
+  frame[1] = (char)(len >> 8);
+  frame[2] = (char)(len >> 16);
+  frame[3] = (char)(len >> 24);
+  frame[4] = 'A';
+  memcpy(frame + 5, id, 8);
+  memcpy(frame + 13, body, bl);
+  lua_pushboolean(L, sk_write_owned(c->pipe, frame, bl + 13) == 0);
+  return 1;
+}
+
+static int l_conn_gc(lua_State *L) {
+  sk_conn **u = luaL_checkudata(L, 1, CONN_MT);
+  if (*u) {
+    sk_conn *c = *u;
+    *u = NULL;
+    c->waiter = NULL;
+    conn_release(c);
+  }
+  return 0;
+}
+
+/* skein._objid(handle) -> a light userdata naming the object behind it */
+static int l_objid(lua_State *L) {
+  sk_handle *h = lua_touserdata(L, 1);
+  luaL_argcheck(L, h != NULL && lua_type(L, 1) == LUA_TUSERDATA, 1, "object expected");
+  lua_pushlightuserdata(L, h->obj);
+  return 1;
+}
+
+/* skein._rpc_setup(serve, proxy_methods): the Lua halves (rpc.lua) */
+static int l_rpc_setup(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "skein.rpc.serve");
+  lua_pushvalue(L, 2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "skein.proxy.methods");
+  return 0;
+}
+
+void sk_rpc_open(lua_State *L) {
+  static const luaL_Reg proxy_mt[] = {{"__index", l_proxy_index},
+                                      {"__newindex", l_proxy_newindex},
+                                      {"__len", l_proxy_len},
+                                      {"__tostring", l_proxy_tostring},
+                                      {"__eq", l_proxy_eq},
+                                      {NULL, NULL}};
+  static const luaL_Reg conn_methods[] = {{"next", l_conn_next}, {"reply", l_conn_reply}, {NULL, NULL}};
+  if (luaL_newmetatable(L, PROXY_MT)) luaL_setfuncs(L, proxy_mt, 0);
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, CONN_MT)) {
+    lua_newtable(L);
+    luaL_setfuncs(L, conn_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_conn_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.proxy.known");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.proxy.methods");
+  lua_pop(L, 2);
+  lua_pushcfunction(L, l_objid);
+  lua_setfield(L, -2, "_objid");
+  lua_pushcfunction(L, l_rpc_setup);
+  lua_setfield(L, -2, "_rpc_setup");
+}
