@@ -115,7 +115,16 @@ void sk_error_open(lua_State *L) {
     lua_pushliteral(L, "skein.Error");
     lua_setfield(L, -2, "__name");
   }
-  lua_pop(L, 1);
+  /* Error objects cross workers as errors: their metatable is registered
+  ** by name (as skein.register_metatable does) in every worker. */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.mt.byname");
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, ERROR_MT);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.mt.names");
+  lua_pushvalue(L, -3);
+  lua_pushliteral(L, ERROR_MT);
+  lua_rawset(L, -3);
+  lua_pop(L, 3);
   lua_pushcfunction(L, l_error_new);
   lua_setfield(L, -2, "error");
   lua_pushcfunction(L, l_error_is);

@@ -1,0 +1,222 @@
+-- Shared objects passed to worker processes: every object works in the
+-- child with the same semantics and timeouts; a child that dies mid-call
+-- leaves the object whole and usable.
+local skein = require "skein"
+
+local SKEIN = os.getenv("SKEIN_BIN") or arg[-1]
+local SLOW = SKEIN:match("asan") ~= nil
+
+local function caught(fn, ...)
+  local ok, e = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return e
+end
+
+describe("objects in worker processes", function()
+  it("queues: writers in children, a reader in the parent, nothing lost", function()
+    local q = skein.queue()
+    local writers = {}
+    for w = 1, 3 do
+      writers[w] = skein.process(function(queue, id)
+        for i = 1, 50 do queue:put({from = id, n = i}) end
+        return "done"
+      end, q, w)
+    end
+    for w = 1, 3 do assert.equal("done", writers[w]:join(60)) end
+    local seen = {}
+    for _ = 1, 150 do
+      local item = q:get(5)
+      seen[item.from * 1000 + item.n] = true
+    end
+    local count = 0
+    for _ in pairs(seen) do count = count + 1 end
+    assert.equal(150, count)
+    assert.is_true(q:empty())
+  end)
+
+  it("queues: a child's get times out, and sees close", function()
+    local q = skein.queue(1)
+    local p = skein.process(function(queue)
+      local ok, e = pcall(queue.get, queue, 0.05)
+      local timed_out = not ok and skein.is_error(e, "timeout")
+      queue:put("first")
+      local ok2, e2 = pcall(queue.put, queue, "second", 0.05)   -- full
+      return timed_out, not ok2 and skein.is_error(e2, "timeout")
+    end, q)
+    local timed_out, full = p:join(60)
+    assert.is_true(timed_out)
+    assert.is_true(full)
+    assert.equal("first", q:get(5))
+    q:close()
+    local c = skein.process(function(queue) return pcall(queue.put, queue, 1) end, q)
+    local ok, e = c:join(60)
+    assert.is_false(ok)
+    assert.is_true(skein.is_error(e, "closed"))
+  end)
+
+  it("a 10 MB value put by a child, joined before reading, does not deadlock", function()
+    local q = skein.queue()
+    local p = skein.process(function(queue) queue:put(string.rep("z", 10 * 1024 * 1024)) return "put" end, q)
+    assert.equal("put", p:join(60))
+    assert.equal(10 * 1024 * 1024, #q:get(10))
+  end)
+
+  it("events gate children; semaphores bound them", function()
+    local ev = skein.event()
+    local sem = skein.semaphore(2)
+    local inside, most = skein.shared.value(0), skein.shared.value(0)
+    local ps = {}
+    for i = 1, 4 do
+      ps[i] = skein.process(function(e, s, inside_, most_)
+        assert(e:wait(30))
+        s:acquire()
+        local now = inside_:add(1)
+        local m = most_:get()
+        while now > m and not most_:cas(m, now) do m = most_:get() end
+        skein.sleep(0.05)
+        inside_:add(-1)
+        s:release()
+        return true
+      end, ev, sem, inside, most)
+    end
+    skein.sleep(0.2)
+    assert.equal(0, inside:get())
+    ev:set()
+    for i = 1, 4 do assert.is_true(ps[i]:join(60)) end
+    assert.is_true(most:get() <= 2)
+  end)
+
+  it("locks: a child killed while holding one leaves it usable", function()
+    local lk = skein.lock()
+    local held = skein.event()
+    local p = skein.process(function(l, e)
+      l:acquire()
+      e:set()
+      os.execute("kill -9 " .. skein.self().pid)
+      skein.sleep(30)
+    end, lk, held)
+    assert.is_true(held:wait(30))
+    local e = caught(p.join, p, 60)
+    assert.is_true(skein.is_error(e, "worker_died"))
+    assert.is_true(lk:acquire(5))
+    lk:release()
+  end)
+
+  it("locks, hold and with work through a proxy", function()
+    local lk = skein.rlock()
+    local counter = skein.shared.value(0)
+    local ps = {}
+    for i = 1, 3 do
+      ps[i] = skein.process(function(l, c)
+        for _ = 1, 20 do
+          l:with(function() c:set(c:get() + 1) end)
+          do
+            local g <close> = l:hold()
+            c:set(c:get() + 1)
+          end
+        end
+      end, lk, counter)
+    end
+    for i = 1, 3 do ps[i]:join(60) end
+    assert.equal(120, counter:get())
+    assert.is_false(lk:locked())
+  end)
+
+  it("shared values, arrays and tables stay exact under concurrent updates", function()
+    local v = skein.shared.value(0)
+    local a = skein.shared.array("integer", 4)
+    local t = skein.shared.table()
+    local ps = {}
+    for i = 1, 4 do
+      ps[i] = skein.process(function(v_, a_, t_, id)
+        for _ = 1, 250 do v_:add(1) a_:add(id, 1) end
+        for _ = 1, 25 do t_:update("hits", function(x) return (x or 0) + 1 end) end
+        t_:append(id)
+        t_["worker" .. id] = skein.self().pid
+        return #a_
+      end, v, a, t, i)
+    end
+    for i = 1, 4 do assert.equal(4, ps[i]:join(60)) end
+    assert.equal(1000, v:get())
+    assert.same({250, 250, 250, 250}, a:totable())
+    assert.equal(100, t:get("hits"))
+    local ids = {}
+    for i = 1, 4 do ids[#ids + 1] = t[i] end
+    table.sort(ids)
+    assert.same({1, 2, 3, 4}, ids)
+    for i = 1, 4 do assert.equal(ps[i].pid, t["worker" .. i]) end
+  end)
+
+  it("barriers and conditions coordinate children", function()
+    local b = skein.barrier(3)
+    local cond = skein.condition()
+    local box = skein.shared.table()
+    local ps = {}
+    for i = 1, 3 do
+      ps[i] = skein.process(function(bar, c, bx)
+        local index = bar:wait(30)
+        c:acquire()
+        bx:append(index)
+        c:notify_all()
+        c:release()
+        return index
+      end, b, cond, box)
+    end
+    cond:acquire()
+    assert.is_true(cond:wait_for(function() return box:len() == 3 end, 30))
+    cond:release()
+    local idx = {}
+    for i = 1, 3 do idx[i] = ps[i]:join(60) end
+    table.sort(idx)
+    assert.same({0, 1, 2}, idx)
+  end)
+
+  it("pipes connect a parent and a child", function()
+    local here, there = skein.pipe()
+    local p = skein.process(function(conn)
+      local msg = conn:recv(30)
+      conn:send({echo = msg, from = "child"})
+      return conn:poll(0.01)
+    end, there)
+    here:send("ping")
+    assert.same({echo = "ping", from = "child"}, here:recv(30))
+    assert.is_false(p:join(60))
+  end)
+
+  it("work in process-pool tasks too", function()
+    local pool <close> = skein.pool{kind = "process", size = 2}
+    local results = skein.shared.table()
+    pool:map(function(x) results:set(x, x * x) end, {1, 2, 3, 4, 5}, {chunksize = 1})
+    for i = 1, 5 do assert.equal(i * i, results:get(i)) end
+  end)
+
+  it("a child killed halfway through its puts leaves only whole items", function()
+    local q = skein.queue()
+    local p = skein.process(function(queue)
+      for i = 1, 1000000 do queue:put({i = i, pad = string.rep("p", 100)}) end
+    end, q)
+    skein.sleep(SLOW and 1 or 0.3)
+    p:kill()
+    pcall(p.join, p, 60)
+    local n = 0
+    while true do
+      local ok, item = q:try_get()
+      if not ok then break end
+      n = n + 1
+      assert.equal(n, item.i)
+      assert.equal(100, #item.pad)
+    end
+    assert.is_true(n > 0)
+  end)
+
+  it("explain what they cannot do", function()
+    local q = skein.queue()
+    local p = skein.process(function(queue)
+      local t = skein.thread(function(q2) q2:put(1) end, queue)
+      return pcall(t.join, t, 30)
+    end, q)
+    local ok, e = p:join(60)
+    assert.is_false(ok)
+    assert.matches("only be used by this process's main worker", tostring(e.message or e))
+  end)
+end)
