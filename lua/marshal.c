@@ -1,9 +1,11 @@
 /*
 ** marshal.c — copies Lua values between workers as bytes.
 **
-** Format (version 1): a byte 'S', a byte 1, a varint count, then each value
+** Format (version 2): a byte 'S', a byte 2, a varint count, then each value
 ** as a tag byte and its payload. Tables and functions get ids in the order
 ** they are first met, so shared sub-tables and cycles come back as REF tags.
+** A table is its list part by position (a varint length, then the values),
+** then its other pairs, then an END tag.
 ** Integers are zigzag varints, floats 8 bytes little-endian, strings a varint
 ** length and raw bytes (binary-safe).
 **
@@ -337,10 +339,25 @@ static void enc_table(enc *e, int idx, const path *p, int depth) {
     lua_pop(L, 2);
   }
   if (!has_mt) put_byte(L, b, T_TABLE);
-  put_varint(L, b, (uint64_t)lua_rawlen(L, idx));
-  lua_pushnil(L);
+  /* The list part goes first, by position (no keys); then the other pairs. */
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+  put_varint(L, b, (uint64_t)n);
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_rawgeti(L, idx, i);
+    path vp = {p, P_INDEX, NULL, i};
+    enc_value(e, lua_gettop(L), &vp, depth + 1);
+    lua_pop(L, 1);
+  }
+  /* Resume the traversal after the list part (t[n] exists: n is a border);
+  ** list keys that live in the hash part are still skipped below. */
+  if (n > 0) lua_pushinteger(L, n);
+  else lua_pushnil(L);
   while (lua_next(L, idx)) {
     int k = lua_gettop(L) - 1;
+    if (lua_isinteger(L, k) && lua_tointeger(L, k) >= 1 && lua_tointeger(L, k) <= n) {
+      lua_pop(L, 1);
+      continue;
+    }
     path kp = {p, P_KEY, NULL, 0};
     enc_value(e, k, &kp, depth + 1);
     path vp = {p, P_OTHER, "?", 0};
@@ -561,7 +578,7 @@ static int p_encode(lua_State *L) {
   lua_pushnil(L);
   e->seen = lua_gettop(L);
   put_byte(L, e->b, 'S');
-  put_byte(L, e->b, 1);
+  put_byte(L, e->b, 2);
   put_varint(L, e->b, (uint64_t)n);
   for (int i = 0; i < n; i++) {
     path p = {NULL, P_INDEX, NULL, i + 1};
@@ -657,11 +674,15 @@ static void dec_table(dec *d, int with_mt, int depth) {
   size_t mtlen = 0;
   const char *mtname = with_mt ? get_bytes(d, &mtlen) : NULL;
   uint64_t narr = get_varint(d);
-  uint64_t left = (uint64_t)(d->end - d->p);
-  if (narr > left) narr = left;  /* a hint; never allocate past the input */
-  lua_createtable(L, (int)(narr > 1 << 20 ? 1 << 20 : narr), 0);
+  if (narr > (uint64_t)(d->end - d->p)) dec_fail(d, "list longer than the buffer");
+  lua_createtable(L, (int)narr, 0);
   remember(d);
   int t = lua_gettop(L);
+  for (uint64_t i = 1; i <= narr; i++) {   /* the list part, by position */
+    dec_value(d, depth + 1);
+    if (lua_isnil(L, -1)) lua_pop(L, 1);
+    else lua_rawseti(L, t, (lua_Integer)i);
+  }
   for (;;) {
     if (d->p >= d->end) dec_fail(d, "truncated table");
     if (*d->p == T_END) {
@@ -909,7 +930,7 @@ static int p_decode(lua_State *L) {
   dec *d = lua_touserdata(L, 1);
   lua_pushnil(L);
   d->refs = lua_gettop(L);
-  if (get_byte(d) != 'S' || get_byte(d) != 1) dec_fail(d, "not a skein buffer");
+  if (get_byte(d) != 'S' || get_byte(d) != 2) dec_fail(d, "not a skein buffer");
   uint64_t n = get_varint(d);
   if (n > (uint64_t)(d->end - d->p)) dec_fail(d, "value count past the end");
   luaL_checkstack(L, (int)n + 8, "too many values to unmarshal");
