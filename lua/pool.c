@@ -58,6 +58,7 @@ struct sk_pool {
   job *head, *tail;
   size_t queued;
   int size, alive, busy;
+  int sleeping;                 /* workers waiting on cond */
   int closed, terminating;
   uint64_t submitted, done, failed, restarted;
   int max_tasks;
@@ -202,7 +203,11 @@ static void worker_main(void *arg) {
   }
   slot->w = w;
   for (;;) {
-    while (p->head == NULL && !p->closed && !p->terminating) uv_cond_wait(&p->cond, &p->lock);
+    while (p->head == NULL && !p->closed && !p->terminating) {
+      p->sleeping++;
+      uv_cond_wait(&p->cond, &p->lock);
+      p->sleeping--;
+    }
     if (p->terminating || p->head == NULL) break;
     job *j = p->head;
     p->head = j->next;
@@ -371,7 +376,7 @@ static int l_pool_submit(lua_State *L) {
     p->tail = j;
     p->queued++;
     p->submitted++;
-    uv_cond_signal(&p->cond);
+    if (p->sleeping > 0) uv_cond_signal(&p->cond);  /* busy workers will find it */
   }
   uv_mutex_unlock(&p->lock);
   if (closed) {
