@@ -114,6 +114,18 @@ static void close_handle(void *h) {
   if (h) uv_close((uv_handle_t *)h, on_closed);
 }
 
+/* Closes a worker's pipe and ends its RPC connection. */
+static void close_pipe(pworker *pw) {
+  if (pw->pipe) {
+    close_handle(pw->pipe);
+    pw->pipe = NULL;
+  }
+  if (pw->conn) {
+    sk_conn_close(pw->conn);
+    pw->conn = NULL;
+  }
+}
+
 static void drop_job(pjob *j) {
   sk_obj_release(&j->fut->obj);
   sk_buf_free(&j->code);
@@ -283,12 +295,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   sk_ppool *p = pw->pool;
   (void)buf;
   if (n < 0) {
-    close_handle(pw->pipe);
-    pw->pipe = NULL;
-    if (pw->conn) {
-      sk_conn_close(pw->conn);
-      pw->conn = NULL;
-    }
+    close_pipe(pw);
     return;
   }
   pw->in.len += (size_t)n;
@@ -318,14 +325,7 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   p->alive--;
   close_handle(pw->proc);
   pw->proc = NULL;
-  if (pw->pipe) {
-    close_handle(pw->pipe);
-    pw->pipe = NULL;
-  }
-  if (pw->conn) {
-    sk_conn_close(pw->conn);
-    pw->conn = NULL;
-  }
+  close_pipe(pw);
   uv_timer_stop(pw->timer);
   pjob *j = pw->job;
   if (j) {
@@ -651,14 +651,7 @@ static void close_all(sk_ppool *p) {
       pw->proc = NULL;
       pw->running = 0;
     }
-    if (pw->pipe) {
-      close_handle(pw->pipe);
-      pw->pipe = NULL;
-    }
-    if (pw->conn) {
-      sk_conn_close(pw->conn);
-      pw->conn = NULL;
-    }
+    close_pipe(pw);
     if (pw->timer) {
       close_handle(pw->timer);
       pw->timer = NULL;

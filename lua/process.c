@@ -742,35 +742,9 @@ static int l_proc_gc(lua_State *L) {
 /* skein.process(fn, ...) or skein.process{fn=, args=, name=, daemon=} */
 static int l_proc_new(lua_State *L) {
   sk_worker *w = sk_worker_of(L);
-  int daemon = 0;
-  char *name = NULL;
-  if (lua_type(L, 1) == LUA_TTABLE) {
-    luaL_argcheck(L, lua_gettop(L) == 1, 2, "no arguments after an options table");
-    lua_getfield(L, 1, "fn");
-    luaL_argcheck(L, lua_isfunction(L, 2), 1, "options.fn must be a function");
-    lua_getfield(L, 1, "daemon");
-    daemon = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    int tn = lua_getfield(L, 1, "name");
-    luaL_argcheck(L, tn == LUA_TNIL || tn == LUA_TSTRING, 1, "options.name must be a string");
-    int ta = lua_getfield(L, 1, "args");
-    luaL_argcheck(L, ta == LUA_TNIL || ta == LUA_TTABLE, 1, "options.args must be a table");
-    lua_Integer n = 0;
-    if (ta == LUA_TTABLE) {
-      lua_getfield(L, 4, "n");
-      n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, 4);
-      lua_pop(L, 1);
-      luaL_argcheck(L, n >= 0 && n < 100000, 1, "options.args is too long");
-    }
-    luaL_checkstack(L, (int)n + 8, "too many arguments");
-    lua_pushvalue(L, 2);
-    for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(L, 4, i);
-    if (tn == LUA_TSTRING) name = strdup(lua_tostring(L, 3));
-    lua_rotate(L, 1, -4);
-    lua_pop(L, 4);
-  } else {
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-  }
+  int daemon;
+  char *name;
+  sk_worker_args(L, &daemon, &name);
   sk_buf code;
   if (sk_marshal_encode(L, 1, lua_gettop(L), &code, "fn+args") != 0) {
     free(name);

@@ -318,6 +318,11 @@ int sk_run_call(sk_worker *w, const char *code, size_t len, sk_buf *out, const c
 void sk_pool_open(lua_State *L);
 void sk_future_open(lua_State *L);
 
+/* The arguments of skein.thread and skein.process: (fn, ...) or the table
+** form {fn=, args=, name=, daemon=}, which is rewritten in place to fn and
+** its arguments. *name is a malloc'd copy (or NULL) for the caller. */
+int sk_worker_args(lua_State *L, int *daemon, char **name);
+
 /* Thread workers (thread.c). */
 void sk_thread_open(lua_State *L);
 

@@ -264,51 +264,24 @@ static int l_thread_close(lua_State *L) {
 /* skein.thread(fn, ...) or skein.thread{fn=, args=, name=, daemon=} */
 static int l_thread_new(lua_State *L) {
   sk_worker *w = sk_worker_of(L);
-  int daemon = 0;
-  const char *name = NULL;
-  if (lua_type(L, 1) == LUA_TTABLE) {
-    luaL_argcheck(L, lua_gettop(L) == 1, 2, "no arguments after an options table");
-    lua_getfield(L, 1, "fn");                                   /* 2 */
-    luaL_argcheck(L, lua_isfunction(L, 2), 1, "options.fn must be a function");
-    lua_getfield(L, 1, "daemon");
-    daemon = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    int tn = lua_getfield(L, 1, "name");                        /* 3 */
-    luaL_argcheck(L, tn == LUA_TNIL || tn == LUA_TSTRING, 1, "options.name must be a string");
-    name = lua_tostring(L, 3);
-    int ta = lua_getfield(L, 1, "args");                        /* 4 */
-    luaL_argcheck(L, ta == LUA_TNIL || ta == LUA_TTABLE, 1, "options.args must be a table");
-    lua_Integer n = 0;
-    if (ta == LUA_TTABLE) {
-      lua_getfield(L, 4, "n");
-      n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, 4);
-      lua_pop(L, 1);
-      luaL_argcheck(L, n >= 0 && n < 100000, 1, "options.args is too long");
-    }
-    luaL_checkstack(L, (int)n + 8, "too many arguments");
-    lua_pushvalue(L, 2);                                        /* 5: fn */
-    for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(L, 4, i);
-    name = name ? strdup(name) : NULL;           /* the options are popped next */
-    lua_rotate(L, 1, -4);
-    lua_pop(L, 4);
-  } else {
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-  }
+  int daemon;
+  char *name;
+  sk_worker_args(L, &daemon, &name);
   /* Stack: fn, args... (the options table, if any, is gone). */
   sk_thread *th = calloc(1, sizeof *th);
   if (th == NULL || sk_marshal_encode(L, 1, lua_gettop(L), &th->code, "fn+args") != 0) {
-    free((char *)name);
+    free(name);
     free(th);
     return th ? lua_error(L) : luaL_error(L, "not enough memory for a thread");
   }
   if (uv_mutex_init(&th->lock) != 0 || sk_obj_init(&th->obj, &thread_type) != 0) {
     sk_buf_free(&th->code);
-    free((char *)name);
+    free(name);
     free(th);
     return luaL_error(L, "cannot create a thread");
   }
   th->id = __atomic_add_fetch(&next_worker_id, 1, __ATOMIC_RELAXED);
-  th->name = (char *)name;
+  th->name = name;
   th->daemon = daemon;
   th->parent = w->port;
   sk_port_retain(w->port);

@@ -334,6 +334,43 @@ void sk_shared_wait_end(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *
   sk_wait_end(L, c);
 }
 
+/* ------------------------------------------------------ worker options */
+
+int sk_worker_args(lua_State *L, int *daemon, char **name) {
+  *daemon = 0;
+  *name = NULL;
+  if (lua_type(L, 1) != LUA_TTABLE) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    return 0;
+  }
+  luaL_argcheck(L, lua_gettop(L) == 1, 2, "no arguments after an options table");
+  lua_getfield(L, 1, "fn");                                     /* 2 */
+  luaL_argcheck(L, lua_isfunction(L, 2), 1, "options.fn must be a function");
+  lua_getfield(L, 1, "daemon");
+  int is_daemon = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  int tn = lua_getfield(L, 1, "name");                          /* 3 */
+  luaL_argcheck(L, tn == LUA_TNIL || tn == LUA_TSTRING, 1, "options.name must be a string");
+  int ta = lua_getfield(L, 1, "args");                          /* 4 */
+  luaL_argcheck(L, ta == LUA_TNIL || ta == LUA_TTABLE, 1, "options.args must be a table");
+  lua_Integer n = 0;
+  if (ta == LUA_TTABLE) {
+    lua_getfield(L, 4, "n");
+    n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, 4);
+    lua_pop(L, 1);
+    luaL_argcheck(L, n >= 0 && n < 100000, 1, "options.args is too long");
+  }
+  luaL_checkstack(L, (int)n + 8, "too many arguments");
+  lua_pushvalue(L, 2);                                          /* 5: fn */
+  for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(L, 4, i);
+  /* Nothing can raise past this point: the name copy is the caller's. */
+  *name = tn == LUA_TSTRING ? strdup(lua_tostring(L, 3)) : NULL;
+  *daemon = is_daemon;
+  lua_rotate(L, 1, -4);
+  lua_pop(L, 4);
+  return 1;
+}
+
 /* ------------------------------------------------------------- handles */
 
 /* The cache entry of metatable `mt` (a static name), filled on first use:

@@ -375,11 +375,11 @@ local function map_list(self, fn, list, opts, fname, star)
   return out
 end
 
---- pool:map(fn, iterable, [opts]) -> list of results, in order
-function Pool:map(fn, iterable, opts)
-  if type(iterable) == "table" then return map_list(self, fn, iterable, opts, "map", false) end
+-- map and starmap: lists go through map_list, iterators through stream.
+local function collect(self, fn, iterable, opts, fname, star)
+  if type(iterable) == "table" then return map_list(self, fn, iterable, opts, fname, star) end
   local out, n = {}, 0
-  for i, v in stream(self, fn, iterable, opts, "map", false, true) do
+  for i, v in stream(self, fn, iterable, opts, fname, star, true) do
     out[i] = v
     n = i
   end
@@ -387,16 +387,14 @@ function Pool:map(fn, iterable, opts)
   return out
 end
 
+--- pool:map(fn, iterable, [opts]) -> list of results, in order
+function Pool:map(fn, iterable, opts)
+  return collect(self, fn, iterable, opts, "map", false)
+end
+
 --- pool:starmap(fn, list_of_arg_lists, [opts]) -> list of results
 function Pool:starmap(fn, iterable, opts)
-  if type(iterable) == "table" then return map_list(self, fn, iterable, opts, "starmap", true) end
-  local out, n = {}, 0
-  for i, v in stream(self, fn, iterable, opts, "starmap", true, true) do
-    out[i] = v
-    n = i
-  end
-  out.n = n
-  return out
+  return collect(self, fn, iterable, opts, "starmap", true)
 end
 
 --- pool:imap(fn, iterable, [opts]) -> iterator of (index, result) in order:
