@@ -27,9 +27,14 @@ end
 ------------------------------------------------------------------ progress
 
 --- A one-line progress bar on stderr, drawn only when stderr is a terminal.
+-- Redraws are throttled to one per 0.1 s, but finish() always draws the
+-- final state and ends the line; it runs once (later calls do nothing), also
+-- when the map stops early on an error or a `break`. Each redraw returns to
+-- column 0 and erases to the end of the line (ESC [ K), so a shorter line
+-- (a falling rate, an ETA going from 10s to 9s) leaves no stale characters.
 local function progress_bar(total, label)
   if not core._isatty(2) then return nil end
-  local done, started, last = 0, now(), 0
+  local done, started, last, finished = 0, now(), 0, false
   local bar = {}
   local function draw(final)
     local t = now()
@@ -39,14 +44,21 @@ local function progress_bar(total, label)
     local frac = total and total > 0 and done / total or 0
     local filled = math.floor(frac * width)
     local rate = done / math.max(t - started, 1e-9)
-    local eta = total and rate > 0 and (total - done) / rate or 0
-    io.stderr:write(("\r%s [%s%s] %d/%s %5.1f/s ETA %ds%s"):format(
+    local eta = "?"
+    if total then
+      eta = ("%ds"):format(rate > 0 and math.floor((total - done) / rate + 0.5) or 0)
+    end
+    io.stderr:write(("\r%s [%s%s] %d/%s %5.1f/s ETA %s\27[K%s"):format(
       label, ("#"):rep(filled), ("."):rep(width - filled), done, total and tostring(total) or "?",
-      rate, math.floor(eta + 0.5), final and "\n" or ""))
+      rate, eta, final and "\n" or ""))
     io.stderr:flush()
   end
   function bar.step(n) done = done + (n or 1); draw(false) end
-  function bar.finish() draw(true) end
+  function bar.finish()
+    if finished then return end
+    finished = true
+    draw(true)
+  end
   return bar
 end
 
@@ -285,7 +297,11 @@ local function stream(self, fn, iterable, opts, fname, star, ordered)
   end
   local function collect(fut)
     local r = pack(pcall(fut.get, fut))
-    if not r[1] then cancel_rest() error(r[2], 0) end
+    if not r[1] then
+      cancel_rest()
+      if bar then bar.finish() end
+      error(r[2], 0)
+    end
     if counts[fut] == -1 then
       if bar then bar.step(1) end
       return {n = 1, r[2]}
@@ -294,7 +310,7 @@ local function stream(self, fn, iterable, opts, fname, star, ordered)
     if bar then bar.step(out.n) end
     return out
   end
-  return function()
+  local function iter()
     while true do
       local c = ready[rhead]
       if c then
@@ -326,6 +342,10 @@ local function stream(self, fn, iterable, opts, fname, star, ordered)
       ::continue::
     end
   end
+  if not bar then return iter end
+  -- A generic for closes its fourth value when the loop ends by a break or
+  -- an error, so the bar's line is ended then too.
+  return iter, nil, nil, setmetatable({}, {__close = function() bar.finish() end})
 end
 
 -- map and starmap over a list: whole chunks are cut and stored with
@@ -361,6 +381,7 @@ local function map_list(self, fn, list, opts, fname, star)
     local r = pack(pcall(f.get, f))
     if not r[1] then
       for j = k + 1, #futures do futures[j]:cancel() end
+      if bar then bar.finish() end
       error(r[2], 0)
     end
     if chunksize == 1 and not star then
