@@ -357,13 +357,7 @@ static int l_barrier_new(lua_State *L) {
     free(err);
     return luaL_error(L, "not enough memory for a barrier");
   }
-  if (sk_obj_init(&b->obj, &barrier_type) != 0) {
-    uv_mutex_destroy(&b->lock);
-    free(b);
-    sk_buf_free(&buf);
-    free(err);
-    return luaL_error(L, "not enough memory for a barrier");
-  }
+  sk_obj_init(&b->obj, &barrier_type);
   b->parties = (int)n;
   b->has_action = has_action;
   b->action = buf;

@@ -299,10 +299,7 @@ sk_queue *sk_queue_new(int order, size_t maxsize) {
     if (q->hchunk == NULL) goto fail;
   }
   if (uv_mutex_init(&q->wlock) != 0) goto fail;
-  if (sk_obj_init(&q->obj, &queue_type) != 0) {
-    uv_mutex_destroy(&q->wlock);
-    goto fail;
-  }
+  sk_obj_init(&q->obj, &queue_type);
   if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) == 0) {
     __atomic_store_n(&ncpu, (int)uv_available_parallelism(), __ATOMIC_RELAXED);
   }

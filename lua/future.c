@@ -34,11 +34,7 @@ sk_future *sk_future_new(void) {
     free(f);
     return NULL;
   }
-  if (sk_obj_init(&f->obj, &future_type) != 0) {
-    uv_mutex_destroy(&f->lock);
-    free(f);
-    return NULL;
-  }
+  sk_obj_init(&f->obj, &future_type);
   f->id = __atomic_add_fetch(&next_future_id, 1, __ATOMIC_RELAXED);
   return f;
 }

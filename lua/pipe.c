@@ -48,10 +48,7 @@ static void push_end(lua_State *L, sk_obj *o) { sk_stamped_push(L, o, PIPE_MT); 
 static sk_pipe_end *end_new(sk_queue *in, sk_queue *out, int duplex) {
   sk_pipe_end *e = calloc(1, sizeof *e);
   if (e == NULL) return NULL;
-  if (sk_obj_init(&e->obj, &end_type) != 0) {
-    free(e);
-    return NULL;
-  }
+  sk_obj_init(&e->obj, &end_type);
   e->in = in;
   e->out = out;
   e->duplex = duplex;

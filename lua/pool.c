@@ -316,16 +316,7 @@ static int l_pool_new(lua_State *L) {
     return luaL_error(L, "not enough memory for a pool");
   }
   uv_cond_init(&p->cond);
-  if (sk_obj_init(&p->obj, &pool_type) != 0) {
-    uv_cond_destroy(&p->cond);
-    uv_mutex_destroy(&p->lock);
-    sk_buf_free(&p->init);
-    free(p->slots);
-    free(p->threads);
-    free(p->name);
-    free(p);
-    return luaL_error(L, "not enough memory for a pool");
-  }
+  sk_obj_init(&p->obj, &pool_type);
   p->size = (int)size;
   p->max_tasks = (int)max_tasks;
   p->hooks = sk_runtime_hooks_copy(L);

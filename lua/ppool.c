@@ -114,6 +114,20 @@ static void close_handle(void *h) {
   if (h) uv_close((uv_handle_t *)h, on_closed);
 }
 
+static void drop_job(pjob *j);
+
+/* Cancels every job still in the queue. */
+static void cancel_queued(sk_ppool *p) {
+  while (p->head) {
+    pjob *j = p->head;
+    p->head = j->next;
+    sk_future_cancel(j->fut);
+    drop_job(j);
+  }
+  p->tail = NULL;
+  p->queued = 0;
+}
+
 /* Closes a worker's pipe and ends its RPC connection. */
 static void close_pipe(pworker *pw) {
   if (pw->pipe) {
@@ -382,16 +396,7 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
     }
   }
   pw->timed_out = 0;
-  if (p->terminating) {           /* what went back to the queue is cancelled */
-    while (p->head) {
-      pjob *q = p->head;
-      p->head = q->next;
-      sk_future_cancel(q->fut);
-      drop_job(q);
-    }
-    p->tail = NULL;
-    p->queued = 0;
-  }
+  if (p->terminating) cancel_queued(p);   /* what went back to the queue */
   /* Replace it unless the pool is winding down and has nothing left. */
   int wanted = !p->terminating && (!p->closed || p->head != NULL);
   if (wanted) {
@@ -564,14 +569,7 @@ static void quit_idle_if_drained(sk_ppool *p) {
 
 static void terminate(sk_ppool *p) {
   p->closed = p->terminating = 1;
-  while (p->head) {
-    pjob *j = p->head;
-    p->head = j->next;
-    sk_future_cancel(j->fut);
-    drop_job(j);
-  }
-  p->tail = NULL;
-  p->queued = 0;
+  cancel_queued(p);
   for (int i = 0; i < p->size; i++) {
     pworker *pw = &p->workers[i];
     if (pw->proc && pw->running) uv_process_kill(pw->proc, SIGKILL);

@@ -283,12 +283,7 @@ static int l_value_new(lua_State *L) {
     scalar_clear(&s);
     return luaL_error(L, "not enough memory for a shared value");
   }
-  if (sk_obj_init(&v->obj, &value_type) != 0) {
-    uv_mutex_destroy(&v->lock);
-    free(v);
-    scalar_clear(&s);
-    return luaL_error(L, "not enough memory for a shared value");
-  }
+  sk_obj_init(&v->obj, &value_type);
   v->v = s;
   push_value(L, &v->obj);
   return 1;
@@ -517,11 +512,7 @@ static int l_array_new(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  if (sk_obj_init(&a->obj, &array_type) != 0) {
-    uv_mutex_destroy(&a->lock);
-    free(a);
-    return luaL_error(L, "not enough memory for a shared array");
-  }
+  sk_obj_init(&a->obj, &array_type);
   push_array(L, &a->obj);
   return 1;
 }

@@ -804,12 +804,7 @@ static int l_table_new(lua_State *L) {
   }
   t->ecap = 8;
   memcpy(t->hkey, hash_key, sizeof hash_key);
-  if (sk_obj_init(&t->obj, &table_type) != 0) {
-    uv_mutex_destroy(&t->lock);
-    free(t->store);
-    free(t);
-    return luaL_error(L, "not enough memory for a shared table");
-  }
+  sk_obj_init(&t->obj, &table_type);
   push_table(L, &t->obj);  /* from here a raise frees the table through its handle */
   if (lua_istable(L, 1)) {
     lua_Integer n = (lua_Integer)lua_rawlen(L, 1);

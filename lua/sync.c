@@ -122,11 +122,7 @@ void *sk_sync_new_obj(lua_State *L, size_t size, const sk_objtype *type, size_t 
     free(p);
     luaL_error(L, "cannot create a mutex for a %s", type->name);
   }
-  if (sk_obj_init((sk_obj *)p, type) != 0) {
-    uv_mutex_destroy(lock);
-    free(p);
-    luaL_error(L, "not enough memory for a %s", type->name);
-  }
+  sk_obj_init((sk_obj *)p, type);
   return p;
 }
 

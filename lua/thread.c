@@ -274,12 +274,13 @@ static int l_thread_new(lua_State *L) {
     free(th);
     return th ? lua_error(L) : luaL_error(L, "not enough memory for a thread");
   }
-  if (uv_mutex_init(&th->lock) != 0 || sk_obj_init(&th->obj, &thread_type) != 0) {
+  if (uv_mutex_init(&th->lock) != 0) {
     sk_buf_free(&th->code);
     free(name);
     free(th);
     return luaL_error(L, "cannot create a thread");
   }
+  sk_obj_init(&th->obj, &thread_type);
   th->id = __atomic_add_fetch(&next_worker_id, 1, __ATOMIC_RELAXED);
   th->name = name;
   th->daemon = daemon;

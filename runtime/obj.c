@@ -21,11 +21,10 @@ static uv_once_t table_once = UV_ONCE_INIT;
 
 static void table_init(void) { uv_mutex_init(&table_lock); }
 
-int sk_obj_init(sk_obj *o, const sk_objtype *type) {
+void sk_obj_init(sk_obj *o, const sk_objtype *type) {
   o->type = type;
   o->slot = o->gen = 0;
   __atomic_store_n(&o->refs, 1, __ATOMIC_RELAXED);
-  return 0;
 }
 
 int sk_obj_register(sk_obj *o) {

@@ -33,8 +33,8 @@ struct sk_obj {
 
 /* Initialises `o` with one reference. It enters the handle table only when
 ** first marshalled (sk_obj_register), so objects that never cross a worker
-** cost no global lock. Returns 0. */
-int sk_obj_init(sk_obj *o, const sk_objtype *type);
+** cost no global lock (and this cannot fail). */
+void sk_obj_init(sk_obj *o, const sk_objtype *type);
 /* Gives `o` a handle if it has none; 0, or -1 when out of memory. */
 int sk_obj_register(sk_obj *o);
 void sk_obj_retain(sk_obj *o);
