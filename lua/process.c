@@ -716,7 +716,8 @@ static int l_proc_index(lua_State *L) {
   else if (strcmp(k, "name") == 0 && p->name) lua_pushstring(L, p->name);
   else if (strcmp(k, "kind") == 0) lua_pushliteral(L, "process");
   else if (strcmp(k, "exit_code") == 0 && p->exited && !p->term_signal) lua_pushinteger(L, p->exit_status);
-  else if (strcmp(k, "signal") == 0 && p->exited && p->term_signal) lua_pushinteger(L, p->term_signal);
+  /* Not "signal": that name is the method, which the lookup above finds first. */
+  else if (strcmp(k, "exit_signal") == 0 && p->exited && p->term_signal) lua_pushinteger(L, p->term_signal);
   else lua_pushnil(L);
   return 1;
 }

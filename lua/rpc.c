@@ -11,7 +11,10 @@
 ** semantics (timeouts, close, priorities, atomic updates) in every process,
 ** and a child that dies mid-operation cannot tear anything: the operation
 ** happens whole in the parent, or not at all. Locks and semaphores a dead
-** child held are released by its server task when the connection closes.
+** child held are released by its server task when the connection closes;
+** a call of the dead child that was waiting here (a get, an acquire, a
+** barrier wait, an update) is cancelled, and calls not yet started are
+** dropped, so nothing is taken on behalf of a process that is gone.
 **
 ** Limits (documented in docs/): a proxy call blocks its whole process
 ** while it waits, so other tasks of that process do not run meanwhile; only
@@ -21,6 +24,7 @@
 ** Frames: 'C' = [8-byte request id][marshalled: op, name, object, args...],
 ** 'A' = [8-byte request id][marshalled: ok, values...].
 */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -206,6 +210,9 @@ struct sk_conn {
   int started;                  /* the server task was asked for */
   creq *head, *tail;
   sk_ctx *waiter;               /* the server task, while it waits */
+  sk_ctx *server;               /* the server task, until it finishes */
+  sk_watch server_done;         /* in its watchers: clears `server` */
+  int busy;                     /* it is performing a request */
   sk_obj **kept;
   size_t nkept, capkept;
 };
@@ -222,12 +229,20 @@ static void conn_release(sk_conn *c) {
   free(c);
 }
 
+static void server_finished(sk_watch *wt, sk_ctx *task) {
+  sk_conn *c = (sk_conn *)((char *)wt - offsetof(sk_conn, server_done));
+  (void)task;
+  c->server = NULL;
+  c->busy = 0;
+}
+
 /* The runnable: spawns the connection's server task (stdlib/skein/rpc.lua)
-** as a daemon task; it owns the connection's Lua handle. */
+** as a daemon task; it owns the connection's Lua handle. A child already
+** gone has nobody to answer: its requests are not performed. */
 static void start_server(sk_runnable *r) {
   sk_conn *c = (sk_conn *)r;
   lua_State *L = c->w->cur_L;
-  if (c->closed && c->head == NULL) {
+  if (c->closed) {
     conn_release(c);              /* the reference meant for the handle */
     return;
   }
@@ -236,7 +251,9 @@ static void start_server(sk_runnable *r) {
   sk_conn **u = lua_newuserdatauv(L, sizeof *u, 0);
   *u = c;
   luaL_setmetatable(L, CONN_MT);
-  sk_task_spawn(L, -2, 1, 1);
+  c->server = sk_task_spawn(L, -2, 1, 1);
+  c->server_done.fire = server_finished;
+  sk_watch_link(&c->server->watchers, &c->server_done);
   lua_pop(L, 3);
 }
 
@@ -266,10 +283,14 @@ void sk_conn_request(sk_conn *c, const char *payload, size_t len) {
   if (c->waiter) sk_ctx_wake(c->waiter);
 }
 
+/* The child is gone. A request of it that waits here (a get, an acquire)
+** is cancelled, so it cannot go on to take an item or a lock for nobody;
+** requests not yet started are dropped (next_k). */
 void sk_conn_close(sk_conn *c) {
   c->closed = 1;
   c->pipe = NULL;
   if (c->waiter) sk_ctx_wake(c->waiter);
+  else if (c->busy && c->server) sk_task_cancel(c->server);
   if (!c->started) {              /* never served: nobody will take the handle ref */
     c->started = 1;
     conn_release(c);
@@ -306,6 +327,15 @@ static int next_k(lua_State *L, int status, lua_KContext kctx) {
       c->waiter = NULL;
       sk_wait_end(L, ctx);
     }
+    if (c->closed) {
+      while (c->head) {
+        creq *r = c->head;
+        c->head = r->next;
+        free(r);
+      }
+      c->tail = NULL;
+      return 0;
+    }
     if (c->head) {
       creq *r = c->head;
       c->head = r->next;
@@ -317,9 +347,9 @@ static int next_k(lua_State *L, int status, lua_KContext kctx) {
       lua_pushlstring(L, r->data, 8);
       lua_pushlstring(L, r->data + 8, r->len - 8);
       free(r);
+      c->busy = 1;
       return 2;
     }
-    if (c->closed) return 0;
     sk_wait_begin(L, ctx, SK_NO_DEADLINE);
     c->waiter = ctx;
     status = sk_wait(L, ctx, kctx, next_k);
@@ -328,7 +358,7 @@ static int next_k(lua_State *L, int status, lua_KContext kctx) {
 
 /* conn:next() -> id, request | nil once the child is gone */
 static int l_conn_next(lua_State *L) {
-  check_conn(L);
+  check_conn(L)->busy = 0;
   lua_settop(L, 1);
   return next_k(L, LUA_OK, 0);
 }
@@ -363,6 +393,9 @@ static int l_conn_gc(lua_State *L) {
     sk_conn *c = *u;
     *u = NULL;
     c->waiter = NULL;
+    sk_watch_unlink(&c->server_done);   /* the task may not have finished (lua_close) */
+    c->server = NULL;
+    c->busy = 0;
     conn_release(c);
   }
   return 0;

@@ -190,6 +190,29 @@ describe("objects in worker processes", function()
     for i = 1, 5 do assert.equal(i * i, results:get(i)) end
   end)
 
+  it("a child killed while a call of it waits here takes nothing with it", function()
+    -- The get waits in this process on the child's behalf; once the child
+    -- is gone it must not go on and swallow the next item.
+    local q = skein.queue()
+    local ready = skein.event()
+    local p = skein.process(function(queue, ev) ev:set() return queue:get() end, q, ready)
+    assert.is_true(ready:wait(30))
+    skein.sleep(SLOW and 0.5 or 0.2)
+    p:kill()
+    assert.is_true(skein.is_error(caught(p.join, p, 60), "worker_died"))
+    -- (try_get after a pause: a waiting get here would race the stale one)
+    q:put("kept")
+    skein.sleep(0.05)
+    assert.same({true, "kept"}, {q:try_get()})
+    -- The same for a pool task killed at its timeout.
+    local pool <close> = skein.pool{kind = "process", size = 1, timeout = SLOW and 1 or 0.3}
+    local f = pool:submit(function(queue) return queue:get() end, q)
+    assert.is_true(skein.is_error(caught(f.get, f, 60), "timeout"))
+    q:put("kept again")
+    skein.sleep(0.05)
+    assert.same({true, "kept again"}, {q:try_get()})
+  end)
+
   it("a child killed halfway through its puts leaves only whole items", function()
     local q = skein.queue()
     local p = skein.process(function(queue)
