@@ -1,13 +1,15 @@
 /*
 ** alloc.c — the allocator of a worker's Lua state: small blocks come from
-** size-class free lists carved out of 2 MiB chunks that ask the kernel for
-** transparent huge pages; larger blocks go to malloc.
+** size-class free lists carved out of 2 MiB chunks; larger blocks go to
+** malloc.
 **
-** Why: a task is a few small blocks (coroutine, stack, userdata); with
-** malloc, spawning 100 000 of them costs a page fault every few tasks. Huge
-** pages turn that into one fault per 2 MiB, and free lists make the
-** allocation itself a pointer pop. A worker's state is only touched by its
-** own thread, so nothing here locks.
+** Why: a task is a few small blocks (coroutine, stack, userdata) that are
+** made and dropped in bulk; free lists make each allocation a pointer pop
+** with no locking, since a worker's state is only touched by its own
+** thread. (Asking for transparent huge pages on the chunks was measured:
+** it cut page faults twentyfold on a fresh machine, but once memory is
+** fragmented the kernel compacts synchronously and spawning got slower
+** than with plain pages, so the chunks use plain pages.)
 **
 ** Lua passes the exact old size with every realloc and free, so a block
 ** needs no header: its size class follows from that size. Chunks are given
@@ -59,9 +61,6 @@ static int new_chunk(sk_alloc *a) {
   char *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) return -1;
   char *aligned = (char *)(((uintptr_t)base + CHUNK - 1) & ~((uintptr_t)CHUNK - 1));
-#ifdef MADV_HUGEPAGE
-  madvise(aligned, CHUNK, MADV_HUGEPAGE);
-#endif
   /* The chunk's own record lives at its start. */
   chunk *c = (chunk *)(void *)aligned;
   c->base = base;

@@ -134,7 +134,7 @@ struct sk_worker {
   int closing;                  /* set while the worker closes */
 };
 
-/* The allocator of a worker's state (alloc.c): free lists over huge-page
+/* The allocator of a worker's state (alloc.c): free lists over 2 MiB
 ** chunks for small blocks, malloc for the rest. */
 sk_alloc *sk_alloc_new(void);
 void sk_alloc_free(sk_alloc *a);
