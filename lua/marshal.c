@@ -348,10 +348,9 @@ static void enc_table(enc *e, int idx, const path *p, int depth) {
     enc_value(e, lua_gettop(L), &vp, depth + 1);
     lua_pop(L, 1);
   }
-  /* Resume the traversal after the list part (t[n] exists: n is a border);
-  ** list keys that live in the hash part are still skipped below. */
-  if (n > 0) lua_pushinteger(L, n);
-  else lua_pushnil(L);
+  /* Then everything else. (Resuming lua_next at key n would skip hash
+  ** entries placed before n's slot when n itself lives in the hash part.) */
+  lua_pushnil(L);
   while (lua_next(L, idx)) {
     int k = lua_gettop(L) - 1;
     if (lua_isinteger(L, k) && lua_tointeger(L, k) >= 1 && lua_tointeger(L, k) <= n) {

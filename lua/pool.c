@@ -170,7 +170,9 @@ static int start_slot(sk_pool *p, int i) {
   sk_obj_retain(&p->obj);
   p->slots[i].exited = p->slots[i].joined = 0;
   p->alive++;
+  sk_worker_count(1);
   if (uv_thread_create(&p->threads[i], worker_main, &p->slots[i]) != 0) {
+    sk_worker_count(-1);
     p->alive--;
     sk_obj_release(&p->obj);
     return -1;
@@ -186,6 +188,7 @@ static void worker_main(void *arg) {
     uv_thread_join(&slot->prev);
     slot->has_prev = 0;
   }
+  sk_worker_precounted();
   sk_worker *w = sk_worker_new(NULL, &err);
   char *init_error = NULL;
   if (w) {
@@ -264,6 +267,7 @@ static void worker_main(void *arg) {
   uv_mutex_unlock(&p->lock);
   if (detach) pthread_detach(pthread_self());
   sk_obj_release(&p->obj);
+  sk_worker_count(-1);  /* last: see sk_worker_count */
 }
 
 /* ------------------------------------------------------ owner's side */

@@ -132,6 +132,7 @@ struct sk_worker {
   } mts[24];
   int nmts;
   int closing;                  /* set while the worker closes */
+  int counted;                  /* counted by sk_worker_new (not a thread's) */
 };
 
 /* The allocator of a worker's state (alloc.c): free lists over 2 MiB
@@ -139,6 +140,14 @@ struct sk_worker {
 sk_alloc *sk_alloc_new(void);
 void sk_alloc_free(sk_alloc *a);
 lua_State *sk_lua_newstate(sk_alloc *a);
+
+/* The process's count of workers, which tells a wait whether another worker
+** could end it. Whoever starts a worker thread counts it first
+** (sk_worker_count(1)); the thread calls sk_worker_precounted() before
+** sk_worker_new, and sk_worker_count(-1) as the very last thing it does,
+** after its final wake-ups (so no waiter is ever left uncounted). */
+void sk_worker_count(int delta);
+void sk_worker_precounted(void);
 
 /* Worker lifecycle (worker.c). sk_worker_new opens the standard libraries
 ** and preloads `skein`; it returns NULL with *err set to a message. */

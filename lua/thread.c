@@ -70,6 +70,7 @@ static void thread_main(void *arg) {
   sk_buf out = {0};
   int failed = 0;
   char *cmsg = NULL;
+  sk_worker_precounted();
   sk_worker *w = sk_worker_new(NULL, &err);
   if (w == NULL) {
     failed = 1;
@@ -102,6 +103,7 @@ static void thread_main(void *arg) {
   sk_waitlist_wake_all(&th->waiters);
   uv_mutex_unlock(&th->lock);
   sk_port_call(th->parent, reap, reap_orphan, th);
+  sk_worker_count(-1);
 }
 
 /* On the parent's thread, after the thread posted its end. */
@@ -292,7 +294,9 @@ static int l_thread_new(lua_State *L) {
   sk_obj_retain(&th->obj);                      /* the running thread's ref */
   if (!daemon) w->live++;
   sk_port_hold(w->port, 1);
+  sk_worker_count(1);
   if (uv_thread_create(&th->tid, thread_main, th) != 0) {
+    sk_worker_count(-1);
     if (!daemon) w->live--;
     sk_port_hold(w->port, -1);
     sk_port_release(th->parent);

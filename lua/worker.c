@@ -284,10 +284,30 @@ int sk_ctx_slot(sk_ctx *c) {
   return 0;
 }
 
+/* Workers alive (or being started) in this process: all runtimes, threads
+** and pool threads. A thread is counted by whoever starts it, before it
+** exists (sk_worker_count), so that a wait begun while it starts already
+** knows about it; its worker then takes that count over. */
+static int nworkers;
+static __thread int precounted;   /* the next worker of this thread is counted */
+
+void sk_worker_count(int delta) { __atomic_add_fetch(&nworkers, delta, __ATOMIC_RELAXED); }
+void sk_worker_precounted(void) { precounted = 1; }
+
+/* Whether anything outside this worker could end a wait on a shared object:
+** another worker of this process, or a parent process (rpc). A lone
+** worker's waits are ended only by its own tasks, so they must not keep the
+** loop alive: then a get on a queue nobody else holds reports a deadlock
+** instead of hanging. A thread or child process started later holds the
+** loop by itself while it runs. */
+static int others_may_wake(void) {
+  return __atomic_load_n(&nworkers, __ATOMIC_RELAXED) > 1 || sk_child_fd() >= 0;
+}
+
 int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {
   sk_worker *w = c->w;
   if (sk_ctx_slot(c) != 0) return -1;
-  if (!c->ext_hold) {
+  if (!c->ext_hold && others_may_wake()) {
     c->ext_hold = 1;
     sk_port_hold(w->port, 1);
   }
@@ -591,6 +611,13 @@ sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
   uv_async_init(w->sched.loop, w->wakeup, on_wakeup);
   uv_unref((uv_handle_t *)w->wakeup);
   w->kind = "main";
+  /* A counted thread uncounts itself when it ends, after its last wake-ups;
+  ** other workers (a runtime's own) are uncounted when they close. */
+  if (!precounted) {
+    sk_worker_count(1);
+    w->counted = 1;
+  }
+  precounted = 0;
   w->port = sk_port_new(w->sched.loop, port_wake, w);
   if (w->port == NULL) {
     sk_worker_close(w);
@@ -614,6 +641,7 @@ static void free_handle(uv_handle_t *h) { free(h); }
 
 int sk_worker_close(sk_worker *w) {
   w->closing = 1;
+  if (w->counted) __atomic_sub_fetch(&nworkers, 1, __ATOMIC_RELAXED);
   sk_process_kill_all(w);
   sk_ppool_kill_all(w);
   if (w->L) lua_close(w->L);
