@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -51,6 +52,11 @@ int sk_frame_write(int fd, int type, const void *data, size_t len) {
     while (off < sizes[i]) {
       ssize_t n = send(fd, parts[i] + off, sizes[i] - off, MSG_NOSIGNAL);
       if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        struct pollfd pfd = {fd, POLLOUT, 0};   /* a non-blocking socket: wait */
+        poll(&pfd, 1, -1);
+        continue;
+      }
       if (n <= 0) return -1;
       off += (size_t)n;
     }
@@ -174,7 +180,7 @@ static deferred *deferred_head, *deferred_tail, *deferred_current;
 
 int sk_child_fd(void) { return child_fd; }
 
-int sk_child_read(int *type, const char **payload, size_t *plen) {
+int sk_child_read_nb(int *type, const char **payload, size_t *plen, int nonblock) {
   rbuf *rb = &child_rb;
   for (;;) {
     size_t used = sk_frame_parse(rb->data + rb->off, rb->len - rb->off, type, payload, plen);
@@ -201,11 +207,22 @@ int sk_child_read(int *type, const char **payload, size_t *plen) {
       rb->data = d;
       rb->cap = cap;
     }
-    ssize_t n = read(child_fd, rb->data + rb->len, rb->cap - rb->len);
+    ssize_t n = recv(child_fd, rb->data + rb->len, rb->cap - rb->len, nonblock ? MSG_DONTWAIT : 0);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (nonblock) return 1;
+      /* The socket is non-blocking (libuv watches it for rpc.c): wait. */
+      struct pollfd pfd = {child_fd, POLLIN, 0};
+      poll(&pfd, 1, -1);
+      continue;
+    }
     if (n <= 0) return -1;
     rb->len += (size_t)n;
   }
+}
+
+int sk_child_read(int *type, const char **payload, size_t *plen) {
+  return sk_child_read_nb(type, payload, plen, 0);
 }
 
 int sk_child_defer(int type, const char *payload, size_t len) {
@@ -316,6 +333,7 @@ int sk_process_child_main(int fd, const char *mode) {
     sk_buf_free(&job);
   }
   sk_worker_report_failures(w);
+  sk_rpc_detach();
   sk_worker_close(w);
   close(fd);
   free(child_rb.data);

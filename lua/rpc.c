@@ -16,10 +16,14 @@
 ** barrier wait, an update) is cancelled, and calls not yet started are
 ** dropped, so nothing is taken on behalf of a process that is gone.
 **
-** Limits (documented in docs/): a proxy call blocks its whole process
-** while it waits, so other tasks of that process do not run meanwhile; only
-** the process's main worker may use proxies; a proxy cannot be passed on to
-** a grandchild; select does not take proxies.
+** In the child, a call sends its frame and waits like any other wait: only
+** the calling task is suspended (or the root drives the loop), and a poll
+** handle on the socket hands answers to their callers; other frames (jobs
+** sent ahead) are set aside for the job loop.
+**
+** Limits (documented in docs/): only the process's main worker may use
+** proxies; a proxy cannot be passed on to a grandchild; select does not
+** take proxies; a waiting call is shielded from cancellation.
 **
 ** Frames: 'C' = [8-byte request id][marshalled: op, name, object, args...],
 ** 'A' = [8-byte request id][marshalled: ok, values...].
@@ -40,9 +44,92 @@ static int rpc_fd = -1;
 static sk_worker *rpc_worker;
 static uint64_t rpc_next_id;
 
+/* A call waiting for its answer. It lives in a userdata on the caller's
+** stack, linked in `pending` only while the caller waits. */
+typedef struct pcall {
+  struct pcall *next;
+  uint64_t id;
+  sk_ctx *c;
+  char *reply;
+  size_t len;
+  int done;
+} pcall;
+
+static pcall *pending;
+static uv_poll_t *rpc_poll;       /* watches the socket while calls wait */
+static int rpc_eof;
+
+static void unlink_call(pcall *pc) {
+  for (pcall **q = &pending; *q; q = &(*q)->next) {
+    if (*q == pc) {
+      *q = pc->next;
+      break;
+    }
+  }
+  pc->next = NULL;
+  if (pending == NULL && rpc_poll) uv_poll_stop(rpc_poll);
+}
+
+/* Reads what the socket holds: answers go to their callers (woken),
+** anything else (jobs sent ahead) is set aside for the job loop. Runs in a
+** libuv callback: no Lua. */
+static void on_socket(uv_poll_t *h, int status, int events) {
+  (void)h;
+  (void)events;
+  for (;;) {
+    int type, rc = status < 0 ? -1 : 0;
+    const char *payload = NULL;
+    size_t plen = 0;
+    if (rc == 0) rc = sk_child_read_nb(&type, &payload, &plen, 1);
+    if (rc == 1) return;
+    if (rc < 0) {                 /* the parent is gone: fail every caller */
+      rpc_eof = 1;
+      while (pending) {
+        pcall *pc = pending;
+        pending = pc->next;
+        pc->next = NULL;
+        pc->done = 1;
+        sk_ctx_wake(pc->c);
+      }
+      uv_poll_stop(rpc_poll);
+      return;
+    }
+    if (type != 'A') {
+      sk_child_defer(type, payload, plen);
+      continue;
+    }
+    for (pcall *pc = pending; pc; pc = pc->next) {
+      if (plen >= 8 && memcmp(payload, &pc->id, 8) == 0) {
+        pc->reply = malloc(plen - 8 ? plen - 8 : 1);
+        if (pc->reply) {
+          memcpy(pc->reply, payload + 8, plen - 8);
+          pc->len = plen - 8;
+        }
+        pc->done = 1;
+        unlink_call(pc);
+        sk_ctx_wake(pc->c);
+        break;
+      }
+    }
+  }
+}
+
+static void free_poll(uv_handle_t *h) { free(h); }
+
 void sk_rpc_attach(sk_worker *w, int fd) {
   rpc_fd = fd;
   rpc_worker = w;
+  rpc_poll = malloc(sizeof *rpc_poll);
+  if (rpc_poll && uv_poll_init_socket(w->sched.loop, rpc_poll, fd) != 0) {
+    free(rpc_poll);
+    rpc_poll = NULL;
+  }
+}
+
+void sk_rpc_detach(void) {
+  if (rpc_poll) uv_close((uv_handle_t *)rpc_poll, free_poll);
+  rpc_poll = NULL;
+  rpc_worker = NULL;
 }
 
 typedef struct proxy {
@@ -75,6 +162,41 @@ int sk_proxy_push(lua_State *L, const char *name, uint32_t slot, uint32_t gen, l
   return 0;
 }
 
+/* Waits for the answer of the call at stack index kctx. The wait is
+** shielded from cancellation and skein.timeout: the call runs in the parent
+** whatever happens here, so leaving early would lose what it did (an item
+** taken from a queue); a cancel is raised at the next suspension instead
+** (it is sticky). Other tasks of this process run meanwhile. */
+static int rpc_wait_k(lua_State *L, int status, lua_KContext kctx) {
+  pcall *pc = lua_touserdata(L, (int)kctx);
+  sk_ctx *c = sk_current(L);
+  for (;;) {
+    if (status == LUA_YIELD) {
+      if (!pc->done) unlink_call(pc);   /* sk_wait_end may raise */
+      sk_wait_end(L, c);
+    }
+    if (pc->done) break;
+    c->wait_shield = 1;
+    sk_wait_begin(L, c, SK_NO_DEADLINE);
+    pc->c = c;
+    pc->next = pending;
+    pending = pc;
+    uv_poll_start(rpc_poll, UV_READABLE, on_socket);
+    status = sk_wait(L, c, kctx, rpc_wait_k);
+  }
+  if (pc->reply == NULL) return sk_error_raise(L, "closed", "the parent process is gone");
+  int top = lua_gettop(L);
+  int n = sk_marshal_decode(L, pc->reply, pc->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+  free(pc->reply);
+  pc->reply = NULL;
+  if (n < 0) return lua_error(L);
+  if (!lua_toboolean(L, top + 1)) {
+    lua_pushvalue(L, top + 2);
+    return lua_error(L);
+  }
+  return n - 1;
+}
+
 /* Sends op(name, proxy at 1, args from `first`) to the parent and waits for
 ** the answer; returns its values or raises its error. */
 static int rpc_call(lua_State *L, const char *op, const char *name, int first) {
@@ -102,28 +224,12 @@ static int rpc_call(lua_State *L, const char *op, const char *name, int first) {
   int rc = sk_frame_write(rpc_fd, 'C', frame, body.len + 8);
   free(frame);
   sk_buf_free(&body);
-  if (rc != 0) return sk_error_raise(L, "closed", "the parent process is gone");
-  for (;;) {
-    int type;
-    const char *payload;
-    size_t plen;
-    if (sk_child_read(&type, &payload, &plen) != 0) {
-      return sk_error_raise(L, "closed", "the parent process is gone");
-    }
-    if (type != 'A') {               /* a job sent ahead: for later */
-      if (sk_child_defer(type, payload, plen) != 0) return luaL_error(L, "not enough memory");
-      continue;
-    }
-    if (plen < 8 || memcmp(payload, &id, 8) != 0) continue;
-    int top = lua_gettop(L);
-    int n = sk_marshal_decode(L, payload + 8, plen - 8, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
-    if (n < 0) return lua_error(L);
-    if (!lua_toboolean(L, top + 1)) {
-      lua_pushvalue(L, top + 2);
-      return lua_error(L);
-    }
-    return n - 1;
-  }
+  if (rc != 0 || rpc_eof) return sk_error_raise(L, "closed", "the parent process is gone");
+  if (rpc_poll == NULL) return luaL_error(L, "cannot wait for the parent process");
+  pcall *pc = lua_newuserdatauv(L, sizeof *pc, 0);
+  memset(pc, 0, sizeof *pc);
+  pc->id = id;
+  return rpc_wait_k(L, LUA_OK, lua_gettop(L));
 }
 
 /* proxy:method(...) — the upvalue is the method's name. */

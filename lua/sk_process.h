@@ -25,9 +25,12 @@ int sk_process_child_main(int fd, const char *mode);
 ** buffered reader, and the frames set aside while an RPC waited. */
 int sk_child_fd(void);
 int sk_child_read(int *type, const char **payload, size_t *plen);
+/* With nonblock: returns 1 instead of waiting when no whole frame is in. */
+int sk_child_read_nb(int *type, const char **payload, size_t *plen, int nonblock);
 int sk_child_defer(int type, const char *payload, size_t len);
 /* rpc.c: lets the worker `w` of this child reach its parent's objects. */
 void sk_rpc_attach(sk_worker *w, int fd);
+void sk_rpc_detach(void);
 
 /* Parent side of RPC: a connection to one child (rpc.c). The process or
 ** pool worker that owns the pipe creates it, hands it every 'C' frame, and

@@ -310,6 +310,9 @@ int main(int argc, char **argv) {
     return 1;
   }
   sk_cli_set_sigint(1);
+  /* A worker process that died must not take us with it: writes to its
+  ** socket fail with EPIPE instead. */
+  signal(SIGPIPE, SIG_IGN);
   int interactive = 0;
   int status = run(argc, argv, &interactive);
   if (status == 130) {

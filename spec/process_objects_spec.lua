@@ -54,6 +54,25 @@ describe("objects in worker processes", function()
     assert.is_true(skein.is_error(e, "closed"))
   end)
 
+  it("let the child's other tasks run while a call waits in the parent", function()
+    local q = skein.queue()
+    local p = skein.process(function(queue)
+      local ticks = 0
+      local ticker = skein.spawn(function()
+        for _ = 1, 10 do skein.sleep(0.02) ticks = ticks + 1 end
+      end)
+      local v = queue:get(30)          -- waits in the parent
+      local during = ticks             -- what ran while it waited
+      ticker:join()
+      return v, during
+    end, q)
+    skein.sleep(SLOW and 1.5 or 0.6)
+    q:put("hello")
+    local v, during = p:join(60)
+    assert.equal("hello", v)
+    assert.equal(10, during)
+  end)
+
   it("a 10 MB value put by a child, joined before reading, does not deadlock", function()
     local q = skein.queue()
     local p = skein.process(function(queue) queue:put(string.rep("z", 10 * 1024 * 1024)) return "put" end, q)
