@@ -31,6 +31,13 @@
 ** Building: `pkg-config --cflags --libs skein` (the header needs lua5.4 and
 ** libuv's headers; the host links Lua and libuv as well).
 */
+/*
+** Worker processes (skein.process, process pools) are runs of an executable
+** that hands `--skein-worker FD MODE` to skein (the `skein` command does;
+** name another one with $SKEIN_WORKER_EXE). A host that uses them should
+** ignore SIGPIPE, as the `skein` command does: a write to a worker that just
+** died must fail with EPIPE, not end the host.
+*/
 #ifndef SKEIN_H
 #define SKEIN_H
 
