@@ -2,16 +2,8 @@
 -- closing, end of data, poll, select. Every wait is bounded. Thread
 -- functions use the global `skein`.
 
-local function errof(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
-
-local function kindof(fn, ...)
-  local e = errof(fn, ...)
-  return skein.is_error(e) and e.kind or tostring(e), e
-end
+local errors = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "support/errors.lua")
+local errof, kindof = errors.errof, errors.kindof
 
 describe("skein.pipe", function()
   it("carries values both ways on a duplex pipe", function()

@@ -4,16 +4,8 @@
 -- Thread functions use the global `skein` (each worker has its own), so
 -- this file keeps no local of that name for them to capture.
 
-local function errof(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
-
-local function kindof(fn, ...)
-  local e = errof(fn, ...)
-  return skein.is_error(e) and e.kind or tostring(e), e
-end
+local errors = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "support/errors.lua")
+local errof, kindof = errors.errof, errors.kindof
 
 describe("skein.queue", function()
   describe("construction", function()
