@@ -23,7 +23,7 @@ local function debug_symbols()
 end
 
 local core_files = {
-  "runtime/sched.c", "runtime/runtime.c", "runtime/obj.c", "runtime/siphash.c", "runtime/port.c",
+  "runtime/sched.c", "runtime/runtime.c", "runtime/obj.c", "runtime/siphash.c", "runtime/port.c", "runtime/shm.c",
   "lua/*.c",
   "build/gen/sk_stdlib.c",
 }

@@ -55,7 +55,7 @@ static void barrier_destroy(sk_obj *o) {
   free(b);
 }
 
-static const sk_objtype barrier_type = {BARRIER_MT, barrier_destroy};
+static const sk_objtype barrier_type = {BARRIER_MT, barrier_destroy, NULL};
 
 static void push_barrier(lua_State *L, sk_obj *o) { sk_handle_push(L, o, BARRIER_MT); }
 

@@ -16,8 +16,6 @@
 
 /* ----------------------------------------------------------------- items */
 
-enum { QI_NIL, QI_FALSE, QI_TRUE, QI_INT, QI_FLOAT, QI_SSTR, QI_LSTR, QI_BUF };
-
 void sk_item_free(sk_item *it) {
   if (it->kind == QI_LSTR) {
     free(it->u.buf);
@@ -245,7 +243,17 @@ struct sk_queue {
   uint64_t seq;
 
   ALIGNED uint64_t done;        /* atomic: task_done calls and discarded items */
+
+  /* Set once, when the queue moves to the shared segment (under both
+  ** side locks); from then on every operation goes there. */
+  shq *shm;                     /* atomic */
 };
+
+/* A put or get that found the queue moved while it took its lock. */
+#define SK_Q_MOVED 2
+/* `done` once the queue has moved: a task_done racing the move sees it. */
+#define DONE_MOVED (UINT64_C(1) << 62)
+#define SHM(q) __atomic_load_n(&(q)->shm, __ATOMIC_ACQUIRE)
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
@@ -258,6 +266,10 @@ static spinlock *put_lock(sk_queue *q) {
 
 static void queue_destroy(sk_obj *o) {
   sk_queue *q = (sk_queue *)o;
+  if (q->shm) {
+    sk_shm_view_forget((sk_shm_obj *)q->shm, o);
+    sk_shm_obj_release((sk_shm_obj *)q->shm);
+  }
   uint64_t h = q->head, t = q->tail, n = t - h;
   if (q->order == SK_QUEUE_FIFO) {
     /* hchunk holds the item before `head` (or item 0). */
@@ -285,7 +297,12 @@ static void queue_destroy(sk_obj *o) {
   free(q);
 }
 
-static const sk_objtype queue_type = {"skein.Queue", queue_destroy};
+static sk_shm_obj *queue_share(sk_obj *o) { return (sk_shm_obj *)sk_queue_share((sk_queue *)o); }
+static sk_shm_obj *queue_shared(sk_obj *o) { return (sk_shm_obj *)SHM((sk_queue *)o); }
+static sk_obj *queue_view(sk_shm_obj *so) { return (sk_obj *)sk_queue_view((shq *)so); }
+
+static const sk_shm_ops queue_shm = {SK_SHM_QUEUE, queue_share, queue_shared, queue_view};
+static const sk_objtype queue_type = {"skein.Queue", queue_destroy, &queue_shm};
 
 sk_queue *sk_queue_new(int order, size_t maxsize) {
   size_t size = (sizeof(sk_queue) + 63) & ~(size_t)63;
@@ -313,9 +330,14 @@ fail:
 int sk_queue_is(const sk_obj *o) { return o->type == &queue_type; }
 int sk_queue_order(const sk_queue *q) { return q->order; }
 size_t sk_queue_maxsize(const sk_queue *q) { return q->maxsize; }
-int sk_queue_is_closed(sk_queue *q) { return LOAD(&q->closed); }
+int sk_queue_is_closed(sk_queue *q) {
+  shq *s = SHM(q);
+  return s ? shq_is_closed(s) : LOAD(&q->closed);
+}
 
 size_t sk_queue_size(sk_queue *q) {
+  shq *s = SHM(q);
+  if (s) return shq_size(s);
   uint64_t h = LOAD(&q->head);  /* head first: tail never falls behind it */
   return (size_t)(LOAD(&q->tail) - h);
 }
@@ -374,6 +396,8 @@ static void wake_all(sk_queue *q, int what) {
 }
 
 int sk_queue_ready(sk_queue *q, int what) {
+  shq *s = SHM(q);
+  if (s) return shq_ready(s, what);
   switch (what) {
     case SK_WAIT_GET: return LOAD(&q->tail) != LOAD(&q->head) || LOAD(&q->closed);
     case SK_WAIT_PUT: return LOAD(&q->closed) || q->maxsize == 0 || sk_queue_size(q) < q->maxsize;
@@ -411,6 +435,10 @@ static int remove_record(sk_queue *q, int what, sk_port *port, uint32_t slot, in
 /* FIFO put: the put lock only. */
 static int put_fifo(sk_queue *q, sk_item *it, int force) {
   spin_lock(&q->plock);
+  if (q->shm) {
+    spin_unlock(&q->plock);
+    return SK_Q_MOVED;
+  }
   if (LOAD(&q->closed)) {
     spin_unlock(&q->plock);
     return SK_Q_CLOSED;
@@ -449,7 +477,8 @@ static int put_locked(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, i
   spin_lock(&q->glock);
   uint64_t t = q->tail, n = t - q->head;
   int st = SK_Q_OK;
-  if (q->closed) st = SK_Q_CLOSED;
+  if (q->shm) st = SK_Q_MOVED;
+  else if (q->closed) st = SK_Q_CLOSED;
   else if (!force && q->maxsize && n >= q->maxsize) st = SK_Q_BLOCK;
   else if (n == q->cap) {
     size_t cap = q->cap ? q->cap * 2 : 16;
@@ -479,8 +508,11 @@ static int put_locked(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, i
 }
 
 int sk_queue_put(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, int force) {
+  shq *s = SHM(q);
+  if (s) return shq_put(s, it, prio, prio_int, force);
   int st = q->order == SK_QUEUE_FIFO ? put_fifo(q, it, force)
                                      : put_locked(q, it, prio, prio_int, force);
+  if (st == SK_Q_MOVED) return shq_put(SHM(q), it, prio, prio_int, force);
   if (st != SK_Q_OK) return st;
   it->kind = QI_NIL;
   wake_one(q, SK_WAIT_GET);
@@ -491,6 +523,10 @@ int sk_queue_put(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, int fo
 ** seen last time are used up. */
 static int get_fifo(sk_queue *q, sk_item *out) {
   spin_lock(&q->glock);
+  if (q->shm) {
+    spin_unlock(&q->glock);
+    return SK_Q_MOVED;
+  }
   uint64_t h = q->head;
   if (h == q->tail_seen) {
     q->tail_seen = LOAD(&q->tail);
@@ -520,6 +556,10 @@ static int get_fifo(sk_queue *q, sk_item *out) {
 
 static int get_locked(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int) {
   spin_lock(&q->glock);
+  if (q->shm) {
+    spin_unlock(&q->glock);
+    return SK_Q_MOVED;
+  }
   uint64_t h = q->head, n = q->tail - h;
   if (n == 0) {
     int closed = q->closed;
@@ -558,7 +598,10 @@ static int get_locked(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int
 }
 
 int sk_queue_get(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int) {
+  shq *s = SHM(q);
+  if (s) return shq_get(s, out, prio, prio_int);
   int st = q->order == SK_QUEUE_FIFO ? get_fifo(q, out) : get_locked(q, out, prio, prio_int);
+  if (st == SK_Q_MOVED) return shq_get(SHM(q), out, prio, prio_int);
   if (st == SK_Q_OK && q->maxsize) wake_one(q, SK_WAIT_PUT);
   return st;
 }
@@ -566,8 +609,13 @@ int sk_queue_get(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int) {
 void sk_queue_shut(sk_queue *q, int discard) {
   spinlock *pl = put_lock(q);
   spin_lock(pl);
-  STORE(&q->closed, 1);
+  shq *s = q->shm;
+  if (s == NULL) STORE(&q->closed, 1);
   spin_unlock(pl);
+  if (s) {
+    shq_shut(s, discard);
+    return;
+  }
   if (discard) {
     sk_item it;
     lua_Number prio;
@@ -589,6 +637,7 @@ void sk_queue_shut(sk_queue *q, int discard) {
 int sk_queue_task_done(sk_queue *q) {
   uint64_t d = LOAD(&q->done);
   do {
+    if (d >= DONE_MOVED) return shq_task_done(SHM(q));
     if (d >= LOAD(&q->tail)) return -1;
   } while (!__atomic_compare_exchange_n(&q->done, &d, d + 1, 0, __ATOMIC_SEQ_CST,
                                         __ATOMIC_SEQ_CST));
@@ -619,14 +668,24 @@ int sk_queue_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_queue *q,
     sk_wait_abort(c);
     luaL_error(L, "not enough memory to wait");
   }
+  shq *s = SHM(q);
+  if (s) {
+    int rc = shq_add_waiter(s, what, wr.port, wr.slot, wr.gen);
+    sk_port_release(wr.port);
+    if (rc == 0) return 0;
+    sk_wait_abort(c);
+    if (rc < 0) luaL_error(L, "not enough memory to wait");
+    return 1;
+  }
   if (add_record(q, what, &wr) != 0) {
     sk_port_release(wr.port);
     sk_wait_abort(c);
     luaL_error(L, "not enough memory to wait");
   }
   /* Registered first, checked after: a change made meanwhile is seen here
-  ** or its maker saw the record. */
-  if (!sk_queue_ready(q, what)) return 0;
+  ** or its maker saw the record. A move meanwhile woke the local records:
+  ** the caller tries again and then waits on the shared copy. */
+  if (!sk_queue_ready(q, what) && !SHM(q)) return 0;
   remove_record(q, what, c->w->port, c->wslot, 0);
   sk_wait_abort(c);
   return 1;
@@ -637,8 +696,22 @@ static int p_wait_end(lua_State *L) {
   return 0;
 }
 
+/* Removes c's records, local (from before a move) and shared. */
+static int remove_records(sk_queue *q, int what, sk_port *port, uint32_t slot, int pass) {
+  shq *s = SHM(q);
+  if (s == NULL) return remove_record(q, what, port, slot, pass);
+  int removed = remove_record(q, what, port, slot, 0);
+  return shq_remove_waiter(s, what, port, slot, pass && !removed) || removed;
+}
+
+static void pass_wake(sk_queue *q, int what) {
+  shq *s = SHM(q);
+  if (s) shq_pass_wake(s, what);
+  else if (sk_queue_ready(q, what)) wake_one(q, what);
+}
+
 void sk_queue_wait_end(lua_State *L, sk_ctx *c, sk_queue *q, int what, int always) {
-  int removed = remove_record(q, what, c->w->port, c->wslot, always);
+  int removed = remove_records(q, what, c->w->port, c->wslot, always);
   if (removed || always || what == SK_WAIT_JOIN) {
     sk_wait_end(L, c);
     return;
@@ -647,14 +720,20 @@ void sk_queue_wait_end(lua_State *L, sk_ctx *c, sk_queue *q, int what, int alway
   lua_pushcfunction(L, p_wait_end);
   lua_pushlightuserdata(L, c);
   if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
-  if (sk_queue_ready(q, what)) wake_one(q, what);
+  pass_wake(q, what);
   lua_error(L);
 }
 
 int sk_queue_add_getter(sk_queue *q, const sk_waiter *w) {
   if (sk_queue_ready(q, SK_WAIT_GET)) return 1;
+  shq *s = SHM(q);
+  if (s) {
+    int rc = shq_add_waiter(s, SK_WAIT_GET, w->port, w->slot, w->gen);
+    if (rc == 0) sk_port_release(w->port);  /* the record names the port by id */
+    return rc;
+  }
   if (add_record(q, SK_WAIT_GET, w) != 0) return -1;
-  if (!sk_queue_ready(q, SK_WAIT_GET)) return 0;
+  if (!sk_queue_ready(q, SK_WAIT_GET) && !SHM(q)) return 0;
   /* Ready after all: take the record back. The caller releases the port
   ** reference it passed when we answer 1, so keep one for it. */
   sk_port_retain(w->port);
@@ -663,5 +742,139 @@ int sk_queue_add_getter(sk_queue *q, const sk_waiter *w) {
 }
 
 void sk_queue_remove_getter(sk_queue *q, sk_port *port, uint32_t slot) {
-  remove_record(q, SK_WAIT_GET, port, slot, 1);
+  remove_records(q, SK_WAIT_GET, port, slot, 1);
 }
+
+/* ------------------------------------------------------ moving to shm */
+
+static uv_mutex_t share_lock;
+static uv_once_t share_once = UV_ONCE_INIT;
+
+static void share_init(void) { uv_mutex_init(&share_lock); }
+
+/* The items of q in the order they were put (FIFO, LIFO: bottom first;
+** priority: heap order, each with its sequence number); calls fn on each. */
+static int each_item(sk_queue *q, int (*fn)(void *ud, sk_item *it, lua_Number prio, int pi,
+                                            uint64_t seq), void *ud) {
+  uint64_t h = q->head, t = q->tail;
+  if (q->order == SK_QUEUE_FIFO) {
+    chunk *c = q->hchunk;
+    uint64_t cur = h ? (h - 1) / CHUNK : 0;
+    for (uint64_t i = h; i < t; i++) {
+      for (; i / CHUNK > cur; cur++) c = c->next;
+      if (fn(ud, &c->it[i & (CHUNK - 1)], 0, 0, i) != 0) return -1;
+    }
+  } else {
+    for (uint64_t i = 0; i < t - h; i++) {
+      int rc = q->order == SK_QUEUE_LIFO
+                   ? fn(ud, &q->stack[i], 0, 0, i)
+                   : fn(ud, &q->heap[i].it, q->heap[i].prio, q->heap[i].prio_int, q->heap[i].seq);
+      if (rc != 0) return -1;
+    }
+  }
+  return 0;
+}
+
+typedef struct moving {
+  shitem **items;
+  size_t n;
+  uint64_t *seqs;
+} moving;
+
+static int copy_one(void *ud, sk_item *it, lua_Number prio, int pi, uint64_t seq) {
+  moving *m = ud;
+  shitem *s = shq_item_new(it, prio, pi);
+  if (s == NULL) return -1;
+  m->seqs[m->n] = seq;
+  m->items[m->n++] = s;
+  return 0;
+}
+
+static int free_one(void *ud, sk_item *it, lua_Number prio, int pi, uint64_t seq) {
+  sk_item_free(it);
+  return 0;
+}
+
+/* Under both side locks: copies every item into the segment first (so a
+** full segment changes nothing), then links the copies and frees the
+** originals. */
+static shq *move(sk_queue *q) {
+  shq *s = shq_new(q->order, q->maxsize);
+  if (s == NULL) return NULL;
+  spinlock *pl = put_lock(q);
+  spin_lock(pl);
+  if (pl != &q->glock) spin_lock(&q->glock);
+  uint64_t n = q->tail - q->head;
+  moving m = {malloc((n ? n : 1) * sizeof *m.items), 0, malloc((n ? n : 1) * sizeof *m.seqs)};
+  int ok = m.items && m.seqs && each_item(q, copy_one, &m) == 0;
+  if (ok) {
+    for (size_t i = 0; i < m.n; i++) shq_item_link(s, m.items[i], m.seqs[i]);
+    each_item(q, free_one, NULL);
+    uint64_t done = __atomic_exchange_n(&q->done, DONE_MOVED, __ATOMIC_SEQ_CST);
+    shq_set_counters(s, q->tail, q->head, done, q->closed, q->seq);
+    q->head = q->tail;
+    if (q->order == SK_QUEUE_FIFO) {
+      /* Nothing is left: the get side's chunk is the put side's. */
+      for (chunk *c = q->hchunk; c != q->tchunk;) {
+        chunk *next = c->next;
+        free(c);
+        c = next;
+      }
+      q->hchunk = q->tchunk;
+    }
+    __atomic_store_n(&q->shm, s, __ATOMIC_SEQ_CST);
+  } else {
+    for (size_t i = 0; i < m.n; i++) shq_item_drop(m.items[i]);
+  }
+  if (pl != &q->glock) spin_unlock(&q->glock);
+  spin_unlock(pl);
+  free(m.items);
+  free(m.seqs);
+  if (!ok) {
+    sk_shm_obj_release((sk_shm_obj *)s);
+    return NULL;
+  }
+  sk_shm_view_remember((sk_shm_obj *)s, &q->obj);
+  /* Waiters on the local lists try again and find the shared copy. */
+  wake_all(q, SK_WAIT_GET);
+  wake_all(q, SK_WAIT_PUT);
+  wake_all(q, SK_WAIT_JOIN);
+  return s;
+}
+
+shq *sk_queue_share(sk_queue *q) {
+  shq *s = SHM(q);
+  if (s) return s;
+  uv_once(&share_once, share_init);
+  uv_mutex_lock(&share_lock);
+  s = SHM(q);
+  if (s == NULL) s = move(q);
+  uv_mutex_unlock(&share_lock);
+  return s;
+}
+
+static sk_obj *make_view(sk_shm_obj *so) {
+  shq *s = (shq *)so;
+  size_t size = (sizeof(sk_queue) + 63) & ~(size_t)63;
+  sk_queue *q = aligned_alloc(64, size);
+  if (q == NULL) return NULL;
+  memset(q, 0, sizeof *q);
+  q->order = shq_order(s);
+  q->maxsize = shq_maxsize(s);
+  if (uv_mutex_init(&q->wlock) != 0) {
+    free(q);
+    return NULL;
+  }
+  sk_obj_init(&q->obj, &queue_type);
+  sk_shm_obj_retain(so);
+  q->shm = s;
+  q->done = DONE_MOVED;
+  return &q->obj;
+}
+
+void sk_chan_open(void) {
+  sk_shm_register_ops(&queue_shm);
+  shq_attach_type();
+}
+
+sk_queue *sk_queue_view(shq *s) { return (sk_queue *)sk_shm_view_get((sk_shm_obj *)s, make_view); }

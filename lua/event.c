@@ -23,7 +23,7 @@ static void event_destroy(sk_obj *o) {
   free(e);
 }
 
-static const sk_objtype event_type = {EVENT_MT, event_destroy};
+static const sk_objtype event_type = {EVENT_MT, event_destroy, NULL};
 
 static int event_ready(void *obj) { return ((sk_event *)obj)->set; }
 

@@ -25,7 +25,7 @@ static void future_destroy(sk_obj *o) {
   free(f);
 }
 
-static const sk_objtype future_type = {FUTURE_MT, future_destroy};
+static const sk_objtype future_type = {FUTURE_MT, future_destroy, NULL};
 
 sk_future *sk_future_new(void) {
   sk_future *f = calloc(1, sizeof *f);

@@ -25,6 +25,7 @@
 
 #include "../runtime/sk_siphash.h"
 #include "sk_lua.h"
+#include "../runtime/sk_shm.h"
 
 #define MAX_DEPTH 200
 #define SEEN_INLINE 16
@@ -32,7 +33,7 @@
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT, T_END,
-  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS, T_MODULE
+  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS, T_MODULE, T_SHM
 };
 
 /* ------------------------------------------------------------- buffers */
@@ -117,6 +118,16 @@ void sk_marshal_key_hex(char out[33]) {
 static uint64_t mac(const void *data, size_t len) {
   uv_once(&key_once, key_init);
   return sk_siphash(mac_key, data, len);
+}
+
+_Thread_local int sk_marshal_xproc;
+
+int sk_marshal_encode_xproc(lua_State *L, int first, int n, sk_buf *out, const char *root) {
+  int was = sk_marshal_xproc;
+  sk_marshal_xproc = 1;
+  int rc = sk_marshal_encode(L, first, n, out, root);
+  sk_marshal_xproc = was;
+  return rc;
 }
 
 /* ------------------------------------------------------ sendable types */
@@ -490,7 +501,12 @@ static void enc_userdata(enc *e, int idx, const path *p) {
   lua_pop(L, 1);
   sk_obj *o = *(sk_obj **)lua_touserdata(L, idx);
   if (o == NULL) enc_fail(e, p, "cannot send a closed object");
-  if (sk_obj_register(o) != 0) luaL_error(L, "not enough memory to marshal");
+  /* An object in the shared segment goes by its place there; one bound for
+  ** another process moves there first when its type can. Otherwise (or
+  ** when the segment is full) it goes by handle. */
+  const sk_shm_ops *ops = o->type->shm;
+  sk_shm_obj *so = ops ? (sk_marshal_xproc ? ops->share(o) : ops->shared(o)) : NULL;
+  if (so == NULL && sk_obj_register(o) != 0) luaL_error(L, "not enough memory to marshal");
   sk_buf *b = e->b;
   if (b->nobjs == b->capobjs) {
     size_t cap = b->capobjs ? b->capobjs * 2 : 4;
@@ -501,6 +517,14 @@ static void enc_userdata(enc *e, int idx, const path *p) {
   }
   sk_obj_retain(o);
   b->objs[b->nobjs++] = o;
+  if (so) {
+    put_byte(L, b, T_SHM);
+    put_str(L, b, canonical, strlen(canonical));
+    put_varint(L, b, so->type);
+    put_varint(L, b, sk_shm_off(so));
+    put_varint(L, b, so->gen);
+    return;
+  }
   put_byte(L, b, T_OBJ);
   put_str(L, b, canonical, strlen(canonical));
   put_varint(L, b, o->slot);
@@ -839,6 +863,30 @@ static void dec_cfunc(dec *d) {
   lua_remove(L, -2);
 }
 
+static void dec_shm(dec *d) {
+  lua_State *L = d->L;
+  size_t n;
+  const char *name = get_bytes(d, &n);
+  uint64_t type = get_varint(d), off = get_varint(d), gen = get_varint(d);
+  if (!(d->flags & SK_MARSHAL_OBJECTS)) dec_fail(d, "objects are not accepted here");
+  lua_pushlstring(L, name, n);
+  name = lua_tostring(L, -1);
+  sk_obj_push push = find_type(name, NULL);
+  sk_shm_obj *so = push && type <= UINT32_MAX && gen <= UINT32_MAX
+                       ? sk_shm_obj_at(off, (uint32_t)type, (uint32_t)gen)
+                       : NULL;
+  sk_obj *o = so ? sk_shm_view_of(so) : NULL;
+  if (o && strcmp(o->type->name, name) != 0) {
+    sk_obj_release(o);
+    o = NULL;
+  }
+  if (o == NULL) {
+    sk_error_raise(L, "marshal", "the %s this value refers to no longer exists", name);
+  }
+  lua_pop(L, 1);
+  push(L, o);
+}
+
 static void dec_obj(dec *d) {
   lua_State *L = d->L;
   size_t n;
@@ -907,6 +955,7 @@ static void dec_value(dec *d, int depth) {
     case T_LFUNC: dec_lfunc(d, depth); break;
     case T_CFUNC: dec_cfunc(d); break;
     case T_OBJ: dec_obj(d); break;
+    case T_SHM: dec_shm(d); break;
     case T_GLOBALS:
       if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "globals are not accepted here");
       lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);

@@ -10,6 +10,12 @@
 ** an end closes its outgoing queue (the peer drains what was sent, then
 ** gets "closed") and shuts its incoming one with what is left in it (the
 ** peer's sends now raise "closed").
+**
+** Across processes: the first time an end is sent to another process, it
+** and its queues move to the shared segment (as queues do, shq.c): the
+** shared end holds the queues and the closed flag, and each process keeps
+** a view of it. The end then closes when close() is called anywhere, or
+** when its last reference in any process goes.
 */
 #include <stdlib.h>
 
@@ -17,29 +23,124 @@
 
 #define PIPE_MT "skein.PipeEnd"
 
+/* An end in the shared segment. */
+typedef struct shm_end {
+  sk_shm_obj obj;
+  sk_off in, out;               /* shq, a reference each; 0 for a missing side */
+  int32_t closed;               /* atomic */
+  int32_t duplex;
+} shm_end;
+
 typedef struct sk_pipe_end {
   sk_obj obj;
   sk_queue *in, *out;           /* counted; NULL for a one-way end's missing side */
-  int closed;                   /* atomic */
+  int closed_here;              /* the flag while the end is this process's alone */
+  int *closed;                  /* atomic: &closed_here, or the shared end's flag */
   int duplex;
+  shm_end *shm;                 /* atomic: set once, when the end moved */
 } sk_pipe_end;
+
+static int is_closed(sk_pipe_end *e) {
+  return __atomic_load_n(__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE), __ATOMIC_ACQUIRE);
+}
 
 /* Closes the end once: the peer sees EOF after draining, its sends fail. */
 static void end_shut(sk_pipe_end *e) {
-  if (__atomic_exchange_n(&e->closed, 1, __ATOMIC_ACQ_REL)) return;
+  if (__atomic_exchange_n(__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE), 1, __ATOMIC_ACQ_REL)) {
+    return;
+  }
   if (e->out) sk_queue_shut(e->out, 0);
   if (e->in) sk_queue_shut(e->in, 1);
 }
 
 static void end_destroy(sk_obj *o) {
   sk_pipe_end *e = (sk_pipe_end *)o;
-  end_shut(e);
+  if (e->shm) {
+    /* The shared end closes with its last reference, in any process. */
+    sk_shm_view_forget(&e->shm->obj, o);
+    sk_shm_obj_release(&e->shm->obj);
+  } else {
+    end_shut(e);
+  }
   if (e->in) sk_obj_release((sk_obj *)e->in);
   if (e->out) sk_obj_release((sk_obj *)e->out);
   free(e);
 }
 
-static const sk_objtype end_type = {PIPE_MT, end_destroy};
+static void shm_end_destroy(sk_shm_obj *o) {
+  shm_end *se = (shm_end *)o;
+  shq *in = sk_shm_ptr(se->in), *out = sk_shm_ptr(se->out);
+  if (!__atomic_exchange_n(&se->closed, 1, __ATOMIC_ACQ_REL)) {
+    if (out) shq_shut(out, 0);
+    if (in) shq_shut(in, 1);
+  }
+  if (in) sk_shm_obj_release((sk_shm_obj *)in);
+  if (out) sk_shm_obj_release((sk_shm_obj *)out);
+}
+
+static const sk_shm_type shm_end_type = {NULL, shm_end_destroy};
+
+static sk_shm_obj *end_share(sk_obj *o);
+static sk_shm_obj *end_shared(sk_obj *o) {
+  return (sk_shm_obj *)__atomic_load_n(&((sk_pipe_end *)o)->shm, __ATOMIC_ACQUIRE);
+}
+static sk_obj *end_view(sk_shm_obj *so);
+
+static const sk_shm_ops end_shm = {SK_SHM_PIPE_END, end_share, end_shared, end_view};
+static const sk_objtype end_type = {PIPE_MT, end_destroy, &end_shm};
+
+static uv_mutex_t share_lock;
+static uv_once_t share_once = UV_ONCE_INIT;
+static void share_init(void) { uv_mutex_init(&share_lock); }
+
+static sk_shm_obj *end_share(sk_obj *o) {
+  sk_pipe_end *e = (sk_pipe_end *)o;
+  shm_end *se = e->shm;
+  if (se) return &se->obj;
+  uv_once(&share_once, share_init);
+  uv_mutex_lock(&share_lock);
+  se = e->shm;
+  shq *in = NULL, *out = NULL;
+  if (se == NULL && (!e->in || (in = sk_queue_share(e->in))) &&
+      (!e->out || (out = sk_queue_share(e->out))) && (se = sk_shm_alloc(sizeof *se))) {
+    se->in = sk_shm_off(in);
+    se->out = sk_shm_off(out);
+    if (in) sk_shm_obj_retain((sk_shm_obj *)in);
+    if (out) sk_shm_obj_retain((sk_shm_obj *)out);
+    se->duplex = e->duplex;
+    se->closed = __atomic_load_n(&e->closed_here, __ATOMIC_ACQUIRE);
+    sk_shm_obj_link(&se->obj, SK_SHM_PIPE_END);
+    __atomic_store_n(&e->closed, &se->closed, __ATOMIC_RELEASE);
+    /* A close that raced the move set the old flag: carry it over. */
+    if (__atomic_load_n(&e->closed_here, __ATOMIC_ACQUIRE)) __atomic_store_n(&se->closed, 1, __ATOMIC_RELEASE);
+    sk_shm_view_remember(&se->obj, o);
+    __atomic_store_n(&e->shm, se, __ATOMIC_RELEASE);
+  }
+  uv_mutex_unlock(&share_lock);
+  return se ? &se->obj : NULL;
+}
+
+static sk_obj *make_end_view(sk_shm_obj *so) {
+  shm_end *se = (shm_end *)so;
+  sk_pipe_end *e = calloc(1, sizeof *e);
+  if (e == NULL) return NULL;
+  sk_obj_init(&e->obj, &end_type);
+  e->in = se->in ? sk_queue_view(sk_shm_ptr(se->in)) : NULL;
+  e->out = se->out ? sk_queue_view(sk_shm_ptr(se->out)) : NULL;
+  if ((se->in && e->in == NULL) || (se->out && e->out == NULL)) {
+    if (e->in) sk_obj_release((sk_obj *)e->in);
+    if (e->out) sk_obj_release((sk_obj *)e->out);
+    free(e);
+    return NULL;
+  }
+  e->closed = &se->closed;
+  e->duplex = se->duplex;
+  sk_shm_obj_retain(so);
+  e->shm = se;
+  return &e->obj;
+}
+
+static sk_obj *end_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_end_view); }
 
 static void push_end(lua_State *L, sk_obj *o) { sk_stamped_push(L, o, PIPE_MT); }
 
@@ -49,6 +150,7 @@ static sk_pipe_end *end_new(sk_queue *in, sk_queue *out, int duplex) {
   sk_pipe_end *e = calloc(1, sizeof *e);
   if (e == NULL) return NULL;
   sk_obj_init(&e->obj, &end_type);
+  e->closed = &e->closed_here;
   e->in = in;
   e->out = out;
   e->duplex = duplex;
@@ -88,7 +190,7 @@ static sk_pipe_end *check_end(lua_State *L, int idx) {
   sk_obj *o = sk_stamped_obj(L, idx);
   sk_pipe_end *e = o && o->type == &end_type ? (sk_pipe_end *)o
                                               : (sk_pipe_end *)sk_handle_check(L, idx, PIPE_MT);
-  if (__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE)) {
+  if (is_closed(e)) {
     sk_error_raise(L, "closed", "this pipe end is closed");
   }
   return e;
@@ -144,7 +246,7 @@ static sk_pipe_end *resume_end(lua_State *L, sk_ctx *c, int always) {
     luaL_error(L, "cannot use a %s after it was closed", PIPE_MT);
   }
   sk_queue_wait_end(L, c, e->in, SK_WAIT_GET, always);
-  if (__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE)) {
+  if (is_closed(e)) {
     sk_error_raise(L, "closed", "this pipe end is closed");
   }
   return e;
@@ -221,7 +323,7 @@ static int l_pipe_close(lua_State *L) {
 
 static int l_pipe_closed(lua_State *L) {
   sk_pipe_end *e = (sk_pipe_end *)sk_handle_check(L, 1, PIPE_MT);
-  lua_pushboolean(L, __atomic_load_n(&e->closed, __ATOMIC_ACQUIRE));
+  lua_pushboolean(L, is_closed(e));
   return 1;
 }
 
@@ -233,7 +335,7 @@ static int l_pipe_tostring(lua_State *L) {
     return 1;
   }
   const char *what = e->duplex ? "duplex" : e->in ? "receiving end" : "sending end";
-  int closed = __atomic_load_n(&e->closed, __ATOMIC_ACQUIRE);
+  int closed = is_closed(e);
   lua_pushfstring(L, "skein.pipe end (%s%s)", what, closed ? ", closed" : "");
   return 1;
 }
@@ -242,7 +344,7 @@ static int l_pipe_tostring(lua_State *L) {
 
 static int end_try(lua_State *L, sk_obj *o) {
   sk_pipe_end *e = (sk_pipe_end *)o;
-  if (__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE)) {
+  if (is_closed(e)) {
     return sk_error_raise(L, "closed", "this pipe end is closed");
   }
   if (e->in == NULL) return luaL_error(L, "select cannot receive on the sending end of a one-way pipe");
@@ -254,7 +356,7 @@ static int end_try(lua_State *L, sk_obj *o) {
 static int end_add_waiter(sk_obj *o, const sk_waiter *w) {
   sk_pipe_end *e = (sk_pipe_end *)o;
   /* A closed or send-only end is "ready": end_try then raises. */
-  if (e->in == NULL || __atomic_load_n(&e->closed, __ATOMIC_ACQUIRE)) return 1;
+  if (e->in == NULL || is_closed(e)) return 1;
   return sk_queue_add_getter(e->in, w);
 }
 
@@ -281,6 +383,8 @@ void sk_pipe_open(lua_State *L) {
   }
   lua_pop(L, 1);
   sk_marshal_register_type(PIPE_MT, push_end);
+  sk_shm_register_ops(&end_shm);
+  sk_shm_register_type(SK_SHM_PIPE_END, &shm_end_type);
   sk_select_register(&end_select);
   lua_pushcfunction(L, l_pipe_new);
   lua_setfield(L, -2, "pipe");

@@ -93,7 +93,7 @@ static void pool_destroy(sk_obj *o) {
   free(p);
 }
 
-static const sk_objtype pool_type = {POOL_MT, pool_destroy};
+static const sk_objtype pool_type = {POOL_MT, pool_destroy, NULL};
 
 /* ------------------------------------------------------- worker side */
 

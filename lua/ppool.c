@@ -333,6 +333,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   pworker *pw = h->data;
+  sk_shm_proc_gone(h->pid);
   sk_ppool *p = pw->pool;
   int i = (int)(pw - p->workers);
   pw->running = 0;
@@ -458,7 +459,7 @@ static int l_ppool_new(lua_State *L) {
   luaL_argcheck(L, retries >= 0, 3, "retries must not be negative");
   sk_ppool *p = calloc(1, sizeof *p);
   if (p == NULL) return luaL_error(L, "not enough memory for a pool");
-  if (!lua_isnoneornil(L, 5) && sk_marshal_encode(L, 5, lua_gettop(L) - 4, &p->init, "init") != 0) {
+  if (!lua_isnoneornil(L, 5) && sk_marshal_encode_xproc(L, 5, lua_gettop(L) - 4, &p->init, "init") != 0) {
     free(p);
     return lua_error(L);
   }
@@ -506,7 +507,7 @@ static int l_ppool_submit(lua_State *L) {
   luaL_checktype(L, 3, LUA_TFUNCTION);
   if (p->closed || p->terminating) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
   sk_buf code;
-  if (sk_marshal_encode(L, 3, lua_gettop(L) - 2, &code, "fn+args") != 0) return lua_error(L);
+  if (sk_marshal_encode_xproc(L, 3, lua_gettop(L) - 2, &code, "fn+args") != 0) return lua_error(L);
   pjob *j = calloc(1, sizeof *j);
   char *framed = malloc(code.len + 8);
   sk_future *f = j && framed ? sk_future_new() : NULL;

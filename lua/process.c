@@ -307,6 +307,10 @@ static int pool_loop(sk_worker *w, int fd) {
 int sk_process_child_main(int fd, const char *mode) {
   const char *err;
   if (sk_process_child_setup() != 0) return 1;
+  sk_shm_attach_inherited();
+  /* What this worker sends goes to its parent: objects move to the
+  ** shared segment (sk_marshal_xproc). */
+  sk_marshal_xproc = 1;
   sk_worker *w = sk_worker_new(NULL, &err);
   if (w == NULL) {
     fprintf(stderr, "skein: worker process: %s\n", err);
@@ -400,6 +404,7 @@ static void check_done(sk_proc *p) {
 
 static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   sk_proc *p = h->data;
+  sk_shm_proc_gone(h->pid);
   p->exited = 1;
   p->exit_status = status;
   p->term_signal = sig;
@@ -531,7 +536,8 @@ static char **child_env(char extra[][128], int nextra) {
     if (strncmp(environ[i], "SKEIN_MARSHAL_KEY=", 18) == 0 ||
         strncmp(environ[i], "SKEIN_PARENT_PID=", 17) == 0 ||
         strncmp(environ[i], "SKEIN_WORKER_ID=", 16) == 0 ||
-        strncmp(environ[i], "SKEIN_WORKER_NAME=", 18) == 0) {
+        strncmp(environ[i], "SKEIN_WORKER_NAME=", 18) == 0 ||
+        strncmp(environ[i], "SKEIN_SHM_FD=", 13) == 0) {
       continue;
     }
     env[k++] = environ[i];
@@ -553,24 +559,29 @@ int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_In
   }
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return uv_translate_sys_error(errno);
-  char extra[4][128], key[33];
+  char extra[5][128], key[33];
   sk_marshal_key_hex(key);
   snprintf(extra[0], sizeof extra[0], "SKEIN_MARSHAL_KEY=%s", key);
   snprintf(extra[1], sizeof extra[1], "SKEIN_PARENT_PID=%ld", (long)getpid());
   snprintf(extra[2], sizeof extra[2], "SKEIN_WORKER_ID=%lld", (long long)id);
   snprintf(extra[3], sizeof extra[3], "SKEIN_WORKER_NAME=%.100s", name ? name : "");
-  char **env = child_env(extra, 4);
+  /* The shared segment (sk_shm.h) goes to the child as its fd 4. */
+  sk_shm_base(1);
+  int shm = sk_shm_fd();
+  snprintf(extra[4], sizeof extra[4], "SKEIN_SHM_FD=4");
+  char **env = child_env(extra, shm >= 0 ? 5 : 4);
   char *args[] = {exe, "--skein-worker", "3", (char *)mode, NULL};
-  uv_stdio_container_t stdio[4] = {
+  uv_stdio_container_t stdio[5] = {
       {UV_INHERIT_FD, {.fd = 0}}, {UV_INHERIT_FD, {.fd = 1}},
-      {UV_INHERIT_FD, {.fd = 2}}, {UV_INHERIT_FD, {.fd = sv[1]}}};
+      {UV_INHERIT_FD, {.fd = 2}}, {UV_INHERIT_FD, {.fd = sv[1]}},
+      {UV_INHERIT_FD, {.fd = shm}}};
   uv_process_options_t opts = {0};
   opts.exit_cb = on_exit;
   opts.file = exe;
   opts.args = args;
   opts.env = env;
   opts.stdio = stdio;
-  opts.stdio_count = 4;
+  opts.stdio_count = shm >= 0 ? 5 : 4;
   int rc = env ? uv_spawn(loop, proc, &opts) : UV_ENOMEM;
   free(env);
   close(sv[1]);
@@ -765,7 +776,7 @@ static int l_proc_new(lua_State *L) {
   char *name;
   sk_worker_args(L, &daemon, &name);
   sk_buf code;
-  if (sk_marshal_encode(L, 1, lua_gettop(L), &code, "fn+args") != 0) {
+  if (sk_marshal_encode_xproc(L, 1, lua_gettop(L), &code, "fn+args") != 0) {
     free(name);
     return lua_error(L);
   }

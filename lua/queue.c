@@ -431,6 +431,7 @@ void sk_queue_open(lua_State *L) {
   }
   lua_pop(L, 1);
   sk_marshal_register_type(QUEUE_MT, push_queue);
+  sk_chan_open();
   sk_select_register(&queue_select);
   lua_pushcfunction(L, l_queue_new);
   lua_setfield(L, -2, "queue");

@@ -264,7 +264,7 @@ static void value_destroy(sk_obj *o) {
   free(v);
 }
 
-static const sk_objtype value_type = {VALUE_MT, value_destroy};
+static const sk_objtype value_type = {VALUE_MT, value_destroy, NULL};
 
 static void push_value(lua_State *L, sk_obj *o) { sk_handle_push(L, o, VALUE_MT); }
 
@@ -425,7 +425,7 @@ static void array_destroy(sk_obj *o) {
   free(a);
 }
 
-static const sk_objtype array_type = {ARRAY_MT, array_destroy};
+static const sk_objtype array_type = {ARRAY_MT, array_destroy, NULL};
 
 static void push_array(lua_State *L, sk_obj *o) { sk_handle_push(L, o, ARRAY_MT); }
 

@@ -359,7 +359,7 @@ static void table_destroy(sk_obj *o) {
   free(t);
 }
 
-static const sk_objtype table_type = {TABLE_MT, table_destroy};
+static const sk_objtype table_type = {TABLE_MT, table_destroy, NULL};
 
 static void push_table(lua_State *L, sk_obj *o) { sk_handle_push(L, o, TABLE_MT); }
 

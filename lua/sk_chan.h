@@ -25,8 +25,10 @@
 #define SK_CHAN_H
 
 #include "sk_lua.h"
+#include "../runtime/sk_shm.h"
 
 typedef struct sk_queue sk_queue;
+typedef struct shq shq;
 
 enum { SK_QUEUE_FIFO, SK_QUEUE_LIFO, SK_QUEUE_PRIORITY };
 
@@ -36,6 +38,9 @@ enum { SK_Q_NOMEM = -2, SK_Q_CLOSED = -1, SK_Q_BLOCK = 0, SK_Q_OK = 1 };
 /* ----------------------------------------------------------------- items */
 
 #define SK_ITEM_INLINE 24
+
+/* An item's kinds (chan.c and shq.c read them). */
+enum { QI_NIL, QI_FALSE, QI_TRUE, QI_INT, QI_FLOAT, QI_SSTR, QI_LSTR, QI_BUF };
 
 /* One value as it sits in a queue: nil, booleans, numbers and strings up to
 ** SK_ITEM_INLINE bytes inline; longer strings one malloc'd block; anything
@@ -126,5 +131,49 @@ void sk_queue_wait_end(lua_State *L, sk_ctx *c, sk_queue *q, int what, int alway
 /* select's waiter records for getting (see sk_selectable). */
 int sk_queue_add_getter(sk_queue *q, const sk_waiter *w);
 void sk_queue_remove_getter(sk_queue *q, sk_port *port, uint32_t slot);
+
+/* ---------------------------------------------- across processes (shq.c) */
+
+/* The shared-memory types of queues and pipe ends (sk_shm.h). */
+enum { SK_SHM_QUEUE = 1, SK_SHM_PIPE_END = 2 };
+
+/* Moves a queue into the shared segment (once) and returns its shared
+** copy; NULL when the segment cannot hold it. Its handles everywhere keep
+** working: every operation goes to the shared copy from then on. */
+shq *sk_queue_share(sk_queue *q);
+/* Lets queues arrive from other processes (once per process). */
+void sk_chan_open(void);
+/* This process's queue for a shared one, with a new reference. */
+sk_queue *sk_queue_view(shq *s);
+
+/* The shared queue itself; the functions mirror sk_queue_*'s. */
+shq *shq_new(int order, size_t maxsize);
+/* Registers the shared queue's type (sk_shm_register_type). */
+void shq_attach_type(void);
+size_t shq_size(shq *q);
+int shq_is_closed(shq *q);
+int shq_ready(shq *q, int what);
+int shq_put(shq *q, sk_item *it, lua_Number prio, int prio_int, int force);
+int shq_get(shq *q, sk_item *out, lua_Number *prio, int *prio_int);
+void shq_shut(shq *q, int discard);
+int shq_task_done(shq *q);
+int shq_order(shq *q);
+size_t shq_maxsize(shq *q);
+/* Moving a queue in (chan.c): a copy of an item in the segment (NULL when
+** full; *it is left alone), linked with its sequence number, or dropped;
+** then the counters the queue had. */
+typedef struct shitem shitem;
+shitem *shq_item_new(sk_item *it, lua_Number prio, int prio_int);
+void shq_item_link(shq *q, shitem *s, uint64_t seq);
+void shq_item_drop(shitem *s);
+void shq_set_counters(shq *q, uint64_t puts, uint64_t gets, uint64_t done, int closed,
+                      uint64_t seq);
+/* Registers a waiter for (port, slot, gen): 0, 1 when ready already (not
+** registered), -1 when out of memory. */
+int shq_add_waiter(shq *q, int what, sk_port *port, uint32_t slot, uint32_t gen);
+/* Removes its records; 1 when there were some. Without one, the context
+** had been woken: with `pass` the wake goes on if the queue is ready. */
+int shq_remove_waiter(shq *q, int what, sk_port *port, uint32_t slot, int pass);
+void shq_pass_wake(shq *q, int what);
 
 #endif

@@ -252,6 +252,27 @@ int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *r
 int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags);
 void sk_buf_free(sk_buf *b);
 void sk_marshal_open(lua_State *L);
+
+/* Objects across processes. While set on a thread, encoding moves every
+** object whose type can live in the shared segment there (sk_shm.h) and
+** refers to it by its place in the segment; objects already there are
+** always sent that way. Set around encodes bound for another process. */
+extern _Thread_local int sk_marshal_xproc;
+/* sk_marshal_encode with sk_marshal_xproc set. */
+int sk_marshal_encode_xproc(lua_State *L, int first, int n, sk_buf *out, const char *root);
+
+/* Views (shq.c): the one local object per shared object in this process. */
+struct sk_shm_obj;
+void sk_shm_register_ops(const sk_shm_ops *ops);
+/* This process's object for `so` (a new reference), made by `make` when
+** there is none; NULL when out of memory. */
+sk_obj *sk_shm_view_get(struct sk_shm_obj *so, sk_obj *(*make)(struct sk_shm_obj *so));
+/* The same through so's registered type. */
+sk_obj *sk_shm_view_of(struct sk_shm_obj *so);
+/* Records `o` as the view of `so` (a local object that moved), and drops
+** it (from o's destroy). */
+void sk_shm_view_remember(struct sk_shm_obj *so, sk_obj *o);
+void sk_shm_view_forget(struct sk_shm_obj *so, sk_obj *o);
 /* The bytecode key as 32 hex digits, for child processes to inherit. */
 void sk_marshal_key_hex(char out[33]);
 

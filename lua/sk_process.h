@@ -6,6 +6,7 @@
 #define SK_PROCESS_H
 
 #include "sk_lua.h"
+#include "../runtime/sk_shm.h"
 
 /* Frames on the parent/child socket: 4-byte little-endian length, a type
 ** byte, the payload. Blocking helpers for the child; a parser for the

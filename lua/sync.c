@@ -145,7 +145,7 @@ static void lock_destroy(sk_obj *o) {
   free(k);
 }
 
-static const sk_objtype lock_type = {LOCK_MT, lock_destroy};
+static const sk_objtype lock_type = {LOCK_MT, lock_destroy, NULL};
 
 static void push_lock(lua_State *L, sk_obj *o) { sk_handle_push(L, o, LOCK_MT); }
 
@@ -329,7 +329,7 @@ static void semaphore_destroy(sk_obj *o) {
   free(s);
 }
 
-static const sk_objtype sem_type = {SEM_MT, semaphore_destroy};
+static const sk_objtype sem_type = {SEM_MT, semaphore_destroy, NULL};
 
 static void push_sem(lua_State *L, sk_obj *o) { sk_handle_push(L, o, SEM_MT); }
 
@@ -646,7 +646,7 @@ static void cond_destroy(sk_obj *o) {
   free(cv);
 }
 
-static const sk_objtype cond_type = {COND_MT, cond_destroy};
+static const sk_objtype cond_type = {COND_MT, cond_destroy, NULL};
 
 static void push_cond(lua_State *L, sk_obj *o) {
   sk_obj *lk = &((sk_cond *)o)->lk->obj;

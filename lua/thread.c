@@ -57,7 +57,7 @@ static void thread_destroy(sk_obj *o) {
   free(th);
 }
 
-static const sk_objtype thread_type = {THREAD_MT, thread_destroy};
+static const sk_objtype thread_type = {THREAD_MT, thread_destroy, NULL};
 
 /* -------------------------------------------------- the thread's side */
 

@@ -25,7 +25,61 @@ struct sk_port {
   sk_port_wake_fn wake;
   void *ud;
   int holds;                    /* worker thread only */
+  uint32_t id;                  /* in the id table, or 0 (ids_lock) */
 };
+
+/* Ports that other processes may wake, by id (sk_port_id). Ids are never
+** reused, so a stale wake from another process finds no port. The table
+** holds a reference to each port until the port closes. */
+static uv_mutex_t ids_lock;
+static uv_once_t ids_once = UV_ONCE_INIT;
+static sk_port **ids;
+static uint32_t nids, capids;
+
+static void ids_init(void) { uv_mutex_init(&ids_lock); }
+
+uint32_t sk_port_id(sk_port *p) {
+  uv_once(&ids_once, ids_init);
+  uv_mutex_lock(&ids_lock);
+  if (p->id == 0 && !p->dead) {
+    if (nids + 1 >= capids) {
+      uint32_t cap = capids ? capids * 2 : 64;
+      sk_port **a = realloc(ids, cap * sizeof *a);
+      if (a == NULL) {
+        uv_mutex_unlock(&ids_lock);
+        return 0;
+      }
+      ids = a;
+      capids = cap;
+    }
+    p->id = ++nids;
+    ids[p->id] = p;
+    sk_port_retain(p);
+  }
+  uint32_t id = p->id;
+  uv_mutex_unlock(&ids_lock);
+  return id;
+}
+
+sk_port *sk_port_by_id(uint32_t id) {
+  uv_once(&ids_once, ids_init);
+  uv_mutex_lock(&ids_lock);
+  sk_port *p = id && id <= nids ? ids[id] : NULL;
+  if (p) sk_port_retain(p);
+  uv_mutex_unlock(&ids_lock);
+  return p;
+}
+
+/* At close: leaves the table (its reference is dropped by the caller). */
+static sk_port *ids_drop(sk_port *p) {
+  uv_once(&ids_once, ids_init);
+  uv_mutex_lock(&ids_lock);
+  sk_port *had = p->id ? p : NULL;
+  if (p->id) ids[p->id] = NULL;
+  p->id = 0;
+  uv_mutex_unlock(&ids_lock);
+  return had;
+}
 
 static void on_async(uv_async_t *h) {
   sk_port *p = h->data;
@@ -77,6 +131,8 @@ void sk_port_close(sk_port *p) {
   }
   free(items);
   uv_close((uv_handle_t *)async, free_handle);
+  sk_port *listed = ids_drop(p);
+  if (listed) sk_port_release(listed);
   sk_port_release(p);
 }
 

@@ -19,9 +19,26 @@
 
 typedef struct sk_obj sk_obj;
 
+struct sk_shm_obj;
+
+/* What a type that can live in the shared-memory segment (sk_shm.h)
+** provides, so that its objects can cross to other processes. */
+typedef struct sk_shm_ops {
+  uint32_t type;                /* its sk_shm_obj type */
+  /* Moves `o` into the segment if it is not there yet (once; safe against
+  ** concurrent use) and returns its shared object; NULL when it cannot. */
+  struct sk_shm_obj *(*share)(sk_obj *o);
+  /* Its shared object when it has moved, else NULL. */
+  struct sk_shm_obj *(*shared)(sk_obj *o);
+  /* This process's object for a shared one, with a new reference; NULL
+  ** when out of memory. */
+  sk_obj *(*view)(struct sk_shm_obj *so);
+} sk_shm_ops;
+
 typedef struct sk_objtype {
   const char *name;             /* the Lua metatable name, e.g. "skein.Queue" */
   void (*destroy)(sk_obj *o);   /* frees the object once the last ref goes */
+  const sk_shm_ops *shm;        /* NULL: the type stays in its process */
 } sk_objtype;
 
 /* Embedded first in every shared object. */

@@ -54,6 +54,12 @@ int sk_port_call(sk_port *p, sk_port_call_fn fn, sk_port_call_fn drop, void *arg
 ** started is still running). Must run on the worker's thread. */
 void sk_port_hold(sk_port *p, int delta);
 
+/* A process-wide id for the port, by which other processes wake its
+** contexts (sk_shm.h); 0 when out of memory or the port is closed. */
+uint32_t sk_port_id(sk_port *p);
+/* The port with that id, retained, or NULL once it has closed. */
+sk_port *sk_port_by_id(uint32_t id);
+
 /* Wakes the context a waiter record names (thread-safe) and releases the
 ** record's port reference. */
 void sk_waiter_fire(sk_waiter *w);

@@ -1,0 +1,510 @@
+/*
+** shm.c — the shared-memory segment of a process tree (see sk_shm.h for
+** the layout rules, the locks and how wakes cross processes).
+*/
+#define _GNU_SOURCE
+#include "sk_shm.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sk_port.h"
+
+#define SEG_SIZE (16ull << 30)  /* address space reserved; pages come on use */
+#define MAX_PROCS 1024          /* live processes of one tree */
+#define RING 1024               /* pending wakes per process */
+#define NCLASS 36               /* blocks of 2^6 .. 2^35 bytes */
+#define MIN_CLASS 6
+#define PAGE_CLASS 16           /* blocks from here up start on a page */
+#define PUNCH_CLASS 20          /* freed blocks from here up give their pages back */
+#define BLK_MAGIC 0x626c6bu
+#define BLK_FREE 0x667265u
+#define SEG_MAGIC 0x736b65696e736d31ull
+
+typedef struct ring_ent {
+  uint32_t port, slot, gen, pad;
+} ring_ent;
+
+enum { P_FREE, P_LIVE };
+
+/* One process of the tree. Its mailbox (the ring) is guarded by `lock`,
+** which also guards `state` and `gen` changes (made under the table's lock
+** too), so a wake is never appended for a slot's next owner. */
+typedef struct proc_rec {
+  pthread_mutex_t lock;
+  int32_t pid;
+  uint32_t gen, state, inited;
+  uint32_t bell;                /* futex word: bumped after every append */
+  uint32_t sleeping;            /* the dispatcher is (about to be) asleep */
+  uint32_t head, tail;
+  ring_ent ring[RING];
+} proc_rec;
+
+typedef struct seg_hdr {
+  uint64_t magic, size;
+  pthread_mutex_t alloc_lock;
+  uint64_t brk;                 /* the bump pointer */
+  sk_off freelist[NCLASS];
+  pthread_mutex_t obj_lock;
+  sk_off objs;                  /* the live objects, newest first */
+  uint32_t objgen;              /* atomic: object generations */
+  pthread_mutex_t proc_lock;
+  proc_rec procs[MAX_PROCS];
+} seg_hdr;
+
+/* A block's header, before the bytes it gives out. */
+typedef struct blk {
+  uint32_t magic, cls;
+  sk_off next;                  /* in a free list */
+} blk;
+
+char *sk_shm_map;
+static int shm_fd = -1;
+static int self_slot = -1;
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static const sk_shm_type *types[8];
+
+static seg_hdr *hdr(void) { return (seg_hdr *)sk_shm_map; }
+
+/* ------------------------------------------------------------- mutexes */
+
+void sk_shm_mutex_init(pthread_mutex_t *m) {
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(m, &a);
+  pthread_mutexattr_destroy(&a);
+}
+
+int sk_shm_lock(pthread_mutex_t *m) {
+  int rc = pthread_mutex_lock(m);
+  if (rc == EOWNERDEAD) {
+    pthread_mutex_consistent(m);
+    return 1;
+  }
+  return 0;
+}
+
+void sk_shm_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
+
+/* ------------------------------------------------------------- segment */
+
+static int take_slot(pid_t pid) {
+  seg_hdr *h = hdr();
+  sk_shm_lock(&h->proc_lock);
+  int slot = -1;
+  for (int i = 0; i < MAX_PROCS; i++) {
+    proc_rec *p = &h->procs[i];
+    if (p->state != P_FREE) continue;
+    if (!p->inited) {
+      sk_shm_mutex_init(&p->lock);
+      p->inited = 1;
+    }
+    sk_shm_lock(&p->lock);
+    p->pid = pid;
+    p->gen++;
+    p->head = p->tail = 0;
+    p->state = P_LIVE;
+    sk_shm_unlock(&p->lock);
+    slot = i;
+    break;
+  }
+  sk_shm_unlock(&h->proc_lock);
+  return slot;
+}
+
+static int map_fd(int fd, uint64_t size) {
+  void *m = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, 0);
+  if (m == MAP_FAILED) return -1;
+  sk_shm_map = m;
+  shm_fd = fd;
+  return 0;
+}
+
+static int create_segment(void) {
+  int fd = (int)syscall(SYS_memfd_create, "skein", 1u /* MFD_CLOEXEC */);
+  if (fd < 0) return -1;
+  if (ftruncate(fd, (off_t)SEG_SIZE) != 0 || map_fd(fd, SEG_SIZE) != 0) {
+    close(fd);
+    return -1;
+  }
+  seg_hdr *h = hdr();
+  h->size = SEG_SIZE;
+  h->brk = (sizeof *h + 4095) & ~(uint64_t)4095;
+  sk_shm_mutex_init(&h->alloc_lock);
+  sk_shm_mutex_init(&h->obj_lock);
+  sk_shm_mutex_init(&h->proc_lock);
+  __atomic_store_n(&h->magic, SEG_MAGIC, __ATOMIC_RELEASE);
+  self_slot = take_slot(getpid());
+  return 0;
+}
+
+void *sk_shm_base(int create) {
+  if (__atomic_load_n(&sk_shm_map, __ATOMIC_ACQUIRE)) return sk_shm_map;
+  if (!create) return NULL;
+  pthread_mutex_lock(&init_lock);
+  if (sk_shm_map == NULL) create_segment();
+  pthread_mutex_unlock(&init_lock);
+  return sk_shm_map;
+}
+
+int sk_shm_fd(void) { return sk_shm_map ? shm_fd : -1; }
+int sk_shm_self(void) { return self_slot; }
+
+void sk_shm_attach_inherited(void) {
+  const char *e = getenv("SKEIN_SHM_FD");
+  if (e == NULL || sk_shm_map) return;
+  int fd = atoi(e);
+  struct stat st;
+  if (fd < 3 || fstat(fd, &st) != 0 || (uint64_t)st.st_size < sizeof(seg_hdr)) return;
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  pthread_mutex_lock(&init_lock);
+  if (map_fd(fd, (uint64_t)st.st_size) == 0) {
+    if (hdr()->magic != SEG_MAGIC || hdr()->size != (uint64_t)st.st_size) {
+      munmap(sk_shm_map, (size_t)st.st_size);
+      sk_shm_map = NULL;
+      close(fd);
+      shm_fd = -1;
+    } else {
+      self_slot = take_slot(getpid());
+    }
+  }
+  pthread_mutex_unlock(&init_lock);
+}
+
+int sk_shm_valid(sk_off off, size_t len) {
+  seg_hdr *h = hdr();
+  uint64_t brk = __atomic_load_n(&h->brk, __ATOMIC_ACQUIRE);
+  return sk_shm_map && off >= sizeof *h && (off & 7) == 0 && len <= brk && off <= brk - len;
+}
+
+/* ----------------------------------------------------------- allocator */
+
+void *sk_shm_alloc(size_t n) {
+  seg_hdr *h = hdr();
+  if (n > ((size_t)1 << (NCLASS + MIN_CLASS - 2))) return NULL;
+  unsigned c = MIN_CLASS;
+  while (((size_t)1 << c) < n + sizeof(blk)) c++;
+  unsigned k = c - MIN_CLASS;
+  sk_shm_lock(&h->alloc_lock);
+  /* Every change below is one store, so a holder that dies here leaves a
+  ** consistent allocator (a block may leak). */
+  sk_off off = h->freelist[k];
+  if (off) {
+    h->freelist[k] = ((blk *)(sk_shm_map + off))->next;
+  } else {
+    uint64_t align = c >= PAGE_CLASS ? 4096 : 64;
+    uint64_t start = (h->brk + align - 1) & ~(align - 1);
+    if (start + ((uint64_t)1 << c) > h->size) {
+      sk_shm_unlock(&h->alloc_lock);
+      return NULL;
+    }
+    __atomic_store_n(&h->brk, start + ((uint64_t)1 << c), __ATOMIC_RELEASE);
+    off = start;
+  }
+  sk_shm_unlock(&h->alloc_lock);
+  blk *b = (blk *)(sk_shm_map + off);
+  b->magic = BLK_MAGIC;
+  b->cls = c;
+  b->next = 0;
+  return b + 1;
+}
+
+void sk_shm_free(void *p) {
+  if (p == NULL) return;
+  blk *b = (blk *)p - 1;
+  if (b->magic != BLK_MAGIC || b->cls < MIN_CLASS || b->cls >= MIN_CLASS + NCLASS) return;
+  b->magic = BLK_FREE;
+  if (b->cls >= PUNCH_CLASS) {
+    /* Give a big block's pages back; they read as zeroes when reused. */
+    madvise((char *)b + 4096, ((size_t)1 << b->cls) - 4096, MADV_REMOVE);
+  }
+  seg_hdr *h = hdr();
+  unsigned k = b->cls - MIN_CLASS;
+  sk_shm_lock(&h->alloc_lock);
+  b->next = h->freelist[k];
+  h->freelist[k] = sk_shm_off(b);
+  sk_shm_unlock(&h->alloc_lock);
+}
+
+/* ------------------------------------------------------------- objects */
+
+void sk_shm_register_type(uint32_t type, const sk_shm_type *t) {
+  if (type < sizeof types / sizeof *types) types[type] = t;
+}
+
+void sk_shm_obj_link(sk_shm_obj *o, uint32_t type) {
+  seg_hdr *h = hdr();
+  o->type = type;
+  o->gen = __atomic_add_fetch(&h->objgen, 1, __ATOMIC_RELAXED);
+  o->refs = 1;
+  o->prev = 0;
+  sk_shm_lock(&h->obj_lock);
+  o->next = h->objs;
+  if (h->objs) ((sk_shm_obj *)sk_shm_ptr(h->objs))->prev = sk_shm_off(o);
+  h->objs = sk_shm_off(o);
+  __atomic_store_n(&o->magic, SK_SHM_MAGIC ^ type, __ATOMIC_RELEASE);
+  sk_shm_unlock(&h->obj_lock);
+}
+
+void sk_shm_obj_retain(sk_shm_obj *o) { __atomic_add_fetch(&o->refs, 1, __ATOMIC_RELAXED); }
+
+void sk_shm_obj_release(sk_shm_obj *o) {
+  if (__atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
+  seg_hdr *h = hdr();
+  sk_shm_lock(&h->obj_lock);
+  if (o->prev) ((sk_shm_obj *)sk_shm_ptr(o->prev))->next = o->next;
+  else h->objs = o->next;
+  if (o->next) ((sk_shm_obj *)sk_shm_ptr(o->next))->prev = o->prev;
+  __atomic_store_n(&o->magic, 0, __ATOMIC_RELEASE);
+  sk_shm_unlock(&h->obj_lock);
+  const sk_shm_type *t = o->type < sizeof types / sizeof *types ? types[o->type] : NULL;
+  if (t && t->destroy) t->destroy(o);
+  sk_shm_free(o);
+}
+
+sk_shm_obj *sk_shm_obj_at(sk_off off, uint32_t type, uint32_t gen) {
+  if (sk_shm_map == NULL || !sk_shm_valid(off, sizeof(sk_shm_obj))) return NULL;
+  sk_shm_obj *o = sk_shm_ptr(off);
+  if (__atomic_load_n(&o->magic, __ATOMIC_ACQUIRE) != (SK_SHM_MAGIC ^ type) || o->type != type ||
+      o->gen != gen) {
+    return NULL;
+  }
+  return o;
+}
+
+/* ---------------------------------------------------------- waiters */
+
+static int proc_live(uint32_t slot, uint32_t gen) {
+  if (slot >= MAX_PROCS) return 0;
+  proc_rec *p = &hdr()->procs[slot];
+  return __atomic_load_n(&p->state, __ATOMIC_ACQUIRE) == P_LIVE &&
+         __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) == gen;
+}
+
+static void *dispatch_main(void *arg);
+static pthread_once_t dispatch_once = PTHREAD_ONCE_INIT;
+
+static void start_dispatcher(void) {
+  pthread_t t;
+  pthread_attr_t a;
+  sigset_t all, old;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&a, 64 * 1024);
+  /* The dispatcher takes no signal: Ctrl-C belongs to the workers. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  if (pthread_create(&t, &a, dispatch_main, NULL) != 0) {
+    fprintf(stderr, "skein: cannot start the cross-process wake thread\n");
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  pthread_attr_destroy(&a);
+}
+
+void sk_shm_waiter_self(sk_shm_waiter *w, uint32_t port, uint32_t slot, uint32_t gen) {
+  pthread_once(&dispatch_once, start_dispatcher);
+  memset(w, 0, sizeof *w);
+  w->proc = (uint32_t)self_slot;
+  w->proc_gen = hdr()->procs[self_slot].gen;
+  w->port = port;
+  w->slot = slot;
+  w->gen = gen;
+}
+
+int sk_shm_waitlist_add(sk_off *head, const sk_shm_waiter *w) {
+  sk_shm_waiter *n = sk_shm_alloc(sizeof *n);
+  if (n == NULL) return -1;
+  *n = *w;
+  n->next = 0;
+  sk_off *link = head;
+  while (*link) link = &((sk_shm_waiter *)sk_shm_ptr(*link))->next;
+  *link = sk_shm_off(n);
+  return 0;
+}
+
+/* Unlinks the records `match` accepts; returns how many. */
+static int remove_if(sk_off *head, int (*match)(const sk_shm_waiter *, const void *),
+                     const void *ud) {
+  int n = 0;
+  sk_off *link = head;
+  while (*link) {
+    sk_shm_waiter *w = sk_shm_ptr(*link);
+    if (match(w, ud)) {
+      *link = w->next;
+      sk_shm_free(w);
+      n++;
+    } else {
+      link = &w->next;
+    }
+  }
+  return n;
+}
+
+typedef struct who {
+  uint32_t port, slot;
+} who;
+
+static int match_self(const sk_shm_waiter *w, const void *ud) {
+  const who *x = ud;
+  return w->proc == (uint32_t)self_slot && w->port == x->port && w->slot == x->slot;
+}
+
+static int match_gone(const sk_shm_waiter *w, const void *ud) {
+  return !proc_live(w->proc, w->proc_gen);
+}
+
+int sk_shm_waitlist_remove(sk_off *head, uint32_t port, uint32_t slot) {
+  who x = {port, slot};
+  return remove_if(head, match_self, &x);
+}
+
+int sk_shm_waitlist_purge(sk_off *head) { return remove_if(head, match_gone, NULL); }
+
+int sk_shm_waitlist_pop(sk_off *head, sk_shm_waiter *out) {
+  while (*head) {
+    sk_shm_waiter *w = sk_shm_ptr(*head);
+    *head = w->next;
+    int live = proc_live(w->proc, w->proc_gen);
+    if (live) *out = *w;
+    sk_shm_free(w);
+    if (live) return 1;
+  }
+  return 0;
+}
+
+static void wake_local(uint32_t port, uint32_t slot, uint32_t gen, int *rc) {
+  sk_port *p = sk_port_by_id(port);
+  if (p == NULL) {
+    *rc = -1;
+    return;
+  }
+  *rc = sk_port_wake(p, slot, gen);
+  sk_port_release(p);
+}
+
+static long futex(uint32_t *addr, int op, uint32_t val) {
+  return syscall(SYS_futex, addr, op, val, NULL, NULL, 0);
+}
+
+int sk_shm_wake(const sk_shm_waiter *w) {
+  int rc;
+  if (w->proc == (uint32_t)self_slot) {
+    wake_local(w->port, w->slot, w->gen, &rc);
+    return rc;
+  }
+  if (w->proc >= MAX_PROCS) return -1;
+  proc_rec *p = &hdr()->procs[w->proc];
+  for (int tries = 0;; tries++) {
+    sk_shm_lock(&p->lock);
+    if (p->state != P_LIVE || p->gen != w->proc_gen) {
+      sk_shm_unlock(&p->lock);
+      return -1;
+    }
+    if (p->tail - p->head < RING) {
+      ring_ent *e = &p->ring[p->tail % RING];
+      e->port = w->port;
+      e->slot = w->slot;
+      e->gen = w->gen;
+      __atomic_store_n(&p->tail, p->tail + 1, __ATOMIC_RELEASE);
+      sk_shm_unlock(&p->lock);
+      break;
+    }
+    pid_t pid = p->pid;
+    sk_shm_unlock(&p->lock);
+    /* Full: its dispatcher drains in microseconds unless the process is
+    ** stopped or gone. */
+    if (tries % 1000 == 999 && kill(pid, 0) != 0 && errno == ESRCH) return -1;
+    if (tries > 200000) return -1;
+    struct timespec ts = {0, 5000};
+    nanosleep(&ts, NULL);
+  }
+  __atomic_add_fetch(&p->bell, 1, __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&p->sleeping, __ATOMIC_SEQ_CST)) futex(&p->bell, FUTEX_WAKE, 1);
+  return 0;
+}
+
+/* The dispatcher: moves the wakes other processes append to this process's
+** mailbox onto the ports of its workers. */
+static void *dispatch_main(void *arg) {
+  proc_rec *me = &hdr()->procs[self_slot];
+  ring_ent batch[64];
+  for (;;) {
+    uint32_t bell = __atomic_load_n(&me->bell, __ATOMIC_SEQ_CST);
+    unsigned n = 0;
+    sk_shm_lock(&me->lock);
+    while (me->head != me->tail && n < 64) batch[n++] = me->ring[me->head++ % RING];
+    sk_shm_unlock(&me->lock);
+    for (unsigned i = 0; i < n; i++) {
+      int rc;
+      wake_local(batch[i].port, batch[i].slot, batch[i].gen, &rc);
+    }
+    if (n) continue;
+    __atomic_store_n(&me->sleeping, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&me->bell, __ATOMIC_SEQ_CST) == bell) futex(&me->bell, FUTEX_WAIT, bell);
+    __atomic_store_n(&me->sleeping, 0, __ATOMIC_SEQ_CST);
+  }
+  return arg;
+}
+
+/* ------------------------------------------------------------ dead ones */
+
+void sk_shm_proc_gone(int pid) {
+  seg_hdr *h = hdr();
+  if (sk_shm_map == NULL || pid <= 0) return;
+  int found = 0;
+  sk_shm_lock(&h->proc_lock);
+  for (int i = 0; i < MAX_PROCS; i++) {
+    proc_rec *p = &h->procs[i];
+    if (p->state != P_LIVE || p->pid != pid || i == self_slot) continue;
+    sk_shm_lock(&p->lock);
+    p->state = P_FREE;
+    p->gen++;
+    p->head = p->tail = 0;
+    sk_shm_unlock(&p->lock);
+    found = 1;
+  }
+  sk_shm_unlock(&h->proc_lock);
+  if (!found) return;
+  /* Take a reference to every live object, then let each drop the dead
+  ** process's records and pass on a wake it may have swallowed. */
+  size_t n = 0, cap = 64;
+  sk_shm_obj **objs = malloc(cap * sizeof *objs);
+  sk_shm_lock(&h->obj_lock);
+  for (sk_off off = h->objs; off && objs;) {
+    sk_shm_obj *o = sk_shm_ptr(off);
+    off = o->next;
+    int r = __atomic_load_n(&o->refs, __ATOMIC_RELAXED);
+    while (r > 0 && !__atomic_compare_exchange_n(&o->refs, &r, r + 1, 0, __ATOMIC_ACQ_REL,
+                                                 __ATOMIC_RELAXED)) {}
+    if (r <= 0) continue;
+    if (n == cap) {
+      sk_shm_obj **a = realloc(objs, 2 * cap * sizeof *objs);
+      if (a == NULL) {
+        sk_shm_obj_release(o);  /* refs > 1: never the last one here */
+        break;
+      }
+      objs = a;
+      cap *= 2;
+    }
+    objs[n++] = o;
+  }
+  sk_shm_unlock(&h->obj_lock);
+  for (size_t i = 0; i < n; i++) {
+    const sk_shm_type *t = objs[i]->type < sizeof types / sizeof *types ? types[objs[i]->type] : NULL;
+    if (t && t->gone) t->gone(objs[i]);
+    sk_shm_obj_release(objs[i]);
+  }
+  free(objs);
+}

@@ -1,0 +1,134 @@
+/*
+** sk_shm.h — the shared-memory segment of a process tree: where objects
+** shared by several processes (queues, pipe ends) live.
+**
+** One segment serves a whole tree of skein processes. The first process
+** that starts a worker process creates it (a memfd, mapped MAP_SHARED);
+** every worker process inherits the descriptor, maps it and passes it on
+** to its own children. The mapping's address differs from process to
+** process, so nothing in the segment holds a pointer: every link is an
+** offset from the segment's start (sk_shm_ptr/sk_shm_off convert).
+**
+** What lives here:
+**  - an allocator (power-of-two size classes with free lists, then a bump
+**    pointer), whose every change is published by one store under a robust
+**    mutex, so a process killed inside it leaks a block at worst;
+**  - a process table: one record per live process of the tree, with the
+**    mailbox through which others wake that process's waiting tasks;
+**  - the list of live shared objects, which is walked when a process dies
+**    (sk_shm_proc_gone) so that no wake is lost with it.
+**
+** Locks: every lock in the segment is a process-shared *robust* mutex.
+** When its holder dies, the next locker is told (sk_shm_lock returns 1)
+** and repairs what the holder may have left half done. Lock order: an
+** object's lock, then the allocator's or a mailbox's lock (innermost); the
+** object list's lock is never held with an object's lock except in
+** sk_shm_proc_gone, which takes it first.
+**
+** Waking across processes: a waiter record names a process slot, that
+** slot's generation, a port id (sk_port_id) and the context's wake slot
+** and generation. Waking a waiter of this process posts to the port
+** directly; waking one of another process appends it to that process's
+** mailbox ring and bumps the ring's futex, on which a small dispatcher
+** thread of the target sleeps; the dispatcher posts to the port.
+*/
+#ifndef SK_SHM_H
+#define SK_SHM_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint64_t sk_off;        /* an offset into the segment; 0 is "none" */
+
+/* A waiter record as it sits in a shared object's wait list. */
+typedef struct sk_shm_waiter {
+  sk_off next;
+  uint32_t proc, proc_gen;      /* the waiting process's slot */
+  uint32_t port;                /* sk_port_id of its worker */
+  uint32_t slot, gen;           /* the context's wake slot */
+  uint32_t pad;
+} sk_shm_waiter;
+
+/* Every shared object starts with this header. */
+typedef struct sk_shm_obj {
+  uint32_t magic;               /* SK_SHM_MAGIC ^ type while alive */
+  uint32_t type;
+  uint32_t gen;                 /* bumped when the object is freed */
+  int32_t refs;                 /* atomic: handles in every process + references in items */
+  sk_off prev, next;            /* the list of live objects */
+} sk_shm_obj;
+
+#define SK_SHM_MAGIC 0x736b6d6fu
+
+/* The segment this process uses, creating it when `create` and there is
+** none yet (only a process that is not itself a worker creates one).
+** NULL when there is none, or it could not be made. Thread-safe. */
+void *sk_shm_base(int create);
+/* The segment's descriptor (for a child to inherit), or -1. */
+int sk_shm_fd(void);
+/* Called once at a worker process's start: maps the inherited segment
+** named by $SKEIN_SHM_FD, when set, and takes a process slot. */
+void sk_shm_attach_inherited(void);
+
+static inline void *sk_shm_ptr(sk_off off) {
+  extern char *sk_shm_map;
+  return off ? sk_shm_map + off : NULL;
+}
+static inline sk_off sk_shm_off(const void *p) {
+  extern char *sk_shm_map;
+  return p ? (sk_off)((const char *)p - sk_shm_map) : 0;
+}
+/* 1 when [off, off+len) lies inside the segment's allocated part. */
+int sk_shm_valid(sk_off off, size_t len);
+
+/* Allocation; NULL when the segment is full. Any process may free. */
+void *sk_shm_alloc(size_t n);
+void sk_shm_free(void *p);
+
+/* A robust, process-shared mutex. Locking returns 1 when the previous
+** holder died with it held (the caller repairs the data it guards), else 0. */
+void sk_shm_mutex_init(pthread_mutex_t *m);
+int sk_shm_lock(pthread_mutex_t *m);
+void sk_shm_unlock(pthread_mutex_t *m);
+
+/* Shared objects: links a new object (refs = 1) into the live list;
+** sk_shm_obj_retain/release count references from every process; the last
+** release unlinks it, runs `destroy` (by type) and frees it. */
+void sk_shm_obj_link(sk_shm_obj *o, uint32_t type);
+void sk_shm_obj_retain(sk_shm_obj *o);
+void sk_shm_obj_release(sk_shm_obj *o);
+/* The object at `off` when it is alive and of `type` with generation
+** `gen`; NULL otherwise. Takes no reference. */
+sk_shm_obj *sk_shm_obj_at(sk_off off, uint32_t type, uint32_t gen);
+/* What each object type does when a process dies and when it is freed.
+** `gone` runs with no lock held; it drops the dead process's waiter
+** records and passes on wakes that may have been lost with it. */
+typedef struct sk_shm_type {
+  void (*gone)(sk_shm_obj *o);
+  void (*destroy)(sk_shm_obj *o);
+} sk_shm_type;
+void sk_shm_register_type(uint32_t type, const sk_shm_type *t);
+
+/* Waiter records. The caller holds the object's lock for add/remove/pop. */
+/* Fills a record for context (port, slot, gen) of this process. */
+void sk_shm_waiter_self(sk_shm_waiter *w, uint32_t port, uint32_t slot, uint32_t gen);
+/* Appends a copy of *w to the list at *head; -1 when the segment is full. */
+int sk_shm_waitlist_add(sk_off *head, const sk_shm_waiter *w);
+/* Removes the records of this process's (port, slot); returns how many. */
+int sk_shm_waitlist_remove(sk_off *head, uint32_t port, uint32_t slot);
+/* Takes the oldest record of a live process into *out; 0 when none. */
+int sk_shm_waitlist_pop(sk_off *head, sk_shm_waiter *out);
+/* Removes every record of processes that are gone; returns how many. */
+int sk_shm_waitlist_purge(sk_off *head);
+/* Wakes the context a record names (no lock need be held). 0 when the
+** record's process and port are still there, -1 when it went. */
+int sk_shm_wake(const sk_shm_waiter *w);
+
+/* In the parent, once a worker process has been reaped: frees its slot
+** and lets every shared object drop its records and pass on lost wakes. */
+void sk_shm_proc_gone(int pid);
+/* This process's slot, or -1 when it has none. */
+int sk_shm_self(void);
+
+#endif
