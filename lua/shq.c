@@ -609,23 +609,28 @@ static int views_add(sk_shm_obj *so, sk_obj *o) {
   return 0;
 }
 
+/* The view of `so` in the table, retained, or NULL; under views_lock. */
+static sk_obj *views_find(sk_shm_obj *so) {
+  for (size_t i = 0; i < nviews; i++) {
+    if (views[i].so == so && retain_live(views[i].o)) return views[i].o;
+  }
+  return NULL;
+}
+
+/* `make` runs without the lock (a pipe end's view makes its queues'). */
 sk_obj *sk_shm_view_get(sk_shm_obj *so, sk_obj *(*make)(sk_shm_obj *so)) {
   uv_once(&views_once, views_init);
   uv_mutex_lock(&views_lock);
-  for (size_t i = 0; i < nviews; i++) {
-    if (views[i].so == so && retain_live(views[i].o)) {
-      sk_obj *o = views[i].o;
-      uv_mutex_unlock(&views_lock);
-      return o;
-    }
-  }
-  sk_obj *o = make(so);
-  if (o && views_add(so, o) != 0) {
-    uv_mutex_unlock(&views_lock);
-    sk_obj_release(o);
-    return NULL;
-  }
+  sk_obj *o = views_find(so);
   uv_mutex_unlock(&views_lock);
+  if (o) return o;
+  sk_obj *made = make(so);
+  if (made == NULL) return NULL;
+  uv_mutex_lock(&views_lock);
+  o = views_find(so);           /* another thread may have been first */
+  if (o == NULL && views_add(so, made) == 0) o = made, made = NULL;
+  uv_mutex_unlock(&views_lock);
+  if (made) sk_obj_release(made);
   return o;
 }
 
