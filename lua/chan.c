@@ -52,7 +52,9 @@ static void fix_path(lua_State *L) {
   lua_pop(L, 2);
 }
 
-int sk_item_encode(lua_State *L, int idx, sk_item *it) {
+static struct sk_shm_obj *queue_shared(sk_obj *o);
+
+int sk_item_encode(lua_State *L, int idx, sk_item *it, sk_queue *q) {
   it->len = 0;
   switch (lua_type(L, idx)) {
     case LUA_TNIL: it->kind = QI_NIL; return 0;
@@ -88,7 +90,11 @@ int sk_item_encode(lua_State *L, int idx, sk_item *it) {
     default: {
       sk_buf *b = malloc(sizeof *b);
       if (b == NULL) break;
-      if (sk_marshal_encode(L, idx, 1, b, "item") != 0) {
+      int was = sk_marshal_xproc;
+      if (q && queue_shared((sk_obj *)q)) sk_marshal_xproc = 1;
+      int rc = sk_marshal_encode(L, idx, 1, b, "item");
+      sk_marshal_xproc = was;
+      if (rc != 0) {
         free(b);
         fix_path(L);
         return -1;

@@ -228,7 +228,7 @@ static int l_pipe_send(lua_State *L) {
   }
   luaL_checkany(L, 2);
   sk_item it;
-  if (sk_item_encode(L, 2, &it) != 0) return lua_error(L);
+  if (sk_item_encode(L, 2, &it, e->out) != 0) return lua_error(L);
   int st = sk_queue_put(e->out, &it, 0, 0, 1);
   if (st == SK_Q_OK) return 0;
   sk_item_free(&it);

@@ -154,7 +154,7 @@ static int put_once(lua_State *L, sk_queue *q, int top, lua_Number *prio, int *p
   sk_item it;
   if (top < 2) luaL_argerror(L, 2, "value expected (nil must be passed explicitly)");
   if (sk_queue_order(q) == SK_QUEUE_PRIORITY) *prio = check_priority(L, 3, pi);
-  if (sk_item_encode(L, 2, &it) != 0) lua_error(L);
+  if (sk_item_encode(L, 2, &it, q) != 0) lua_error(L);
   int st = sk_queue_put(q, &it, *prio, *pi, 0);
   if (st == SK_Q_OK) return st;
   sk_item_free(&it);
@@ -180,7 +180,7 @@ static int l_queue_put(lua_State *L) {
   p->prio = prio;
   p->prio_int = pi;
   luaL_setmetatable(L, PENDING_MT);
-  if (sk_item_encode(L, 2, &p->it) != 0) return lua_error(L);
+  if (sk_item_encode(L, 2, &p->it, q) != 0) return lua_error(L);
   return put_k(L, LUA_OK, 0);
 }
 

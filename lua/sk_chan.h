@@ -55,10 +55,11 @@ typedef struct sk_item {
   } u;
 } sk_item;
 
-/* Copies the value at idx into *it. Returns 0, or -1 with an error pushed
-** (kind "marshal", its path starting at "item"); never raises while it owns
-** memory. */
-int sk_item_encode(lua_State *L, int idx, sk_item *it);
+/* Copies the value at idx into *it, bound for queue `q`. Returns 0, or -1
+** with an error pushed (kind "marshal", its path starting at "item");
+** never raises while it owns memory. When q is shared with other
+** processes, the objects in the value move to the segment too. */
+int sk_item_encode(lua_State *L, int idx, sk_item *it, sk_queue *q);
 /* Pushes the value and frees the item; raises (after freeing) when it
 ** cannot be decoded here. */
 void sk_item_push(lua_State *L, sk_item *it);
