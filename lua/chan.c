@@ -5,6 +5,7 @@
 */
 #include <sched.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 
 #include "sk_chan.h"
@@ -253,6 +254,7 @@ struct sk_queue {
   /* Set once, when the queue moves to the shared segment (under both
   ** side locks); from then on every operation goes there. */
   shq *shm;                     /* atomic */
+  int moving;                   /* being moved (under the move lock) */
 };
 
 /* A put or get that found the queue moved while it took its lock. */
@@ -753,11 +755,6 @@ void sk_queue_remove_getter(sk_queue *q, sk_port *port, uint32_t slot) {
 
 /* ------------------------------------------------------ moving to shm */
 
-static uv_mutex_t share_lock;
-static uv_once_t share_once = UV_ONCE_INIT;
-
-static void share_init(void) { uv_mutex_init(&share_lock); }
-
 /* The items of q in the order they were put (FIFO, LIFO: bottom first;
 ** priority: heap order, each with its sequence number); calls fn on each. */
 static int each_item(sk_queue *q, int (*fn)(void *ud, sk_item *it, lua_Number prio, int pi,
@@ -807,6 +804,9 @@ static int free_one(void *ud, sk_item *it, lua_Number prio, int pi, uint64_t seq
 static shq *move(sk_queue *q) {
   shq *s = shq_new(q->order, q->maxsize);
   if (s == NULL) return NULL;
+  /* Its items' objects move too (shq_item_new); a queue inside itself
+  ** stays behind, by handle. */
+  q->moving = 1;
   spinlock *pl = put_lock(q);
   spin_lock(pl);
   if (pl != &q->glock) spin_lock(&q->glock);
@@ -836,11 +836,17 @@ static shq *move(sk_queue *q) {
   spin_unlock(pl);
   free(m.items);
   free(m.seqs);
+  q->moving = 0;
   if (!ok) {
     sk_shm_obj_release((sk_shm_obj *)s);
     return NULL;
   }
   sk_shm_view_remember((sk_shm_obj *)s, &q->obj);
+  /* Handles to it written before the move (in items) find it from any
+  ** process. */
+  if (sk_obj_register(&q->obj) == 0) {
+    sk_shm_export((int)getpid(), q->obj.slot, q->obj.gen, (sk_shm_obj *)s);
+  }
   /* Waiters on the local lists try again and find the shared copy. */
   wake_all(q, SK_WAIT_GET);
   wake_all(q, SK_WAIT_PUT);
@@ -851,11 +857,10 @@ static shq *move(sk_queue *q) {
 shq *sk_queue_share(sk_queue *q) {
   shq *s = SHM(q);
   if (s) return s;
-  uv_once(&share_once, share_init);
-  uv_mutex_lock(&share_lock);
+  sk_shm_move_lock();
   s = SHM(q);
-  if (s == NULL) s = move(q);
-  uv_mutex_unlock(&share_lock);
+  if (s == NULL && !q->moving) s = move(q);
+  sk_shm_move_unlock();
   return s;
 }
 

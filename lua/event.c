@@ -1,7 +1,8 @@
 /*
 ** event.c — skein.event(): a flag that tasks of any worker can wait for;
 ** set() wakes every waiter. Shared by reference like the objects of
-** sync.c.
+** sync.c, and like them kept in the shared segment, so that worker
+** processes use the same event (xwait.c).
 */
 #include <stdlib.h>
 
@@ -9,21 +10,31 @@
 
 #define EVENT_MT "skein.Event"
 
+/* The event's state, in the shared segment (xwait.c). */
 typedef struct sk_event {
-  sk_obj obj;
-  uv_mutex_t lock;
+  sk_shm_obj obj;
+  sk_xw w;
   int set;
-  sk_waitlist waiters;
 } sk_event;
 
-static void event_destroy(sk_obj *o) {
+static void event_gone(sk_shm_obj *o) {
   sk_event *e = (sk_event *)o;
-  sk_waitlist_free(&e->waiters);
-  uv_mutex_destroy(&e->lock);
-  free(e);
+  sk_xw_lock(&e->w);
+  sk_xw_purge(&e->w);
+  if (e->set) sk_xw_wake_all(&e->w);   /* a wake lost with the dead one */
+  sk_xw_unlock(&e->w);
 }
 
-static const sk_objtype event_type = {EVENT_MT, event_destroy, NULL};
+static void event_free(sk_shm_obj *o) { sk_xw_free(&((sk_event *)o)->w); }
+
+static const sk_shm_type event_shm_type = {event_gone, event_free};
+
+static sk_obj *event_view(sk_shm_obj *so);
+static const sk_shm_ops event_shm = {SK_SHM_EVENT, sk_xobj_shared, sk_xobj_shared, event_view};
+static const sk_objtype event_type = {EVENT_MT, sk_xobj_destroy, &event_shm};
+
+static sk_obj *make_view(sk_shm_obj *so) { return sk_xobj_make(so, &event_type); }
+static sk_obj *event_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_view); }
 
 static int event_ready(void *obj) { return ((sk_event *)obj)->set; }
 
@@ -31,37 +42,42 @@ static void push_event(lua_State *L, sk_obj *o) { sk_handle_push(L, o, EVENT_MT)
 
 /* skein.event() -> event */
 static int l_event_new(lua_State *L) {
-  sk_event *e = SK_SYNC_NEW(L, sk_event, &event_type);
-  push_event(L, &e->obj);
+  sk_obj *o = sk_xobj_new(L, &event_type, sizeof(sk_event));
+  sk_xw_init(&SK_XSTATE(sk_event, o)->w);
+  push_event(L, o);
   return 1;
 }
 
 static sk_event *check_event(lua_State *L, int idx) {
-  return (sk_event *)sk_handle_check(L, idx, EVENT_MT);
+  return SK_XSTATE(sk_event, sk_handle_check(L, idx, EVENT_MT));
 }
 
 static int l_event_set(lua_State *L) {
   sk_event *e = check_event(L, 1);
-  uv_mutex_lock(&e->lock);
+  sk_xw_lock(&e->w);
   e->set = 1;
-  sk_waitlist_wake_all(&e->waiters);
-  uv_mutex_unlock(&e->lock);
+  sk_xw_wake_all(&e->w);
+  sk_xw_unlock(&e->w);
   return 0;
 }
 
 static int l_event_clear(lua_State *L) {
   sk_event *e = check_event(L, 1);
-  uv_mutex_lock(&e->lock);
+  sk_xw_lock(&e->w);
   e->set = 0;
-  uv_mutex_unlock(&e->lock);
+  sk_xw_unlock(&e->w);
   return 0;
 }
 
+static int is_set(sk_event *e) {
+  sk_xw_lock(&e->w);
+  int set = e->set;
+  sk_xw_unlock(&e->w);
+  return set;
+}
+
 static int l_event_is_set(lua_State *L) {
-  sk_event *e = check_event(L, 1);
-  uv_mutex_lock(&e->lock);
-  lua_pushboolean(L, e->set);
-  uv_mutex_unlock(&e->lock);
+  lua_pushboolean(L, is_set(check_event(L, 1)));
   return 1;
 }
 
@@ -70,15 +86,13 @@ static int event_wait_k(lua_State *L, int status, lua_KContext kctx) {
   sk_ctx *c = sk_current(L);
   uint64_t d = sk_to_deadline(L, 2);
   for (;;) {
-    if (status == LUA_YIELD) sk_shared_wait_end(L, c, &e->lock, &e->waiters);
-    uv_mutex_lock(&e->lock);
-    int set = e->set;
-    uv_mutex_unlock(&e->lock);
+    if (status == LUA_YIELD) sk_xw_wait_end(L, c, &e->w);
+    int set = is_set(e);
     if (set || sk_expired(d)) {
       lua_pushboolean(L, set);
       return 1;
     }
-    if (sk_shared_wait_begin(L, c, d, &e->lock, &e->waiters, event_ready, e)) {
+    if (sk_xw_wait_begin(L, c, d, &e->w, event_ready, e)) {
       status = LUA_OK;
       continue;
     }
@@ -95,36 +109,29 @@ static int l_event_wait(lua_State *L) {
 
 static int l_event_tostring(lua_State *L) {
   sk_event *e = check_event(L, 1);
-  uv_mutex_lock(&e->lock);
-  int set = e->set;
-  uv_mutex_unlock(&e->lock);
-  lua_pushfstring(L, "skein.event: %p (%s)", (void *)e, set ? "set" : "clear");
+  lua_pushfstring(L, "skein.event: %p (%s)", (void *)e, is_set(e) ? "set" : "clear");
   return 1;
 }
 
 static int event_try(lua_State *L, sk_obj *o) {
-  sk_event *e = (sk_event *)o;
-  uv_mutex_lock(&e->lock);
-  int set = e->set;
-  uv_mutex_unlock(&e->lock);
-  if (!set) return 0;
+  if (!is_set(SK_XSTATE(sk_event, o))) return 0;
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int event_add_waiter(sk_obj *o, const sk_waiter *w) {
-  sk_event *e = (sk_event *)o;
-  uv_mutex_lock(&e->lock);
-  int rc = e->set ? 1 : sk_waitlist_add(&e->waiters, w);
-  uv_mutex_unlock(&e->lock);
+  sk_event *e = SK_XSTATE(sk_event, o);
+  sk_xw_lock(&e->w);
+  int rc = e->set ? 1 : sk_xw_add(&e->w, w);
+  sk_xw_unlock(&e->w);
   return rc;
 }
 
 static void event_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
-  sk_event *e = (sk_event *)o;
-  uv_mutex_lock(&e->lock);
-  sk_waitlist_remove(&e->waiters, port, slot);
-  uv_mutex_unlock(&e->lock);
+  sk_event *e = SK_XSTATE(sk_event, o);
+  sk_xw_lock(&e->w);
+  sk_xw_remove(&e->w, port, slot);
+  sk_xw_unlock(&e->w);
 }
 
 static const sk_selectable event_select = {EVENT_MT, event_try, event_add_waiter,
@@ -137,6 +144,8 @@ void sk_event_open(lua_State *L) {
       {"wait", l_event_wait}, {NULL, NULL}};
   sk_sync_new_type(L, EVENT_MT, methods, l_event_tostring);
   sk_marshal_register_type(EVENT_MT, push_event);
+  sk_shm_register_ops(&event_shm);
+  sk_shm_register_type(SK_SHM_EVENT, &event_shm_type);
   sk_select_register(&event_select);
   lua_pushcfunction(L, l_event_new);
   lua_setfield(L, -2, "event");

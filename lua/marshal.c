@@ -901,6 +901,18 @@ static void dec_obj(dec *d) {
   lua_pushlstring(L, name, n);
   name = lua_tostring(L, -1);
   if (pid != (uint64_t)getpid()) {
+    /* It moved to the shared segment after these bytes were written? */
+    sk_shm_obj *so = slot <= UINT32_MAX && gen <= UINT32_MAX && pid <= INT32_MAX
+                         ? sk_shm_exported((int)pid, (uint32_t)slot, (uint32_t)gen)
+                         : NULL;
+    sk_obj *v = so ? sk_shm_view_of(so) : NULL;
+    sk_obj_push vpush = v ? find_type(name, NULL) : NULL;
+    if (v && vpush && strcmp(v->type->name, name) == 0) {
+      lua_pop(L, 1);
+      vpush(L, v);
+      return;
+    }
+    if (v) sk_obj_release(v);
     /* It lives in another process: a stand-in forwards to it, if that
     ** process is our parent. */
     if (slot > UINT32_MAX || gen > UINT32_MAX || pid > INT32_MAX ||

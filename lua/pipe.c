@@ -18,6 +18,7 @@
 ** when its last reference in any process goes.
 */
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "sk_chan.h"
 
@@ -89,16 +90,11 @@ static sk_obj *end_view(sk_shm_obj *so);
 static const sk_shm_ops end_shm = {SK_SHM_PIPE_END, end_share, end_shared, end_view};
 static const sk_objtype end_type = {PIPE_MT, end_destroy, &end_shm};
 
-static uv_mutex_t share_lock;
-static uv_once_t share_once = UV_ONCE_INIT;
-static void share_init(void) { uv_mutex_init(&share_lock); }
-
 static sk_shm_obj *end_share(sk_obj *o) {
   sk_pipe_end *e = (sk_pipe_end *)o;
   shm_end *se = e->shm;
   if (se) return &se->obj;
-  uv_once(&share_once, share_init);
-  uv_mutex_lock(&share_lock);
+  sk_shm_move_lock();
   se = e->shm;
   shq *in = NULL, *out = NULL;
   if (se == NULL && (!e->in || (in = sk_queue_share(e->in))) &&
@@ -115,8 +111,9 @@ static sk_shm_obj *end_share(sk_obj *o) {
     if (__atomic_load_n(&e->closed_here, __ATOMIC_ACQUIRE)) __atomic_store_n(&se->closed, 1, __ATOMIC_RELEASE);
     sk_shm_view_remember(&se->obj, o);
     __atomic_store_n(&e->shm, se, __ATOMIC_RELEASE);
+    if (sk_obj_register(o) == 0) sk_shm_export((int)getpid(), o->slot, o->gen, &se->obj);
   }
-  uv_mutex_unlock(&share_lock);
+  sk_shm_move_unlock();
   return se ? &se->obj : NULL;
 }
 

@@ -135,7 +135,7 @@ static shitem *item_in(sk_item *it, lua_Number prio, int prio_int, int consume) 
   s->nobjs = 0;
   for (size_t i = 0; i < nobjs; i++) {
     sk_obj *o = b->objs[i];
-    sk_shm_obj *so = o->type->shm ? o->type->shm->shared(o) : NULL;
+    sk_shm_obj *so = o->type->shm ? o->type->shm->share(o) : NULL;
     if (so) {
       sk_shm_obj_retain(so);
       item_objs(s)[s->nobjs++] = sk_shm_off(so);
@@ -580,7 +580,7 @@ static uv_mutex_t views_lock;
 static uv_once_t views_once = UV_ONCE_INIT;
 static view *views;
 static size_t nviews, capviews;
-static const sk_shm_ops *ops_by_type[8];
+static const sk_shm_ops *ops_by_type[16];
 
 static void views_init(void) { uv_mutex_init(&views_lock); }
 

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "sk_lua.h"
+#include "sk_chan.h"
 
 /* Makes a new, registered shared object of `size` bytes whose uv_mutex_t
 ** sits at `lock_off`; raises (holding nothing) when out of memory. */
@@ -43,6 +44,71 @@ void sk_sync_check_callable(lua_State *L, int arg);
 ** top of the stack, so the caller can clean up before re-raising it. */
 int sk_sync_end_wait(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list, int *picked,
                      int *timed_out);
+
+/* ------------------------------------------ across processes (xwait.c) */
+
+/* A wait list and its mutex, in the shared segment (sk_shm.h). Every
+** function but init expects the caller to hold the lock (add, remove,
+** wake, purge, count). */
+typedef struct sk_xw {
+  pthread_mutex_t lock;
+  sk_off head;
+} sk_xw;
+
+void sk_xw_init(sk_xw *x);
+void sk_xw_lock(sk_xw *x);
+void sk_xw_unlock(sk_xw *x);
+/* Adds a record for w, taking over its port reference; -1 (the record
+** still the caller's) when out of memory. */
+int sk_xw_add(sk_xw *x, const sk_waiter *w);
+/* Removes this process's records of (port, slot); returns how many. */
+int sk_xw_remove(sk_xw *x, sk_port *port, uint32_t slot);
+/* Wakes the oldest waiter still there (1), or finds none (0). */
+int sk_xw_wake_one(sk_xw *x);
+void sk_xw_wake_all(sk_xw *x);
+/* Drops the records of processes that are gone. */
+void sk_xw_purge(sk_xw *x);
+size_t sk_xw_count(sk_xw *x);
+/* At the object's end: drops every record. */
+void sk_xw_free(sk_xw *x);
+
+/* The wait protocol of sk_lua.h on an sk_xw (the counterparts of
+** sk_shared_wait_begin/end, sk_sync_end_wait and pass_on); `ready` is
+** called with the lock held, on `st`. */
+int sk_xw_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_xw *x, sk_ready_fn ready,
+                     void *st);
+void sk_xw_wait_end(lua_State *L, sk_ctx *c, sk_xw *x);
+int sk_xw_end_wait(lua_State *L, sk_ctx *c, sk_xw *x, int *picked, int *timed_out);
+void sk_xw_pass_on(sk_xw *x, sk_ready_fn ready, void *st);
+
+/* Who a context is, in every process of the tree: its process slot and
+** that slot's generation, its worker's port id and its task id. */
+typedef struct sk_who {
+  uint32_t proc, pgen, port, pad;
+  lua_Integer id;
+} sk_who;
+void sk_who_of(sk_ctx *c, sk_who *out);
+int sk_who_eq(const sk_who *a, const sk_who *b);
+/* 1 while the process of `w` is alive. */
+int sk_who_alive(const sk_who *w);
+
+/* A process's object for a shared synchronisation object: what handles
+** point to. `extra` is another object it keeps (a condition's lock). */
+typedef struct sk_xobj {
+  sk_obj obj;
+  sk_shm_obj *s;                /* a reference */
+  sk_obj *extra;                /* counted, or NULL */
+} sk_xobj;
+
+/* A new shared object of `size` bytes (zeroed, linked with type->shm's
+** type) and this process's view of it; raises (holding nothing) when out of
+** memory. */
+void *sk_xobj_new(lua_State *L, const sk_objtype *type, size_t size);
+/* For the type's sk_shm_ops and sk_objtype. */
+sk_obj *sk_xobj_make(sk_shm_obj *so, const sk_objtype *type);
+sk_shm_obj *sk_xobj_shared(sk_obj *o);
+void sk_xobj_destroy(sk_obj *o);
+#define SK_XSTATE(T, o) ((T *)((sk_xobj *)(o))->s)
 
 /* Register skein.event and skein.barrier in the module table on top of
 ** the stack. */

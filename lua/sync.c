@@ -96,14 +96,6 @@ int sk_sync_end_wait(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *lis
   return st;
 }
 
-/* Wakes the next waiter of `list` if the object can serve one: a waiter
-** that was picked and is leaving gives its wake to the next in line. */
-static void pass_on(uv_mutex_t *lock, sk_waitlist *list, sk_ready_fn ready, void *obj) {
-  uv_mutex_lock(lock);
-  if (ready == NULL || ready(obj)) sk_waitlist_wake_one(list);
-  uv_mutex_unlock(lock);
-}
-
 /* Pushes a new handle for `o` (taking over one reference) whose user value
 ** is the value on top of the stack, which it pops. */
 static void push_handle_uv(lua_State *L, sk_obj *o, const char *mt) {
@@ -128,84 +120,98 @@ void *sk_sync_new_obj(lua_State *L, size_t size, const sk_objtype *type, size_t 
 
 /* ----------------------------------------------------------------- lock */
 
+/* The states below live in the shared segment (xwait.c): handles in every
+** process and worker reach the same lock, semaphore or condition. */
 typedef struct sk_lock {
-  sk_obj obj;
-  uv_mutex_t lock;
+  sk_shm_obj obj;
+  sk_xw w;
   int reentrant;
   int count;                    /* 0: free */
-  sk_port *owner_port;          /* not counted: compared, never used */
-  lua_Integer owner_id;
-  sk_waitlist waiters;
+  sk_who owner;
 } sk_lock;
 
-static void lock_destroy(sk_obj *o) {
+static sk_obj *lock_view(sk_shm_obj *so);
+static const sk_shm_ops lock_shm = {SK_SHM_LOCK, sk_xobj_shared, sk_xobj_shared, lock_view};
+static const sk_objtype lock_type = {LOCK_MT, sk_xobj_destroy, &lock_shm};
+static sk_obj *make_lock_view(sk_shm_obj *so) { return sk_xobj_make(so, &lock_type); }
+static sk_obj *lock_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_lock_view); }
+
+/* A lock whose holder's process died is free again. */
+static void lock_gone(sk_shm_obj *o) {
   sk_lock *k = (sk_lock *)o;
-  sk_waitlist_free(&k->waiters);
-  uv_mutex_destroy(&k->lock);
-  free(k);
+  sk_xw_lock(&k->w);
+  sk_xw_purge(&k->w);
+  if (k->count > 0 && !sk_who_alive(&k->owner)) {
+    k->count = 0;
+    memset(&k->owner, 0, sizeof k->owner);
+  }
+  if (k->count == 0) sk_xw_wake_one(&k->w);
+  sk_xw_unlock(&k->w);
 }
 
-static const sk_objtype lock_type = {LOCK_MT, lock_destroy, NULL};
+static void xw_free(sk_shm_obj *o);
+static const sk_shm_type lock_shm_type = {lock_gone, xw_free};
 
 static void push_lock(lua_State *L, sk_obj *o) { sk_handle_push(L, o, LOCK_MT); }
 
-static sk_lock *new_lock(lua_State *L, int reentrant) {
-  sk_lock *k = SK_SYNC_NEW(L, sk_lock, &lock_type);
+/* A new lock's view. */
+static sk_obj *new_lock(lua_State *L, int reentrant) {
+  sk_obj *o = sk_xobj_new(L, &lock_type, sizeof(sk_lock));
+  sk_lock *k = SK_XSTATE(sk_lock, o);
+  sk_xw_init(&k->w);
   k->reentrant = reentrant;
-  return k;
+  return o;
 }
 
 static int l_lock_new(lua_State *L) {
-  push_lock(L, &new_lock(L, 0)->obj);
+  push_lock(L, new_lock(L, 0));
   return 1;
 }
 
 static int l_rlock_new(lua_State *L) {
-  push_lock(L, &new_lock(L, 1)->obj);
+  push_lock(L, new_lock(L, 1));
   return 1;
 }
 
 static sk_lock *check_lock(lua_State *L, int idx) {
-  return (sk_lock *)sk_handle_check(L, idx, LOCK_MT);
+  return SK_XSTATE(sk_lock, sk_handle_check(L, idx, LOCK_MT));
 }
 
-/* 1 when (port, id) holds the lock. The caller holds k->lock. */
-static int lock_mine(sk_lock *k, sk_port *port, lua_Integer id) {
-  return k->count > 0 && k->owner_port == port && k->owner_id == id;
+/* 1 when `who` holds the lock. The caller holds k->w's lock. */
+static int lock_mine(sk_lock *k, const sk_who *who) {
+  return k->count > 0 && sk_who_eq(&k->owner, who);
 }
 
 /* Takes the lock if it can (`count` levels at once when it was free: the
-** condition's re-acquire); 1 on success. The caller holds k->lock. */
-static int lock_try_locked(sk_lock *k, sk_port *port, lua_Integer id, int count) {
+** condition's re-acquire); 1 on success. The caller holds k->w's lock. */
+static int lock_try_locked(sk_lock *k, const sk_who *who, int count) {
   if (k->count == 0) {
     k->count = count;
-    k->owner_port = port;
-    k->owner_id = id;
+    k->owner = *who;
     return 1;
   }
-  if (k->reentrant && lock_mine(k, port, id)) {
+  if (k->reentrant && lock_mine(k, who)) {
     k->count++;
     return 1;
   }
   return 0;
 }
 
-/* Releases one level (or every level with `all`) for (port, id). Returns
-** NULL, or why it could not. */
-static const char *lock_release_as(sk_lock *k, sk_port *port, lua_Integer id, int all) {
+/* Releases one level (or every level with `all`) for `who`. Returns NULL,
+** or why it could not. */
+static const char *lock_release_as(sk_lock *k, const sk_who *who, int all) {
   const char *err = NULL;
-  uv_mutex_lock(&k->lock);
+  sk_xw_lock(&k->w);
   if (k->count == 0) {
     err = "cannot release a lock that is not held";
-  } else if (!lock_mine(k, port, id)) {
+  } else if (!lock_mine(k, who)) {
     err = "cannot release a lock held by another task";
   } else if (all || --k->count == 0) {
     k->count = 0;
-    k->owner_port = NULL;
-    k->owner_id = 0;
-    sk_waitlist_wake_one(&k->waiters);
+    memset(&k->owner, 0, sizeof k->owner);
+    sk_xw_wake_one(&k->w);
   }
-  uv_mutex_unlock(&k->lock);
+  sk_xw_unlock(&k->w);
   return err;
 }
 
@@ -219,28 +225,27 @@ static int lock_ready(void *obj) { return ((sk_lock *)obj)->count == 0; }
 ** its lock before it lets an error through). */
 static int lock_acquire_loop(lua_State *L, sk_lock *k, sk_ctx *c, uint64_t d, int count,
                              int shield, int status, lua_KContext kctx, lua_KFunction kf) {
-  sk_port *port;
-  lua_Integer id;
-  sk_sync_identity(L, c, &port, &id);
+  sk_who who;
+  sk_who_of(c, &who);
   for (;;) {
     if (status == LUA_YIELD) {
       int picked, timed_out;
-      if (sk_sync_end_wait(L, c, &k->lock, &k->waiters, &picked, &timed_out) != LUA_OK) {
-        if (picked) pass_on(&k->lock, &k->waiters, lock_ready, k);
+      if (sk_xw_end_wait(L, c, &k->w, &picked, &timed_out) != LUA_OK) {
+        if (picked) sk_xw_pass_on(&k->w, lock_ready, k);
         return lua_error(L);
       }
     }
-    uv_mutex_lock(&k->lock);
-    int got = lock_try_locked(k, port, id, count);
-    int self = !got && lock_mine(k, port, id);
-    uv_mutex_unlock(&k->lock);
+    sk_xw_lock(&k->w);
+    int got = lock_try_locked(k, &who, count);
+    int self = !got && lock_mine(k, &who);
+    sk_xw_unlock(&k->w);
     if (got) return 1;
     if (sk_expired(d)) return 0;
     if (self && d == SK_NO_DEADLINE) {
       return luaL_error(L, "deadlock: this task already holds the lock (use skein.rlock for re-entry)");
     }
     if (shield) c->wait_shield = 1;
-    if (sk_shared_wait_begin(L, c, d, &k->lock, &k->waiters, lock_ready, k)) {
+    if (sk_xw_wait_begin(L, c, d, &k->w, lock_ready, k)) {
       status = LUA_OK;
       continue;
     }
@@ -251,27 +256,28 @@ static int lock_acquire_loop(lua_State *L, sk_lock *k, sk_ctx *c, uint64_t d, in
 /* lock:release(): only the holder may release */
 static int l_lock_release(lua_State *L) {
   sk_lock *k = check_lock(L, 1);
-  sk_port *port;
-  lua_Integer id;
-  sk_sync_identity(L, sk_current(L), &port, &id);
-  const char *err = lock_release_as(k, port, id, 0);
+  sk_who who;
+  sk_who_of(sk_current(L), &who);
+  const char *err = lock_release_as(k, &who, 0);
   if (err) return luaL_error(L, "%s", err);
   return 0;
 }
 
+static int lock_count(sk_lock *k) {
+  sk_xw_lock(&k->w);
+  int count = k->count;
+  sk_xw_unlock(&k->w);
+  return count;
+}
+
 static int l_lock_locked(lua_State *L) {
-  sk_lock *k = check_lock(L, 1);
-  uv_mutex_lock(&k->lock);
-  lua_pushboolean(L, k->count > 0);
-  uv_mutex_unlock(&k->lock);
+  lua_pushboolean(L, lock_count(check_lock(L, 1)) > 0);
   return 1;
 }
 
 static int l_lock_tostring(lua_State *L) {
   sk_lock *k = check_lock(L, 1);
-  uv_mutex_lock(&k->lock);
-  int count = k->count;
-  uv_mutex_unlock(&k->lock);
+  int count = lock_count(k);
   const char *kind = k->reentrant ? "rlock" : "lock";
   if (count == 0) lua_pushfstring(L, "skein.%s: %p (unlocked)", kind, (void *)k);
   else if (k->reentrant) lua_pushfstring(L, "skein.%s: %p (locked x%d)", kind, (void *)k, count);
@@ -280,34 +286,31 @@ static int l_lock_tostring(lua_State *L) {
 }
 
 static int lock_try(lua_State *L, sk_obj *o) {
-  sk_lock *k = (sk_lock *)o;
-  sk_port *port;
-  lua_Integer id;
-  sk_sync_identity(L, sk_current(L), &port, &id);
-  uv_mutex_lock(&k->lock);
-  int got = lock_try_locked(k, port, id, 1);
-  uv_mutex_unlock(&k->lock);
+  sk_lock *k = SK_XSTATE(sk_lock, o);
+  sk_who who;
+  sk_who_of(sk_current(L), &who);
+  sk_xw_lock(&k->w);
+  int got = lock_try_locked(k, &who, 1);
+  sk_xw_unlock(&k->w);
   if (!got) return 0;
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int lock_add_waiter(sk_obj *o, const sk_waiter *w) {
-  sk_lock *k = (sk_lock *)o;
-  uv_mutex_lock(&k->lock);
-  int rc = k->count == 0 ? 1 : sk_waitlist_add(&k->waiters, w);
-  uv_mutex_unlock(&k->lock);
+  sk_lock *k = SK_XSTATE(sk_lock, o);
+  sk_xw_lock(&k->w);
+  int rc = k->count == 0 ? 1 : sk_xw_add(&k->w, w);
+  sk_xw_unlock(&k->w);
   return rc;
 }
 
 /* A select that leaves hands on a wake it did not use. */
 static void lock_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
-  sk_lock *k = (sk_lock *)o;
-  uv_mutex_lock(&k->lock);
-  if (sk_waitlist_remove(&k->waiters, port, slot) == 0 && k->count == 0) {
-    sk_waitlist_wake_one(&k->waiters);
-  }
-  uv_mutex_unlock(&k->lock);
+  sk_lock *k = SK_XSTATE(sk_lock, o);
+  sk_xw_lock(&k->w);
+  if (sk_xw_remove(&k->w, port, slot) == 0 && k->count == 0) sk_xw_wake_one(&k->w);
+  sk_xw_unlock(&k->w);
 }
 
 static const sk_selectable lock_select = {LOCK_MT, lock_try, lock_add_waiter, lock_remove_waiter};
@@ -315,30 +318,40 @@ static const sk_selectable lock_select = {LOCK_MT, lock_try, lock_add_waiter, lo
 /* ------------------------------------------------------------ semaphore */
 
 typedef struct sk_sem {
-  sk_obj obj;
-  uv_mutex_t lock;
+  sk_shm_obj obj;
+  sk_xw w;
   lua_Integer value, initial;
   int bounded;
-  sk_waitlist waiters;
 } sk_sem;
 
-static void semaphore_destroy(sk_obj *o) {
+static sk_obj *sem_view(sk_shm_obj *so);
+static const sk_shm_ops sem_shm = {SK_SHM_SEM, sk_xobj_shared, sk_xobj_shared, sem_view};
+static const sk_objtype sem_type = {SEM_MT, sk_xobj_destroy, &sem_shm};
+static sk_obj *make_sem_view(sk_shm_obj *so) { return sk_xobj_make(so, &sem_type); }
+static sk_obj *sem_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_sem_view); }
+
+/* Units a dead process took are not given back (a semaphore has no
+** owner); its records go, and wakes it may have swallowed are passed on. */
+static void sem_gone(sk_shm_obj *o) {
   sk_sem *s = (sk_sem *)o;
-  sk_waitlist_free(&s->waiters);
-  uv_mutex_destroy(&s->lock);
-  free(s);
+  sk_xw_lock(&s->w);
+  sk_xw_purge(&s->w);
+  for (lua_Integer i = 0; i < s->value && sk_xw_wake_one(&s->w); i++) {}
+  sk_xw_unlock(&s->w);
 }
 
-static const sk_objtype sem_type = {SEM_MT, semaphore_destroy, NULL};
+static const sk_shm_type sem_shm_type = {sem_gone, xw_free};
 
 static void push_sem(lua_State *L, sk_obj *o) { sk_handle_push(L, o, SEM_MT); }
 
 static int new_sem(lua_State *L, int bounded) {
   lua_Integer n = sk_sync_check_count(L, 1, 1, 0, "non-negative integer");
-  sk_sem *s = SK_SYNC_NEW(L, sk_sem, &sem_type);
+  sk_obj *o = sk_xobj_new(L, &sem_type, sizeof(sk_sem));
+  sk_sem *s = SK_XSTATE(sk_sem, o);
+  sk_xw_init(&s->w);
   s->value = s->initial = n;
   s->bounded = bounded;
-  push_sem(L, &s->obj);
+  push_sem(L, o);
   return 1;
 }
 
@@ -347,7 +360,7 @@ static int l_sem_new(lua_State *L) { return new_sem(L, 0); }
 static int l_bsem_new(lua_State *L) { return new_sem(L, 1); }
 
 static sk_sem *check_sem(lua_State *L, int idx) {
-  return (sk_sem *)sk_handle_check(L, idx, SEM_MT);
+  return SK_XSTATE(sk_sem, sk_handle_check(L, idx, SEM_MT));
 }
 
 static int sem_ready(void *obj) { return ((sk_sem *)obj)->value > 0; }
@@ -356,16 +369,24 @@ static int sem_ready(void *obj) { return ((sk_sem *)obj)->value > 0; }
 ** bounded semaphore would exceed its initial value (nothing changes). */
 static int sem_release_n(sk_sem *s, lua_Integer n, lua_Integer *value) {
   int rc = 0;
-  uv_mutex_lock(&s->lock);
+  sk_xw_lock(&s->w);
   *value = s->value;
   if ((s->bounded && s->value > s->initial - n) || s->value > LUA_MAXINTEGER - n) {
     rc = -1;
   } else {
     s->value += n;
-    for (lua_Integer i = 0; i < n && sk_waitlist_wake_one(&s->waiters); i++) {}
+    for (lua_Integer i = 0; i < n && sk_xw_wake_one(&s->w); i++) {}
   }
-  uv_mutex_unlock(&s->lock);
+  sk_xw_unlock(&s->w);
   return rc;
+}
+
+static int sem_take(sk_sem *s) {
+  sk_xw_lock(&s->w);
+  int got = s->value > 0;
+  if (got) s->value--;
+  sk_xw_unlock(&s->w);
+  return got;
 }
 
 /* Like lock_acquire_loop, for one unit of a semaphore. */
@@ -374,18 +395,14 @@ static int sem_acquire_loop(lua_State *L, sk_sem *s, sk_ctx *c, uint64_t d, int 
   for (;;) {
     if (status == LUA_YIELD) {
       int picked, timed_out;
-      if (sk_sync_end_wait(L, c, &s->lock, &s->waiters, &picked, &timed_out) != LUA_OK) {
-        if (picked) pass_on(&s->lock, &s->waiters, sem_ready, s);
+      if (sk_xw_end_wait(L, c, &s->w, &picked, &timed_out) != LUA_OK) {
+        if (picked) sk_xw_pass_on(&s->w, sem_ready, s);
         return lua_error(L);
       }
     }
-    uv_mutex_lock(&s->lock);
-    int got = s->value > 0;
-    if (got) s->value--;
-    uv_mutex_unlock(&s->lock);
-    if (got) return 1;
+    if (sem_take(s)) return 1;
     if (sk_expired(d)) return 0;
-    if (sk_shared_wait_begin(L, c, d, &s->lock, &s->waiters, sem_ready, s)) {
+    if (sk_xw_wait_begin(L, c, d, &s->w, sem_ready, s)) {
       status = LUA_OK;
       continue;
     }
@@ -407,20 +424,22 @@ static int l_sem_release(lua_State *L) {
   return 0;
 }
 
+static lua_Integer sem_value(sk_sem *s) {
+  sk_xw_lock(&s->w);
+  lua_Integer v = s->value;
+  sk_xw_unlock(&s->w);
+  return v;
+}
+
 /* semaphore:value() -> the current count */
 static int l_sem_value(lua_State *L) {
-  sk_sem *s = check_sem(L, 1);
-  uv_mutex_lock(&s->lock);
-  lua_pushinteger(L, s->value);
-  uv_mutex_unlock(&s->lock);
+  lua_pushinteger(L, sem_value(check_sem(L, 1)));
   return 1;
 }
 
 static int l_sem_tostring(lua_State *L) {
   sk_sem *s = check_sem(L, 1);
-  uv_mutex_lock(&s->lock);
-  lua_Integer v = s->value;
-  uv_mutex_unlock(&s->lock);
+  lua_Integer v = sem_value(s);
   if (s->bounded) {
     lua_pushfstring(L, "skein.bounded_semaphore: %p (value %I of %I)", (void *)s, (LUAI_UACINT)v,
                     (LUAI_UACINT)s->initial);
@@ -431,31 +450,24 @@ static int l_sem_tostring(lua_State *L) {
 }
 
 static int sem_try(lua_State *L, sk_obj *o) {
-  sk_sem *s = (sk_sem *)o;
-  uv_mutex_lock(&s->lock);
-  int got = s->value > 0;
-  if (got) s->value--;
-  uv_mutex_unlock(&s->lock);
-  if (!got) return 0;
+  if (!sem_take(SK_XSTATE(sk_sem, o))) return 0;
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int sem_add_waiter(sk_obj *o, const sk_waiter *w) {
-  sk_sem *s = (sk_sem *)o;
-  uv_mutex_lock(&s->lock);
-  int rc = s->value > 0 ? 1 : sk_waitlist_add(&s->waiters, w);
-  uv_mutex_unlock(&s->lock);
+  sk_sem *s = SK_XSTATE(sk_sem, o);
+  sk_xw_lock(&s->w);
+  int rc = s->value > 0 ? 1 : sk_xw_add(&s->w, w);
+  sk_xw_unlock(&s->w);
   return rc;
 }
 
 static void sem_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
-  sk_sem *s = (sk_sem *)o;
-  uv_mutex_lock(&s->lock);
-  if (sk_waitlist_remove(&s->waiters, port, slot) == 0 && s->value > 0) {
-    sk_waitlist_wake_one(&s->waiters);
-  }
-  uv_mutex_unlock(&s->lock);
+  sk_sem *s = SK_XSTATE(sk_sem, o);
+  sk_xw_lock(&s->w);
+  if (sk_xw_remove(&s->w, port, slot) == 0 && s->value > 0) sk_xw_wake_one(&s->w);
+  sk_xw_unlock(&s->w);
 }
 
 static const sk_selectable sem_select = {SEM_MT, sem_try, sem_add_waiter, sem_remove_waiter};
@@ -466,29 +478,28 @@ static const sk_selectable sem_select = {SEM_MT, sem_try, sem_add_waiter, sem_re
 typedef struct acq_ops {
   int (*acquire)(lua_State *L, sk_obj *o, sk_ctx *c, uint64_t d, int status, lua_KContext kctx,
                  lua_KFunction kf);
-  /* Releases one unit on behalf of (port, id): NULL or why not. */
-  const char *(*release)(sk_obj *o, sk_port *port, lua_Integer id);
+  /* Releases one unit on behalf of `who`: NULL or why not. */
+  const char *(*release)(sk_obj *o, const sk_who *who);
 } acq_ops;
 
 static int lock_acquire_op(lua_State *L, sk_obj *o, sk_ctx *c, uint64_t d, int status,
                            lua_KContext kctx, lua_KFunction kf) {
-  return lock_acquire_loop(L, (sk_lock *)o, c, d, 1, 0, status, kctx, kf);
+  return lock_acquire_loop(L, SK_XSTATE(sk_lock, o), c, d, 1, 0, status, kctx, kf);
 }
 
-static const char *lock_release_op(sk_obj *o, sk_port *port, lua_Integer id) {
-  return lock_release_as((sk_lock *)o, port, id, 0);
+static const char *lock_release_op(sk_obj *o, const sk_who *who) {
+  return lock_release_as(SK_XSTATE(sk_lock, o), who, 0);
 }
 
 static int sem_acquire_op(lua_State *L, sk_obj *o, sk_ctx *c, uint64_t d, int status,
                           lua_KContext kctx, lua_KFunction kf) {
-  return sem_acquire_loop(L, (sk_sem *)o, c, d, status, kctx, kf);
+  return sem_acquire_loop(L, SK_XSTATE(sk_sem, o), c, d, status, kctx, kf);
 }
 
-static const char *sem_release_op(sk_obj *o, sk_port *port, lua_Integer id) {
+static const char *sem_release_op(sk_obj *o, const sk_who *who) {
   lua_Integer value;
-  (void)port;
-  (void)id;
-  if (sem_release_n((sk_sem *)o, 1, &value) != 0) {
+  (void)who;
+  if (sem_release_n(SK_XSTATE(sk_sem, o), 1, &value) != 0) {
     return "bounded semaphore released too many times";
   }
   return NULL;
@@ -518,15 +529,14 @@ static const acq_ops *ops_at(lua_State *L, int idx, sk_obj **o, int *kind) {
 ** the task has stopped being the current context). */
 typedef struct guard {
   const acq_ops *ops;
-  sk_port *port;                /* not counted: an identity */
-  lua_Integer id;
+  sk_who who;
   int held;
 } guard;
 
 static void push_guard(lua_State *L, int obj_idx, const acq_ops *ops, sk_ctx *c) {
   guard *g = lua_newuserdatauv(L, sizeof *g, 1);
   g->ops = ops;
-  sk_sync_identity(L, c, &g->port, &g->id);
+  sk_who_of(c, &g->who);
   g->held = 1;
   luaL_setmetatable(L, GUARD_MT);
   lua_pushvalue(L, obj_idx);
@@ -541,7 +551,7 @@ static int l_guard_release(lua_State *L) {
   lua_getiuservalue(L, 1, 1);
   sk_handle *h = lua_touserdata(L, -1);
   if (h == NULL || h->obj == NULL) return 0;
-  const char *err = g->ops->release(h->obj, g->port, g->id);
+  const char *err = g->ops->release(h->obj, &g->who);
   if (err) return luaL_error(L, "%s", err);
   return 0;
 }
@@ -560,10 +570,9 @@ enum { M_ACQUIRE, M_HOLD, M_WITH, M_WITH_CALLED, M_MODE = 7, M_SEM = 8 };
 ** results or raises its error. A failed release is reported only when the
 ** function itself succeeded. */
 static int with_done(lua_State *L, int status, const acq_ops *ops, sk_obj *o, sk_ctx *c) {
-  sk_port *port;
-  lua_Integer id;
-  sk_sync_identity(L, c, &port, &id);
-  const char *err = ops->release(o, port, id);
+  sk_who who;
+  sk_who_of(c, &who);
+  const char *err = ops->release(o, &who);
   if (status != LUA_OK && status != LUA_YIELD) return lua_error(L);
   if (err) return luaL_error(L, "%s", err);
   return lua_gettop(L) - 2;
@@ -632,24 +641,53 @@ static int l_sync_with(lua_State *L) {
 ** of that lock as their first user value, to which acquire, release, hold
 ** and with delegate. */
 typedef struct sk_cond {
-  sk_obj obj;
-  uv_mutex_t lock;
-  sk_lock *lk;                  /* counted */
-  sk_waitlist waiters;
+  sk_shm_obj obj;
+  sk_xw w;
+  sk_off lk;                    /* its sk_lock, a reference */
 } sk_cond;
 
-static void cond_destroy(sk_obj *o) {
-  sk_cond *cv = (sk_cond *)o;
-  sk_waitlist_free(&cv->waiters);
-  sk_obj_release(&cv->lk->obj);
-  uv_mutex_destroy(&cv->lock);
-  free(cv);
+static sk_obj *cond_view(sk_shm_obj *so);
+static const sk_shm_ops cond_shm = {SK_SHM_COND, sk_xobj_shared, sk_xobj_shared, cond_view};
+static const sk_objtype cond_type = {COND_MT, sk_xobj_destroy, &cond_shm};
+
+/* A condition's view also keeps a view of its lock (`extra`). */
+static sk_obj *make_cond_view(sk_shm_obj *so) {
+  sk_obj *lk = lock_view(sk_shm_ptr(((sk_cond *)so)->lk));
+  if (lk == NULL) return NULL;
+  sk_obj *o = sk_xobj_make(so, &cond_type);
+  if (o == NULL) {
+    sk_obj_release(lk);
+    return NULL;
+  }
+  ((sk_xobj *)o)->extra = lk;
+  return o;
 }
 
-static const sk_objtype cond_type = {COND_MT, cond_destroy, NULL};
+static sk_obj *cond_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_cond_view); }
+
+static void cond_gone(sk_shm_obj *o) {
+  sk_cond *cv = (sk_cond *)o;
+  sk_xw_lock(&cv->w);
+  sk_xw_purge(&cv->w);
+  sk_xw_unlock(&cv->w);
+}
+
+static void cond_free(sk_shm_obj *o) {
+  sk_cond *cv = (sk_cond *)o;
+  sk_xw_free(&cv->w);
+  sk_shm_obj_release(sk_shm_ptr(cv->lk));
+}
+
+static const sk_shm_type cond_shm_type = {cond_gone, cond_free};
+
+/* Locks and semaphores both start with their sk_xw. */
+static void xw_free(sk_shm_obj *o) { sk_xw_free(&((sk_lock *)o)->w); }
+
+/* The lock of the condition whose view is `o`. */
+static sk_lock *cond_lock(sk_obj *o) { return SK_XSTATE(sk_lock, ((sk_xobj *)o)->extra); }
 
 static void push_cond(lua_State *L, sk_obj *o) {
-  sk_obj *lk = &((sk_cond *)o)->lk->obj;
+  sk_obj *lk = ((sk_xobj *)o)->extra;
   sk_obj_retain(lk);
   push_lock(L, lk);
   push_handle_uv(L, o, COND_MT);
@@ -657,37 +695,45 @@ static void push_cond(lua_State *L, sk_obj *o) {
 
 /* skein.condition([lock]) -> condition (a new rlock when none is given) */
 static int l_cond_new(lua_State *L) {
-  sk_lock *k;
+  sk_obj *lk;
   lua_settop(L, 1);
   if (lua_isnil(L, 1)) {
-    k = new_lock(L, 1);
-    push_lock(L, &k->obj);
+    lk = new_lock(L, 1);
+    push_lock(L, lk);
     lua_replace(L, 1);
   } else {
     if (!luaL_testudata(L, 1, LOCK_MT)) luaL_typeerror(L, 1, "skein.lock or skein.rlock");
-    k = check_lock(L, 1);
+    lk = sk_handle_check(L, 1, LOCK_MT);
   }
-  sk_cond *cv = SK_SYNC_NEW(L, sk_cond, &cond_type);
-  sk_obj_retain(&k->obj);
-  cv->lk = k;
+  sk_obj *o = sk_xobj_new(L, &cond_type, sizeof(sk_cond));
+  sk_cond *cv = SK_XSTATE(sk_cond, o);
+  sk_xw_init(&cv->w);
+  sk_shm_obj *lso = sk_xobj_shared(lk);
+  sk_shm_obj_retain(lso);
+  cv->lk = sk_shm_off(lso);
+  sk_obj_retain(lk);
+  ((sk_xobj *)o)->extra = lk;
   lua_pushvalue(L, 1);
-  push_handle_uv(L, &cv->obj, COND_MT);
+  push_handle_uv(L, o, COND_MT);
   return 1;
 }
 
 static sk_cond *check_cond(lua_State *L, int idx) {
-  return (sk_cond *)sk_handle_check(L, idx, COND_MT);
+  return SK_XSTATE(sk_cond, sk_handle_check(L, idx, COND_MT));
+}
+
+static sk_lock *check_cond_lock(lua_State *L, int idx) {
+  return cond_lock(sk_handle_check(L, idx, COND_MT));
 }
 
 /* The count of levels the current context holds of the condition's lock,
 ** or a raised error naming `op` when it holds none. */
-static int cond_check_owned(lua_State *L, sk_cond *cv, const char *op) {
-  sk_port *port;
-  lua_Integer id;
-  sk_sync_identity(L, sk_current(L), &port, &id);
-  uv_mutex_lock(&cv->lk->lock);
-  int count = lock_mine(cv->lk, port, id) ? cv->lk->count : 0;
-  uv_mutex_unlock(&cv->lk->lock);
+static int cond_check_owned(lua_State *L, sk_lock *k, const char *op) {
+  sk_who who;
+  sk_who_of(sk_current(L), &who);
+  sk_xw_lock(&k->w);
+  int count = lock_mine(k, &who) ? k->count : 0;
+  sk_xw_unlock(&k->w);
   if (count == 0) luaL_error(L, "cannot %s a condition without holding its lock", op);
   return count;
 }
@@ -718,12 +764,13 @@ enum { CW_WAIT, CW_REACQUIRE };
 ** then is the wait's own error (cancelled, interrupted…) let through. */
 static int cond_wait_k(lua_State *L, int status, lua_KContext phase) {
   sk_cond *cv = check_cond(L, 1);
+  sk_lock *k = check_cond_lock(L, 1);
   sk_ctx *c = sk_current(L);
   int count = (int)lua_tointeger(L, 3);
   if (phase == CW_WAIT) {
     int picked, timed_out;
-    if (sk_sync_end_wait(L, c, &cv->lock, &cv->waiters, &picked, &timed_out) != LUA_OK) {
-      if (picked) pass_on(&cv->lock, &cv->waiters, NULL, NULL);  /* the notification */
+    if (sk_xw_end_wait(L, c, &cv->w, &picked, &timed_out) != LUA_OK) {
+      if (picked) sk_xw_pass_on(&cv->w, NULL, NULL);  /* the notification */
       lua_replace(L, 5);
       lua_pushboolean(L, 1);
       lua_replace(L, 6);
@@ -733,7 +780,7 @@ static int cond_wait_k(lua_State *L, int status, lua_KContext phase) {
     }
     status = LUA_OK;
   }
-  lock_acquire_loop(L, cv->lk, c, SK_NO_DEADLINE, count, 1, status, CW_REACQUIRE, cond_wait_k);
+  lock_acquire_loop(L, k, c, SK_NO_DEADLINE, count, 1, status, CW_REACQUIRE, cond_wait_k);
   lua_settop(L, 6);
   if (lua_toboolean(L, 6)) {
     lua_pushvalue(L, 5);
@@ -748,12 +795,12 @@ static int cond_wait_k(lua_State *L, int status, lua_KContext phase) {
 ** when wait returns or raises. */
 static int l_cond_wait(lua_State *L) {
   sk_cond *cv = check_cond(L, 1);
+  sk_lock *k = check_cond_lock(L, 1);
   sk_ctx *c = sk_current(L);
   uint64_t d = sk_check_deadline(L, 2);
-  int count = cond_check_owned(L, cv, "wait on");
-  sk_port *port;
-  lua_Integer id;
-  sk_sync_identity(L, c, &port, &id);
+  int count = cond_check_owned(L, k, "wait on");
+  sk_who who;
+  sk_who_of(c, &who);
   lua_settop(L, 1);
   sk_push_deadline(L, d);
   lua_pushinteger(L, count);
@@ -761,8 +808,8 @@ static int l_cond_wait(lua_State *L) {
   lua_pushnil(L);
   lua_pushboolean(L, 0);
   /* This may raise (a pending cancellation): the lock is still held. */
-  sk_shared_wait_begin(L, c, d, &cv->lock, &cv->waiters, never_ready, cv);
-  lock_release_as(cv->lk, port, id, 1);
+  sk_xw_wait_begin(L, c, d, &cv->w, never_ready, cv);
+  lock_release_as(k, &who, 1);
   return cond_wait_k(L, sk_wait(L, c, CW_WAIT, cond_wait_k), CW_WAIT);
 }
 
@@ -797,7 +844,7 @@ static int l_cond_wait_for(lua_State *L) {
   check_cond(L, 1);
   sk_sync_check_callable(L, 2);
   uint64_t d = sk_check_deadline(L, 3);
-  cond_check_owned(L, check_cond(L, 1), "wait on");
+  cond_check_owned(L, check_cond_lock(L, 1), "wait on");
   lua_settop(L, 2);
   sk_push_deadline(L, d);
   return cond_wait_for_k(L, LUA_OK, WF_CALL_PRED);
@@ -807,28 +854,28 @@ static int l_cond_wait_for(lua_State *L) {
 static int l_cond_notify(lua_State *L) {
   sk_cond *cv = check_cond(L, 1);
   lua_Integer n = sk_sync_check_count(L, 2, 1, 0, "non-negative integer");
-  cond_check_owned(L, cv, "notify");
-  uv_mutex_lock(&cv->lock);
-  for (lua_Integer i = 0; i < n && sk_waitlist_wake_one(&cv->waiters); i++) {}
-  uv_mutex_unlock(&cv->lock);
+  cond_check_owned(L, check_cond_lock(L, 1), "notify");
+  sk_xw_lock(&cv->w);
+  for (lua_Integer i = 0; i < n && sk_xw_wake_one(&cv->w); i++) {}
+  sk_xw_unlock(&cv->w);
   return 0;
 }
 
 /* condition:notify_all() wakes every waiter; the caller holds the lock */
 static int l_cond_notify_all(lua_State *L) {
   sk_cond *cv = check_cond(L, 1);
-  cond_check_owned(L, cv, "notify");
-  uv_mutex_lock(&cv->lock);
-  sk_waitlist_wake_all(&cv->waiters);
-  uv_mutex_unlock(&cv->lock);
+  cond_check_owned(L, check_cond_lock(L, 1), "notify");
+  sk_xw_lock(&cv->w);
+  sk_xw_wake_all(&cv->w);
+  sk_xw_unlock(&cv->w);
   return 0;
 }
 
 static int l_cond_tostring(lua_State *L) {
   sk_cond *cv = check_cond(L, 1);
-  uv_mutex_lock(&cv->lock);
-  size_t n = cv->waiters.n;
-  uv_mutex_unlock(&cv->lock);
+  sk_xw_lock(&cv->w);
+  size_t n = sk_xw_count(&cv->w);
+  sk_xw_unlock(&cv->w);
   lua_pushfstring(L, "skein.condition: %p (%I waiting)", (void *)cv, (LUAI_UACINT)n);
   return 1;
 }
@@ -884,6 +931,12 @@ void sk_sync_open(lua_State *L) {
   sk_marshal_register_type(LOCK_MT, push_lock);
   sk_marshal_register_type(SEM_MT, push_sem);
   sk_marshal_register_type(COND_MT, push_cond);
+  sk_shm_register_ops(&lock_shm);
+  sk_shm_register_ops(&sem_shm);
+  sk_shm_register_ops(&cond_shm);
+  sk_shm_register_type(SK_SHM_LOCK, &lock_shm_type);
+  sk_shm_register_type(SK_SHM_SEM, &sem_shm_type);
+  sk_shm_register_type(SK_SHM_COND, &cond_shm_type);
   sk_select_register(&lock_select);
   sk_select_register(&sem_select);
   luaL_setfuncs(L, funcs, 0);

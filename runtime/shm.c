@@ -30,6 +30,8 @@
 #define BLK_MAGIC 0x626c6bu
 #define BLK_FREE 0x667265u
 #define SEG_MAGIC 0x736b65696e736d31ull
+#define NEXPORTS 4096           /* the export table's slots (a power of two) */
+#define EXPORT_PROBE 16
 
 typedef struct ring_ent {
   uint32_t port, slot, gen, pad;
@@ -60,6 +62,12 @@ typedef struct seg_hdr {
   uint32_t objgen;              /* atomic: object generations */
   pthread_mutex_t proc_lock;
   proc_rec procs[MAX_PROCS];
+  pthread_mutex_t export_lock;
+  struct export {
+    int32_t pid;
+    uint32_t slot, gen, type, ogen, pad;
+    sk_off off;
+  } exports[NEXPORTS];
 } seg_hdr;
 
 /* A block's header, before the bytes it gives out. */
@@ -72,7 +80,7 @@ char *sk_shm_map;
 static int shm_fd = -1;
 static int self_slot = -1;
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
-static const sk_shm_type *types[8];
+static const sk_shm_type *types[16];
 
 static seg_hdr *hdr(void) { return (seg_hdr *)sk_shm_map; }
 
@@ -145,6 +153,7 @@ static int create_segment(void) {
   sk_shm_mutex_init(&h->alloc_lock);
   sk_shm_mutex_init(&h->obj_lock);
   sk_shm_mutex_init(&h->proc_lock);
+  sk_shm_mutex_init(&h->export_lock);
   __atomic_store_n(&h->magic, SEG_MAGIC, __ATOMIC_RELEASE);
   self_slot = take_slot(getpid());
   return 0;
@@ -161,6 +170,8 @@ void *sk_shm_base(int create) {
 
 int sk_shm_fd(void) { return sk_shm_map ? shm_fd : -1; }
 int sk_shm_self(void) { return self_slot; }
+
+uint32_t sk_shm_self_gen(void) { return self_slot >= 0 ? hdr()->procs[self_slot].gen : 0; }
 
 void sk_shm_attach_inherited(void) {
   const char *e = getenv("SKEIN_SHM_FD");
@@ -284,9 +295,79 @@ sk_shm_obj *sk_shm_obj_at(sk_off off, uint32_t type, uint32_t gen) {
   return o;
 }
 
+/* --------------------------------------------------------------- moves */
+
+static pthread_mutex_t move_lock;
+static pthread_once_t move_once = PTHREAD_ONCE_INIT;
+
+static void move_init(void) {
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+  pthread_mutex_init(&move_lock, &a);
+  pthread_mutexattr_destroy(&a);
+}
+
+void sk_shm_move_lock(void) {
+  pthread_once(&move_once, move_init);
+  pthread_mutex_lock(&move_lock);
+}
+
+void sk_shm_move_unlock(void) { pthread_mutex_unlock(&move_lock); }
+
+/* ------------------------------------------------------------- exports */
+
+static unsigned export_hash(int pid, uint32_t slot, uint32_t gen) {
+  uint64_t k = ((uint64_t)(uint32_t)pid << 32 | slot) * 0x9e3779b97f4a7c15ull ^ gen;
+  return (unsigned)(k >> 40) & (NEXPORTS - 1);
+}
+
+/* A slot is free when empty or when the object it names has gone. */
+static int export_stale(const struct export *x) {
+  return x->off == 0 || sk_shm_obj_at(x->off, x->type, x->ogen) == NULL;
+}
+
+void sk_shm_export(int pid, uint32_t slot, uint32_t gen, sk_shm_obj *so) {
+  seg_hdr *h = hdr();
+  unsigned i0 = export_hash(pid, slot, gen);
+  sk_shm_lock(&h->export_lock);
+  struct export *x = &h->exports[i0];
+  for (unsigned k = 0; k < EXPORT_PROBE; k++) {
+    struct export *y = &h->exports[(i0 + k) & (NEXPORTS - 1)];
+    if (export_stale(y)) {
+      x = y;
+      break;
+    }
+  }
+  x->off = 0;
+  x->pid = pid;
+  x->slot = slot;
+  x->gen = gen;
+  x->type = so->type;
+  x->ogen = so->gen;
+  __atomic_store_n(&x->off, sk_shm_off(so), __ATOMIC_RELEASE);
+  sk_shm_unlock(&h->export_lock);
+}
+
+sk_shm_obj *sk_shm_exported(int pid, uint32_t slot, uint32_t gen) {
+  seg_hdr *h = hdr();
+  if (sk_shm_map == NULL) return NULL;
+  unsigned i0 = export_hash(pid, slot, gen);
+  sk_shm_obj *found = NULL;
+  sk_shm_lock(&h->export_lock);
+  for (unsigned k = 0; k < EXPORT_PROBE && !found; k++) {
+    struct export *x = &h->exports[(i0 + k) & (NEXPORTS - 1)];
+    if (x->off && x->pid == pid && x->slot == slot && x->gen == gen) {
+      found = sk_shm_obj_at(x->off, x->type, x->ogen);
+    }
+  }
+  sk_shm_unlock(&h->export_lock);
+  return found;
+}
+
 /* ---------------------------------------------------------- waiters */
 
-static int proc_live(uint32_t slot, uint32_t gen) {
+int sk_shm_proc_live(uint32_t slot, uint32_t gen) {
   if (slot >= MAX_PROCS) return 0;
   proc_rec *p = &hdr()->procs[slot];
   return __atomic_load_n(&p->state, __ATOMIC_ACQUIRE) == P_LIVE &&
@@ -362,7 +443,7 @@ static int match_self(const sk_shm_waiter *w, const void *ud) {
 }
 
 static int match_gone(const sk_shm_waiter *w, const void *ud) {
-  return !proc_live(w->proc, w->proc_gen);
+  return !sk_shm_proc_live(w->proc, w->proc_gen);
 }
 
 int sk_shm_waitlist_remove(sk_off *head, uint32_t port, uint32_t slot) {
@@ -376,7 +457,7 @@ int sk_shm_waitlist_pop(sk_off *head, sk_shm_waiter *out) {
   while (*head) {
     sk_shm_waiter *w = sk_shm_ptr(*head);
     *head = w->next;
-    int live = proc_live(w->proc, w->proc_gen);
+    int live = sk_shm_proc_live(w->proc, w->proc_gen);
     if (live) *out = *w;
     sk_shm_free(w);
     if (live) return 1;

@@ -101,6 +101,19 @@ void sk_shm_obj_release(sk_shm_obj *o);
 /* The object at `off` when it is alive and of `type` with generation
 ** `gen`; NULL otherwise. Takes no reference. */
 sk_shm_obj *sk_shm_obj_at(sk_off off, uint32_t type, uint32_t gen);
+/* Export table: a local object (process pid, handle slot and gen) that
+** moved into the segment as `so`, so that bytes written before the move
+** (a handle to it inside a queue item) still find it from any process. An
+** entry lapses when its object goes; the table may forget the oldest. */
+void sk_shm_export(int pid, uint32_t slot, uint32_t gen, sk_shm_obj *so);
+/* The live object exported under that handle, or NULL (no reference). */
+sk_shm_obj *sk_shm_exported(int pid, uint32_t slot, uint32_t gen);
+
+/* Serialises moves into the segment (recursive: moving a queue moves the
+** objects its items mention). */
+void sk_shm_move_lock(void);
+void sk_shm_move_unlock(void);
+
 /* What each object type does when a process dies and when it is freed.
 ** `gone` runs with no lock held; it drops the dead process's waiter
 ** records and passes on wakes that may have been lost with it. */
@@ -128,7 +141,10 @@ int sk_shm_wake(const sk_shm_waiter *w);
 /* In the parent, once a worker process has been reaped: frees its slot
 ** and lets every shared object drop its records and pass on lost wakes. */
 void sk_shm_proc_gone(int pid);
-/* This process's slot, or -1 when it has none. */
+/* This process's slot (-1 when it has none) and that slot's generation. */
 int sk_shm_self(void);
+uint32_t sk_shm_self_gen(void);
+/* 1 while the process in `slot` with generation `gen` is alive. */
+int sk_shm_proc_live(uint32_t slot, uint32_t gen);
 
 #endif
