@@ -26,11 +26,11 @@
 /* ---------------------------------------------------------------- blobs */
 
 static sk_blob *blob_alloc(size_t nobjs, size_t len) {
-  if (len > SIZE_MAX - sizeof(sk_blob) - nobjs * sizeof(sk_obj *)) return NULL;
-  sk_blob *b = malloc(sizeof *b + nobjs * sizeof(sk_obj *) + len);
+  if (len > SIZE_MAX / 2 || nobjs > UINT32_MAX || sk_shm_base(1) == NULL) return NULL;
+  sk_blob *b = sk_shm_alloc(sizeof *b + nobjs * sizeof(sk_off) + len);
   if (b == NULL) return NULL;
   __atomic_store_n(&b->refs, 1, __ATOMIC_RELAXED);
-  b->nobjs = (uint32_t)nobjs;
+  b->nobjs = 0;
   b->len = len;
   return b;
 }
@@ -41,12 +41,28 @@ sk_blob *sk_blob_bytes(const char *data, size_t len) {
   return b;
 }
 
+/* The objects a value mentions: those that can live in the segment move
+** there and the blob holds a reference to each; the others stay in this
+** process, pinned, and are reached by handle. */
 sk_blob *sk_blob_from_buf(sk_buf *buf) {
-  sk_blob *b = buf->nobjs <= UINT32_MAX ? blob_alloc(buf->nobjs, buf->len) : NULL;
+  size_t n = 0;
+  for (size_t i = 0; i < buf->nobjs; i++) {
+    const sk_shm_ops *ops = buf->objs[i]->type->shm;
+    if (ops && ops->share(buf->objs[i])) n++;
+  }
+  sk_blob *b = blob_alloc(n, buf->len);
   if (b) {
-    if (buf->nobjs) memcpy(b->objs, buf->objs, buf->nobjs * sizeof(sk_obj *));
+    for (size_t i = 0; i < buf->nobjs; i++) {
+      sk_obj *o = buf->objs[i];
+      sk_shm_obj *so = o->type->shm ? o->type->shm->shared(o) : NULL;
+      if (so && b->nobjs < n) {
+        sk_shm_obj_retain(so);
+        b->objs[b->nobjs++] = sk_shm_off(so);
+      } else {
+        sk_shm_pin(o);
+      }
+    }
     memcpy((char *)sk_blob_data(b), buf->data, buf->len);
-    buf->nobjs = 0;  /* the blob owns those references now */
   }
   sk_buf_free(buf);
   return b;
@@ -56,15 +72,15 @@ void sk_blob_retain(sk_blob *b) { __atomic_add_fetch(&b->refs, 1, __ATOMIC_RELAX
 
 void sk_blob_release(sk_blob *b) {
   if (b == NULL || __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) != 0) return;
-  for (uint32_t i = 0; i < b->nobjs; i++) sk_obj_release(b->objs[i]);
-  free(b);
+  for (uint32_t i = 0; i < b->nobjs; i++) sk_shm_obj_release(sk_shm_ptr(b->objs[i]));
+  sk_shm_free(b);
 }
 
 int sk_blob_encode(lua_State *L, int idx, const char *name, sk_blob **out) {
   sk_buf buf;
   idx = lua_absindex(L, idx);
   lua_pushfstring(L, "=%s", name);  /* "=name": the value itself is `name` */
-  int rc = sk_marshal_encode(L, idx, 1, &buf, lua_tostring(L, -1));
+  int rc = sk_marshal_encode_xproc(L, idx, 1, &buf, lua_tostring(L, -1));
   lua_remove(L, rc == 0 ? -1 : -2);
   if (rc != 0) return -1;
   *out = sk_blob_from_buf(&buf);
@@ -164,13 +180,14 @@ typedef struct scalar {
     int b;
     lua_Integer i;
     lua_Number n;
-    sk_blob *s;                 /* counted */
+    sk_off s;                   /* an sk_blob, counted */
   } u;
 } scalar;
 
+/* A value's state, in the shared segment (every process reaches it). */
 typedef struct sk_value {
-  sk_obj obj;
-  uv_mutex_t lock;
+  sk_shm_obj obj;
+  sk_xw w;                      /* its lock (nobody waits on a value) */
   scalar v;
 } sk_value;
 
@@ -196,9 +213,10 @@ static void scalar_check(lua_State *L, int idx, scalar *s, const char *what) {
     case LUA_TSTRING: {
       size_t n;
       const char *p = lua_tolstring(L, idx, &n);
+      sk_blob *b = sk_blob_bytes(p, n);
+      if (b == NULL) luaL_error(L, "not enough memory for a shared string");
       s->tag = V_STR;
-      s->u.s = sk_blob_bytes(p, n);
-      if (s->u.s == NULL) luaL_error(L, "not enough memory for a shared string");
+      s->u.s = sk_shm_off(b);
       break;
     }
     default:
@@ -208,7 +226,7 @@ static void scalar_check(lua_State *L, int idx, scalar *s, const char *what) {
 }
 
 static void scalar_clear(scalar *s) {
-  if (s->tag == V_STR) sk_blob_release(s->u.s);
+  if (s->tag == V_STR) sk_blob_release(sk_shm_ptr(s->u.s));
   s->tag = V_NIL;
 }
 
@@ -221,7 +239,7 @@ static void scalar_push(lua_State *L, scalar *s) {
     case V_FLOAT: lua_pushnumber(L, s->u.n); break;
     case V_STR:
       s->tag = V_NIL;
-      sk_blob_push_string(L, s->u.s);
+      sk_blob_push_string(L, sk_shm_ptr(s->u.s));
       break;
     default: lua_pushnil(L); break;
   }
@@ -251,25 +269,45 @@ static int scalar_equals(lua_State *L, const scalar *s, int idx) {
     case LUA_TSTRING: {
       size_t n;
       const char *p = lua_tolstring(L, idx, &n);
-      return s->tag == V_STR && s->u.s->len == n && memcmp(sk_blob_data(s->u.s), p, n) == 0;
+      const sk_blob *b = s->tag == V_STR ? sk_shm_ptr(s->u.s) : NULL;
+      return b && b->len == n && memcmp(sk_blob_data(b), p, n) == 0;
     }
     default: return 0;
   }
 }
 
-static void value_destroy(sk_obj *o) {
-  sk_value *v = (sk_value *)o;
-  scalar_clear(&v->v);
-  uv_mutex_destroy(&v->lock);
-  free(v);
-}
+static void value_free(sk_shm_obj *o) { scalar_clear(&((sk_value *)o)->v); }
 
-static const sk_objtype value_type = {VALUE_MT, value_destroy, NULL};
+static const sk_shm_type value_shm_type = {NULL, value_free};
+static sk_obj *value_view(sk_shm_obj *so);
+static const sk_shm_ops value_shm = {SK_SHM_VALUE, sk_xobj_shared, sk_xobj_shared, value_view};
+static const sk_objtype value_type = {VALUE_MT, sk_xobj_destroy, &value_shm};
+static sk_obj *make_value_view(sk_shm_obj *so) { return sk_xobj_make(so, &value_type); }
+static sk_obj *value_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_value_view); }
 
 static void push_value(lua_State *L, sk_obj *o) { sk_handle_push(L, o, VALUE_MT); }
 
 static sk_value *check_value(lua_State *L, int idx) {
-  return (sk_value *)sk_handle_check(L, idx, VALUE_MT);
+  return SK_XSTATE(sk_value, sk_handle_check(L, idx, VALUE_MT));
+}
+
+/* The value's lock. A holder that died left at most a scalar half
+** written: a number is one store, and a string is published by one store
+** of its offset after its tag (a torn one reads as nil). */
+static void vlock(sk_value *v) { sk_xw_lock(&v->w); }
+static void vunlock(sk_value *v) { sk_xw_unlock(&v->w); }
+
+/* Makes the value (its state and this process's view) holding the scalar
+** at the light userdata 1; raises when out of memory. */
+static int p_value_new(lua_State *L) {
+  scalar *s = lua_touserdata(L, 1);
+  sk_obj *o = sk_xobj_new(L, &value_type, sizeof(sk_value));
+  sk_value *v = SK_XSTATE(sk_value, o);
+  sk_xw_init(&v->w);
+  v->v = *s;
+  s->tag = V_NIL;               /* the value owns its string now */
+  push_value(L, o);
+  return 1;
 }
 
 /* skein.shared.value([init]) -> value holding nil, a boolean, a number or a
@@ -277,24 +315,22 @@ static sk_value *check_value(lua_State *L, int idx) {
 static int l_value_new(lua_State *L) {
   scalar s;
   scalar_check(L, 1, &s, "a shared value");
-  sk_value *v = calloc(1, sizeof *v);
-  if (v == NULL || uv_mutex_init(&v->lock) != 0) {
-    free(v);
+  /* Made in protected mode: a raise must not leak the string. */
+  lua_pushcfunction(L, p_value_new);
+  lua_pushlightuserdata(L, &s);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
     scalar_clear(&s);
-    return luaL_error(L, "not enough memory for a shared value");
+    return lua_error(L);
   }
-  sk_obj_init(&v->obj, &value_type);
-  v->v = s;
-  push_value(L, &v->obj);
   return 1;
 }
 
 /* Copies the stored scalar out (retaining its string). */
 static scalar value_read(sk_value *v) {
-  uv_mutex_lock(&v->lock);
+  vlock(v);
   scalar s = v->v;
-  if (s.tag == V_STR) sk_blob_retain(s.u.s);
-  uv_mutex_unlock(&v->lock);
+  if (s.tag == V_STR) sk_blob_retain(sk_shm_ptr(s.u.s));
+  vunlock(v);
   return s;
 }
 
@@ -311,10 +347,10 @@ static int l_value_set(lua_State *L) {
   luaL_checkany(L, 2);
   scalar s;
   scalar_check(L, 2, &s, "the new value");
-  uv_mutex_lock(&v->lock);
+  vlock(v);
   scalar old = v->v;
   v->v = s;
-  uv_mutex_unlock(&v->lock);
+  vunlock(v);
   scalar_clear(&old);
   return 0;
 }
@@ -327,7 +363,7 @@ static int l_value_add(lua_State *L) {
   int dint = lua_isinteger(L, 2);
   lua_Integer di = dint ? lua_tointeger(L, 2) : 0;
   lua_Number dn = lua_tonumber(L, 2);
-  uv_mutex_lock(&v->lock);
+  vlock(v);
   scalar *s = &v->v;
   int tag = s->tag;
   if (tag == V_INT && dint) {
@@ -339,7 +375,7 @@ static int l_value_add(lua_State *L) {
     s->u.n += dn;
   }
   scalar now = *s;
-  uv_mutex_unlock(&v->lock);
+  vunlock(v);
   if (tag != V_INT && tag != V_FLOAT) {
     static const char *const names[] = {"nil", "a boolean", "", "", "a string"};
     return luaL_error(L, "cannot add to a shared value holding %s (not a number)", names[tag]);
@@ -361,14 +397,14 @@ static int l_value_cas(lua_State *L) {
   }
   scalar s;
   scalar_check(L, 3, &s, "the new value");
-  uv_mutex_lock(&v->lock);
+  vlock(v);
   int eq = scalar_equals(L, &v->v, 2);
   scalar old = s;
   if (eq) {
     old = v->v;
     v->v = s;
   }
-  uv_mutex_unlock(&v->lock);
+  vunlock(v);
   scalar_clear(&old);  /* the replaced value, or the unused new one */
   lua_pushboolean(L, eq);
   return 1;
@@ -380,7 +416,7 @@ static int l_value_tostring(lua_State *L) {
     lua_pushliteral(L, "skein.shared.value (closed)");
     return 1;
   }
-  scalar s = value_read((sk_value *)h->obj);
+  scalar s = value_read(SK_XSTATE(sk_value, h->obj));
   if (s.tag == V_STR) {
     scalar_push(L, &s);
     size_t n;
@@ -405,10 +441,12 @@ static int l_value_tostring(lua_State *L) {
 
 enum { A_NUMBER, A_INTEGER };
 
-/* One block: the header, then n elements inline. */
+/* One block in the shared segment: the header, then n elements inline.
+** Every element is one 8-byte store, so a holder of the lock that died
+** left no element torn. */
 typedef struct sk_array {
-  sk_obj obj;
-  uv_mutex_t lock;
+  sk_shm_obj obj;
+  sk_xw w;                      /* its lock (nobody waits on an array) */
   int kind;
   size_t n;
   union {
@@ -417,20 +455,19 @@ typedef struct sk_array {
   } items[];
 } sk_array;
 
-#define ARRAY_MAX ((size_t)1 << 40)
+#define ARRAY_MAX ((size_t)1 << 34)
 
-static void array_destroy(sk_obj *o) {
-  sk_array *a = (sk_array *)o;
-  uv_mutex_destroy(&a->lock);
-  free(a);
-}
-
-static const sk_objtype array_type = {ARRAY_MT, array_destroy, NULL};
+static const sk_shm_type array_shm_type = {NULL, NULL};
+static sk_obj *array_view(sk_shm_obj *so);
+static const sk_shm_ops array_shm = {SK_SHM_ARRAY, sk_xobj_shared, sk_xobj_shared, array_view};
+static const sk_objtype array_type = {ARRAY_MT, sk_xobj_destroy, &array_shm};
+static sk_obj *make_array_view(sk_shm_obj *so) { return sk_xobj_make(so, &array_type); }
+static sk_obj *array_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_array_view); }
 
 static void push_array(lua_State *L, sk_obj *o) { sk_handle_push(L, o, ARRAY_MT); }
 
 static sk_array *check_array(lua_State *L, int idx) {
-  return (sk_array *)sk_handle_check(L, idx, ARRAY_MT);
+  return SK_XSTATE(sk_array, sk_handle_check(L, idx, ARRAY_MT));
 }
 
 /* Reads an element for array `a` from the Lua value at idx. */
@@ -497,11 +534,9 @@ static int l_array_new(lua_State *L) {
       lua_pop(L, 2);
     }
   }
-  sk_array *a = calloc(1, sizeof *a + n * sizeof a->items[0]);
-  if (a == NULL || uv_mutex_init(&a->lock) != 0) {
-    free(a);
-    return luaL_error(L, "not enough memory for a shared array of %I elements", (LUAI_UACINT)n);
-  }
+  sk_obj *o = sk_xobj_new(L, &array_type, sizeof(sk_array) + n * sizeof probe.items[0]);
+  sk_array *a = SK_XSTATE(sk_array, o);
+  sk_xw_init(&a->w);
   a->kind = kind;
   a->n = n;
   if (lua_type(L, 2) == LUA_TTABLE) {
@@ -512,8 +547,7 @@ static int l_array_new(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  sk_obj_init(&a->obj, &array_type);
-  push_array(L, &a->obj);
+  push_array(L, o);
   return 1;
 }
 
@@ -521,10 +555,10 @@ static int l_array_new(lua_State *L) {
 static int l_array_get(lua_State *L) {
   sk_array *a = check_array(L, 1);
   size_t k = check_index(L, a, 2);
-  uv_mutex_lock(&a->lock);
+  sk_xw_lock(&a->w);
   lua_Integer i = a->items[k].i;
   lua_Number d = a->items[k].d;
-  uv_mutex_unlock(&a->lock);
+  sk_xw_unlock(&a->w);
   push_item(L, a, i, d);
   return 1;
 }
@@ -536,10 +570,10 @@ static int l_array_set(lua_State *L) {
   lua_Integer i = 0;
   lua_Number d = 0;
   check_item(L, a, 3, &i, &d, a->kind == A_INTEGER ? "integer array element" : "number array element");
-  uv_mutex_lock(&a->lock);
+  sk_xw_lock(&a->w);
   if (a->kind == A_INTEGER) a->items[k].i = i;
   else a->items[k].d = d;
-  uv_mutex_unlock(&a->lock);
+  sk_xw_unlock(&a->w);
   return 0;
 }
 
@@ -550,13 +584,13 @@ static int l_array_add(lua_State *L) {
   lua_Integer i = 0;
   lua_Number d = 0;
   check_item(L, a, 3, &i, &d, "the amount to add");
-  uv_mutex_lock(&a->lock);
+  sk_xw_lock(&a->w);
   if (a->kind == A_INTEGER) {
     i = a->items[k].i = (lua_Integer)((lua_Unsigned)a->items[k].i + (lua_Unsigned)i);
   } else {
     d = a->items[k].d += d;
   }
-  uv_mutex_unlock(&a->lock);
+  sk_xw_unlock(&a->w);
   push_item(L, a, i, d);
   return 1;
 }
@@ -567,12 +601,12 @@ static int l_array_fill(lua_State *L) {
   lua_Integer i = 0;
   lua_Number d = 0;
   check_item(L, a, 2, &i, &d, "the fill value");
-  uv_mutex_lock(&a->lock);
+  sk_xw_lock(&a->w);
   for (size_t k = 0; k < a->n; k++) {
     if (a->kind == A_INTEGER) a->items[k].i = i;
     else a->items[k].d = d;
   }
-  uv_mutex_unlock(&a->lock);
+  sk_xw_unlock(&a->w);
   return 0;
 }
 
@@ -589,9 +623,9 @@ static int l_array_totable(lua_State *L) {
   /* Copy under the lock into Lua-owned memory (so a raise leaks nothing). */
   void *copy = lua_newuserdatauv(L, n * sizeof a->items[0] + 1, 0);
   lua_createtable(L, (int)n, 0);
-  uv_mutex_lock(&a->lock);
+  sk_xw_lock(&a->w);
   memcpy(copy, a->items, n * sizeof a->items[0]);
-  uv_mutex_unlock(&a->lock);
+  sk_xw_unlock(&a->w);
   for (size_t k = 0; k < n; k++) {
     lua_Integer i;
     lua_Number d;
@@ -627,13 +661,13 @@ static int l_array_tostring(lua_State *L) {
     lua_pushliteral(L, "skein.shared.array (closed)");
     return 1;
   }
-  sk_array *a = (sk_array *)h->obj;
+  sk_array *a = SK_XSTATE(sk_array, h->obj);
   enum { SHOW = 16 };
   size_t shown = a->n < SHOW ? a->n : SHOW;
   lua_Integer items[SHOW];
-  uv_mutex_lock(&a->lock);
+  sk_xw_lock(&a->w);
   memcpy(items, a->items, shown * sizeof items[0]);
-  uv_mutex_unlock(&a->lock);
+  sk_xw_unlock(&a->w);
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   lua_pushfstring(L, "skein.shared.array(\"%s\", {", a->kind == A_INTEGER ? "integer" : "number");
@@ -684,6 +718,10 @@ void sk_shared_open(lua_State *L) {
 
   sk_marshal_register_type(VALUE_MT, push_value);
   sk_marshal_register_type(ARRAY_MT, push_array);
+  sk_shm_register_ops(&value_shm);
+  sk_shm_register_ops(&array_shm);
+  sk_shm_register_type(SK_SHM_VALUE, &value_shm_type);
+  sk_shm_register_type(SK_SHM_ARRAY, &array_shm_type);
 
   lua_newtable(L);  /* skein.shared */
   lua_pushcfunction(L, l_value_new);

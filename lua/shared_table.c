@@ -25,6 +25,13 @@
 ** without storing. fn may yield: the entry stays claimed until it resumes
 ** and returns.
 **
+** Across processes: the header, the store and the blobs all live in the
+** shared segment (sk_shm.h), linked by offsets, so every process and worker
+** works on the same table. A process that dies holding the mutex may leave
+** an entry half added: the next locker rebuilds the index (repair). A claim
+** held by a process that died is dropped (table_gone), as if its update
+** function had raised.
+**
 ** Lock order: the table's mutex, then a port's lock (to wake waiters).
 */
 #include <math.h>
@@ -66,33 +73,35 @@ typedef struct sentry {
     lua_Integer i;
     lua_Number n;
     int b;
-    sk_blob *s;
+    sk_off s;                   /* an sk_blob */
   } key;
-  sk_blob *val;
+  sk_off val;                   /* an sk_blob, or 0 */
   uint64_t claim;               /* 0, or the token of the claiming update */
-  sk_port *claim_port;          /* who claimed: compared, never used */
-  uint32_t claim_slot;
+  uint32_t claim_proc, claim_pgen;  /* who claimed: its process, */
+  uint32_t claim_port, claim_slot;  /* its worker's port id and its wake slot */
 } sentry;
+
+static sk_blob *blob_at(sk_off o) { return sk_shm_ptr(o); }
 
 #define EMPTY (-1)
 #define DUMMY (-2)
 
 typedef struct sk_table {
-  sk_obj obj;
-  uv_mutex_t lock;              /* guards everything below */
-  sk_waitlist waiters;          /* writers waiting for a claimed key */
+  sk_shm_obj obj;
+  sk_xw w;                      /* the lock, guarding everything below; its
+                                ** waiters: writers waiting for a claimed key */
   uint8_t hkey[16];             /* string hash key */
   uint32_t isize;               /* index slots: a power of two > ecap */
   uint32_t ecap, nent;          /* entries allocated, used (incl. dead) */
   uint32_t nlive;               /* entries with a value */
   lua_Integer border;           /* keys 1..border all have values */
   uint64_t tokens;              /* last claim token given out */
-  char *store;                  /* int32_t index[isize], sentry entries[ecap] */
+  sk_off store;                 /* int32_t index[isize], sentry entries[ecap] */
 } sk_table;
 
-static int32_t *tindex(const sk_table *t) { return (int32_t *)t->store; }
+static int32_t *tindex(const sk_table *t) { return sk_shm_ptr(t->store); }
 static sentry *tentries(const sk_table *t) {
-  return (sentry *)(t->store + (size_t)t->isize * sizeof(int32_t));
+  return (sentry *)((char *)sk_shm_ptr(t->store) + (size_t)t->isize * sizeof(int32_t));
 }
 
 static uint8_t hash_key[16];
@@ -166,7 +175,8 @@ static int key_eq(const sentry *e, const skey *k) {
     case K_FLOAT: return e->key.n == k->u.n;
     case K_BOOL: return e->key.b == k->u.b;
     default:
-      return e->key.s->len == k->u.s.len && memcmp(sk_blob_data(e->key.s), k->u.s.p, k->u.s.len) == 0;
+      return blob_at(e->key.s)->len == k->u.s.len &&
+             memcmp(sk_blob_data(blob_at(e->key.s)), k->u.s.p, k->u.s.len) == 0;
   }
 }
 
@@ -233,7 +243,7 @@ static int32_t find(const sk_table *t, const skey *k, uint32_t *islot) {
 static char *store_new(uint32_t ecap, uint32_t *isize) {
   uint32_t n = 8;
   while (n < ecap + ecap / 2 + 1) n *= 2;
-  char *s = malloc((size_t)n * sizeof(int32_t) + (size_t)ecap * sizeof(sentry));
+  char *s = sk_shm_alloc((size_t)n * sizeof(int32_t) + (size_t)ecap * sizeof(sentry));
   if (s == NULL) return NULL;
   memset(s, 0xff, (size_t)n * sizeof(int32_t));  /* every slot EMPTY (-1) */
   *isize = n;
@@ -260,11 +270,14 @@ static int resize(sk_table *t) {
     while (ix[i] != EMPTY) i = (i + 1) & (isize - 1);
     ix[i] = (int32_t)n++;
   }
-  free(t->store);
-  t->store = store;
+  /* The new store shows with one store of its offset, sizes after: a
+  ** holder that dies in between leaves sizes the repair recomputes. */
+  char *was = sk_shm_ptr(t->store);
+  t->store = sk_shm_off(store);
   t->isize = isize;
   t->ecap = ecap;
   t->nent = n;
+  sk_shm_free(was);
   return 0;
 }
 
@@ -281,9 +294,11 @@ static int32_t insert(sk_table *t, const skey *k) {
     case K_INT: e->key.i = k->u.i; break;
     case K_FLOAT: e->key.n = k->u.n; break;
     case K_BOOL: e->key.b = k->u.b; break;
-    default:
-      e->key.s = sk_blob_bytes(k->u.s.p, k->u.s.len);
-      if (e->key.s == NULL) return -1;
+    default: {
+      sk_blob *b = sk_blob_bytes(k->u.s.p, k->u.s.len);
+      if (b == NULL) return -1;
+      e->key.s = sk_shm_off(b);
+    }
   }
   e->tag = k->tag;
   tindex(t)[islot] = (int32_t)t->nent;
@@ -299,7 +314,7 @@ static void became_live(sk_table *t, const sentry *e) {
     k.u.i = t->border + 1;
     k.hash = mix((uint64_t)k.u.i);
     int32_t next = find(t, &k, NULL);
-    if (next < 0 || tentries(t)[next].val == NULL) break;
+    if (next < 0 || tentries(t)[next].val == 0) break;
   }
 }
 
@@ -308,14 +323,14 @@ static void became_live(sk_table *t, const sentry *e) {
 ** freeing them here is safe. */
 static sk_blob *remove_entry(sk_table *t, int32_t e, uint32_t islot) {
   sentry *en = &tentries(t)[e];
-  sk_blob *val = en->val;
+  sk_blob *val = blob_at(en->val);
   if (val) {
     t->nlive--;
     if (en->tag == K_INT && en->key.i >= 1 && en->key.i <= t->border) t->border = en->key.i - 1;
   }
-  if (en->tag == K_STR) sk_blob_release(en->key.s);
+  if (en->tag == K_STR) sk_blob_release(blob_at(en->key.s));
   en->tag = K_DEAD;
-  en->val = NULL;
+  en->val = 0;
   en->claim = 0;
   tindex(t)[islot] = DUMMY;
   return val;
@@ -332,39 +347,117 @@ static int store(sk_table *t, const skey *k, sk_blob *nv, sk_blob **old) {
     return 0;
   }
   if (e >= 0) {
-    *old = tentries(t)[e].val;
-    tentries(t)[e].val = nv;
+    *old = blob_at(tentries(t)[e].val);
+    tentries(t)[e].val = sk_shm_off(nv);
     return 0;
   }
   e = insert(t, k);
   if (e < 0) return -1;
-  tentries(t)[e].val = nv;
+  tentries(t)[e].val = sk_shm_off(nv);
   became_live(t, &tentries(t)[e]);
   return 0;
 }
 
 /* ------------------------------------------------------------ the object */
 
-static void table_destroy(sk_obj *o) {
+/* Rebuilds the index and the counts from the entries, after a process died
+** holding the lock (an entry may have been half added or half removed). */
+static void repair(sk_table *t) {
+  int32_t *ix = tindex(t);
+  sentry *es = tentries(t);
+  if (t->nent > t->ecap) t->nent = t->ecap;
+  memset(ix, 0xff, (size_t)t->isize * sizeof(int32_t));
+  t->nlive = 0;
+  t->border = 0;
+  for (uint32_t e = 0; e < t->nent; e++) {
+    if (es[e].tag == K_DEAD) continue;
+    uint32_t i = (uint32_t)es[e].hash & (t->isize - 1);
+    while (ix[i] != EMPTY) i = (i + 1) & (t->isize - 1);
+    ix[i] = (int32_t)e;
+    if (es[e].val) t->nlive++;
+  }
+  for (skey k = {.tag = K_INT}; t->border < LUA_MAXINTEGER; t->border++) {
+    k.u.i = t->border + 1;
+    k.hash = mix((uint64_t)k.u.i);
+    int32_t next = find(t, &k, NULL);
+    if (next < 0 || tentries(t)[next].val == 0) break;
+  }
+}
+
+static void tlock(sk_table *t) {
+  if (sk_shm_lock(&t->w.lock)) repair(t);
+}
+
+static void tunlock(sk_table *t) { sk_xw_unlock(&t->w); }
+
+/* A claim whose process died ends without storing; the table's waiters
+** get another look. */
+static void table_gone(sk_shm_obj *o) {
+  sk_table *t = (sk_table *)o;
+  tlock(t);
+  sk_xw_purge(&t->w);
+  sentry *es = tentries(t);
+  for (uint32_t e = 0; e < t->nent; e++) {
+    if (es[e].tag == K_DEAD || es[e].claim == 0) continue;
+    if (sk_shm_proc_live(es[e].claim_proc, es[e].claim_pgen)) continue;
+    es[e].claim = 0;
+    if (es[e].val == 0) {
+      /* Its index slot, found by entry number along its probe sequence. */
+      uint32_t islot = (uint32_t)es[e].hash & (t->isize - 1), probes = 0;
+      while (tindex(t)[islot] != (int32_t)e && ++probes < t->isize) {
+        islot = (islot + 1) & (t->isize - 1);
+      }
+      if (probes < t->isize) remove_entry(t, (int32_t)e, islot);
+    }
+  }
+  sk_xw_wake_all(&t->w);
+  tunlock(t);
+}
+
+static void table_free(sk_shm_obj *o) {
   sk_table *t = (sk_table *)o;
   sentry *es = tentries(t);
   for (uint32_t e = 0; e < t->nent; e++) {
     if (es[e].tag == K_DEAD) continue;
-    if (es[e].tag == K_STR) sk_blob_release(es[e].key.s);
-    sk_blob_release(es[e].val);
+    if (es[e].tag == K_STR) sk_blob_release(blob_at(es[e].key.s));
+    sk_blob_release(blob_at(es[e].val));
   }
-  free(t->store);
-  sk_waitlist_free(&t->waiters);
-  uv_mutex_destroy(&t->lock);
-  free(t);
+  sk_shm_free(sk_shm_ptr(t->store));
+  sk_xw_free(&t->w);
 }
 
-static const sk_objtype table_type = {TABLE_MT, table_destroy, NULL};
+static const sk_shm_type table_shm_type = {table_gone, table_free};
+static sk_obj *table_view(sk_shm_obj *so);
+static const sk_shm_ops table_shm = {SK_SHM_TABLE, sk_xobj_shared, sk_xobj_shared, table_view};
+static const sk_objtype table_type = {TABLE_MT, sk_xobj_destroy, &table_shm};
+static sk_obj *make_table_view(sk_shm_obj *so) { return sk_xobj_make(so, &table_type); }
+static sk_obj *table_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_table_view); }
 
 static void push_table(lua_State *L, sk_obj *o) { sk_handle_push(L, o, TABLE_MT); }
 
 static sk_table *check_table(lua_State *L, int idx) {
-  return (sk_table *)sk_handle_check(L, idx, TABLE_MT);
+  return SK_XSTATE(sk_table, sk_handle_check(L, idx, TABLE_MT));
+}
+
+/* Whether the claim of entry `e` is the context's (its process, worker
+** port id and wake slot). */
+typedef struct claimer {
+  uint32_t proc, pgen, port, slot;
+} claimer;
+
+static void claimer_of(lua_State *L, sk_ctx *c, claimer *who) {
+  sk_port *port;
+  uint32_t slot;
+  sk_shared_identity(L, c, &port, &slot);
+  who->proc = (uint32_t)sk_shm_self();
+  who->pgen = sk_shm_self_gen();
+  who->port = sk_port_id(port);
+  who->slot = slot;
+}
+
+static int claim_is(const sentry *e, const claimer *who) {
+  return e->claim_proc == who->proc && e->claim_pgen == who->pgen &&
+         e->claim_port == who->port && e->claim_slot == who->slot;
 }
 
 /* Is the key a writer waits for free? (called with the lock held) */
@@ -399,7 +492,7 @@ static int write_k(lua_State *L, int status, lua_KContext op) {
   sk_ctx *c = sk_current(L);
   int vidx = op == OP_SET ? 3 : 2;
   for (;;) {
-    if (status == LUA_YIELD) sk_shared_wait_end(L, c, &t->lock, &t->waiters);
+    if (status == LUA_YIELD) sk_xw_wait_end(L, c, &t->w);
     lua_settop(L, vidx);
     probe pr = {t, {.tag = K_INT}, op == OP_APPEND};
     if (op == OP_SET) check_key(L, 2, t, &pr.k);
@@ -409,14 +502,16 @@ static int write_k(lua_State *L, int status, lua_KContext op) {
       if (sk_blob_encode(L, vidx, name, &nv) != 0) return lua_error(L);
     }
     enum { DONE, BUSY, MINE, NOMEM } r = DONE;
-    uv_mutex_lock(&t->lock);
+    claimer who;
+    claimer_of(L, c, &who);
+    tlock(t);
     if (key_unclaimed(&pr)) {
       if (store(t, &pr.k, nv, &old) != 0) r = NOMEM;
     } else {
       const sentry *e = &tentries(t)[find(t, &pr.k, NULL)];
-      r = e->claim_port == c->w->port && e->claim_slot == c->wslot ? MINE : BUSY;
+      r = claim_is(e, &who) ? MINE : BUSY;
     }
-    uv_mutex_unlock(&t->lock);
+    tunlock(t);
     sk_blob_release(old);
     if (r != DONE) sk_blob_release(nv);
     switch (r) {
@@ -431,7 +526,7 @@ static int write_k(lua_State *L, int status, lua_KContext op) {
       case NOMEM: return luaL_error(L, "not enough memory to store into a shared table");
       default: break;
     }
-    if (sk_shared_wait_begin(L, c, SK_NO_DEADLINE, &t->lock, &t->waiters, key_unclaimed, &pr)) {
+    if (sk_xw_wait_begin(L, c, SK_NO_DEADLINE, &t->w, key_unclaimed, &pr)) {
       status = LUA_OK;
       continue;
     }
@@ -460,11 +555,11 @@ static int l_table_get(lua_State *L) {
   sk_table *t = check_table(L, 1);
   skey k;
   check_key(L, 2, t, &k);
-  uv_mutex_lock(&t->lock);
+  tlock(t);
   int32_t e = find(t, &k, NULL);
-  sk_blob *v = e >= 0 ? tentries(t)[e].val : NULL;
+  sk_blob *v = e >= 0 ? blob_at(tentries(t)[e].val) : NULL;
   if (v) sk_blob_retain(v);
-  uv_mutex_unlock(&t->lock);
+  tunlock(t);
   if (v == NULL) lua_pushnil(L);
   else sk_blob_push_value(L, v);
   return 1;
@@ -473,9 +568,9 @@ static int l_table_get(lua_State *L) {
 /* t:len() / #t -> n such that keys 1..n all have values and n + 1 has none */
 static int l_table_len(lua_State *L) {
   sk_table *t = check_table(L, 1);
-  uv_mutex_lock(&t->lock);
+  tlock(t);
   lua_Integer n = t->border;
-  uv_mutex_unlock(&t->lock);
+  tunlock(t);
   lua_pushinteger(L, n);
   return 1;
 }
@@ -494,34 +589,35 @@ static int l_table_index(lua_State *L) {
 
 /* The claim an update holds; its user value is the key. */
 typedef struct guard {
-  sk_table *t;                  /* counted; NULL once closed */
+  sk_obj *o;                    /* the table's view, counted; NULL once closed */
   uint64_t token;               /* 0: holds no claim */
 } guard;
 
 /* Ends the claim the guard at idx holds without storing anything. */
 static void guard_release(lua_State *L, int idx) {
   guard *g = luaL_checkudata(L, idx, GUARD_MT);
-  if (g->t == NULL) return;
-  sk_table *t = g->t;
+  if (g->o == NULL) return;
+  sk_table *t = SK_XSTATE(sk_table, g->o);
   if (g->token) {
     skey k;
     lua_getiuservalue(L, idx, 1);
     if (key_from_lua(L, -1, t, &k) == NULL) {
-      uv_mutex_lock(&t->lock);
+      tlock(t);
       uint32_t islot;
       int32_t e = find(t, &k, &islot);
       if (e >= 0 && tentries(t)[e].claim == g->token) {
         tentries(t)[e].claim = 0;
-        if (tentries(t)[e].val == NULL) remove_entry(t, e, islot);
-        sk_waitlist_wake_all(&t->waiters);
+        if (tentries(t)[e].val == 0) remove_entry(t, e, islot);
+        sk_xw_wake_all(&t->w);
       }
-      uv_mutex_unlock(&t->lock);
+      tunlock(t);
     }
     lua_pop(L, 1);
     g->token = 0;
   }
-  g->t = NULL;
-  sk_obj_release(&t->obj);
+  sk_obj *o = g->o;
+  g->o = NULL;
+  sk_obj_release(o);
 }
 
 static int l_guard_close(lua_State *L) {
@@ -542,7 +638,7 @@ static int update_commit(lua_State *L) {
   }
   skey k;
   check_key(L, 2, t, &k);
-  uv_mutex_lock(&t->lock);
+  tlock(t);
   uint32_t islot;
   int32_t e = find(t, &k, &islot);
   int ours = e >= 0 && tentries(t)[e].claim == g->token;
@@ -552,13 +648,13 @@ static int update_commit(lua_State *L) {
     if (nv == NULL) {
       old = remove_entry(t, e, islot);
     } else {
-      old = en->val;
-      en->val = nv;
+      old = blob_at(en->val);
+      en->val = sk_shm_off(nv);
       if (old == NULL) became_live(t, en);
     }
-    sk_waitlist_wake_all(&t->waiters);
+    sk_xw_wake_all(&t->w);
   }
-  uv_mutex_unlock(&t->lock);
+  tunlock(t);
   g->token = 0;
   sk_blob_release(old);
   if (!ours) {
@@ -579,40 +675,40 @@ static int update_k(lua_State *L, int status, lua_KContext ph) {
   sk_ctx *c = sk_current(L);
   sk_blob *cur = NULL;
   for (;;) {
-    if (status == LUA_YIELD) sk_shared_wait_end(L, c, &t->lock, &t->waiters);
-    sk_port *port;
-    uint32_t slot;
-    sk_shared_identity(L, c, &port, &slot);
+    if (status == LUA_YIELD) sk_xw_wait_end(L, c, &t->w);
+    claimer who;
+    claimer_of(L, c, &who);
     probe pr = {t, {0}, 0};
     check_key(L, 2, t, &pr.k);
     enum { CLAIMED, BUSY, MINE, NOMEM } r = CLAIMED;
     uint64_t token = 0;
-    uv_mutex_lock(&t->lock);
+    tlock(t);
     int32_t e = find(t, &pr.k, NULL);
     if (e >= 0 && tentries(t)[e].claim) {
-      const sentry *en = &tentries(t)[e];
-      r = en->claim_port == port && en->claim_slot == slot ? MINE : BUSY;
+      r = claim_is(&tentries(t)[e], &who) ? MINE : BUSY;
     } else {
       if (e < 0) e = insert(t, &pr.k);
       if (e < 0) {
         r = NOMEM;
       } else {
         sentry *en = &tentries(t)[e];
+        en->claim_proc = who.proc;
+        en->claim_pgen = who.pgen;
+        en->claim_port = who.port;
+        en->claim_slot = who.slot;
         en->claim = token = ++t->tokens;
-        en->claim_port = port;
-        en->claim_slot = slot;
-        cur = en->val;
+        cur = blob_at(en->val);
         if (cur) sk_blob_retain(cur);
       }
     }
-    uv_mutex_unlock(&t->lock);
+    tunlock(t);
     if (r == CLAIMED) {
       g->token = token;  /* from here on the guard ends the claim */
       break;
     }
     if (r == MINE) return raise_own_claim(L, 2);
     if (r == NOMEM) return luaL_error(L, "not enough memory to update a shared table");
-    if (sk_shared_wait_begin(L, c, SK_NO_DEADLINE, &t->lock, &t->waiters, key_unclaimed, &pr)) {
+    if (sk_xw_wait_begin(L, c, SK_NO_DEADLINE, &t->w, key_unclaimed, &pr)) {
       status = LUA_OK;
       continue;
     }
@@ -629,19 +725,20 @@ static int update_k(lua_State *L, int status, lua_KContext ph) {
 /* t:update(k, fn) -> new: stores fn(current value) under k atomically with
 ** respect to every other update and write of k (nil deletes). */
 static int l_table_update(lua_State *L) {
-  sk_table *t = check_table(L, 1);
+  sk_obj *o = sk_handle_check(L, 1, TABLE_MT);
+  sk_table *t = SK_XSTATE(sk_table, o);
   skey k;
   check_key(L, 2, t, &k);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_settop(L, 3);
   guard *g = lua_newuserdatauv(L, sizeof *g, 1);
-  g->t = NULL;
+  g->o = NULL;
   g->token = 0;
   luaL_setmetatable(L, GUARD_MT);
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 4, 1);
-  sk_obj_retain(&t->obj);
-  g->t = t;
+  sk_obj_retain(o);
+  g->o = o;
   lua_toclose(L, 4);
   return update_k(L, LUA_OK, PH_CLAIM);
 }
@@ -682,22 +779,26 @@ static snapshot *push_snapshot(lua_State *L, sk_table *t) {
   snapshot *s = lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, SNAP_MT);
-  uv_mutex_lock(&t->lock);
+  tlock(t);
   uint32_t n = t->nlive;
   s->items = n ? malloc(n * sizeof *s->items) : NULL;
   if (s->items) {
     const sentry *es = tentries(t);
-    for (uint32_t e = 0; e < t->nent; e++) {
-      if (es[e].tag == K_DEAD || es[e].val == NULL) continue;
+    for (uint32_t e = 0; e < t->nent && s->n < n; e++) {
+      if (es[e].tag == K_DEAD || es[e].val == 0) continue;
       snap_item *it = &s->items[s->n++];
       it->tag = es[e].tag;
-      memcpy(&it->key, &es[e].key, sizeof it->key);
-      if (it->tag == K_STR) sk_blob_retain(it->key.s);
-      it->val = es[e].val;
+      switch (it->tag) {
+        case K_INT: it->key.i = es[e].key.i; break;
+        case K_FLOAT: it->key.n = es[e].key.n; break;
+        case K_BOOL: it->key.b = es[e].key.b; break;
+        default: it->key.s = blob_at(es[e].key.s); sk_blob_retain(it->key.s); break;
+      }
+      it->val = blob_at(es[e].val);
       sk_blob_retain(it->val);
     }
   }
-  uv_mutex_unlock(&t->lock);
+  tunlock(t);
   if (n && s->items == NULL) luaL_error(L, "not enough memory to copy a shared table");
   return s;
 }
@@ -762,10 +863,10 @@ static int l_table_tostring(lua_State *L) {
     lua_pushliteral(L, "skein.shared.table (closed)");
     return 1;
   }
-  sk_table *t = (sk_table *)h->obj;
-  uv_mutex_lock(&t->lock);
+  sk_table *t = SK_XSTATE(sk_table, h->obj);
+  tlock(t);
   lua_Integer n = t->nlive, border = t->border;
-  uv_mutex_unlock(&t->lock);
+  tunlock(t);
   lua_pushfstring(L, "skein.shared.table(%I entries, #t = %I)", (LUAI_UACINT)n, (LUAI_UACINT)border);
   return 1;
 }
@@ -780,9 +881,9 @@ static void init_entry(lua_State *L, sk_table *t, int kidx) {
   sk_blob *nv, *old;
   if (sk_blob_encode(L, kidx + 1, push_key_path(L, kidx, "init"), &nv) != 0) lua_error(L);
   lua_settop(L, kidx + 1);
-  uv_mutex_lock(&t->lock);
+  tlock(t);
   int rc = store(t, &k, nv, &old);
-  uv_mutex_unlock(&t->lock);
+  tunlock(t);
   sk_blob_release(old);
   if (rc != 0) {
     sk_blob_release(nv);
@@ -796,16 +897,15 @@ static int l_table_new(lua_State *L) {
   luaL_argcheck(L, lua_isnoneornil(L, 1) || lua_type(L, 1) == LUA_TTABLE, 1, "table or nil");
   lua_settop(L, 1);
   uv_once(&hash_once, hash_init);
-  sk_table *t = calloc(1, sizeof *t);
-  if (t == NULL || (t->store = store_new(8, &t->isize)) == NULL || uv_mutex_init(&t->lock) != 0) {
-    if (t) free(t->store);
-    free(t);
-    return luaL_error(L, "not enough memory for a shared table");
-  }
+  sk_obj *o = sk_xobj_new(L, &table_type, sizeof(sk_table));
+  sk_table *t = SK_XSTATE(sk_table, o);
+  sk_xw_init(&t->w);
   t->ecap = 8;
   memcpy(t->hkey, hash_key, sizeof hash_key);
-  sk_obj_init(&t->obj, &table_type);
-  push_table(L, &t->obj);  /* from here a raise frees the table through its handle */
+  push_table(L, o);  /* from here a raise frees the table through its handle */
+  char *store = store_new(8, &t->isize);
+  if (store == NULL) return luaL_error(L, "not enough memory for a shared table");
+  t->store = sk_shm_off(store);
   if (lua_istable(L, 1)) {
     lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
     for (lua_Integer i = 1; i <= n; i++) {
@@ -865,6 +965,8 @@ void sk_shared_table_open(lua_State *L) {
   lua_pop(L, 1);
 
   sk_marshal_register_type(TABLE_MT, push_table);
+  sk_shm_register_ops(&table_shm);
+  sk_shm_register_type(SK_SHM_TABLE, &table_shm_type);
   lua_pushcfunction(L, l_table_new);
   lua_setfield(L, -2, "table");
 }

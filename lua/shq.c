@@ -80,7 +80,7 @@ static size_t npinned, cappinned;
 
 static void pin_init(void) { uv_mutex_init(&pin_lock); }
 
-static void pin(sk_obj *o) {
+void sk_shm_pin(sk_obj *o) {
   uv_once(&pin_once, pin_init);
   uv_mutex_lock(&pin_lock);
   for (size_t i = 0; i < npinned; i++) {
@@ -140,7 +140,7 @@ static shitem *item_in(sk_item *it, lua_Number prio, int prio_int, int consume) 
       sk_shm_obj_retain(so);
       item_objs(s)[s->nobjs++] = sk_shm_off(so);
     } else {
-      pin(o);
+      sk_shm_pin(o);
     }
   }
   if (len) memcpy(item_data(s), data, len);

@@ -276,6 +276,9 @@ sk_obj *sk_shm_view_of(struct sk_shm_obj *so);
 ** it (from o's destroy). */
 void sk_shm_view_remember(struct sk_shm_obj *so, sk_obj *o);
 void sk_shm_view_forget(struct sk_shm_obj *so, sk_obj *o);
+/* Keeps a local object alive for as long as this process lives: a value in
+** the segment mentions it by handle (it cannot move there itself). */
+void sk_shm_pin(sk_obj *o);
 /* The bytecode key as 32 hex digits, for child processes to inherit. */
 void sk_marshal_key_hex(char out[33]);
 

@@ -17,16 +17,19 @@
 #include <stdint.h>
 
 #include "sk_lua.h"
+#include "sk_sync.h"
 
-/* An immutable, reference-counted byte block: a string (no objects) or a
-** marshalled value with the shared objects it mentions. Readers retain it
-** under the owner's lock and decode it after unlocking, so no Lua call (and
-** so no raise) ever happens with an object's mutex held. */
+/* An immutable, reference-counted byte block in the shared segment: a
+** string (no objects) or a marshalled value with the shared objects it
+** mentions. Readers retain it under the owner's lock and decode it after
+** unlocking, so no Lua call (and so no raise) ever happens with an
+** object's mutex held. Any process may retain or release it; a structure
+** in the segment stores it as an offset (sk_shm_off). */
 typedef struct sk_blob {
-  int refs;                     /* atomic */
+  int32_t refs;                 /* atomic */
   uint32_t nobjs;               /* shared objects this value keeps alive */
   size_t len;
-  sk_obj *objs[];               /* then `len` bytes */
+  sk_off objs[];                /* (references) then `len` bytes */
 } sk_blob;
 
 static inline const char *sk_blob_data(const sk_blob *b) {
