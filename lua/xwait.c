@@ -4,11 +4,12 @@
 ** sk_lua.h on top of it, identities that hold across processes, and the
 ** per-process objects (views) through which Lua reaches the shared state.
 **
-** Why everything lives in the segment: an event, lock, semaphore or
-** condition may be handed to a worker process at any time, and then the
-** same state must serve every process. Keeping it in the segment from the
-** start gives one implementation, no move, and the same costs between
-** threads (a robust mutex costs what a plain one does when it is free).
+** Why everything lives in the segment: an event, lock, semaphore,
+** condition or barrier may be handed to a worker process at any time, and
+** then the same state must serve every process. Keeping it in the segment
+** from the start gives one implementation, no move, and the same costs
+** between threads (a robust mutex costs what a plain one does when it is
+** free).
 **
 ** Lock order: an object's mutex, then (to wake a waiter) the port table's
 ** lock and a port's, or the target process's mailbox lock; all innermost.

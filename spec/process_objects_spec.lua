@@ -276,4 +276,66 @@ describe("objects in worker processes", function()
     assert.is_false(ok)
     assert.matches("only be used by this process's main worker", tostring(e.message or e))
   end)
+
+  it("barriers meet across a child, a thread of it and its own child", function()
+    local ev = skein.event()
+    local b = skein.barrier(3, function() ev:set() end)
+    local p = skein.process(function(bar)
+      local function party(b2)
+        local r = {}
+        for g = 1, 3 do r[g] = b2:wait(30) end
+        return table.concat(r, ",")
+      end
+      local t = skein.thread(party, bar)
+      local g = skein.process(party, bar)
+      local mine = party(bar)
+      return mine, t:join(60), g:join(60)
+    end, b)
+    local rs = {p:join(90)}
+    assert.equal(3, #rs)
+    for gen = 1, 3 do
+      local seen = {}
+      for i = 1, 3 do
+        local parts = {}
+        for v in rs[i]:gmatch("%d+") do parts[#parts + 1] = tonumber(v) end
+        seen[i] = parts[gen]
+      end
+      table.sort(seen)
+      assert.same({0, 1, 2}, seen)
+    end
+    assert.is_true(ev:is_set())           -- the action ran, marshalled, in some party
+    assert.equal(0, b.n_waiting)
+    assert.is_false(b.broken)
+  end)
+
+  it("barriers: a party killed while it waits breaks the barrier for the others", function()
+    -- Four parties: the parent and two children wait, then one of the
+    -- children is killed; nobody is left to wait for the fourth.
+    local b = skein.barrier(4)
+    local victim = skein.process(function(bar) bar:wait(60) end, b)
+    local other = skein.process(function(bar)
+      local ok, e = pcall(bar.wait, bar, 30)
+      return ok, skein.is_error(e, "broken"), tostring(e and e.message or e)
+    end, b)
+    local killer = skein.spawn(function()
+      local t0 = skein.now()
+      while b.n_waiting < 3 and skein.now() - t0 < 30 do skein.sleep(0.01) end
+      skein.sleep(0.05)
+      victim:kill()
+    end)
+    local t0 = skein.now()
+    local e = caught(b.wait, b, 30)
+    assert.is_true(skein.is_error(e, "broken"))
+    assert.matches("broken while this party waited", e.message)
+    assert.is_true(skein.now() - t0 < 20)
+    killer:join(30)
+    assert.is_true(skein.is_error(caught(victim.join, victim, 60), "worker_died"))
+    local ok, broken, msg = other:join(60)
+    assert.is_false(ok)
+    assert.is_true(broken, msg)
+    assert.is_true(b.broken)
+    b:reset()
+    assert.is_false(b.broken)
+    assert.equal(0, b.n_waiting)
+  end)
 end)
