@@ -333,8 +333,9 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 
 static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   pworker *pw = h->data;
-  sk_shm_proc_gone(h->pid);
   sk_ppool *p = pw->pool;
+  sk_shm_proc_gone(h->pid);
+  sk_worker_recheck_waits(p->w);
   int i = (int)(pw - p->workers);
   pw->running = 0;
   p->alive--;

@@ -405,6 +405,7 @@ static void check_done(sk_proc *p) {
 static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   sk_proc *p = h->data;
   sk_shm_proc_gone(h->pid);
+  sk_worker_recheck_waits(p->w);
   p->exited = 1;
   p->exit_status = status;
   p->term_signal = sig;

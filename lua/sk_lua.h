@@ -188,6 +188,10 @@ void sk_wait_abort(sk_ctx *c);
 ** worker's loop counts as alive: another worker may end it. Returns -1 when
 ** out of memory. */
 int sk_ctx_waiter(sk_ctx *c, sk_waiter *out);
+/* After a worker process of `w` has gone: when no one else could now end a
+** wait on a shared object, wakes the waits that began while someone could,
+** so that they look again (and report a deadlock instead of hanging). */
+void sk_worker_recheck_waits(sk_worker *w);
 /* Gives the context a wake slot if it has none: (port, slot) identifies a
 ** context across threads (lock owners). -1 when out of memory. */
 int sk_ctx_slot(sk_ctx *c);

@@ -295,13 +295,29 @@ void sk_worker_count(int delta) { __atomic_add_fetch(&nworkers, delta, __ATOMIC_
 void sk_worker_precounted(void) { precounted = 1; }
 
 /* Whether anything outside this worker could end a wait on a shared object:
-** another worker of this process, or a parent process (rpc). A lone
+** another worker of this process, a parent process (rpc), or another live
+** process sharing the segment (a wake it sent may still be on its way
+** through this process's wake thread when it exits). A lone
 ** worker's waits are ended only by its own tasks, so they must not keep the
 ** loop alive: then a get on a queue nobody else holds reports a deadlock
 ** instead of hanging. A thread or child process started later holds the
 ** loop by itself while it runs. */
 static int others_may_wake(void) {
-  return __atomic_load_n(&nworkers, __ATOMIC_RELAXED) > 1 || sk_child_fd() >= 0;
+  return __atomic_load_n(&nworkers, __ATOMIC_RELAXED) > 1 || sk_child_fd() >= 0 ||
+         sk_shm_others_alive();
+}
+
+void sk_worker_recheck_waits(sk_worker *w) {
+  if (others_may_wake()) return;
+  /* Nobody is left who could end a wait that began while someone was:
+  ** such waits look again, and wait on (now able to report a deadlock). */
+  for (uint32_t i = 1; i < w->nslots; i++) {
+    sk_ctx *c = w->slots[i];
+    if (c && !((uintptr_t)c & 1) && c->ext_hold &&
+        (c->state == SK_WAITING || c->state == SK_PUMPING)) {
+      sk_ctx_wake(c);
+    }
+  }
 }
 
 int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {

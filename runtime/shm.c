@@ -60,6 +60,7 @@ typedef struct seg_hdr {
   pthread_mutex_t obj_lock;
   sk_off objs;                  /* the live objects, newest first */
   uint32_t objgen;              /* atomic: object generations */
+  uint32_t nprocs;              /* atomic: live processes */
   pthread_mutex_t proc_lock;
   proc_rec procs[MAX_PROCS];
   pthread_mutex_t export_lock;
@@ -125,6 +126,7 @@ static int take_slot(pid_t pid) {
     p->head = p->tail = 0;
     p->state = P_LIVE;
     sk_shm_unlock(&p->lock);
+    __atomic_add_fetch(&h->nprocs, 1, __ATOMIC_SEQ_CST);
     slot = i;
     break;
   }
@@ -169,6 +171,10 @@ void *sk_shm_base(int create) {
 }
 
 int sk_shm_fd(void) { return sk_shm_map ? shm_fd : -1; }
+
+int sk_shm_others_alive(void) {
+  return sk_shm_map && __atomic_load_n(&hdr()->nprocs, __ATOMIC_SEQ_CST) > 1;
+}
 int sk_shm_self(void) { return self_slot; }
 
 uint32_t sk_shm_self_gen(void) { return self_slot >= 0 ? hdr()->procs[self_slot].gen : 0; }
@@ -554,6 +560,7 @@ void sk_shm_proc_gone(int pid) {
     p->gen++;
     p->head = p->tail = 0;
     sk_shm_unlock(&p->lock);
+    __atomic_sub_fetch(&h->nprocs, 1, __ATOMIC_SEQ_CST);
     found = 1;
   }
   sk_shm_unlock(&h->proc_lock);

@@ -141,6 +141,9 @@ int sk_shm_wake(const sk_shm_waiter *w);
 /* In the parent, once a worker process has been reaped: frees its slot
 ** and lets every shared object drop its records and pass on lost wakes. */
 void sk_shm_proc_gone(int pid);
+/* 1 while another process of the tree is alive (it could end a wait on a
+** shared object). */
+int sk_shm_others_alive(void);
 /* This process's slot (-1 when it has none) and that slot's generation. */
 int sk_shm_self(void);
 uint32_t sk_shm_self_gen(void);

@@ -35,6 +35,30 @@ describe("deadlock detection", function()
     p:join(30)
   end)
 
+  it("fires once the only process that could end the wait is gone", function()
+    -- The wait begins while the child (which shares the queue) is alive,
+    -- and must not hang after it exits.
+    local q = skein.queue()
+    local p = skein.process(function(queue) skein.sleep(0.3) end, q)
+    local t0 = skein.now()
+    assert.equal("deadlock", kind_of(q.get, q))
+    assert.is_true(skein.now() - t0 < 20)
+    p:join(30)
+    local ev = skein.event()
+    p = skein.process(function(e) skein.sleep(0.3) end, ev)
+    assert.equal("deadlock", kind_of(ev.wait, ev))
+    p:join(30)
+  end)
+
+  it("does not lose a wake sent by a process just before it exits", function()
+    for _ = 1, 20 do
+      local here, there = skein.pipe()
+      local p = skein.process(function(conn) conn:send("bye") conn:close() end, there)
+      assert.equal("bye", here:recv(30))
+      p:join(30)
+    end
+  end)
+
   it("still honours timeouts", function()
     local q = skein.queue()
     assert.equal("timeout", kind_of(q.get, q, 0.05))

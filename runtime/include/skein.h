@@ -37,6 +37,12 @@
 ** name another one with $SKEIN_WORKER_EXE). A host that uses them should
 ** ignore SIGPIPE, as the `skein` command does: a write to a worker that just
 ** died must fail with EPIPE, not end the host.
+**
+** Process-wide resources: the first sync object, shared value or worker
+** process creates the shared-memory segment (one memfd descriptor, 16 GiB
+** of reserved address space used only as needed) and, once something
+** waits on a shared object, one small thread that relays wakes from other
+** processes. Both last as long as the host process, across skein_close.
 */
 #ifndef SKEIN_H
 #define SKEIN_H
