@@ -87,13 +87,9 @@ static void barrier_gone(sk_shm_obj *o);
 static void barrier_free(sk_shm_obj *o);
 static const sk_shm_type barrier_shm_type = {barrier_gone, barrier_free};
 
-static sk_obj *barrier_view(sk_shm_obj *so);
-static const sk_shm_ops barrier_shm = {SK_SHM_BARRIER, sk_xobj_shared, sk_xobj_shared,
-                                       barrier_view};
+static const sk_shm_ops barrier_shm = {SK_SHM_BARRIER, sk_xobj_shared, sk_xobj_shared, sk_xobj_view};
 static const sk_objtype barrier_type = {BARRIER_MT, sk_xobj_destroy, &barrier_shm};
 
-static sk_obj *make_view(sk_shm_obj *so) { return sk_xobj_make(so, &barrier_type); }
-static sk_obj *barrier_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_view); }
 
 static void push_barrier(lua_State *L, sk_obj *o) { sk_handle_push(L, o, BARRIER_MT); }
 
@@ -583,7 +579,7 @@ void sk_barrier_open(lua_State *L) {
   }
   lua_pop(L, 1);
   sk_marshal_register_type(BARRIER_MT, push_barrier);
-  sk_shm_register_ops(&barrier_shm);
+  sk_xobj_register(&barrier_type);
   sk_shm_register_type(SK_SHM_BARRIER, &barrier_shm_type);
   lua_pushcfunction(L, l_barrier_new);
   lua_setfield(L, -2, "barrier");

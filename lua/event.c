@@ -29,12 +29,9 @@ static void event_free(sk_shm_obj *o) { sk_xw_free(&((sk_event *)o)->w); }
 
 static const sk_shm_type event_shm_type = {event_gone, event_free};
 
-static sk_obj *event_view(sk_shm_obj *so);
-static const sk_shm_ops event_shm = {SK_SHM_EVENT, sk_xobj_shared, sk_xobj_shared, event_view};
+static const sk_shm_ops event_shm = {SK_SHM_EVENT, sk_xobj_shared, sk_xobj_shared, sk_xobj_view};
 static const sk_objtype event_type = {EVENT_MT, sk_xobj_destroy, &event_shm};
 
-static sk_obj *make_view(sk_shm_obj *so) { return sk_xobj_make(so, &event_type); }
-static sk_obj *event_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_view); }
 
 static int event_ready(void *obj) { return ((sk_event *)obj)->set; }
 
@@ -144,7 +141,7 @@ void sk_event_open(lua_State *L) {
       {"wait", l_event_wait}, {NULL, NULL}};
   sk_sync_new_type(L, EVENT_MT, methods, l_event_tostring);
   sk_marshal_register_type(EVENT_MT, push_event);
-  sk_shm_register_ops(&event_shm);
+  sk_xobj_register(&event_type);
   sk_shm_register_type(SK_SHM_EVENT, &event_shm_type);
   sk_select_register(&event_select);
   lua_pushcfunction(L, l_event_new);

@@ -518,10 +518,10 @@ static void enc_userdata(enc *e, int idx, const path *p) {
   sk_obj_retain(o);
   b->objs[b->nobjs++] = o;
   if (so) {
-    /* A worker process's main worker sends to its parent, which may read
-    ** the bytes after this process is gone: the reference they need is
-    ** taken here and never dropped (the object then lives as long as the
-    ** process tree; see docs/ARCHITECTURE.md). */
+    /* A worker process's result goes to its parent, which may read the
+    ** bytes after this process is gone: the reference they need is taken
+    ** here and never dropped (the object then lives as long as the process
+    ** tree; see docs/ARCHITECTURE.md). */
     if (sk_marshal_xproc == SK_XPROC_TO_PARENT) sk_shm_obj_retain(so);
     put_byte(L, b, T_SHM);
     put_str(L, b, canonical, strlen(canonical));

@@ -310,12 +310,13 @@ int sk_process_child_main(int fd, const char *mode) {
   sk_shm_attach_inherited();
   /* What this worker sends goes to its parent: objects move to the
   ** shared segment (sk_marshal_xproc). */
-  sk_marshal_xproc = SK_XPROC_TO_PARENT;
+  sk_marshal_xproc = 1;
   sk_worker *w = sk_worker_new(NULL, &err);
   if (w == NULL) {
     fprintf(stderr, "skein: worker process: %s\n", err);
     return 1;
   }
+  w->results_to_parent = 1;
   child_identity(w);
   child_fd = fd;
   sk_rpc_attach(w, fd);

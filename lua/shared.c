@@ -279,11 +279,8 @@ static int scalar_equals(lua_State *L, const scalar *s, int idx) {
 static void value_free(sk_shm_obj *o) { scalar_clear(&((sk_value *)o)->v); }
 
 static const sk_shm_type value_shm_type = {NULL, value_free};
-static sk_obj *value_view(sk_shm_obj *so);
-static const sk_shm_ops value_shm = {SK_SHM_VALUE, sk_xobj_shared, sk_xobj_shared, value_view};
+static const sk_shm_ops value_shm = {SK_SHM_VALUE, sk_xobj_shared, sk_xobj_shared, sk_xobj_view};
 static const sk_objtype value_type = {VALUE_MT, sk_xobj_destroy, &value_shm};
-static sk_obj *make_value_view(sk_shm_obj *so) { return sk_xobj_make(so, &value_type); }
-static sk_obj *value_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_value_view); }
 
 static void push_value(lua_State *L, sk_obj *o) { sk_handle_push(L, o, VALUE_MT); }
 
@@ -458,11 +455,8 @@ typedef struct sk_array {
 #define ARRAY_MAX ((size_t)1 << 34)
 
 static const sk_shm_type array_shm_type = {NULL, NULL};
-static sk_obj *array_view(sk_shm_obj *so);
-static const sk_shm_ops array_shm = {SK_SHM_ARRAY, sk_xobj_shared, sk_xobj_shared, array_view};
+static const sk_shm_ops array_shm = {SK_SHM_ARRAY, sk_xobj_shared, sk_xobj_shared, sk_xobj_view};
 static const sk_objtype array_type = {ARRAY_MT, sk_xobj_destroy, &array_shm};
-static sk_obj *make_array_view(sk_shm_obj *so) { return sk_xobj_make(so, &array_type); }
-static sk_obj *array_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_array_view); }
 
 static void push_array(lua_State *L, sk_obj *o) { sk_handle_push(L, o, ARRAY_MT); }
 
@@ -718,8 +712,8 @@ void sk_shared_open(lua_State *L) {
 
   sk_marshal_register_type(VALUE_MT, push_value);
   sk_marshal_register_type(ARRAY_MT, push_array);
-  sk_shm_register_ops(&value_shm);
-  sk_shm_register_ops(&array_shm);
+  sk_xobj_register(&value_type);
+  sk_xobj_register(&array_type);
   sk_shm_register_type(SK_SHM_VALUE, &value_shm_type);
   sk_shm_register_type(SK_SHM_ARRAY, &array_shm_type);
 

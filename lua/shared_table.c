@@ -427,11 +427,8 @@ static void table_free(sk_shm_obj *o) {
 }
 
 static const sk_shm_type table_shm_type = {table_gone, table_free};
-static sk_obj *table_view(sk_shm_obj *so);
-static const sk_shm_ops table_shm = {SK_SHM_TABLE, sk_xobj_shared, sk_xobj_shared, table_view};
+static const sk_shm_ops table_shm = {SK_SHM_TABLE, sk_xobj_shared, sk_xobj_shared, sk_xobj_view};
 static const sk_objtype table_type = {TABLE_MT, sk_xobj_destroy, &table_shm};
-static sk_obj *make_table_view(sk_shm_obj *so) { return sk_xobj_make(so, &table_type); }
-static sk_obj *table_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_table_view); }
 
 static void push_table(lua_State *L, sk_obj *o) { sk_handle_push(L, o, TABLE_MT); }
 
@@ -965,7 +962,7 @@ void sk_shared_table_open(lua_State *L) {
   lua_pop(L, 1);
 
   sk_marshal_register_type(TABLE_MT, push_table);
-  sk_shm_register_ops(&table_shm);
+  sk_xobj_register(&table_type);
   sk_shm_register_type(SK_SHM_TABLE, &table_shm_type);
   lua_pushcfunction(L, l_table_new);
   lua_setfield(L, -2, "table");

@@ -103,6 +103,7 @@ struct sk_ctx {
 
 struct sk_worker {
   lua_State *L;                 /* the main state */
+  int results_to_parent;        /* a worker process's main worker (marshal.c) */
   sk_alloc *alloc;              /* its allocator (alloc.c) */
   lua_State *cur_L;             /* the state whose code drives the worker now */
   sk_sched sched;
@@ -262,8 +263,8 @@ void sk_marshal_open(lua_State *L);
 ** refers to it by its place in the segment; objects already there are
 ** always sent that way. Set around encodes bound for another process. */
 extern _Thread_local int sk_marshal_xproc;
-/* The value of sk_marshal_xproc in a worker process's main worker: its
-** encodes may outlive it (see marshal.c). */
+/* sk_marshal_xproc while a worker process encodes a result for its parent,
+** which may read it after the process is gone (see marshal.c). */
 #define SK_XPROC_TO_PARENT 2
 /* sk_marshal_encode with sk_marshal_xproc set. */
 int sk_marshal_encode_xproc(lua_State *L, int first, int n, sk_buf *out, const char *root);

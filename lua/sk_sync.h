@@ -10,12 +10,6 @@
 #include "sk_lua.h"
 #include "sk_chan.h"
 
-/* Makes a new, registered shared object of `size` bytes whose uv_mutex_t
-** sits at `lock_off`; raises (holding nothing) when out of memory. */
-void *sk_sync_new_obj(lua_State *L, size_t size, const sk_objtype *type, size_t lock_off);
-#define SK_SYNC_NEW(L, T, type) \
-  ((T *)sk_sync_new_obj((L), sizeof(T), (type), offsetof(T, lock)))
-
 /* Registers a handle metatable: methods in __index, __gc, __tostring. */
 void sk_sync_new_type(lua_State *L, const char *mt, const luaL_Reg *methods,
                       lua_CFunction tostring);
@@ -24,10 +18,6 @@ void sk_sync_new_type(lua_State *L, const char *mt, const luaL_Reg *methods,
 ** (object, deadline): every blocking method keeps its deadline at 2. */
 void sk_sync_setup_deadline(lua_State *L, int timeout_arg);
 
-/* Who the context `c` is, across threads: its worker's port and its task
-** id (never reused within a worker; 0 for the worker's root). */
-void sk_sync_identity(lua_State *L, sk_ctx *c, sk_port **port, lua_Integer *id);
-
 /* Reads integer argument `arg` >= `min`; an absent one gives `def` when
 ** def >= min, else raises. Raises "bad argument" naming `what`. */
 lua_Integer sk_sync_check_count(lua_State *L, int arg, lua_Integer def, lua_Integer min,
@@ -35,15 +25,6 @@ lua_Integer sk_sync_check_count(lua_State *L, int arg, lua_Integer def, lua_Inte
 
 /* Raises a type error unless argument `arg` is callable. */
 void sk_sync_check_callable(lua_State *L, int arg);
-
-/* Ends a wait on a shared object without raising: removes c's waiter
-** record from `list` (*picked = 1 when a wake had already taken it, so the
-** caller owes that wake to someone), then ends the wait under protection.
-** Returns LUA_OK with *timed_out set, or an error status with the error
-** the wait raised (cancelled, interrupted, deadlock, a scope's timeout) on
-** top of the stack, so the caller can clean up before re-raising it. */
-int sk_sync_end_wait(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list, int *picked,
-                     int *timed_out);
 
 /* ------------------------------------------ across processes (xwait.c) */
 
@@ -73,8 +54,13 @@ size_t sk_xw_count(sk_xw *x);
 void sk_xw_free(sk_xw *x);
 
 /* The wait protocol of sk_lua.h on an sk_xw (the counterparts of
-** sk_shared_wait_begin/end, sk_sync_end_wait and pass_on); `ready` is
-** called with the lock held, on `st`. */
+** sk_shared_wait_begin/end); `ready` is called with the lock held, on
+** `st`. sk_xw_end_wait ends a wait without raising: it removes c's record
+** (*picked = 1 when a wake had already taken it, so the caller owes that
+** wake to someone: sk_xw_pass_on), then ends the wait under protection.
+** It returns LUA_OK with *timed_out set, or an error status with the error
+** the wait raised (cancelled, interrupted, deadlock, a scope's timeout) on
+** top of the stack, so the caller can clean up before re-raising it. */
 int sk_xw_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_xw *x, sk_ready_fn ready,
                      void *st);
 void sk_xw_wait_end(lua_State *L, sk_ctx *c, sk_xw *x);
@@ -104,7 +90,12 @@ typedef struct sk_xobj {
 ** type) and this process's view of it; raises (holding nothing) when out of
 ** memory. */
 void *sk_xobj_new(lua_State *L, const sk_objtype *type, size_t size);
-/* For the type's sk_shm_ops and sk_objtype. */
+/* For the type's sk_shm_ops ({type, sk_xobj_shared, sk_xobj_shared,
+** sk_xobj_view}) and sk_objtype ({MT, sk_xobj_destroy, &ops}); a type is
+** registered once per process with sk_xobj_register. sk_xobj_make makes a
+** view of `type` (for a type whose view needs more, like a condition's). */
+void sk_xobj_register(const sk_objtype *t);
+sk_obj *sk_xobj_view(sk_shm_obj *so);
 sk_obj *sk_xobj_make(sk_shm_obj *so, const sk_objtype *type);
 sk_shm_obj *sk_xobj_shared(sk_obj *o);
 void sk_xobj_destroy(sk_obj *o);

@@ -42,12 +42,6 @@ void sk_sync_setup_deadline(lua_State *L, int timeout_arg) {
   sk_push_deadline(L, d);
 }
 
-void sk_sync_identity(lua_State *L, sk_ctx *c, sk_port **port, lua_Integer *id) {
-  (void)L;
-  *port = c->w->port;
-  *id = c->id;
-}
-
 lua_Integer sk_sync_check_count(lua_State *L, int arg, lua_Integer def, lua_Integer min,
                                 const char *what) {
   if (lua_isnoneornil(L, arg) && def >= min) return def;
@@ -71,31 +65,6 @@ void sk_sync_check_callable(lua_State *L, int arg) {
   luaL_typeerror(L, arg, "function");
 }
 
-static int wait_end_trap(lua_State *L) {
-  lua_pushboolean(L, sk_wait_end(L, lua_touserdata(L, 1)));
-  return 1;
-}
-
-int sk_sync_end_wait(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list, int *picked,
-                     int *timed_out) {
-  uv_mutex_lock(lock);
-  *picked = sk_waitlist_remove(list, c->w->port, c->wslot) == 0;
-  uv_mutex_unlock(lock);
-  *timed_out = 0;
-  if (!lua_checkstack(L, 3)) {
-    lua_pushliteral(L, "not enough memory");
-    return LUA_ERRMEM;
-  }
-  lua_pushcfunction(L, wait_end_trap);
-  lua_pushlightuserdata(L, c);
-  int st = lua_pcall(L, 1, 1, 0);
-  if (st == LUA_OK) {
-    *timed_out = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-  }
-  return st;
-}
-
 /* Pushes a new handle for `o` (taking over one reference) whose user value
 ** is the value on top of the stack, which it pops. */
 static void push_handle_uv(lua_State *L, sk_obj *o, const char *mt) {
@@ -104,18 +73,6 @@ static void push_handle_uv(lua_State *L, sk_obj *o, const char *mt) {
   luaL_setmetatable(L, mt);
   lua_rotate(L, -2, 1);
   lua_setiuservalue(L, -2, 1);
-}
-
-void *sk_sync_new_obj(lua_State *L, size_t size, const sk_objtype *type, size_t lock_off) {
-  char *p = calloc(1, size);
-  if (p == NULL) luaL_error(L, "not enough memory for a %s", type->name);
-  uv_mutex_t *lock = (uv_mutex_t *)(p + lock_off);
-  if (uv_mutex_init(lock) != 0) {
-    free(p);
-    luaL_error(L, "cannot create a mutex for a %s", type->name);
-  }
-  sk_obj_init((sk_obj *)p, type);
-  return p;
 }
 
 /* ----------------------------------------------------------------- lock */
@@ -130,11 +87,8 @@ typedef struct sk_lock {
   sk_who owner;
 } sk_lock;
 
-static sk_obj *lock_view(sk_shm_obj *so);
-static const sk_shm_ops lock_shm = {SK_SHM_LOCK, sk_xobj_shared, sk_xobj_shared, lock_view};
+static const sk_shm_ops lock_shm = {SK_SHM_LOCK, sk_xobj_shared, sk_xobj_shared, sk_xobj_view};
 static const sk_objtype lock_type = {LOCK_MT, sk_xobj_destroy, &lock_shm};
-static sk_obj *make_lock_view(sk_shm_obj *so) { return sk_xobj_make(so, &lock_type); }
-static sk_obj *lock_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_lock_view); }
 
 /* A lock whose holder's process died is free again. */
 static void lock_gone(sk_shm_obj *o) {
@@ -324,11 +278,8 @@ typedef struct sk_sem {
   int bounded;
 } sk_sem;
 
-static sk_obj *sem_view(sk_shm_obj *so);
-static const sk_shm_ops sem_shm = {SK_SHM_SEM, sk_xobj_shared, sk_xobj_shared, sem_view};
+static const sk_shm_ops sem_shm = {SK_SHM_SEM, sk_xobj_shared, sk_xobj_shared, sk_xobj_view};
 static const sk_objtype sem_type = {SEM_MT, sk_xobj_destroy, &sem_shm};
-static sk_obj *make_sem_view(sk_shm_obj *so) { return sk_xobj_make(so, &sem_type); }
-static sk_obj *sem_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_sem_view); }
 
 /* Units a dead process took are not given back (a semaphore has no
 ** owner); its records go, and wakes it may have swallowed are passed on. */
@@ -652,7 +603,7 @@ static const sk_objtype cond_type = {COND_MT, sk_xobj_destroy, &cond_shm};
 
 /* A condition's view also keeps a view of its lock (`extra`). */
 static sk_obj *make_cond_view(sk_shm_obj *so) {
-  sk_obj *lk = lock_view(sk_shm_ptr(((sk_cond *)so)->lk));
+  sk_obj *lk = sk_xobj_view(sk_shm_ptr(((sk_cond *)so)->lk));
   if (lk == NULL) return NULL;
   sk_obj *o = sk_xobj_make(so, &cond_type);
   if (o == NULL) {
@@ -931,9 +882,9 @@ void sk_sync_open(lua_State *L) {
   sk_marshal_register_type(LOCK_MT, push_lock);
   sk_marshal_register_type(SEM_MT, push_sem);
   sk_marshal_register_type(COND_MT, push_cond);
-  sk_shm_register_ops(&lock_shm);
-  sk_shm_register_ops(&sem_shm);
-  sk_shm_register_ops(&cond_shm);
+  sk_xobj_register(&lock_type);
+  sk_xobj_register(&sem_type);
+  sk_xobj_register(&cond_type);
   sk_shm_register_type(SK_SHM_LOCK, &lock_shm_type);
   sk_shm_register_type(SK_SHM_SEM, &sem_shm_type);
   sk_shm_register_type(SK_SHM_COND, &cond_shm_type);

@@ -544,11 +544,16 @@ static int p_call(lua_State *L) {
   int n = sk_marshal_decode(L, a->code, a->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
   int st = n < 0 ? LUA_ERRRUN : lua_pcall(L, n - 1, LUA_MULTRET, 1);
   if (st == LUA_OK && sk_worker_drain(w) != 0) st = LUA_ERRRUN;
+  /* A worker process's results may be read after it is gone (marshal.c). */
+  int was = sk_marshal_xproc;
+  if (w->results_to_parent) sk_marshal_xproc = SK_XPROC_TO_PARENT;
   if (st == LUA_OK && sk_marshal_encode(L, 2, lua_gettop(L) - 1, a->out, "result") == 0) {
+    sk_marshal_xproc = was;
     return 0;
   }
   a->failed = 1;
   a->kind = sk_encode_failure(L, a->out);
+  sk_marshal_xproc = was;
   return 0;
 }
 

@@ -170,6 +170,21 @@ sk_obj *sk_xobj_make(sk_shm_obj *so, const sk_objtype *type) {
 
 sk_shm_obj *sk_xobj_shared(sk_obj *o) { return ((sk_xobj *)o)->s; }
 
+/* The types whose views sk_xobj_view makes, by shared-object type. */
+static const sk_objtype *xtypes[16];
+
+void sk_xobj_register(const sk_objtype *t) {
+  if (t->shm->type < sizeof xtypes / sizeof *xtypes) xtypes[t->shm->type] = t;
+  sk_shm_register_ops(t->shm);
+}
+
+static sk_obj *make_view(sk_shm_obj *so) {
+  const sk_objtype *t = so->type < sizeof xtypes / sizeof *xtypes ? xtypes[so->type] : NULL;
+  return t ? sk_xobj_make(so, t) : NULL;
+}
+
+sk_obj *sk_xobj_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_view); }
+
 void *sk_xobj_new(lua_State *L, const sk_objtype *type, size_t size) {
   if (sk_shm_base(1) == NULL) luaL_error(L, "cannot create a %s: no shared memory", type->name);
   sk_shm_obj *so = sk_shm_alloc(size);
