@@ -78,6 +78,20 @@ static void put_varint(lua_State *L, sk_buf *b, uint64_t v) {
   put(L, b, tmp, (size_t)n);
 }
 
+/* T_INT and the zigzag varint of v, with one capacity check. */
+static void put_int(lua_State *L, sk_buf *b, lua_Integer v) {
+  buf_grow(L, b, 11);
+  char *w = b->data + b->len;
+  *w++ = T_INT;
+  uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+  while (z >= 0x80) {
+    *w++ = (char)((z & 0x7f) | 0x80);
+    z >>= 7;
+  }
+  *w++ = (char)z;
+  b->len = (size_t)(w - b->data);
+}
+
 static void put_u64(lua_State *L, sk_buf *b, uint64_t v) {
   uint8_t tmp[8];
   for (int i = 0; i < 8; i++) tmp[i] = (uint8_t)(v >> (8 * i));
@@ -192,6 +206,7 @@ typedef struct enc {
   const void *seen_ptr[SEEN_INLINE];
   lua_Integer nextid;
   const char *root;
+  lua_Integer from, to;         /* sk_marshal_encode_list's range */
 } enc;
 
 static int is_ident(const char *s) {
@@ -333,6 +348,27 @@ static int writer(lua_State *L, const void *p, size_t n, void *ud) {
 
 static void enc_value(enc *e, int idx, const path *p, int depth);
 
+/* Writes t[i] (t at stack index idx), named `pos` under p in errors.
+** Integers and strings, the bulk of big lists, are written here directly
+** (the same bytes enc_value writes) to spare its per-value checks. */
+static void enc_item(enc *e, int idx, lua_Integer i, const path *p, lua_Integer pos, int depth) {
+  lua_State *L = e->L;
+  sk_buf *b = e->b;
+  int t = lua_rawgeti(L, idx, i);
+  if (t == LUA_TNUMBER && lua_isinteger(L, -1)) {
+    put_int(L, b, lua_tointeger(L, -1));
+  } else if (t == LUA_TSTRING) {
+    size_t len;
+    const char *str = lua_tolstring(L, -1, &len);
+    put_byte(L, b, T_STR);
+    put_str(L, b, str, len);
+  } else {
+    path vp = {p, P_INDEX, NULL, pos};
+    enc_value(e, lua_gettop(L), &vp, depth);
+  }
+  lua_settop(L, -2);
+}
+
 static void enc_table(enc *e, int idx, const path *p, int depth) {
   lua_State *L = e->L;
   sk_buf *b = e->b;
@@ -353,19 +389,16 @@ static void enc_table(enc *e, int idx, const path *p, int depth) {
   /* The list part goes first, by position (no keys); then the other pairs. */
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
   put_varint(L, b, (uint64_t)n);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, idx, i);
-    path vp = {p, P_INDEX, NULL, i};
-    enc_value(e, lua_gettop(L), &vp, depth + 1);
-    lua_pop(L, 1);
-  }
+  for (lua_Integer i = 1; i <= n; i++) enc_item(e, idx, i, p, i, depth + 1);
   /* Then everything else. (Resuming lua_next at key n would skip hash
   ** entries placed before n's slot when n itself lives in the hash part.) */
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    int k = lua_gettop(L) - 1;
-    if (lua_isinteger(L, k) && lua_tointeger(L, k) >= 1 && lua_tointeger(L, k) <= n) {
-      lua_pop(L, 1);
+    int k = lua_gettop(L) - 1, isint;
+    lua_Integer ki;
+    if (lua_type(L, k) == LUA_TNUMBER && (ki = lua_tointegerx(L, k, &isint), isint) && ki >= 1 &&
+        ki <= n) {
+      lua_settop(L, -2);            /* (a float key never has an integer value) */
       continue;
     }
     path kp = {p, P_KEY, NULL, 0};
@@ -541,15 +574,15 @@ static void enc_value(enc *e, int idx, const path *p, int depth) {
   lua_State *L = e->L;
   sk_buf *b = e->b;
   if (depth > MAX_DEPTH) enc_fail(e, p, "nesting too deep (more than 200 levels)");
-  luaL_checkstack(L, 8, "marshal");
-  switch (lua_type(L, idx)) {
+  int t = lua_type(L, idx);
+  /* Scalars push nothing; the rest may nest. */
+  if (t >= LUA_TTABLE) luaL_checkstack(L, 8, "marshal");
+  switch (t) {
     case LUA_TNIL: put_byte(L, b, T_NIL); break;
     case LUA_TBOOLEAN: put_byte(L, b, lua_toboolean(L, idx) ? T_TRUE : T_FALSE); break;
     case LUA_TNUMBER:
       if (lua_isinteger(L, idx)) {
-        lua_Integer v = lua_tointeger(L, idx);
-        put_byte(L, b, T_INT);
-        put_varint(L, b, ((uint64_t)v << 1) ^ (uint64_t)(v >> 63));
+        put_int(L, b, lua_tointeger(L, idx));
       } else {
         lua_Number n = lua_tonumber(L, idx);
         uint64_t bits;
@@ -611,6 +644,35 @@ static int p_encode(lua_State *L) {
   for (int i = 0; i < n; i++) {
     path p = {NULL, P_INDEX, NULL, i + 1};
     enc_value(e, i + 2, &p, 0);
+  }
+  return 0;
+}
+
+/* p_encode for sk_marshal_encode_list: stack 1 enc, 2 the table. */
+static int p_encode_list(lua_State *L) {
+  enc *e = lua_touserdata(L, 1);
+  lua_Integer i = e->from, j = e->to;
+  lua_pushnil(L);
+  e->seen = lua_gettop(L);
+  put_byte(L, e->b, 'S');
+  put_byte(L, e->b, 2);
+  put_varint(L, e->b, (uint64_t)(j - i + 1));
+  for (lua_Integer k = i; k <= j; k++) enc_item(e, 2, k, NULL, k - i + 1, 0);
+  return 0;
+}
+
+int sk_marshal_encode_list(lua_State *L, int t, lua_Integer i, lua_Integer j, sk_buf *out,
+                           const char *root) {
+  enc e = {.L = L, .b = out, .root = root ? root : "value", .from = i, .to = j};
+  memset(out, 0, sizeof *out);
+  t = lua_absindex(L, t);
+  luaL_checkstack(L, 8, "marshal");
+  lua_pushcfunction(L, p_encode_list);
+  lua_pushlightuserdata(L, &e);
+  lua_pushvalue(L, t);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    sk_buf_free(out);
+    return -1;
   }
   return 0;
 }
@@ -697,6 +759,29 @@ static void remember(dec *d) {
 
 static void dec_value(dec *d, int depth);
 
+/* Decodes one value into t[i] (t at stack index t; nil leaves it unset).
+** Integers and strings directly, as in the encoder's enc_item. */
+static void dec_item(dec *d, int t, lua_Integer i, int depth) {
+  lua_State *L = d->L;
+  if (d->p < d->end && *d->p == T_INT) {
+    d->p++;
+    uint64_t z = get_varint(d);
+    lua_pushinteger(L, (lua_Integer)((z >> 1) ^ (~(z & 1) + 1)));
+  } else if (d->p < d->end && *d->p == T_STR) {
+    d->p++;
+    size_t n;
+    const char *s = get_bytes(d, &n);
+    lua_pushlstring(L, s, n);
+  } else {
+    dec_value(d, depth);
+    if (lua_isnil(L, -1)) {
+      lua_settop(L, -2);
+      return;
+    }
+  }
+  lua_rawseti(L, t, i);
+}
+
 static void dec_table(dec *d, int with_mt, int depth) {
   lua_State *L = d->L;
   size_t mtlen = 0;
@@ -706,11 +791,7 @@ static void dec_table(dec *d, int with_mt, int depth) {
   lua_createtable(L, (int)narr, 0);
   remember(d);
   int t = lua_gettop(L);
-  for (uint64_t i = 1; i <= narr; i++) {   /* the list part, by position */
-    dec_value(d, depth + 1);
-    if (lua_isnil(L, -1)) lua_pop(L, 1);
-    else lua_rawseti(L, t, (lua_Integer)i);
-  }
+  for (uint64_t i = 1; i <= narr; i++) dec_item(d, t, (lua_Integer)i, depth + 1);
   for (;;) {
     if (d->p >= d->end) dec_fail(d, "truncated table");
     if (*d->p == T_END) {
@@ -937,8 +1018,9 @@ static void dec_obj(dec *d) {
 static void dec_value(dec *d, int depth) {
   lua_State *L = d->L;
   if (depth > MAX_DEPTH) dec_fail(d, "nesting too deep");
-  luaL_checkstack(L, 8, "unmarshal");
   int tag = get_byte(d);
+  /* A scalar takes the one slot its caller made room for; the rest nest. */
+  if (tag > T_STR) luaL_checkstack(L, 8, "unmarshal");
   switch (tag) {
     case T_NIL: lua_pushnil(L); break;
     case T_FALSE: lua_pushboolean(L, 0); break;
@@ -991,6 +1073,18 @@ static void dec_value(dec *d, int depth) {
 }
 
 /* Protected body of sk_marshal_decode: [1] = dec*; returns the values. */
+/* Gives the worker's spare table (remember) back, emptied. */
+static void give_back_refs(dec *d) {
+  lua_State *L = d->L;
+  if (!lua_istable(L, d->refs)) return;
+  for (lua_Integer i = 1; i <= d->nextid; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, d->refs, i);
+  }
+  lua_pushvalue(L, d->refs);
+  lua_setfield(L, LUA_REGISTRYINDEX, "skein.refs");
+}
+
 static int p_decode(lua_State *L) {
   dec *d = lua_touserdata(L, 1);
   lua_pushnil(L);
@@ -1001,15 +1095,40 @@ static int p_decode(lua_State *L) {
   luaL_checkstack(L, (int)n + 8, "too many values to unmarshal");
   for (uint64_t i = 0; i < n; i++) dec_value(d, 0);
   if (d->p != d->end) dec_fail(d, "trailing bytes");
-  if (lua_istable(L, d->refs)) {    /* give the spare table back, emptied */
-    for (lua_Integer i = 1; i <= d->nextid; i++) {
-      lua_pushnil(L);
-      lua_rawseti(L, d->refs, i);
-    }
-    lua_pushvalue(L, d->refs);
-    lua_setfield(L, LUA_REGISTRYINDEX, "skein.refs");
-  }
+  give_back_refs(d);
   return (int)n;
+}
+
+/* p_decode for sk_marshal_decode_into: stack 1 dec, 2 the table, 3 the
+** first index. */
+static int p_decode_into(lua_State *L) {
+  dec *d = lua_touserdata(L, 1);
+  lua_Integer at = lua_tointeger(L, 3);
+  lua_pushnil(L);
+  d->refs = lua_gettop(L);
+  if (get_byte(d) != 'S' || get_byte(d) != 2) dec_fail(d, "not a skein buffer");
+  uint64_t n = get_varint(d);
+  if (n > (uint64_t)(d->end - d->p)) dec_fail(d, "value count past the end");
+  luaL_checkstack(L, 8, "unmarshal");
+  for (uint64_t i = 0; i < n; i++) dec_item(d, 2, at + (lua_Integer)i, 0);
+  if (d->p != d->end) dec_fail(d, "trailing bytes");
+  give_back_refs(d);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 1;
+}
+
+int sk_marshal_decode_into(lua_State *L, const char *data, size_t len, int flags, int t,
+                           lua_Integer at) {
+  dec d = {L, (const uint8_t *)data, (const uint8_t *)data + len, 0, 0, flags};
+  t = lua_absindex(L, t);
+  lua_pushcfunction(L, p_decode_into);
+  lua_pushlightuserdata(L, &d);
+  lua_pushvalue(L, t);
+  lua_pushinteger(L, at);
+  if (lua_pcall(L, 3, 1, 0) != LUA_OK) return -1;
+  int n = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return n;
 }
 
 int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags) {

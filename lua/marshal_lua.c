@@ -24,6 +24,42 @@ static int l_decode(lua_State *L) {
   return n;
 }
 
+/* skein._encode_range(list, i, j, [xproc]) -> string: list[i..j] as j-i+1
+** marshalled values, with no table around them (a pool's map sends its
+** chunks so: no copy of the list, and no walk of a table's other keys).
+** Errors name the values "items[k]", k counted from i. `xproc`: the bytes
+** go to another process (objects move to the shared segment); in a worker
+** process's main worker they are results for its parent. */
+static int l_encode_range(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer i = luaL_checkinteger(L, 2), j = luaL_checkinteger(L, 3);
+  int xproc = lua_toboolean(L, 4);
+  luaL_argcheck(L, i >= 1 && j >= i - 1 && j - i < INT32_MAX, 3, "bad range");
+  int was = sk_marshal_xproc;
+  if (xproc) sk_marshal_xproc = sk_worker_of(L)->results_to_parent ? SK_XPROC_TO_PARENT : 1;
+  sk_buf b;
+  int rc = sk_marshal_encode_list(L, 1, i, j, &b, "items");
+  sk_marshal_xproc = was;
+  if (rc != 0) return lua_error(L);
+  lua_pushlstring(L, b.data, b.len);
+  sk_buf_free(&b);
+  return 1;
+}
+
+/* skein._decode_into(s, t, i) -> n: decodes the values of s (made by
+** _encode_range) into t[i], t[i+1], ... (raw sets; a nil leaves its place
+** alone). */
+static int l_decode_into(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer at = luaL_checkinteger(L, 3);
+  int n = sk_marshal_decode_into(L, s, len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS, 2, at);
+  if (n < 0) return lua_error(L);
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 /* skein.register_metatable(name, mt): tables with `mt` cross workers with
 ** it; every worker must register the same name. */
 static int l_register_metatable(lua_State *L) {
@@ -55,6 +91,8 @@ void sk_marshal_open(lua_State *L) {
   static const luaL_Reg funcs[] = {{"encode", l_encode},
                                    {"decode", l_decode},
                                    {"register_metatable", l_register_metatable},
+                                   {"_encode_range", l_encode_range},
+                                   {"_decode_into", l_decode_into},
                                    {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

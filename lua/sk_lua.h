@@ -255,6 +255,14 @@ int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *r
 /* Pushes the decoded values and returns their count, or -1 with an error
 ** pushed; never raises. */
 int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags);
+/* The same for a list: encodes t[i..j] (t at stack index t) as j-i+1
+** values, named root[1], root[2]... in errors; and decodes a buffer's
+** values into t[at], t[at+1]... (raw sets; a nil leaves its place alone),
+** returning their count or -1 with an error pushed. Neither raises. */
+int sk_marshal_encode_list(lua_State *L, int t, lua_Integer i, lua_Integer j, sk_buf *out,
+                           const char *root);
+int sk_marshal_decode_into(lua_State *L, const char *data, size_t len, int flags, int t,
+                           lua_Integer at);
 void sk_buf_free(sk_buf *b);
 void sk_marshal_open(lua_State *L);
 

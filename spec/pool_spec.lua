@@ -45,6 +45,28 @@ for _, kind in ipairs({"coroutine", "thread", "process"}) do
       assert.same({3, 7, n = 2}, p:starmap(function(a, b) return a + b end, {{1, 2}, {3, 4}}))
     end)
 
+    it("maps values of every kind, shared sub-tables included, and names a bad one", function()
+      local p <close> = skein.pool{kind = kind, size = 2}
+      local shared = {1, 2, 3}
+      local xs = {}
+      for i = 1, 60 do
+        xs[i] = i % 3 == 0 and shared or i % 3 == 1 and ("s" .. i) or i + 0.5
+      end
+      local r = p:map(function(x) return type(x) == "table" and #x or x end, xs, {chunksize = 8})
+      for i = 1, 60 do
+        assert.equal(i % 3 == 0 and 3 or i % 3 == 1 and ("s" .. i) or i + 0.5, r[i])
+      end
+      -- One table stays one table within a chunk.
+      local same = p:map(function(pair) return pair[1] == pair[2] end, {{shared, shared}})
+      assert.is_true(same[1])
+      if kind ~= "coroutine" then  -- (a coroutine pool sends nothing)
+        local bad = {1, 2, 3, 4, 5, coroutine.create(print), 7}
+        local e = caught(p.map, p, function(x) return x end, bad, {chunksize = 3})
+        assert.is_true(skein.is_error(e, "marshal"))
+        assert.equal("items[6]: cannot send a coroutine", e.message)
+      end
+    end)
+
     it("imaps lazily: a 10 million item generator is not read up front", function()
       local p <close> = skein.pool{kind = kind, size = 2}
       local produced = 0

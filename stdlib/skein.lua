@@ -110,6 +110,9 @@ function M.as_completed(list, timeout)
   return iter, nil, nil, ws
 end
 
+-- For pools' map in every worker (stdlib/skein/pool.lua's run_packed).
+M._encode_range, M._decode_into = core._encode_range, core._decode_into
+
 --- skein.pool{kind=, size=, ...} -> pool (stdlib/skein/pool.lua)
 M.pool = core._module("skein.pool")(M, core)
 core._module("skein.rpc")(M, core)

@@ -86,6 +86,36 @@ local function puller(iterable, fname)
 end
 
 -- Runs fn over one chunk of items inside a worker.
+-- The same for map over a list on thread and process pools: the items come
+-- as one string (skein._encode_range: no chunk table to build, copy or walk)
+-- and the results go back as one, decoded straight into map's result list.
+local function run_packed(fn, packed, star, xproc)
+  local items, out = {}, {}
+  local n = skein._decode_into(packed, items, 1)
+  for i = 1, n do
+    if star then
+      local args = items[i]
+      out[i] = fn(table.unpack(args, 1, args.n or #args))
+    else
+      out[i] = fn(items[i])
+    end
+  end
+  return skein._encode_range(out, 1, n, xproc)
+end
+
+-- An error of _encode_range names items from 1; make it the list's index.
+local function shift_items_path(e, first)
+  if skein.is_error(e) and type(e.path) == "string" then
+    local k, rest = e.path:match("^items%[(%d+)%](.*)$")
+    if k then
+      local path = ("items[%d]%s"):format(tonumber(k) + first - 1, rest)
+      e.message = e.message:gsub("^items%[%d+%]", ("items[%d]"):format(tonumber(k) + first - 1), 1)
+      e.path = path
+    end
+  end
+  return e
+end
+
 local function run_chunk(fn, chunk, star)
   local out = {}
   for i = 1, chunk.n do
@@ -364,17 +394,27 @@ local function map_list(self, fn, list, opts, fname, star)
   end
   local timeout = check_timeout(opts.timeout, fname) or self.timeout
   local bar = opts.progress and progress_bar(total, self.name) or nil
-  local futures, starts = {}, {}
+  local packed = self.kind ~= "coroutine" and (chunksize > 1 or star)
+  local xproc = self.kind == "process" or nil
+  local futures, starts, sizes = {}, {}, {}
   for first = 1, total, chunksize do
     local last = math.min(first + chunksize - 1, total)
     local f
-    if chunksize == 1 and not star then
+    if packed then
+      local ok, items = pcall(skein._encode_range, list, first, last, xproc)
+      if not ok then
+        for _, g in ipairs(futures) do g:cancel() end
+        if bar then bar.finish() end
+        error(shift_items_path(items, first), 0)
+      end
+      f = self.impl:_submit(timeout, run_packed, fn, items, star or nil, xproc)
+    elseif chunksize == 1 and not star then
       f = self.impl:_submit(timeout, fn, list[first])
     else
       local chunk = table.move(list, first, last, 1, {n = last - first + 1})
       f = self.impl:_submit(timeout, run_chunk, fn, chunk, star or nil)
     end
-    futures[#futures + 1], starts[#futures + 1] = f, first
+    futures[#futures + 1], starts[#futures + 1], sizes[#futures + 1] = f, first, last - first + 1
   end
   local out = {n = total}
   for k, f in ipairs(futures) do
@@ -384,7 +424,10 @@ local function map_list(self, fn, list, opts, fname, star)
       if bar then bar.finish() end
       error(r[2], 0)
     end
-    if chunksize == 1 and not star then
+    if packed then
+      skein._decode_into(r[2], out, starts[k])
+      if bar then bar.step(sizes[k]) end
+    elseif chunksize == 1 and not star then
       out[starts[k]] = r[2]
       if bar then bar.step(1) end
     else
