@@ -28,6 +28,7 @@
 #include <sys/prctl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,27 +42,42 @@ static lua_Integer next_proc_id;
 
 /* ------------------------------------------------------------- frames */
 
-int sk_frame_write(int fd, int type, const void *data, size_t len) {
-  uint8_t head[5] = {(uint8_t)len, (uint8_t)(len >> 8), (uint8_t)(len >> 16),
-                     (uint8_t)(len >> 24), (uint8_t)type};
-  const char *parts[2] = {(const char *)head, data};
-  size_t sizes[2] = {5, len};
-  if (len > 0xffffffffu) return -1;
-  for (int i = 0; i < 2; i++) {
-    size_t off = 0;
-    while (off < sizes[i]) {
-      ssize_t n = send(fd, parts[i] + off, sizes[i] - off, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        struct pollfd pfd = {fd, POLLOUT, 0};   /* a non-blocking socket: wait */
-        poll(&pfd, 1, -1);
-        continue;
-      }
-      if (n <= 0) return -1;
-      off += (size_t)n;
+/* Writes a frame whose payload is pre[0..plen) then data[0..len), in one
+** system call when the socket takes it all. */
+static int frame_write2(int fd, int type, const void *pre, size_t plen, const void *data,
+                        size_t len) {
+  size_t total = plen + len;
+  if (total > 0xffffffffu) return -1;
+  uint8_t head[5] = {(uint8_t)total, (uint8_t)(total >> 8), (uint8_t)(total >> 16),
+                     (uint8_t)(total >> 24), (uint8_t)type};
+  struct iovec iov[3] = {{head, 5}, {(void *)pre, plen}, {(void *)data, len}};
+  struct msghdr msg = {0};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = 3;
+  for (;;) {
+    ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      struct pollfd pfd = {fd, POLLOUT, 0};   /* a non-blocking socket: wait */
+      poll(&pfd, 1, -1);
+      continue;
     }
+    if (n <= 0) return -1;
+    /* Skip what went out; stop when nothing is left. */
+    size_t left = (size_t)n;
+    while (msg.msg_iovlen && left >= msg.msg_iov[0].iov_len) {
+      left -= msg.msg_iov[0].iov_len;
+      msg.msg_iov++;
+      msg.msg_iovlen--;
+    }
+    if (msg.msg_iovlen == 0) return 0;
+    msg.msg_iov[0].iov_base = (char *)msg.msg_iov[0].iov_base + left;
+    msg.msg_iov[0].iov_len -= left;
   }
-  return 0;
+}
+
+int sk_frame_write(int fd, int type, const void *data, size_t len) {
+  return frame_write2(fd, type, NULL, 0, data, len);
 }
 
 /* Reads exactly n bytes; 0 on success, -1 on EOF or error. */
@@ -141,16 +157,11 @@ static int run_and_reply(sk_worker *w, int fd, const char *code, size_t len, con
     return -1;
   }
   if (prefix) {
-    char *framed = malloc(plen + out.len + 1);
-    if (framed == NULL) {
-      sk_buf_free(&out);
-      return -1;
-    }
-    memcpy(framed, prefix, plen);
-    framed[plen] = kind && strcmp(kind, "timeout") == 0 ? 't' : (kind && strcmp(kind, "marshal") == 0 ? 'm' : '-');
-    memcpy(framed + plen + 1, out.data, out.len);
-    sk_frame_write(fd, rc ? 'F' : 'R', framed, plen + 1 + out.len);
-    free(framed);
+    char pre[16];
+    if (plen > sizeof pre - 1) plen = sizeof pre - 1;
+    memcpy(pre, prefix, plen);
+    pre[plen] = kind && strcmp(kind, "timeout") == 0 ? 't' : (kind && strcmp(kind, "marshal") == 0 ? 'm' : '-');
+    frame_write2(fd, rc ? 'F' : 'R', pre, plen + 1, out.data, out.len);
   } else {
     sk_frame_write(fd, rc ? 'F' : 'R', out.data, out.len);
   }
