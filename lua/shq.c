@@ -536,7 +536,7 @@ int shq_add_waiter(shq *q, int what, sk_port *port, uint32_t slot, uint32_t gen)
   uint32_t id = sk_port_id(port);
   if (id == 0) return -1;
   sk_shm_waiter w;
-  sk_shm_waiter_self(&w, id, slot, gen);
+  if (sk_shm_waiter_self(&w, id, slot, gen) != 0) return -1;
   lock(q);
   if (shq_ready(q, what)) {
     unlock(q);

@@ -38,7 +38,7 @@ int sk_xw_add(sk_xw *x, const sk_waiter *w) {
   uint32_t id = sk_port_id(w->port);
   if (id == 0) return -1;
   sk_shm_waiter rec;
-  sk_shm_waiter_self(&rec, id, w->slot, w->gen);
+  if (sk_shm_waiter_self(&rec, id, w->slot, w->gen) != 0) return -1;
   if (sk_shm_waitlist_add(&x->head, &rec) != 0) return -1;
   sk_port_release(w->port);     /* the record names the port by id */
   return 0;

@@ -44,7 +44,7 @@ enum { P_FREE, P_LIVE };
 ** too), so a wake is never appended for a slot's next owner. */
 typedef struct proc_rec {
   pthread_mutex_t lock;
-  int32_t pid;
+  int32_t pid, ppid;            /* the process and the parent that reaps it */
   uint32_t gen, state, inited;
   uint32_t bell;                /* futex word: bumped after every append */
   uint32_t sleeping;            /* the dispatcher is (about to be) asleep */
@@ -122,6 +122,7 @@ static int take_slot(pid_t pid) {
     }
     sk_shm_lock(&p->lock);
     p->pid = pid;
+    p->ppid = (int32_t)getppid();
     p->gen++;
     p->head = p->tail = 0;
     p->state = P_LIVE;
@@ -177,7 +178,9 @@ int sk_shm_others_alive(void) {
 }
 int sk_shm_self(void) { return self_slot; }
 
-uint32_t sk_shm_self_gen(void) { return self_slot >= 0 ? hdr()->procs[self_slot].gen : 0; }
+uint32_t sk_shm_self_gen(void) {
+  return self_slot >= 0 && sk_shm_map ? hdr()->procs[self_slot].gen : 0;
+}
 
 void sk_shm_attach_inherited(void) {
   const char *e = getenv("SKEIN_SHM_FD");
@@ -400,7 +403,8 @@ static void start_dispatcher(void) {
   pthread_attr_destroy(&a);
 }
 
-void sk_shm_waiter_self(sk_shm_waiter *w, uint32_t port, uint32_t slot, uint32_t gen) {
+int sk_shm_waiter_self(sk_shm_waiter *w, uint32_t port, uint32_t slot, uint32_t gen) {
+  if (self_slot < 0) return -1;   /* the process table was full */
   pthread_once(&dispatch_once, start_dispatcher);
   memset(w, 0, sizeof *w);
   w->proc = (uint32_t)self_slot;
@@ -408,6 +412,7 @@ void sk_shm_waiter_self(sk_shm_waiter *w, uint32_t port, uint32_t slot, uint32_t
   w->port = port;
   w->slot = slot;
   w->gen = gen;
+  return 0;
 }
 
 int sk_shm_waitlist_add(sk_off *head, const sk_shm_waiter *w) {
@@ -547,21 +552,38 @@ static void *dispatch_main(void *arg) {
 
 /* ------------------------------------------------------------ dead ones */
 
+/* Under the table's lock: frees slot i. */
+static void free_slot(seg_hdr *h, proc_rec *p) {
+  sk_shm_lock(&p->lock);
+  p->state = P_FREE;
+  p->gen++;
+  p->head = p->tail = 0;
+  sk_shm_unlock(&p->lock);
+  __atomic_sub_fetch(&h->nprocs, 1, __ATOMIC_SEQ_CST);
+}
+
 void sk_shm_proc_gone(int pid) {
   seg_hdr *h = hdr();
   if (sk_shm_map == NULL || pid <= 0) return;
   int found = 0;
+  /* The dead process's own worker processes die with it (PDEATHSIG), but
+  ** their reaper is gone: they are killed for certain and counted gone
+  ** here, with theirs in turn. `gone` lists the pids, the first first. */
+  int gone[MAX_PROCS], ngone = 1;
+  gone[0] = pid;
   sk_shm_lock(&h->proc_lock);
-  for (int i = 0; i < MAX_PROCS; i++) {
-    proc_rec *p = &h->procs[i];
-    if (p->state != P_LIVE || p->pid != pid || i == self_slot) continue;
-    sk_shm_lock(&p->lock);
-    p->state = P_FREE;
-    p->gen++;
-    p->head = p->tail = 0;
-    sk_shm_unlock(&p->lock);
-    __atomic_sub_fetch(&h->nprocs, 1, __ATOMIC_SEQ_CST);
-    found = 1;
+  for (int g = 0; g < ngone; g++) {
+    for (int i = 0; i < MAX_PROCS; i++) {
+      proc_rec *p = &h->procs[i];
+      if (p->state != P_LIVE || i == self_slot) continue;
+      if (p->pid == gone[g]) {
+        free_slot(h, p);
+        found = 1;
+      } else if (p->ppid == gone[g] && ngone < MAX_PROCS) {
+        kill(p->pid, SIGKILL);
+        gone[ngone++] = p->pid;
+      }
+    }
   }
   sk_shm_unlock(&h->proc_lock);
   if (!found) return;

@@ -124,8 +124,9 @@ typedef struct sk_shm_type {
 void sk_shm_register_type(uint32_t type, const sk_shm_type *t);
 
 /* Waiter records. The caller holds the object's lock for add/remove/pop. */
-/* Fills a record for context (port, slot, gen) of this process. */
-void sk_shm_waiter_self(sk_shm_waiter *w, uint32_t port, uint32_t slot, uint32_t gen);
+/* Fills a record for context (port, slot, gen) of this process; -1 when
+** this process has no slot (more than 1024 processes in the tree). */
+int sk_shm_waiter_self(sk_shm_waiter *w, uint32_t port, uint32_t slot, uint32_t gen);
 /* Appends a copy of *w to the list at *head; -1 when the segment is full. */
 int sk_shm_waitlist_add(sk_off *head, const sk_shm_waiter *w);
 /* Removes the records of this process's (port, slot); returns how many. */
@@ -139,7 +140,9 @@ int sk_shm_waitlist_purge(sk_off *head);
 int sk_shm_wake(const sk_shm_waiter *w);
 
 /* In the parent, once a worker process has been reaped: frees its slot
-** and lets every shared object drop its records and pass on lost wakes. */
+** (and those of its own worker processes, which die with it: they are
+** killed for certain first) and lets every shared object drop their
+** records, release what they held and pass on lost wakes. */
 void sk_shm_proc_gone(int pid);
 /* 1 while another process of the tree is alive (it could end a wait on a
 ** shared object). */

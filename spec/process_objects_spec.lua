@@ -121,6 +121,30 @@ describe("objects in worker processes", function()
     lk:release()
   end)
 
+  it("locks: a grandchild orphaned by a killed child leaves its lock usable", function()
+    -- The grandchild dies with its parent, and nobody reaps it but the
+    -- system: its lock must still come free, and the parent's wait on the
+    -- queue must not stay wedged on the grandchild's stale waiter record.
+    local lk, held, q = skein.lock(), skein.event(), skein.queue()
+    local p = skein.process(function(l, e, queue)
+      local g = skein.process(function(l2, e2, q2)
+        l2:acquire()
+        e2:set()
+        q2:get()                  -- waits here until killed
+      end, l, e, queue)
+      g:join(60)
+    end, lk, held, q)
+    assert.is_true(held:wait(30))
+    skein.sleep(SLOW and 0.5 or 0.2)
+    p:kill()
+    assert.is_true(skein.is_error(caught(p.join, p, 60), "worker_died"))
+    assert.is_true(lk:acquire(10))
+    lk:release()
+    local taker = skein.process(function(queue) return queue:get(30) end, q)
+    q:put("for the live one")
+    assert.equal("for the live one", taker:join(60))
+  end)
+
   it("locks, hold and with work through a proxy", function()
     local lk = skein.rlock()
     local counter = skein.shared.value(0)
