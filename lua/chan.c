@@ -276,7 +276,7 @@ static void queue_destroy(sk_obj *o) {
   sk_queue *q = (sk_queue *)o;
   if (q->shm) {
     sk_shm_view_forget((sk_shm_obj *)q->shm, o);
-    sk_shm_obj_release((sk_shm_obj *)q->shm);
+    sk_shm_obj_unhold((sk_shm_obj *)q->shm);
   }
   uint64_t h = q->head, t = q->tail, n = t - h;
   if (q->order == SK_QUEUE_FIFO) {
@@ -838,7 +838,7 @@ static shq *move(sk_queue *q) {
   free(m.seqs);
   q->moving = 0;
   if (!ok) {
-    sk_shm_obj_release((sk_shm_obj *)s);
+    sk_shm_obj_unhold((sk_shm_obj *)s);
     return NULL;
   }
   sk_shm_view_remember((sk_shm_obj *)s, &q->obj);
@@ -877,7 +877,7 @@ static sk_obj *make_view(sk_shm_obj *so) {
     return NULL;
   }
   sk_obj_init(&q->obj, &queue_type);
-  sk_shm_obj_retain(so);
+  sk_shm_obj_hold(so);
   q->shm = s;
   q->done = DONE_MOVED;
   return &q->obj;

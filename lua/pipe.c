@@ -59,7 +59,7 @@ static void end_destroy(sk_obj *o) {
   if (e->shm) {
     /* The shared end closes with its last reference, in any process. */
     sk_shm_view_forget(&e->shm->obj, o);
-    sk_shm_obj_release(&e->shm->obj);
+    sk_shm_obj_unhold(&e->shm->obj);
   } else {
     end_shut(e);
   }
@@ -132,7 +132,7 @@ static sk_obj *make_end_view(sk_shm_obj *so) {
   }
   e->closed = &se->closed;
   e->duplex = se->duplex;
-  sk_shm_obj_retain(so);
+  sk_shm_obj_hold(so);
   e->shm = se;
   return &e->obj;
 }

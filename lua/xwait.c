@@ -153,7 +153,7 @@ static void xobj_destroy_view(sk_obj *o) {
   sk_xobj *x = (sk_xobj *)o;
   sk_shm_view_forget(x->s, o);
   if (x->extra) sk_obj_release(x->extra);
-  sk_shm_obj_release(x->s);
+  sk_shm_obj_unhold(x->s);
   free(x);
 }
 
@@ -163,7 +163,7 @@ sk_obj *sk_xobj_make(sk_shm_obj *so, const sk_objtype *type) {
   sk_xobj *x = calloc(1, sizeof *x);
   if (x == NULL) return NULL;
   sk_obj_init(&x->obj, type);
-  sk_shm_obj_retain(so);
+  sk_shm_obj_hold(so);
   x->s = so;
   return &x->obj;
 }
@@ -192,7 +192,7 @@ void *sk_xobj_new(lua_State *L, const sk_objtype *type, size_t size) {
   memset(so, 0, size);
   sk_shm_obj_link(so, type->shm->type);
   sk_obj *o = sk_xobj_make(so, type);
-  sk_shm_obj_release(so);       /* the view holds it now */
+  sk_shm_obj_unhold(so);        /* the view holds it now */
   if (o == NULL) luaL_error(L, "not enough memory for a %s", type->name);
   sk_shm_view_remember(so, o);
   return o;

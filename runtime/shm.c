@@ -264,13 +264,88 @@ void sk_shm_register_type(uint32_t type, const sk_shm_type *t) {
   if (type < sizeof types / sizeof *types) types[type] = t;
 }
 
+/* Holds: the references each process's views have, so that a process that
+** dies drops them (sk_shm_proc_gone). One node per (process, object), in a
+** list under the object list's lock. */
+typedef struct holder {
+  sk_off next;
+  uint32_t proc, gen;
+  int32_t count;
+  uint32_t pad;
+} holder;
+
+/* Under obj_lock: counts one more hold of this process on o. When no node
+** can be had the reference stays, untracked (it just never drops on death). */
+static void hold_locked(sk_shm_obj *o) {
+  if (self_slot < 0) return;
+  uint32_t gen = hdr()->procs[self_slot].gen;
+  for (sk_off x = o->holders; x; x = ((holder *)sk_shm_ptr(x))->next) {
+    holder *hd = sk_shm_ptr(x);
+    if (hd->proc == (uint32_t)self_slot && hd->gen == gen) {
+      hd->count++;
+      return;
+    }
+  }
+  holder *hd = sk_shm_alloc(sizeof *hd);
+  if (hd == NULL) return;
+  hd->proc = (uint32_t)self_slot;
+  hd->gen = gen;
+  hd->count = 1;
+  hd->next = o->holders;
+  o->holders = sk_shm_off(hd);
+}
+
+void sk_shm_obj_hold(sk_shm_obj *o) {
+  __atomic_add_fetch(&o->refs, 1, __ATOMIC_RELAXED);
+  sk_shm_lock(&hdr()->obj_lock);
+  hold_locked(o);
+  sk_shm_unlock(&hdr()->obj_lock);
+}
+
+void sk_shm_obj_unhold(sk_shm_obj *o) {
+  seg_hdr *h = hdr();
+  uint32_t gen = self_slot >= 0 ? h->procs[self_slot].gen : 0;
+  sk_shm_lock(&h->obj_lock);
+  for (sk_off *link = &o->holders; *link; link = &((holder *)sk_shm_ptr(*link))->next) {
+    holder *hd = sk_shm_ptr(*link);
+    if (hd->proc == (uint32_t)self_slot && hd->gen == gen) {
+      if (--hd->count <= 0) {
+        *link = hd->next;
+        sk_shm_free(hd);
+      }
+      break;
+    }
+  }
+  sk_shm_unlock(&h->obj_lock);
+  sk_shm_obj_release(o);
+}
+
+/* Under obj_lock: drops the holds of processes that are gone; returns the
+** references they had, for the caller to release after unlocking. */
+static int32_t drop_dead_holds(sk_shm_obj *o) {
+  int32_t n = 0;
+  for (sk_off *link = &o->holders; *link;) {
+    holder *hd = sk_shm_ptr(*link);
+    if (sk_shm_proc_live(hd->proc, hd->gen)) {
+      link = &hd->next;
+      continue;
+    }
+    n += hd->count;
+    *link = hd->next;
+    sk_shm_free(hd);
+  }
+  return n;
+}
+
 void sk_shm_obj_link(sk_shm_obj *o, uint32_t type) {
   seg_hdr *h = hdr();
   o->type = type;
   o->gen = __atomic_add_fetch(&h->objgen, 1, __ATOMIC_RELAXED);
   o->refs = 1;
   o->prev = 0;
+  o->holders = 0;
   sk_shm_lock(&h->obj_lock);
+  hold_locked(o);
   o->next = h->objs;
   if (h->objs) ((sk_shm_obj *)sk_shm_ptr(h->objs))->prev = sk_shm_off(o);
   h->objs = sk_shm_off(o);
@@ -288,6 +363,12 @@ void sk_shm_obj_release(sk_shm_obj *o) {
   else h->objs = o->next;
   if (o->next) ((sk_shm_obj *)sk_shm_ptr(o->next))->prev = o->prev;
   __atomic_store_n(&o->magic, 0, __ATOMIC_RELEASE);
+  for (sk_off x = o->holders; x;) {   /* stale ones, if any */
+    holder *hd = sk_shm_ptr(x);
+    x = hd->next;
+    sk_shm_free(hd);
+  }
+  o->holders = 0;
   sk_shm_unlock(&h->obj_lock);
   const sk_shm_type *t = o->type < sizeof types / sizeof *types ? types[o->type] : NULL;
   if (t && t->destroy) t->destroy(o);
@@ -591,6 +672,11 @@ void sk_shm_proc_gone(int pid) {
   ** process's records and pass on a wake it may have swallowed. */
   size_t n = 0, cap = 64;
   sk_shm_obj **objs = malloc(cap * sizeof *objs);
+  int32_t *dead = malloc(cap * sizeof *dead);
+  if (dead == NULL) {
+    free(objs);
+    objs = NULL;
+  }
   sk_shm_lock(&h->obj_lock);
   for (sk_off off = h->objs; off && objs;) {
     sk_shm_obj *o = sk_shm_ptr(off);
@@ -601,20 +687,27 @@ void sk_shm_proc_gone(int pid) {
     if (r <= 0) continue;
     if (n == cap) {
       sk_shm_obj **a = realloc(objs, 2 * cap * sizeof *objs);
-      if (a == NULL) {
-        sk_shm_obj_release(o);  /* refs > 1: never the last one here */
+      int32_t *b = a ? realloc(dead, 2 * cap * sizeof *dead) : NULL;
+      if (a) objs = a;
+      if (b == NULL) {
+        __atomic_sub_fetch(&o->refs, 1, __ATOMIC_ACQ_REL);  /* > 1: never the last here */
         break;
       }
-      objs = a;
+      dead = b;
       cap *= 2;
     }
+    dead[n] = drop_dead_holds(o);
     objs[n++] = o;
   }
   sk_shm_unlock(&h->obj_lock);
   for (size_t i = 0; i < n; i++) {
     const sk_shm_type *t = objs[i]->type < sizeof types / sizeof *types ? types[objs[i]->type] : NULL;
     if (t && t->gone) t->gone(objs[i]);
+    /* The dead's own references go last, with ours: an object only they
+    ** held ends here (a pipe end closes, a queue frees its items). */
+    for (int32_t k = 0; k < dead[i]; k++) sk_shm_obj_release(objs[i]);
     sk_shm_obj_release(objs[i]);
   }
   free(objs);
+  free(dead);
 }

@@ -57,6 +57,7 @@ typedef struct sk_shm_obj {
   uint32_t gen;                 /* bumped when the object is freed */
   int32_t refs;                 /* atomic: handles in every process + references in items */
   sk_off prev, next;            /* the list of live objects */
+  sk_off holders;               /* which processes hold views (shm.c) */
 } sk_shm_obj;
 
 #define SK_SHM_MAGIC 0x736b6d6fu
@@ -92,12 +93,19 @@ void sk_shm_mutex_init(pthread_mutex_t *m);
 int sk_shm_lock(pthread_mutex_t *m);
 void sk_shm_unlock(pthread_mutex_t *m);
 
-/* Shared objects: links a new object (refs = 1) into the live list;
+/* Shared objects: links a new object (refs = 1, a hold of this process)
+** into the live list;
 ** sk_shm_obj_retain/release count references from every process; the last
 ** release unlinks it, runs `destroy` (by type) and frees it. */
 void sk_shm_obj_link(sk_shm_obj *o, uint32_t type);
 void sk_shm_obj_retain(sk_shm_obj *o);
 void sk_shm_obj_release(sk_shm_obj *o);
+/* The reference of a view (a process's object for it; the one link makes
+** is one too): counted per process, so that the references of a process
+** that dies are dropped when it is reaped (sk_shm_proc_gone). Other
+** references (items, blobs, other objects) use retain/release. */
+void sk_shm_obj_hold(sk_shm_obj *o);
+void sk_shm_obj_unhold(sk_shm_obj *o);
 /* The object at `off` when it is alive and of `type` with generation
 ** `gen`; NULL otherwise. Takes no reference. */
 sk_shm_obj *sk_shm_obj_at(sk_off off, uint32_t type, uint32_t gen);
