@@ -712,6 +712,19 @@ static int get_byte(dec *d) {
 }
 
 static uint64_t get_varint(dec *d) {
+  /* Most varints are short and far from the end: no bound check per byte. */
+  if (d->end - d->p >= 10) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 63; shift += 7) {
+      int c = *d->p++;
+      v |= (uint64_t)(c & 0x7f) << shift;
+      if (!(c & 0x80)) return v;
+    }
+    int c = *d->p++;                       /* the 10th byte: one bit left */
+    if (c & 0x7e) dec_fail(d, "varint overflow");
+    if (c & 0x80) dec_fail(d, "varint too long");
+    return v | (uint64_t)(c & 1) << 63;
+  }
   uint64_t v = 0;
   for (int shift = 0; shift < 70; shift += 7) {
     int c = get_byte(d);

@@ -60,6 +60,33 @@ static int l_decode_into(lua_State *L) {
   return 1;
 }
 
+/* skein._list(n) -> a table with room for n list items (and n). */
+static int l_list(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0 && n < INT32_MAX, 1, "bad size");
+  lua_createtable(L, (int)n, 1);
+  return 1;
+}
+
+/* skein._decode_list(s) -> t, n: the values of s (made by _encode_range)
+** in a new list sized for them. */
+static int l_decode_list(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  /* The count follows the 2-byte header as a varint; a wrong guess only
+  ** costs a resize, as decoding checks everything itself. */
+  uint64_t guess = 0;
+  for (size_t i = 2, shift = 0; i < len && i < 12; i++, shift += 7) {
+    guess |= (uint64_t)((unsigned char)s[i] & 0x7f) << shift;
+    if (!((unsigned char)s[i] & 0x80)) break;
+  }
+  lua_createtable(L, guess <= len ? (int)guess : 0, 0);
+  int n = sk_marshal_decode_into(L, s, len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS, -1, 1);
+  if (n < 0) return lua_error(L);
+  lua_pushinteger(L, n);
+  return 2;
+}
+
 /* skein.register_metatable(name, mt): tables with `mt` cross workers with
 ** it; every worker must register the same name. */
 static int l_register_metatable(lua_State *L) {
@@ -93,6 +120,8 @@ void sk_marshal_open(lua_State *L) {
                                    {"register_metatable", l_register_metatable},
                                    {"_encode_range", l_encode_range},
                                    {"_decode_into", l_decode_into},
+                                   {"_decode_list", l_decode_list},
+                                   {"_list", l_list},
                                    {NULL, NULL}};
   luaL_setfuncs(L, funcs, 0);
 }

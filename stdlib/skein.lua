@@ -112,6 +112,7 @@ end
 
 -- For pools' map in every worker (stdlib/skein/pool.lua's run_packed).
 M._encode_range, M._decode_into = core._encode_range, core._decode_into
+M._decode_list, M._list = core._decode_list, core._list
 
 --- skein.pool{kind=, size=, ...} -> pool (stdlib/skein/pool.lua)
 M.pool = core._module("skein.pool")(M, core)

@@ -90,8 +90,8 @@ end
 -- as one string (skein._encode_range: no chunk table to build, copy or walk)
 -- and the results go back as one, decoded straight into map's result list.
 local function run_packed(fn, packed, star, xproc)
-  local items, out = {}, {}
-  local n = skein._decode_into(packed, items, 1)
+  local items, n = skein._decode_list(packed)
+  local out = skein._list(n)
   for i = 1, n do
     if star then
       local args = items[i]
@@ -388,7 +388,9 @@ local function map_list(self, fn, list, opts, fname, star)
   local total = list.n or #list
   local chunksize = opts.chunksize
   if chunksize == nil then
-    chunksize = self.kind == "coroutine" and 1 or math.max(1, math_ceil(total / (self.size * 4)))
+    -- Eight chunks per worker: the last ones are small, so the tail (the
+    -- last results to wait for and decode) is short.
+    chunksize = self.kind == "coroutine" and 1 or math.max(1, math_ceil(total / (self.size * 8)))
   elseif math_type(chunksize) ~= "integer" or chunksize < 1 then
     argerr(fname, "chunksize must be a positive integer")
   end
@@ -416,7 +418,8 @@ local function map_list(self, fn, list, opts, fname, star)
     end
     futures[#futures + 1], starts[#futures + 1], sizes[#futures + 1] = f, first, last - first + 1
   end
-  local out = {n = total}
+  local out = skein._list(total)
+  out.n = total
   for k, f in ipairs(futures) do
     local r = pack(pcall(f.get, f))
     if not r[1] then
