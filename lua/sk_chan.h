@@ -20,6 +20,12 @@
 **
 ** Lock order: the put lock before the get lock; `wlock` is never held with
 ** either of them, and no lock is held while a waiter is fired or Lua runs.
+**
+** Across processes: the first time a queue is sent to another process it
+** moves into the shared-memory segment (sk_queue_share: a shq, shq.c), and
+** every sk_queue_* function then goes there; other processes reach it
+** through views (sk_queue_view). A queue that never leaves its process
+** keeps the fast path above.
 */
 #ifndef SK_CHAN_H
 #define SK_CHAN_H

@@ -85,13 +85,8 @@ local function puller(iterable, fname)
   argerr(fname, "iterable must be a list or an iterator function")
 end
 
--- Runs fn over one chunk of items inside a worker.
--- The same for map over a list on thread and process pools: the items come
--- as one string (skein._encode_range: no chunk table to build, copy or walk)
--- and the results go back as one, decoded straight into map's result list.
-local function run_packed(fn, packed, star, xproc)
-  local items, n = skein._decode_list(packed)
-  local out = skein._list(n)
+-- Runs fn over items[1..n] into out (star: each item is an argument list).
+local function run_items(fn, items, n, star, out)
   for i = 1, n do
     if star then
       local args = items[i]
@@ -100,7 +95,22 @@ local function run_packed(fn, packed, star, xproc)
       out[i] = fn(items[i])
     end
   end
-  return skein._encode_range(out, 1, n, xproc)
+  return out
+end
+
+-- Runs fn over one chunk of items inside a worker.
+local function run_chunk(fn, chunk, star)
+  local out = run_items(fn, chunk, chunk.n, star, {})
+  out.n = chunk.n
+  return out
+end
+
+-- The same for map over a list on thread and process pools: the items come
+-- as one string (skein._encode_range: no chunk table to build, copy or walk)
+-- and the results go back as one, decoded straight into map's result list.
+local function run_packed(fn, packed, star, xproc)
+  local items, n = skein._decode_list(packed)
+  return skein._encode_range(run_items(fn, items, n, star, skein._list(n)), 1, n, xproc)
 end
 
 -- An error of _encode_range names items from 1; make it the list's index.
@@ -108,26 +118,12 @@ local function shift_items_path(e, first)
   if skein.is_error(e) and type(e.path) == "string" then
     local k, rest = e.path:match("^items%[(%d+)%](.*)$")
     if k then
-      local path = ("items[%d]%s"):format(tonumber(k) + first - 1, rest)
-      e.message = e.message:gsub("^items%[%d+%]", ("items[%d]"):format(tonumber(k) + first - 1), 1)
-      e.path = path
+      local at = tonumber(k) + first - 1
+      e.message = e.message:gsub("^items%[%d+%]", ("items[%d]"):format(at), 1)
+      e.path = ("items[%d]%s"):format(at, rest)
     end
   end
   return e
-end
-
-local function run_chunk(fn, chunk, star)
-  local out = {}
-  for i = 1, chunk.n do
-    if star then
-      local args = chunk[i]
-      out[i] = fn(table.unpack(args, 1, args.n or #args))
-    else
-      out[i] = fn(chunk[i])
-    end
-  end
-  out.n = chunk.n
-  return out
 end
 
 ------------------------------------------------------- coroutine pools
