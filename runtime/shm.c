@@ -45,6 +45,7 @@ enum { P_FREE, P_LIVE };
 typedef struct proc_rec {
   pthread_mutex_t lock;
   int32_t pid, ppid;            /* the process and the parent that reaps it */
+  uint64_t start;               /* its start time (/proc), to tell a reused pid */
   uint32_t gen, state, inited;
   uint32_t bell;                /* futex word: bumped after every append */
   uint32_t sleeping;            /* the dispatcher is (about to be) asleep */
@@ -124,6 +125,31 @@ void sk_shm_unlock(pthread_mutex_t *m) { pthread_mutex_unlock(m); }
 
 /* ------------------------------------------------------------- segment */
 
+/* A process's start time in clock ticks since boot (field 22 of
+** /proc/PID/stat), or 0 when it cannot be read. */
+static uint64_t start_time(pid_t pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');    /* the name may hold spaces and parens */
+  if (p == NULL) return 0;
+  unsigned long long v = 0;
+  /* After ") ": state (3), then fields 4..21, then starttime (22). */
+  int field = 2;
+  for (char *t = p + 1; *t && field < 22; t++) {
+    if (*t == ' ') field++;
+    if (field == 22) {
+      v = strtoull(t + 1, NULL, 10);
+      break;
+    }
+  }
+  return (uint64_t)v;
+}
+
 static int take_slot(pid_t pid) {
   seg_hdr *h = hdr();
   sk_shm_lock(&h->proc_lock);
@@ -138,6 +164,7 @@ static int take_slot(pid_t pid) {
     sk_shm_lock(&p->lock);
     p->pid = pid;
     p->ppid = (int32_t)getppid();
+    p->start = start_time(pid);
     p->gen++;
     p->head = p->tail = 0;
     p->state = P_LIVE;
@@ -751,11 +778,15 @@ void sk_shm_proc_gone(int pid) {
     for (int i = 0; i < MAX_PROCS; i++) {
       proc_rec *p = &h->procs[i];
       if (p->state != P_LIVE || i == self_slot) continue;
-      if (p->pid == gone[g]) {
+      /* The reaped child is ours (a pid another branch of the tree reused
+      ** since would have another parent). */
+      if (p->pid == gone[g] && (g > 0 || p->ppid == (int32_t)getpid())) {
         free_slot(h, p);
         found = 1;
       } else if (p->ppid == gone[g] && ngone < MAX_PROCS) {
-        kill(p->pid, SIGKILL);
+        /* Kill only that very process: its pid may have been reused. */
+        uint64_t st = start_time(p->pid);
+        if (st != 0 && st == p->start) kill(p->pid, SIGKILL);
         gone[ngone++] = p->pid;
       }
     }
