@@ -59,6 +59,7 @@ typedef struct pworker {
   int njobs;
   sk_buf in;
   sk_buf out;                   /* frames gathered for one write */
+  uv_prepare_t *flush;          /* writes `out` before the loop next waits */
   sk_conn *conn;                /* serves the worker's calls on our objects */
 } pworker;
 
@@ -128,8 +129,12 @@ static void cancel_queued(sk_ppool *p) {
   p->queued = 0;
 }
 
-/* Closes a worker's pipe and ends its RPC connection. */
+/* Closes a worker's pipe and ends its RPC connection. Frames gathered for
+** it and not yet written are dropped: its jobs go back to the queue (the
+** exit callback) and must not reach its replacement twice. */
 static void close_pipe(pworker *pw) {
+  sk_buf_free(&pw->out);
+  if (pw->flush) uv_prepare_stop(pw->flush);
   if (pw->pipe) {
     close_handle(pw->pipe);
     pw->pipe = NULL;
@@ -157,6 +162,8 @@ static void check_exit(sk_ppool *p) {
     for (int i = 0; i < p->size; i++) {
       close_handle(p->workers[i].timer);
       p->workers[i].timer = NULL;
+      close_handle(p->workers[i].flush);
+      p->workers[i].flush = NULL;
     }
     unlink_pool(p);
   }
@@ -180,6 +187,19 @@ static void arm_timer(pworker *pw) {
 
 /* Moves the next queued job to worker i's in-flight list and appends its
 ** frame to the worker's pending write; 0 when there was none to move. */
+/* Writes the frames gathered for a worker. On failure the worker is going
+** away; its exit fails or requeues the jobs. */
+static void flush_out(pworker *pw) {
+  if (pw->out.len && pw->pipe) sk_write_owned(pw->pipe, pw->out.data, pw->out.len);
+  else sk_buf_free(&pw->out);
+  memset(&pw->out, 0, sizeof pw->out);
+}
+
+static void on_flush(uv_prepare_t *h) {
+  uv_prepare_stop(h);
+  flush_out(h->data);
+}
+
 static int give_one(sk_ppool *p, int i) {
   pworker *pw = &p->workers[i];
   while (p->head) {
@@ -246,12 +266,12 @@ static void dispatch_all(sk_ppool *p) {
       moved |= give_one(p, i);
     }
   }
+  /* The frames go out once the running code lets the loop run (a prepare
+  ** handle): a burst of submits costs one write per worker, not one each. */
   for (int i = 0; i < p->size; i++) {
     pworker *pw = &p->workers[i];
-    if (pw->out.len == 0) continue;
-    /* On failure the worker is going away; its exit fails or requeues. */
-    sk_write_owned(pw->pipe, pw->out.data, pw->out.len);
-    memset(&pw->out, 0, sizeof pw->out);
+    if (pw->out.len && pw->flush) uv_prepare_start(pw->flush, on_flush);
+    else if (pw->out.len) flush_out(pw);
   }
 }
 
@@ -492,6 +512,12 @@ static int l_ppool_new(lua_State *L) {
       pw->timer->data = pw;
       p->open_handles++;
     }
+    pw->flush = malloc(sizeof *pw->flush);
+    if (pw->flush) {
+      uv_prepare_init(w->sched.loop, pw->flush);
+      pw->flush->data = pw;
+      p->open_handles++;
+    }
     start_worker(p, i);
   }
   p->next = w->ppools;
@@ -655,6 +681,10 @@ static void close_all(sk_ppool *p) {
     if (pw->timer) {
       close_handle(pw->timer);
       pw->timer = NULL;
+    }
+    if (pw->flush) {
+      close_handle(pw->flush);
+      pw->flush = NULL;
     }
     while (pw->job) {
       pjob *j = pw->job;
