@@ -158,4 +158,18 @@ https://d.example: 940 bytes in 4 files, 4 downloads at once
 ]], out)
     assert.equal(0, status)
   end)
+
+  it("process_tree.lua: children, their threads and grandchildren share queues, a lock, a value and an event", function()
+    local out, status = run("process_tree.lua")
+    assert.equal([[
+even: child 1's thread
+even: child 2
+even: child 2's thread
+odd:  child 1
+odd:  child 1's grandchild
+odd:  child 2's grandchild
+counter = 6 (six increments under one lock, from four processes and two threads)
+]], out)
+    assert.equal(0, status)
+  end)
 end)
