@@ -60,6 +60,7 @@ typedef struct pworker {
   sk_buf in;
   sk_buf out;                   /* frames gathered for one write */
   uv_prepare_t *flush;          /* writes `out` before the loop next waits */
+  int idle_job;                 /* `out` holds a job for an idle worker */
   sk_conn *conn;                /* serves the worker's calls on our objects */
 } pworker;
 
@@ -193,12 +194,11 @@ static void flush_out(pworker *pw) {
   if (pw->out.len && pw->pipe) sk_write_owned(pw->pipe, pw->out.data, pw->out.len);
   else sk_buf_free(&pw->out);
   memset(&pw->out, 0, sizeof pw->out);
+  pw->idle_job = 0;
+  if (pw->flush) uv_prepare_stop(pw->flush);
 }
 
-static void on_flush(uv_prepare_t *h) {
-  uv_prepare_stop(h);
-  flush_out(h->data);
-}
+static void on_flush(uv_prepare_t *h) { flush_out(h->data); }
 
 static int give_one(sk_ppool *p, int i) {
   pworker *pw = &p->workers[i];
@@ -242,6 +242,7 @@ static int give_one(sk_ppool *p, int i) {
     if (pw->njobs++ == 0) {
       p->busy++;
       arm_timer(pw);
+      pw->idle_job = 1;
     }
     return 1;
   }
@@ -266,12 +267,15 @@ static void dispatch_all(sk_ppool *p) {
       moved |= give_one(p, i);
     }
   }
-  /* The frames go out once the running code lets the loop run (a prepare
-  ** handle): a burst of submits costs one write per worker, not one each. */
+  /* A job for an idle worker goes out at once (it has nothing else to do
+  ** while this code goes on); the rest once the running code lets the loop
+  ** run (a prepare handle), so a burst of submits costs one write per
+  ** worker, not one each. */
   for (int i = 0; i < p->size; i++) {
     pworker *pw = &p->workers[i];
-    if (pw->out.len && pw->flush) uv_prepare_start(pw->flush, on_flush);
-    else if (pw->out.len) flush_out(pw);
+    if (pw->out.len == 0) continue;
+    if (pw->idle_job || pw->flush == NULL) flush_out(pw);
+    else uv_prepare_start(pw->flush, on_flush);
   }
 }
 
