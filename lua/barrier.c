@@ -90,7 +90,6 @@ static const sk_shm_type barrier_shm_type = {barrier_gone, barrier_free};
 static const sk_shm_ops barrier_shm = {SK_SHM_BARRIER, sk_xobj_shared, sk_xobj_shared, sk_xobj_view};
 static const sk_objtype barrier_type = {BARRIER_MT, sk_xobj_destroy, &barrier_shm};
 
-
 static void push_barrier(lua_State *L, sk_obj *o) { sk_handle_push(L, o, BARRIER_MT); }
 
 static sk_barrier *check_barrier(lua_State *L, int idx) {
