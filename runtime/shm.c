@@ -99,12 +99,18 @@ void sk_shm_mutex_init(pthread_mutex_t *m) {
 
 int sk_shm_lock(pthread_mutex_t *m) {
   /* Critical sections here are a few dozen instructions: spin a little
-  ** before sleeping, as a futex on shared memory costs a page walk. */
+  ** before sleeping, as a futex on shared memory costs a page walk. The
+  ** pauses grow to a cap, and every eighth look yields the CPU in case the
+  ** holder was preempted (two cores, three busy processes). */
   int rc;
   for (int i = 0; i < 64; i++) {
     rc = pthread_mutex_trylock(m);
     if (rc != EBUSY) goto got;
-    for (int k = 0; k < 8 * (i + 1); k++) {
+    if (i % 8 == 7) {
+      sched_yield();
+      continue;
+    }
+    for (int k = 0; k < 8 * (i < 16 ? i + 1 : 16); k++) {
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
 #elif defined(__aarch64__)
