@@ -22,7 +22,8 @@
 **
 ** Waiting: three lists of sk_shm_waiter records (getters, putters,
 ** joiners) under the same mutex; a waiter registers and checks readiness
-** under the lock, so no wake is lost. The waker takes a record under the
+** under the lock, so no wake is lost (task_done, which counts without the
+** lock, takes it once before it looks for joiners). The waker takes a record under the
 ** lock and fires it after (sk_shm_wake). When a process dies its records
 ** are dropped and, as its wake may have been lost with it, one waiter of
 ** each kind that could now proceed is woken (shq_gone).
@@ -47,8 +48,7 @@ struct shq {
   uint64_t cap;
   uint64_t journal;             /* heap entries that may be live while it changes */
   uint64_t seq;
-  sk_off waits[3];
-  uint32_t nwait[3];            /* atomic mirrors of the wait lists' lengths */
+  sk_off waits[3];              /* wait lists, changed under the lock only */
 };
 
 /* One item: its value as sk_item keeps it, flattened. */
@@ -247,11 +247,6 @@ static void shq_repair(shq *q) {
   q->journal = 0;
   STORE(&q->count, n);
   STORE(&q->puts, LOAD(&q->gets) + n);
-  for (int w = 0; w < 3; w++) {
-    uint32_t k = 0;
-    for (sk_off o = q->waits[w]; o; o = ((sk_shm_waiter *)sk_shm_ptr(o))->next) k++;
-    STORE(&q->nwait[w], k);
-  }
 }
 
 static void lock(shq *q) {
@@ -281,19 +276,22 @@ static void shq_destroy(sk_shm_obj *o) {
   }
 }
 
+/* Whether anyone waits, read without the lock: a look made after the state
+** change it follows was published under the lock (a waiter registers, and
+** checks the state, under the lock). */
+static int waiting(shq *q, int what) {
+  return __atomic_load_n(&q->waits[what], __ATOMIC_ACQUIRE) != 0;
+}
+
+/* Under the lock: takes the oldest record of a live process. */
 static int take_waiter(shq *q, int what, sk_shm_waiter *out) {
-  if (LOAD(&q->nwait[what]) == 0) return 0;
-  int got = sk_shm_waitlist_pop(&q->waits[what], out);
-  uint32_t k = 0;
-  for (sk_off o = q->waits[what]; o; o = ((sk_shm_waiter *)sk_shm_ptr(o))->next) k++;
-  STORE(&q->nwait[what], k);
-  return got;
+  return sk_shm_waitlist_pop(&q->waits[what], out);
 }
 
 /* Wakes one waiter of a kind, passing over records whose process or worker
 ** has gone. */
 static void wake_one(shq *q, int what) {
-  while (LOAD(&q->nwait[what])) {
+  while (waiting(q, what)) {
     sk_shm_waiter w;
     lock(q);
     int got = take_waiter(q, what, &w);
@@ -303,7 +301,7 @@ static void wake_one(shq *q, int what) {
 }
 
 static void wake_all(shq *q, int what) {
-  while (LOAD(&q->nwait[what])) {
+  while (waiting(q, what)) {
     sk_shm_waiter w;
     lock(q);
     int got = take_waiter(q, what, &w);
@@ -316,12 +314,7 @@ static void wake_all(shq *q, int what) {
 static void shq_gone(sk_shm_obj *o) {
   shq *q = (shq *)o;
   lock(q);
-  for (int w = 0; w < 3; w++) {
-    sk_shm_waitlist_purge(&q->waits[w]);
-    uint32_t k = 0;
-    for (sk_off x = q->waits[w]; x; x = ((sk_shm_waiter *)sk_shm_ptr(x))->next) k++;
-    STORE(&q->nwait[w], k);
-  }
+  for (int w = 0; w < 3; w++) sk_shm_waitlist_purge(&q->waits[w]);
   unlock(q);
   if (shq_ready(q, SK_WAIT_GET)) wake_one(q, SK_WAIT_GET);
   if (shq_ready(q, SK_WAIT_PUT)) wake_one(q, SK_WAIT_PUT);
@@ -331,8 +324,7 @@ static void shq_gone(sk_shm_obj *o) {
 static const sk_shm_type shq_type = {shq_gone, shq_destroy};
 
 shq *shq_new(int order, size_t maxsize) {
-  if (sk_shm_base(1) == NULL) return NULL;
-  sk_shm_register_type(SK_SHM_QUEUE, &shq_type);
+  if (sk_shm_base(1) == NULL) return NULL;   /* (the type: sk_chan_open) */
   shq *q = sk_shm_alloc(sizeof *q);
   if (q == NULL) return NULL;
   memset((char *)q + sizeof q->obj, 0, sizeof *q - sizeof q->obj);
@@ -526,7 +518,14 @@ int shq_task_done(shq *q) {
     if (d >= LOAD(&q->puts)) return -1;
   } while (!__atomic_compare_exchange_n(&q->done, &d, d + 1, 0, __ATOMIC_SEQ_CST,
                                         __ATOMIC_SEQ_CST));
-  if (LOAD(&q->nwait[SK_WAIT_JOIN]) && shq_ready(q, SK_WAIT_JOIN)) wake_all(q, SK_WAIT_JOIN);
+  /* `done` changed outside the lock: take it once before looking for
+  ** joiners, so that a joiner checking under the lock either sees the
+  ** count or is seen here. */
+  if (shq_ready(q, SK_WAIT_JOIN)) {
+    lock(q);
+    unlock(q);
+    wake_all(q, SK_WAIT_JOIN);
+  }
   return 0;
 }
 
@@ -543,7 +542,6 @@ int shq_add_waiter(shq *q, int what, sk_port *port, uint32_t slot, uint32_t gen)
     return 1;
   }
   int rc = sk_shm_waitlist_add(&q->waits[what], &w);
-  if (rc == 0) STORE(&q->nwait[what], q->nwait[what] + 1);
   unlock(q);
   return rc;
 }
@@ -552,7 +550,6 @@ int shq_remove_waiter(shq *q, int what, sk_port *port, uint32_t slot, int pass) 
   uint32_t id = sk_port_id(port);
   lock(q);
   int removed = sk_shm_waitlist_remove(&q->waits[what], id, slot);
-  if (removed) STORE(&q->nwait[what], q->nwait[what] - (uint32_t)removed);
   unlock(q);
   if (!removed && pass && shq_ready(q, what)) {
     if (what == SK_WAIT_JOIN) wake_all(q, what);
