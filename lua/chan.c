@@ -312,14 +312,16 @@ static sk_obj *queue_view(sk_shm_obj *so) { return (sk_obj *)sk_queue_view((shq 
 static const sk_shm_ops queue_shm = {SK_SHM_QUEUE, queue_share, queue_shared, queue_view};
 static const sk_objtype queue_type = {"skein.Queue", queue_destroy, &queue_shm};
 
-sk_queue *sk_queue_new(int order, size_t maxsize) {
+/* A new queue with one reference; a FIFO gets its first chunk unless it is
+** a view of a shared queue (`chunked` 0), which never holds items itself. */
+static sk_queue *queue_alloc(int order, size_t maxsize, int chunked) {
   size_t size = (sizeof(sk_queue) + 63) & ~(size_t)63;
   sk_queue *q = aligned_alloc(64, size);
   if (q == NULL) return NULL;
   memset(q, 0, sizeof *q);
   q->order = order;
   q->maxsize = maxsize;
-  if (order == SK_QUEUE_FIFO) {
+  if (order == SK_QUEUE_FIFO && chunked) {
     q->hchunk = q->tchunk = calloc(1, sizeof(chunk));
     if (q->hchunk == NULL) goto fail;
   }
@@ -334,6 +336,8 @@ fail:
   free(q);
   return NULL;
 }
+
+sk_queue *sk_queue_new(int order, size_t maxsize) { return queue_alloc(order, maxsize, 1); }
 
 int sk_queue_is(const sk_obj *o) { return o->type == &queue_type; }
 int sk_queue_order(const sk_queue *q) { return q->order; }
@@ -866,17 +870,8 @@ shq *sk_queue_share(sk_queue *q) {
 
 static sk_obj *make_view(sk_shm_obj *so) {
   shq *s = (shq *)so;
-  size_t size = (sizeof(sk_queue) + 63) & ~(size_t)63;
-  sk_queue *q = aligned_alloc(64, size);
+  sk_queue *q = queue_alloc(shq_order(s), shq_maxsize(s), 0);
   if (q == NULL) return NULL;
-  memset(q, 0, sizeof *q);
-  q->order = shq_order(s);
-  q->maxsize = shq_maxsize(s);
-  if (uv_mutex_init(&q->wlock) != 0) {
-    free(q);
-    return NULL;
-  }
-  sk_obj_init(&q->obj, &queue_type);
   sk_shm_obj_hold(so);
   q->shm = s;
   q->done = DONE_MOVED;

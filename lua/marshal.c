@@ -962,6 +962,22 @@ static void dec_cfunc(dec *d) {
   lua_remove(L, -2);
 }
 
+/* Replaces the type name on top of the stack with a handle to this
+** process's view of `so`, when `so` is an object of that type; returns 0
+** (the stack untouched) when it is not or is gone. */
+static int push_view(lua_State *L, sk_shm_obj *so, const char *name) {
+  sk_obj_push push = so ? find_type(name, NULL) : NULL;
+  sk_obj *o = push ? sk_shm_view_of(so) : NULL;
+  if (o == NULL) return 0;
+  if (strcmp(o->type->name, name) != 0) {
+    sk_obj_release(o);
+    return 0;
+  }
+  lua_pop(L, 1);
+  push(L, o);  /* takes over the view's reference */
+  return 1;
+}
+
 static void dec_shm(dec *d) {
   lua_State *L = d->L;
   size_t n;
@@ -970,20 +986,12 @@ static void dec_shm(dec *d) {
   if (!(d->flags & SK_MARSHAL_OBJECTS)) dec_fail(d, "objects are not accepted here");
   lua_pushlstring(L, name, n);
   name = lua_tostring(L, -1);
-  sk_obj_push push = find_type(name, NULL);
-  sk_shm_obj *so = push && type <= UINT32_MAX && gen <= UINT32_MAX
+  sk_shm_obj *so = type <= UINT32_MAX && gen <= UINT32_MAX
                        ? sk_shm_obj_at(off, (uint32_t)type, (uint32_t)gen)
                        : NULL;
-  sk_obj *o = so ? sk_shm_view_of(so) : NULL;
-  if (o && strcmp(o->type->name, name) != 0) {
-    sk_obj_release(o);
-    o = NULL;
-  }
-  if (o == NULL) {
+  if (!push_view(L, so, name)) {
     sk_error_raise(L, "marshal", "the %s this value refers to no longer exists", name);
   }
-  lua_pop(L, 1);
-  push(L, o);
 }
 
 static void dec_obj(dec *d) {
@@ -999,14 +1007,7 @@ static void dec_obj(dec *d) {
     sk_shm_obj *so = slot <= UINT32_MAX && gen <= UINT32_MAX && pid <= INT32_MAX
                          ? sk_shm_exported((int)pid, (uint32_t)slot, (uint32_t)gen)
                          : NULL;
-    sk_obj *v = so ? sk_shm_view_of(so) : NULL;
-    sk_obj_push vpush = v ? find_type(name, NULL) : NULL;
-    if (v && vpush && strcmp(v->type->name, name) == 0) {
-      lua_pop(L, 1);
-      vpush(L, v);
-      return;
-    }
-    if (v) sk_obj_release(v);
+    if (push_view(L, so, name)) return;
     /* It lives in another process: a stand-in forwards to it, if that
     ** process is our parent. */
     if (slot > UINT32_MAX || gen > UINT32_MAX || pid > INT32_MAX ||

@@ -117,21 +117,18 @@ static sk_shm_obj *end_share(sk_obj *o) {
   return se ? &se->obj : NULL;
 }
 
+static sk_pipe_end *end_new(sk_queue *in, sk_queue *out, int duplex);
+
 static sk_obj *make_end_view(sk_shm_obj *so) {
   shm_end *se = (shm_end *)so;
-  sk_pipe_end *e = calloc(1, sizeof *e);
+  sk_queue *in = se->in ? sk_queue_view(sk_shm_ptr(se->in)) : NULL;
+  sk_queue *out = se->out ? sk_queue_view(sk_shm_ptr(se->out)) : NULL;
+  sk_pipe_end *e = (!se->in || in) && (!se->out || out) ? end_new(in, out, se->duplex) : NULL;
+  /* The end holds its own references now. */
+  if (in) sk_obj_release((sk_obj *)in);
+  if (out) sk_obj_release((sk_obj *)out);
   if (e == NULL) return NULL;
-  sk_obj_init(&e->obj, &end_type);
-  e->in = se->in ? sk_queue_view(sk_shm_ptr(se->in)) : NULL;
-  e->out = se->out ? sk_queue_view(sk_shm_ptr(se->out)) : NULL;
-  if ((se->in && e->in == NULL) || (se->out && e->out == NULL)) {
-    if (e->in) sk_obj_release((sk_obj *)e->in);
-    if (e->out) sk_obj_release((sk_obj *)e->out);
-    free(e);
-    return NULL;
-  }
   e->closed = &se->closed;
-  e->duplex = se->duplex;
   sk_shm_obj_hold(so);
   e->shm = se;
   return &e->obj;

@@ -149,15 +149,13 @@ int sk_who_alive(const sk_who *w) { return sk_shm_proc_live(w->proc, w->pgen); }
 
 /* ---------------------------------------------------------------- views */
 
-static void xobj_destroy_view(sk_obj *o) {
+void sk_xobj_destroy(sk_obj *o) {
   sk_xobj *x = (sk_xobj *)o;
   sk_shm_view_forget(x->s, o);
   if (x->extra) sk_obj_release(x->extra);
   sk_shm_obj_unhold(x->s);
   free(x);
 }
-
-void sk_xobj_destroy(sk_obj *o) { xobj_destroy_view(o); }
 
 sk_obj *sk_xobj_make(sk_shm_obj *so, const sk_objtype *type) {
   sk_xobj *x = calloc(1, sizeof *x);
