@@ -54,6 +54,12 @@ void sk_ctx_wake(sk_ctx *c) {
     sk_sched_push(&c->w->sched, &c->run);
   } else if (c->state == SK_PUMPING) {
     c->woken = 1;
+    /* Woken from a libuv callback inside the pump's own uv_run (a timer
+    ** that was already due, a port token): that turn must not go on to
+    ** block in the poll, since nothing else may ever come to end it.
+    ** uv_stop makes the poll of this turn return at once; it is set only
+    ** inside the pump's uv_run, so a host's own uv_run is never stopped. */
+    if (c->w->sched.in_callback) uv_stop(c->w->sched.loop);
   }
 }
 

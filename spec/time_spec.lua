@@ -55,6 +55,36 @@ describe("skein.sleep", function()
     t:join(1)
   end)
 
+  -- A root sleep whose deadline has passed by the time libuv runs is woken
+  -- by a timer early in the loop pass; the pass must not then block in the
+  -- poll while another handle (here a pool worker's pipe) keeps the loop
+  -- alive. Run as a script: the hang is at the top level of a program.
+  it("at the top level returns when its deadline passed before the loop ran", function()
+    local cli = require "spec.support.cli"
+    local d = cli.tmpdir()
+    local script = cli.write(d .. "/sleep.lua", [[
+      local pool = skein.pool{kind = "process", size = 1}
+      assert(pool:submit(function() return 1 end):get() == 1)
+      skein.sleep(0)
+      io.write("a ")
+      skein.spawn(function() local x = os.clock() while os.clock() - x < 0.05 do end end)
+      skein.sleep(0.01)
+      io.write("b ")
+      local p = skein.process(function() skein.sleep(1) end)
+      local t0 = skein.now()
+      skein.sleep(0.01)
+      io.write(string.format("c %.2f", skein.now() - t0))
+      p:join()
+      pool:close()
+    ]])
+    local r = cli.run({ script }, { timeout = 10 })
+    cli.cleanup()
+    assert.are.equal(0, r.code, r.err)
+    local secs = tonumber(r.out:match("^a b c (%S+)$"))
+    assert.is_number(secs, r.out)
+    assert.is_true(secs < 0.5, "a 0.01 s sleep took " .. tostring(secs))
+  end)
+
   it("rejects bad durations clearly", function()
     assert.matches("timeout must not be negative", caught(skein.sleep, -1))
     assert.matches("timeout is NaN", caught(skein.sleep, 0 / 0))
