@@ -60,6 +60,12 @@ static int new_chunk(sk_alloc *a) {
   size_t len = 2 * (size_t)CHUNK;
   char *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) return -1;
+  /* Not inherited by fork. libuv starts a worker process with fork then
+  ** exec, and a fork write-protects every page the parent maps privately:
+  ** the parent's next collection would then take one fault per page of
+  ** the heap (tens of thousands after a busy phase). No child of a fork
+  ** ever runs Lua on this state before it execs, so it needs none of it. */
+  (void)madvise(base, len, MADV_DONTFORK);
   char *aligned = (char *)(((uintptr_t)base + CHUNK - 1) & ~((uintptr_t)CHUNK - 1));
   /* The chunk's own record lives at its start. */
   chunk *c = (chunk *)(void *)aligned;
