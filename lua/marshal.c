@@ -12,7 +12,9 @@
 ** The decoder treats its input as untrusted: every read is bounds-checked,
 ** nesting is limited, ids must refer to values already decoded, bytecode is
 ** only loaded when its SipHash tag matches this process's key, and shared
-** objects are found through the checked handle table (sk_obj.h). Any
+** objects are found through the checked handle table (sk_obj.h) or, for
+** objects in the shared segment, the segment's object index (a handle
+** names an entry and a generation, never an offset: sk_shm_obj_find). Any
 ** problem is an error of kind "marshal", never a crash.
 **
 ** Both directions run inside a protected call, so an error (ours, or Lua
@@ -559,7 +561,7 @@ static void enc_userdata(enc *e, int idx, const path *p) {
     put_byte(L, b, T_SHM);
     put_str(L, b, canonical, strlen(canonical));
     put_varint(L, b, so->type);
-    put_varint(L, b, sk_shm_off(so));
+    put_varint(L, b, so->index);
     put_varint(L, b, so->gen);
     return;
   }
@@ -964,10 +966,12 @@ static void dec_cfunc(dec *d) {
 
 /* Replaces the type name on top of the stack with a handle to this
 ** process's view of `so`, when `so` is an object of that type; returns 0
-** (the stack untouched) when it is not or is gone. */
+** (the stack untouched) when it is not or is gone. Releases the reference
+** to `so` that the caller's lookup took (the view holds its own). */
 static int push_view(lua_State *L, sk_shm_obj *so, const char *name) {
   sk_obj_push push = so ? find_type(name, NULL) : NULL;
   sk_obj *o = push ? sk_shm_view_of(so) : NULL;
+  if (so) sk_shm_obj_release(so);
   if (o == NULL) return 0;
   if (strcmp(o->type->name, name) != 0) {
     sk_obj_release(o);
@@ -982,12 +986,12 @@ static void dec_shm(dec *d) {
   lua_State *L = d->L;
   size_t n;
   const char *name = get_bytes(d, &n);
-  uint64_t type = get_varint(d), off = get_varint(d), gen = get_varint(d);
+  uint64_t type = get_varint(d), index = get_varint(d), gen = get_varint(d);
   if (!(d->flags & SK_MARSHAL_OBJECTS)) dec_fail(d, "objects are not accepted here");
   lua_pushlstring(L, name, n);
   name = lua_tostring(L, -1);
-  sk_shm_obj *so = type <= UINT32_MAX && gen <= UINT32_MAX
-                       ? sk_shm_obj_at(off, (uint32_t)type, (uint32_t)gen)
+  sk_shm_obj *so = type <= UINT32_MAX && index <= UINT32_MAX && gen <= UINT32_MAX
+                       ? sk_shm_obj_find((uint32_t)index, (uint32_t)type, (uint32_t)gen)
                        : NULL;
   if (!push_view(L, so, name)) {
     sk_error_raise(L, "marshal", "the %s this value refers to no longer exists", name);

@@ -188,7 +188,10 @@ void *sk_xobj_new(lua_State *L, const sk_objtype *type, size_t size) {
   sk_shm_obj *so = sk_shm_alloc(size);
   if (so == NULL) luaL_error(L, "not enough shared memory for a %s", type->name);
   memset(so, 0, size);
-  sk_shm_obj_link(so, type->shm->type);
+  if (sk_shm_obj_link(so, type->shm->type) != 0) {
+    sk_shm_free(so);
+    luaL_error(L, "cannot create a %s: too many live shared objects", type->name);
+  }
   sk_obj *o = sk_xobj_make(so, type);
   sk_shm_obj_unhold(so);        /* the view holds it now */
   if (o == NULL) luaL_error(L, "not enough memory for a %s", type->name);

@@ -31,6 +31,7 @@
 #define BLK_FREE 0x667265u
 #define SEG_MAGIC 0x736b65696e736d31ull
 #define NEXPORTS 4096           /* the export table's slots (a power of two) */
+#define MAX_OBJS (1u << 22)     /* live shared objects (the object index's entries) */
 #define EXPORT_PROBE 16
 
 typedef struct ring_ent {
@@ -61,15 +62,24 @@ typedef struct seg_hdr {
   pthread_mutex_t obj_lock;
   sk_off objs;                  /* the live objects, newest first */
   uint32_t objgen;              /* atomic: object generations */
+  uint32_t nindex;              /* object index entries handed out so far */
+  uint32_t indexfree;           /* the first free entry + 1; 0 when none */
   uint32_t nprocs;              /* atomic: live processes */
   pthread_mutex_t proc_lock;
   proc_rec procs[MAX_PROCS];
   pthread_mutex_t export_lock;
   struct export {
     int32_t pid;
-    uint32_t slot, gen, type, ogen, pad;
-    sk_off off;
+    uint32_t slot, gen, type, ogen;
+    uint32_t index;               /* the object's index entry + 1; 0: empty */
   } exports[NEXPORTS];
+  /* The object index: the allocator's own record of which blocks are live
+  ** objects, and the only way from bytes (a marshalled handle names an
+  ** entry, never an offset) to an object. An entry holds a live object's
+  ** offset (8-aligned), or, when free, the next free entry + 1 shifted
+  ** left with the low bit set. Changed under obj_lock only, by link and
+  ** release; pages are used only as entries are. */
+  sk_off index[MAX_OBJS];
 } seg_hdr;
 
 /* A block's header, before the bytes it gives out. */
@@ -464,7 +474,24 @@ static int32_t drop_dead_holds(sk_shm_obj *o) {
   return n;
 }
 
-void sk_shm_obj_link(sk_shm_obj *o, uint32_t type) {
+/* Under obj_lock: takes a free index entry for `o`; -1 when none is left.
+** Each change is one store, so a holder that dies here leaks an entry at
+** worst (one that is neither free nor names an object). */
+static int index_take(seg_hdr *h, sk_shm_obj *o) {
+  uint32_t i;
+  if (h->indexfree) {
+    i = h->indexfree - 1;
+    h->indexfree = (uint32_t)(h->index[i] >> 1);
+  } else {
+    if (h->nindex >= MAX_OBJS) return -1;
+    i = h->nindex++;
+  }
+  o->index = i;
+  h->index[i] = sk_shm_off(o);
+  return 0;
+}
+
+int sk_shm_obj_link(sk_shm_obj *o, uint32_t type) {
   seg_hdr *h = hdr();
   o->type = type;
   o->gen = __atomic_add_fetch(&h->objgen, 1, __ATOMIC_RELAXED);
@@ -472,12 +499,17 @@ void sk_shm_obj_link(sk_shm_obj *o, uint32_t type) {
   o->prev = 0;
   o->holders = 0;
   sk_shm_lock(&h->obj_lock);
+  if (index_take(h, o) != 0) {
+    sk_shm_unlock(&h->obj_lock);
+    return -1;
+  }
   hold_locked(o);
   o->next = h->objs;
   if (h->objs) ((sk_shm_obj *)sk_shm_ptr(h->objs))->prev = sk_shm_off(o);
   h->objs = sk_shm_off(o);
   __atomic_store_n(&o->magic, SK_SHM_MAGIC ^ type, __ATOMIC_RELEASE);
   sk_shm_unlock(&h->obj_lock);
+  return 0;
 }
 
 void sk_shm_obj_retain(sk_shm_obj *o) { __atomic_add_fetch(&o->refs, 1, __ATOMIC_RELAXED); }
@@ -490,6 +522,10 @@ void sk_shm_obj_release(sk_shm_obj *o) {
   else h->objs = o->next;
   if (o->next) ((sk_shm_obj *)sk_shm_ptr(o->next))->prev = o->prev;
   __atomic_store_n(&o->magic, 0, __ATOMIC_RELEASE);
+  if (o->index < h->nindex && h->index[o->index] == sk_shm_off(o)) {
+    h->index[o->index] = (sk_off)h->indexfree << 1 | 1;
+    h->indexfree = o->index + 1;
+  }
   for (sk_off x = o->holders; x;) {   /* stale ones, if any */
     holder *hd = sk_shm_ptr(x);
     x = hd->next;
@@ -502,14 +538,33 @@ void sk_shm_obj_release(sk_shm_obj *o) {
   sk_shm_free(o);
 }
 
-sk_shm_obj *sk_shm_obj_at(sk_off off, uint32_t type, uint32_t gen) {
-  if (sk_shm_map == NULL || !sk_shm_valid(off, sizeof(sk_shm_obj))) return NULL;
+/* Under obj_lock: the live object of that entry, type and generation. An
+** object whose last reference went is still linked until its release
+** takes this lock, so a live header here is an object not yet freed. */
+static sk_shm_obj *index_get(seg_hdr *h, uint32_t index, uint32_t type, uint32_t gen) {
+  if (index >= h->nindex) return NULL;
+  sk_off off = h->index[index];
+  if (off == 0 || (off & 7) != 0) return NULL;   /* a leaked or a free entry */
   sk_shm_obj *o = sk_shm_ptr(off);
   if (__atomic_load_n(&o->magic, __ATOMIC_ACQUIRE) != (SK_SHM_MAGIC ^ type) || o->type != type ||
-      o->gen != gen) {
+      o->gen != gen || o->index != index) {
     return NULL;
   }
   return o;
+}
+
+sk_shm_obj *sk_shm_obj_find(uint32_t index, uint32_t type, uint32_t gen) {
+  seg_hdr *h = hdr();
+  if (sk_shm_map == NULL) return NULL;
+  sk_shm_lock(&h->obj_lock);
+  sk_shm_obj *o = index_get(h, index, type, gen);
+  /* A reference from a count that has not reached 0 only: one that has is
+  ** being released, and must not come back. */
+  int r = o ? __atomic_load_n(&o->refs, __ATOMIC_RELAXED) : 0;
+  while (r > 0 && !__atomic_compare_exchange_n(&o->refs, &r, r + 1, 0, __ATOMIC_ACQ_REL,
+                                               __ATOMIC_RELAXED)) {}
+  sk_shm_unlock(&h->obj_lock);
+  return r > 0 ? o : NULL;
 }
 
 /* --------------------------------------------------------------- moves */
@@ -540,8 +595,12 @@ static unsigned export_hash(int pid, uint32_t slot, uint32_t gen) {
 }
 
 /* A slot is free when empty or when the object it names has gone. */
-static int export_stale(const struct export *x) {
-  return x->off == 0 || sk_shm_obj_at(x->off, x->type, x->ogen) == NULL;
+static int export_stale(seg_hdr *h, const struct export *x) {
+  if (x->index == 0) return 1;
+  sk_shm_lock(&h->obj_lock);
+  int gone = index_get(h, x->index - 1, x->type, x->ogen) == NULL;
+  sk_shm_unlock(&h->obj_lock);
+  return gone;
 }
 
 void sk_shm_export(int pid, uint32_t slot, uint32_t gen, sk_shm_obj *so) {
@@ -551,18 +610,18 @@ void sk_shm_export(int pid, uint32_t slot, uint32_t gen, sk_shm_obj *so) {
   struct export *x = &h->exports[i0];
   for (unsigned k = 0; k < EXPORT_PROBE; k++) {
     struct export *y = &h->exports[(i0 + k) & (NEXPORTS - 1)];
-    if (export_stale(y)) {
+    if (export_stale(h, y)) {
       x = y;
       break;
     }
   }
-  x->off = 0;
+  x->index = 0;
   x->pid = pid;
   x->slot = slot;
   x->gen = gen;
   x->type = so->type;
   x->ogen = so->gen;
-  __atomic_store_n(&x->off, sk_shm_off(so), __ATOMIC_RELEASE);
+  __atomic_store_n(&x->index, so->index + 1, __ATOMIC_RELEASE);
   sk_shm_unlock(&h->export_lock);
 }
 
@@ -574,8 +633,8 @@ sk_shm_obj *sk_shm_exported(int pid, uint32_t slot, uint32_t gen) {
   sk_shm_lock(&h->export_lock);
   for (unsigned k = 0; k < EXPORT_PROBE && !found; k++) {
     struct export *x = &h->exports[(i0 + k) & (NEXPORTS - 1)];
-    if (x->off && x->pid == pid && x->slot == slot && x->gen == gen) {
-      found = sk_shm_obj_at(x->off, x->type, x->ogen);
+    if (x->index && x->pid == pid && x->slot == slot && x->gen == gen) {
+      found = sk_shm_obj_find(x->index - 1, x->type, x->ogen);
     }
   }
   sk_shm_unlock(&h->export_lock);

@@ -58,6 +58,8 @@ typedef struct sk_shm_obj {
   int32_t refs;                 /* atomic: handles in every process + references in items */
   sk_off prev, next;            /* the list of live objects */
   sk_off holders;               /* which processes hold views (shm.c) */
+  uint32_t index;               /* its entry in the object index (shm.c) */
+  uint32_t pad;
 } sk_shm_obj;
 
 #define SK_SHM_MAGIC 0x736b6d6fu
@@ -94,10 +96,11 @@ int sk_shm_lock(pthread_mutex_t *m);
 void sk_shm_unlock(pthread_mutex_t *m);
 
 /* Shared objects: links a new object (refs = 1, a hold of this process)
-** into the live list;
+** into the live list and gives it an entry in the object index; -1 (the
+** object untouched, the caller frees it) when the index is full.
 ** sk_shm_obj_retain/release count references from every process; the last
 ** release unlinks it, runs `destroy` (by type) and frees it. */
-void sk_shm_obj_link(sk_shm_obj *o, uint32_t type);
+int sk_shm_obj_link(sk_shm_obj *o, uint32_t type);
 void sk_shm_obj_retain(sk_shm_obj *o);
 void sk_shm_obj_release(sk_shm_obj *o);
 /* The reference of a view (a process's object for it; the one link makes
@@ -106,15 +109,20 @@ void sk_shm_obj_release(sk_shm_obj *o);
 ** references (items, blobs, other objects) use retain/release. */
 void sk_shm_obj_hold(sk_shm_obj *o);
 void sk_shm_obj_unhold(sk_shm_obj *o);
-/* The object at `off` when it is alive and of `type` with generation
-** `gen`; NULL otherwise. Takes no reference. */
-sk_shm_obj *sk_shm_obj_at(sk_off off, uint32_t type, uint32_t gen);
+/* The live object of `type` and generation `gen` that index entry `index`
+** names, with a reference the caller releases; NULL otherwise. This is
+** how bytes (a marshalled handle: type, index, generation) reach an
+** object: only the index, which link and release alone write, says where
+** objects are, so no forged bytes can make a block of some other use pass
+** for an object. */
+sk_shm_obj *sk_shm_obj_find(uint32_t index, uint32_t type, uint32_t gen);
 /* Export table: a local object (process pid, handle slot and gen) that
 ** moved into the segment as `so`, so that bytes written before the move
 ** (a handle to it inside a queue item) still find it from any process. An
 ** entry lapses when its object goes; the table may forget the oldest. */
 void sk_shm_export(int pid, uint32_t slot, uint32_t gen, sk_shm_obj *so);
-/* The live object exported under that handle, or NULL (no reference). */
+/* The live object exported under that handle, with a reference the caller
+** releases, or NULL. */
 sk_shm_obj *sk_shm_exported(int pid, uint32_t slot, uint32_t gen);
 
 /* Serialises moves into the segment (recursive: moving a queue moves the
