@@ -107,28 +107,32 @@ static void put_str(lua_State *L, sk_buf *b, const char *s, size_t n) {
 
 /* ------------------------------------------------------------ the key */
 
+/* The key that authenticates bytecode (and module names, below): random
+** in the first process of a tree; a worker process is given its parent's
+** before anything is decoded (sk_marshal_set_key: it comes on the worker's
+** socket, never through the environment, so programs a worker runs
+** cannot learn it). */
 static uint8_t mac_key[16];
+static int key_given;
 static uv_once_t key_once = UV_ONCE_INIT;
 
 static void key_init(void) {
-  const char *inherited = getenv("SKEIN_MARSHAL_KEY");
-  if (inherited && strlen(inherited) == 32) {
-    for (int i = 0; i < 16; i++) {
-      unsigned v;
-      if (sscanf(inherited + 2 * i, "%2x", &v) != 1) break;
-      mac_key[i] = (uint8_t)v;
-    }
-    return;
-  }
+  if (key_given) return;
   if (uv_random(NULL, NULL, mac_key, sizeof mac_key, 0, NULL) != 0) {
     uint64_t t = uv_hrtime() ^ (uint64_t)(uintptr_t)&t;
     memcpy(mac_key, &t, 8);
   }
 }
 
-void sk_marshal_key_hex(char out[33]) {
+void sk_marshal_key(uint8_t out[16]) {
   uv_once(&key_once, key_init);
-  for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", mac_key[i]);
+  memcpy(out, mac_key, 16);
+}
+
+void sk_marshal_set_key(const uint8_t key[16]) {
+  memcpy(mac_key, key, 16);
+  key_given = 1;
+  uv_once(&key_once, key_init);
 }
 
 static uint64_t mac(const void *data, size_t len) {

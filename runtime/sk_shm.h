@@ -23,7 +23,8 @@
 ** and repairs what the holder may have left half done. Lock order: an
 ** object's lock, then the allocator's or a mailbox's lock (innermost); the
 ** object list's lock is never held with an object's lock except in
-** sk_shm_proc_gone, which takes it first.
+** sk_shm_proc_gone, which takes it first; the export table's lock is taken
+** before the object list's.
 **
 ** Waking across processes: a waiter record names a process slot, that
 ** slot's generation, a port id (sk_port_id) and the context's wake slot
@@ -66,13 +67,31 @@ typedef struct sk_shm_obj {
 
 /* The segment this process uses, creating it when `create` and there is
 ** none yet (only a process that is not itself a worker creates one).
-** NULL when there is none, or it could not be made. Thread-safe. */
+** NULL when there is none, or it could not be made. Thread-safe.
+** The segment reserves 16 GiB of address space, or under an address-space
+** limit (RLIMIT_AS, ulimit -v) half the room the limit leaves. */
 void *sk_shm_base(int create);
+/* A sentence for error messages: why there is no segment, or how big it
+** is and what sized it ("the shared-memory segment holds 3.9 GiB, sized
+** to fit the address-space limit (ulimit -v) of 8.0 GiB"). */
+const char *sk_shm_why(void);
 /* The segment's descriptor (for a child to inherit), or -1. */
 int sk_shm_fd(void);
 /* Called once at a worker process's start: maps the inherited segment
-** named by $SKEIN_SHM_FD, when set, and takes a process slot. */
-void sk_shm_attach_inherited(void);
+** (descriptor `fd`, made close-on-exec) and claims the process slot
+** `slot` its parent reserved for it. -1 (nothing mapped) when that fails:
+** the process must not run without an identity. */
+int sk_shm_attach_inherited(int fd, int slot);
+
+/* Process slots: a tree has at most sk_shm_max_procs() live processes
+** (1024, or fewer when $SKEIN_MAX_PROCS said so where the segment was
+** made). A parent reserves a slot for a child before it starts it (-1 when
+** the table is full: the child must not be started), names the child's
+** pid once started, or gives the slot back when the start failed. */
+int sk_shm_slot_reserve(void);
+void sk_shm_slot_bind(int slot, int pid);
+void sk_shm_slot_cancel(int slot);
+int sk_shm_max_procs(void);
 
 static inline void *sk_shm_ptr(sk_off off) {
   extern char *sk_shm_map;
@@ -85,8 +104,12 @@ static inline sk_off sk_shm_off(const void *p) {
 /* 1 when [off, off+len) lies inside the segment's allocated part. */
 int sk_shm_valid(sk_off off, size_t len);
 
-/* Allocation; NULL when the segment is full. Any process may free. */
+/* Allocation; NULL when the segment is full. Any process may free.
+** sk_shm_alloc_zeroed clears only what may hold old bytes (pages never
+** used, and those a freed big block gave back, read as zeroes), so a big
+** block costs no time until it is touched. */
 void *sk_shm_alloc(size_t n);
+void *sk_shm_alloc_zeroed(size_t n);
 void sk_shm_free(void *p);
 
 /* A robust, process-shared mutex. Locking returns 1 when the previous

@@ -82,3 +82,125 @@ print(hits, other)
     assert.equal("0\t0\n", r.out)
   end)
 end)
+
+describe("what a worker process lets programs it runs see", function()
+  it("keeps the marshal key out of the environment", function()
+    local r = run_script([[
+-- The worker's environment, as it was when it started (/proc/PID/environ)
+-- and as a program it runs gets it.
+local function look()
+  local f = io.popen("tr '\\0' '\\n' < /proc/$PPID/environ; env")
+  local seen = f:read("a")
+  f:close()
+  local g = io.popen("env")
+  local inherited = g:read("a")
+  g:close()
+  return os.getenv("SKEIN_MARSHAL_KEY"), seen:find("SKEIN_MARSHAL_KEY", 1, true) ~= nil,
+         (inherited:match("SKEIN_[SPW][%u_]+") or "none")
+end
+print(skein.process(look):join())
+local pool = skein.pool{kind = "process", size = 1}
+print(pool:submit(look):get())
+pool:close()
+-- Bytecode still authenticates in workers, and grandchildren.
+print(skein.process(function()
+  return skein.process(function(x) return x * 2 end, 21):join()
+end):join())
+]])
+    assert.equal(0, r.code, r.err)
+    assert.equal("nil\tfalse\tnone\nnil\tfalse\tnone\n42\n", r.out)
+  end)
+
+  it("keeps the worker's socket and the segment from programs it runs", function()
+    local r = run_script([[
+local function fds()
+  local f = io.popen("ls -l /proc/$$/fd")
+  local s = f:read("a")
+  f:close()
+  return (s:match("socket:") or s:match("memfd:") or "clean")
+end
+print(skein.process(fds):join())
+local pool = skein.pool{kind = "process", size = 1}
+print(pool:submit(fds):get())
+pool:close()
+]])
+    assert.equal(0, r.code, r.err)
+    assert.equal("clean\nclean\n", r.out)
+  end)
+
+  it("does not make join or close wait for a program a worker left running", function()
+    local r = run_script([[
+local t0 = skein.now()
+skein.process(function() os.execute("sleep 3 &") return 1 end):join()
+local t1 = skein.now()
+local pool = skein.pool{kind = "process", size = 1}
+pool:submit(function() os.execute("sleep 3 &") return 1 end):get()
+pool:close()
+local t2 = skein.now()
+print(t1 - t0 < 2, t2 - t1 < 2)
+]], {timeout = 30})
+    assert.equal(0, r.code, r.err)
+    assert.equal("true\ttrue\n", r.out)
+  end)
+end)
+
+describe("the process limit", function()
+  it("refuses to start a process past it, with kind io, and never runs one without a slot", function()
+    local r = run_script([[
+local go = skein.event()
+local function hold(go) go:wait(20) return skein.self().pid end
+local a = skein.process(hold, go)
+local b = skein.process(hold, go)
+local ok, e = pcall(skein.process, hold, go)
+print(ok, skein.is_error(e, "io"), e.message)
+go:set()
+a:join()
+b:join()
+-- Slots come back when processes are reaped.
+print(skein.process(function() return "again" end):join())
+]], {env = {SKEIN_MAX_PROCS = "3"}})
+    assert.equal(0, r.code, r.err)
+    assert.equal("false\ttrue\tcannot start a worker process: resource temporarily unavailable "
+      .. "(the process tree already has its limit of 3 live processes)\nagain\n", r.out)
+  end)
+end)
+
+describe("the shared-memory segment", function()
+  -- AddressSanitizer reserves terabytes of address space and cannot run
+  -- under `ulimit -v`; for the asan pass this case runs the release build.
+  local bin = cli.bin:gsub("/build/bin/asan/skein$", "/build/bin/release/skein")
+
+  it("fits an address-space limit and names it when full", function()
+    local d = cli.tmpdir()
+    local script = cli.write(d .. "/limit.lua", [[
+local l, e, v = skein.lock(), skein.event(), skein.shared.value(1)
+local a = skein.shared.array("integer", 1000)
+print(v:get(), #a, skein.process(function(l) return l:acquire(1) end, l):join())
+local ok, err = pcall(skein.shared.array, "integer", 1e9)
+print(ok, err)
+]])
+    local p = io.popen(("ulimit -v 8000000; cd %s && timeout 30 %s %s 2>&1 </dev/null; echo $?")
+      :format(cli.q(d), cli.q(bin), cli.q(script)))
+    local out = p:read("a")
+    p:close()
+    assert.matches("^1\t1000\ttrue\nfalse\tnot enough shared memory for a skein.shared.Array of "
+      .. "8000000112 bytes %(the shared%-memory segment holds [%d.]+ GiB, sized to fit the "
+      .. "address%-space limit %(ulimit %-v%) of 7.6 GiB%)\n0\n$", out)
+  end)
+
+  it("makes a big shared array at once, without touching its pages", function()
+    local r = run_script([[
+local t0 = skein.now()
+local a = skein.shared.array("integer", 1e8)
+local took = skein.now() - t0
+a[1e8] = 3
+local kb
+for line in io.lines("/proc/self/status") do kb = kb or tonumber(line:match("^RssShmem:%s*(%d+)")) end
+print(#a, a[1], a[1e8], kb < 100000, took < 1)
+local ok, e = pcall(skein.shared.array, "integer", 1 << 34)
+print(ok, e:match("segment holds") ~= nil)
+]])
+    assert.equal(0, r.code, r.err)
+    assert.equal("100000000\t0\t3\ttrue\ttrue\nfalse\ttrue\n", r.out)
+  end)
+end)
