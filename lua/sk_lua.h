@@ -297,6 +297,10 @@ void sk_shm_pin(sk_obj *o);
 ** parent's with sk_marshal_set_key before it decodes anything. */
 void sk_marshal_key(uint8_t out[16]);
 void sk_marshal_set_key(const uint8_t key[16]);
+/* The tags the format carries after bytecode and after a module or C
+** function's name (the fuzz target makes valid ones). */
+uint64_t sk_marshal_code_tag(const void *code, size_t len);
+uint64_t sk_marshal_name_tag(const char *name, size_t len);
 
 /* Waiting on shared objects (worker.c). A shared object guards its state
 ** with its own lock and keeps an sk_waitlist of waiter records. A blocking

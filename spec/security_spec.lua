@@ -64,7 +64,7 @@ local place = read_varint(enc, i)
 local name = "skein.shared.Array"
 local hits, other = 0, 0
 for cand = math.max(0, place - 65536) // 8 * 8, place + 65536, 8 do
-  local forged = "S\2\1" .. string.char(enc:byte(4)) .. varint(#name) .. name
+  local forged = enc:sub(1, 3) .. string.char(enc:byte(4)) .. varint(#name) .. name
     .. varint(ARRAY) .. varint(cand) .. varint(GEN)
   local ok, a = pcall(skein.decode, forged)
   if ok then
@@ -202,5 +202,69 @@ print(ok, e:match("segment holds") ~= nil)
 ]])
     assert.equal(0, r.code, r.err)
     assert.equal("100000000\t0\t3\ttrue\ttrue\nfalse\ttrue\n", r.out)
+  end)
+end)
+
+describe("decoding module references", function()
+  local EVIL = [[
+local f = io.open("pwned", "w")
+f:write("ran")
+f:close()
+return {x = print}
+]]
+
+  it("never loads a module on the word of bytes this process tree did not write", function()
+    local d = cli.tmpdir()
+    cli.write(d .. "/evilmod.lua", EVIL)
+    local r = run_script(VARINT .. [[
+local head = skein.encode(nil):sub(1, 2) .. "\1"
+local tag = string.rep("\0", 8)
+local function try(bytes)
+  local ok, e = pcall(skein.decode, bytes)
+  return ok, skein.is_error(e, "marshal"), type(e) == "table" and e.message or tostring(e)
+end
+-- A module reference (tag 14) and a C function of a module (tag 11).
+print(try(head .. "\14" .. varint(7) .. "evilmod" .. tag))
+print(try(head .. "\11" .. varint(9) .. "evilmod.x" .. tag))
+print(io.open("pwned") == nil)
+-- A module this worker already has resolves whatever the tag.
+print(skein.decode(head .. "\14" .. varint(6) .. "string" .. tag) == string)
+-- require reads a name up to a NUL: such a name is refused.
+print(try(head .. "\14" .. varint(8) .. "string\0x" .. tag))
+]], {cwd = d})
+    assert.equal(0, r.code, r.err)
+    local msg = "module 'evilmod' is not loaded in this worker (decoding loads no code from "
+      .. "bytes this process tree did not write: require it first)"
+    assert.equal(("false\ttrue\t%s\nfalse\ttrue\t%s\ntrue\ntrue\n"):format(msg, msg)
+      .. "false\ttrue\tmalformed buffer: bad module name\n", r.out)
+  end)
+
+  it("raises kind marshal when an authenticated module cannot be loaded", function()
+    local r = run_script([[
+package.loaded.nosuchmod = {answer = 42}
+local m = package.loaded.nosuchmod
+local s = skein.encode(function() return m.answer end)
+package.loaded.nosuchmod = nil
+local ok, e = pcall(skein.decode, s)
+print(ok, skein.is_error(e, "marshal"), e.message:match("^module 'nosuchmod' cannot be loaded") ~= nil)
+]])
+    assert.equal(0, r.code, r.err)
+    assert.equal("false\ttrue\ttrue\n", r.out)
+  end)
+
+  it("still loads, in a worker, a module a function sent to it closes over", function()
+    local d = cli.tmpdir()
+    cli.write(d .. "/mymod.lua", "return {twice = function(x) return 2 * x end, where = 'mymod'}")
+    local r = run_script([[
+local mymod = require "mymod"
+local function f(x) return mymod.twice(x), package.loaded.mymod ~= nil end
+print(skein.process(f, 4):join())
+local pool = skein.pool{kind = "process", size = 1}
+print(pool:submit(f, 5):get())
+pool:close()
+print(skein.thread(f, 6):join())
+]], {cwd = d})
+    assert.equal(0, r.code, r.err)
+    assert.equal("8\ttrue\n10\ttrue\n12\ttrue\n", r.out)
   end)
 end)
