@@ -1,18 +1,26 @@
 /*
 ** marshal.c — copies Lua values between workers as bytes.
 **
-** Format (version 2): a byte 'S', a byte 2, a varint count, then each value
+** Format (version 3): a byte 'S', a byte 3, a varint count, then each value
 ** as a tag byte and its payload. Tables and functions get ids in the order
 ** they are first met, so shared sub-tables and cycles come back as REF tags.
 ** A table is its list part by position (a varint length, then the values),
 ** then its other pairs, then an END tag.
 ** Integers are zigzag varints, floats 8 bytes little-endian, strings a varint
-** length and raw bytes (binary-safe).
+** length and raw bytes (binary-safe). A Lua function is its bytecode (a
+** string) and an 8-byte SipHash tag of it, then its upvalues; a module (an
+** upvalue holding a loaded module) or a C function is its name, "module" or
+** "module.name", and an 8-byte tag of that name. A shared object in the
+** segment is its type name, type, object index entry and generation.
 **
 ** The decoder treats its input as untrusted: every read is bounds-checked,
 ** nesting is limited, ids must refer to values already decoded, bytecode is
-** only loaded when its SipHash tag matches this process's key, and shared
-** objects are found through the checked handle table (sk_obj.h). Any
+** only loaded when its SipHash tag matches this process's key, a module is
+** `require`d only when its name's tag does (otherwise only a module the
+** worker has already loaded is found: decoding loads no code), and shared
+** objects are found through the checked handle table (sk_obj.h) or, for
+** objects in the shared segment, the segment's object index (a handle
+** names an entry and a generation, never an offset: sk_shm_obj_find). Any
 ** problem is an error of kind "marshal", never a crash.
 **
 ** Both directions run inside a protected call, so an error (ours, or Lua
@@ -27,6 +35,7 @@
 #include "sk_lua.h"
 #include "../runtime/sk_shm.h"
 
+#define FORMAT 3                /* the version byte */
 #define MAX_DEPTH 200
 #define SEEN_INLINE 16
 #define MAX_TYPES 64
@@ -105,34 +114,63 @@ static void put_str(lua_State *L, sk_buf *b, const char *s, size_t n) {
 
 /* ------------------------------------------------------------ the key */
 
+/* The key that authenticates bytecode (and module names, below): random
+** in the first process of a tree; a worker process is given its parent's
+** before anything is decoded (sk_marshal_set_key: it comes on the worker's
+** socket, never through the environment, so programs a worker runs
+** cannot learn it). */
 static uint8_t mac_key[16];
+static int key_given;
 static uv_once_t key_once = UV_ONCE_INIT;
 
 static void key_init(void) {
-  const char *inherited = getenv("SKEIN_MARSHAL_KEY");
-  if (inherited && strlen(inherited) == 32) {
-    for (int i = 0; i < 16; i++) {
-      unsigned v;
-      if (sscanf(inherited + 2 * i, "%2x", &v) != 1) break;
-      mac_key[i] = (uint8_t)v;
-    }
-    return;
-  }
+  if (key_given) return;
   if (uv_random(NULL, NULL, mac_key, sizeof mac_key, 0, NULL) != 0) {
     uint64_t t = uv_hrtime() ^ (uint64_t)(uintptr_t)&t;
     memcpy(mac_key, &t, 8);
   }
 }
 
-void sk_marshal_key_hex(char out[33]) {
+void sk_marshal_key(uint8_t out[16]) {
   uv_once(&key_once, key_init);
-  for (int i = 0; i < 16; i++) snprintf(out + 2 * i, 3, "%02x", mac_key[i]);
+  memcpy(out, mac_key, 16);
+}
+
+void sk_marshal_set_key(const uint8_t key[16]) {
+  memcpy(mac_key, key, 16);
+  key_given = 1;
+  uv_once(&key_once, key_init);
 }
 
 static uint64_t mac(const void *data, size_t len) {
   uv_once(&key_once, key_init);
   return sk_siphash(mac_key, data, len);
 }
+
+/* Module names (a MODULE tag's, a CFUNC tag's "module.name") carry a tag
+** too, under a key of their own derived from the bytecode key (so that no
+** tag of one kind is ever one of the other): the decoder `require`s a
+** module that is not loaded yet only when its name was written by a
+** process of this tree. */
+static uint8_t name_key[16];
+static uv_once_t name_once = UV_ONCE_INIT;
+
+static void name_key_init(void) {
+  static const char label[] = "skein module names";
+  uint64_t a = mac(label, sizeof label - 1), b = mac(label, sizeof label);
+  for (int i = 0; i < 8; i++) {
+    name_key[i] = (uint8_t)(a >> (8 * i));
+    name_key[8 + i] = (uint8_t)(b >> (8 * i));
+  }
+}
+
+static uint64_t name_mac(const char *name, size_t len) {
+  uv_once(&name_once, name_key_init);
+  return sk_siphash(name_key, name, len);
+}
+
+uint64_t sk_marshal_code_tag(const void *code, size_t len) { return mac(code, len); }
+uint64_t sk_marshal_name_tag(const char *name, size_t len) { return name_mac(name, len); }
 
 _Thread_local int sk_marshal_xproc;
 
@@ -429,9 +467,11 @@ static int enc_module(enc *e, int idx) {
     if (lua_rawequal(L, -1, idx) && lua_type(L, -2) == LUA_TSTRING) {
       size_t n;
       const char *name = lua_tolstring(L, -2, &n);
-      if (strcmp(name, "_G") != 0) {
+      /* (require stops at a NUL: such a name could not be loaded back.) */
+      if (strcmp(name, "_G") != 0 && strlen(name) == n) {
         put_byte(L, e->b, T_MODULE);
         put_str(L, e->b, name, n);
+        put_u64(L, e->b, name_mac(name, n));
         lua_pop(L, 3);
         return 1;
       }
@@ -454,6 +494,7 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
     const char *name = lua_tolstring(L, -1, &n);
     put_byte(L, b, T_CFUNC);
     put_str(L, b, name, n);
+    put_u64(L, b, name_mac(name, n));
     lua_pop(L, 1);
     return;
   }
@@ -559,7 +600,7 @@ static void enc_userdata(enc *e, int idx, const path *p) {
     put_byte(L, b, T_SHM);
     put_str(L, b, canonical, strlen(canonical));
     put_varint(L, b, so->type);
-    put_varint(L, b, sk_shm_off(so));
+    put_varint(L, b, so->index);
     put_varint(L, b, so->gen);
     return;
   }
@@ -639,7 +680,7 @@ static int p_encode(lua_State *L) {
   lua_pushnil(L);
   e->seen = lua_gettop(L);
   put_byte(L, e->b, 'S');
-  put_byte(L, e->b, 2);
+  put_byte(L, e->b, FORMAT);
   put_varint(L, e->b, (uint64_t)n);
   for (int i = 0; i < n; i++) {
     path p = {NULL, P_INDEX, NULL, i + 1};
@@ -655,7 +696,7 @@ static int p_encode_list(lua_State *L) {
   lua_pushnil(L);
   e->seen = lua_gettop(L);
   put_byte(L, e->b, 'S');
-  put_byte(L, e->b, 2);
+  put_byte(L, e->b, FORMAT);
   put_varint(L, e->b, (uint64_t)(j - i + 1));
   for (lua_Integer k = i; k <= j; k++) enc_item(e, 2, k, NULL, k - i + 1, 0);
   return 0;
@@ -933,10 +974,43 @@ static void dec_lfunc(dec *d, int depth) {
   }
 }
 
+/* Pushes the module `name` of this worker: package.loaded[name] when it is
+** loaded; otherwise, only when the name is `authentic` (its tag matched),
+** what `require` gives. Decoding never loads code on the word of bytes
+** this tree did not write; either failure is kind "marshal". */
+static void push_module(dec *d, const char *name, size_t n, int authentic) {
+  lua_State *L = d->L;
+  /* `require` reads a name up to a NUL: "a\0b" would load module "a". */
+  if (memchr(name, '\0', n) != NULL) dec_fail(d, "bad module name");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushlstring(L, name, n);
+  if (lua_rawget(L, -2) != LUA_TNIL && lua_toboolean(L, -1)) {
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 2);
+  lua_pushlstring(L, name, n);
+  const char *shown = lua_tostring(L, -1);
+  if (!authentic) {
+    sk_error_raise(L, "marshal", "module '%s' is not loaded in this worker (decoding loads "
+                   "no code from bytes this process tree did not write: require it first)",
+                   shown);
+  }
+  lua_getglobal(L, "require");
+  lua_pushvalue(L, -2);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    const char *why = lua_tostring(L, -1);
+    sk_error_raise(L, "marshal", "module '%s' cannot be loaded in this worker: %s", shown,
+                   why ? why : luaL_typename(L, -1));
+  }
+  lua_remove(L, -2);
+}
+
 static void dec_cfunc(dec *d) {
   lua_State *L = d->L;
   size_t n;
   const char *name = get_bytes(d, &n);
+  uint64_t tag = get_u64(d);
   if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "functions are not accepted here");
   const char *dot = NULL;
   for (size_t i = 0; i < n; i++) {
@@ -944,14 +1018,10 @@ static void dec_cfunc(dec *d) {
     if (name[i] == '\0') dec_fail(d, "bad C function name");
   }
   if (dot == NULL) dec_fail(d, "bad C function name");
-  lua_pushlstring(L, name, (size_t)(dot - name));
-  if (strcmp(lua_tostring(L, -1), "_G") == 0) {
-    lua_pop(L, 1);
+  if ((size_t)(dot - name) == 2 && memcmp(name, "_G", 2) == 0) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   } else {
-    lua_getglobal(L, "require");
-    lua_insert(L, -2);
-    lua_call(L, 1, 1);
+    push_module(d, name, (size_t)(dot - name), tag == name_mac(name, n));
   }
   lua_pushlstring(L, dot + 1, n - (size_t)(dot + 1 - name));
   lua_gettable(L, -2);
@@ -964,10 +1034,12 @@ static void dec_cfunc(dec *d) {
 
 /* Replaces the type name on top of the stack with a handle to this
 ** process's view of `so`, when `so` is an object of that type; returns 0
-** (the stack untouched) when it is not or is gone. */
+** (the stack untouched) when it is not or is gone. Releases the reference
+** to `so` that the caller's lookup took (the view holds its own). */
 static int push_view(lua_State *L, sk_shm_obj *so, const char *name) {
   sk_obj_push push = so ? find_type(name, NULL) : NULL;
   sk_obj *o = push ? sk_shm_view_of(so) : NULL;
+  if (so) sk_shm_obj_release(so);
   if (o == NULL) return 0;
   if (strcmp(o->type->name, name) != 0) {
     sk_obj_release(o);
@@ -982,12 +1054,12 @@ static void dec_shm(dec *d) {
   lua_State *L = d->L;
   size_t n;
   const char *name = get_bytes(d, &n);
-  uint64_t type = get_varint(d), off = get_varint(d), gen = get_varint(d);
+  uint64_t type = get_varint(d), index = get_varint(d), gen = get_varint(d);
   if (!(d->flags & SK_MARSHAL_OBJECTS)) dec_fail(d, "objects are not accepted here");
   lua_pushlstring(L, name, n);
   name = lua_tostring(L, -1);
-  sk_shm_obj *so = type <= UINT32_MAX && gen <= UINT32_MAX
-                       ? sk_shm_obj_at(off, (uint32_t)type, (uint32_t)gen)
+  sk_shm_obj *so = type <= UINT32_MAX && index <= UINT32_MAX && gen <= UINT32_MAX
+                       ? sk_shm_obj_find((uint32_t)index, (uint32_t)type, (uint32_t)gen)
                        : NULL;
   if (!push_view(L, so, name)) {
     sk_error_raise(L, "marshal", "the %s this value refers to no longer exists", name);
@@ -1076,10 +1148,9 @@ static void dec_value(dec *d, int depth) {
     case T_MODULE: {
       size_t n;
       const char *name = get_bytes(d, &n);
+      uint64_t tag = get_u64(d);
       if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "modules are not accepted here");
-      lua_getglobal(L, "require");
-      lua_pushlstring(L, name, n);
-      lua_call(L, 1, 1);
+      push_module(d, name, n, tag == name_mac(name, n));
       break;
     }
     default: dec_fail(d, "unknown tag");
@@ -1103,7 +1174,7 @@ static int p_decode(lua_State *L) {
   dec *d = lua_touserdata(L, 1);
   lua_pushnil(L);
   d->refs = lua_gettop(L);
-  if (get_byte(d) != 'S' || get_byte(d) != 2) dec_fail(d, "not a skein buffer");
+  if (get_byte(d) != 'S' || get_byte(d) != FORMAT) dec_fail(d, "not a skein buffer");
   uint64_t n = get_varint(d);
   if (n > (uint64_t)(d->end - d->p)) dec_fail(d, "value count past the end");
   luaL_checkstack(L, (int)n + 8, "too many values to unmarshal");
@@ -1120,7 +1191,7 @@ static int p_decode_into(lua_State *L) {
   lua_Integer at = lua_tointeger(L, 3);
   lua_pushnil(L);
   d->refs = lua_gettop(L);
-  if (get_byte(d) != 'S' || get_byte(d) != 2) dec_fail(d, "not a skein buffer");
+  if (get_byte(d) != 'S' || get_byte(d) != FORMAT) dec_fail(d, "not a skein buffer");
   uint64_t n = get_varint(d);
   if (n > (uint64_t)(d->end - d->p)) dec_fail(d, "value count past the end");
   luaL_checkstack(L, 8, "unmarshal");

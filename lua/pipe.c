@@ -101,11 +101,16 @@ static sk_shm_obj *end_share(sk_obj *o) {
       (!e->out || (out = sk_queue_share(e->out))) && (se = sk_shm_alloc(sizeof *se))) {
     se->in = sk_shm_off(in);
     se->out = sk_shm_off(out);
-    if (in) sk_shm_obj_retain((sk_shm_obj *)in);
-    if (out) sk_shm_obj_retain((sk_shm_obj *)out);
     se->duplex = e->duplex;
     se->closed = __atomic_load_n(&e->closed_here, __ATOMIC_ACQUIRE);
-    sk_shm_obj_link(&se->obj, SK_SHM_PIPE_END);
+    if (sk_shm_obj_link(&se->obj, SK_SHM_PIPE_END) != 0) {
+      /* No index entry left: the end stays local (its queues moved). */
+      sk_shm_free(se);
+      sk_shm_move_unlock();
+      return NULL;
+    }
+    if (in) sk_shm_obj_retain((sk_shm_obj *)in);
+    if (out) sk_shm_obj_retain((sk_shm_obj *)out);
     __atomic_store_n(&e->closed, &se->closed, __ATOMIC_RELEASE);
     /* A close that raced the move set the old flag: carry it over. */
     if (__atomic_load_n(&e->closed_here, __ATOMIC_ACQUIRE)) __atomic_store_n(&se->closed, 1, __ATOMIC_RELEASE);

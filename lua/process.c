@@ -21,6 +21,7 @@
 ** only record events and fire watchers, never call Lua.
 */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -147,12 +148,15 @@ int sk_process_child_setup(void) {
   return 0;
 }
 
-/* Names the child's worker from its environment. */
+/* Names the child's worker from its environment (and takes the names out
+** of it: programs the worker runs are not skein workers). */
 static void child_identity(sk_worker *w) {
   const char *id = getenv("SKEIN_WORKER_ID"), *name = getenv("SKEIN_WORKER_NAME");
   w->kind = "process";
   w->self_id = id ? atoll(id) : 0;
   if (name && *name) w->self_name = strdup(name);
+  unsetenv("SKEIN_WORKER_ID");
+  unsetenv("SKEIN_WORKER_NAME");
 }
 
 /* Runs one marshalled call and sends its reply frame, prefixed by `prefix`
@@ -328,10 +332,42 @@ static int pool_loop(sk_worker *w, int fd) {
   return status;
 }
 
+/* The start of a worker process, before any user code: its socket and the
+** segment become close-on-exec (programs the worker runs inherit neither),
+** the parent's first frame ('K': the marshal key, then the process slot
+** reserved for this child, int32 little-endian; -1 for none) is read, the
+** segment is attached with that slot, and the variables the parent set
+** leave the environment. -1 when the worker must not run. */
+static int child_start(int fd) {
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  int type;
+  sk_buf k;
+  if (sk_frame_read(fd, &type, &k) != 0) return -1;
+  if (type != 'K' || k.len != 20) {
+    sk_buf_free(&k);
+    fprintf(stderr, "skein: worker process: bad start frame\n");
+    return -1;
+  }
+  const uint8_t *kb = (const uint8_t *)k.data;
+  sk_marshal_set_key(kb);
+  int32_t slot = (int32_t)((uint32_t)kb[16] | (uint32_t)kb[17] << 8 | (uint32_t)kb[18] << 16 |
+                           (uint32_t)kb[19] << 24);
+  memset(k.data, 0, k.len);
+  sk_buf_free(&k);
+  const char *shm = getenv("SKEIN_SHM_FD");
+  if (shm && slot >= 0 && sk_shm_attach_inherited(atoi(shm), slot) != 0) {
+    fprintf(stderr, "skein: worker process: cannot attach the shared segment\n");
+    return -1;
+  }
+  unsetenv("SKEIN_SHM_FD");
+  unsetenv("SKEIN_PARENT_PID");
+  return 0;
+}
+
 int sk_process_child_main(int fd, const char *mode) {
   const char *err;
   if (sk_process_child_setup() != 0) return 1;
-  sk_shm_attach_inherited();
+  if (child_start(fd) != 0) return 1;
   /* What this worker sends goes to its parent: objects move to the
   ** shared segment (sk_marshal_xproc). */
   sk_marshal_xproc = 1;
@@ -559,8 +595,7 @@ static char **child_env(char extra[][128], int nextra) {
   if (env == NULL) return NULL;
   int k = 0;
   for (int i = 0; i < n; i++) {
-    if (strncmp(environ[i], "SKEIN_MARSHAL_KEY=", 18) == 0 ||
-        strncmp(environ[i], "SKEIN_PARENT_PID=", 17) == 0 ||
+    if (strncmp(environ[i], "SKEIN_PARENT_PID=", 17) == 0 ||
         strncmp(environ[i], "SKEIN_WORKER_ID=", 16) == 0 ||
         strncmp(environ[i], "SKEIN_WORKER_NAME=", 18) == 0 ||
         strncmp(environ[i], "SKEIN_SHM_FD=", 13) == 0) {
@@ -583,19 +618,22 @@ int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_In
   } else if (uv_exepath(exe, &exelen) != 0) {
     return UV_ENOENT;
   }
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return uv_translate_sys_error(errno);
-  char extra[5][128], key[33];
-  sk_marshal_key_hex(key);
-  snprintf(extra[0], sizeof extra[0], "SKEIN_MARSHAL_KEY=%s", key);
-  snprintf(extra[1], sizeof extra[1], "SKEIN_PARENT_PID=%ld", (long)getpid());
-  snprintf(extra[2], sizeof extra[2], "SKEIN_WORKER_ID=%lld", (long long)id);
-  snprintf(extra[3], sizeof extra[3], "SKEIN_WORKER_NAME=%.100s", name ? name : "");
-  /* The shared segment (sk_shm.h) goes to the child as its fd 4. */
+  /* The shared segment (sk_shm.h) goes to the child as its fd 4, and the
+  ** child gets a process slot of its own there, or is not started. */
   sk_shm_base(1);
-  int shm = sk_shm_fd();
-  snprintf(extra[4], sizeof extra[4], "SKEIN_SHM_FD=4");
-  char **env = child_env(extra, shm >= 0 ? 5 : 4);
+  int shm = sk_shm_fd(), slot = -1;
+  if (shm >= 0 && (slot = sk_shm_slot_reserve()) < 0) return UV_EAGAIN;
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    sk_shm_slot_cancel(slot);
+    return uv_translate_sys_error(errno);
+  }
+  char extra[4][128];
+  snprintf(extra[0], sizeof extra[0], "SKEIN_PARENT_PID=%ld", (long)getpid());
+  snprintf(extra[1], sizeof extra[1], "SKEIN_WORKER_ID=%lld", (long long)id);
+  snprintf(extra[2], sizeof extra[2], "SKEIN_WORKER_NAME=%.100s", name ? name : "");
+  snprintf(extra[3], sizeof extra[3], "SKEIN_SHM_FD=4");
+  char **env = child_env(extra, shm >= 0 ? 4 : 3);
   char *args[] = {exe, "--skein-worker", "3", (char *)mode, NULL};
   uv_stdio_container_t stdio[5] = {
       {UV_INHERIT_FD, {.fd = 0}}, {UV_INHERIT_FD, {.fd = 1}},
@@ -613,11 +651,29 @@ int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_In
   close(sv[1]);
   if (rc != 0) {
     close(sv[0]);
+    sk_shm_slot_cancel(slot);
     return rc;
   }
+  sk_shm_slot_bind(slot, proc->pid);
+  /* The start frame: the marshal key and the slot, first on the socket
+  ** (still blocking; 25 bytes fit any socket buffer). */
+  uint8_t start[20];
+  sk_marshal_key(start);
+  for (int i = 0; i < 4; i++) start[16 + i] = (uint8_t)((uint32_t)slot >> (8 * i));
+  sk_frame_write(sv[0], 'K', start, sizeof start);
+  memset(start, 0, sizeof start);
   uv_pipe_init(loop, pipe, 0);
   uv_pipe_open(pipe, sv[0]);
   return 0;
+}
+
+int sk_spawn_error(lua_State *L, int rc) {
+  if (rc == UV_EAGAIN && sk_shm_fd() >= 0) {
+    return sk_error_raise(L, "io", "cannot start a worker process: resource temporarily "
+                          "unavailable (the process tree already has its limit of %d live "
+                          "processes)", sk_shm_max_procs());
+  }
+  return sk_error_raise(L, "io", "cannot start a worker process: %s", uv_strerror(rc));
 }
 
 static sk_proc *check_proc(lua_State *L, int idx) {
@@ -832,7 +888,7 @@ static int l_proc_new(lua_State *L) {
     free(pipe);
     free(name);
     sk_buf_free(&code);
-    return luaL_error(L, "cannot start a worker process: %s", uv_strerror(rc));
+    return sk_spawn_error(L, rc);
   }
   *u = p;
   p->has_handle = 1;

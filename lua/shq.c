@@ -331,7 +331,10 @@ shq *shq_new(int order, size_t maxsize) {
   sk_shm_mutex_init(&q->lock);
   q->order = order;
   q->maxsize = maxsize;
-  sk_shm_obj_link(&q->obj, SK_SHM_QUEUE);
+  if (sk_shm_obj_link(&q->obj, SK_SHM_QUEUE) != 0) {
+    sk_shm_free(q);
+    return NULL;
+  }
   return q;
 }
 

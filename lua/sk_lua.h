@@ -301,8 +301,15 @@ void sk_shm_view_forget(struct sk_shm_obj *so, sk_obj *o);
 /* Keeps a local object alive for as long as this process lives: a value in
 ** the segment mentions it by handle (it cannot move there itself). */
 void sk_shm_pin(sk_obj *o);
-/* The bytecode key as 32 hex digits, for child processes to inherit. */
-void sk_marshal_key_hex(char out[33]);
+/* The key that authenticates marshalled code: sk_marshal_key copies it
+** (for a worker process being started); a worker process installs its
+** parent's with sk_marshal_set_key before it decodes anything. */
+void sk_marshal_key(uint8_t out[16]);
+void sk_marshal_set_key(const uint8_t key[16]);
+/* The tags the format carries after bytecode and after a module or C
+** function's name (the fuzz target makes valid ones). */
+uint64_t sk_marshal_code_tag(const void *code, size_t len);
+uint64_t sk_marshal_name_tag(const char *name, size_t len);
 
 /* Waiting on shared objects (worker.c). A shared object guards its state
 ** with its own lock and keeps an sk_waitlist of waiter records. A blocking

@@ -46,10 +46,16 @@ void sk_conn_close(sk_conn *c);
 void sk_conn_keep(sk_conn *c, sk_buf *b);
 
 /* Starts this executable (or $SKEIN_WORKER_EXE) in worker mode with the
-** child's end of a new socketpair as its fd 3; opens the parent's end as
-** `pipe`. Returns 0 or a libuv error (nothing to close then). */
+** child's end of a new socketpair as its fd 3 and the shared segment as its
+** fd 4; opens the parent's end as `pipe`, on which the start frame ('K':
+** the marshal key and the child's process slot) goes first. Returns 0 or a
+** libuv error (nothing to close then): UV_EAGAIN when the process tree
+** has no free slot (the child is not started). */
 int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_Integer id,
                     const char *name, const char *mode, uv_exit_cb on_exit);
+/* Raises sk_spawn_worker's error `rc` as kind "io" (UV_EAGAIN: the
+** process tree is at its limit of live processes). */
+int sk_spawn_error(lua_State *L, int rc);
 /* Queues a frame (copied) on a worker pipe; 0 or a libuv error. */
 int sk_send_frame(uv_pipe_t *pipe, int type, const char *data, size_t len);
 /* Writes `data` (malloc'd; freed once written, or now on error). */

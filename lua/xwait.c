@@ -184,11 +184,16 @@ static sk_obj *make_view(sk_shm_obj *so) {
 sk_obj *sk_xobj_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_view); }
 
 void *sk_xobj_new(lua_State *L, const sk_objtype *type, size_t size) {
-  if (sk_shm_base(1) == NULL) luaL_error(L, "cannot create a %s: no shared memory", type->name);
-  sk_shm_obj *so = sk_shm_alloc(size);
-  if (so == NULL) luaL_error(L, "not enough shared memory for a %s", type->name);
-  memset(so, 0, size);
-  sk_shm_obj_link(so, type->shm->type);
+  if (sk_shm_base(1) == NULL) luaL_error(L, "cannot create a %s: %s", type->name, sk_shm_why());
+  sk_shm_obj *so = sk_shm_alloc_zeroed(size);
+  if (so == NULL) {
+    luaL_error(L, "not enough shared memory for a %s of %I bytes (%s)", type->name,
+               (LUAI_UACINT)size, sk_shm_why());
+  }
+  if (sk_shm_obj_link(so, type->shm->type) != 0) {
+    sk_shm_free(so);
+    luaL_error(L, "cannot create a %s: too many live shared objects", type->name);
+  }
   sk_obj *o = sk_xobj_make(so, type);
   sk_shm_obj_unhold(so);        /* the view holds it now */
   if (o == NULL) luaL_error(L, "not enough memory for a %s", type->name);

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -21,6 +22,7 @@
 #include "sk_port.h"
 
 #define SEG_SIZE (16ull << 30)  /* address space reserved; pages come on use */
+#define SEG_MIN (64ull << 20)   /* the least a segment is made with */
 #define MAX_PROCS 1024          /* live processes of one tree */
 #define RING 1024               /* pending wakes per process */
 #define NCLASS 36               /* blocks of 2^6 .. 2^35 bytes */
@@ -31,13 +33,16 @@
 #define BLK_FREE 0x667265u
 #define SEG_MAGIC 0x736b65696e736d31ull
 #define NEXPORTS 4096           /* the export table's slots (a power of two) */
+#define MAX_OBJS (1u << 22)     /* live shared objects at most (the object index) */
 #define EXPORT_PROBE 16
 
 typedef struct ring_ent {
   uint32_t port, slot, gen, pad;
 } ring_ent;
 
-enum { P_FREE, P_LIVE };
+/* A slot is RESERVED by a parent for the child it is starting (sk_shm_slot_
+** reserve), which makes it LIVE when it attaches. */
+enum { P_FREE, P_LIVE, P_RESERVED };
 
 /* One process of the tree. Its mailbox (the ring) is guarded by `lock`,
 ** which also guards `state` and `gen` changes (made under the table's lock
@@ -61,16 +66,31 @@ typedef struct seg_hdr {
   pthread_mutex_t obj_lock;
   sk_off objs;                  /* the live objects, newest first */
   uint32_t objgen;              /* atomic: object generations */
+  uint32_t nindex;              /* object index entries handed out so far */
+  uint32_t indexfree;           /* the first free entry + 1; 0 when none */
+  uint32_t maxobjs;             /* the object index's entries */
+  sk_off index;                 /* where the object index starts */
+  uint32_t maxprocs;            /* live processes allowed ($SKEIN_MAX_PROCS) */
+  uint64_t aslimit;             /* RLIMIT_AS that sized the segment; 0: none */
   uint32_t nprocs;              /* atomic: live processes */
   pthread_mutex_t proc_lock;
   proc_rec procs[MAX_PROCS];
   pthread_mutex_t export_lock;
   struct export {
     int32_t pid;
-    uint32_t slot, gen, type, ogen, pad;
-    sk_off off;
+    uint32_t slot, gen, type, ogen;
+    uint32_t index;               /* the object's index entry + 1; 0: empty */
   } exports[NEXPORTS];
 } seg_hdr;
+
+/* The object index (maxobjs entries at `index`, right after the header)
+** is the allocator's own record of which blocks are live objects, and the
+** only way from bytes (a marshalled handle names an entry, never an
+** offset) to an object. An entry holds a live object's offset (8-aligned),
+** or, when free, the next free entry + 1 shifted left with the low bit
+** set. Changed under obj_lock only, by link and release; its pages are
+** used only as entries are. */
+#define INDEX(h) ((sk_off *)(sk_shm_map + (h)->index))
 
 /* A block's header, before the bytes it gives out. */
 typedef struct blk {
@@ -156,31 +176,82 @@ static uint64_t start_time(pid_t pid) {
   return (uint64_t)v;
 }
 
-static int take_slot(pid_t pid) {
-  seg_hdr *h = hdr();
-  sk_shm_lock(&h->proc_lock);
-  int slot = -1;
-  for (int i = 0; i < MAX_PROCS; i++) {
+static void free_slot(seg_hdr *h, proc_rec *p);
+
+/* Under the table's lock: a free slot below the tree's limit, its mutex
+** made; -1 when every one is taken. */
+static proc_rec *free_slot_locked(seg_hdr *h, int *slot) {
+  uint32_t max = h->maxprocs && h->maxprocs <= MAX_PROCS ? h->maxprocs : MAX_PROCS;
+  for (uint32_t i = 0; i < max; i++) {
     proc_rec *p = &h->procs[i];
     if (p->state != P_FREE) continue;
     if (!p->inited) {
       sk_shm_mutex_init(&p->lock);
       p->inited = 1;
     }
-    sk_shm_lock(&p->lock);
-    p->pid = pid;
-    p->ppid = (int32_t)getppid();
-    p->start = start_time(pid);
-    p->gen++;
-    p->head = p->tail = 0;
-    p->state = P_LIVE;
-    sk_shm_unlock(&p->lock);
-    __atomic_add_fetch(&h->nprocs, 1, __ATOMIC_SEQ_CST);
-    slot = i;
-    break;
+    *slot = (int)i;
+    return p;
   }
+  return NULL;
+}
+
+/* Under the table's lock: gives slot p to process `pid` (0: not started
+** yet) whose reaper is `ppid`, in `state`. */
+static void slot_give(seg_hdr *h, proc_rec *p, pid_t pid, pid_t ppid, uint32_t state) {
+  sk_shm_lock(&p->lock);
+  p->pid = pid;
+  p->ppid = (int32_t)ppid;
+  p->start = pid ? start_time(pid) : 0;
+  p->gen++;
+  p->head = p->tail = 0;
+  p->state = state;
+  sk_shm_unlock(&p->lock);
+  __atomic_add_fetch(&h->nprocs, 1, __ATOMIC_SEQ_CST);
+}
+
+/* The tree's first process takes its slot when it makes the segment. */
+static int take_slot(pid_t pid) {
+  seg_hdr *h = hdr();
+  int slot = -1;
+  sk_shm_lock(&h->proc_lock);
+  proc_rec *p = free_slot_locked(h, &slot);
+  if (p) slot_give(h, p, pid, getppid(), P_LIVE);
   sk_shm_unlock(&h->proc_lock);
-  return slot;
+  return p ? slot : -1;
+}
+
+int sk_shm_slot_reserve(void) {
+  seg_hdr *h = hdr();
+  if (sk_shm_map == NULL) return -1;
+  int slot = -1;
+  sk_shm_lock(&h->proc_lock);
+  proc_rec *p = free_slot_locked(h, &slot);
+  if (p) slot_give(h, p, 0, getpid(), P_RESERVED);
+  sk_shm_unlock(&h->proc_lock);
+  return p ? slot : -1;
+}
+
+void sk_shm_slot_bind(int slot, int pid) {
+  if (sk_shm_map == NULL || slot < 0 || slot >= MAX_PROCS) return;
+  proc_rec *p = &hdr()->procs[slot];
+  sk_shm_lock(&p->lock);
+  /* The child may have attached already; it wrote the same pid. */
+  if (p->state != P_FREE && p->ppid == (int32_t)getpid()) p->pid = pid;
+  sk_shm_unlock(&p->lock);
+}
+
+void sk_shm_slot_cancel(int slot) {
+  seg_hdr *h = hdr();
+  if (sk_shm_map == NULL || slot < 0 || slot >= MAX_PROCS) return;
+  sk_shm_lock(&h->proc_lock);
+  proc_rec *p = &h->procs[slot];
+  if (p->state == P_RESERVED && p->ppid == (int32_t)getpid()) free_slot(h, p);
+  sk_shm_unlock(&h->proc_lock);
+}
+
+int sk_shm_max_procs(void) {
+  seg_hdr *h = hdr();
+  return sk_shm_map && h->maxprocs ? (int)h->maxprocs : MAX_PROCS;
 }
 
 static int map_fd(int fd, uint64_t size) {
@@ -191,16 +262,75 @@ static int map_fd(int fd, uint64_t size) {
   return 0;
 }
 
+/* This process's address space in use, in bytes (0 when unknown). */
+static uint64_t vm_used(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long long pages = 0;
+  if (f == NULL) return 0;
+  if (fscanf(f, "%llu", &pages) != 1) pages = 0;
+  fclose(f);
+  return (uint64_t)pages * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Why the segment could not be made, or how its size was chosen. */
+static char seg_note[160];
+
+static void note_size(char *out, size_t n, uint64_t v) {
+  if (v >= (1ull << 30)) snprintf(out, n, "%.1f GiB", (double)v / (1ull << 30));
+  else snprintf(out, n, "%llu MiB", (unsigned long long)(v >> 20));
+}
+
+/* The segment reserves SEG_SIZE of address space, or, under an address-
+** space limit (ulimit -v), half the room that limit leaves (the rest is
+** for the heap, thread stacks and the worker processes' own mappings). */
+static uint64_t segment_size(uint64_t *limit) {
+  struct rlimit rl;
+  *limit = 0;
+  if (getrlimit(RLIMIT_AS, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return SEG_SIZE;
+  *limit = (uint64_t)rl.rlim_cur;
+  uint64_t used = vm_used(), room = *limit > used ? *limit - used : 0;
+  uint64_t size = (room / 2) & ~((1ull << 20) - 1);
+  return size < SEG_SIZE ? size : SEG_SIZE;
+}
+
 static int create_segment(void) {
+  uint64_t limit, size = segment_size(&limit);
+  char lim[32];
+  note_size(lim, sizeof lim, limit);
+  if (size < SEG_MIN) {
+    snprintf(seg_note, sizeof seg_note, "the address-space limit (ulimit -v) of %s leaves no "
+             "room for the shared-memory segment", lim);
+    return -1;
+  }
   int fd = (int)syscall(SYS_memfd_create, "skein", 1u /* MFD_CLOEXEC */);
-  if (fd < 0) return -1;
-  if (ftruncate(fd, (off_t)SEG_SIZE) != 0 || map_fd(fd, SEG_SIZE) != 0) {
+  if (fd < 0) {
+    snprintf(seg_note, sizeof seg_note, "memfd_create failed: %s", strerror(errno));
+    return -1;
+  }
+  /* The mapping may still not fit (the limit is shared with threads that
+  ** start meanwhile): try smaller, down to SEG_MIN. */
+  int mapped = -1;
+  while (ftruncate(fd, (off_t)size) == 0 && (mapped = map_fd(fd, size)) != 0 && size / 2 >= SEG_MIN) {
+    size = (size / 2) & ~((1ull << 20) - 1);
+  }
+  if (mapped != 0) {
+    snprintf(seg_note, sizeof seg_note, "cannot map a shared-memory segment: %s%s%s",
+             strerror(errno), limit ? " (address-space limit, ulimit -v: " : "", limit ? lim : "");
+    if (limit) strncat(seg_note, ")", sizeof seg_note - strlen(seg_note) - 1);
     close(fd);
     return -1;
   }
   seg_hdr *h = hdr();
-  h->size = SEG_SIZE;
-  h->brk = (sizeof *h + 4095) & ~(uint64_t)4095;
+  h->size = size;
+  h->aslimit = limit;
+  /* One index entry per KiB of segment, within [4096, MAX_OBJS]. */
+  uint64_t nobj = size >> 10;
+  h->maxobjs = (uint32_t)(nobj < 4096 ? 4096 : nobj > MAX_OBJS ? MAX_OBJS : nobj);
+  h->index = (sizeof *h + 63) & ~(uint64_t)63;
+  h->brk = (h->index + (uint64_t)h->maxobjs * sizeof(sk_off) + 4095) & ~(uint64_t)4095;
+  const char *mp = getenv("SKEIN_MAX_PROCS");
+  long maxprocs = mp ? strtol(mp, NULL, 10) : MAX_PROCS;
+  h->maxprocs = (uint32_t)(maxprocs < 2 ? 2 : maxprocs > MAX_PROCS ? MAX_PROCS : maxprocs);
   sk_shm_mutex_init(&h->alloc_lock);
   sk_shm_mutex_init(&h->obj_lock);
   sk_shm_mutex_init(&h->proc_lock);
@@ -219,6 +349,21 @@ void *sk_shm_base(int create) {
   return sk_shm_map;
 }
 
+const char *sk_shm_why(void) {
+  if (sk_shm_map == NULL) return seg_note[0] ? seg_note : "no shared-memory segment";
+  seg_hdr *h = hdr();
+  char sz[32], lim[32];
+  note_size(sz, sizeof sz, h->size);
+  note_size(lim, sizeof lim, h->aslimit);
+  if (h->aslimit) {
+    snprintf(seg_note, sizeof seg_note, "the shared-memory segment holds %s, sized to fit the "
+             "address-space limit (ulimit -v) of %s", sz, lim);
+  } else {
+    snprintf(seg_note, sizeof seg_note, "the shared-memory segment holds %s", sz);
+  }
+  return seg_note;
+}
+
 int sk_shm_fd(void) { return sk_shm_map ? shm_fd : -1; }
 
 int sk_shm_others_alive(void) {
@@ -230,25 +375,42 @@ uint32_t sk_shm_self_gen(void) {
   return self_slot >= 0 && sk_shm_map ? hdr()->procs[self_slot].gen : 0;
 }
 
-void sk_shm_attach_inherited(void) {
-  const char *e = getenv("SKEIN_SHM_FD");
-  if (e == NULL || sk_shm_map) return;
-  int fd = atoi(e);
+int sk_shm_attach_inherited(int fd, int slot) {
   struct stat st;
-  if (fd < 3 || fstat(fd, &st) != 0 || (uint64_t)st.st_size < sizeof(seg_hdr)) return;
+  if (sk_shm_map) return 0;
+  if (fd < 3 || fstat(fd, &st) != 0 || (uint64_t)st.st_size < sizeof(seg_hdr)) return -1;
+  /* Programs this process runs do not get it; a worker process it starts
+  ** gets it explicitly (sk_spawn_worker). */
   fcntl(fd, F_SETFD, FD_CLOEXEC);
+  int rc = -1;
   pthread_mutex_lock(&init_lock);
   if (map_fd(fd, (uint64_t)st.st_size) == 0) {
-    if (hdr()->magic != SEG_MAGIC || hdr()->size != (uint64_t)st.st_size) {
+    seg_hdr *h = hdr();
+    if (h->magic == SEG_MAGIC && h->size == (uint64_t)st.st_size && slot >= 0 && slot < MAX_PROCS) {
+      /* Claim the slot the parent reserved for this very process. */
+      proc_rec *p = &h->procs[slot];
+      sk_shm_lock(&h->proc_lock);
+      sk_shm_lock(&p->lock);
+      if (p->state == P_RESERVED && p->ppid == (int32_t)getppid() &&
+          (p->pid == 0 || p->pid == (int32_t)getpid())) {
+        p->pid = (int32_t)getpid();
+        p->start = start_time(getpid());
+        p->state = P_LIVE;
+        self_slot = slot;
+        rc = 0;
+      }
+      sk_shm_unlock(&p->lock);
+      sk_shm_unlock(&h->proc_lock);
+    }
+    if (rc != 0) {
       munmap(sk_shm_map, (size_t)st.st_size);
       sk_shm_map = NULL;
       close(fd);
       shm_fd = -1;
-    } else {
-      self_slot = take_slot(getpid());
     }
   }
   pthread_mutex_unlock(&init_lock);
+  return rc;
 }
 
 int sk_shm_valid(sk_off off, size_t len) {
@@ -324,8 +486,11 @@ static void cache_fill(seg_hdr *h, unsigned k) {
   sk_shm_unlock(&h->alloc_lock);
 }
 
-void *sk_shm_alloc(size_t n) {
+/* Allocates a block for n bytes; *fresh tells whether it comes from
+** never used pages (all zeroes). */
+static void *alloc(size_t n, int *fresh) {
   seg_hdr *h = hdr();
+  *fresh = 0;
   if (n > ((size_t)1 << (NCLASS + MIN_CLASS - 2))) return NULL;
   unsigned c = MIN_CLASS;
   while (((size_t)1 << c) < n + sizeof(blk)) c++;
@@ -354,6 +519,7 @@ void *sk_shm_alloc(size_t n) {
     }
     __atomic_store_n(&h->brk, start + ((uint64_t)1 << c), __ATOMIC_RELEASE);
     off = start;
+    *fresh = 1;
   }
   sk_shm_unlock(&h->alloc_lock);
   blk *b = (blk *)(sk_shm_map + off);
@@ -363,14 +529,32 @@ void *sk_shm_alloc(size_t n) {
   return b + 1;
 }
 
+void *sk_shm_alloc(size_t n) {
+  int fresh;
+  return alloc(n, &fresh);
+}
+
+void *sk_shm_alloc_zeroed(size_t n) {
+  int fresh;
+  blk *p = alloc(n, &fresh);
+  if (p == NULL || fresh) return p;
+  /* A reused big block gave back its pages past the first (sk_shm_free). */
+  size_t dirty = p[-1].cls >= PUNCH_CLASS ? 4096 - sizeof(blk) : n;
+  memset(p, 0, n < dirty ? n : dirty);
+  return p;
+}
+
 void sk_shm_free(void *p) {
   if (p == NULL) return;
   blk *b = (blk *)p - 1;
   if (b->magic != BLK_MAGIC || b->cls < MIN_CLASS || b->cls >= MIN_CLASS + NCLASS) return;
   b->magic = BLK_FREE;
   if (b->cls >= PUNCH_CLASS) {
-    /* Give a big block's pages back; they read as zeroes when reused. */
-    madvise((char *)b + 4096, ((size_t)1 << b->cls) - 4096, MADV_REMOVE);
+    /* Give a big block's pages back; they read as zeroes when reused
+    ** (sk_shm_alloc_zeroed counts on that). */
+    if (madvise((char *)b + 4096, ((size_t)1 << b->cls) - 4096, MADV_REMOVE) != 0) {
+      memset((char *)b + 4096, 0, ((size_t)1 << b->cls) - 4096);
+    }
   }
   seg_hdr *h = hdr();
   unsigned k = b->cls - MIN_CLASS;
@@ -464,7 +648,24 @@ static int32_t drop_dead_holds(sk_shm_obj *o) {
   return n;
 }
 
-void sk_shm_obj_link(sk_shm_obj *o, uint32_t type) {
+/* Under obj_lock: takes a free index entry for `o`; -1 when none is left.
+** Each change is one store, so a holder that dies here leaks an entry at
+** worst (one that is neither free nor names an object). */
+static int index_take(seg_hdr *h, sk_shm_obj *o) {
+  uint32_t i;
+  if (h->indexfree) {
+    i = h->indexfree - 1;
+    h->indexfree = (uint32_t)(INDEX(h)[i] >> 1);
+  } else {
+    if (h->nindex >= h->maxobjs) return -1;
+    i = h->nindex++;
+  }
+  o->index = i;
+  INDEX(h)[i] = sk_shm_off(o);
+  return 0;
+}
+
+int sk_shm_obj_link(sk_shm_obj *o, uint32_t type) {
   seg_hdr *h = hdr();
   o->type = type;
   o->gen = __atomic_add_fetch(&h->objgen, 1, __ATOMIC_RELAXED);
@@ -472,12 +673,17 @@ void sk_shm_obj_link(sk_shm_obj *o, uint32_t type) {
   o->prev = 0;
   o->holders = 0;
   sk_shm_lock(&h->obj_lock);
+  if (index_take(h, o) != 0) {
+    sk_shm_unlock(&h->obj_lock);
+    return -1;
+  }
   hold_locked(o);
   o->next = h->objs;
   if (h->objs) ((sk_shm_obj *)sk_shm_ptr(h->objs))->prev = sk_shm_off(o);
   h->objs = sk_shm_off(o);
   __atomic_store_n(&o->magic, SK_SHM_MAGIC ^ type, __ATOMIC_RELEASE);
   sk_shm_unlock(&h->obj_lock);
+  return 0;
 }
 
 void sk_shm_obj_retain(sk_shm_obj *o) { __atomic_add_fetch(&o->refs, 1, __ATOMIC_RELAXED); }
@@ -490,6 +696,10 @@ void sk_shm_obj_release(sk_shm_obj *o) {
   else h->objs = o->next;
   if (o->next) ((sk_shm_obj *)sk_shm_ptr(o->next))->prev = o->prev;
   __atomic_store_n(&o->magic, 0, __ATOMIC_RELEASE);
+  if (o->index < h->nindex && INDEX(h)[o->index] == sk_shm_off(o)) {
+    INDEX(h)[o->index] = (sk_off)h->indexfree << 1 | 1;
+    h->indexfree = o->index + 1;
+  }
   for (sk_off x = o->holders; x;) {   /* stale ones, if any */
     holder *hd = sk_shm_ptr(x);
     x = hd->next;
@@ -502,14 +712,33 @@ void sk_shm_obj_release(sk_shm_obj *o) {
   sk_shm_free(o);
 }
 
-sk_shm_obj *sk_shm_obj_at(sk_off off, uint32_t type, uint32_t gen) {
-  if (sk_shm_map == NULL || !sk_shm_valid(off, sizeof(sk_shm_obj))) return NULL;
+/* Under obj_lock: the live object of that entry, type and generation. An
+** object whose last reference went is still linked until its release
+** takes this lock, so a live header here is an object not yet freed. */
+static sk_shm_obj *index_get(seg_hdr *h, uint32_t index, uint32_t type, uint32_t gen) {
+  if (index >= h->nindex) return NULL;
+  sk_off off = INDEX(h)[index];
+  if (off == 0 || (off & 7) != 0) return NULL;   /* a leaked or a free entry */
   sk_shm_obj *o = sk_shm_ptr(off);
   if (__atomic_load_n(&o->magic, __ATOMIC_ACQUIRE) != (SK_SHM_MAGIC ^ type) || o->type != type ||
-      o->gen != gen) {
+      o->gen != gen || o->index != index) {
     return NULL;
   }
   return o;
+}
+
+sk_shm_obj *sk_shm_obj_find(uint32_t index, uint32_t type, uint32_t gen) {
+  seg_hdr *h = hdr();
+  if (sk_shm_map == NULL) return NULL;
+  sk_shm_lock(&h->obj_lock);
+  sk_shm_obj *o = index_get(h, index, type, gen);
+  /* A reference from a count that has not reached 0 only: one that has is
+  ** being released, and must not come back. */
+  int r = o ? __atomic_load_n(&o->refs, __ATOMIC_RELAXED) : 0;
+  while (r > 0 && !__atomic_compare_exchange_n(&o->refs, &r, r + 1, 0, __ATOMIC_ACQ_REL,
+                                               __ATOMIC_RELAXED)) {}
+  sk_shm_unlock(&h->obj_lock);
+  return r > 0 ? o : NULL;
 }
 
 /* --------------------------------------------------------------- moves */
@@ -540,8 +769,12 @@ static unsigned export_hash(int pid, uint32_t slot, uint32_t gen) {
 }
 
 /* A slot is free when empty or when the object it names has gone. */
-static int export_stale(const struct export *x) {
-  return x->off == 0 || sk_shm_obj_at(x->off, x->type, x->ogen) == NULL;
+static int export_stale(seg_hdr *h, const struct export *x) {
+  if (x->index == 0) return 1;
+  sk_shm_lock(&h->obj_lock);
+  int gone = index_get(h, x->index - 1, x->type, x->ogen) == NULL;
+  sk_shm_unlock(&h->obj_lock);
+  return gone;
 }
 
 void sk_shm_export(int pid, uint32_t slot, uint32_t gen, sk_shm_obj *so) {
@@ -551,18 +784,18 @@ void sk_shm_export(int pid, uint32_t slot, uint32_t gen, sk_shm_obj *so) {
   struct export *x = &h->exports[i0];
   for (unsigned k = 0; k < EXPORT_PROBE; k++) {
     struct export *y = &h->exports[(i0 + k) & (NEXPORTS - 1)];
-    if (export_stale(y)) {
+    if (export_stale(h, y)) {
       x = y;
       break;
     }
   }
-  x->off = 0;
+  x->index = 0;
   x->pid = pid;
   x->slot = slot;
   x->gen = gen;
   x->type = so->type;
   x->ogen = so->gen;
-  __atomic_store_n(&x->off, sk_shm_off(so), __ATOMIC_RELEASE);
+  __atomic_store_n(&x->index, so->index + 1, __ATOMIC_RELEASE);
   sk_shm_unlock(&h->export_lock);
 }
 
@@ -574,8 +807,8 @@ sk_shm_obj *sk_shm_exported(int pid, uint32_t slot, uint32_t gen) {
   sk_shm_lock(&h->export_lock);
   for (unsigned k = 0; k < EXPORT_PROBE && !found; k++) {
     struct export *x = &h->exports[(i0 + k) & (NEXPORTS - 1)];
-    if (x->off && x->pid == pid && x->slot == slot && x->gen == gen) {
-      found = sk_shm_obj_at(x->off, x->type, x->ogen);
+    if (x->index && x->pid == pid && x->slot == slot && x->gen == gen) {
+      found = sk_shm_obj_find(x->index - 1, x->type, x->ogen);
     }
   }
   sk_shm_unlock(&h->export_lock);
@@ -783,7 +1016,7 @@ void sk_shm_proc_gone(int pid) {
   for (int g = 0; g < ngone; g++) {
     for (int i = 0; i < MAX_PROCS; i++) {
       proc_rec *p = &h->procs[i];
-      if (p->state != P_LIVE || i == self_slot) continue;
+      if (p->state == P_FREE || i == self_slot) continue;
       /* The reaped child is ours (a pid another branch of the tree reused
       ** since would have another parent). */
       if (p->pid == gone[g] && (g > 0 || p->ppid == (int32_t)getpid())) {
@@ -791,9 +1024,14 @@ void sk_shm_proc_gone(int pid) {
         found = 1;
       } else if (p->ppid == gone[g] && ngone < MAX_PROCS) {
         /* Kill only that very process: its pid may have been reused. */
-        uint64_t st = start_time(p->pid);
+        uint64_t st = p->pid > 0 ? start_time(p->pid) : 0;
         if (st != 0 && st == p->start) kill(p->pid, SIGKILL);
-        gone[ngone++] = p->pid;
+        if (p->pid > 0) {
+          gone[ngone++] = p->pid;
+        } else {
+          free_slot(h, p);        /* reserved for a child never started */
+          found = 1;
+        }
       }
     }
   }

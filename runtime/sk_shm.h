@@ -23,7 +23,8 @@
 ** and repairs what the holder may have left half done. Lock order: an
 ** object's lock, then the allocator's or a mailbox's lock (innermost); the
 ** object list's lock is never held with an object's lock except in
-** sk_shm_proc_gone, which takes it first.
+** sk_shm_proc_gone, which takes it first; the export table's lock is taken
+** before the object list's.
 **
 ** Waking across processes: a waiter record names a process slot, that
 ** slot's generation, a port id (sk_port_id) and the context's wake slot
@@ -58,19 +59,39 @@ typedef struct sk_shm_obj {
   int32_t refs;                 /* atomic: handles in every process + references in items */
   sk_off prev, next;            /* the list of live objects */
   sk_off holders;               /* which processes hold views (shm.c) */
+  uint32_t index;               /* its entry in the object index (shm.c) */
+  uint32_t pad;
 } sk_shm_obj;
 
 #define SK_SHM_MAGIC 0x736b6d6fu
 
 /* The segment this process uses, creating it when `create` and there is
 ** none yet (only a process that is not itself a worker creates one).
-** NULL when there is none, or it could not be made. Thread-safe. */
+** NULL when there is none, or it could not be made. Thread-safe.
+** The segment reserves 16 GiB of address space, or under an address-space
+** limit (RLIMIT_AS, ulimit -v) half the room the limit leaves. */
 void *sk_shm_base(int create);
+/* A sentence for error messages: why there is no segment, or how big it
+** is and what sized it ("the shared-memory segment holds 3.9 GiB, sized
+** to fit the address-space limit (ulimit -v) of 8.0 GiB"). */
+const char *sk_shm_why(void);
 /* The segment's descriptor (for a child to inherit), or -1. */
 int sk_shm_fd(void);
 /* Called once at a worker process's start: maps the inherited segment
-** named by $SKEIN_SHM_FD, when set, and takes a process slot. */
-void sk_shm_attach_inherited(void);
+** (descriptor `fd`, made close-on-exec) and claims the process slot
+** `slot` its parent reserved for it. -1 (nothing mapped) when that fails:
+** the process must not run without an identity. */
+int sk_shm_attach_inherited(int fd, int slot);
+
+/* Process slots: a tree has at most sk_shm_max_procs() live processes
+** (1024, or fewer when $SKEIN_MAX_PROCS said so where the segment was
+** made). A parent reserves a slot for a child before it starts it (-1 when
+** the table is full: the child must not be started), names the child's
+** pid once started, or gives the slot back when the start failed. */
+int sk_shm_slot_reserve(void);
+void sk_shm_slot_bind(int slot, int pid);
+void sk_shm_slot_cancel(int slot);
+int sk_shm_max_procs(void);
 
 static inline void *sk_shm_ptr(sk_off off) {
   extern char *sk_shm_map;
@@ -83,8 +104,12 @@ static inline sk_off sk_shm_off(const void *p) {
 /* 1 when [off, off+len) lies inside the segment's allocated part. */
 int sk_shm_valid(sk_off off, size_t len);
 
-/* Allocation; NULL when the segment is full. Any process may free. */
+/* Allocation; NULL when the segment is full. Any process may free.
+** sk_shm_alloc_zeroed clears only what may hold old bytes (pages never
+** used, and those a freed big block gave back, read as zeroes), so a big
+** block costs no time until it is touched. */
 void *sk_shm_alloc(size_t n);
+void *sk_shm_alloc_zeroed(size_t n);
 void sk_shm_free(void *p);
 
 /* A robust, process-shared mutex. Locking returns 1 when the previous
@@ -94,10 +119,11 @@ int sk_shm_lock(pthread_mutex_t *m);
 void sk_shm_unlock(pthread_mutex_t *m);
 
 /* Shared objects: links a new object (refs = 1, a hold of this process)
-** into the live list;
+** into the live list and gives it an entry in the object index; -1 (the
+** object untouched, the caller frees it) when the index is full.
 ** sk_shm_obj_retain/release count references from every process; the last
 ** release unlinks it, runs `destroy` (by type) and frees it. */
-void sk_shm_obj_link(sk_shm_obj *o, uint32_t type);
+int sk_shm_obj_link(sk_shm_obj *o, uint32_t type);
 void sk_shm_obj_retain(sk_shm_obj *o);
 void sk_shm_obj_release(sk_shm_obj *o);
 /* The reference of a view (a process's object for it; the one link makes
@@ -106,15 +132,20 @@ void sk_shm_obj_release(sk_shm_obj *o);
 ** references (items, blobs, other objects) use retain/release. */
 void sk_shm_obj_hold(sk_shm_obj *o);
 void sk_shm_obj_unhold(sk_shm_obj *o);
-/* The object at `off` when it is alive and of `type` with generation
-** `gen`; NULL otherwise. Takes no reference. */
-sk_shm_obj *sk_shm_obj_at(sk_off off, uint32_t type, uint32_t gen);
+/* The live object of `type` and generation `gen` that index entry `index`
+** names, with a reference the caller releases; NULL otherwise. This is
+** how bytes (a marshalled handle: type, index, generation) reach an
+** object: only the index, which link and release alone write, says where
+** objects are, so no forged bytes can make a block of some other use pass
+** for an object. */
+sk_shm_obj *sk_shm_obj_find(uint32_t index, uint32_t type, uint32_t gen);
 /* Export table: a local object (process pid, handle slot and gen) that
 ** moved into the segment as `so`, so that bytes written before the move
 ** (a handle to it inside a queue item) still find it from any process. An
 ** entry lapses when its object goes; the table may forget the oldest. */
 void sk_shm_export(int pid, uint32_t slot, uint32_t gen, sk_shm_obj *so);
-/* The live object exported under that handle, or NULL (no reference). */
+/* The live object exported under that handle, with a reference the caller
+** releases, or NULL. */
 sk_shm_obj *sk_shm_exported(int pid, uint32_t slot, uint32_t gen);
 
 /* Serialises moves into the segment (recursive: moving a queue moves the
