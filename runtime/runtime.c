@@ -294,11 +294,7 @@ int skein_failures(skein_runtime *rt) {
   return (int)sk_worker_report_failures(rt->w);
 }
 
-/* Used by the REPL (runtime/repl.c) to keep task output off its prompt. */
-void sk_runtime_set_batch_hook(skein_runtime *rt, void (*hook)(void *, int),
-                               void *ud);
-void sk_runtime_set_batch_hook(skein_runtime *rt, void (*hook)(void *, int),
-                               void *ud) {
-  rt->w->sched.batch_hook = hook;
-  rt->w->sched.batch_ud = ud;
-}
+/* Used by the REPL (runtime/repl.c): unfinished non-daemon tasks and
+** workers, which end of input must not drop without a word. */
+size_t sk_runtime_live(skein_runtime *rt);
+size_t sk_runtime_live(skein_runtime *rt) { return rt->w->live; }
