@@ -317,14 +317,11 @@ static int run(int argc, char **argv, int *interactive) {
   return sk_cli_drain(g_rt);
 }
 
-/* Worker mode, started by a parent skein (lua/process.c). */
-int sk_process_child_main(int fd, const char *mode);
-
 int main(int argc, char **argv) {
   if (argv[0] && argv[0][0]) progname = argv[0];
-  if (argc >= 3 && strcmp(argv[1], "--skein-worker") == 0) {
-    return sk_process_child_main(atoi(argv[2]), argc >= 4 ? argv[3] : "once");
-  }
+  /* Worker mode, when a parent skein started us as a worker process. */
+  int worker_status = skein_worker_main(argc, argv, NULL, NULL);
+  if (worker_status >= 0) return worker_status;
   g_rt = skein_new(NULL);
   if (g_rt == NULL) {
     sk_cli_message("cannot create the runtime (out of memory?)");
