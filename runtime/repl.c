@@ -170,6 +170,8 @@ static void relay_main(void *arg) {
   }
 }
 
+static void relay_atexit(void);
+
 /* Makes fds 1 (and 2, when it is the same terminal) a pseudo-terminal that
 ** the relay thread copies to the real one. Nothing changes when standard
 ** input or output is not a terminal, or the pseudo-terminal cannot be made. */
@@ -220,6 +222,8 @@ static void relay_start(repl *r) {
   o->busy = 0;
   uv_mutex_init(&o->lock);
   o->on = 1;
+  static int atexit_done;
+  if (!atexit_done && atexit(relay_atexit) == 0) atexit_done = 1;
   if (uv_thread_create(&o->thread, relay_main, r) != 0) {
     /* No relay: put everything back. */
     dup2(o->term, 1);
@@ -228,19 +232,32 @@ static void relay_start(repl *r) {
   }
 }
 
-/* Waits (at most 200 ms) until the relay has written what the program
-** printed so far, so that a prompt shown now comes after it. */
-static void relay_sync(repl *r) {
+/* Waits (at most `ms` milliseconds) until the relay has written what the
+** program printed so far, so that a prompt shown now comes after it. A
+** zero-timeout poll of the master end (not FIONREAD) is what tells: the
+** kernel moves bytes from the slave to the master in deferred work, and
+** polling a pseudo-terminal master flushes that work first. */
+static void relay_sync(repl *r, int ms) {
   relay *o = &r->out;
   fflush(stdout);
   fflush(stderr);
   if (!o->on) return;
-  for (int i = 0; i < 200; i++) {
-    int pending = 0;
-    if (ioctl(o->master, FIONREAD, &pending) != 0) return;
-    if (pending == 0 && !o->busy) return;
+  for (int i = 0; i < ms; i++) {
+    struct pollfd pfd = {o->master, POLLIN, 0};
+    int readable = poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
+    if (!readable && !o->busy) return;
     usleep(1000);
   }
+}
+
+/* os.exit at the prompt ends the process without leaving the REPL: what
+** the program printed last must still reach the terminal. Runs at exit()
+** on the thread that called it, while the relay is on. */
+static void relay_atexit(void) {
+  if (R == NULL || !R->out.on) return;
+  relay_sync(R, 2000);
+  dup2(R->out.term, 1);
+  if (R->out.saved_err >= 0) dup2(R->out.saved_err, 2);
 }
 
 /* Puts fds 1 and 2 back and ends the relay after it copied what is left.
@@ -252,7 +269,7 @@ static void relay_stop(repl *r) {
   fflush(stdout);
   fflush(stderr);
   if (!o->on) return;
-  relay_sync(r);
+  relay_sync(r, 2000);
   uv_mutex_lock(&o->lock);
   dup2(o->term, 1);
   if (o->saved_err >= 0) dup2(o->saved_err, 2);
@@ -324,7 +341,7 @@ static void cancel_line(repl *r) {
 ** lock, since its __tostring may print. */
 static void show_prompt(repl *r, int first) {
   char *p = get_prompt(r, first);
-  relay_sync(r);
+  relay_sync(r, 200);
   term_lock(r);
   rl_callback_handler_install(p ? p : "> ", on_line);
   r->at_prompt = 1;

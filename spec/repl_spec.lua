@@ -201,6 +201,15 @@ describe("skein REPL", function()
     }, nil, { timeout = 5 })
   end)
 
+  it("os.exit at the prompt still shows what was printed just before", function()
+    session({
+      PROMPT,
+      "send:for i = 1, 200 do print('line ' .. i) end print('by' .. 'e') os.exit(3)\\r",
+      "expect:line 200\r\nbye\r\n",
+      "exit:3",
+    })
+  end)
+
   it("Ctrl-C at the prompt cancels the line and gives a fresh prompt", function()
     local transcript = session({
       PROMPT,
