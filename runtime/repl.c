@@ -51,7 +51,8 @@ typedef struct relay {
   int saved_err;       /* the original fd 2 when it was redirected, else -1 */
   int master;          /* the pseudo-terminal's master end, read by the relay */
   int stop[2];         /* a pipe: a byte in it tells the relay thread to end */
-  volatile int busy;   /* the relay thread holds output it has not written */
+  int busy;            /* the relay thread holds output it has not written
+                       ** (atomic: set by the relay, read by relay_sync) */
   uv_thread_t thread;
   uv_mutex_t lock;
 } relay;
@@ -153,7 +154,7 @@ static void relay_main(void *arg) {
     if (fds[1].revents) stopping = 1;
     ssize_t k = 0;
     if (n > 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
-      o->busy = 1;
+      __atomic_store_n(&o->busy, 1, __ATOMIC_SEQ_CST);
       k = read(o->master, buf + have, sizeof buf - have);
       if (k > 0) have += (size_t)k;
       /* Nothing holds the other end (the program closed fds 1 and 2). */
@@ -165,7 +166,7 @@ static void relay_main(void *arg) {
       relay_emit(r, buf, have);
       have = 0;
     }
-    if (have == 0) o->busy = 0;
+    if (have == 0) __atomic_store_n(&o->busy, 0, __ATOMIC_SEQ_CST);
     if (stopping && k <= 0 && have == 0) break;
   }
 }
@@ -202,8 +203,10 @@ static void relay_start(repl *r) {
   fflush(stdout);
   fflush(stderr);
   o->term = fcntl(1, F_DUPFD_CLOEXEC, 3);
-  FILE *out = o->term >= 0 ? fdopen(dup(o->term), "w") : NULL;
+  int outfd = o->term >= 0 ? fcntl(o->term, F_DUPFD_CLOEXEC, 3) : -1;
+  FILE *out = outfd >= 0 ? fdopen(outfd, "w") : NULL;
   if (out == NULL) {
+    if (outfd >= 0) close(outfd);
     if (o->term >= 0) close(o->term);
     close(slave);
     close(m);
@@ -219,7 +222,7 @@ static void relay_start(repl *r) {
   dup2(slave, 1);
   close(slave);
   o->master = m;
-  o->busy = 0;
+  __atomic_store_n(&o->busy, 0, __ATOMIC_SEQ_CST);
   uv_mutex_init(&o->lock);
   o->on = 1;
   static int atexit_done;
@@ -245,7 +248,7 @@ static void relay_sync(repl *r, int ms) {
   for (int i = 0; i < ms; i++) {
     struct pollfd pfd = {o->master, POLLIN, 0};
     int readable = poll(&pfd, 1, 0) > 0 && (pfd.revents & POLLIN);
-    if (!readable && !o->busy) return;
+    if (!readable && !__atomic_load_n(&o->busy, __ATOMIC_SEQ_CST)) return;
     usleep(1000);
   }
 }
