@@ -482,6 +482,10 @@ static int l_ppool_new(lua_State *L) {
   const char *name = luaL_optstring(L, 4, "process-pool");
   luaL_argcheck(L, size >= 1 && size <= 1024, 1, "size must be between 1 and 1024");
   luaL_argcheck(L, retries >= 0, 3, "retries must not be negative");
+  char exe[4096], why[512];
+  if (sk_worker_exe(exe, sizeof exe, why, sizeof why) != 0) {
+    return sk_error_raise(L, "spawn", "%s", why);
+  }
   sk_ppool *p = calloc(1, sizeof *p);
   if (p == NULL) return luaL_error(L, "not enough memory for a pool");
   if (!lua_isnoneornil(L, 5) && sk_marshal_encode_xproc(L, 5, lua_gettop(L) - 4, &p->init, "init") != 0) {

@@ -377,6 +377,12 @@ int sk_process_child_main(int fd, const char *mode) {
     return 1;
   }
   w->results_to_parent = 1;
+  if (sk_runtime_child_init(w->L) != 0) {
+    fprintf(stderr, "skein: worker process: the host's init hook failed: %s\n",
+            lua_tostring(w->L, -1));
+    sk_worker_close(w);
+    return 1;
+  }
   child_identity(w);
   child_fd = fd;
   sk_rpc_attach(w, fd);
@@ -610,14 +616,8 @@ static char **child_env(char extra[][128], int nextra) {
 
 int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_Integer id,
                     const char *name, const char *mode, uv_exit_cb on_exit) {
-  char exe[4096];
-  size_t exelen = sizeof exe;
-  const char *override = getenv("SKEIN_WORKER_EXE");
-  if (override && *override) {
-    snprintf(exe, sizeof exe, "%s", override);
-  } else if (uv_exepath(exe, &exelen) != 0) {
-    return UV_ENOENT;
-  }
+  char exe[4096], why[512];
+  if (sk_worker_exe(exe, sizeof exe, why, sizeof why) != 0) return UV_ENOENT;
   /* The shared segment (sk_shm.h) goes to the child as its fd 4, and the
   ** child gets a process slot of its own there, or is not started. */
   sk_shm_base(1);
@@ -854,6 +854,10 @@ static int l_proc_gc(lua_State *L) {
 /* skein.process(fn, ...) or skein.process{fn=, args=, name=, daemon=} */
 static int l_proc_new(lua_State *L) {
   sk_worker *w = sk_worker_of(L);
+  char exe[4096], why[512];
+  if (sk_worker_exe(exe, sizeof exe, why, sizeof why) != 0) {
+    return sk_error_raise(L, "spawn", "%s", why);
+  }
   int daemon;
   char *name;
   sk_worker_args(L, &daemon, &name);

@@ -120,8 +120,8 @@ struct sk_worker {
   ** `int_owed` is the one `interrupted` error owed to the root context: the
   ** root's next wait, or the hook in its running code, raises it once and
   ** clears it, so code that catches it can wait again to clean up. The
-  ** message handler of sk_pcall sets `int_escaped` when that error reached
-  ** the top of a protected call uncaught. */
+  ** message handler of sk_pcall notes in `int_escaped` whether the error
+  ** that last left a protected call uncaught was that one. */
   volatile sig_atomic_t interrupted, int_owed;
   int int_escaped;
   uv_async_t *wakeup;           /* signal-safe wake-up; freed in its close cb */

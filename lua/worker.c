@@ -611,11 +611,27 @@ int sk_run_call(sk_worker *w, const char *code, size_t len, sk_buf *out, const c
 
 /* ------------------------------------------------------------- lifetime */
 
+/* The registry key under which a worker's main state names its worker:
+** skein_pcall also runs on states no worker owns (a host's own), whose
+** extra space means nothing. */
+static const char worker_key = 'w';
+
+/* Notes in the worker whether the error leaving a protected call is an
+** interrupt (the command's exit status depends on it: see sk_worker). Only
+** failures are noted; the command asks only after a chunk failed. */
+static void note_escape(lua_State *L) {
+  int is_int = sk_error_is(L, 1, "interrupted");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &worker_key) == LUA_TLIGHTUSERDATA) {
+    ((sk_worker *)lua_touserdata(L, -1))->int_escaped = is_int;
+  }
+  lua_pop(L, 1);
+}
+
 /* Adds a traceback to any error, skein error objects included (their
 ** __tostring gives "kind: message"; a remote error's own traceback comes
 ** first, then where it surfaced here). */
 static int msghandler(lua_State *L) {
-  sk_worker_of(L)->int_escaped = sk_error_is(L, 1, "interrupted");
+  note_escape(L);
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
@@ -634,11 +650,12 @@ int sk_pcall(lua_State *L, int nargs, int nres) {
   lua_insert(L, base);
   int st = lua_pcall(L, nargs, nres, base);
   lua_remove(L, base);
-  if (st == LUA_OK) sk_worker_of(L)->int_escaped = 0;
   return st;
 }
 
 static int open_state(lua_State *L) {
+  lua_pushlightuserdata(L, sk_worker_of(L));
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   lua_pushcfunction(L, luaopen_skein);

@@ -20,9 +20,16 @@ int sk_cli_report(lua_State *L, int status);
 int sk_runtime_interrupt_escaped(skein_runtime *rt);
 void sk_runtime_interrupt_handled(skein_runtime *rt);
 
-/* Runs the interactive loop until end of input (Ctrl-D). Tasks keep running
-** while it waits for a line; Ctrl-C cancels the line being typed, or
-** interrupts the line being evaluated, and the loop goes on. */
-void sk_cli_repl(skein_runtime *rt);
+/* Waits for the remaining non-daemon tasks and workers, as at the end of a
+** script; returns 0 or an exit status (1 after a deadlock, 130 after an
+** interrupt). */
+int sk_cli_drain(skein_runtime *rt);
+
+/* Runs the interactive loop until end of input (Ctrl-D), then waits for
+** what is still running as sk_cli_drain does and returns its status. Tasks
+** keep running while it waits for a line; Ctrl-C cancels the line being
+** typed, or interrupts the line being evaluated, and the loop goes on. On a
+** terminal, the first Ctrl-D with work still running only says so. */
+int sk_cli_repl(skein_runtime *rt);
 
 #endif

@@ -4,11 +4,12 @@
 ** --lua) can drive skein. After the script's main chunk returns it keeps
 ** running the loop until every non-daemon task has finished. Only this file
 ** decides the exit status: 0, 1 for an error or a task that failed unjoined,
-** 130 after an interrupt (Ctrl-C). An interactive session (the REPL) ends
-** with 0 when the user leaves it; task failures are still reported.
+** 130 after an interrupt (Ctrl-C). An interactive session (the REPL) waits
+** for unfinished work when the user leaves it, then ends with 0 (task
+** failures are still reported), 1 after a deadlock or 130 after Ctrl-C.
 **
-** Messages always start with "skein: " (not argv[0], as lua.c does), so
-** they read the same however the binary was reached.
+** Messages start with the program name (argv[0]), as lua.c's do, so that
+** a `lua` symlink to skein reports as `lua`.
 */
 #include <signal.h>
 #include <stdio.h>
@@ -21,7 +22,8 @@
 #include "lauxlib.h"
 #include "lualib.h"
 
-static const char *const progname = "skein";
+/* argv[0] once main has seen it; "skein" when the caller gave none. */
+static const char *progname = "skein";
 static skein_runtime *g_rt;
 
 /* SIGINT: ask the runtime to stop. In script mode the default action comes
@@ -78,8 +80,11 @@ int sk_cli_report(lua_State *L, int status) {
   return status;
 }
 
+/* skein's own line, then Lua's copyright line as `lua -v` prints it
+** (scripts and tests look for it). */
 static void print_version(void) {
-  printf("skein %s (%s, libuv %s)\n", skein_version(), LUA_RELEASE, uv_version_string());
+  printf("skein %s (%s, libuv %s)\n%s\n", skein_version(), LUA_RELEASE,
+         uv_version_string(), LUA_COPYRIGHT);
   fflush(stdout);
 }
 
@@ -119,17 +124,33 @@ static int dolibrary(lua_State *L, char *spec) {
   return sk_cli_report(L, status);
 }
 
+/* Pushes the script's arguments arg[1..n] (as lua.c's pushargs); run in a
+** protected call, since the script's options may have replaced `arg` with
+** anything, and reading a table's length may call its __len. */
+static int l_pushargs(lua_State *L) {
+  if (lua_getglobal(L, "arg") != LUA_TTABLE) {
+    return luaL_error(L, "'arg' is not a table");
+  }
+  int n = (int)luaL_len(L, -1);
+  luaL_checkstack(L, n + 3, "too many arguments to script");
+  for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+  lua_remove(L, -(n + 1));
+  return n;
+}
+
 static int handle_script(lua_State *L, char **argv) {
   const char *fname = argv[0];
   if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0) fname = NULL;
   int status = luaL_loadfile(L, fname);
   if (status == LUA_OK) {
-    lua_getglobal(L, "arg");
-    int n = (int)luaL_len(L, -1);
-    luaL_checkstack(L, n + 3, "too many arguments to script");
-    for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
-    lua_remove(L, -(n + 1));
-    status = skein_pcall(L, n, LUA_MULTRET);
+    int base = lua_gettop(L);
+    lua_pushcfunction(L, l_pushargs);
+    status = lua_pcall(L, 0, LUA_MULTRET, 0);
+    if (status == LUA_OK) {
+      status = skein_pcall(L, lua_gettop(L) - base, LUA_MULTRET);
+    } else {
+      lua_remove(L, -2);  /* the chunk; the error stays */
+    }
   }
   return sk_cli_report(L, status);
 }
@@ -229,7 +250,7 @@ static int l_drain(lua_State *L) {
 /* Waits for the script's remaining non-daemon tasks; 0 or an exit status.
 ** An interrupt that reached only a task (which then failed) still ends the
 ** program as interrupted. */
-static int drain(skein_runtime *rt) {
+int sk_cli_drain(skein_runtime *rt) {
   lua_State *L = skein_lua(rt);
   sk_runtime_interrupt_handled(rt);
   lua_pushcfunction(L, l_drain);
@@ -288,23 +309,20 @@ static int run(int argc, char **argv, int *interactive) {
     /* Straight to the prompt: tasks started so far keep running there. */
     if (!(args & has_v)) print_version();
     *interactive = 1;
-    sk_cli_repl(g_rt);
-    return 0;
+    return sk_cli_repl(g_rt);
   }
   if (script == argc && !(args & (has_e | has_v))) {
     /* No script and stdin is not a terminal: stdin is the script. */
     if (dochunk(L, luaL_loadfile(L, NULL)) != LUA_OK) return failed();
   }
-  return drain(g_rt);
+  return sk_cli_drain(g_rt);
 }
 
-/* Worker mode, started by a parent skein (lua/process.c). */
-int sk_process_child_main(int fd, const char *mode);
-
 int main(int argc, char **argv) {
-  if (argc >= 3 && strcmp(argv[1], "--skein-worker") == 0) {
-    return sk_process_child_main(atoi(argv[2]), argc >= 4 ? argv[3] : "once");
-  }
+  if (argv[0] && argv[0][0]) progname = argv[0];
+  /* Worker mode, when a parent skein started us as a worker process. */
+  int worker_status = skein_worker_main(argc, argv, NULL, NULL);
+  if (worker_status >= 0) return worker_status;
   g_rt = skein_new(NULL);
   if (g_rt == NULL) {
     sk_cli_message("cannot create the runtime (out of memory?)");

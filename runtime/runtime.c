@@ -5,8 +5,14 @@
 ** error message, the init hooks, and the way back from a lua_State to its
 ** runtime (a light userdata in the registry under the address of rt_key).
 */
+#define _GNU_SOURCE  /* dladdr */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../lua/sk_lua.h"
 #include "include/skein.h"
@@ -71,8 +77,147 @@ static int l_register(lua_State *L) {
   return 0;
 }
 
+/* ------------------------------------------------- worker executables */
+
+/* Which executable worker processes run (sk_worker_exe) is a property of
+** the process, not of one runtime: thread workers start processes too, and
+** they know no runtime. `exe_lock` guards `exe_option`, the path the last
+** skein_new with options->worker_exe set; `exe_serves` is set once this
+** executable's main has called skein_worker_main. */
+static uv_once_t exe_once = UV_ONCE_INIT;
+static uv_mutex_t exe_lock;
+static char *exe_option;
+static volatile int exe_serves;
+
+/* A worker process of a host that runs the host's executable: the init
+** hook skein_worker_main was given, as a one-entry hook list. */
+static init_hook child_hook;
+static init_hook *child_hooks;
+
+static void exe_lock_init(void) { uv_mutex_init(&exe_lock); }
+
+/* 1 when `path` is an executable regular file other than `self` (the
+** running executable's status, or NULL). */
+static int usable_exe(const char *path, const struct stat *self) {
+  struct stat st;
+  if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || access(path, X_OK) != 0) return 0;
+  return self == NULL || st.st_dev != self->st_dev || st.st_ino != self->st_ino;
+}
+
+/* Looks for the `skein` command: next to the library that holds this code
+** (its folder, then ../bin), then on $PATH. Never this executable. */
+static int find_skein(char *out, size_t n, const struct stat *self) {
+  Dl_info info;
+  if (dladdr((void *)&skein_new, &info) && info.dli_fname && strchr(info.dli_fname, '/')) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", info.dli_fname);
+    *strrchr(dir, '/') = '\0';
+    snprintf(out, n, "%s/skein", dir);
+    if (usable_exe(out, self)) return 1;
+    snprintf(out, n, "%s/../bin/skein", dir);
+    if (usable_exe(out, self)) return 1;
+  }
+  const char *path = getenv("PATH");
+  while (path && *path) {
+    const char *end = strchr(path, ':');
+    size_t len = end ? (size_t)(end - path) : strlen(path);
+    if (len > 0) {
+      snprintf(out, n, "%.*s/skein", (int)len, path);
+      if (usable_exe(out, self)) return 1;
+    }
+    path = end ? end + 1 : NULL;
+  }
+  return 0;
+}
+
+int sk_worker_exe(char *out, size_t n, char *err, size_t errn);
+int sk_worker_exe(char *out, size_t n, char *err, size_t errn) {
+  char self[4096];
+  size_t selflen = sizeof self;
+  struct stat self_st;
+  const char *env = getenv("SKEIN_WORKER_EXE");
+  int found = 0;
+  uv_once(&exe_once, exe_lock_init);
+  uv_mutex_lock(&exe_lock);
+  if (exe_option) {
+    snprintf(out, n, "%s", exe_option);
+    found = 1;
+  }
+  uv_mutex_unlock(&exe_lock);
+  if (found) return 0;
+  if (env && *env) {
+    snprintf(out, n, "%s", env);
+    return 0;
+  }
+  if (uv_exepath(self, &selflen) != 0) {
+    snprintf(self, sizeof self, "this program");
+  } else if (exe_serves) {
+    snprintf(out, n, "%s", self);
+    return 0;
+  }
+  if (find_skein(out, n, stat("/proc/self/exe", &self_st) == 0 ? &self_st : NULL)) return 0;
+  snprintf(err, errn,
+           "cannot start a worker process: %s is not a skein worker executable "
+           "(its main does not call skein_worker_main) and no skein command was "
+           "found next to the skein library or on PATH; install skein, or name "
+           "it with $SKEIN_WORKER_EXE or skein_options.worker_exe",
+           self);
+  return -1;
+}
+
+/* 1 when this process was started as a worker (argv[1] is --skein-worker)
+** and yet a runtime is being made: the executable is a host whose main did
+** not hand its arguments to skein_worker_main. */
+static int started_as_worker(void) {
+  char buf[256];
+  int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t k = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (k <= 0) return 0;
+  buf[k] = '\0';
+  size_t first = strlen(buf) + 1;
+  return first < (size_t)k && strcmp(buf + first, "--skein-worker") == 0;
+}
+
+int sk_process_child_main(int fd, const char *mode);
+int sk_runtime_init_state(void *hooks, lua_State *L);
+
+int skein_worker_main(int argc, char **argv, skein_init_fn init, void *ud) {
+  exe_serves = 1;
+  if (argc < 3 || argv[1] == NULL || strcmp(argv[1], "--skein-worker") != 0) return -1;
+  if (init) {
+    child_hook = (init_hook){init, ud, NULL};
+    child_hooks = &child_hook;
+  }
+  return sk_process_child_main(atoi(argv[2]), argc >= 4 ? argv[3] : "once");
+}
+
+/* In a worker process, before its first job: runs the hook its
+** executable's main gave skein_worker_main (if any) in L, and in the
+** thread workers L starts. 0, or -1 with the message on L's stack. */
+int sk_runtime_child_init(lua_State *L);
+int sk_runtime_child_init(lua_State *L) {
+  return child_hooks ? sk_runtime_init_state(&child_hooks, L) : 0;
+}
+
 skein_runtime *skein_new(const skein_options *opts) {
   const char *err;
+  if (started_as_worker()) {
+    /* Going on would run the host's main again in every worker. */
+    fprintf(stderr, "skein: this process was started as a skein worker, but its "
+                    "main does not call skein_worker_main; not starting a runtime\n");
+    return NULL;
+  }
+  if (opts && opts->worker_exe) {
+    char *copy = strdup(opts->worker_exe);
+    if (copy == NULL) return NULL;
+    uv_once(&exe_once, exe_lock_init);
+    uv_mutex_lock(&exe_lock);
+    free(exe_option);
+    exe_option = copy;
+    uv_mutex_unlock(&exe_lock);
+  }
   skein_runtime *rt = calloc(1, sizeof *rt);
   if (rt == NULL) return NULL;
   rt->w = sk_worker_new(opts ? opts->loop : NULL, &err);
@@ -318,3 +463,8 @@ void sk_runtime_interrupt_handled(skein_runtime *rt);
 void sk_runtime_interrupt_handled(skein_runtime *rt) {
   if (!rt->w->int_owed) rt->w->interrupted = 0;
 }
+
+/* Used by the REPL (runtime/repl.c): unfinished non-daemon tasks and
+** workers, which end of input must not drop without a word. */
+size_t sk_runtime_live(skein_runtime *rt);
+size_t sk_runtime_live(skein_runtime *rt) { return rt->w->live; }

@@ -4,6 +4,7 @@
 -- bounded by `timeout`, so a hang fails instead of stalling the suite.
 local cli = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "support/cli.lua")
 local run = cli.run
+local P = "^" .. cli.prefix_rx  -- a message's start: the program name and ": "
 
 -- Environment that must not leak into these runs from the caller's.
 local clean = { LUA_INIT = false, LUA_INIT_5_4 = false }
@@ -72,13 +73,18 @@ describe("skein command line", function()
     it("-l of a missing module fails with status 1", function()
       local r = fail_run({ "-l", "no_such_module_xyz", "-e", "print('not reached')" })
       assert.are.equal("", r.out)
-      assert.matches("^skein: .*module 'no_such_module_xyz' not found", r.err)
+      assert.matches(P .. ".*module 'no_such_module_xyz' not found", r.err)
     end)
 
-    it("-v prints the version and does not start a REPL", function()
+    it("-v prints skein's version, then Lua's copyright line, and starts no REPL", function()
       local r = ok_run({ "-v" })
-      assert.matches("^skein %d+%.%d+%.%d+ %(Lua 5%.4[%.%d]*, libuv [%d%.]+%)\n$", r.out)
+      assert.matches("^skein %d+%.%d+%.%d+ %(Lua 5%.4[%.%d]*, libuv [%d%.]+%)\n" ..
+                     "Lua 5%.4[%.%d]*  Copyright %(C%) [%d%-]+ Lua%.org, PUC%-Rio\n$", r.out)
       assert.are.equal(skein.version, r.out:match("^skein (%S+)"))
+      -- lua's own test suite looks for the copyright line right before what
+      -- -e prints
+      r = ok_run({ "-v", "-e", "print'hello'" })
+      assert.matches("PUC%-Rio\nhello\n$", r.out)
     end)
 
     it("-W turns warnings on; they are off without it", function()
@@ -101,7 +107,7 @@ describe("skein command line", function()
     it("an error in LUA_INIT exits with status 1", function()
       local r = fail_run({ "-e", "print('not reached')" }, { env = { LUA_INIT = "error('bad init')" } })
       assert.are.equal("", r.out)
-      assert.matches("^skein: LUA_INIT:1: bad init", r.err)
+      assert.matches(P .. "LUA_INIT:1: bad init", r.err)
     end)
 
     it("-E ignores LUA_INIT and LUA_PATH/LUA_CPATH", function()
@@ -147,7 +153,7 @@ describe("skein command line", function()
 
     it("an error in the stdin chunk exits 1", function()
       local r = fail_run({}, { stdin = "error('from stdin')" })
-      assert.matches("^skein: stdin:1: from stdin", r.err)
+      assert.matches(P .. "stdin:1: from stdin", r.err)
     end)
 
     it("-e or -v without a script does not read stdin", function()
@@ -158,7 +164,7 @@ describe("skein command line", function()
     it("-i after a script enters the REPL with the script's globals", function()
       cli.write(dir .. "/globals.lua", "greeting = 'hi from script'\nprint('script ran')\n")
       local r = ok_run({ "-i", dir .. "/globals.lua" }, { stdin = "print(greeting)\n" })
-      assert.matches("^skein [%d%.]+ %b()\nscript ran\n", r.out)
+      assert.matches("^skein [%d%.]+ %b()\nLua [^\n]*PUC%-Rio\nscript ran\n", r.out)
       assert.matches("hi from script", r.out)
     end)
 
@@ -166,16 +172,16 @@ describe("skein command line", function()
       it("a bad option (" .. bad .. ") prints usage and exits 1", function()
         local r = fail_run({ bad, "-e", "print('not reached')" })
         assert.are.equal("", r.out)
-        assert.matches("^skein: unrecognized option '" .. bad:gsub("%-", "%%-") .. "'\nusage: skein ", r.err)
+        assert.matches(P .. "unrecognized option '" .. bad:gsub("%-", "%%-") .. "'\nusage: " .. (cli.bin:gsub("%p", "%%%0")) .. " ", r.err)
         assert.matches("%-e stat", r.err)
       end)
     end
 
     it("-e and -l without their argument print usage and exit 1", function()
       local r = fail_run({ "-e" })
-      assert.matches("^skein: '%-e' needs argument\nusage:", r.err)
+      assert.matches(P .. "'%-e' needs argument\nusage:", r.err)
       r = fail_run({ "-l", "-e", "x=1" })
-      assert.matches("^skein: '%-l' needs argument\nusage:", r.err)
+      assert.matches(P .. "'%-l' needs argument\nusage:", r.err)
     end)
   end)
 
@@ -183,31 +189,31 @@ describe("skein command line", function()
     it("a syntax error exits 1 with the message", function()
       local f = cli.write(dir .. "/syntax.lua", "local x = = 1\n")
       local r = fail_run({ f })
-      assert.matches("^skein: " .. f:gsub("%p", "%%%0") .. ":1: unexpected symbol near '='\n$", r.err)
+      assert.matches(P .. "" .. f:gsub("%p", "%%%0") .. ":1: unexpected symbol near '='\n$", r.err)
     end)
 
     it("a syntax error in -e exits 1", function()
       local r = fail_run({ "-e", "x =" })
-      assert.matches("^skein: %(command line%):1: unexpected symbol near <eof>", r.err)
+      assert.matches(P .. "%(command line%):1: unexpected symbol near <eof>", r.err)
     end)
 
     it("a runtime error exits 1 with the message and a traceback", function()
       local f = cli.write(dir .. "/boom.lua", "local function f() error('boom') end\nf()\n")
       local r = fail_run({ f, "ignored" })
-      assert.matches("^skein: [^\n]*boom.lua:1: boom\nstack traceback:\n", r.err)
+      assert.matches(P .. "[^\n]*boom.lua:1: boom\nstack traceback:\n", r.err)
       assert.matches("in main chunk", r.err)
     end)
 
     it("a non-string error object is described", function()
       local r = fail_run({ "-e", "error({})" })
-      assert.matches("^skein: %(error object is a table value%)", r.err)
+      assert.matches(P .. "%(error object is a table value%)", r.err)
       r = fail_run({ "-e", "error(setmetatable({}, {__tostring = function() return 'custom' end}))" })
-      assert.matches("^skein: custom", r.err)
+      assert.matches(P .. "custom", r.err)
     end)
 
     it("a missing script exits 1", function()
       local r = fail_run({ dir .. "/no_such_script.lua" })
-      assert.matches("^skein: cannot open [^\n]*no_such_script.lua", r.err)
+      assert.matches(P .. "cannot open [^\n]*no_such_script.lua", r.err)
     end)
 
     it("an error in -e stops before the script", function()
@@ -253,6 +259,7 @@ describe("skein command line", function()
         skein.spawn(function() skein.sleep(0.01) inner() end)
         print('main done')]] })
       assert.are.equal("main done\n", r.out)
+      -- the library's own report, which names skein whatever the command's name
       assert.matches("^skein: task %d+ failed and was never joined:\n", r.err)
       assert.matches("kaboom", r.err)
       assert.matches("stack traceback:", r.err)
@@ -277,7 +284,7 @@ describe("skein command line", function()
       local r = fail_run({ "-e", [[
         local t = skein.spawn(function() skein.sleep(math.huge) end)
         t:join()]] }, { timeout = 20 })
-      assert.matches("^skein: [^\n]*deadlock", r.err)
+      assert.matches(P .. "[^\n]*deadlock", r.err)
       assert.is_true(r.secs < 5, "took " .. r.secs .. " s")
     end)
 
@@ -285,15 +292,129 @@ describe("skein command line", function()
       local r = fail_run({ "-e", "skein.spawn(function() skein.sleep(math.huge) end) print('chunk done')" },
                          { timeout = 20 })
       assert.are.equal("chunk done\n", r.out)
-      assert.matches("^skein: [^\n]*deadlock", r.err)
+      assert.matches(P .. "[^\n]*deadlock", r.err)
       assert.is_true(r.secs < 5, "took " .. r.secs .. " s")
+    end)
+  end)
+
+  -- What lua 5.4's own test suite (testes/main.lua) checks of `lua`, with
+  -- skein reached through a symlink named lua.
+  describe("as a drop-in for lua", function()
+    local luadir
+    setup(function()
+      luadir = cli.tmpdir()
+      os.execute("ln -s " .. cli.q(cli.bin) .. " " .. cli.q(luadir .. "/lua"))
+    end)
+
+    -- Runs the shell line `line` with the `lua` symlink first on PATH;
+    -- returns stdout, stderr and the exit status.
+    local function lua_sh(line, stdin)
+      local d = cli.tmpdir()
+      cli.write(d .. "/in", stdin or "")
+      local p = io.popen(string.format(
+        "cd %s && env -u LUA_INIT -u LUA_INIT_5_4 PATH=%s:\"$PATH\" timeout -k 2 20 sh -c %s <in >out 2>err; echo $?",
+        cli.q(d), cli.q(luadir), cli.q(line)))
+      local code = tonumber(p:read("a"):match("%d+"))
+      p:close()
+      return cli.read(d .. "/out"), cli.read(d .. "/err"), code
+    end
+
+    it("reports a script's 'arg' that is not a table instead of panicking", function()
+      for _, stat in ipairs({ "arg = 1", "arg = nil" }) do
+        local out, err, code = lua_sh('echo "" | lua -e "' .. stat .. '" -')
+        assert.are.equal(1, code, err)
+        assert.are.equal("", out)
+        assert.are.equal("lua: 'arg' is not a table\n", err)
+      end
+      -- a script with arguments, and arg replaced by a table whose length
+      -- fails: reported the same way
+      local _, err, code = lua_sh([[lua -e "arg = setmetatable({}, {__len = function() error('no len') end})" - a]])
+      assert.are.equal(1, code, err)
+      assert.matches("^lua: [^\n]*no len", err)
+    end)
+
+    it("reports a failing print in interactive mode as 'error calling print'", function()
+      local _, err, code = lua_sh('echo 10 | lua -e "print=nil" -i')
+      assert.are.equal(0, code, err)
+      assert.are.equal("lua: error calling 'print' (attempt to call a nil value)\n", err)
+    end)
+
+    it("takes =expr for 'return expr' at the prompt", function()
+      local out, err, code = lua_sh([[lua -e"_PROMPT='' _PROMPT2=''" -i]], "a = [[b\nc]]\n=a\n= 6 *\n7\n")
+      assert.are.equal(0, code, err)
+      assert.matches("\nb\nc\n", out)
+      assert.matches("\n42\n", out)
+      assert.are.equal("", err)
+    end)
+
+    it("converts a non-string _PROMPT with its __tostring, once per prompt", function()
+      local prompt = "local C = 0; _PROMPT = setmetatable({}, {__tostring = function() C = C + 1; return C end})"
+      local out, err, code = lua_sh('lua -e "' .. prompt .. '" -i', " --\na = 2\n")
+      assert.are.equal(0, code, err)
+      assert.truthy(out:find("1 --\n2a = 2\n3\n", 1, true), out)
+      -- a __tostring that fails is reported and the default prompt is used
+      out, err, code = lua_sh([[lua -e "_PROMPT = setmetatable({}, {__tostring = function() error('bad prompt') end})" -i]],
+                              "x = 1\n")
+      assert.are.equal(0, code, err)
+      assert.matches("bad prompt", err)
+      assert.matches("> x = 1\n", out)
+    end)
+
+    it("starts its messages with the program name, as lua does", function()
+      local _, err, code = lua_sh([[lua -e "error('boom', 0)"]])
+      assert.are.equal(1, code)
+      assert.matches("^lua: boom\n", err)
+      _, err, code = lua_sh([[lua -x]])
+      assert.are.equal(1, code)
+      assert.matches("^lua: unrecognized option '%-x'\nusage: lua %[options%]", err)
+      -- reached by a path, the path is the name
+      _, err = lua_sh(cli.q(luadir .. "/lua") .. [[ -e "error({})"]])
+      assert.are.equal(luadir .. "/lua: (error object is a table value)\n",
+                       err:match("^[^\n]*\n"))
+      -- an error object's __tostring, as lua's test of error objects has it
+      _, err = lua_sh([[lua -e "error(setmetatable({}, {__tostring = function() return 'six' end}))"]])
+      assert.matches("^lua: six\n", err)
+    end)
+  end)
+
+  describe("-i with standard input that is not a terminal", function()
+    -- A pipe that stays open a while, so the REPL waits at its prompt with
+    -- the loop running, as it does for a terminal.
+    local function piped(lines, hold)
+      local d = cli.tmpdir()
+      cli.write(d .. "/in", lines)
+      local p = io.popen(string.format(
+        "cd %s && { cat in; sleep %s; } | env -u LUA_INIT -u LUA_INIT_5_4 timeout -k 2 20 %s -i >out 2>err; echo $?",
+        cli.q(d), hold or "0", cli.q(cli.bin)))
+      local code = tonumber(p:read("a"):match("%d+"))
+      p:close()
+      return cli.read(d .. "/out"), cli.read(d .. "/err"), code
+    end
+
+    it("never writes terminal control sequences", function()
+      local out, err, code = piped("skein.spawn(function() skein.sleep(0.1) print('ti' .. 'ck') end)\n", "0.5")
+      assert.are.equal(0, code, err)
+      assert.matches("tick\n", out)
+      assert.is_nil(out:find("\27", 1, true), out)
+    end)
+
+    it("waits at end of input for tasks still running, as a script does", function()
+      local out, err, code = piped("skein.spawn(function() skein.sleep(0.3) print('la' .. 'te') end)\n")
+      assert.are.equal(0, code, err)
+      assert.matches("\nlate\n$", out)
+      -- a thread and a worker process too
+      out, err, code = piped("th = skein.thread(function() skein.sleep(0.3) print('from ' .. 'thread') end)\n" ..
+                             "pr = skein.process(function() skein.sleep(0.3) print('from ' .. 'process') end)\n")
+      assert.are.equal(0, code, err)
+      assert.matches("from thread\n", out)
+      assert.matches("from process\n", out)
     end)
   end)
 
   describe("Ctrl-C (SIGINT)", function()
     local function interrupted(r)
       assert.are.equal(130, r.code, "exit status; stderr:\n" .. tostring(r.err))
-      assert.matches("^skein: interrupted\n", r.err)
+      assert.matches(P .. "interrupted\n", r.err)
       assert.is_true(r.secs < 2, "took " .. r.secs .. " s")
     end
 
@@ -301,7 +422,7 @@ describe("skein command line", function()
       local r = cli.signal_after_ready({ "-e", "print('ready') io.stdout:flush() skein.sleep(100) print('woke')" },
                                        "ready", "INT", { env = clean })
       interrupted(r)
-      assert.are.equal("skein: interrupted\n", r.err)
+      assert.are.equal(cli.prefix .. "interrupted\n", r.err)
       assert.are.equal("ready\n", r.out)
     end)
 
@@ -309,14 +430,14 @@ describe("skein command line", function()
       local r = cli.signal_after_ready({ "-e", "print('ready') io.stdout:flush() while true do end" },
                                        "ready", "INT", { env = clean })
       interrupted(r)
-      assert.are.equal("skein: interrupted\n", r.err)
+      assert.are.equal(cli.prefix .. "interrupted\n", r.err)
     end)
 
     it("ends a script whose main chunk has returned and whose task sleeps", function()
       local r = cli.signal_after_ready({ "-e", "skein.spawn(function() skein.sleep(100) end) print('ready')" },
                                        "ready", "INT", { env = clean })
       interrupted(r)
-      assert.are.equal("skein: interrupted\n", r.err)
+      assert.are.equal(cli.prefix .. "interrupted\n", r.err)
     end)
 
     it("ends a script whose task is in a busy loop", function()

@@ -355,6 +355,112 @@ describe("embedding", function()
     end)
   end)
 
+  -- Which executable a host's worker processes run (never a copy of the
+  -- host unless it asks), and what they get of the host (skein.h, "Worker
+  -- processes").
+  describe("worker processes of a host", function()
+    local workers, skeindir
+
+    lazy_setup(function()
+      workers = cc("embed_workers", root .. "/spec/c/embed_workers.c")
+      skeindir = tmp .. "/skeinbin"
+      os.execute("mkdir -p " .. sh(skeindir) .. " && ln -sf " .. sh(bin) .. " " .. sh(skeindir .. "/skein"))
+    end)
+
+    -- Runs the host with a PATH that has `skein` only when `with_skein`,
+    -- and without SKEIN_WORKER_EXE unless `exe` is given.
+    local function host_run(args, with_skein, exe)
+      local path = (with_skein and skeindir .. ":" or "") .. "/usr/bin:/bin"
+      local env = "env -u SKEIN_WORKER_EXE PATH=" .. sh(path) .. " "
+      if args[1] == "self" then env = env .. "EMBED_WORKERS_SELF=1 " end
+      if exe then env = env .. "SKEIN_WORKER_EXE=" .. sh(exe) .. " " end
+      local parts = {}
+      for i, a in ipairs(args) do parts[i] = sh(a) end
+      local out, err, rc = run(env .. workers .. " " .. table.concat(parts, " "), 60)
+      assert_clean(err)
+      return out, err, rc
+    end
+
+    local function mains(out)
+      local n = 0
+      for _ in out:gmatch("host main %d+") do n = n + 1 end
+      return n
+    end
+
+    local POOL = [[
+      local p = skein.pool{kind = "process", size = 2}
+      print("pool says", p:submit(function(a, b) return a + b end, 40, 2):get())
+      print("hook in process worker", p:submit(function() return type(host_add), host_hook_runs end):get())
+      p:close()
+    ]]
+
+    it("with no worker executable, fails at once with an error naming the fix", function()
+      local out, _, rc = host_run({ "plain", [[
+        local ok, e = pcall(skein.pool, {kind = "process", size = 2})
+        print("pool", ok, e.kind, e.message)
+        ok, e = pcall(skein.process, function() end)
+        print("process", ok, e.kind)
+      ]] })
+      assert.are.equal(0, rc, out)
+      assert.are.equal(1, mains(out))
+      has(out, "pool\tfalse\tspawn\tcannot start a worker process: ")
+      has(out, "is not a skein worker executable")
+      has(out, "skein_worker_main")
+      has(out, "$SKEIN_WORKER_EXE")
+      has(out, "skein_options.worker_exe")
+      has(out, "process\tfalse\tspawn")
+      -- and no copy of the host was started, now or later
+      local _, _, none = run("sleep 0.5; pgrep -x embed_workers")
+      assert.are_not.equal(0, none)
+    end)
+
+    it("uses the skein command found on PATH, and never runs the host's main again", function()
+      local out, err, rc = host_run({ "plain", POOL }, true)
+      assert.are.equal(0, rc, out .. err)
+      assert.are.equal(1, mains(out))
+      has(out, "pool says\t42")
+      -- what a process worker of a plain host gets: no host hooks
+      has(out, "hook in process worker\tnil\tnil")
+    end)
+
+    it("uses skein_options.worker_exe", function()
+      local out, err, rc = host_run({ "option", bin, POOL }, false)
+      assert.are.equal(0, rc, out .. err)
+      assert.are.equal(1, mains(out))
+      has(out, "pool says\t42")
+    end)
+
+    it("a host named as its own worker without skein_worker_main refuses to run as one", function()
+      local out, err = host_run({ "plain", [[
+        local p = skein.process(function() return 1 end)
+        local ok, e = pcall(p.join, p, 20)
+        print("join", ok, e.kind)
+      ]] }, false, workers)
+      has(out, "join\tfalse\tworker_died")
+      has(err, "started as a skein worker, but its main does not call skein_worker_main")
+      -- the copy printed "host main" and stopped: it made no runtime and
+      -- started no worker of its own
+      assert.are.equal(2, mains(out))
+      lacks(out, "skein_new: NULL\nhost main")
+    end)
+
+    it("a host whose main calls skein_worker_main is its own worker, and runs its init hook there", function()
+      local out, err, rc = host_run({ "self", POOL .. [[
+        local pr = skein.process(function() return host_add(1, 2), host_hook_runs end)
+        print("skein.process", pr:join())
+        local tp = skein.pool{kind = "thread", size = 1}
+        print("thread pool", tp:submit(function() return host_add(3, 4), host_hook_runs end):get())
+        tp:close()
+      ]] }, false)
+      assert.are.equal(0, rc, out .. err)
+      assert.are.equal(1, mains(out))
+      has(out, "pool says\t42")
+      has(out, "hook in process worker\tfunction\t1")
+      has(out, "skein.process\t3\t1")
+      has(out, "thread pool\t7\t1")
+    end)
+  end)
+
   it("a C++ host compiles against skein.h and links", function()
     local _, _, have = run("command -v g++")
     if have ~= 0 then

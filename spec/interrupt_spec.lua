@@ -122,7 +122,7 @@ describe("Ctrl-C", function()
       skein.sleep(30)
     ]])
     assert.are.equal(130, r.code)
-    assert.are.equal("skein: interrupted\n", r.err)
+    assert.are.equal(cli.prefix .. "interrupted\n", r.err)
   end)
 
   it("a second Ctrl-C ends a program that caught the first, with no child left", function()

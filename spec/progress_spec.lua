@@ -273,7 +273,7 @@ p:map(function(x) skein.sleep(0.01) if x == 10 then error("bo" .. "om") end retu
       xs, {progress = true, chunksize = 1})
 ]]), nil, 1)
       assert.truthy(find_line(lines, "^thread%-pool %[#*%.+%] 9/20" .. RATE .. " ETA %d+s$"), dump(lines))
-      assert.truthy(find_line(lines, "^skein: .*boom$"), dump(lines))
+      assert.truthy(find_line(lines, "^" .. cli.prefix_rx .. ".*boom$"), dump(lines))
     end)
 
     it("ends the bar's line when a loop over imap breaks, and draws it once", function()

@@ -113,6 +113,103 @@ describe("skein REPL", function()
     })
   end)
 
+  it("redraws prompt and typed text around what a thread worker prints", function()
+    session({
+      PROMPT,
+      line("th = skein.thread(function() skein.sleep(0.5) print('from ' .. 'thread') end)"),
+      PROMPT,
+      "send:abc",
+      "expect:abc",
+      -- the prompt line is cleared, the output written at column 0, and the
+      -- prompt drawn again with what was typed
+      "expect:\r\x1b\\[Kfrom thread\r\n",
+      "expect:> abc$",
+      "send:\\x03",
+      PROMPT,
+      line("th:join()"),
+      EOF,
+    })
+  end)
+
+  it("redraws prompt and typed text around what a pool's worker process prints", function()
+    session({
+      PROMPT,
+      line("pp = skein.pool{kind = 'process', size = 1}"),
+      PROMPT,
+      line("f = pp:submit(function() skein.sleep(0.5) print('from ' .. 'process') end)"),
+      PROMPT,
+      "send:xyz",
+      "expect:xyz",
+      "expect:\r\x1b\\[Kfrom process\r\n",
+      "expect:> xyz$",
+      "send:\\x03",
+      PROMPT,
+      line("f:result() pp:close()"),
+      EOF,
+    })
+  end)
+
+  it("Ctrl-D with a task running says so, and a second Ctrl-D waits for it", function()
+    local transcript = session({
+      PROMPT,
+      line("skein.spawn(function() skein.sleep(1) print('fin' .. 'ished') end)"),
+      out("skein\\.task \\d+ \\(pending\\)"),
+      PROMPT,
+      "send:\\x04",
+      "expect:1 task or worker still running: Ctrl-D again waits for it",
+      PROMPT,
+      "send:\\x04",
+      "expect:waiting for 1 task or worker to finish",
+      "expect:finished\r\n",
+      "exit:0",
+    })
+    assert.not_matches("finished.*still running", transcript)
+  end)
+
+  it("a line typed after the first Ctrl-D starts over; Ctrl-D exits at once when nothing runs", function()
+    session({
+      PROMPT,
+      line("th = skein.thread(function() skein.sleep(0.6) end)"),
+      PROMPT,
+      "send:\\x04",
+      "expect:still running",
+      PROMPT,
+      line("x = 1"),
+      PROMPT,
+      "send:\\x04",
+      "expect:still running",
+      PROMPT,
+      line("th:join()"),
+      EOF,
+    })
+  end)
+
+  it("Ctrl-C while waiting after Ctrl-D stops the tasks and exits 130", function()
+    session({
+      PROMPT,
+      line("skein.spawn(function() skein.sleep(100) print('ne' .. 'ver') end)"),
+      PROMPT,
+      "send:\\x04",
+      "expect:still running",
+      PROMPT,
+      "send:\\x04",
+      "expect:waiting for",
+      "sleep:0.2",
+      "send:\\x03",
+      "expect:interrupted",
+      "exit:130",
+    }, nil, { timeout = 5 })
+  end)
+
+  it("os.exit at the prompt still shows what was printed just before", function()
+    session({
+      PROMPT,
+      "send:for i = 1, 200 do print('line ' .. i) end print('by' .. 'e') os.exit(3)\\r",
+      "expect:line 200\r\nbye\r\n",
+      "exit:3",
+    })
+  end)
+
   it("Ctrl-C at the prompt cancels the line and gives a fresh prompt", function()
     local transcript = session({
       PROMPT,
@@ -218,6 +315,11 @@ describe("skein REPL", function()
       PROMPT,
       line("for i = 1, 1 do"), CONT,
       line("end"), PROMPT,
+      -- during the session a multi-line statement is one entry
+      "send:\\x1b[A",
+      "expect:for i = 1, 1 do\r\n\r?end",
+      "send:\\x03",
+      PROMPT,
       line("print('remember ' .. 'me')"), out("remember me"),
       EOF,
     }, nil, { env = { SKEIN_HISTORY = hist } })
@@ -225,17 +327,39 @@ describe("skein REPL", function()
     assert.is_string(text, "no history file")
     assert.matches("print%('remember ' %.%. 'me'%)", text)
     assert.matches("for i = 1, 1 do\nend\n", text)
+    -- readline's time stamps ("#1796450290") are not written
+    assert.is_nil(text:find("#%d"), text)
+    assert.are.equal("for i = 1, 1 do\nend\nprint('remember ' .. 'me')\n", text)
     -- the previous session's lines come back with the Up arrow, the
-    -- multi-line statement as one entry
+    -- multi-line statement line by line
     session({
       PROMPT,
       "send:\\x1b[A",
       "expect:remember",
       "send:\\x1b[A",
-      "expect:for i = 1, 1 do\r\n\r?end",
+      "expect:end",
+      "send:\\x1b[A",
+      "expect:for i = 1, 1 do",
       "send:\\x03",
       EOF,
     }, nil, { env = { SKEIN_HISTORY = hist } })
+  end)
+
+  it("reads a history file with old time stamps as entries without them", function()
+    local dir = cli.tmpdir()
+    local hist = cli.write(dir .. "/hist", "#1796450290\nx = 'old'\n")
+    session({
+      PROMPT,
+      "send:\\x1b[A",
+      "expect:x = 'old'",
+      "send:\\x1b[A",
+      "absent:#1796",
+      "send:\\x03",
+      PROMPT,
+      line("y = 'new'"),
+      EOF,
+    }, nil, { env = { SKEIN_HISTORY = hist } })
+    assert.are.equal("x = 'old'\ny = 'new'\n", cli.read(hist))
   end)
 
   it("keeps history in ~/.skein_history by default", function()

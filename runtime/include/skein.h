@@ -33,10 +33,32 @@
 */
 /*
 ** Worker processes (skein.process, process pools) are runs of an executable
-** that hands `--skein-worker FD MODE` to skein (the `skein` command does;
-** name another one with $SKEIN_WORKER_EXE). A host that uses them should
-** ignore SIGPIPE, as the `skein` command does: a write to a worker that just
-** died must fail with EPIPE, not end the host.
+** whose main hands `--skein-worker FD MODE` to skein_worker_main. Which one,
+** the first that applies:
+**   1. skein_options.worker_exe, as the last skein_new given one set it;
+**   2. $SKEIN_WORKER_EXE;
+**   3. this program itself, once its main has called skein_worker_main (the
+**      `skein` command does);
+**   4. the `skein` command: next to the skein library (its folder, then
+**      ../bin), then on $PATH — never this program itself.
+** With none, starting a process pool or skein.process raises an error of
+** kind `spawn` that says so. A copy of a host is therefore started only when
+** the host asks for it (1–3); one whose main does not call
+** skein_worker_main refuses to make a runtime instead of running the host
+** again (skein_new prints why and returns NULL).
+**
+** What a worker process has: the standard libraries and the `skein` module,
+** nothing of the host's runtime. The hooks given to skein_add_init do not
+** run there (they are function pointers of another process); a worker that
+** runs the host's own executable runs the one hook the host passes to
+** skein_worker_main, before any job (and in the thread workers the process
+** starts). With the `skein` command as the worker executable, globals and
+** modules a host defines in C are absent in worker processes: send Lua
+** functions, or load modules in the pool's `init`.
+**
+** A host that uses worker processes should ignore SIGPIPE, as the `skein`
+** command does: a write to a worker that just died must fail with EPIPE,
+** not end the host.
 **
 ** Process-wide resources: the first sync object, shared value or worker
 ** process creates the shared-memory segment (one memfd descriptor, 16 GiB
@@ -90,6 +112,11 @@ typedef struct skein_options {
   ** task waits on a timer or I/O. The host must keep the loop alive until
   ** after skein_close (see there). */
   uv_loop_t *loop;
+  /* The executable worker processes run (see "Worker processes" above), or
+  ** NULL. It is copied, and holds for the whole process (the workers of
+  ** every runtime and of their threads): the last skein_new given one
+  ** sets it. */
+  const char *worker_exe;
 } skein_options;
 
 typedef enum skein_run_mode {
@@ -136,11 +163,23 @@ SKEIN_API uv_loop_t *skein_loop(skein_runtime *rt);
 SKEIN_API skein_runtime *skein_from_lua(lua_State *L);
 
 /* Registers `fn` to run in every worker's state: now in this runtime's
-** state, and in each thread worker as it starts (there `fn` runs on the
-** worker's own OS thread, so it must be thread-safe, and `ud` must outlive
-** the runtime). Register hooks before starting workers. When `fn` raises,
-** returns -1 and the hook is not registered. */
+** state, and in each thread worker (of a thread pool too) as it starts
+** (there `fn` runs on the worker's own OS thread, so it must be thread-safe,
+** and `ud` must outlive the runtime). Register hooks before starting
+** workers. Worker processes do not run it: see "Worker processes" above
+** and skein_worker_main. When `fn` raises, returns -1 and the hook is not
+** registered. */
 SKEIN_API int skein_add_init(skein_runtime *rt, skein_init_fn fn, void *ud);
+
+/* Makes this program a worker executable. Call it first thing in main,
+** with main's arguments: when they ask for worker mode (argv[1] is
+** --skein-worker, as the runtime starts worker processes) it runs the
+** worker — `init` (may be NULL) first, in the worker's state, as
+** skein_add_init hooks run in thread workers — and returns the process's
+** exit status (0 or more); otherwise it returns -1 at once and worker
+** processes of this program's runtimes run this program (see "Worker
+** processes" above). */
+SKEIN_API int skein_worker_main(int argc, char **argv, skein_init_fn init, void *ud);
 
 /* Runs a file (NULL: standard input) or a string as the root context: its
 ** blocking calls drive the loop. Tasks they spawn keep running on later

@@ -14,6 +14,11 @@ local function abspath(p)
 end
 
 M.bin = abspath(os.getenv("SKEIN_BIN") or "build/bin/release/skein")
+--- The command's messages start with its program name (argv[0], here the
+-- path run gives it) and ": ", as lua's do; `prefix` is that, and `prefix_rx`
+-- the same as a Lua pattern.
+M.prefix = M.bin .. ": "
+M.prefix_rx = M.prefix:gsub("%p", "%%%0")
 M.pty_drive = abspath(here .. "/pty_drive.py")
 
 --- Quotes a string for the POSIX shell.
