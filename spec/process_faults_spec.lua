@@ -299,7 +299,7 @@ end)
 
 describe("a kill storm against a process pool with retries", function()
   it("loses and duplicates no item", function()
-    local KILLS = SLOW and 100 or 300
+    local KILLS = SLOW and 200 or 300
     local N = 2 * KILLS + 200
     local p <close> = skein.pool{kind = "process", size = 4, retries = 1000}
     local started = skein.queue()
