@@ -520,6 +520,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   if (n < 0) {
+    /* A frame cut short by the end: its header lied about its length. */
+    if (!p->bad[0] && !p->reply && p->in.len >= 5) {
+      const uint8_t *h = (const uint8_t *)p->in.data;
+      proc_malformed(p, h[4], (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24);
+    }
     uv_close((uv_handle_t *)s, on_handle_closed);
     p->pipe = NULL;
     if (p->conn) {
@@ -768,8 +773,7 @@ static int push_outcome(lua_State *L, sk_proc *p) {
     sk_push_remote_failure(L, &p->result, what);
   } else if (p->bad[0]) {
     char why[160];
-    snprintf(why, sizeof why, "sent %s before it answered, so its answer is lost; it was killed",
-             p->bad);
+    snprintf(why, sizeof why, "sent %s before it answered: its answer cannot be read", p->bad);
     sk_push_worker_died(L, p->pid, p->exit_status, p->term_signal, what, why);
   } else {
     sk_push_worker_died(L, p->pid, p->exit_status, p->term_signal, what, NULL);

@@ -47,10 +47,11 @@ end
 -- A shared library with one function that writes "garbage" to fd 3 (a
 -- worker's socket) — what any code in a worker could do. Built with the
 -- C compiler, since the programs a worker runs do not inherit fd 3.
-local junk_lib
+local junk_lib, junk_dir
 local function junk()
   if junk_lib then return junk_lib end
   local dir = os.tmpname()
+  junk_dir = dir
   os.remove(dir)
   assert(os.execute("mkdir -p " .. dir))
   write_file(dir .. "/junk.c", [[
@@ -68,6 +69,10 @@ int skein_junk_header(void *L) { (void)L; return write(3, "\xff\xff\xff\x7fR", 5
 end
 
 describe("a malformed frame from a worker", function()
+  teardown(function()
+    if junk_dir then os.execute("rm -rf " .. junk_dir) end
+  end)
+
   it("fails that task of a pool map with kind worker_died, and the pool replaces the worker", function()
     local lib = junk()
     local p <close> = skein.pool{kind = "process", size = 2}
@@ -109,6 +114,15 @@ describe("a malformed frame from a worker", function()
     assert.is_true(skein.is_error(e, "worker_died"), tostring(e))
     assert.matches("malformed frame", e.message)
     assert.not_matches("exited with code 0", e.message)
+    assert.equal(pr.pid, e.pid)
+    -- A header of a valid type whose length swallows the real answer.
+    pr = skein.process(function(path)
+      package.loadlib(path, "skein_junk_header")()
+      return 42
+    end, lib)
+    e = caught(pr.join, pr, 30)
+    assert.is_true(skein.is_error(e, "worker_died"), tostring(e))
+    assert.matches("malformed frame", e.message)
     assert.equal(pr.pid, e.pid)
   end)
 end)
