@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "sk_future.h"
+#include "sk_process.h"
 
 static lua_Integer next_future_id;
 
@@ -63,6 +64,33 @@ void sk_future_finish(sk_future *f, int state, sk_buf *result, const char *cmsg,
   if (result) sk_buf_free(result);
 }
 
+void sk_future_fail_exit(sk_future *f, const char *cmsg, const char *kind, int pid, int64_t status,
+                         int sig) {
+  uv_mutex_lock(&f->lock);
+  if (f->state == SK_FUT_PENDING || f->state == SK_FUT_RUNNING) {
+    f->pid = pid;
+    f->exit_code = status;
+    f->signal = sig;
+  }
+  uv_mutex_unlock(&f->lock);
+  sk_future_finish(f, SK_FUT_FAILED, NULL, cmsg, kind);
+}
+
+void sk_future_fail_remote(sk_future *f, const sk_buf *failure, const char *prefix) {
+  sk_buf copy = {0};
+  copy.data = malloc(failure->len ? failure->len : 1);
+  if (copy.data == NULL) {
+    sk_future_finish(f, SK_FUT_FAILED, NULL, prefix, NULL);
+    return;
+  }
+  memcpy(copy.data, failure->data, failure->len);
+  copy.len = copy.cap = failure->len;
+  uv_mutex_lock(&f->lock);
+  if (f->state == SK_FUT_PENDING || f->state == SK_FUT_RUNNING) f->prefix = prefix;
+  uv_mutex_unlock(&f->lock);
+  sk_future_finish(f, SK_FUT_FAILED, &copy, NULL, NULL);
+}
+
 int sk_future_cancel(sk_future *f) {
   uv_mutex_lock(&f->lock);
   int ok = f->state == SK_FUT_PENDING;
@@ -96,6 +124,7 @@ static void push_failure(lua_State *L, sk_future *f) {
   }
   if (f->cmsg) {
     sk_error_push(L, f->kind ? f->kind : "remote", "%s", f->cmsg);
+    if (f->pid) sk_set_exit_fields(L, f->pid, f->exit_code, f->signal);
     return;
   }
   if (sk_marshal_decode(L, f->result.data, f->result.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS) != 3) {
@@ -103,7 +132,8 @@ static void push_failure(lua_State *L, sk_future *f) {
     sk_error_push(L, "remote", "future %I failed (its error could not be read)", (LUAI_UACINT)f->id);
     return;
   }
-  sk_error_push(L, f->kind ? f->kind : "remote", "%s", lua_tostring(L, top + 1));
+  sk_error_push(L, f->kind ? f->kind : "remote", "%s%s", f->prefix ? f->prefix : "",
+                lua_tostring(L, top + 1));
   lua_pushvalue(L, top + 3);
   lua_setfield(L, -2, "value");
   lua_pushvalue(L, top + 2);

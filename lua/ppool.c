@@ -12,6 +12,21 @@
 **    stops), fails the future with kind "timeout" and starts a replacement;
 **  - `max_tasks` retires a worker after that many jobs (it finishes the
 **    job, then is told to quit) without stranding queued jobs;
+**  - a worker that sends a malformed frame (anything the protocol does not
+**    allow here, e.g. bytes a program it ran wrote to its socket) is
+**    killed: its running job fails saying so, and it is replaced;
+**  - a worker counts as started once it says it is ready ('O', after the
+**    initializer). Workers that keep failing to get there (no process can
+**    be started, the initializer fails, they die while starting) are
+**    restarted after a doubling delay; when no worker at all is ready
+**    after a bound of such failures, the queued jobs fail with the cause.
+**    A failing initializer breaks the pool for good (later submits raise
+**    its error, as Python's BrokenProcessPool); other causes only stall it
+**    until the next submit tries again;
+**  - a job is an attempt (for `retries`) only once it has started: with
+**    retries the worker announces each job it starts ('S'), and jobs that
+**    never started (sent ahead, or to a worker that died while starting)
+**    go back to the queue;
 **  - every child dies with its parent and is reaped.
 **
 ** Threads: everything here runs on the owning worker's thread. libuv
@@ -25,6 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
+#include <limits.h>
 
 #include "sk_future.h"
 #include "sk_process.h"
@@ -33,13 +50,23 @@
 /* Jobs sent ahead to a worker: it takes the next one from its socket the
 ** moment it answers, instead of waiting for a round trip. */
 #define PIPELINE 16
+/* A pool with no ready worker gives up on its queue after this many
+** workers in a row failed to become ready (plus its size, since they all
+** start at once), or after this many initializer failures in a row. */
+#define BOOT_TRIES 5
+#define INIT_TRIES 3
+/* The delay before restarting a worker after such failures: doubles from
+** the first up to the last. */
+#define BACKOFF_FIRST_MS 10
+#define BACKOFF_MAX_MS 1000
 
 typedef struct pjob {
   struct pjob *next;
   sk_future *fut;               /* counted */
   sk_buf code;                  /* 8-byte id, then fn and args */
   uint64_t timeout;             /* ns, 0: none */
-  int attempts;
+  int attempts;                 /* times it started (counted with retries only) */
+  int started;                  /* its worker announced it ('S') */
 } pjob;
 
 typedef struct sk_ppool sk_ppool;
@@ -51,8 +78,12 @@ typedef struct pworker {
   uv_timer_t *timer;
   int pid;
   int running;                  /* spawned and not yet exited */
+  int ready;                    /* it said 'O': its initializer went well */
+  int restart_pending;          /* `timer` will start it again */
+  int init_failed;              /* it said 'E' */
   int quitting;                 /* told to quit after max_tasks */
   int timed_out;                /* killed because its job ran too long */
+  char bad[96];                 /* the malformed frame it was killed for ("": none) */
   int ntasks;
   pjob *job;                    /* sent jobs, oldest (the running one) first */
   pjob *job_tail;
@@ -71,10 +102,20 @@ struct sk_ppool {
   pjob *head, *tail;
   size_t queued;
   int busy, alive;
+  int nready;                   /* workers alive and ready */
+  int pending;                  /* workers whose restart is delayed */
   int closed, terminating;
   uint64_t submitted, done, failed, restarted;
   int max_tasks, retries;
-  sk_buf init;
+  sk_buf init;                  /* the 'I' frame's payload: flags, initializer */
+  /* Workers in a row that never became ready, and the last one's story. */
+  int boot_failures, init_failures;
+  char boot_msg[160];
+  int boot_pid, boot_sig;
+  int64_t boot_status;
+  sk_buf init_error;            /* the last initializer failure ('E' payload) */
+  int stalled;                  /* gave up starting workers until the next submit */
+  int broken;                   /* its initializer fails: no more work, ever */
   char *name;
   int has_handle, open_handles;
   uint64_t next_job;
@@ -82,7 +123,8 @@ struct sk_ppool {
   struct sk_ppool *next;        /* the owning worker's pools */
 };
 
-static void start_worker(sk_ppool *p, int i);
+static int start_worker(sk_ppool *p, int i);
+static void replace_worker(sk_ppool *p, int i, int now);
 static void quit_idle_if_drained(sk_ppool *p);
 
 static void pool_free_if_unused(sk_ppool *p) {
@@ -100,6 +142,7 @@ static void pool_free_if_unused(sk_ppool *p) {
     sk_buf_free(&p->workers[i].out);
   }
   sk_buf_free(&p->init);
+  sk_buf_free(&p->init_error);
   free(p->workers);
   free(p->name);
   free(p);
@@ -116,7 +159,11 @@ static void close_handle(void *h) {
   if (h) uv_close((uv_handle_t *)h, on_closed);
 }
 
-static void drop_job(pjob *j);
+static void drop_job(pjob *j) {
+  sk_obj_release(&j->fut->obj);
+  sk_buf_free(&j->code);
+  free(j);
+}
 
 /* Cancels every job still in the queue. */
 static void cancel_queued(sk_ppool *p) {
@@ -124,6 +171,46 @@ static void cancel_queued(sk_ppool *p) {
     pjob *j = p->head;
     p->head = j->next;
     sk_future_cancel(j->fut);
+    drop_job(j);
+  }
+  p->tail = NULL;
+  p->queued = 0;
+}
+
+/* Puts a list of jobs (linked by next) back at the head of the queue, in
+** order: they never started, so they are pending again. */
+static void requeue_front(sk_ppool *p, pjob *first) {
+  if (first == NULL) return;
+  pjob *last = NULL;
+  for (pjob *r = first; r; r = r->next) {
+    uv_mutex_lock(&r->fut->lock);
+    r->fut->state = SK_FUT_PENDING;
+    uv_mutex_unlock(&r->fut->lock);
+    r->started = 0;
+    p->queued++;
+    last = r;
+  }
+  last->next = p->head;
+  p->head = first;
+  if (p->tail == NULL) p->tail = last;
+}
+
+/* Fails every queued job with the reason no worker could take it: the
+** initializer's error once the pool is broken, else why the last worker
+** failed to start. */
+static void fail_queued(sk_ppool *p) {
+  while (p->head) {
+    pjob *j = p->head;
+    p->head = j->next;
+    if (sk_future_start(j->fut)) {
+      if (p->broken && p->init_error.len) {
+        sk_future_fail_remote(j->fut, &p->init_error, "the pool's initializer failed: ");
+      } else {
+        sk_future_fail_exit(j->fut, p->boot_msg, "worker_died", p->boot_pid, p->boot_status,
+                            p->boot_sig);
+      }
+      p->failed++;
+    }
     drop_job(j);
   }
   p->tail = NULL;
@@ -146,10 +233,23 @@ static void close_pipe(pworker *pw) {
   }
 }
 
-static void drop_job(pjob *j) {
-  sk_obj_release(&j->fut->obj);
-  sk_buf_free(&j->code);
-  free(j);
+/* Tells a worker to quit after the jobs it has. One whose pipe is already
+** gone is on its way out: its exit does the rest. */
+static void send_quit(pworker *pw) {
+  pw->quitting = 1;
+  sk_send_frame(pw->pipe, 'Q', "", 0);
+}
+
+/* Cancels the delayed restarts (the pool needs no more workers). */
+static void stop_restarts(sk_ppool *p) {
+  for (int i = 0; i < p->size; i++) {
+    pworker *pw = &p->workers[i];
+    if (pw->restart_pending) {
+      uv_timer_stop(pw->timer);
+      pw->restart_pending = 0;
+      p->pending--;
+    }
+  }
 }
 
 static void unlink_pool(sk_ppool *p);
@@ -157,7 +257,9 @@ static void unlink_pool(sk_ppool *p);
 /* Wakes pool:join once every worker has exited; a pool whose handle is gone
 ** then closes its timers so that it can be freed. */
 static void check_exit(sk_ppool *p) {
-  if (p->alive != 0 || !(p->closed || p->terminating)) return;
+  if (!(p->closed || p->terminating)) return;
+  if (p->head == NULL) stop_restarts(p);
+  if (p->alive != 0 || p->pending != 0) return;
   sk_watchlist_fire(&p->exit_watchers, NULL);
   if (!p->has_handle) {
     for (int i = 0; i < p->size; i++) {
@@ -170,24 +272,29 @@ static void check_exit(sk_ppool *p) {
   }
 }
 
+/* Whether the oldest job sent to pw runs: its worker is ready and, with
+** retries (where the worker announces starts), announced it. */
+static int job_started(sk_ppool *p, pworker *pw, pjob *j) {
+  return j && pw->ready && (p->retries == 0 || j->started);
+}
+
 static void on_job_timeout(uv_timer_t *t) {
   pworker *pw = t->data;
-  if (pw->job && pw->proc) {
+  if (pw->job && pw->proc && pw->running) {
     pw->timed_out = 1;
     uv_process_kill(pw->proc, SIGKILL);
   }
 }
 
-/* Starts the timeout of the job the worker runs now (its oldest). */
-static void arm_timer(pworker *pw) {
+/* Starts the timeout of the job the worker runs now (its oldest), once it
+** has started. */
+static void arm_timer(sk_ppool *p, pworker *pw) {
   uv_timer_stop(pw->timer);
-  if (pw->job && pw->job->timeout) {
+  if (pw->job && pw->job->timeout && job_started(p, pw, pw->job)) {
     uv_timer_start(pw->timer, on_job_timeout, (pw->job->timeout + 999999) / 1000000, 0);
   }
 }
 
-/* Moves the next queued job to worker i's in-flight list and appends its
-** frame to the worker's pending write; 0 when there was none to move. */
 /* Writes the frames gathered for a worker. On failure the worker is going
 ** away; its exit fails or requeues the jobs. */
 static void flush_out(pworker *pw) {
@@ -200,6 +307,8 @@ static void flush_out(pworker *pw) {
 
 static void on_flush(uv_prepare_t *h) { flush_out(h->data); }
 
+/* Moves the next queued job to worker i's in-flight list and appends its
+** frame to the worker's pending write; 0 when there was none to move. */
 static int give_one(sk_ppool *p, int i) {
   pworker *pw = &p->workers[i];
   while (p->head) {
@@ -226,7 +335,7 @@ static int give_one(sk_ppool *p, int i) {
       pw->out.data = d;
       pw->out.cap = cap;
     }
-    size_t len = j->code.len;
+    size_t len = j->code.len;   /* at most SK_FRAME_MAX: checked at submit */
     char *h = pw->out.data + pw->out.len;
     h[0] = (char)len;
     h[1] = (char)(len >> 8);
@@ -235,13 +344,12 @@ static int give_one(sk_ppool *p, int i) {
     h[4] = 'J';
     memcpy(h + 5, j->code.data, len);
     pw->out.len = need;
-    j->attempts++;
     if (pw->job_tail) pw->job_tail->next = j;
     else pw->job = j;
     pw->job_tail = j;
     if (pw->njobs++ == 0) {
       p->busy++;
-      arm_timer(pw);
+      arm_timer(p, pw);
       pw->idle_job = 1;
     }
     return 1;
@@ -279,16 +387,15 @@ static void dispatch_all(sk_ppool *p) {
   }
 }
 
-/* A reply frame from worker pw: [8-byte job id][kind byte][outcome]. The
-** worker answers its jobs in order, so it is always about the oldest. */
+/* A reply frame from worker pw: [8-byte job id][kind byte][outcome], about
+** its oldest job (the worker answers in order; read_frames checked it). */
 static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, size_t len) {
   pjob *j = pw->job;
-  if (j == NULL || len < 9 || memcmp(payload, j->code.data, 8) != 0) return;
   pw->job = j->next;
   if (pw->job == NULL) pw->job_tail = NULL;
   pw->njobs--;
   if (pw->job == NULL) p->busy--;
-  arm_timer(pw);
+  arm_timer(p, pw);
   sk_buf out = {0};
   out.data = malloc(len - 9 ? len - 9 : 1);
   if (out.data) {
@@ -302,13 +409,112 @@ static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, si
   else p->failed++;
   drop_job(j);
   pw->ntasks++;
-  if (p->max_tasks && pw->ntasks >= p->max_tasks && !pw->quitting) {
-    pw->quitting = 1;
-    sk_send_frame(pw->pipe, 'Q', "", 0);
-  }
+  if (p->max_tasks && pw->ntasks >= p->max_tasks && !pw->quitting) send_quit(pw);
   dispatch_all(p);
   quit_idle_if_drained(p);
   check_exit(p);
+}
+
+/* Restarts every worker that is neither alive nor about to restart (after
+** the pool stalled). */
+static void revive(sk_ppool *p) {
+  p->stalled = 0;
+  p->boot_failures = 0;
+  for (int i = 0; i < p->size; i++) {
+    pworker *pw = &p->workers[i];
+    if (!pw->running && !pw->restart_pending) replace_worker(p, i, 0);
+  }
+}
+
+/* Worker pw said it is ready ('O'). */
+static void on_ready(sk_ppool *p, pworker *pw) {
+  pw->ready = 1;
+  p->nready++;
+  p->boot_failures = p->init_failures = 0;
+  if (p->stalled) revive(p);
+  arm_timer(p, pw);
+}
+
+/* What is wrong with the frame at h (avail bytes in so far, at least the
+** 5 of its header): 0 when nothing yet. Checked before its payload is in,
+** so that a bogus length is never waited for: the type and, once in, the
+** job id must be what this worker may send now. */
+static int frame_bad(sk_ppool *p, pworker *pw, const uint8_t *h, size_t avail) {
+  size_t len = (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24;
+  pjob *j = pw->job;
+  switch (h[4]) {
+    case 'C':
+      return 0;
+    case 'O':
+      return pw->ready || len != 0;
+    case 'E':
+      return pw->ready;
+    case 'S':
+      if (len != 8 || !pw->ready || p->retries == 0 || j == NULL || j->started) return 1;
+      return avail >= 13 && memcmp(h + 5, j->code.data, 8) != 0;
+    case 'R':
+    case 'F':
+      if (len < 9 || !job_started(p, pw, j)) return 1;
+      if (avail >= 13 && memcmp(h + 5, j->code.data, 8) != 0) return 1;
+      return avail >= 14 && h[13] != 't' && h[13] != 'm' && h[13] != '-';
+    default:
+      return 1;
+  }
+}
+
+/* Kills a worker for a malformed frame: what follows on its socket cannot
+** be framed. Its exit fails (or re-runs) its job and replaces it. */
+static void malformed(pworker *pw, const uint8_t *h) {
+  size_t len = (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24;
+  snprintf(pw->bad, sizeof pw->bad, "a malformed frame (type 0x%02x, %zu bytes)", h[4], len);
+  close_pipe(pw);
+  pw->in.len = 0;
+  if (pw->running && pw->proc) uv_process_kill(pw->proc, SIGKILL);
+}
+
+/* Handles the complete frames read from worker pw. */
+static void read_frames(sk_ppool *p, pworker *pw) {
+  size_t off = 0, used, plen;
+  int type;
+  const char *payload;
+  while (pw->pipe && pw->in.len - off >= 5) {
+    const uint8_t *h = (const uint8_t *)pw->in.data + off;
+    if (frame_bad(p, pw, h, pw->in.len - off)) {
+      malformed(pw, h);
+      return;
+    }
+    used = sk_frame_parse(pw->in.data + off, pw->in.len - off, &type, &payload, &plen);
+    if (used == 0) break;
+    off += used;
+    switch (type) {
+      case 'C':
+        if (pw->conn) sk_conn_request(pw->conn, payload, plen);
+        break;
+      case 'O':
+        on_ready(p, pw);
+        break;
+      case 'E':
+        pw->init_failed = 1;
+        sk_buf_free(&p->init_error);
+        p->init_error.data = malloc(plen ? plen : 1);
+        if (p->init_error.data) {
+          memcpy(p->init_error.data, payload, plen);
+          p->init_error.len = p->init_error.cap = plen;
+        }
+        break;
+      case 'S':
+        pw->job->started = 1;
+        pw->job->attempts++;
+        arm_timer(p, pw);
+        break;
+      default:
+        on_reply(p, pw, type, payload, plen);
+    }
+  }
+  if (off) {
+    memmove(pw->in.data, pw->in.data + off, pw->in.len - off);
+    pw->in.len -= off;
+  }
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -330,28 +536,87 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   pworker *pw = s->data;
-  sk_ppool *p = pw->pool;
   (void)buf;
   if (n < 0) {
     close_pipe(pw);
     return;
   }
   pw->in.len += (size_t)n;
-  size_t off = 0, used;
-  int type;
-  const char *payload;
-  size_t plen;
-  while ((used = sk_frame_parse(pw->in.data + off, pw->in.len - off, &type, &payload, &plen))) {
-    off += used;
-    if (type == 'C') {
-      if (pw->conn) sk_conn_request(pw->conn, payload, plen);
-    } else {
-      on_reply(p, pw, type, payload, plen);
+  read_frames(pw->pool, pw);
+}
+
+/* Reads what a dead worker left on its socket (its exit may be handled
+** before the last reads): a result it sent just before dying counts. */
+static void drain_pipe(sk_ppool *p, pworker *pw) {
+  uv_os_fd_t fd;
+  while (pw->pipe && uv_fileno((uv_handle_t *)pw->pipe, &fd) == 0) {
+    uv_buf_t b;
+    on_alloc((uv_handle_t *)pw->pipe, 0, &b);
+    if (b.base == NULL) return;
+    ssize_t n = read(fd, b.base, b.len);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    pw->in.len += (size_t)n;
+    read_frames(p, pw);
+  }
+}
+
+/* A worker that died before it was ready: the pool tries again after a
+** growing delay, and gives its queue up when no worker is ready and too
+** many in a row failed (for good when the initializer fails). */
+static void boot_failed(sk_ppool *p, int i) {
+  p->boot_failures++;
+  if (p->nready == 0 && p->init_failures >= INIT_TRIES) {
+    p->broken = 1;
+    fail_queued(p);
+    for (int k = 0; k < p->size; k++) {   /* the others fail the same way */
+      pworker *pw = &p->workers[k];
+      if (pw->running && pw->proc) uv_process_kill(pw->proc, SIGKILL);
+    }
+    stop_restarts(p);
+    return;
+  }
+  if (p->nready == 0 && p->boot_failures >= p->size + BOOT_TRIES) {
+    p->stalled = 1;
+    fail_queued(p);
+    stop_restarts(p);
+    return;
+  }
+  replace_worker(p, i, 0);
+}
+
+static void on_restart(uv_timer_t *t) {
+  pworker *pw = t->data;
+  sk_ppool *p = pw->pool;
+  pw->restart_pending = 0;
+  p->pending--;
+  replace_worker(p, (int)(pw - p->workers), 1);
+  dispatch_all(p);
+  check_exit(p);
+}
+
+/* Starts worker i again, now or (after failures to start, unless `now`)
+** after a delay, unless the pool needs no more workers. */
+static void replace_worker(sk_ppool *p, int i, int now) {
+  pworker *pw = &p->workers[i];
+  if (p->broken || p->stalled || p->terminating || (p->closed && p->head == NULL)) return;
+  if (p->boot_failures > 0 && !now && !pw->restart_pending) {
+    uint64_t ms = BACKOFF_FIRST_MS;
+    for (int k = 1; k < p->boot_failures && ms < BACKOFF_MAX_MS; k++) ms *= 2;
+    if (ms > BACKOFF_MAX_MS) ms = BACKOFF_MAX_MS;
+    if (pw->timer && uv_timer_start(pw->timer, on_restart, ms, 0) == 0) {
+      pw->restart_pending = 1;
+      p->pending++;
+      return;
     }
   }
-  if (off) {
-    memmove(pw->in.data, pw->in.data + off, pw->in.len - off);
-    pw->in.len -= off;
+  if (pw->restart_pending) return;
+  p->restarted++;
+  int rc = start_worker(p, i);
+  if (rc != 0) {
+    snprintf(p->boot_msg, sizeof p->boot_msg, "cannot start a worker process: %s", uv_strerror(rc));
+    p->boot_pid = 0;
+    boot_failed(p, i);
   }
 }
 
@@ -361,97 +626,106 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   sk_shm_proc_gone(h->pid);
   sk_worker_recheck_waits(p->w);
   int i = (int)(pw - p->workers);
-  pw->running = 0;
+  pw->running = 0;              /* first: the frames drained get it no new job */
+  drain_pipe(p, pw);
   p->alive--;
   close_handle(pw->proc);
   pw->proc = NULL;
   close_pipe(pw);
   uv_timer_stop(pw->timer);
   pjob *j = pw->job;
-  if (j) {
-    p->busy--;
-    /* Jobs sent after the running one never started: back to the queue's
-    ** head, in order. */
-    pjob *rest = j->next;
-    j->next = NULL;
-    pjob *last = NULL;
-    for (pjob *r = rest; r; r = r->next) {
-      uv_mutex_lock(&r->fut->lock);
-      r->fut->state = SK_FUT_PENDING;
-      uv_mutex_unlock(&r->fut->lock);
-      r->attempts--;
-      p->queued++;
-      last = r;
-    }
-    if (last) {
-      last->next = p->head;
-      p->head = rest;
-      if (p->tail == NULL) p->tail = last;
-    }
-  }
+  int started = job_started(p, pw, j);
+  int was_ready = pw->ready;
+  if (was_ready) p->nready--;
+  pw->ready = 0;
   pw->job = pw->job_tail = NULL;
   pw->njobs = 0;
-  if (j) {
+  if (j) p->busy--;
+  /* Jobs that never started go back to the queue's head, in order. */
+  if (started) {
+    requeue_front(p, j->next);
+    j->next = NULL;
+  } else {
+    requeue_front(p, j);
+  }
+  if (started) {
     char msg[256];
     if (pw->timed_out) {
       snprintf(msg, sizeof msg, "task timed out after %g s (its worker, pid %d, was killed)",
                (double)j->timeout / 1e9, pw->pid);
-      sk_future_finish(j->fut, SK_FUT_FAILED, NULL, msg, "timeout");
+      sk_future_fail_exit(j->fut, msg, "timeout", pw->pid, status, sig);
       p->failed++;
       drop_job(j);
-    } else if (j->attempts <= p->retries && !p->terminating) {
-      sk_future *f = j->fut;   /* back to the head of the queue, to run again */
-      uv_mutex_lock(&f->lock);
-      f->state = SK_FUT_PENDING;
-      uv_mutex_unlock(&f->lock);
-      j->next = p->head;
-      p->head = j;
-      if (p->tail == NULL) p->tail = j;
-      p->queued++;
+    } else if (p->retries > 0 && j->attempts <= p->retries && !p->terminating) {
+      requeue_front(p, j);   /* to run again */
     } else {
-      if (sig) {
+      if (pw->bad[0]) {
+        snprintf(msg, sizeof msg, "the worker process (pid %d) running this task sent %s; it was killed",
+                 pw->pid, pw->bad);
+      } else if (sig) {
         snprintf(msg, sizeof msg, "the worker process (pid %d) running this task was killed by signal %d",
                  pw->pid, sig);
       } else {
         snprintf(msg, sizeof msg, "the worker process (pid %d) running this task exited with code %d",
                  pw->pid, (int)status);
       }
-      sk_future_finish(j->fut, SK_FUT_FAILED, NULL, msg, "worker_died");
+      sk_future_fail_exit(j->fut, msg, "worker_died", pw->pid, status, sig);
       p->failed++;
       drop_job(j);
     }
   }
   pw->timed_out = 0;
   if (p->terminating) cancel_queued(p);   /* what went back to the queue */
-  /* Replace it unless the pool is winding down and has nothing left. */
-  int wanted = !p->terminating && (!p->closed || p->head != NULL);
-  if (wanted) {
-    p->restarted++;
-    start_worker(p, i);
+  if (was_ready) {
+    replace_worker(p, i, 0);
+  } else {
+    if (pw->init_failed) {
+      p->init_failures++;
+      snprintf(p->boot_msg, sizeof p->boot_msg, "the pool's initializer failed");
+    } else if (pw->bad[0]) {
+      snprintf(p->boot_msg, sizeof p->boot_msg,
+               "worker processes fail to start (the last one, pid %d, sent %s)", pw->pid, pw->bad);
+    } else if (sig) {
+      snprintf(p->boot_msg, sizeof p->boot_msg,
+               "worker processes fail to start (the last one, pid %d, was killed by signal %d)",
+               pw->pid, sig);
+    } else {
+      snprintf(p->boot_msg, sizeof p->boot_msg,
+               "worker processes fail to start (the last one, pid %d, exited with code %d)",
+               pw->pid, (int)status);
+    }
+    p->boot_pid = pw->pid;
+    p->boot_status = status;
+    p->boot_sig = sig;
+    boot_failed(p, i);
   }
+  if (p->broken || p->stalled) fail_queued(p);
   dispatch_all(p);
   check_exit(p);
 }
 
-/* Starts (or restarts) worker process i and sends it the initializer. */
-static void start_worker(sk_ppool *p, int i) {
+/* Starts (or restarts) worker process i and sends it the 'I' frame; 0 or
+** a libuv error. */
+static int start_worker(sk_ppool *p, int i) {
   pworker *pw = &p->workers[i];
   uv_process_t *proc = malloc(sizeof *proc);
   uv_pipe_t *pipe = malloc(sizeof *pipe);
   if (proc == NULL || pipe == NULL) {
     free(proc);
     free(pipe);
-    return;
+    return UV_ENOMEM;
   }
   pw->in.len = 0;
   pw->ntasks = 0;
   pw->quitting = 0;
+  pw->init_failed = 0;
+  pw->bad[0] = 0;
   char name[96];
   snprintf(name, sizeof name, "%s-%d", p->name, i);
-  if (sk_spawn_worker(p->w->sched.loop, proc, pipe, i, name, "pool", on_exit_cb) != 0) {
-    free(proc);
+  int rc = sk_spawn_worker(p->w->sched.loop, proc, pipe, i, name, "pool", on_exit_cb);
+  if (rc != 0) {   /* proc is released */
     free(pipe);
-    return;
+    return rc;
   }
   proc->data = pipe->data = pw;
   pw->proc = proc;
@@ -462,7 +736,8 @@ static void start_worker(sk_ppool *p, int i) {
   p->open_handles += 2;
   pw->conn = sk_conn_new(p->w, pipe);
   uv_read_start((uv_stream_t *)pipe, on_alloc, on_read);
-  if (p->init.len) sk_send_frame(pipe, 'I', p->init.data, p->init.len);
+  sk_send_frame(pipe, 'I', p->init.data, p->init.len);
+  return 0;
 }
 
 /* ------------------------------------------------------------ Lua side */
@@ -473,6 +748,23 @@ static sk_ppool *check_ppool(lua_State *L, int idx) {
   return *u;
 }
 
+/* Pushes the error a broken pool raises at submit: its initializer's. */
+static int raise_broken(lua_State *L, sk_ppool *p) {
+  const sk_buf *b = &p->init_error;
+  int top = lua_gettop(L);
+  if (b->len == 0 ||
+      sk_marshal_decode(L, b->data, b->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS) != 3) {
+    lua_settop(L, top);
+    return sk_error_raise(L, "remote", "the pool is broken: its initializer failed");
+  }
+  sk_error_push(L, "remote", "the pool's initializer failed: %s", lua_tostring(L, top + 1));
+  lua_pushvalue(L, top + 3);
+  lua_setfield(L, -2, "value");
+  lua_pushvalue(L, top + 2);
+  lua_setfield(L, -2, "traceback");
+  return lua_error(L);
+}
+
 /* skein._processpool(size, max_tasks, retries, name, init_fn, init_args...) */
 static int l_ppool_new(lua_State *L) {
   sk_worker *w = sk_worker_of(L);
@@ -481,36 +773,55 @@ static int l_ppool_new(lua_State *L) {
   lua_Integer retries = luaL_optinteger(L, 3, 0);
   const char *name = luaL_optstring(L, 4, "process-pool");
   luaL_argcheck(L, size >= 1 && size <= 1024, 1, "size must be between 1 and 1024");
-  luaL_argcheck(L, retries >= 0, 3, "retries must not be negative");
+  luaL_argcheck(L, retries >= 0 && retries <= INT_MAX, 3, "retries must not be negative");
+  luaL_argcheck(L, max_tasks >= 0 && max_tasks <= INT_MAX, 2, "max_tasks must not be negative");
   char exe[4096], why[512];
-  if (sk_worker_exe(exe, sizeof exe, why, sizeof why) != 0) {
-    return sk_error_raise(L, "spawn", "%s", why);
-  }
-  sk_ppool *p = calloc(1, sizeof *p);
-  if (p == NULL) return luaL_error(L, "not enough memory for a pool");
-  if (!lua_isnoneornil(L, 5) && sk_marshal_encode_xproc(L, 5, lua_gettop(L) - 4, &p->init, "init") != 0) {
-    free(p);
+  if (sk_worker_exe(exe, sizeof exe, why, sizeof why) != 0) return sk_spawn_error(L, UV_ENOENT, why);
+  sk_buf init = {0};
+  if (!lua_isnoneornil(L, 5) && sk_marshal_encode_xproc(L, 5, lua_gettop(L) - 4, &init, "init") != 0) {
     return lua_error(L);
   }
-  p->workers = calloc((size_t)size, sizeof *p->workers);
-  p->name = strdup(name);
-  sk_ppool **u = lua_newuserdatauv(L, sizeof *u, 0);
-  *u = NULL;
-  luaL_setmetatable(L, PPOOL_MT);
-  if (p->workers == NULL || p->name == NULL) {
-    sk_buf_free(&p->init);
-    free(p->workers);
-    free(p->name);
-    free(p);
+  if (init.len >= SK_FRAME_MAX) {
+    size_t n = init.len;
+    sk_buf_free(&init);
+    return sk_error_raise(L, "marshal", "init: too big to send to a process (%I bytes, over 4 GiB)",
+                          (LUAI_UACINT)n);
+  }
+  /* The 'I' frame: a flags byte, then the initializer (if any). */
+  sk_ppool *p = calloc(1, sizeof *p);
+  char *frame = malloc(init.len + 1);
+  if (p) {
+    p->workers = calloc((size_t)size, sizeof *p->workers);
+    p->name = strdup(name);
+  }
+  if (p == NULL || frame == NULL || p->workers == NULL || p->name == NULL) {
+    sk_buf_free(&init);
+    free(frame);
+    if (p) {
+      free(p->workers);
+      free(p->name);
+      free(p);
+    }
     return luaL_error(L, "not enough memory for a pool");
   }
+  frame[0] = retries > 0 ? SK_POOL_STARTS : 0;
+  if (init.len) memcpy(frame + 1, init.data, init.len);
+  p->init = init;              /* keeps the objects the initializer mentions */
+  free(p->init.data);
+  p->init.data = frame;
+  p->init.len = p->init.cap = init.len + 1;
+  sk_ppool **u = lua_newuserdatauv(L, sizeof *u, 0);
   *u = p;
+  luaL_setmetatable(L, PPOOL_MT);
   p->has_handle = 1;
   p->w = w;
   p->size = (int)size;
   p->max_tasks = (int)max_tasks;
   p->retries = (int)retries;
   sk_watchlist_init(&p->exit_watchers);
+  p->next = w->ppools;
+  w->ppools = p;
+  int rc = 0;
   for (int i = 0; i < p->size; i++) {
     pworker *pw = &p->workers[i];
     pw->pool = p;
@@ -526,11 +837,18 @@ static int l_ppool_new(lua_State *L) {
       pw->flush->data = pw;
       p->open_handles++;
     }
-    start_worker(p, i);
+    int e = start_worker(p, i);
+    if (e != 0) {   /* tried again later, unless none started */
+      rc = e;
+      snprintf(p->boot_msg, sizeof p->boot_msg, "cannot start a worker process: %s", uv_strerror(e));
+      p->boot_failures++;
+      replace_worker(p, i, 0);
+    }
   }
-  p->next = w->ppools;
-  w->ppools = p;
-  if (p->alive == 0) return luaL_error(L, "cannot start any worker process");
+  if (p->alive == 0) {
+    stop_restarts(p);
+    return sk_spawn_error(L, rc, NULL);
+  }
   return 1;
 }
 
@@ -541,8 +859,15 @@ static int l_ppool_submit(lua_State *L) {
   luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
   luaL_checktype(L, 3, LUA_TFUNCTION);
   if (p->closed || p->terminating) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
+  if (p->broken) return raise_broken(L, p);
   sk_buf code;
   if (sk_marshal_encode_xproc(L, 3, lua_gettop(L) - 2, &code, "fn+args") != 0) return lua_error(L);
+  if (code.len > SK_FRAME_MAX - 8) {
+    size_t n = code.len;
+    sk_buf_free(&code);
+    return sk_error_raise(L, "marshal", "fn+args: too big to send to a process (%I bytes, over 4 GiB)",
+                          (LUAI_UACINT)n);
+  }
   pjob *j = calloc(1, sizeof *j);
   char *framed = malloc(code.len + 8);
   sk_future *f = j && framed ? sk_future_new() : NULL;
@@ -570,6 +895,7 @@ static int l_ppool_submit(lua_State *L) {
   p->queued++;
   p->submitted++;
   sk_future_push(L, &f->obj);
+  if (p->stalled) revive(p);   /* no worker could start: try again */
   dispatch_all(p);
   return 1;
 }
@@ -581,10 +907,7 @@ static int l_ppool_close(lua_State *L) {
   if (p->head == NULL) {
     for (int i = 0; i < p->size; i++) {
       pworker *pw = &p->workers[i];
-      if (pw->running && pw->job == NULL && !pw->quitting) {
-        pw->quitting = 1;
-        sk_send_frame(pw->pipe, 'Q', "", 0);
-      }
+      if (pw->running && pw->job == NULL && !pw->quitting) send_quit(pw);
     }
   }
   check_exit(p);
@@ -596,16 +919,14 @@ static void quit_idle_if_drained(sk_ppool *p) {
   if (!p->closed || p->head) return;
   for (int i = 0; i < p->size; i++) {
     pworker *pw = &p->workers[i];
-    if (pw->running && pw->job == NULL && !pw->quitting) {
-      pw->quitting = 1;
-      sk_send_frame(pw->pipe, 'Q', "", 0);
-    }
+    if (pw->running && pw->job == NULL && !pw->quitting) send_quit(pw);
   }
 }
 
 static void terminate(sk_ppool *p) {
   p->closed = p->terminating = 1;
   cancel_queued(p);
+  stop_restarts(p);
   for (int i = 0; i < p->size; i++) {
     pworker *pw = &p->workers[i];
     if (pw->proc && pw->running) uv_process_kill(pw->proc, SIGKILL);
@@ -624,7 +945,7 @@ static int join_k(lua_State *L, int status, lua_KContext kctx) {
   for (;;) {
     if (status == LUA_YIELD) sk_wait_end(L, c);
     quit_idle_if_drained(p);
-    if (p->alive == 0) return 0;
+    if (p->alive == 0 && p->pending == 0) return 0;
     if (sk_expired(d)) return sk_error_raise(L, "timeout", "pool join timed out");
     sk_wait_begin(L, c, d);
     sk_watch_link(&p->exit_watchers, &c->joinw);

@@ -8,7 +8,11 @@
 ** sends one job ('J': fn and its arguments, marshalled); the child answers
 ** 'R' (results) or 'F' (failure: message, traceback, value) and exits. A
 ** child that dies first (a signal, a crash, os.exit) is reported to join as
-** kind "worker_died" with its exit code or signal and pid.
+** kind "worker_died" with its exit code or signal and pid. Anything else on
+** the socket (a frame of a type the parent does not expect: bytes some
+** program wrote to the child's fd 3) is a malformed frame: the stream can
+** no longer be trusted, so the parent stops reading it, kills the child and
+** join reports that (unless the answer was already in).
 **
 ** The child asks the kernel to kill it when its parent dies
 ** (PR_SET_PDEATHSIG) and checks that the parent is still the one that
@@ -48,7 +52,7 @@ static lua_Integer next_proc_id;
 static int frame_write2(int fd, int type, const void *pre, size_t plen, const void *data,
                         size_t len) {
   size_t total = plen + len;
-  if (total > 0xffffffffu) return -1;
+  if (total > SK_FRAME_MAX) return -1;
   uint8_t head[5] = {(uint8_t)total, (uint8_t)(total >> 8), (uint8_t)(total >> 16),
                      (uint8_t)(total >> 24), (uint8_t)type};
   struct iovec iov[3] = {{head, 5}, {(void *)pre, plen}, {(void *)data, len}};
@@ -283,35 +287,57 @@ static int next_frame(int *type, const char **payload, size_t *plen) {
   return sk_child_read(type, payload, plen);
 }
 
-/* A pool worker: frames 'I' (initializer), 'J' (8-byte job id, then the
-** call) until 'Q' or the end of the stream. */
+/* A pool worker. The parent first sends 'I': a flags byte (SK_POOL_STARTS:
+** announce each job), then the initializer's call, if any. The worker
+** answers 'O' once it is ready, or 'E' (the initializer's failure, as an
+** 'F' payload) and exits with status 3. Then 'J' frames (8-byte job id,
+** then the call), each announced by 'S' + id when asked, until 'Q' or the
+** end of the stream. */
 static int pool_loop(sk_worker *w, int fd) {
-  int type, status = 0;
+  int type, status = 0, starts = 0;
   const char *payload;
   size_t plen;
   while (next_frame(&type, &payload, &plen) == 0) {
     if (type == 'Q') break;
     if (type == 'I') {
-      sk_buf out;
-      const char *kind;
-      char *init = malloc(plen ? plen : 1);
-      if (init == NULL) {
-        status = 1;
+      if (plen < 1) {
+        status = 2;
         break;
       }
-      memcpy(init, payload, plen);
-      int rc = sk_run_call(w, init, plen, &out, &kind);
-      free(init);
-      sk_buf_free(&out);
-      if (rc != 0) {
-        fprintf(stderr, "skein: a pool initializer failed\n");
-        status = 3;
+      starts = (payload[0] & SK_POOL_STARTS) != 0;
+      if (plen > 1) {
+        sk_buf out;
+        const char *kind;
+        char *init = malloc(plen - 1);
+        if (init == NULL) {
+          status = 1;
+          break;
+        }
+        memcpy(init, payload + 1, plen - 1);
+        int rc = sk_run_call(w, init, plen - 1, &out, &kind);
+        free(init);
+        if (rc != 0) {
+          /* The parent reports it (to every task, once it gives up). */
+          if (rc > 0) frame_write2(fd, 'E', NULL, 0, out.data, out.len);
+          sk_buf_free(&out);
+          lua_settop(w->L, 0);
+          status = 3;
+          break;
+        }
+        sk_buf_free(&out);
+      }
+      if (sk_frame_write(fd, 'O', NULL, 0) != 0) {
+        status = 1;
         break;
       }
       continue;
     }
     if (type != 'J' || plen < 8) {
       status = 2;
+      break;
+    }
+    if (starts && frame_write2(fd, 'S', NULL, 0, payload, 8) != 0) {
+      status = 1;
       break;
     }
     /* The call may make RPCs that read (and defer) frames, which moves
@@ -425,6 +451,7 @@ typedef struct sk_proc {
   int64_t exit_status;
   int term_signal;
   int reply;                    /* 0, 'R' or 'F' */
+  char bad[96];                 /* what was wrong with a malformed frame ("": none) */
   sk_buf in;                    /* bytes read, not yet parsed */
   sk_buf result;                /* the reply's payload */
   sk_watchlist watchers;
@@ -500,6 +527,14 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
   buf->len = p->in.cap - p->in.len;
 }
 
+/* A frame the child may not send: from here on the stream is not
+** trusted (what follows cannot be framed). Without an answer, the child is
+** killed so that join reports the malformed frame instead of waiting. */
+static void proc_malformed(sk_proc *p, int type, size_t len) {
+  snprintf(p->bad, sizeof p->bad, "a malformed frame (type 0x%02x, %zu bytes)", type & 0xff, len);
+  if (!p->reply && p->proc && !p->exited) uv_process_kill(p->proc, SIGKILL);
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   sk_proc *p = s->data;
   (void)buf;
@@ -508,11 +543,22 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     size_t off = 0, used, plen;
     int type;
     const char *payload;
-    while ((used = sk_frame_parse(p->in.data + off, p->in.len - off, &type, &payload, &plen))) {
+    /* The type is checked from the header alone, so a bogus length (which
+    ** would swallow the real answer) is never waited for. */
+    while (!p->bad[0] && p->in.len - off >= 5) {
+      type = (uint8_t)p->in.data[off + 4];
+      if (type != 'C' && ((type != 'R' && type != 'F') || p->reply)) {
+        const uint8_t *h = (const uint8_t *)p->in.data + off;
+        proc_malformed(p, type, (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 |
+                                    (size_t)h[3] << 24);
+        break;
+      }
+      used = sk_frame_parse(p->in.data + off, p->in.len - off, &type, &payload, &plen);
+      if (used == 0) break;
       off += used;
       if (type == 'C') {
         if (p->conn) sk_conn_request(p->conn, payload, plen);
-      } else if ((type == 'R' || type == 'F') && !p->reply) {
+      } else {
         p->result.data = malloc(plen ? plen : 1);
         if (p->result.data) {
           memcpy(p->result.data, payload, plen);
@@ -521,6 +567,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         }
       }
     }
+    if (p->bad[0]) off = p->in.len;   /* the rest is read and dropped until the end */
     if (off) {
       memmove(p->in.data, p->in.data + off, p->in.len - off);
       p->in.len -= off;
@@ -528,6 +575,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     return;
   }
   if (n < 0) {
+    /* A frame cut short by the end: its header lied about its length. */
+    if (!p->bad[0] && !p->reply && p->in.len >= 5) {
+      const uint8_t *h = (const uint8_t *)p->in.data;
+      proc_malformed(p, h[4], (size_t)h[0] | (size_t)h[1] << 8 | (size_t)h[2] << 16 | (size_t)h[3] << 24);
+    }
     uv_close((uv_handle_t *)s, on_handle_closed);
     p->pipe = NULL;
     if (p->conn) {
@@ -551,15 +603,22 @@ static void on_written(uv_write_t *req, int status) {
   free(wr);
 }
 
-/* Queues a frame on the pipe; the frame is copied. */
+/* Queues `data` (a whole frame) on the pipe and frees it once written. A
+** pipe already closed (NULL: the child closed its end) takes nothing. */
 int sk_write_owned(uv_pipe_t *pipe, char *data, size_t len) {
+  if (pipe == NULL || len < 5 || len - 5 > SK_FRAME_MAX) {
+    free(data);
+    return pipe == NULL ? UV_EPIPE : UV_E2BIG;
+  }
   write_req *wr = malloc(sizeof *wr);
   if (wr == NULL) {
     free(data);
     return UV_ENOMEM;
   }
   wr->frame = data;
-  uv_buf_t b = uv_buf_init(data, (unsigned)len);
+  uv_buf_t b;   /* not uv_buf_init, whose length is an unsigned int */
+  b.base = data;
+  b.len = len;
   int rc = uv_write(&wr->req, (uv_stream_t *)pipe, &b, 1, on_written);
   if (rc != 0) {
     free(data);
@@ -569,6 +628,8 @@ int sk_write_owned(uv_pipe_t *pipe, char *data, size_t len) {
 }
 
 int sk_send_frame(uv_pipe_t *pipe, int type, const char *data, size_t len) {
+  if (pipe == NULL) return UV_EPIPE;
+  if (len > SK_FRAME_MAX) return UV_E2BIG;
   write_req *wr = malloc(sizeof *wr);
   char *frame = malloc(len + 5);
   if (wr == NULL || frame == NULL) {
@@ -583,7 +644,9 @@ int sk_send_frame(uv_pipe_t *pipe, int type, const char *data, size_t len) {
   frame[4] = (char)type;
   memcpy(frame + 5, data, len);
   wr->frame = frame;
-  uv_buf_t b = uv_buf_init(frame, (unsigned)(len + 5));
+  uv_buf_t b;
+  b.base = frame;
+  b.len = len + 5;
   int rc = uv_write(&wr->req, (uv_stream_t *)pipe, &b, 1, on_written);
   if (rc != 0) {
     free(frame);
@@ -614,18 +677,27 @@ static char **child_env(char extra[][128], int nextra) {
   return env;
 }
 
+static void free_closed(uv_handle_t *h) { free(h); }
+
 int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_Integer id,
                     const char *name, const char *mode, uv_exit_cb on_exit) {
   char exe[4096], why[512];
-  if (sk_worker_exe(exe, sizeof exe, why, sizeof why) != 0) return UV_ENOENT;
+  if (sk_worker_exe(exe, sizeof exe, why, sizeof why) != 0) {
+    free(proc);
+    return UV_ENOENT;
+  }
   /* The shared segment (sk_shm.h) goes to the child as its fd 4, and the
   ** child gets a process slot of its own there, or is not started. */
   sk_shm_base(1);
   int shm = sk_shm_fd(), slot = -1;
-  if (shm >= 0 && (slot = sk_shm_slot_reserve()) < 0) return UV_EAGAIN;
+  if (shm >= 0 && (slot = sk_shm_slot_reserve()) < 0) {
+    free(proc);
+    return UV_EAGAIN;
+  }
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     sk_shm_slot_cancel(slot);
+    free(proc);
     return uv_translate_sys_error(errno);
   }
   char extra[4][128];
@@ -646,12 +718,22 @@ int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_In
   opts.env = env;
   opts.stdio = stdio;
   opts.stdio_count = shm >= 0 ? 5 : 4;
-  int rc = env ? uv_spawn(loop, proc, &opts) : UV_ENOMEM;
+  int rc = UV_ENOMEM;
+  if (env) {
+    rc = uv_spawn(loop, proc, &opts);
+    /* libuv lists the handle even when the spawn failed: it must be
+    ** closed, and freed only in its close callback. */
+    if (rc != 0) {
+      uv_close((uv_handle_t *)proc, free_closed);
+      proc = NULL;
+    }
+  }
   free(env);
   close(sv[1]);
   if (rc != 0) {
     close(sv[0]);
     sk_shm_slot_cancel(slot);
+    free(proc);
     return rc;
   }
   sk_shm_slot_bind(slot, proc->pid);
@@ -667,13 +749,19 @@ int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_In
   return 0;
 }
 
-int sk_spawn_error(lua_State *L, int rc) {
-  if (rc == UV_EAGAIN && sk_shm_fd() >= 0) {
-    return sk_error_raise(L, "io", "cannot start a worker process: resource temporarily "
-                          "unavailable (the process tree already has its limit of %d live "
-                          "processes)", sk_shm_max_procs());
+int sk_spawn_error(lua_State *L, int rc, const char *why) {
+  if (why) {
+    sk_error_push(L, "io", "%s", why);
+  } else if (rc == UV_EAGAIN && sk_shm_fd() >= 0) {
+    sk_error_push(L, "io", "cannot start a worker process: resource temporarily "
+                  "unavailable (the process tree already has its limit of %d live "
+                  "processes)", sk_shm_max_procs());
+  } else {
+    sk_error_push(L, "io", "cannot start a worker process: %s", uv_strerror(rc));
   }
-  return sk_error_raise(L, "io", "cannot start a worker process: %s", uv_strerror(rc));
+  lua_pushstring(L, uv_err_name(rc));
+  lua_setfield(L, -2, "code");
+  return lua_error(L);
 }
 
 static sk_proc *check_proc(lua_State *L, int idx) {
@@ -681,7 +769,7 @@ static sk_proc *check_proc(lua_State *L, int idx) {
   return *u;
 }
 
-static const char *signal_name(int sig) {
+const char *sk_signal_name(int sig) {
   switch (sig) {
     case SIGKILL: return "SIGKILL";
     case SIGTERM: return "SIGTERM";
@@ -700,11 +788,9 @@ static const char *signal_name(int sig) {
   }
 }
 
-void sk_push_worker_died(lua_State *L, int pid, int64_t status, int sig, const char *what) {
-  const char *sname = sig ? signal_name(sig) : NULL;
+void sk_set_exit_fields(lua_State *L, int pid, int64_t status, int sig) {
   if (sig) {
-    sk_error_push(L, "worker_died", "%s (pid %d) was killed by signal %d%s%s%s", what, pid, sig,
-                  sname ? " (" : "", sname ? sname : "", sname ? ")" : "");
+    const char *sname = sk_signal_name(sig);
     lua_pushinteger(L, sig);
     lua_setfield(L, -2, "signal");
     if (sname) {
@@ -712,13 +798,26 @@ void sk_push_worker_died(lua_State *L, int pid, int64_t status, int sig, const c
       lua_setfield(L, -2, "signal_name");
     }
   } else {
-    sk_error_push(L, "worker_died", "%s (pid %d) exited with code %d before it answered", what,
-                  pid, (int)status);
     lua_pushinteger(L, (lua_Integer)status);
     lua_setfield(L, -2, "exit_code");
   }
   lua_pushinteger(L, pid);
   lua_setfield(L, -2, "pid");
+}
+
+void sk_push_worker_died(lua_State *L, int pid, int64_t status, int sig, const char *what,
+                         const char *why) {
+  const char *sname = sig ? sk_signal_name(sig) : NULL;
+  if (why) {
+    sk_error_push(L, "worker_died", "%s (pid %d) %s", what, pid, why);
+  } else if (sig) {
+    sk_error_push(L, "worker_died", "%s (pid %d) was killed by signal %d%s%s%s", what, pid, sig,
+                  sname ? " (" : "", sname ? sname : "", sname ? ")" : "");
+  } else {
+    sk_error_push(L, "worker_died", "%s (pid %d) exited with code %d before it answered", what,
+                  pid, (int)status);
+  }
+  sk_set_exit_fields(L, pid, status, sig);
 }
 
 void sk_push_remote_failure(lua_State *L, const sk_buf *b, const char *what) {
@@ -748,8 +847,15 @@ static int push_outcome(lua_State *L, sk_proc *p) {
     if (n < 0) return lua_error(L);
     return n;
   }
-  if (p->reply == 'F') sk_push_remote_failure(L, &p->result, what);
-  else sk_push_worker_died(L, p->pid, p->exit_status, p->term_signal, what);
+  if (p->reply == 'F') {
+    sk_push_remote_failure(L, &p->result, what);
+  } else if (p->bad[0]) {
+    char why[160];
+    snprintf(why, sizeof why, "sent %s before it answered: its answer cannot be read", p->bad);
+    sk_push_worker_died(L, p->pid, p->exit_status, p->term_signal, what, why);
+  } else {
+    sk_push_worker_died(L, p->pid, p->exit_status, p->term_signal, what, NULL);
+  }
   return lua_error(L);
 }
 
@@ -855,9 +961,7 @@ static int l_proc_gc(lua_State *L) {
 static int l_proc_new(lua_State *L) {
   sk_worker *w = sk_worker_of(L);
   char exe[4096], why[512];
-  if (sk_worker_exe(exe, sizeof exe, why, sizeof why) != 0) {
-    return sk_error_raise(L, "spawn", "%s", why);
-  }
+  if (sk_worker_exe(exe, sizeof exe, why, sizeof why) != 0) return sk_spawn_error(L, UV_ENOENT, why);
   int daemon;
   char *name;
   sk_worker_args(L, &daemon, &name);
@@ -885,14 +989,20 @@ static int l_proc_new(lua_State *L) {
   p->name = name;
   p->daemon = daemon;
   sk_watchlist_init(&p->watchers);
-  int rc = sk_spawn_worker(w->sched.loop, proc, pipe, p->id, name, "once", on_exit_cb);
-  if (rc != 0) {
+  size_t clen = code.len;
+  int rc = UV_E2BIG;
+  if (clen > SK_FRAME_MAX) free(proc);
+  else rc = sk_spawn_worker(w->sched.loop, proc, pipe, p->id, name, "once", on_exit_cb);
+  if (rc != 0) {   /* proc is released */
     free(p);
-    free(proc);
     free(pipe);
     free(name);
     sk_buf_free(&code);
-    return sk_spawn_error(L, rc);
+    if (rc == UV_E2BIG) {
+      return sk_error_raise(L, "marshal", "fn+args: too big to send to a process (%I bytes, over 4 GiB)",
+                            (LUAI_UACINT)clen);
+    }
+    return sk_spawn_error(L, rc, NULL);
   }
   *u = p;
   p->has_handle = 1;

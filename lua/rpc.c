@@ -479,6 +479,10 @@ static int l_conn_reply(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
+  if (bl > SK_FRAME_MAX - 8) {
+    return sk_error_raise(L, "marshal", "the answer is too big to send to a process (%I bytes, over 4 GiB)",
+                          (LUAI_UACINT)bl);
+  }
   char *frame = malloc(bl + 13);
   if (frame == NULL) return luaL_error(L, "not enough memory");
   size_t len = bl + 8;

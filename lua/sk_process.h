@@ -10,7 +10,12 @@
 
 /* Frames on the parent/child socket: 4-byte little-endian length, a type
 ** byte, the payload. Blocking helpers for the child; a parser for the
-** parent's incremental reads. sk_frame_read fills *out (to free). */
+** parent's incremental reads. sk_frame_read fills *out (to free). A
+** payload is at most SK_FRAME_MAX bytes: the writers refuse longer ones
+** (callers check first and raise kind "marshal"). */
+#define SK_FRAME_MAX ((size_t)0xffffffffu)
+/* The flags byte that starts a pool worker's 'I' frame (process.c). */
+#define SK_POOL_STARTS 1
 int sk_frame_write(int fd, int type, const void *data, size_t len);
 int sk_frame_read(int fd, int *type, sk_buf *out);
 size_t sk_frame_parse(const char *buf, size_t len, int *type, const char **payload, size_t *plen);
@@ -57,21 +62,34 @@ int sk_runtime_child_init(lua_State *L);
 ** child's end of a new socketpair as its fd 3 and the shared segment as its
 ** fd 4; opens the parent's end as `pipe`, on which the start frame ('K':
 ** the marshal key and the child's process slot) goes first. Returns 0 or a
-** libuv error (nothing to close then): UV_EAGAIN when the process tree
-** has no free slot (the child is not started). */
+** libuv error: UV_EAGAIN when the process tree has no free slot (the child
+** is not started). On error `proc` (malloc'd) is no longer the caller's: it
+** is freed, at once or (when libuv already listed it) in its close
+** callback; `pipe` is untouched, the caller's to free. */
 int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_Integer id,
                     const char *name, const char *mode, uv_exit_cb on_exit);
-/* Raises sk_spawn_worker's error `rc` as kind "io" (UV_EAGAIN: the
-** process tree is at its limit of live processes). */
-int sk_spawn_error(lua_State *L, int rc);
-/* Queues a frame (copied) on a worker pipe; 0 or a libuv error. */
+/* Raises a failure to start a worker process as kind "io" with `code` the
+** errno name of `rc`: `why` when given (no worker executable), else what
+** sk_spawn_worker's `rc` means (UV_EAGAIN: the process tree is at its limit
+** of live processes). */
+int sk_spawn_error(lua_State *L, int rc, const char *why);
+/* Queues a frame (copied) on a worker pipe; 0 or a libuv error: UV_EPIPE
+** for a NULL pipe (the child's end is gone), UV_E2BIG for a payload over
+** SK_FRAME_MAX. */
 int sk_send_frame(uv_pipe_t *pipe, int type, const char *data, size_t len);
-/* Writes `data` (malloc'd; freed once written, or now on error). */
+/* Writes `data` (a whole frame, malloc'd; freed once written, or now on
+** error; the same errors). */
 int sk_write_owned(uv_pipe_t *pipe, char *data, size_t len);
 
 /* Error objects for a worker that died (kind worker_died, with exit_code
-** or signal, and pid) and for a failure it reported (kind remote). */
-void sk_push_worker_died(lua_State *L, int pid, int64_t status, int sig, const char *what);
+** or signal, and pid; `why`, when not NULL, says what happened instead of
+** the exit) and for a failure it reported (kind remote).
+** sk_set_exit_fields sets pid and exit_code or signal (+ signal_name) on
+** the table at the top; sk_signal_name is NULL for an unusual signal. */
+void sk_push_worker_died(lua_State *L, int pid, int64_t status, int sig, const char *what,
+                         const char *why);
+void sk_set_exit_fields(lua_State *L, int pid, int64_t status, int sig);
+const char *sk_signal_name(int sig);
 void sk_push_remote_failure(lua_State *L, const sk_buf *b, const char *what);
 
 /* At worker close: kills and reaps every child process still running. */

@@ -586,8 +586,15 @@ static int p_call(lua_State *L) {
   int was = sk_marshal_xproc;
   if (w->results_to_parent) sk_marshal_xproc = SK_XPROC_TO_PARENT;
   if (st == LUA_OK && sk_marshal_encode(L, 2, lua_gettop(L) - 1, a->out, "result") == 0) {
-    sk_marshal_xproc = was;
-    return 0;
+    /* A process's frame carries at most 4 GiB (sk_process.h), with room
+    ** for a job id; a thread's results are not framed. */
+    if (!w->results_to_parent || a->out->len <= 0xffffffffu - 16) {
+      sk_marshal_xproc = was;
+      return 0;
+    }
+    size_t n = a->out->len;
+    sk_buf_free(a->out);
+    sk_error_push(L, "marshal", "result: too big to send (%I bytes, over 4 GiB)", (LUAI_UACINT)n);
   }
   a->failed = 1;
   a->kind = sk_encode_failure(L, a->out);

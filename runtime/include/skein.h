@@ -42,7 +42,7 @@
 **   4. the `skein` command: next to the skein library (its folder, then
 **      ../bin), then on $PATH — never this program itself.
 ** With none, starting a process pool or skein.process raises an error of
-** kind `spawn` that says so. A copy of a host is therefore started only when
+** kind `io` (`code` "ENOENT") that says so. A copy of a host is therefore started only when
 ** the host asks for it (1–3); one whose main does not call
 ** skein_worker_main refuses to make a runtime instead of running the host
 ** again (skein_new prints why and returns NULL).

@@ -54,7 +54,8 @@ local function serve(conn)
     end
     local ok, encoded = pcall(skein.encode, unpack(reply, 1, reply.n))
     if not ok then encoded = skein.encode(false, encoded) end
-    conn:reply(id, encoded)
+    local sent, e = pcall(conn.reply, conn, id, encoded)
+    if not sent then conn:reply(id, skein.encode(false, e)) end
   end
   for _, h in pairs(held) do
     for _ = 1, h.n do pcall(h.obj.release, h.obj) end
