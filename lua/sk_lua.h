@@ -368,9 +368,14 @@ void sk_pool_open(lua_State *L);
 void sk_future_open(lua_State *L);
 
 /* The arguments of skein.thread and skein.process: (fn, ...) or the table
-** form {fn=, args=, name=, daemon=}, which is rewritten in place to fn and
-** its arguments. *name is a malloc'd copy (or NULL) for the caller. */
-int sk_worker_args(lua_State *L, int *daemon, char **name);
+** form {fn=, args=, name=, daemon=, init=, init_args=}, which is rewritten
+** in place to [init, init_args...] fn and its arguments; *ninit counts the
+** init values (0 without init). A table with __call is a function, not the
+** options form. *name is a malloc'd copy (or NULL) for the caller. */
+int sk_worker_args(lua_State *L, int *daemon, char **name, int *ninit);
+/* Raises a bad-argument error for `arg` naming the first key of the
+** options table there that is not in `known` (NULL-terminated). */
+void sk_check_options(lua_State *L, int arg, const char *const *known);
 
 /* Thread workers (thread.c). */
 void sk_thread_open(lua_State *L);

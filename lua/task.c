@@ -292,7 +292,7 @@ static int join_k(lua_State *L, int status, lua_KContext kctx) {
 static int l_task_join(lua_State *L) {
   sk_ctx *t = sk_task_check(L, 1);
   uint64_t d = sk_check_deadline(L, 2);
-  if (t == sk_current(L)) luaL_error(L, "a task cannot join itself");
+  if (t == sk_current(L)) sk_error_raise(L, "deadlock", "a task cannot join itself");
   lua_settop(L, 1);
   sk_push_deadline(L, d);
   return join_k(L, LUA_OK, 0);
