@@ -73,6 +73,8 @@ static int l_queue_new(lua_State *L) {
   size_t maxsize = 0;
   int order = SK_QUEUE_FIFO;
   if (lua_type(L, 1) == LUA_TTABLE) {
+    static const char *const known[] = {"maxsize", "order", NULL};
+    sk_check_options(L, 1, known);
     lua_getfield(L, 1, "maxsize");
     maxsize = check_maxsize(L, -1, 1);
     lua_getfield(L, 1, "order");

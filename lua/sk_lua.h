@@ -89,6 +89,8 @@ struct sk_ctx {
   unsigned woken : 1, timed_out : 1, cancel_requested : 1, daemon : 1,
       observed : 1, deadlock : 1, interrupt : 1, reported : 1,
       wait_shield : 1,          /* this wait ignores cancels and scopes */
+      wait_alone : 1,           /* the next waiter record is for an object only
+                                   this worker reaches: no port hold */
       unparked : 1;             /* skein._unpark reached it (see task.c) */
   int shield;                   /* >0: cancels and scope deadlines wait */
   uint32_t wslot, wgen;         /* slot in the worker's wake table, wait number */

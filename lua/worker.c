@@ -328,8 +328,12 @@ void sk_worker_recheck_waits(sk_worker *w) {
 
 int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {
   sk_worker *w = c->w;
+  int alone = c->wait_alone;
+  c->wait_alone = 0;
   if (sk_ctx_slot(c) != 0) return -1;
-  if (!c->ext_hold && others_may_wake()) {
+  /* An object only this worker can reach is ended (or not) by this
+  ** worker's own tasks: its wait leaves deadlock detection local. */
+  if (!c->ext_hold && !alone && others_may_wake()) {
     c->ext_hold = 1;
     sk_port_hold(w->port, 1);
   }
@@ -740,6 +744,9 @@ sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
     sk_worker_close(w);
     return NULL;
   }
+  /* Wakes a task sends another through this port count as life. */
+  w->sched.flush = sk_port_flush;
+  w->sched.flush_ud = w->port;
   *(sk_worker **)lua_getextraspace(w->L) = w;
   ctx_init(&w->root, w);
   w->root.state = SK_RUNNING;
@@ -763,6 +770,7 @@ int sk_worker_close(sk_worker *w) {
   sk_ppool_kill_all(w);
   if (w->L) lua_close(w->L);
   sk_alloc_free(w->alloc);
+  w->sched.flush = NULL;
   if (w->port) sk_port_close(w->port);
   free(w->slots);
   free(w->self_name);

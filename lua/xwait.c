@@ -168,6 +168,12 @@ sk_obj *sk_xobj_make(sk_shm_obj *so, const sk_objtype *type) {
 
 sk_shm_obj *sk_xobj_shared(sk_obj *o) { return ((sk_xobj *)o)->s; }
 
+int sk_xobj_alone(sk_obj *o) {
+  sk_xobj *x = (sk_xobj *)o;
+  return __atomic_load_n(&o->refs, __ATOMIC_ACQUIRE) == 1 &&
+         __atomic_load_n(&x->s->refs, __ATOMIC_ACQUIRE) == 1;
+}
+
 /* The types whose views sk_xobj_view makes, by shared-object type. */
 static const sk_objtype *xtypes[16];
 
