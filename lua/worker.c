@@ -147,8 +147,9 @@ void sk_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline) {
   c->wait_shield = 0;  /* so that a raise below leaves no shield behind */
   if (!shield) check_owed(L, c);
   if (!can_yield(L, c) && w->sched.in_callback) {
-    sk_error_raise(L, "usage", "cannot block here: the host is running the loop, so a "
-                  "blocking call must be made from a task");
+    luaL_where(L, 1);             /* the caller's line: a host's author needs it */
+    sk_error_raise(L, "usage", "%scannot block here: the host is running the loop, so a "
+                   "blocking call must be made from a task", lua_tostring(L, -1));
   }
   c->wait_shield = shield;
   c->woken = c->timed_out = c->deadlock = c->interrupt = 0;
