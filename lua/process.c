@@ -123,7 +123,10 @@ size_t sk_frame_parse(const char *buf, size_t len, int *type, const char **paylo
 
 /* --------------------------------------------------------- child side */
 
+static void ignore_signal(int sig) { (void)sig; }
+
 int sk_process_child_setup(void) {
+  struct sigaction sa;
   const char *pp = getenv("SKEIN_PARENT_PID");
 #ifdef PR_SET_PDEATHSIG
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -131,6 +134,16 @@ int sk_process_child_setup(void) {
   /* The parent may have died before the line above took effect. */
   if (pp && (long)getppid() != atol(pp)) return -1;
   signal(SIGPIPE, SIG_IGN);
+  /* Ctrl-C at a terminal reaches the whole process group. The parent
+  ** decides what an interrupt means (its script may catch it and clean up
+  ** with its workers still there); it stops its workers itself, and they
+  ** die with it. A handler that does nothing, not SIG_IGN, so that programs
+  ** a worker starts get the default action back at exec. */
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = ignore_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
   return 0;
 }
 

@@ -116,7 +116,16 @@ struct sk_worker {
   int task_mt_ref;              /* ... and a registry reference to it */
   size_t live;                  /* unfinished non-daemon tasks */
   size_t failures;              /* failed tasks reported as never joined */
-  volatile sig_atomic_t interrupted;
+  /* An interrupt (Ctrl-C, skein_interrupt, pool:terminate) sets both flags.
+  ** `interrupted` is the request as the host sees it: it stays set until
+  ** skein_interrupted clears it, and skein_run refuses to run while it is.
+  ** `int_owed` is the one `interrupted` error owed to the root context: the
+  ** root's next wait, or the hook in its running code, raises it once and
+  ** clears it, so code that catches it can wait again to clean up. The
+  ** message handler of sk_pcall sets `int_escaped` when that error reached
+  ** the top of a protected call uncaught. */
+  volatile sig_atomic_t interrupted, int_owed;
+  int int_escaped;
   uv_async_t *wakeup;           /* signal-safe wake-up; freed in its close cb */
   sk_port *port;                /* the inbox other threads post to */
   sk_ctx **slots;               /* wake table: slot -> waiting context */

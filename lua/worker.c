@@ -125,6 +125,14 @@ static int can_yield(lua_State *L, sk_ctx *c) {
   return c->co == L && lua_isyieldable(L);
 }
 
+/* Delivers the interrupt owed to the root context: once, so that code which
+** catches it may wait again (to cancel work, print, exit cleanly). */
+static void raise_interrupt(lua_State *L, sk_worker *w) {
+  w->int_owed = 0;
+  lua_sethook(L, NULL, 0, 0);
+  sk_error_raise(L, "interrupted", "interrupted");
+}
+
 /* Raises what a suspension point owes: a pending cancellation, then an
 ** expired skein.timeout scope. Nothing is held when it raises. */
 static void check_owed(lua_State *L, sk_ctx *c) {
@@ -170,9 +178,18 @@ static void pump(lua_State *L, sk_ctx *c) {
   while (!c->woken) {
     sk_sched_run_ready(&w->sched);
     if (c->woken) break;
-    if (w->interrupted) {
-      c->interrupt = 1;
-      break;
+    if (w->int_owed) {
+      /* The root takes the interrupt as an error. A task pumping here (a
+      ** wait where it cannot yield) is cancelled instead, so that the
+      ** root, suspended below it, gets to run and take it. */
+      if (c == &w->root) {
+        c->interrupt = 1;
+        break;
+      }
+      if (!c->cancel_requested) {
+        c->cancel_requested = 1;
+        break;
+      }
     }
     if (!sk_sched_poll(&w->sched, SK_STEP_WAIT) && !c->woken) {
       c->deadlock = 1;
@@ -211,9 +228,12 @@ int sk_wait_end(lua_State *L, sk_ctx *c) {
   wait_cleanup(c);
   int shielded = c->wait_shield;
   c->wait_shield = 0;
-  if (c->interrupt) {
+  /* The root takes an owed interrupt from whatever wait it was in, even
+  ** one that ended for another reason meanwhile (a task the interrupt
+  ** cancelled finished, which woke its joiner). */
+  if (c->interrupt || (c == &c->w->root && c->w->int_owed)) {
     c->interrupt = 0;
-    sk_error_raise(L, "interrupted", "interrupted");
+    raise_interrupt(L, c->w);
   }
   if (!shielded) check_owed(L, c);
   if (c->deadlock) {
@@ -539,15 +559,27 @@ int sk_handle_release(lua_State *L) {
 
 /* ------------------------------------------------------------ interrupts */
 
+/* Runs at the next instruction of the code that was running when the
+** interrupt came, so that a busy loop stops too. In the root context it
+** delivers the owed `interrupted` error. In a task it cancels the task (a
+** busy task would otherwise keep the root from ever running) and leaves
+** the error owed to the root, which gets it at its next wait. A hook left
+** behind on a state after the root took its error does nothing. */
 static void stop_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
+  sk_worker *w = sk_worker_of(L);
   lua_sethook(L, NULL, 0, 0);
-  sk_error_raise(L, "interrupted", "interrupted");
+  if (!w->int_owed) return;
+  sk_ctx *c = w->current;
+  if (c == &w->root) raise_interrupt(L, w);
+  c->cancel_requested = 1;
+  sk_error_raise(L, "cancelled", "task %I was cancelled by an interrupt", (LUAI_UACINT)c->id);
 }
 
 void sk_worker_interrupt(sk_worker *w) {
   int mask = LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT;
   w->interrupted = 1;
+  w->int_owed = 1;
   uv_async_send(w->wakeup);
   lua_sethook(w->cur_L, stop_hook, mask, 1);
 }
@@ -678,6 +710,7 @@ int sk_run_call(sk_worker *w, const char *code, size_t len, sk_buf *out, const c
 ** __tostring gives "kind: message"; a remote error's own traceback comes
 ** first, then where it surfaced here). */
 static int msghandler(lua_State *L) {
+  sk_worker_of(L)->int_escaped = sk_error_is(L, 1, "interrupted");
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) {
@@ -696,6 +729,7 @@ int sk_pcall(lua_State *L, int nargs, int nres) {
   lua_insert(L, base);
   int st = lua_pcall(L, nargs, nres, base);
   lua_remove(L, base);
+  if (st == LUA_OK) sk_worker_of(L)->int_escaped = 0;
   return st;
 }
 
@@ -787,6 +821,7 @@ int sk_worker_drain(sk_worker *w) {
     sk_sched_run_ready(&w->sched);
     if (w->live == 0) return 0;
     if (w->interrupted) {
+      w->int_owed = 0;
       sk_error_push(L, "interrupted", "interrupted");
       return -1;
     }

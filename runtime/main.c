@@ -70,7 +70,7 @@ int sk_cli_report(lua_State *L, int status) {
   if (status != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     /* After Ctrl-C the caller prints one "interrupted" line instead. */
-    if (!skein_interrupted(g_rt, 0) || sk_cli_repl_active) {
+    if (!sk_runtime_interrupt_escaped(g_rt) || sk_cli_repl_active) {
       sk_cli_message(msg ? msg : "(error object is not a string)");
     }
     lua_pop(L, 1);
@@ -231,6 +231,7 @@ static int l_drain(lua_State *L) {
 ** program as interrupted. */
 static int drain(skein_runtime *rt) {
   lua_State *L = skein_lua(rt);
+  sk_runtime_interrupt_handled(rt);
   lua_pushcfunction(L, l_drain);
   lua_pushlightuserdata(L, rt);
   int status = lua_pcall(L, 1, 1, 0);
@@ -265,7 +266,7 @@ static void ignore_env_paths(lua_State *L) {
 }
 
 /* The exit status after a chunk failed (its error was reported). */
-static int failed(void) { return skein_interrupted(g_rt, 0) ? 130 : 1; }
+static int failed(void) { return sk_runtime_interrupt_escaped(g_rt) ? 130 : 1; }
 
 /* The whole program, as lua.c's pmain: returns the exit status, and sets
 ** *interactive when it ran the REPL. */

@@ -284,7 +284,7 @@ void skein_interrupt(skein_runtime *rt) { sk_worker_interrupt(rt->w); }
 int skein_interrupted(skein_runtime *rt, int clear) {
   int was = rt->w->interrupted;
   if (clear) {
-    rt->w->interrupted = 0;
+    rt->w->interrupted = rt->w->int_owed = 0;
     lua_sethook(rt->w->L, NULL, 0, 0);
   }
   return was;
@@ -301,4 +301,20 @@ void sk_runtime_set_batch_hook(skein_runtime *rt, void (*hook)(void *, int),
                                void *ud) {
   rt->w->sched.batch_hook = hook;
   rt->w->sched.batch_ud = ud;
+}
+
+/* Used by the command (runtime/main.c) after a chunk: whether it ended
+** because of an interrupt its code did not catch (the error reached the top,
+** or the interrupt is still owed to code that never took it). */
+int sk_runtime_interrupt_escaped(skein_runtime *rt);
+int sk_runtime_interrupt_escaped(skein_runtime *rt) {
+  return rt->w->int_escaped || rt->w->int_owed;
+}
+
+/* Used by the command when the script returned normally: an interrupt its
+** code caught and handled no longer stops what follows (the wait for its
+** remaining tasks). One not yet delivered still does. */
+void sk_runtime_interrupt_handled(skein_runtime *rt);
+void sk_runtime_interrupt_handled(skein_runtime *rt) {
+  if (!rt->w->int_owed) rt->w->interrupted = 0;
 }
