@@ -276,7 +276,7 @@ static int inner_k(lua_State *L, int status, lua_KContext phase) {
       int last = index + 1 == b->parties;
       if (!last && add_rec(b, &p.who, index) != 0) {
         sk_xw_unlock(&b->w);
-        return luaL_error(L, "not enough shared memory to wait on a barrier");
+        return sk_error_raise(L, "memory", "not enough shared memory to wait on a barrier");
       }
       b->count++;
       if (last) {
@@ -558,7 +558,7 @@ static int l_barrier_new(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_setiuservalue(L, 3, 1);
   if (has_action && keep_action(L, b) != 0) {
-    return luaL_error(L, "not enough shared memory for a barrier's action");
+    return sk_error_raise(L, "memory", "not enough shared memory for a barrier's action");
   }
   return 1;
 }

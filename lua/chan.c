@@ -678,7 +678,7 @@ int sk_queue_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_queue *q,
   sk_wait_begin(L, c, deadline);
   if (sk_ctx_waiter(c, &wr) != 0) {
     sk_wait_abort(c);
-    luaL_error(L, "not enough memory to wait");
+    sk_error_raise(L, "memory", "not enough memory to wait");
   }
   shq *s = SHM(q);
   if (s) {
@@ -686,13 +686,13 @@ int sk_queue_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_queue *q,
     sk_port_release(wr.port);
     if (rc == 0) return 0;
     sk_wait_abort(c);
-    if (rc < 0) luaL_error(L, "not enough memory to wait");
+    if (rc < 0) sk_error_raise(L, "memory", "not enough memory to wait");
     return 1;
   }
   if (add_record(q, what, &wr) != 0) {
     sk_port_release(wr.port);
     sk_wait_abort(c);
-    luaL_error(L, "not enough memory to wait");
+    sk_error_raise(L, "memory", "not enough memory to wait");
   }
   /* Registered first, checked after: a change made meanwhile is seen here
   ** or its maker saw the record. A move meanwhile woke the local records:

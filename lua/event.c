@@ -79,7 +79,8 @@ static int l_event_is_set(lua_State *L) {
 }
 
 static int event_wait_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_event *e = check_event(L, 1);
+  sk_obj *o = sk_handle_check(L, 1, EVENT_MT);
+  sk_event *e = SK_XSTATE(sk_event, o);
   sk_ctx *c = sk_current(L);
   uint64_t d = sk_to_deadline(L, 2);
   for (;;) {
@@ -89,6 +90,9 @@ static int event_wait_k(lua_State *L, int status, lua_KContext kctx) {
       lua_pushboolean(L, set);
       return 1;
     }
+    /* An event nobody else holds can only be set by this worker: a wait
+    ** that nothing here can end is a deadlock, also in a thread. */
+    c->wait_alone = sk_xobj_alone(o);
     if (sk_xw_wait_begin(L, c, d, &e->w, event_ready, e)) {
       status = LUA_OK;
       continue;

@@ -72,7 +72,7 @@ static int l_group_new(lua_State *L) {
 /* group:spawn(fn, ...) -> task */
 static int l_group_spawn(lua_State *L) {
   sk_group *g = check_group(L, 1);
-  if (g->closed) luaL_error(L, "the group is closed: no more spawns");
+  if (g->closed) sk_error_raise(L, "closed", "the group is closed: no more spawns");
   sk_ctx *t = sk_task_spawn(L, 2, lua_gettop(L) - 2, 0);
   t->group = g;
   t->gnext = g->head;

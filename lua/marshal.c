@@ -59,7 +59,7 @@ static void buf_grow(lua_State *L, sk_buf *b, size_t need) {
   size_t cap = b->cap ? b->cap : 256;
   while (cap < b->len + need) cap *= 2;
   char *d = realloc(b->data, cap);
-  if (d == NULL) luaL_error(L, "not enough memory to marshal");
+  if (d == NULL) sk_error_raise(L, "memory", "not enough memory to marshal");
   b->data = d;
   b->cap = cap;
 }
@@ -258,34 +258,63 @@ static int is_ident(const char *s) {
   return 1;
 }
 
-static void push_path(lua_State *L, const char *root, const path *p) {
-  if (p == NULL) {
-    lua_pushstring(L, root);
-    return;
-  }
-  if (p->up == NULL && strcmp(root, "fn+args") == 0) {
-    /* A worker's function and arguments: "fn", "args[1]", ... */
-    if (p->index == 1) lua_pushliteral(L, "fn");
-    else lua_pushfstring(L, "args[%I]", (LUAI_UACINT)(p->index - 1));
-    return;
-  }
-  if (p->up == NULL && root[0] == '=') {
-    /* One value the caller names itself: root "=t.k" gives "t.k". */
-    lua_pushstring(L, root + 1);
-    return;
-  }
-  push_path(L, root, p->up);
+/* Pushes one step of a path: ".k", "[\"k k\"]", "[3]", " (a key)", ... */
+static void push_step(lua_State *L, const path *p) {
   switch (p->kind) {
     case P_FIELD:
       if (is_ident(p->name)) lua_pushfstring(L, ".%s", p->name);
       else lua_pushfstring(L, "[\"%s\"]", p->name);
       break;
     case P_INDEX: lua_pushfstring(L, "[%I]", (LUAI_UACINT)p->index); break;
-    case P_KEY: lua_pushfstring(L, " (a key)"); break;
+    case P_KEY: lua_pushliteral(L, " (a key)"); break;
     case P_UPVALUE: lua_pushfstring(L, " (upvalue %s)", p->name ? p->name : "?"); break;
     default: lua_pushfstring(L, "[%s]", p->name); break;
   }
-  lua_concat(L, 2);
+}
+
+/* Paths longer than this show their first and last PATH_KEEP steps with
+** the number left out between them: "t.a.a.a.a<192 more>.a.a.a.a". */
+#define PATH_KEEP 4
+#define PATH_MAX_STEPS (MAX_DEPTH + 8)
+
+/* Pushes the path of p under `root` as one string. */
+static void push_path(lua_State *L, const char *root, const path *p) {
+  const path *steps[PATH_MAX_STEPS];
+  int n = 0, dropped = 0;
+  for (const path *q = p; q; q = q->up) {
+    if (n < PATH_MAX_STEPS) steps[n++] = q;     /* innermost first */
+    else dropped++;
+  }
+  luaL_checkstack(L, 2 * PATH_KEEP + 4, "marshal path");
+  int base = lua_gettop(L);
+  int top = n - 1;                              /* the outermost step */
+  const path *outer = n ? steps[top] : NULL;
+  if (outer && dropped == 0 && strcmp(root, "fn+args") == 0) {
+    /* A worker's function and arguments: "fn", "args[1]", ... */
+    if (outer->index == 1) lua_pushliteral(L, "fn");
+    else lua_pushfstring(L, "args[%I]", (LUAI_UACINT)(outer->index - 1));
+    top--;
+  } else if (outer && dropped == 0 && strcmp(root, "init+args") == 0) {
+    /* The init option and its arguments: "init", "init_args[1]", ... */
+    if (outer->index == 1) lua_pushliteral(L, "init");
+    else lua_pushfstring(L, "init_args[%I]", (LUAI_UACINT)(outer->index - 1));
+    top--;
+  } else if (outer && dropped == 0 && root[0] == '=') {
+    /* One value the caller names itself: root "=t.k" gives "t.k". */
+    lua_pushstring(L, root + 1);
+    top--;
+  } else {
+    lua_pushstring(L, root);
+  }
+  int count = top + 1 + dropped;                /* steps below the head */
+  if (count <= 3 * PATH_KEEP) {
+    for (int i = top; i >= 0; i--) push_step(L, steps[i]);
+  } else {
+    for (int i = top; i > top - PATH_KEEP; i--) push_step(L, steps[i]);
+    lua_pushfstring(L, "<%d more>", count - 2 * PATH_KEEP);
+    for (int i = PATH_KEEP - 1; i >= 0; i--) push_step(L, steps[i]);
+  }
+  lua_concat(L, lua_gettop(L) - base);
 }
 
 static int enc_fail(enc *e, const path *p, const char *what) {
@@ -580,12 +609,12 @@ static void enc_userdata(enc *e, int idx, const path *p) {
   ** when the segment is full) it goes by handle. */
   const sk_shm_ops *ops = o->type->shm;
   sk_shm_obj *so = ops ? (sk_marshal_xproc ? ops->share(o) : ops->shared(o)) : NULL;
-  if (so == NULL && sk_obj_register(o) != 0) luaL_error(L, "not enough memory to marshal");
+  if (so == NULL && sk_obj_register(o) != 0) sk_error_raise(L, "memory", "not enough memory to marshal");
   sk_buf *b = e->b;
   if (b->nobjs == b->capobjs) {
     size_t cap = b->capobjs ? b->capobjs * 2 : 4;
     sk_obj **objs = realloc(b->objs, cap * sizeof *objs);
-    if (objs == NULL) luaL_error(L, "not enough memory to marshal");
+    if (objs == NULL) sk_error_raise(L, "memory", "not enough memory to marshal");
     b->objs = objs;
     b->capobjs = cap;
   }
@@ -614,7 +643,11 @@ static void enc_userdata(enc *e, int idx, const path *p) {
 static void enc_value(enc *e, int idx, const path *p, int depth) {
   lua_State *L = e->L;
   sk_buf *b = e->b;
-  if (depth > MAX_DEPTH) enc_fail(e, p, "nesting too deep (more than 200 levels)");
+  if (depth > MAX_DEPTH) {
+    /* A key one level too deep is its table's fault, not the key's. */
+    enc_fail(e, p && p->kind == P_KEY ? p->up : p,
+             "nesting too deep (tables and functions cross workers at most 200 levels deep)");
+  }
   int t = lua_type(L, idx);
   /* Scalars push nothing; the rest may nest. */
   if (t >= LUA_TTABLE) luaL_checkstack(L, 8, "marshal");
@@ -741,6 +774,7 @@ typedef struct dec {
   int refs;                     /* stack index: id -> value */
   lua_Integer nextid;
   int flags;
+  lua_Integer root;             /* which top-level value is being decoded, from 1 */
 } dec;
 
 static int dec_fail(dec *d, const char *what) {
@@ -864,9 +898,22 @@ static void dec_table(dec *d, int with_mt, int depth) {
     lua_getfield(L, LUA_REGISTRYINDEX, "skein.mt.byname");
     lua_pushlstring(L, mtname, mtlen);
     if (!lua_istable(L, -2) || lua_rawget(L, -2) != LUA_TTABLE) {
-      sk_error_raise(L, "marshal", "metatable '%s' is not registered in this worker "
-                     "(call skein.register_metatable in every worker)",
-                     lua_tostring(L, -2));
+      /* The path names the top-level value only (sk_run_call turns it
+      ** into "fn" / "args[i]"): deeper steps are not tracked while
+      ** decoding. */
+      const char *name = lua_pushlstring(L, mtname, mtlen);
+      sk_error_push(L, "marshal", "value[%I]: metatable '%s' is not "
+                    "registered in this worker: call skein.register_metatable(\"%s\", mt) "
+                    "in the receiving worker before the value arrives (a pool's init, or the "
+                    "init option of skein.thread and skein.process)",
+                    (LUAI_UACINT)d->root, name, name);
+      lua_pushinteger(L, d->root);
+      lua_setfield(L, -2, "index");
+      lua_pushfstring(L, "value[%I]", (LUAI_UACINT)d->root);
+      lua_setfield(L, -2, "path");
+      lua_pushvalue(L, -2);
+      lua_setfield(L, -2, "metatable");
+      lua_error(L);
     }
     lua_setmetatable(L, t);
     lua_pop(L, 1);
@@ -1178,7 +1225,10 @@ static int p_decode(lua_State *L) {
   uint64_t n = get_varint(d);
   if (n > (uint64_t)(d->end - d->p)) dec_fail(d, "value count past the end");
   luaL_checkstack(L, (int)n + 8, "too many values to unmarshal");
-  for (uint64_t i = 0; i < n; i++) dec_value(d, 0);
+  for (uint64_t i = 0; i < n; i++) {
+    d->root = (lua_Integer)i + 1;
+    dec_value(d, 0);
+  }
   if (d->p != d->end) dec_fail(d, "trailing bytes");
   give_back_refs(d);
   return (int)n;
@@ -1204,7 +1254,7 @@ static int p_decode_into(lua_State *L) {
 
 int sk_marshal_decode_into(lua_State *L, const char *data, size_t len, int flags, int t,
                            lua_Integer at) {
-  dec d = {L, (const uint8_t *)data, (const uint8_t *)data + len, 0, 0, flags};
+  dec d = {L, (const uint8_t *)data, (const uint8_t *)data + len, 0, 0, flags, 0};
   t = lua_absindex(L, t);
   lua_pushcfunction(L, p_decode_into);
   lua_pushlightuserdata(L, &d);
@@ -1217,7 +1267,7 @@ int sk_marshal_decode_into(lua_State *L, const char *data, size_t len, int flags
 }
 
 int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags) {
-  dec d = {L, (const uint8_t *)data, (const uint8_t *)data + len, 0, 0, flags};
+  dec d = {L, (const uint8_t *)data, (const uint8_t *)data + len, 0, 0, flags, 0};
   int top = lua_gettop(L);
   lua_pushcfunction(L, p_decode);
   lua_pushlightuserdata(L, &d);

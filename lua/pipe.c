@@ -178,7 +178,7 @@ static int l_pipe_new(lua_State *L) {
   if (a == NULL || b == NULL) {
     if (a) sk_obj_release(&a->obj);
     if (b) sk_obj_release(&b->obj);
-    return luaL_error(L, "not enough memory for a pipe");
+    return sk_error_raise(L, "memory", "not enough memory for a pipe");
   }
   push_end(L, &a->obj);
   push_end(L, &b->obj);
@@ -198,7 +198,7 @@ static sk_pipe_end *check_end(lua_State *L, int idx) {
 static sk_pipe_end *check_reader(lua_State *L, int idx) {
   sk_pipe_end *e = check_end(L, idx);
   if (e->in == NULL) {
-    luaL_error(L, "this is the sending end of a one-way pipe: it cannot receive");
+    sk_error_raise(L, "usage", "this is the sending end of a one-way pipe: it cannot receive");
   }
   return e;
 }
@@ -223,7 +223,7 @@ static int raise_peer_closed(lua_State *L) {
 static int l_pipe_send(lua_State *L) {
   sk_pipe_end *e = check_end(L, 1);
   if (e->out == NULL) {
-    return luaL_error(L, "this is the receiving end of a one-way pipe: it cannot send");
+    return sk_error_raise(L, "usage", "this is the receiving end of a one-way pipe: it cannot send");
   }
   luaL_checkany(L, 2);
   sk_item it;
@@ -231,7 +231,7 @@ static int l_pipe_send(lua_State *L) {
   int st = sk_queue_put(e->out, &it, 0, 0, 1);
   if (st == SK_Q_OK) return 0;
   sk_item_free(&it);
-  if (st == SK_Q_NOMEM) return luaL_error(L, "not enough memory to send");
+  if (st == SK_Q_NOMEM) return sk_error_raise(L, "memory", "not enough memory to send");
   return raise_peer_closed(L);
 }
 
@@ -242,7 +242,7 @@ static sk_pipe_end *resume_end(lua_State *L, sk_ctx *c, int always) {
   sk_pipe_end *e = (sk_pipe_end *)h->obj;
   if (e == NULL) {
     sk_wait_end(L, c);
-    luaL_error(L, "cannot use a %s after it was closed", PIPE_MT);
+    sk_error_raise(L, "closed", "cannot use a %s after it was closed", PIPE_MT);
   }
   sk_queue_wait_end(L, c, e->in, SK_WAIT_GET, always);
   if (is_closed(e)) {
@@ -346,7 +346,7 @@ static int end_try(lua_State *L, sk_obj *o) {
   if (is_closed(e)) {
     return sk_error_raise(L, "closed", "this pipe end is closed");
   }
-  if (e->in == NULL) return luaL_error(L, "select cannot receive on the sending end of a one-way pipe");
+  if (e->in == NULL) return sk_error_raise(L, "usage", "select cannot receive on the sending end of a one-way pipe");
   int n = recv_once(L, e->in);
   if (n == SK_Q_CLOSED) return raise_peer_closed(L);
   return n > 0 ? n : 0;

@@ -302,7 +302,7 @@ static int l_pool_new(lua_State *L) {
   luaL_argcheck(L, size >= 1 && size <= 4096, 1, "size must be between 1 and 4096");
   luaL_argcheck(L, max_tasks >= 0, 2, "max_tasks must be a positive integer");
   sk_pool *p = calloc(1, sizeof *p);
-  if (p == NULL) return luaL_error(L, "not enough memory for a pool");
+  if (p == NULL) return sk_error_raise(L, "memory", "not enough memory for a pool");
   if (!lua_isnoneornil(L, 4) &&
       sk_marshal_encode(L, 4, lua_gettop(L) - 3, &p->init, "init") != 0) {
     free(p);
@@ -317,7 +317,7 @@ static int l_pool_new(lua_State *L) {
     free(p->threads);
     free(p->name);
     free(p);
-    return luaL_error(L, "not enough memory for a pool");
+    return sk_error_raise(L, "memory", "not enough memory for a pool");
   }
   uv_cond_init(&p->cond);
   sk_obj_init(&p->obj, &pool_type);
@@ -338,7 +338,7 @@ static int l_pool_new(lua_State *L) {
     uv_cond_broadcast(&p->cond);
   }
   uv_mutex_unlock(&p->lock);
-  if (started == 0) return luaL_error(L, "cannot start any pool thread");
+  if (started == 0) return sk_error_raise(L, "memory", "cannot start any pool thread");
   return 1;
 }
 
@@ -349,7 +349,7 @@ static int l_pool_submit(lua_State *L) {
   luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
   luaL_checktype(L, 3, LUA_TFUNCTION);
   job *j = calloc(1, sizeof *j);
-  if (j == NULL) return luaL_error(L, "not enough memory");
+  if (j == NULL) return sk_error_raise(L, "memory", "not enough memory");
   if (sk_marshal_encode(L, 3, lua_gettop(L) - 2, &j->code, "fn+args") != 0) {
     free(j);
     return lua_error(L);
@@ -358,7 +358,7 @@ static int l_pool_submit(lua_State *L) {
   if (j->fut == NULL) {
     sk_buf_free(&j->code);
     free(j);
-    return luaL_error(L, "not enough memory");
+    return sk_error_raise(L, "memory", "not enough memory");
   }
   j->timeout = t > 0 ? (uint64_t)(t * 1e9) : 0;
   sk_future *fut = j->fut;      /* a worker may free j as soon as it is queued */
@@ -449,7 +449,7 @@ static int l_pool_join(lua_State *L) {
   uv_mutex_lock(&p->lock);
   int closed = p->closed;
   uv_mutex_unlock(&p->lock);
-  if (!closed) return luaL_error(L, "call pool:close() or pool:terminate() before pool:join()");
+  if (!closed) return sk_error_raise(L, "usage", "call pool:close() or pool:terminate() before pool:join()");
   lua_settop(L, 1);
   sk_push_deadline(L, d);
   return join_k(L, LUA_OK, 0);

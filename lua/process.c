@@ -190,6 +190,23 @@ static int run_and_reply(sk_worker *w, int fd, const char *code, size_t len, con
   return rc;
 }
 
+/* Runs a marshalled call; only when it fails, sends its 'F' frame. Returns
+** 0 when it succeeded. */
+static int run_and_reply_if_failed(sk_worker *w, int fd, const char *code, size_t len) {
+  sk_buf out;
+  const char *kind;
+  int rc = sk_run_call(w, code, len, &out, &kind);
+  if (rc < 0) {
+    const char *msg = lua_tostring(w->L, -1);
+    fprintf(stderr, "skein: worker process failed: %s\n", msg ? msg : "?");
+    lua_settop(w->L, 0);
+    return 1;
+  }
+  if (rc) sk_frame_write(fd, 'F', out.data, out.len);
+  sk_buf_free(&out);
+  return rc;
+}
+
 /* The child's side of its socket. Frames are read through one buffer (one
 ** read() brings in every job the parent sent ahead); frames that arrive
 ** while an RPC waits for its answer (rpc.c) are set aside here and handed
@@ -390,6 +407,18 @@ static int child_start(int fd) {
   return 0;
 }
 
+/* skein.process's init option, in the child before its job is read: a
+** failure is the process's outcome (its 'F' reply). Returns 0 when init
+** succeeded. */
+static int run_init_once(sk_worker *w, int fd, const char *payload, size_t plen) {
+  char *init = malloc(plen ? plen : 1);
+  if (init == NULL) return 1;
+  memcpy(init, payload, plen);
+  int rc = run_and_reply_if_failed(w, fd, init, plen);
+  free(init);
+  return rc;
+}
+
 int sk_process_child_main(int fd, const char *mode) {
   const char *err;
   if (sk_process_child_setup() != 0) return 1;
@@ -417,17 +446,22 @@ int sk_process_child_main(int fd, const char *mode) {
   size_t plen;
   if (mode && strcmp(mode, "pool") == 0) {
     status = pool_loop(w, fd);
-  } else if (next_frame(&type, &payload, &plen) == 0 && type == 'J') {
-    /* Copy: RPCs made by the call may move the read buffer. */
-    sk_buf job = {0};
-    job.data = malloc(plen ? plen : 1);
-    if (job.data) {
-      memcpy(job.data, payload, plen);
-      job.len = plen;
-      int rc = run_and_reply(w, fd, job.data, job.len, NULL, 0);
-      status = rc == 0 ? 0 : 1;
+  } else if (next_frame(&type, &payload, &plen) == 0 &&
+             (type != 'I' || (status = run_init_once(w, fd, payload, plen)) == 0)) {
+    /* An 'I' frame (the init option) ran first; then comes the job. */
+    status = 1;
+    if (type == 'J' || (next_frame(&type, &payload, &plen) == 0 && type == 'J')) {
+      /* Copy: RPCs made by the call may move the read buffer. */
+      sk_buf job = {0};
+      job.data = malloc(plen ? plen : 1);
+      if (job.data) {
+        memcpy(job.data, payload, plen);
+        job.len = plen;
+        int rc = run_and_reply(w, fd, job.data, job.len, NULL, 0);
+        status = rc == 0 ? 0 : 1;
+      }
+      sk_buf_free(&job);
     }
-    sk_buf_free(&job);
   }
   sk_worker_report_failures(w);
   sk_rpc_detach();
@@ -827,7 +861,15 @@ void sk_push_remote_failure(lua_State *L, const sk_buf *b, const char *what) {
     sk_error_push(L, "remote", "%s failed (its error could not be read)", what);
     return;
   }
-  sk_error_push(L, "remote", "%s", lua_tostring(L, top + 1));
+  /* A value that could not cross (fn's results, or an item fn sent) is kind
+  ** marshal with its path, as a pool's future reports it; the rest is
+  ** remote. */
+  int marshal = sk_error_is(L, top + 3, "marshal");
+  sk_error_push(L, marshal ? "marshal" : "remote", "%s", lua_tostring(L, top + 1));
+  if (marshal) {
+    lua_getfield(L, top + 3, "path");
+    lua_setfield(L, -2, "path");
+  }
   lua_pushvalue(L, top + 3);
   lua_setfield(L, -2, "value");
   luaL_traceback(L, L, NULL, 1);
@@ -957,16 +999,22 @@ static int l_proc_gc(lua_State *L) {
   return 0;
 }
 
-/* skein.process(fn, ...) or skein.process{fn=, args=, name=, daemon=} */
+/* skein.process(fn, ...) or skein.process{fn=, args=, name=, daemon=,
+** init=, init_args=} */
 static int l_proc_new(lua_State *L) {
   sk_worker *w = sk_worker_of(L);
   char exe[4096], why[512];
   if (sk_worker_exe(exe, sizeof exe, why, sizeof why) != 0) return sk_spawn_error(L, UV_ENOENT, why);
-  int daemon;
+  int daemon, ninit;
   char *name;
-  sk_worker_args(L, &daemon, &name);
-  sk_buf code;
-  if (sk_marshal_encode_xproc(L, 1, lua_gettop(L), &code, "fn+args") != 0) {
+  sk_worker_args(L, &daemon, &name, &ninit);
+  sk_buf code, init = {0};
+  if (ninit > 0 && sk_marshal_encode_xproc(L, 1, ninit, &init, "init+args") != 0) {
+    free(name);
+    return lua_error(L);
+  }
+  if (sk_marshal_encode_xproc(L, ninit + 1, lua_gettop(L) - ninit, &code, "fn+args") != 0) {
+    sk_buf_free(&init);
     free(name);
     return lua_error(L);
   }
@@ -979,6 +1027,7 @@ static int l_proc_new(lua_State *L) {
     free(proc);
     free(pipe);
     free(name);
+    sk_buf_free(&init);
     sk_buf_free(&code);
     return luaL_error(L, "not enough memory for a process");
   }
@@ -997,6 +1046,7 @@ static int l_proc_new(lua_State *L) {
     free(p);
     free(pipe);
     free(name);
+    sk_buf_free(&init);
     sk_buf_free(&code);
     if (rc == UV_E2BIG) {
       return sk_error_raise(L, "marshal", "fn+args: too big to send to a process (%I bytes, over 4 GiB)",
@@ -1013,8 +1063,13 @@ static int l_proc_new(lua_State *L) {
   p->pid = proc->pid;
   p->conn = sk_conn_new(w, pipe);
   uv_read_start((uv_stream_t *)pipe, on_alloc, on_read);
+  if (init.len) sk_send_frame(pipe, 'I', init.data, init.len);
   sk_send_frame(pipe, 'J', code.data, code.len);
-  if (p->conn) sk_conn_keep(p->conn, &code);   /* objects the child may call */
+  if (p->conn) {                                /* objects the child may call */
+    sk_conn_keep(p->conn, &init);
+    sk_conn_keep(p->conn, &code);
+  }
+  sk_buf_free(&init);
   sk_buf_free(&code);
   p->next = w->procs;
   if (w->procs) w->procs->prev = p;

@@ -41,7 +41,7 @@ static int raise_closed(lua_State *L) {
   return sk_error_raise(L, "closed", "the queue is closed");
 }
 
-static int raise_nomem(lua_State *L) { return luaL_error(L, "not enough memory for a queue item"); }
+static int raise_nomem(lua_State *L) { return sk_error_raise(L, "memory", "not enough memory for a queue item"); }
 
 /* The queue a resumed wait works on (its handle is at index 1). A handle
 ** closed while a task of its own worker waited on it ends the wait. */
@@ -49,7 +49,7 @@ static sk_queue *waiting_queue(lua_State *L, sk_ctx *c, int status) {
   sk_handle *h = lua_touserdata(L, 1);
   if (h->obj == NULL) {
     if (status == LUA_YIELD) sk_wait_end(L, c);
-    luaL_error(L, "cannot use a %s after it was closed", QUEUE_MT);
+    sk_error_raise(L, "closed", "cannot use a %s after it was closed", QUEUE_MT);
   }
   return (sk_queue *)h->obj;
 }
@@ -73,6 +73,8 @@ static int l_queue_new(lua_State *L) {
   size_t maxsize = 0;
   int order = SK_QUEUE_FIFO;
   if (lua_type(L, 1) == LUA_TTABLE) {
+    static const char *const known[] = {"maxsize", "order", NULL};
+    sk_check_options(L, 1, known);
     lua_getfield(L, 1, "maxsize");
     maxsize = check_maxsize(L, -1, 1);
     lua_getfield(L, 1, "order");
@@ -88,7 +90,7 @@ static int l_queue_new(lua_State *L) {
     maxsize = check_maxsize(L, 1, 1);
   }
   sk_queue *q = sk_queue_new(order, maxsize);
-  if (q == NULL) return luaL_error(L, "not enough memory for a queue");
+  if (q == NULL) return sk_error_raise(L, "memory", "not enough memory for a queue");
   push_queue(L, (sk_obj *)q);
   return 1;
 }
@@ -323,7 +325,7 @@ static int l_queue_closed(lua_State *L) {
 /* q:task_done(): one item taken earlier is fully processed */
 static int l_queue_task_done(lua_State *L) {
   if (sk_queue_task_done(self_queue(L)) != 0) {
-    return luaL_error(L, "task_done() called more times than items were put");
+    return sk_error_raise(L, "usage", "task_done() called more times than items were put");
   }
   return 0;
 }

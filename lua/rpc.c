@@ -201,7 +201,7 @@ static int rpc_wait_k(lua_State *L, int status, lua_KContext kctx) {
 ** the answer; returns its values or raises its error. */
 static int rpc_call(lua_State *L, const char *op, const char *name, int first) {
   if (rpc_fd < 0 || sk_worker_of(L) != rpc_worker) {
-    return luaL_error(L, "objects of the parent process can only be used by this "
+    return sk_error_raise(L, "usage", "objects of the parent process can only be used by this "
                          "process's main worker");
   }
   int nargs = lua_gettop(L) - first + 1;
@@ -217,7 +217,7 @@ static int rpc_call(lua_State *L, const char *op, const char *name, int first) {
   char *frame = malloc(body.len + 8);
   if (frame == NULL) {
     sk_buf_free(&body);
-    return luaL_error(L, "not enough memory");
+    return sk_error_raise(L, "memory", "not enough memory");
   }
   memcpy(frame, &id, 8);
   memcpy(frame + 8, body.data, body.len);
@@ -225,7 +225,7 @@ static int rpc_call(lua_State *L, const char *op, const char *name, int first) {
   free(frame);
   sk_buf_free(&body);
   if (rc != 0 || rpc_eof) return sk_error_raise(L, "closed", "the parent process is gone");
-  if (rpc_poll == NULL) return luaL_error(L, "cannot wait for the parent process");
+  if (rpc_poll == NULL) return sk_error_raise(L, "memory", "cannot wait for the parent process");
   pcall *pc = lua_newuserdatauv(L, sizeof *pc, 0);
   memset(pc, 0, sizeof *pc);
   pc->id = id;
@@ -484,7 +484,7 @@ static int l_conn_reply(lua_State *L) {
                           (LUAI_UACINT)bl);
   }
   char *frame = malloc(bl + 13);
-  if (frame == NULL) return luaL_error(L, "not enough memory");
+  if (frame == NULL) return sk_error_raise(L, "memory", "not enough memory");
   size_t len = bl + 8;
   frame[0] = (char)len;
   frame[1] = (char)(len >> 8);

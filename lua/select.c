@@ -94,7 +94,7 @@ static int try_item(lua_State *L, int i) {
   }
   sk_handle *h = lua_touserdata(L, -1);
   const sk_selectable *s = sk_select_find(L, -1);
-  if (h->obj == NULL) luaL_error(L, "item %d of the list was closed", i);
+  if (h->obj == NULL) sk_error_raise(L, "closed", "item %d of the list was closed", i);
   int n = s->try_op(L, h->obj);
   if (n == 0) {
     lua_settop(L, top);
@@ -145,7 +145,8 @@ static int select_k(lua_State *L, int status, lua_KContext kctx) {
           lua_pop(L, 1);
           unregister(L, c, n);
           sk_wait_abort(c);
-          return luaL_error(L, h->obj ? "not enough memory to wait" : "item %d of the list was closed", i);
+          return sk_error_raise(L, h->obj ? "memory" : "closed",
+                                h->obj ? "not enough memory to wait" : "item %d of the list was closed", i);
         }
         ready = rc == 1;
       }

@@ -113,13 +113,13 @@ void sk_blob_push_string(lua_State *L, sk_blob *b) {
   }
   size_t len = b->len;
   sk_blob_release(b);
-  if (!ok) luaL_error(L, "not enough memory for a string of %I bytes", (LUAI_UACINT)len);
+  if (!ok) sk_error_raise(L, "memory", "not enough memory for a string of %I bytes", (LUAI_UACINT)len);
 }
 
 /* ---------------------------------------------------------- common bits */
 
 void sk_shared_identity(lua_State *L, sk_ctx *c, sk_port **port, uint32_t *slot) {
-  if (sk_ctx_slot(c) != 0) luaL_error(L, "not enough memory");
+  if (sk_ctx_slot(c) != 0) sk_error_raise(L, "memory", "not enough memory");
   *port = c->w->port;
   *slot = c->wslot;
 }
@@ -214,7 +214,7 @@ static void scalar_check(lua_State *L, int idx, scalar *s, const char *what) {
       size_t n;
       const char *p = lua_tolstring(L, idx, &n);
       sk_blob *b = sk_blob_bytes(p, n);
-      if (b == NULL) luaL_error(L, "not enough memory for a shared string");
+      if (b == NULL) sk_error_raise(L, "memory", "not enough memory for a shared string");
       s->tag = V_STR;
       s->u.s = sk_shm_off(b);
       break;
@@ -375,7 +375,7 @@ static int l_value_add(lua_State *L) {
   vunlock(v);
   if (tag != V_INT && tag != V_FLOAT) {
     static const char *const names[] = {"nil", "a boolean", "", "", "a string"};
-    return luaL_error(L, "cannot add to a shared value holding %s (not a number)", names[tag]);
+    return sk_error_raise(L, "usage", "cannot add to a shared value holding %s (not a number)", names[tag]);
   }
   scalar_push(L, &now);
   return 1;

@@ -475,7 +475,7 @@ static int key_unclaimed(void *p) {
 }
 
 static int raise_own_claim(lua_State *L, int kidx) {
-  return luaL_error(L, "%s is being updated by this task: return its new value from the "
+  return sk_error_raise(L, "deadlock", "%s is being updated by this task: return its new value from the "
                     "update function instead of writing it (or updating it again)",
                     push_key_path(L, kidx, "t"));
 }
@@ -520,7 +520,7 @@ static int write_k(lua_State *L, int status, lua_KContext op) {
         if (op == OP_SET) return raise_own_claim(L, 2);
         lua_pushinteger(L, pr.k.u.i);
         return raise_own_claim(L, lua_gettop(L));
-      case NOMEM: return luaL_error(L, "not enough memory to store into a shared table");
+      case NOMEM: return sk_error_raise(L, "memory", "not enough memory to store into a shared table");
       default: break;
     }
     if (sk_xw_wait_begin(L, c, SK_NO_DEADLINE, &t->w, key_unclaimed, &pr)) {
@@ -704,7 +704,7 @@ static int update_k(lua_State *L, int status, lua_KContext ph) {
       break;
     }
     if (r == MINE) return raise_own_claim(L, 2);
-    if (r == NOMEM) return luaL_error(L, "not enough memory to update a shared table");
+    if (r == NOMEM) return sk_error_raise(L, "memory", "not enough memory to update a shared table");
     if (sk_xw_wait_begin(L, c, SK_NO_DEADLINE, &t->w, key_unclaimed, &pr)) {
       status = LUA_OK;
       continue;
@@ -796,7 +796,7 @@ static snapshot *push_snapshot(lua_State *L, sk_table *t) {
     }
   }
   tunlock(t);
-  if (n && s->items == NULL) luaL_error(L, "not enough memory to copy a shared table");
+  if (n && s->items == NULL) sk_error_raise(L, "memory", "not enough memory to copy a shared table");
   return s;
 }
 
@@ -884,7 +884,7 @@ static void init_entry(lua_State *L, sk_table *t, int kidx) {
   sk_blob_release(old);
   if (rc != 0) {
     sk_blob_release(nv);
-    luaL_error(L, "not enough memory for a shared table");
+    sk_error_raise(L, "memory", "not enough memory for a shared table");
   }
 }
 
@@ -901,7 +901,7 @@ static int l_table_new(lua_State *L) {
   memcpy(t->hkey, hash_key, sizeof hash_key);
   push_table(L, o);  /* from here a raise frees the table through its handle */
   char *store = store_new(8, &t->isize);
-  if (store == NULL) return luaL_error(L, "not enough memory for a shared table");
+  if (store == NULL) return sk_error_raise(L, "memory", "not enough memory for a shared table");
   t->store = sk_shm_off(store);
   if (lua_istable(L, 1)) {
     lua_Integer n = (lua_Integer)lua_rawlen(L, 1);

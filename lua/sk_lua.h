@@ -89,6 +89,8 @@ struct sk_ctx {
   unsigned woken : 1, timed_out : 1, cancel_requested : 1, daemon : 1,
       observed : 1, deadlock : 1, interrupt : 1, reported : 1,
       wait_shield : 1,          /* this wait ignores cancels and scopes */
+      wait_alone : 1,           /* the next waiter record is for an object only
+                                   this worker reaches: no port hold */
       unparked : 1;             /* skein._unpark reached it (see task.c) */
   int shield;                   /* >0: cancels and scope deadlines wait */
   uint32_t wslot, wgen;         /* slot in the worker's wake table, wait number */
@@ -384,9 +386,14 @@ void sk_pool_open(lua_State *L);
 void sk_future_open(lua_State *L);
 
 /* The arguments of skein.thread and skein.process: (fn, ...) or the table
-** form {fn=, args=, name=, daemon=}, which is rewritten in place to fn and
-** its arguments. *name is a malloc'd copy (or NULL) for the caller. */
-int sk_worker_args(lua_State *L, int *daemon, char **name);
+** form {fn=, args=, name=, daemon=, init=, init_args=}, which is rewritten
+** in place to [init, init_args...] fn and its arguments; *ninit counts the
+** init values (0 without init). A table with __call is a function, not the
+** options form. *name is a malloc'd copy (or NULL) for the caller. */
+int sk_worker_args(lua_State *L, int *daemon, char **name, int *ninit);
+/* Raises a bad-argument error for `arg` naming the first key of the
+** options table there that is not in `known` (NULL-terminated). */
+void sk_check_options(lua_State *L, int arg, const char *const *known);
 
 /* Thread workers (thread.c). */
 void sk_thread_open(lua_State *L);

@@ -101,6 +101,13 @@ sk_shm_obj *sk_xobj_shared(sk_obj *o);
 void sk_xobj_destroy(sk_obj *o);
 #define SK_XSTATE(T, o) ((T *)((sk_xobj *)(o))->s)
 
+/* Whether the view `o` is the only reference to its shared object and has
+** a single reference itself (one Lua handle, in one worker): then nothing
+** outside that worker can reach the object, so nothing else can end a wait
+** on it (a queued item, a blob or a marshalled argument holding it counts
+** as a reference). */
+int sk_xobj_alone(sk_obj *o);
+
 /* Register skein.event and skein.barrier in the module table on top of
 ** the stack. */
 void sk_event_open(lua_State *L);

@@ -196,7 +196,8 @@ static int lock_acquire_loop(lua_State *L, sk_lock *k, sk_ctx *c, uint64_t d, in
     if (got) return 1;
     if (sk_expired(d)) return 0;
     if (self && d == SK_NO_DEADLINE) {
-      return luaL_error(L, "deadlock: this task already holds the lock (use skein.rlock for re-entry)");
+      return sk_error_raise(L, "deadlock",
+                            "this task already holds the lock (use skein.rlock for re-entry)");
     }
     if (shield) c->wait_shield = 1;
     if (sk_xw_wait_begin(L, c, d, &k->w, lock_ready, k)) {
@@ -213,7 +214,7 @@ static int l_lock_release(lua_State *L) {
   sk_who who;
   sk_who_of(sk_current(L), &who);
   const char *err = lock_release_as(k, &who, 0);
-  if (err) return luaL_error(L, "%s", err);
+  if (err) return sk_error_raise(L, "usage", "%s", err);
   return 0;
 }
 
@@ -367,10 +368,10 @@ static int l_sem_release(lua_State *L) {
   lua_Integer n = sk_sync_check_count(L, 2, 1, 1, "positive integer"), value;
   if (sem_release_n(s, n, &value) != 0) {
     if (s->bounded) {
-      return luaL_error(L, "bounded semaphore released too many times (value %I + %I would exceed its initial value %I)",
+      return sk_error_raise(L, "usage", "bounded semaphore released too many times (value %I + %I would exceed its initial value %I)",
                         (LUAI_UACINT)value, (LUAI_UACINT)n, (LUAI_UACINT)s->initial);
     }
-    return luaL_error(L, "semaphore value overflow");
+    return sk_error_raise(L, "usage", "semaphore value overflow");
   }
   return 0;
 }
@@ -503,7 +504,7 @@ static int l_guard_release(lua_State *L) {
   sk_handle *h = lua_touserdata(L, -1);
   if (h == NULL || h->obj == NULL) return 0;
   const char *err = g->ops->release(h->obj, &g->who);
-  if (err) return luaL_error(L, "%s", err);
+  if (err) return sk_error_raise(L, "usage", "%s", err);
   return 0;
 }
 
@@ -525,7 +526,7 @@ static int with_done(lua_State *L, int status, const acq_ops *ops, sk_obj *o, sk
   sk_who_of(c, &who);
   const char *err = ops->release(o, &who);
   if (status != LUA_OK && status != LUA_YIELD) return lua_error(L);
-  if (err) return luaL_error(L, "%s", err);
+  if (err) return sk_error_raise(L, "usage", "%s", err);
   return lua_gettop(L) - 2;
 }
 
@@ -685,7 +686,7 @@ static int cond_check_owned(lua_State *L, sk_lock *k, const char *op) {
   sk_xw_lock(&k->w);
   int count = lock_mine(k, &who) ? k->count : 0;
   sk_xw_unlock(&k->w);
-  if (count == 0) luaL_error(L, "cannot %s a condition without holding its lock", op);
+  if (count == 0) sk_error_raise(L, "usage", "cannot %s a condition without holding its lock", op);
   return count;
 }
 

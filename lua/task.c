@@ -234,13 +234,21 @@ void sk_task_report(lua_State *L, int idx) {
 
 /* ------------------------------------------------------------- methods */
 
+/* skein._is_task(v) -> whether v is a task of this worker */
+static int l_is_task(lua_State *L) {
+  lua_pushboolean(L, sk_task_test(L, 1) != NULL);
+  return 1;
+}
+
 /* skein.spawn(fn, ...) or skein.spawn{fn=, args=, name=, daemon=} */
 static int l_spawn(lua_State *L) {
   if (lua_type(L, 1) != LUA_TTABLE || is_callable(L, 1)) {
     sk_task_spawn(L, 1, lua_gettop(L) - 1, 0);
     return 1;
   }
+  static const char *const known[] = {"fn", "args", "name", "daemon", NULL};
   luaL_argcheck(L, lua_gettop(L) == 1, 2, "no arguments after an options table");
+  sk_check_options(L, 1, known);
   lua_settop(L, 1);
   lua_getfield(L, 1, "fn");                               /* 2 */
   luaL_argcheck(L, is_callable(L, 2), 1, "options.fn must be a function");
@@ -292,7 +300,7 @@ static int join_k(lua_State *L, int status, lua_KContext kctx) {
 static int l_task_join(lua_State *L) {
   sk_ctx *t = sk_task_check(L, 1);
   uint64_t d = sk_check_deadline(L, 2);
-  if (t == sk_current(L)) luaL_error(L, "a task cannot join itself");
+  if (t == sk_current(L)) sk_error_raise(L, "deadlock", "a task cannot join itself");
   lua_settop(L, 1);
   sk_push_deadline(L, d);
   return join_k(L, LUA_OK, 0);
@@ -496,6 +504,15 @@ static int l_unpark(lua_State *L) {
   return 0;
 }
 
+/* core._interrupting(): whether the error that last left a protected call
+** of this worker with a traceback was an interrupt. A `<close>` handler
+** reached by an interrupt gets that traceback string, not the error object,
+** and asks this to tell Ctrl-C from other errors (pool.lua). */
+static int l_interrupting(lua_State *L) {
+  lua_pushboolean(L, sk_worker_of(L)->int_escaped);
+  return 1;
+}
+
 int sk_yield(lua_State *L);
 
 void sk_task_open(lua_State *L) {
@@ -507,6 +524,7 @@ void sk_task_open(lua_State *L) {
       {"spawn", l_spawn},     {"sleep", l_sleep},     {"yield", sk_yield},
       {"now", l_now},         {"timeout", l_timeout}, {"current", l_current},
       {"_park", l_park},      {"_parker", l_parker},  {"_unpark", l_unpark},
+      {"_is_task", l_is_task}, {"_interrupting", l_interrupting},
       {NULL, NULL}};
   if (luaL_newmetatable(L, TASK_MT)) {
     luaL_newlib(L, methods);

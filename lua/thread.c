@@ -14,11 +14,13 @@
 ** and updates its count of live work. If the parent is gone by then, the
 ** thread detaches itself.
 */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "sk_lua.h"
+#include "sk_process.h"
 
 #define THREAD_MT "skein.Thread"
 
@@ -31,6 +33,7 @@ typedef struct sk_thread {
   uv_mutex_t lock;              /* guards done, failed, result, cmsg, waiters */
   int done, failed;
   sk_buf code;                  /* fn and args; the thread consumes it */
+  sk_buf init;                  /* init and its args (len 0: none); consumed too */
   sk_buf result;                /* results, or (message, traceback, value) */
   char *cmsg;                   /* a failure from before Lua could run */
   sk_waitlist waiters;
@@ -48,6 +51,7 @@ static lua_Integer next_worker_id;
 static void thread_destroy(sk_obj *o) {
   sk_thread *th = (sk_thread *)o;
   sk_buf_free(&th->code);
+  sk_buf_free(&th->init);
   sk_buf_free(&th->result);
   sk_waitlist_free(&th->waiters);
   uv_mutex_destroy(&th->lock);
@@ -82,8 +86,15 @@ static void thread_main(void *arg) {
     const char *kind = NULL;
     int rc = -1;
     if (sk_runtime_init_state(th->hooks, w->L) == 0) {
-      rc = sk_run_call(w, th->code.data, th->code.len, &out, &kind);
+      /* The init option runs first (it may register metatables the
+      ** arguments need); when it fails, its failure is the outcome. */
+      rc = th->init.len ? sk_run_call(w, th->init.data, th->init.len, &out, &kind) : 0;
+      if (rc == 0) {
+        sk_buf_free(&out);
+        rc = sk_run_call(w, th->code.data, th->code.len, &out, &kind);
+      }
     }
+    sk_buf_free(&th->init);
     sk_buf_free(&th->code);
     if (rc < 0) {
       const char *msg = lua_tostring(w->L, -1);
@@ -132,7 +143,7 @@ typedef struct thread_ud {
 
 static sk_thread *check_thread(lua_State *L, int idx) {
   thread_ud *u = luaL_checkudata(L, idx, THREAD_MT);
-  if (u->obj == NULL) luaL_error(L, "cannot use a thread handle after it was closed");
+  if (u->obj == NULL) sk_error_raise(L, "closed", "cannot use a thread handle after it was closed");
   return (sk_thread *)u->obj;
 }
 
@@ -142,26 +153,16 @@ static void push_handle(lua_State *L, sk_obj *o) {
   luaL_setmetatable(L, THREAD_MT);
 }
 
-/* Builds the error a join raises for a failed thread. */
+/* Builds the error a join raises for a failed thread: as a process's
+** (sk_push_remote_failure), so every kind of worker reports alike. */
 static int raise_remote(lua_State *L, sk_thread *th) {
   if (th->cmsg) {
     return sk_error_raise(L, "remote", "thread %I could not start: %s",
                           (LUAI_UACINT)th->id, th->cmsg);
   }
-  int top = lua_gettop(L);
-  if (sk_marshal_decode(L, th->result.data, th->result.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS) != 3) {
-    lua_settop(L, top);
-    return sk_error_raise(L, "remote", "thread %I failed (its error could not be read)",
-                          (LUAI_UACINT)th->id);
-  }
-  sk_error_push(L, "remote", "%s", lua_tostring(L, top + 1));
-  lua_pushvalue(L, top + 3);
-  lua_setfield(L, -2, "value");
-  luaL_traceback(L, L, NULL, 1);
-  lua_pushfstring(L, "%s\n(raised in thread %I, joined here)\n%s", lua_tostring(L, top + 2),
-                  (LUAI_UACINT)th->id, lua_tostring(L, -1));
-  lua_setfield(L, -3, "traceback");
-  lua_pop(L, 1);
+  char what[64];
+  snprintf(what, sizeof what, "thread %lld", (long long)th->id);
+  sk_push_remote_failure(L, &th->result, what);
   return lua_error(L);
 }
 
@@ -194,7 +195,7 @@ static int join_k(lua_State *L, int status, lua_KContext kctx) {
     sk_waiter wr;
     if (sk_ctx_waiter(c, &wr) != 0) {
       sk_wait_abort(c);
-      return luaL_error(L, "not enough memory to wait");
+      return sk_error_raise(L, "memory", "not enough memory to wait");
     }
     uv_mutex_lock(&th->lock);
     int added = !th->done && sk_waitlist_add(&th->waiters, &wr) == 0;
@@ -263,24 +264,29 @@ static int l_thread_close(lua_State *L) {
   return 0;
 }
 
-/* skein.thread(fn, ...) or skein.thread{fn=, args=, name=, daemon=} */
+/* skein.thread(fn, ...) or skein.thread{fn=, args=, name=, daemon=, init=,
+** init_args=} */
 static int l_thread_new(lua_State *L) {
   sk_worker *w = sk_worker_of(L);
-  int daemon;
+  int daemon, ninit;
   char *name;
-  sk_worker_args(L, &daemon, &name);
-  /* Stack: fn, args... (the options table, if any, is gone). */
+  sk_worker_args(L, &daemon, &name, &ninit);
+  /* Stack: [init, init_args...] fn, args... (the options table is gone). */
   sk_thread *th = calloc(1, sizeof *th);
-  if (th == NULL || sk_marshal_encode(L, 1, lua_gettop(L), &th->code, "fn+args") != 0) {
+  if (th == NULL ||
+      (ninit > 0 && sk_marshal_encode(L, 1, ninit, &th->init, "init+args") != 0) ||
+      sk_marshal_encode(L, ninit + 1, lua_gettop(L) - ninit, &th->code, "fn+args") != 0) {
     free(name);
+    if (th) sk_buf_free(&th->init);
     free(th);
-    return th ? lua_error(L) : luaL_error(L, "not enough memory for a thread");
+    return th ? lua_error(L) : sk_error_raise(L, "memory", "not enough memory for a thread");
   }
   if (uv_mutex_init(&th->lock) != 0) {
+    sk_buf_free(&th->init);
     sk_buf_free(&th->code);
     free(name);
     free(th);
-    return luaL_error(L, "cannot create a thread");
+    return sk_error_raise(L, "memory", "cannot create a thread");
   }
   sk_obj_init(&th->obj, &thread_type);
   th->id = __atomic_add_fetch(&next_worker_id, 1, __ATOMIC_RELAXED);
@@ -301,7 +307,7 @@ static int l_thread_new(lua_State *L) {
     sk_port_hold(w->port, -1);
     sk_port_release(th->parent);
     sk_obj_release(&th->obj);
-    return luaL_error(L, "cannot start an OS thread");
+    return sk_error_raise(L, "memory", "cannot start an OS thread");
   }
   return 1;
 }

@@ -155,8 +155,9 @@ void sk_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline) {
   c->wait_shield = 0;  /* so that a raise below leaves no shield behind */
   if (!shield) check_owed(L, c);
   if (!can_yield(L, c) && w->sched.in_callback) {
-    luaL_error(L, "cannot block here: the host is running the loop, so a "
-                  "blocking call must be made from a task");
+    luaL_where(L, 1);             /* the caller's line: a host's author needs it */
+    sk_error_raise(L, "usage", "%scannot block here: the host is running the loop, so a "
+                   "blocking call must be made from a task", lua_tostring(L, -1));
   }
   c->wait_shield = shield;
   c->woken = c->timed_out = c->deadlock = c->interrupt = 0;
@@ -348,8 +349,12 @@ void sk_worker_recheck_waits(sk_worker *w) {
 
 int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {
   sk_worker *w = c->w;
+  int alone = c->wait_alone;
+  c->wait_alone = 0;
   if (sk_ctx_slot(c) != 0) return -1;
-  if (!c->ext_hold && others_may_wake()) {
+  /* An object only this worker can reach is ended (or not) by this
+  ** worker's own tasks: its wait leaves deadlock detection local. */
+  if (!c->ext_hold && !alone && others_may_wake()) {
     c->ext_hold = 1;
     sk_port_hold(w->port, 1);
   }
@@ -376,7 +381,7 @@ int sk_shared_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, uv_mutex_t 
   sk_wait_begin(L, c, deadline);
   if (sk_ctx_waiter(c, &wr) != 0) {
     sk_wait_abort(c);
-    luaL_error(L, "not enough memory to wait");
+    sk_error_raise(L, "memory", "not enough memory to wait");
   }
   uv_mutex_lock(lock);
   int now_ready = ready(obj);
@@ -385,7 +390,7 @@ int sk_shared_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, uv_mutex_t 
   if (added) return 0;
   sk_port_release(wr.port);
   sk_wait_abort(c);
-  if (!now_ready) luaL_error(L, "not enough memory to wait");
+  if (!now_ready) sk_error_raise(L, "memory", "not enough memory to wait");
   return 1;
 }
 
@@ -398,16 +403,74 @@ void sk_shared_wait_end(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *
 
 /* ------------------------------------------------------ worker options */
 
-int sk_worker_args(lua_State *L, int *daemon, char **name) {
+void sk_check_options(lua_State *L, int arg, const char *const *known) {
+  int t = lua_absindex(L, arg);
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    lua_pop(L, 1);
+    const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    int ok = 0;
+    for (int i = 0; k && known[i]; i++) ok |= strcmp(k, known[i]) == 0;
+    if (!ok) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (int i = 0; known[i]; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, known[i]);
+      }
+      luaL_pushresult(&b);
+      const char *msg = k ? lua_pushfstring(L, "unknown option '%s' (options: %s)", k, lua_tostring(L, -1))
+                          : lua_pushfstring(L, "unknown option of type %s (options: %s)",
+                                            luaL_typename(L, -2), lua_tostring(L, -1));
+      luaL_argerror(L, arg, msg);
+    }
+  }
+}
+
+/* A table is the options form unless it is callable (a table with __call
+** is a function to run, with arguments after it). */
+static int is_options(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TTABLE) return 0;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
+static int callable(lua_State *L, int idx) {
+  if (lua_isfunction(L, idx)) return 1;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  return 0;
+}
+
+/* Pushes list t[1..n] (n honoured) and returns how many. */
+static int push_list(lua_State *L, int t, const char *what) {
+  lua_getfield(L, t, "n");
+  lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, t);
+  lua_pop(L, 1);
+  if (n < 0 || n >= 100000) luaL_argerror(L, 1, lua_pushfstring(L, "options.%s is too long", what));
+  luaL_checkstack(L, (int)n + 8, "too many arguments");
+  for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(L, t, i);
+  return (int)n;
+}
+
+int sk_worker_args(lua_State *L, int *daemon, char **name, int *ninit) {
+  static const char *const known[] = {"fn", "args", "name", "daemon", "init", "init_args", NULL};
   *daemon = 0;
   *name = NULL;
-  if (lua_type(L, 1) != LUA_TTABLE) {
-    luaL_checktype(L, 1, LUA_TFUNCTION);
+  *ninit = 0;
+  if (!is_options(L, 1)) {
+    luaL_argexpected(L, callable(L, 1), 1, "function");
     return 0;
   }
   luaL_argcheck(L, lua_gettop(L) == 1, 2, "no arguments after an options table");
+  sk_check_options(L, 1, known);
   lua_getfield(L, 1, "fn");                                     /* 2 */
-  luaL_argcheck(L, lua_isfunction(L, 2), 1, "options.fn must be a function");
+  luaL_argcheck(L, callable(L, 2), 1, "options.fn must be a function");
   lua_getfield(L, 1, "daemon");
   int is_daemon = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -415,21 +478,25 @@ int sk_worker_args(lua_State *L, int *daemon, char **name) {
   luaL_argcheck(L, tn == LUA_TNIL || tn == LUA_TSTRING, 1, "options.name must be a string");
   int ta = lua_getfield(L, 1, "args");                          /* 4 */
   luaL_argcheck(L, ta == LUA_TNIL || ta == LUA_TTABLE, 1, "options.args must be a table");
-  lua_Integer n = 0;
-  if (ta == LUA_TTABLE) {
-    lua_getfield(L, 4, "n");
-    n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, 4);
-    lua_pop(L, 1);
-    luaL_argcheck(L, n >= 0 && n < 100000, 1, "options.args is too long");
+  int ti = lua_getfield(L, 1, "init");                          /* 5 */
+  luaL_argcheck(L, ti == LUA_TNIL || callable(L, 5), 1, "options.init must be a function");
+  int tia = lua_getfield(L, 1, "init_args");                    /* 6 */
+  luaL_argcheck(L, tia == LUA_TNIL || tia == LUA_TTABLE, 1, "options.init_args must be a table");
+  luaL_argcheck(L, tia == LUA_TNIL || ti != LUA_TNIL, 1, "options.init_args without options.init");
+  int base = lua_gettop(L);
+  int ni = 0;
+  if (ti != LUA_TNIL) {
+    lua_pushvalue(L, 5);                                        /* init */
+    ni = 1 + (tia == LUA_TTABLE ? push_list(L, 6, "init_args") : 0);
   }
-  luaL_checkstack(L, (int)n + 8, "too many arguments");
-  lua_pushvalue(L, 2);                                          /* 5: fn */
-  for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(L, 4, i);
+  lua_pushvalue(L, 2);                                          /* fn */
+  if (ta == LUA_TTABLE) push_list(L, 4, "args");
   /* Nothing can raise past this point: the name copy is the caller's. */
   *name = tn == LUA_TSTRING ? strdup(lua_tostring(L, 3)) : NULL;
   *daemon = is_daemon;
-  lua_rotate(L, 1, -4);
-  lua_pop(L, 4);
+  *ninit = ni;
+  lua_rotate(L, 1, -base);
+  lua_pop(L, base);
   return 1;
 }
 
@@ -465,7 +532,7 @@ sk_obj *sk_handle_check(lua_State *L, int idx, const char *mt) {
     lua_pop(L, 1);
     if (ptr != sk_worker_of(L)->mts[i].ptr) h = luaL_checkudata(L, idx, mt);
   }
-  if (h->obj == NULL) luaL_error(L, "cannot use a %s after it was closed", mt);
+  if (h->obj == NULL) sk_error_raise(L, "closed", "cannot use a %s after it was closed", mt);
   return h->obj;
 }
 
@@ -573,6 +640,33 @@ typedef struct call_args {
   const char *kind;
 } call_args;
 
+/* A decode error that names the top-level value it met (its `index`, see
+** marshal.c) is about a call's function and arguments: names it "fn" or
+** "args[i]" in its path and message. */
+static void name_decoded_value(lua_State *L) {
+  if (!sk_error_is(L, -1, "marshal")) return;
+  if (lua_getfield(L, -1, "index") != LUA_TNUMBER) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_Integer i = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  int e = lua_gettop(L);
+  if (i == 1) lua_pushliteral(L, "fn");                             /* e+1 */
+  else lua_pushfstring(L, "args[%I]", (LUAI_UACINT)(i - 1));
+  lua_getfield(L, e, "path");                                       /* e+2 */
+  lua_getfield(L, e, "message");                                    /* e+3 */
+  size_t plen = 0;
+  const char *old = lua_tolstring(L, e + 2, &plen), *msg = lua_tostring(L, e + 3);
+  if (msg == NULL) msg = "";
+  if (old && strncmp(msg, old, plen) == 0) lua_pushfstring(L, "%s%s", lua_tostring(L, e + 1), msg + plen);
+  else lua_pushfstring(L, "%s: %s", lua_tostring(L, e + 1), msg);
+  lua_setfield(L, e, "message");
+  lua_pushvalue(L, e + 1);
+  lua_setfield(L, e, "path");
+  lua_settop(L, e);
+}
+
 /* Protected body of sk_run_call. */
 static int p_call(lua_State *L) {
   call_args *a = lua_touserdata(L, 1);
@@ -580,6 +674,7 @@ static int p_call(lua_State *L) {
   lua_settop(L, 0);
   lua_pushcfunction(L, sk_capture);
   int n = sk_marshal_decode(L, a->code, a->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+  if (n < 0) name_decoded_value(L);
   int st = n < 0 ? LUA_ERRRUN : lua_pcall(L, n - 1, LUA_MULTRET, 1);
   if (st == LUA_OK && sk_worker_drain(w) != 0) st = LUA_ERRRUN;
   /* A worker process's results may be read after it is gone (marshal.c). */
@@ -708,6 +803,9 @@ sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
     sk_worker_close(w);
     return NULL;
   }
+  /* Wakes a task sends another through this port count as life. */
+  w->sched.flush = sk_port_flush;
+  w->sched.flush_ud = w->port;
   *(sk_worker **)lua_getextraspace(w->L) = w;
   ctx_init(&w->root, w);
   w->root.state = SK_RUNNING;
@@ -731,6 +829,7 @@ int sk_worker_close(sk_worker *w) {
   sk_ppool_kill_all(w);
   if (w->L) lua_close(w->L);
   sk_alloc_free(w->alloc);
+  w->sched.flush = NULL;
   if (w->port) sk_port_close(w->port);
   free(w->slots);
   free(w->self_name);

@@ -81,7 +81,7 @@ int sk_xw_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_xw *x, sk_re
   sk_wait_begin(L, c, deadline);
   if (sk_ctx_waiter(c, &wr) != 0) {
     sk_wait_abort(c);
-    luaL_error(L, "not enough memory to wait");
+    sk_error_raise(L, "memory", "not enough memory to wait");
   }
   sk_xw_lock(x);
   int now_ready = ready(st);
@@ -90,7 +90,7 @@ int sk_xw_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_xw *x, sk_re
   if (added) return 0;
   sk_port_release(wr.port);
   sk_wait_abort(c);
-  if (!now_ready) luaL_error(L, "not enough memory to wait");
+  if (!now_ready) sk_error_raise(L, "memory", "not enough memory to wait");
   return 1;
 }
 
@@ -168,6 +168,12 @@ sk_obj *sk_xobj_make(sk_shm_obj *so, const sk_objtype *type) {
 
 sk_shm_obj *sk_xobj_shared(sk_obj *o) { return ((sk_xobj *)o)->s; }
 
+int sk_xobj_alone(sk_obj *o) {
+  sk_xobj *x = (sk_xobj *)o;
+  return __atomic_load_n(&o->refs, __ATOMIC_ACQUIRE) == 1 &&
+         __atomic_load_n(&x->s->refs, __ATOMIC_ACQUIRE) == 1;
+}
+
 /* The types whose views sk_xobj_view makes, by shared-object type. */
 static const sk_objtype *xtypes[16];
 
@@ -184,19 +190,21 @@ static sk_obj *make_view(sk_shm_obj *so) {
 sk_obj *sk_xobj_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_view); }
 
 void *sk_xobj_new(lua_State *L, const sk_objtype *type, size_t size) {
-  if (sk_shm_base(1) == NULL) luaL_error(L, "cannot create a %s: %s", type->name, sk_shm_why());
+  if (sk_shm_base(1) == NULL) {
+    sk_error_raise(L, "memory", "cannot create a %s: %s", type->name, sk_shm_why());
+  }
   sk_shm_obj *so = sk_shm_alloc_zeroed(size);
   if (so == NULL) {
-    luaL_error(L, "not enough shared memory for a %s of %I bytes (%s)", type->name,
-               (LUAI_UACINT)size, sk_shm_why());
+    sk_error_raise(L, "memory", "not enough shared memory for a %s of %I bytes (%s)", type->name,
+                   (LUAI_UACINT)size, sk_shm_why());
   }
   if (sk_shm_obj_link(so, type->shm->type) != 0) {
     sk_shm_free(so);
-    luaL_error(L, "cannot create a %s: too many live shared objects", type->name);
+    sk_error_raise(L, "memory", "cannot create a %s: too many live shared objects", type->name);
   }
   sk_obj *o = sk_xobj_make(so, type);
   sk_shm_obj_unhold(so);        /* the view holds it now */
-  if (o == NULL) luaL_error(L, "not enough memory for a %s", type->name);
+  if (o == NULL) sk_error_raise(L, "memory", "not enough memory for a %s", type->name);
   sk_shm_view_remember(so, o);
   return o;
 }

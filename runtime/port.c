@@ -81,8 +81,10 @@ static sk_port *ids_drop(sk_port *p) {
   return had;
 }
 
-static void on_async(uv_async_t *h) {
-  sk_port *p = h->data;
+static void on_async(uv_async_t *h) { sk_port_flush(h->data); }
+
+size_t sk_port_flush(void *port) {
+  sk_port *p = port;
   uv_mutex_lock(&p->lock);
   item *items = p->items;
   size_t n = p->n;
@@ -94,6 +96,7 @@ static void on_async(uv_async_t *h) {
     else items[i].fn(items[i].arg);
   }
   free(items);
+  return n;
 }
 
 sk_port *sk_port_new(uv_loop_t *loop, sk_port_wake_fn wake, void *ud) {

@@ -430,6 +430,7 @@ int skein_interrupted(skein_runtime *rt, int clear) {
   int was = rt->w->interrupted;
   if (clear) {
     rt->w->interrupted = rt->w->int_owed = 0;
+    rt->w->int_escaped = 0;
     lua_sethook(rt->w->L, NULL, 0, 0);
   }
   return was;

@@ -237,7 +237,13 @@ int sk_sched_alive(const sk_sched *s) {
 
 int sk_sched_poll(sk_sched *s, int mode) {
   update_uvtimer(s);  /* first, so a stale timer does not count as alive */
-  if (!sk_sched_alive(s)) return 0;
+  if (!sk_sched_alive(s)) {
+    /* A wake a task of this worker sent another through the worker's own
+    ** inbox is delivered by an async handle that does not keep the loop
+    ** alive, and uv_run would not run it now: hand such posts over here,
+    ** or the wait they end would be taken for a deadlock. */
+    return s->flush && s->flush(s->flush_ud) > 0;
+  }
   /* Callbacks run inside uv_run, which must not be entered again: code
   ** they run may not block (see sk_wait_begin). */
   s->in_callback++;

@@ -53,6 +53,10 @@ int sk_port_call(sk_port *p, sk_port_call_fn fn, sk_port_call_fn drop, void *arg
 /* Keeps the worker's loop alive while > 0 (for example while a thread it
 ** started is still running). Must run on the worker's thread. */
 void sk_port_hold(sk_port *p, int delta);
+/* On the owner's thread: delivers what was posted so far (as the async
+** callback does) and returns how many posts it delivered. Takes void * to
+** serve as the scheduler's flush hook. */
+size_t sk_port_flush(void *port);
 
 /* A process-wide id for the port, by which other processes wake its
 ** contexts (sk_shm.h); 0 when out of memory or the port is closed. */

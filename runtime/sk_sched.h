@@ -52,6 +52,11 @@ struct sk_sched {
   int in_callback;              /* >0 while a libuv callback of ours runs tasks */
   void (*batch_hook)(void *ud, int after); /* around each non-empty batch */
   void *batch_ud;
+  /* Hands over what was posted to the worker's inbox when the loop has
+  ** nothing alive (its async handle does not hold the loop); returns how
+  ** many posts it handed over. NULL: none. */
+  size_t (*flush)(void *ud);
+  void *flush_ud;
 };
 
 /* Step modes for sk_sched_step. */

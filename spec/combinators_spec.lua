@@ -73,7 +73,7 @@ describe("skein.wait", function()
   end)
 
   it("rejects bad input", function()
-    assert.error_matches(function() skein.wait(nil) end, "list of tasks expected")
+    assert.error_matches(function() skein.wait(nil) end, "list of tasks or futures expected")
     assert.error_matches(function() skein.wait({1}) end, "item 1 of the list is not a task")
     assert.error_matches(function() skein.wait({}, "all") end, "options table expected")
     assert.error_matches(function() skein.wait({}, {mode = "any"}) end, "mode must be")

@@ -177,13 +177,13 @@ local l, e, v = skein.lock(), skein.event(), skein.shared.value(1)
 local a = skein.shared.array("integer", 1000)
 print(v:get(), #a, skein.process(function(l) return l:acquire(1) end, l):join())
 local ok, err = pcall(skein.shared.array, "integer", 1e9)
-print(ok, err)
+print(ok, err.kind, err.message)
 ]])
     local p = io.popen(("ulimit -v 8000000; cd %s && timeout 30 %s %s 2>&1 </dev/null; echo $?")
       :format(cli.q(d), cli.q(bin), cli.q(script)))
     local out = p:read("a")
     p:close()
-    assert.matches("^1\t1000\ttrue\nfalse\tnot enough shared memory for a skein.shared.Array of "
+    assert.matches("^1\t1000\ttrue\nfalse\tmemory\tnot enough shared memory for a skein.shared.Array of "
       .. "8000000112 bytes %(the shared%-memory segment holds [%d.]+ GiB, sized to fit the "
       .. "address%-space limit %(ulimit %-v%) of 7.6 GiB%)\n0\n$", out)
   end)
@@ -198,10 +198,10 @@ local kb
 for line in io.lines("/proc/self/status") do kb = kb or tonumber(line:match("^RssShmem:%s*(%d+)")) end
 print(#a, a[1], a[1e8], kb < 100000, took < 1)
 local ok, e = pcall(skein.shared.array, "integer", 1 << 34)
-print(ok, e:match("segment holds") ~= nil)
+print(ok, e.kind, e.message:match("segment holds") ~= nil)
 ]])
     assert.equal(0, r.code, r.err)
-    assert.equal("100000000\t0\t3\ttrue\ttrue\nfalse\ttrue\n", r.out)
+    assert.equal("100000000\t0\t3\ttrue\ttrue\nfalse\tmemory\ttrue\n", r.out)
   end)
 end)
 

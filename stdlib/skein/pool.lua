@@ -12,16 +12,40 @@ local function fail(kind, msg, level)
   error(new_error(kind, msg), (level or 1) + 1)
 end
 
-local function argerr(fname, msg)
-  error(("bad argument to '%s' (%s)"):format(fname, msg), 3)
+-- Errors blame the caller of the public function: `level` counts as in
+-- error(), from the function that calls argerr (2: that function's caller).
+local function argerr(fname, msg, level)
+  error(("bad argument to '%s' (%s)"):format(fname, msg), (level or 2) + 1)
 end
 
-local function check_timeout(t, fname)
+local function check_timeout(t, fname, level)
   if t == nil then return nil end
-  if type(t) ~= "number" then argerr(fname, "timeout must be a number or nil") end
-  if t ~= t then argerr(fname, "timeout is NaN") end
-  if t < 0 then argerr(fname, "timeout must not be negative") end
+  level = (level or 2) + 1
+  if type(t) ~= "number" then argerr(fname, ("timeout must be a number or nil, got %s"):format(type(t)), level) end
+  if t ~= t then argerr(fname, "timeout is NaN", level) end
+  if t < 0 then argerr(fname, "timeout must not be negative", level) end
   return t
+end
+
+-- Rejects keys of an options table that are not in `known` (a list).
+local function check_keys(opts, known, fname, level)
+  for k in pairs(opts) do
+    local ok = false
+    for _, n in ipairs(known) do
+      if k == n then ok = true break end
+    end
+    if not ok then
+      argerr(fname, ("unknown option %s (options: %s)"):format(
+        type(k) == "string" and ("'" .. k .. "'") or ("of type " .. type(k)), table.concat(known, ", ")),
+        (level or 2) + 1)
+    end
+  end
+end
+
+local function is_callable(fn)
+  if type(fn) == "function" then return true end
+  local mt = getmetatable(fn)
+  return type(mt) == "table" and mt.__call ~= nil
 end
 
 ------------------------------------------------------------------ progress
@@ -67,7 +91,7 @@ end
 --- Turns a table (list) or an iterator function into a pull function that
 -- returns (true, item) or false when exhausted. Tables are read in order
 -- with their length; functions are called until they return nil.
-local function puller(iterable, fname)
+local function puller(iterable, fname, level)
   if type(iterable) == "table" then
     local i, n = 0, iterable.n or #iterable
     return function()
@@ -82,7 +106,7 @@ local function puller(iterable, fname)
       return true, v
     end, nil
   end
-  argerr(fname, "iterable must be a list or an iterator function")
+  argerr(fname, ("iterable must be a list or an iterator function, got %s"):format(type(iterable)), level + 1)
 end
 
 -- Runs fn over items[1..n] into out (star: each item is an argument list).
@@ -195,9 +219,7 @@ end
 
 function CoPool:_submit(timeout, fn, ...)
   if self.closed then fail("closed", "the pool is closed: no more submits", 2) end
-  if type(fn) ~= "function" and not (type(fn) == "table" and getmetatable(fn) and getmetatable(fn).__call) then
-    argerr("submit", "function expected")
-  end
+  if not is_callable(fn) then argerr("submit", "function expected") end
   local fut = setmetatable({started = false}, CoFuture)
   self.stats_.queued = self.stats_.queued + 1
   self.stats_.submitted = self.stats_.submitted + 1
@@ -231,7 +253,7 @@ function CoPool:terminate()
   for t in pairs(self.tasks) do t:cancel() end
 end
 function CoPool:join(timeout)
-  if not self.closed then error("call pool:close() or pool:terminate() before pool:join()", 2) end
+  if not self.closed then fail("usage", "call pool:close() or pool:terminate() before pool:join()", 2) end
   local list = {}
   for t in pairs(self.tasks) do list[#list + 1] = t end
   local _, pending = skein.wait(list, {timeout = check_timeout(timeout, "join")})
@@ -258,41 +280,84 @@ function Pool:__tostring()
   return ("skein.pool %q (%s, size %d)"):format(self.name, self.kind, self.size)
 end
 
+-- A thread or process pool runs a Lua function (it is marshalled); a
+-- coroutine pool runs any callable.
+local function check_fn(self, fn, fname, level)
+  if type(fn) == "function" or (self.kind == "coroutine" and is_callable(fn)) then return end
+  argerr(fname, ("function expected, got %s"):format(type(fn)), (level or 2) + 1)
+end
+
 --- pool:submit(fn, ...) -> future
 function Pool:submit(fn, ...)
+  check_fn(self, fn, "submit")
   return self.impl:_submit(self.timeout, fn, ...)
 end
 
 --- pool:apply(fn, ...) -> fn's results (blocking)
 function Pool:apply(fn, ...)
-  return self:submit(fn, ...):get()
+  check_fn(self, fn, "apply")
+  return self.impl:_submit(self.timeout, fn, ...):get()
 end
 
--- The shared engine of map/imap/imap_unordered/starmap: keeps at most
--- `window` chunks in flight, reading the iterable lazily.
-local function stream(self, fn, iterable, opts, fname, star, ordered)
-  if type(fn) ~= "function" then argerr(fname, "function expected") end
-  opts = opts or {}
-  if type(opts) ~= "table" then argerr(fname, "options table expected") end
-  local pull, total = puller(iterable, fname)
+local MAP_OPTIONS = {"chunksize", "timeout", "progress"}
+local IMAP_OPTIONS = {"chunksize", "timeout", "progress", "errors"}
+
+-- Checks the options of map and its kin; returns chunksize (nil: the
+-- caller's default), the per-task timeout and the errors mode. `level` as
+-- in argerr, from the caller of check_map_opts.
+local function check_map_opts(self, opts, fname, known, level)
+  level = (level or 2) + 1
+  if opts == nil then return nil, self.timeout, "stop" end
+  if type(opts) ~= "table" then argerr(fname, ("options table expected, got %s"):format(type(opts)), level) end
+  check_keys(opts, known, fname, level)
   local chunksize = opts.chunksize
+  if chunksize ~= nil and (math_type(chunksize) ~= "integer" or chunksize < 1) then
+    argerr(fname, "chunksize must be a positive integer", level)
+  end
+  local errors = opts.errors or "stop"
+  if errors ~= "stop" and errors ~= "raise" and errors ~= "yield" then
+    argerr(fname, ("errors must be \"stop\", \"raise\" or \"yield\", got %s"):format(tostring(errors)), level)
+  end
+  return chunksize, check_timeout(opts.timeout, fname, level) or self.timeout, errors
+end
+
+-- The iterator map's kin return: `for i, r in it do` calls it; `it:next(t)`
+-- takes one step waiting at most t seconds (raising `timeout`, after which
+-- the iterator can still be used).
+local MapIter = {}
+MapIter.__index = MapIter
+MapIter.__name = "skein.MapIterator"
+function MapIter:__call() return self.step(nil) end
+function MapIter:next(timeout)
+  return self.step(check_timeout(timeout, "next") or math.huge)
+end
+function MapIter:__tostring() return "skein.MapIterator" end
+
+-- The shared engine of map/imap/imap_unordered/starmap: keeps at most
+-- `window` chunks in flight, reading the iterable lazily. `level`: the
+-- caller to blame for bad arguments, as in error(), counted from stream
+-- (and from its step function, which runs at the same depth). `errors`: "stop" raises the first failure and cancels the
+-- rest; "raise" raises a failure at its item's turn and goes on at the next
+-- call; "yield" gives (index, nil, error) for it and goes on.
+local function stream(self, fn, iterable, opts, fname, star, ordered, known, level)
+  check_fn(self, fn, fname, level)
+  local chunksize, timeout, errors = check_map_opts(self, opts, fname, known, level)
+  local pull, total = puller(iterable, fname, level)
   if chunksize == nil then
-    if total and self.kind ~= "coroutine" then
+    if total and self.kind ~= "coroutine" and errors == "stop" then
       chunksize = math.max(1, math_ceil(total / (self.size * 4)))
     else
       chunksize = 1
     end
-  elseif math_type(chunksize) ~= "integer" or chunksize < 1 then
-    argerr(fname, "chunksize must be a positive integer")
   end
-  local timeout = check_timeout(opts.timeout, fname) or self.timeout
-  local bar = opts.progress and progress_bar(total, self.name) or nil
+  local bar = opts and opts.progress and progress_bar(total, self.name) or nil
   local window = self.size * 2
   local inflight = {}            -- futures, in submission order
   local counts = {}              -- items per future (-1: a single unchunked item)
   local first = {}               -- index of each future's first item
   local exhausted, read = false, 0
-  -- Finished chunks waiting to be handed out: {start, results, next position}.
+  -- Finished chunks waiting to be handed out: {start, results, next
+  -- position, error}.
   local ready, rhead, rtail = {}, 1, 0
   local function fill()
     while not exhausted and #inflight < window do
@@ -300,6 +365,12 @@ local function stream(self, fn, iterable, opts, fname, star, ordered)
       while chunk.n < chunksize do
         local ok, item = pull()
         if not ok then exhausted = true break end
+        if star and type(item) ~= "table" then
+          exhausted = true
+          -- fill runs under the step function, which runs where stream was
+          -- called from (the for loop of collect, or the caller's own).
+          argerr(fname, ("item %d is a %s, not a list of arguments"):format(read + chunk.n + 1, type(item)), level + 1)
+        end
         chunk.n = chunk.n + 1
         chunk[chunk.n] = item
       end
@@ -321,12 +392,18 @@ local function stream(self, fn, iterable, opts, fname, star, ordered)
   local function cancel_rest()
     for _, f in ipairs(inflight) do f:cancel() end
   end
+  -- The results of a finished future as a chunk {n=, ...}, or nil and its
+  -- error (under "stop", the rest is cancelled and the error raised).
   local function collect(fut)
     local r = pack(pcall(fut.get, fut))
     if not r[1] then
-      cancel_rest()
-      if bar then bar.finish() end
-      error(r[2], 0)
+      if errors == "stop" then
+        cancel_rest()
+        if bar then bar.finish() end
+        error(r[2], 0)
+      end
+      if bar then bar.step(counts[fut] == -1 and 1 or 0) end
+      return nil, r[2]
     end
     if counts[fut] == -1 then
       if bar then bar.step(1) end
@@ -336,11 +413,22 @@ local function stream(self, fn, iterable, opts, fname, star, ordered)
     if bar then bar.step(out.n) end
     return out
   end
-  local function iter()
+  local function step(timeout_)
+    local deadline = timeout_ and timeout_ ~= math.huge and now() + timeout_ or nil
     while true do
       local c = ready[rhead]
       if c then
         local pos = c[3]
+        if c[4] ~= nil then
+          -- A failed future: its first item carries the error (a chunk's
+          -- other items have no results of their own).
+          ready[rhead] = nil
+          rhead = rhead + 1
+          if errors == "yield" then return c[1], nil, c[4] end
+          local e = c[4]
+          if type(e) == "table" and rawget(e, "index") == nil and skein.is_error(e) then e.index = c[1] end
+          error(e, 0)
+        end
         if pos <= c[2].n then
           c[3] = pos + 1
           return c[1] + pos - 1, c[2][pos]
@@ -354,44 +442,64 @@ local function stream(self, fn, iterable, opts, fname, star, ordered)
         if bar then bar.finish() end
         return nil
       end
-      local fut
-      if ordered then
-        fut = table.remove(inflight, 1)
-      else
-        local i = skein.select(inflight)
-        fut = table.remove(inflight, i)
+      do
+        local k
+        if ordered then
+          if deadline and not inflight[1]:wait(math.max(0, deadline - now())) then
+            fail("timeout", ("%s: no result within %g s"):format(fname, timeout_), 2)
+          end
+          k = 1
+        else
+          local ok, r = pcall(skein.select, inflight, deadline and math.max(0, deadline - now()) or nil)
+          if not ok then
+            -- select raises the failure of the first finished future it
+            -- met, in list order; anything else (this task cancelled) goes on.
+            for j, f in ipairs(inflight) do
+              if f:done() then k = j break end
+            end
+            if not k then error(r, 0) end
+          elseif not r then
+            fail("timeout", ("%s: no result within %g s"):format(fname, timeout_), 2)
+          else
+            k = r
+          end
+        end
+        local fut = table.remove(inflight, k)
+        local out, err = collect(fut)
+        rtail = rtail + 1
+        ready[rtail] = {first[fut], out, 1, err}
+        counts[fut], first[fut] = nil, nil
       end
-      local out = collect(fut)
-      rtail = rtail + 1
-      ready[rtail] = {first[fut], out, 1}
-      counts[fut], first[fut] = nil, nil
       ::continue::
     end
   end
-  if not bar then return iter end
+  local it = setmetatable({step = step}, MapIter)
+  if not bar then return it end
   -- A generic for closes its fourth value when the loop ends by a break or
   -- an error, so the bar's line is ended then too.
-  return iter, nil, nil, setmetatable({}, {__close = function() bar.finish() end})
+  return it, nil, nil, setmetatable({}, {__close = function() bar.finish() end})
 end
 
 -- map and starmap over a list: whole chunks are cut and stored with
 -- table.move (no per-item Lua work in this worker), and every chunk is
 -- submitted at once (the list is in memory already).
-local function map_list(self, fn, list, opts, fname, star)
-  if type(fn) ~= "function" then argerr(fname, "function expected") end
-  opts = opts or {}
-  if type(opts) ~= "table" then argerr(fname, "options table expected") end
+local function map_list(self, fn, list, opts, fname, star, level)
+  check_fn(self, fn, fname, level)
+  local chunksize, timeout = check_map_opts(self, opts, fname, MAP_OPTIONS, level)
   local total = list.n or #list
-  local chunksize = opts.chunksize
+  if star then
+    for i = 1, total do
+      if type(list[i]) ~= "table" then
+        argerr(fname, ("item %d is a %s, not a list of arguments"):format(i, type(list[i])), level)
+      end
+    end
+  end
   if chunksize == nil then
     -- Eight chunks per worker: the last ones are small, so the tail (the
     -- last results to wait for and decode) is short.
     chunksize = self.kind == "coroutine" and 1 or math.max(1, math_ceil(total / (self.size * 8)))
-  elseif math_type(chunksize) ~= "integer" or chunksize < 1 then
-    argerr(fname, "chunksize must be a positive integer")
   end
-  local timeout = check_timeout(opts.timeout, fname) or self.timeout
-  local bar = opts.progress and progress_bar(total, self.name) or nil
+  local bar = opts and opts.progress and progress_bar(total, self.name) or nil
   local packed = self.kind ~= "coroutine" and (chunksize > 1 or star)
   local xproc = self.kind == "process" or nil
   local futures, starts, sizes = {}, {}, {}
@@ -439,10 +547,12 @@ local function map_list(self, fn, list, opts, fname, star)
 end
 
 -- map and starmap: lists go through map_list, iterators through stream.
-local function collect(self, fn, iterable, opts, fname, star)
-  if type(iterable) == "table" then return map_list(self, fn, iterable, opts, fname, star) end
+-- `level`: the caller to blame, as in error(), counted from collect (the
+-- helpers below take theirs counted from themselves).
+local function collect(self, fn, iterable, opts, fname, star, level)
+  if type(iterable) == "table" then return (map_list(self, fn, iterable, opts, fname, star, level + 1)) end
   local out, n = {}, 0
-  for i, v in stream(self, fn, iterable, opts, fname, star, true) do
+  for i, v in stream(self, fn, iterable, opts, fname, star, true, MAP_OPTIONS, level + 1) do
     out[i] = v
     n = i
   end
@@ -452,30 +562,33 @@ end
 
 --- pool:map(fn, iterable, [opts]) -> list of results, in order
 function Pool:map(fn, iterable, opts)
-  return collect(self, fn, iterable, opts, "map", false)
+  return (collect(self, fn, iterable, opts, "map", false, 3))
 end
 
 --- pool:starmap(fn, list_of_arg_lists, [opts]) -> list of results
 function Pool:starmap(fn, iterable, opts)
-  return collect(self, fn, iterable, opts, "starmap", true)
+  return (collect(self, fn, iterable, opts, "starmap", true, 3))
 end
 
 --- pool:imap(fn, iterable, [opts]) -> iterator of (index, result) in order:
 -- `for i, r in pool:imap(f, xs) do ... end`. The iterable is read lazily:
 -- at most 2 x size chunks are in flight, so memory stays bounded.
+-- opts.errors: "stop" (default), "raise" or "yield" (see stream).
 function Pool:imap(fn, iterable, opts)
-  return stream(self, fn, iterable, opts, "imap", false, true)
+  return stream(self, fn, iterable, opts, "imap", false, true, IMAP_OPTIONS, 2)
 end
 
 --- pool:imap_unordered(fn, iterable, [opts]) -> iterator of (index, result)
 -- in completion order (index: the item's position in the iterable).
 function Pool:imap_unordered(fn, iterable, opts)
-  return stream(self, fn, iterable, opts, "imap_unordered", false, false)
+  return stream(self, fn, iterable, opts, "imap_unordered", false, false, IMAP_OPTIONS, 2)
 end
 
 --- pool:shutdown{wait=true, cancel_pending=false}
 function Pool:shutdown(opts)
   opts = opts or {}
+  if type(opts) ~= "table" then argerr("shutdown", ("options table expected, got %s"):format(type(opts))) end
+  check_keys(opts, {"wait", "cancel_pending"}, "shutdown")
   if opts.cancel_pending then self.impl:terminate() else self.impl:close() end
   if opts.wait ~= false then self.impl:join() end
 end
@@ -485,8 +598,18 @@ function Pool:join(timeout) return self.impl:join(timeout) end
 function Pool:terminate() return self.impl:terminate() end
 function Pool:stats() return self.impl:stats() end
 
-function Pool:__close()
-  if not self.impl:stats().closed then self.impl:close() end
+-- Leaving a `<close>` scope closes the pool and waits for its queue. When
+-- the scope is left by Ctrl-C (an `interrupted` error), the pool is
+-- terminated instead: the user asked the work to stop, and waiting for it
+-- would make Ctrl-C hang where Python's `with` executor does. (Past the
+-- message handler of the program's top level, `err` is the traceback
+-- string, so the worker is asked what it was.)
+function Pool:__close(err)
+  if err ~= nil and (skein.is_error(err, "interrupted") or core._interrupting()) then
+    self.impl:terminate()
+  elseif not self.impl:stats().closed then
+    self.impl:close()
+  end
   self.impl:join()
 end
 
@@ -494,7 +617,7 @@ end
 -- finished (at once if it has). A callback that fails is reported like any
 -- task that fails unjoined.
 function skein._on_done(fut, fn)
-  if type(fn) ~= "function" then error("bad argument #1 to 'on_done' (function expected)", 3) end
+  if not is_callable(fn) then error("bad argument #1 to 'on_done' (function expected)", 2) end
   return skein.spawn(function()
     fut:wait()
     fn(fut)
@@ -507,6 +630,7 @@ function future_methods.on_done(fut, fn) return skein._on_done(fut, fn) end
 return function(opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then error("bad argument #1 to 'pool' (options table expected)", 2) end
+  check_keys(opts, {"kind", "size", "init", "init_args", "max_tasks", "timeout", "retries", "name"}, "pool")
   local kind = opts.kind or "thread"
   if kind ~= "coroutine" and kind ~= "thread" and kind ~= "process" then
     error(("bad argument #1 to 'pool' (kind must be \"coroutine\", \"thread\" or \"process\", got %s)"):format(tostring(kind)), 2)
@@ -514,6 +638,10 @@ return function(opts)
   local size = opts.size or (kind == "coroutine" and 100 or core.cpu_count())
   if math_type(size) ~= "integer" or size < 1 then
     error("bad argument #1 to 'pool' (size must be a positive integer)", 2)
+  end
+  local most = kind == "thread" and 4096 or kind == "process" and 1024 or nil
+  if most and size > most then
+    error(("bad argument #1 to 'pool' (size of a %s pool must be at most %d, got %d)"):format(kind, most, size), 2)
   end
   local max_tasks = opts.max_tasks
   if max_tasks ~= nil and (math_type(max_tasks) ~= "integer" or max_tasks < 1) then
