@@ -52,4 +52,43 @@ describe("seed templates", function()
       "process: 8 workers, at most 3 inside at once (limit 3); 8 passed the barrier, 0 before it opened",
     }, lines(out))
   end)
+
+  it("pools/as_completed_cancel.lua: results as they finish; all of them without Ctrl-C", function()
+    local out, code = run("pools/as_completed_cancel.lua")
+    assert.equal(0, code, out)
+    assert.same({ "result 1", "result 4", "result 9", "result 16", "result 25", "result 36", "result 49",
+                  "result 64", "all 8 tasks finished" }, lines(out))
+  end)
+
+  it("pools/as_completed_cancel.lua: Ctrl-C cancels what is left and the script ends normally", function()
+    -- SIGINT to the whole process group, as a terminal sends it, once the
+    -- fourth result is out; a watchdog bounds the run.
+    local d = io.popen("mktemp -d /tmp/skein-spec.XXXXXX"):read("l")
+    local script = ([[
+setsid %s %s 30 >%s/out 2>&1 </dev/null &
+pid=$!
+( sleep 40; kill -KILL $pid ) 2>/dev/null &
+i=0
+until grep -q "result 16" %s/out 2>/dev/null; do
+  i=$((i + 1)); if [ $i -gt 600 ]; then break; fi
+  sleep 0.05
+done
+t0=$(date +%%s%%N)
+kill -INT -- -$pid
+wait $pid; rc=$?
+echo "$rc $(( ($(date +%%s%%N) - t0) / 1000000 ))"
+]]):format(sh(bin), sh(root .. "examples/pools/as_completed_cancel.lua"), d, d)
+    local p = io.popen("bash -c " .. sh(script))
+    local rc, ms = p:read("a"):match("(%d+) (%d+)")
+    p:close()
+    local out = io.open(d .. "/out"):read("a")
+    os.execute("rm -rf " .. sh(d))
+    assert.equal("0", rc, out)
+    assert.is_true(tonumber(ms) < 5000, "took " .. ms .. " ms after the signal")
+    local finished, cancelled = out:match("\nTask has been canceled! (%d+) finished, (%d+) cancelled before they started\n$")
+    assert.is_string(finished, out)
+    assert.is_true(tonumber(finished) >= 4 and tonumber(finished) < 30, out)
+    assert.is_true(tonumber(cancelled) >= 1, out)
+    assert.not_matches("all %d+ tasks finished", out)
+  end)
 end)
