@@ -67,7 +67,8 @@ describe("seed templates", function()
     local script = ([[
 setsid %s %s 30 >%s/out 2>&1 </dev/null &
 pid=$!
-( sleep 40; kill -KILL $pid ) 2>/dev/null &
+( sleep 40; kill -KILL $pid ) >/dev/null 2>&1 &
+dog=$!
 i=0
 until grep -q "result 16" %s/out 2>/dev/null; do
   i=$((i + 1)); if [ $i -gt 600 ]; then break; fi
@@ -76,6 +77,7 @@ done
 t0=$(date +%%s%%N)
 kill -INT -- -$pid
 wait $pid; rc=$?
+kill $dog 2>/dev/null
 echo "$rc $(( ($(date +%%s%%N) - t0) / 1000000 ))"
 ]]):format(sh(bin), sh(root .. "examples/pools/as_completed_cancel.lua"), d, d)
     local p = io.popen("bash -c " .. sh(script))

@@ -23,7 +23,8 @@ local function ctrl_c(script, count, gap)
 out=%s/out; err=%s/err
 env -u LUA_INIT -u LUA_INIT_5_4 setsid %s %s </dev/null >"$out" 2>"$err" &
 pid=$!
-( sleep 40; kill -KILL $pid ) 2>/dev/null &
+( sleep 40; kill -KILL $pid ) >/dev/null 2>&1 &
+dog=$!
 i=0
 until grep -q ready "$out" 2>/dev/null; do
   i=$((i + 1)); if [ $i -gt 600 ]; then kill -KILL $pid; echo no-ready; exit; fi
@@ -34,7 +35,9 @@ for n in $(seq %d); do
   kill -INT -- -$pid 2>/dev/null
   sleep %s
 done
-wait $pid; echo "$?"
+wait $pid; rc=$?
+kill $dog 2>/dev/null
+echo "$rc"
 ]], cli.q(d), cli.q(d), cli.q(cli.bin), cli.q(path), SLOW and "1" or "0.3", count or 1, gap or "0.3")
   local p = io.popen("bash -c " .. cli.q(sh))
   local res = p:read("a")
