@@ -781,12 +781,7 @@ static int l_ppool_new(lua_State *L) {
   if (!lua_isnoneornil(L, 5) && sk_marshal_encode_xproc(L, 5, lua_gettop(L) - 4, &init, "init") != 0) {
     return lua_error(L);
   }
-  if (init.len >= SK_FRAME_MAX) {
-    size_t n = init.len;
-    sk_buf_free(&init);
-    return sk_error_raise(L, "marshal", "init: too big to send to a process (%I bytes, over 4 GiB)",
-                          (LUAI_UACINT)n);
-  }
+  sk_frame_refuse(L, &init, 1, "init");
   /* The 'I' frame: a flags byte, then the initializer (if any). */
   sk_ppool *p = calloc(1, sizeof *p);
   char *frame = malloc(init.len + 1);
@@ -862,12 +857,7 @@ static int l_ppool_submit(lua_State *L) {
   if (p->broken) return raise_broken(L, p);
   sk_buf code;
   if (sk_marshal_encode_xproc(L, 3, lua_gettop(L) - 2, &code, "fn+args") != 0) return lua_error(L);
-  if (code.len > SK_FRAME_MAX - 8) {
-    size_t n = code.len;
-    sk_buf_free(&code);
-    return sk_error_raise(L, "marshal", "fn+args: too big to send to a process (%I bytes, over 4 GiB)",
-                          (LUAI_UACINT)n);
-  }
+  sk_frame_refuse(L, &code, 8, "fn+args");
   pjob *j = calloc(1, sizeof *j);
   char *framed = malloc(code.len + 8);
   sk_future *f = j && framed ? sk_future_new() : NULL;

@@ -164,10 +164,11 @@ static void child_identity(sk_worker *w) {
 }
 
 /* Runs one marshalled call and sends its reply frame, prefixed by `prefix`
-** (a pool's job id; NULL for a single process). Returns 0, 1 when the call
-** failed, -1 when the worker itself broke. */
+** (a pool's job id; NULL for a single process); with `only_failure`, a
+** call that succeeded sends nothing (an initializer). Returns 0, 1 when the
+** call failed, -1 when the worker itself broke. */
 static int run_and_reply(sk_worker *w, int fd, const char *code, size_t len, const char *prefix,
-                         size_t plen) {
+                         size_t plen, int only_failure) {
   sk_buf out;
   const char *kind;
   int rc = sk_run_call(w, code, len, &out, &kind);
@@ -177,32 +178,16 @@ static int run_and_reply(sk_worker *w, int fd, const char *code, size_t len, con
     lua_settop(w->L, 0);
     return -1;
   }
-  if (prefix) {
+  int reply = rc != 0 || !only_failure;
+  if (reply && prefix) {
     char pre[16];
     if (plen > sizeof pre - 1) plen = sizeof pre - 1;
     memcpy(pre, prefix, plen);
     pre[plen] = kind && strcmp(kind, "timeout") == 0 ? 't' : (kind && strcmp(kind, "marshal") == 0 ? 'm' : '-');
     frame_write2(fd, rc ? 'F' : 'R', pre, plen + 1, out.data, out.len);
-  } else {
+  } else if (reply) {
     sk_frame_write(fd, rc ? 'F' : 'R', out.data, out.len);
   }
-  sk_buf_free(&out);
-  return rc;
-}
-
-/* Runs a marshalled call; only when it fails, sends its 'F' frame. Returns
-** 0 when it succeeded. */
-static int run_and_reply_if_failed(sk_worker *w, int fd, const char *code, size_t len) {
-  sk_buf out;
-  const char *kind;
-  int rc = sk_run_call(w, code, len, &out, &kind);
-  if (rc < 0) {
-    const char *msg = lua_tostring(w->L, -1);
-    fprintf(stderr, "skein: worker process failed: %s\n", msg ? msg : "?");
-    lua_settop(w->L, 0);
-    return 1;
-  }
-  if (rc) sk_frame_write(fd, 'F', out.data, out.len);
   sk_buf_free(&out);
   return rc;
 }
@@ -365,7 +350,7 @@ static int pool_loop(sk_worker *w, int fd) {
       break;
     }
     memcpy(job, payload, plen);
-    int rc = run_and_reply(w, fd, job + 8, plen - 8, job, 8);
+    int rc = run_and_reply(w, fd, job + 8, plen - 8, job, 8, 0);
     free(job);
     if (rc < 0) {
       status = 1;
@@ -414,7 +399,7 @@ static int run_init_once(sk_worker *w, int fd, const char *payload, size_t plen)
   char *init = malloc(plen ? plen : 1);
   if (init == NULL) return 1;
   memcpy(init, payload, plen);
-  int rc = run_and_reply_if_failed(w, fd, init, plen);
+  int rc = run_and_reply(w, fd, init, plen, NULL, 0, 1) != 0;
   free(init);
   return rc;
 }
@@ -457,7 +442,7 @@ int sk_process_child_main(int fd, const char *mode) {
       if (job.data) {
         memcpy(job.data, payload, plen);
         job.len = plen;
-        int rc = run_and_reply(w, fd, job.data, job.len, NULL, 0);
+        int rc = run_and_reply(w, fd, job.data, job.len, NULL, 0, 0);
         status = rc == 0 ? 0 : 1;
       }
       sk_buf_free(&job);
@@ -783,6 +768,14 @@ int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_In
   return 0;
 }
 
+int sk_frame_refuse(lua_State *L, sk_buf *b, size_t room, const char *what) {
+  if (b->len <= SK_FRAME_MAX - room) return 0;
+  size_t n = b->len;
+  sk_buf_free(b);
+  return sk_error_raise(L, "marshal", "%s: too big to send to a process (%I bytes, over 4 GiB)",
+                        what, (LUAI_UACINT)n);
+}
+
 int sk_spawn_error(lua_State *L, int rc, const char *why) {
   if (why) {
     sk_error_push(L, "io", "%s", why);
@@ -1018,6 +1011,11 @@ static int l_proc_new(lua_State *L) {
     free(name);
     return lua_error(L);
   }
+  if (code.len > SK_FRAME_MAX || init.len > SK_FRAME_MAX) {
+    free(name);
+    sk_frame_refuse(L, &init, 0, "init+args");
+    sk_frame_refuse(L, &code, 0, "fn+args");
+  }
   sk_proc *p = calloc(1, sizeof *p);
   sk_proc **u = p ? lua_newuserdatauv(L, sizeof *u, 0) : NULL;
   uv_process_t *proc = malloc(sizeof *proc);
@@ -1038,20 +1036,13 @@ static int l_proc_new(lua_State *L) {
   p->name = name;
   p->daemon = daemon;
   sk_watchlist_init(&p->watchers);
-  size_t clen = code.len;
-  int rc = UV_E2BIG;
-  if (clen > SK_FRAME_MAX) free(proc);
-  else rc = sk_spawn_worker(w->sched.loop, proc, pipe, p->id, name, "once", on_exit_cb);
+  int rc = sk_spawn_worker(w->sched.loop, proc, pipe, p->id, name, "once", on_exit_cb);
   if (rc != 0) {   /* proc is released */
     free(p);
     free(pipe);
     free(name);
     sk_buf_free(&init);
     sk_buf_free(&code);
-    if (rc == UV_E2BIG) {
-      return sk_error_raise(L, "marshal", "fn+args: too big to send to a process (%I bytes, over 4 GiB)",
-                            (LUAI_UACINT)clen);
-    }
     return sk_spawn_error(L, rc, NULL);
   }
   *u = p;

@@ -68,6 +68,10 @@ int sk_runtime_child_init(lua_State *L);
 ** callback; `pipe` is untouched, the caller's to free. */
 int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_Integer id,
                     const char *name, const char *mode, uv_exit_cb on_exit);
+/* Refuses a marshalled payload that, with `room` more bytes, would not fit
+** one frame: frees it and raises kind "marshal" naming `what`. Returns 0
+** (nothing done) when it fits. */
+int sk_frame_refuse(lua_State *L, sk_buf *b, size_t room, const char *what);
 /* Raises a failure to start a worker process as kind "io" with `code` the
 ** errno name of `rc`: `why` when given (no worker executable), else what
 ** sk_spawn_worker's `rc` means (UV_EAGAIN: the process tree is at its limit
