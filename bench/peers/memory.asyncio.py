@@ -10,7 +10,7 @@ import gc
 import sys
 import time
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 50000
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 30000
 MODE = sys.argv[2] if len(sys.argv) > 2 else "pending"
 assert MODE in ("pending", "finished")
 

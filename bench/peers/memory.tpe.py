@@ -9,7 +9,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 50000
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 30000
 MODE = sys.argv[2] if len(sys.argv) > 2 else "future"
 assert MODE == "future"
 

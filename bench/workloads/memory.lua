@@ -9,7 +9,7 @@
 --   future    N futures of a 2-thread pool whose results were got, kept
 -- Prints "BENCH time=<seconds to make them> n=N bytes=<RSS per item>
 -- heap=<Lua heap per item>". Usage: skein memory.lua [N] [pending|finished|future]
-local N = tonumber(arg[1]) or 50000
+local N = tonumber(arg[1]) or 30000
 local MODE = arg[2] or "pending"
 
 local function rss()
