@@ -359,7 +359,6 @@ static sk_pool *check_pool(lua_State *L, int idx) {
 
 static void push_pool(lua_State *L, sk_obj *o) { sk_handle_push(L, o, POOL_MT); }
 
-
 /* skein._threadpool(size, max_tasks, name, init_fn, init_args...) */
 static int l_pool_new(lua_State *L) {
   lua_Integer size = luaL_checkinteger(L, 1);
