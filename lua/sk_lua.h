@@ -91,10 +91,13 @@ struct sk_ctx {
       wait_shield : 1,          /* this wait ignores cancels and scopes */
       wait_alone : 1,           /* the next waiter record is for an object only
                                    this worker reaches: no port hold */
-      unparked : 1;             /* skein._unpark reached it (see task.c) */
+      unparked : 1,             /* skein._unpark reached it (see task.c) */
+      relook : 1;               /* this wait was woken only to look again: nothing
+                                   else could end it (worker.c, worker_flush) */
   int shield;                   /* >0: cancels and scope deadlines wait */
   uint32_t wslot, wgen;         /* slot in the worker's wake table, wait number */
   int ext_hold;                 /* this wait holds the port (outside wakers) */
+  int xwait;                    /* this wait gave out a waiter record (sk_ctx_waiter) */
   sk_timer timer;               /* the deadline of the current wait */
   sk_watch joinw;               /* what this context links for one-object waits */
   sk_watchlist watchers;        /* fired when this task finishes */
@@ -146,6 +149,7 @@ struct sk_worker {
   int nmts;
   int closing;                  /* set while the worker closes */
   int counted;                  /* counted by sk_worker_new (not a thread's) */
+  uint64_t relooked;            /* 1 + the loop turn of the last look again (worker_flush) */
 };
 
 /* The allocator of a worker's state (alloc.c): free lists over 2 MiB

@@ -726,6 +726,14 @@ static int cond_wait_k(lua_State *L, int status, lua_KContext phase) {
       lua_replace(L, 5);
       lua_pushboolean(L, 1);
       lua_replace(L, 6);
+    } else if (!picked && !timed_out && c->relook) {
+      /* Woken only to look again (worker.c): no notification was on its
+      ** way, and nothing is left that could send one. */
+      sk_error_push(L, "deadlock", "this wait can never end: no task is ready, no timer is "
+                    "armed and no I/O is pending");
+      lua_replace(L, 5);
+      lua_pushboolean(L, 1);
+      lua_replace(L, 6);
     } else {
       lua_pushboolean(L, picked || !timed_out);
       lua_replace(L, 4);

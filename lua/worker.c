@@ -151,8 +151,10 @@ static void check_owed(lua_State *L, sk_ctx *c) {
 
 void sk_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline) {
   sk_worker *w = c->w;
-  int shield = c->wait_shield;
-  c->wait_shield = 0;  /* so that a raise below leaves no shield behind */
+  int shield = c->wait_shield, alone = c->wait_alone;
+  /* So that a raise below leaves neither behind: a stale wait_alone would
+  ** let the context's next wait, on anything, go without the port hold. */
+  c->wait_shield = c->wait_alone = 0;
   if (!shield) check_owed(L, c);
   if (!can_yield(L, c) && w->sched.in_callback) {
     luaL_where(L, 1);             /* the caller's line: a host's author needs it */
@@ -160,7 +162,8 @@ void sk_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline) {
                    "blocking call must be made from a task", lua_tostring(L, -1));
   }
   c->wait_shield = shield;
-  c->woken = c->timed_out = c->deadlock = c->interrupt = 0;
+  c->wait_alone = alone;
+  c->woken = c->timed_out = c->deadlock = c->interrupt = c->relook = 0;
   c->wgen = ++w->wait_seq;  /* unique in the worker: a late token never matches */
   if (!shield && !c->shield && c->scope && c->scope->eff < deadline) {
     deadline = c->scope->eff;
@@ -213,6 +216,7 @@ int sk_wait(lua_State *L, sk_ctx *c, lua_KContext kctx, lua_KFunction k) {
 static void wait_cleanup(sk_ctx *c) {
   sk_timer_disarm(&c->w->sched, &c->timer);
   sk_watch_unlink(&c->joinw);
+  c->xwait = 0;
   if (c->ext_hold) {
     c->ext_hold = 0;
     sk_port_hold(c->w->port, -1);
@@ -323,28 +327,63 @@ void sk_worker_precounted(void) { precounted = 1; }
 
 /* Whether anything outside this worker could end a wait on a shared object:
 ** another worker of this process, a parent process (rpc), or another live
-** process sharing the segment (a wake it sent may still be on its way
-** through this process's wake thread when it exits). A lone
-** worker's waits are ended only by its own tasks, so they must not keep the
-** loop alive: then a get on a queue nobody else holds reports a deadlock
-** instead of hanging. A thread or child process started later holds the
-** loop by itself while it runs. */
+** process sharing the segment. A lone worker's waits are ended only by its
+** own tasks, so they must not keep the loop alive: then a get on a queue
+** nobody else holds reports a deadlock instead of hanging. A thread or
+** child process started later holds the loop by itself while it runs. */
 static int others_may_wake(void) {
   return __atomic_load_n(&nworkers, __ATOMIC_RELAXED) > 1 || sk_child_fd() >= 0 ||
          sk_shm_others_alive();
+}
+
+/* Wakes the contexts of `w` that wait with a waiter record out (all of
+** them, or only those that hold the port); returns how many. */
+static size_t wake_record_waits(sk_worker *w, int holders_only) {
+  size_t n = 0;
+  for (uint32_t i = 1; i < w->nslots; i++) {
+    sk_ctx *c = w->slots[i];
+    if (c && !((uintptr_t)c & 1) && c->xwait && (c->ext_hold || !holders_only) &&
+        (c->state == SK_WAITING || c->state == SK_PUMPING)) {
+      c->relook = !holders_only;
+      sk_ctx_wake(c);
+      n++;
+    }
+  }
+  return n;
 }
 
 void sk_worker_recheck_waits(sk_worker *w) {
   if (others_may_wake()) return;
   /* Nobody is left who could end a wait that began while someone was:
   ** such waits look again, and wait on (now able to report a deadlock). */
-  for (uint32_t i = 1; i < w->nslots; i++) {
-    sk_ctx *c = w->slots[i];
-    if (c && !((uintptr_t)c & 1) && c->ext_hold &&
-        (c->state == SK_WAITING || c->state == SK_PUMPING)) {
-      sk_ctx_wake(c);
-    }
-  }
+  wake_record_waits(w, 1);
+}
+
+/* The scheduler's flush hook: the loop has nothing alive, and the wait
+** that polled is about to be reported as a deadlock.
+**
+** The invariant: a wait is reported as a deadlock only once it has looked
+** at its condition after the last party that could have ended it was gone
+** and found it unmet. A process or thread makes its change (an item put, a
+** flag set, a lock released) before it sends the wake, and sends the wake
+** before it ends; but the wake travels on its own (another process's goes
+** through this process's mailbox and wake thread, sk_shm.h), so it may
+** still be on its way when its sender has been reaped and nothing keeps
+** the loop alive. That happens to a wait without the port hold that began
+** before the party that ended it was started (by a task of this worker,
+** or a thread that then ended: others_may_wake was false), and it would
+** happen to any wait whose wake went astray. So, before anything is
+** reported, what the port holds is handed over, and when it holds nothing
+** every wait with a waiter record out is woken once to look again: the
+** change it waits for, if made, is there to see. Once per loop turn, so a
+** wait that looks again and waits on makes the next poll report the
+** deadlock instead of spinning. */
+static size_t worker_flush(void *ud) {
+  sk_worker *w = ud;
+  size_t n = sk_port_flush(w->port);
+  if (n > 0 || w->relooked == w->sched.turns + 1) return n;
+  w->relooked = w->sched.turns + 1;
+  return wake_record_waits(w, 0);
 }
 
 int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {
@@ -352,6 +391,7 @@ int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {
   int alone = c->wait_alone;
   c->wait_alone = 0;
   if (sk_ctx_slot(c) != 0) return -1;
+  c->xwait = 1;
   /* An object only this worker can reach is ended (or not) by this
   ** worker's own tasks: its wait leaves deadlock detection local. */
   if (!c->ext_hold && !alone && others_may_wake()) {
@@ -803,9 +843,10 @@ sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
     sk_worker_close(w);
     return NULL;
   }
-  /* Wakes a task sends another through this port count as life. */
-  w->sched.flush = sk_port_flush;
-  w->sched.flush_ud = w->port;
+  /* Wakes a task sends another through this port count as life, and waits
+  ** look again before a deadlock is reported (worker_flush). */
+  w->sched.flush = worker_flush;
+  w->sched.flush_ud = w;
   *(sk_worker **)lua_getextraspace(w->L) = w;
   ctx_init(&w->root, w);
   w->root.state = SK_RUNNING;

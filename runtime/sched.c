@@ -247,6 +247,7 @@ int sk_sched_poll(sk_sched *s, int mode) {
   /* Callbacks run inside uv_run, which must not be entered again: code
   ** they run may not block (see sk_wait_begin). */
   s->in_callback++;
+  s->turns++;
   uv_run(s->loop, (s->nready > 0 || mode == SK_STEP_NOWAIT) ? UV_RUN_NOWAIT
                                                              : UV_RUN_ONCE);
   s->in_callback--;

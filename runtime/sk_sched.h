@@ -52,11 +52,14 @@ struct sk_sched {
   int in_callback;              /* >0 while a libuv callback of ours runs tasks */
   void (*batch_hook)(void *ud, int after); /* around each non-empty batch */
   void *batch_ud;
-  /* Hands over what was posted to the worker's inbox when the loop has
-  ** nothing alive (its async handle does not hold the loop); returns how
-  ** many posts it handed over. NULL: none. */
+  /* Called when the loop has nothing alive, before a wait is taken for
+  ** one that nothing can end: hands over what was posted to the worker's
+  ** inbox (its async handle does not hold the loop) and lets waits look
+  ** again (see the worker's); returns how many wakes it gave, 0 when
+  ** nothing could come. NULL: none. */
   size_t (*flush)(void *ud);
   void *flush_ud;
+  uint64_t turns;               /* loop turns sk_sched_poll has run */
 };
 
 /* Step modes for sk_sched_step. */
