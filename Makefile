@@ -21,7 +21,10 @@ build/gen/sk_stdlib.c: $(STDLIB) tools/embed.lua
 gen: build/gen/sk_stdlib.c
 
 # Regenerated when a source file appears or changes: premake globs them.
-build/Makefile: premake5.lua $(wildcard runtime/*.c lua/*.c)
+# The old objects go too: their dependency files may name sources that
+# moved, which make would otherwise refuse to find.
+build/Makefile: premake5.lua $(wildcard runtime/*/*.c lua/*.c)
+	rm -rf build/obj
 	$(PREMAKE) --file=premake5.lua gmake
 
 build: gen build/Makefile
