@@ -1,8 +1,10 @@
 -- report.lua — turns bench/run's raw.tsv into the table, the one-line
 -- summaries, the PASS/MISS verdicts, and results.txt. Run with lua5.4:
 --   lua5.4 bench/report.lua build/bench/raw.tsv build/bench/results.txt
--- Exit status: 0 when every target that could be checked passed, 3 when one
--- missed, 1 on bad input.
+-- Every figure is reported as the median of the runs next to the best (the
+-- lowest); ratios, summaries and targets use the medians. Exit status: 0
+-- when every target that could be checked passed, 3 when one missed, 1 on
+-- bad input.
 local raw_path, out_path = arg[1], arg[2]
 if not raw_path or not out_path then
   io.stderr:write("usage: lua5.4 report.lua RAW.tsv RESULTS.txt\n")
@@ -22,27 +24,38 @@ end
 -- ------------------------------------------------------------- reading
 
 local meta = { reps = "?", nproc = "?", cpu = "?", date = "?" }
-local specs, by_name = {}, {}
+local specs, by_name, borrows = {}, {}, {}
 local fh = assert(io.open(raw_path))
+
+local function impl_of(s, impl)
+  local r = s.impls[impl]
+  if not r then
+    r = { times = {}, walls = {}, bytes = {}, heaps = {}, fails = 0 }
+    s.impls[impl] = r
+    s.order[#s.order + 1] = impl
+  end
+  return r
+end
+
 for line in fh:lines() do
   local f = split(line)
   if f[1] == "meta" then
     meta = { reps = f[2], nproc = f[3], cpu = f[4], date = f[5] }
   elseif f[1] == "spec" then
     local s = { name = f[2], kind = f[3], targets = f[4], label = f[5],
-                impls = {}, order = {} }
+                file = f[6] ~= "" and f[6] or f[2], impls = {}, order = {} }
     specs[#specs + 1] = s
     by_name[s.name] = s
+  elseif f[1] == "borrow" then
+    -- Placed now to keep the column order; filled in once all is read.
+    if by_name[f[2]] then
+      impl_of(by_name[f[2]], f[3])
+      borrows[#borrows + 1] = { name = f[2], impl = f[3], src = f[4] }
+    end
   else
     local s = by_name[f[2]]
     if s then
-      local impl = f[3]
-      local r = s.impls[impl]
-      if not r then
-        r = { times = {}, walls = {}, fails = 0 }
-        s.impls[impl] = r
-        s.order[#s.order + 1] = impl
-      end
+      local r = impl_of(s, f[3])
       if f[1] == "run" then
         local t, n, t0, t1, rss = tonumber(f[5]), tonumber(f[6]),
                                   tonumber(f[7]), tonumber(f[8]), tonumber(f[9])
@@ -50,6 +63,10 @@ for line in fh:lines() do
         r.walls[#r.walls + 1] = t1 - t0
         r.n = n
         if rss then r.rss = math.max(r.rss or 0, rss) end
+        local extra = f[10] or ""
+        local b, h = tonumber(extra:match("bytes=(%S+)")), tonumber(extra:match("heap=(%S+)"))
+        if b then r.bytes[#r.bytes + 1] = b end
+        if h then r.heaps[#r.heaps + 1] = h end
       elseif f[1] == "skip" then
         r.skipped = f[4]
       elseif f[1] == "fail" then
@@ -61,15 +78,53 @@ for line in fh:lines() do
 end
 fh:close()
 
+-- A borrowed column is the very runs of the same peer in another workload.
+for _, b in ipairs(borrows) do
+  local s, src = by_name[b.name], by_name[b.src]
+  local from = src and src.impls[b.impl]
+  if from then
+    local copy = {}
+    for k, v in pairs(from) do copy[k] = v end
+    copy.borrowed = b.src
+    s.impls[b.impl] = copy
+  else
+    s.impls[b.impl].skipped = ("no runs of %s to reuse"):format(b.src)
+  end
+end
+
+-- skein's column comes first, whatever order the lines came in.
+for _, s in ipairs(specs) do
+  for i, impl in ipairs(s.order) do
+    if impl == "skein" and i > 1 then
+      table.remove(s.order, i)
+      table.insert(s.order, 1, "skein")
+      break
+    end
+  end
+end
+
 local function min(list)
   local m
   for _, v in ipairs(list) do if not m or v < m then m = v end end
   return m
 end
 
+local function median(list)
+  if #list == 0 then return nil end
+  local sorted = {}
+  for i, v in ipairs(list) do sorted[i] = v end
+  table.sort(sorted)
+  local k = #sorted
+  if k % 2 == 1 then return sorted[(k + 1) // 2] end
+  return (sorted[k // 2] + sorted[k // 2 + 1]) / 2
+end
+
 for _, s in ipairs(specs) do
   for _, r in pairs(s.impls) do
-    r.time, r.wall = min(r.times), min(r.walls)
+    r.time, r.time_best = median(r.times), min(r.times)
+    r.wall, r.wall_best = median(r.walls), min(r.walls)
+    r.byte, r.byte_best = median(r.bytes), min(r.bytes)
+    r.heap = median(r.heaps)
     r.rss_mb = r.rss and r.rss / 1024
   end
 end
@@ -92,12 +147,25 @@ end
 
 local function mb(v) return v and ("%.1f MB"):format(v) or "-" end
 
--- The metric a workload is judged on: the timed region for "rate"
--- workloads, the whole process's wall time for "wall" workloads.
+local function bytes(v)
+  if not v then return "-" end
+  if math.abs(v) >= 10240 then return ("%.1f KB"):format(v / 1024) end
+  return ("%.0f B"):format(v)
+end
+
+-- The figure a workload is judged on (the median): the timed region for
+-- "rate" workloads, the whole process's wall time for "wall" workloads, the
+-- resident bytes per item for "mem" workloads.
 local function primary(s, r)
   if not r then return nil end
   if s.kind == "wall" then return r.wall end
+  if s.kind == "mem" then return r.byte end
   return r.time
+end
+
+local function fmt_primary(s, v)
+  if s.kind == "mem" then return bytes(v) end
+  return secs(v)
 end
 
 -- ------------------------------------------------------------- targets
@@ -119,8 +187,12 @@ local function check(s, word)
   local kind, peer = what:match("^(%w+):([%w_]+)$")
   if kind == "vs" then
     local theirs = primary(s, s.impls[peer])
-    value = mine and theirs and theirs / mine
-    desc = ("skein %s %sx faster than %s"):format(op, limit, display(peer))
+    value = mine and theirs and mine > 0 and theirs / mine
+    if s.kind == "mem" then
+      desc = ("skein %s %sx smaller than %s"):format(op, limit, display(peer))
+    else
+      desc = ("skein %s %sx faster than %s"):format(op, limit, display(peer))
+    end
   elseif kind == "over" then
     local theirs = primary(s, s.impls[peer])
     value = mine and theirs and mine / theirs
@@ -149,35 +221,66 @@ local function result(fmt, ...) results[#results + 1] = fmt:format(...) end
 result("# skein bench results; bench/README.md explains every field")
 result("meta date=%s reps=%s cpus=%s cpu=%q", meta.date, meta.reps, meta.nproc, meta.cpu)
 
-print(("\nskein bench: best of %s, %s CPU(s), %s\n"):format(meta.reps, meta.nproc, meta.cpu))
+print(("\nskein bench: median and best of %s run(s), %s CPU(s), %s"):format(meta.reps, meta.nproc, meta.cpu))
+print("(ratios and targets use the medians)\n")
+
+-- "5.17x slower" / "1.20x faster" (time), "1.05x larger" (memory): the
+-- peer's median over skein's, as seen from the peer.
+local function ratio_text(s, ratio)
+  if not ratio then return "-" end
+  local up, down = "slower", "faster"
+  if s.kind == "mem" then up, down = "larger", "smaller" end
+  return ("%.2fx %s"):format(ratio >= 1 and ratio or 1 / ratio, ratio >= 1 and up or down)
+end
 
 local summaries, verdicts, missed = {}, {}, false
 for _, s in ipairs(specs) do
   local sk = s.impls.skein
   local base = primary(s, sk)
   print(("%s  [%s]"):format(s.label, s.name))
-  print(("  %-10s %9s %10s %9s %10s  %s"):format("", "timed", "rate", "wall", "peak RSS", "vs skein"))
+  if s.kind == "mem" then
+    print(("  %-12s %9s %9s %10s %10s  %s"):format("", "RSS/item", "best", "heap/item", "peak RSS", "vs skein"))
+  else
+    print(("  %-12s %9s %9s %9s %9s %9s %10s  %s"):format("", "timed", "best", "rate", "wall", "best",
+      "peak RSS", "vs skein"))
+  end
   for _, impl in ipairs(s.order) do
     local r = s.impls[impl]
     if r.skipped then
-      print(("  %-10s skipped: %s"):format(display(impl), r.skipped))
+      print(("  %-12s skipped: %s"):format(display(impl), r.skipped))
       result("run workload=%s impl=%s status=skipped", s.name, impl)
     elseif not r.time then
-      print(("  %-10s FAILED: %s"):format(display(impl), r.why or "?"))
+      print(("  %-12s FAILED: %s"):format(display(impl), r.why or "?"))
       result("run workload=%s impl=%s status=failed", s.name, impl)
     else
       local p = primary(s, r)
-      local ratio = base and p and p / base
-      local rtxt = impl == "skein" and "1.00x" or
-                   (ratio and ("%.2fx %s"):format(ratio >= 1 and ratio or 1 / ratio,
-                                                  ratio >= 1 and "slower" or "faster") or "-")
-      print(("  %-10s %9s %10s %9s %10s  %s%s"):format(display(impl), secs(r.time),
-        s.kind == "rate" and rate(r.n, r.time) or "-", secs(r.wall), mb(r.rss_mb), rtxt,
-        r.fails > 0 and ("  (%d run(s) failed)"):format(r.fails) or ""))
-      result("run workload=%s impl=%s status=ok n=%d time=%.6f rate=%.1f wall=%.6f rss_mb=%s ratio=%s reps=%d fails=%d",
-        s.name, impl, r.n or 0, r.time, (r.n or 0) / r.time, r.wall,
-        r.rss_mb and ("%.1f"):format(r.rss_mb) or "-",
-        ratio and ("%.3f"):format(ratio) or "-", #r.times, r.fails)
+      local ratio = base and p and base > 0 and p / base
+      local rtxt = impl == "skein" and "1.00x" or ratio_text(s, ratio)
+      local notes = {}
+      if #r.times < tonumber(meta.reps or 0) then notes[#notes + 1] = ("%d run(s)"):format(#r.times) end
+      if r.fails > 0 then notes[#notes + 1] = ("%d run(s) failed"):format(r.fails) end
+      if r.borrowed then notes[#notes + 1] = ("the runs of %s"):format(r.borrowed) end
+      local note = #notes > 0 and ("  (%s)"):format(table.concat(notes, ", ")) or ""
+      if s.kind == "mem" then
+        print(("  %-12s %9s %9s %10s %10s  %s%s"):format(display(impl), bytes(r.byte),
+          bytes(r.byte_best), bytes(r.heap), mb(r.rss_mb), rtxt, note))
+      else
+        print(("  %-12s %9s %9s %9s %9s %9s %10s  %s%s"):format(display(impl), secs(r.time),
+          secs(r.time_best), s.kind == "rate" and rate(r.n, r.time) or "-", secs(r.wall),
+          secs(r.wall_best), mb(r.rss_mb), rtxt, note))
+      end
+      local memtxt = ""
+      if s.kind == "mem" then
+        memtxt = (" bytes=%s bytes_best=%s heap=%s"):format(
+          r.byte and ("%.1f"):format(r.byte) or "-",
+          r.byte_best and ("%.1f"):format(r.byte_best) or "-",
+          r.heap and ("%.1f"):format(r.heap) or "-")
+      end
+      result("run workload=%s impl=%s status=ok n=%d time=%.6f time_best=%.6f rate=%.1f wall=%.6f wall_best=%.6f%s rss_mb=%s ratio=%s reps=%d fails=%d%s",
+        s.name, impl, r.n or 0, r.time, r.time_best, (r.n or 0) / r.time, r.wall, r.wall_best,
+        memtxt, r.rss_mb and ("%.1f"):format(r.rss_mb) or "-",
+        ratio and ("%.3f"):format(ratio) or "-", #r.times, r.fails,
+        r.borrowed and (" borrowed=" .. r.borrowed) or "")
     end
   end
   print()
@@ -193,11 +296,11 @@ for _, s in ipairs(specs) do
     local r = s.impls[impl]
     local p = primary(s, r)
     if p then
-      local txt = ("%s %s"):format(display(impl), secs(p))
+      local txt = ("%s %s"):format(display(impl), fmt_primary(s, p))
       if s.kind == "wall" and r.rss_mb then txt = txt .. (" %.0f MB"):format(r.rss_mb) end
-      if impl ~= "skein" and base then
+      if impl ~= "skein" and base and base > 0 then
         if over[impl] then
-          txt = txt .. (" (skein/%s = %.1fx)"):format(display(impl), base / p)
+          txt = txt .. (" (skein/%s = %.2fx)"):format(display(impl), base / p)
         else
           txt = txt .. (" (%.1fx)"):format(p / base)
         end
@@ -224,16 +327,16 @@ for _, s in ipairs(specs) do
         primary(s, pr) / primary(s, fr))
     end
     if verdict == "MISS" then missed = true end
-    verdicts[#verdicts + 1] = ("  %s  %-12s measured %-7s %s"):format(verdict, s.name,
+    verdicts[#verdicts + 1] = ("  %s  %-20s measured %-7s %s"):format(verdict, s.name,
       value and ("%.2f"):format(value) or "-", desc)
     result("target workload=%s check=%s verdict=%s value=%s", s.name, word, verdict,
       value and ("%.4f"):format(value) or "-")
   end
 end
 
-print("summary (ratio = peer time / skein time; above 1 means skein is faster)")
+print("summary (medians; ratio = peer / skein: above 1 means skein is faster, or smaller)")
 for _, line in ipairs(summaries) do print("  " .. line) end
-print("\ntargets")
+print("\ntargets (on medians)")
 for _, line in ipairs(verdicts) do print(line) end
 
 local rf = assert(io.open(out_path, "w"))

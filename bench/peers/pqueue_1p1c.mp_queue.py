@@ -1,5 +1,6 @@
 """pqueue_1p1c.mp_queue.py - multiprocessing.Queue: one producer process
-puts N small messages, the parent consumes them."""
+puts N small messages, the parent consumes them; timed up to the
+producer's exit, as skein's side."""
 import sys
 import time
 from multiprocessing import Process, Queue
@@ -20,7 +21,7 @@ if __name__ == "__main__":
     total = 0
     for _ in range(N):
         total += q.get()
-    elapsed = time.perf_counter() - t0
     p.join()
+    elapsed = time.perf_counter() - t0
     assert total == N * (N + 1) // 2
     print("BENCH time=%.6f n=%d" % (elapsed, N))

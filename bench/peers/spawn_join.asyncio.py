@@ -1,10 +1,15 @@
 """spawn_join.asyncio.py - asyncio peer: gather N tasks that each
-await asyncio.sleep(0) once. Prints one BENCH line for bench/run."""
+await asyncio.sleep(0) once. With HEAP > 0 the process first holds HEAP
+small live lists. The tasks are freed by reference count when gather
+returns, inside the timed region (they make no cycles, so gc.collect()
+would find nothing). Prints one BENCH line for bench/run.
+Usage: python3 spawn_join.asyncio.py [N] [HEAP]"""
 import asyncio
 import sys
 import time
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 100000
+HEAP = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 
 
 async def body():
@@ -17,5 +22,7 @@ async def main():
     return time.perf_counter() - t0
 
 
+heap = [[i] for i in range(HEAP)]
 elapsed = asyncio.run(main())
+assert len(heap) == HEAP
 print("BENCH time=%.6f n=%d" % (elapsed, N))

@@ -1,5 +1,6 @@
 -- pqueue_1p1c.lua — skein: one producer process puts N small messages on a
--- queue, the parent consumes them. Usage: skein pqueue_1p1c.lua [N]
+-- queue, the parent consumes them; timed up to the producer's exit and a
+-- collection. Usage: skein pqueue_1p1c.lua [N]
 local N = tonumber(arg[1]) or 200000
 local q = skein.queue()
 local t0 = skein.now()
@@ -8,7 +9,9 @@ local producer = skein.process(function(queue, n)
 end, q, N)
 local sum = 0
 for _ = 1, N do sum = sum + q:get() end
-local elapsed = skein.now() - t0
 producer:join()
+producer = nil
+collectgarbage()
+local elapsed = skein.now() - t0
 assert(sum == N * (N + 1) // 2)
 print(("BENCH time=%.6f n=%d"):format(elapsed, N))
