@@ -18,6 +18,16 @@
 **
 ** A worker that ran `max_tasks` jobs exits and starts its replacement,
 ** which joins it first, so recycled threads never pile up unjoined.
+**
+** Live work: a job counts in its submitter's `live` (as a task or a thread
+** does) from submit until it has left the pool, so a script, a thread or a
+** pool job that submitted work does not end before that work is done, and
+** the REPL's Ctrl-D counts it. The submitter's port is held meanwhile, and
+** whichever thread frees the job posts the uncounting to that port. Jobs a
+** pool's own workers submit to it are not counted there (a worker that
+** waited for them could be the one they need). A pool whose handle is
+** collected while its threads still run counts once more in that handle's
+** worker, until its last thread has ended and been joined there.
 */
 #include <pthread.h>
 #include <stdlib.h>
@@ -37,6 +47,8 @@ typedef struct job {
   sk_future *fut;               /* counted */
   sk_buf code;                  /* fn and its arguments */
   uint64_t timeout;             /* ns, 0: none */
+  sk_worker *owner;             /* the submitter it counts in (touched there only) */
+  sk_port *port;                /* the submitter's port, counted and held; NULL: not counted */
 } job;
 
 typedef struct sk_pool sk_pool;
@@ -66,20 +78,46 @@ struct sk_pool {
   char *init_error;             /* set when an initializer failed */
   pool_slot *slots;
   uv_thread_t *threads;         /* the current thread of each slot */
-  int orphaned;                 /* handle collected mid-run: threads detach */
+  int orphaned;                 /* handle collected mid-run */
+  sk_worker *reaper;            /* orphaned: the worker that joins the threads */
+  sk_port *reaper_port;         /* ... its port, counted and held */
   sk_waitlist exit_waiters;     /* woken when alive reaches 0 */
   void *hooks;                  /* a copy of the owner's init hooks */
   char *name;
 };
+
+/* On the submitter's thread: the job has left the pool. */
+static void job_reaped(void *arg) {
+  job *j = arg;
+  j->owner->live--;
+  sk_port_hold(j->port, -1);
+  sk_port_release(j->port);
+  free(j);
+}
+
+/* The submitter has closed: there is nothing left to uncount. */
+static void job_orphaned(void *arg) {
+  job *j = arg;
+  sk_port_release(j->port);
+  free(j);
+}
+
+/* Frees a job that has left the pool (finished or cancelled), on any
+** thread; one counted as live work of its submitter is uncounted there. */
+static void job_free(job *j) {
+  sk_buf_free(&j->code);
+  sk_obj_release(&j->fut->obj);
+  if (j->port) sk_port_call(j->port, job_reaped, job_orphaned, j);
+  else free(j);
+}
 
 static void pool_destroy(sk_obj *o) {
   sk_pool *p = (sk_pool *)o;
   while (p->head) {
     job *j = p->head;
     p->head = j->next;
-    sk_buf_free(&j->code);
-    sk_obj_release(&j->fut->obj);
-    free(j);
+    sk_future_cancel(j->fut);
+    job_free(j);
   }
   sk_buf_free(&p->init);
   sk_waitlist_free(&p->exit_waiters);
@@ -165,6 +203,45 @@ static char *run_init(sk_pool *p, lua_State *L) {
 
 static void worker_main(void *arg);
 
+/* Joins the threads that have ended and were not joined yet; one of them
+** that is the calling thread detaches itself instead. */
+static void join_exited(sk_pool *p) {
+  uv_thread_t self = uv_thread_self();
+  uv_mutex_lock(&p->lock);
+  for (int i = 0; i < p->size; i++) {
+    pool_slot *s = &p->slots[i];
+    if (s->exited && !s->joined) {
+      uv_thread_t t = p->threads[i];
+      s->joined = 1;
+      uv_mutex_unlock(&p->lock);
+      if (uv_thread_equal(&t, &self)) pthread_detach(t);
+      else uv_thread_join(&t);
+      uv_mutex_lock(&p->lock);
+    }
+  }
+  uv_mutex_unlock(&p->lock);
+}
+
+/* On the reaper's thread, posted by the last thread of an orphaned pool:
+** joins the threads and stops counting the pool as live work. */
+static void pool_reaped(void *arg) {
+  sk_pool *p = arg;
+  join_exited(p);
+  p->reaper->live--;
+  sk_port_hold(p->reaper_port, -1);
+  sk_port_release(p->reaper_port);
+  sk_obj_release(&p->obj);
+}
+
+/* The reaper has closed: runs on the last thread (which detaches) or on
+** the reaper's thread as its port closes (which joins it). */
+static void pool_reap_orphan(void *arg) {
+  sk_pool *p = arg;
+  join_exited(p);
+  sk_port_release(p->reaper_port);
+  sk_obj_release(&p->obj);
+}
+
 /* Starts the thread of slot i; the caller holds the pool lock. */
 static int start_slot(sk_pool *p, int i) {
   sk_obj_retain(&p->obj);
@@ -193,6 +270,7 @@ static void worker_main(void *arg) {
   char *init_error = NULL;
   if (w) {
     w->kind = "thread";
+    w->pool = p;
     w->self_id = slot->index;
     w->self_name = malloc(strlen(p->name) + 24);
     if (w->self_name) sprintf(w->self_name, "%s-%d", p->name, slot->index);
@@ -229,9 +307,7 @@ static void worker_main(void *arg) {
         ok = j->fut->state == SK_FUT_DONE;
       }
     }
-    sk_buf_free(&j->code);
-    sk_obj_release(&j->fut->obj);
-    free(j);
+    job_free(j);
     uv_mutex_lock(&p->lock);
     p->busy--;
     if (ok) p->done++;
@@ -249,7 +325,7 @@ static void worker_main(void *arg) {
   }
   uv_mutex_lock(&p->lock);
   p->alive--;
-  int detach = 0;
+  int detach = 0, reap = 0;
   if (recycle) {
     slot->prev = p->threads[slot->index];
     slot->has_prev = 1;
@@ -257,15 +333,20 @@ static void worker_main(void *arg) {
     if (start_slot(p, slot->index) != 0) recycle = 0;
   }
   if (!recycle) {
-    /* No successor joins this thread: the owner does, or nobody will. */
+    /* No successor joins this thread: the owner does, the reaper of an
+    ** orphaned pool does (told by the last thread), or nobody will. */
     slot->has_prev = 0;
     slot->exited = 1;
-    detach = p->orphaned;
+    detach = p->orphaned && p->reaper == NULL;
     if (detach) slot->joined = 1;
   }
-  if (p->alive == 0) sk_waitlist_wake_all(&p->exit_waiters);
+  if (p->alive == 0) {
+    sk_waitlist_wake_all(&p->exit_waiters);
+    reap = p->reaper != NULL;
+  }
   uv_mutex_unlock(&p->lock);
   if (detach) pthread_detach(pthread_self());
+  if (reap) sk_port_call(p->reaper_port, pool_reaped, pool_reap_orphan, p);
   sk_obj_release(&p->obj);
   sk_worker_count(-1);  /* last: see sk_worker_count */
 }
@@ -277,22 +358,6 @@ static sk_pool *check_pool(lua_State *L, int idx) {
 }
 
 static void push_pool(lua_State *L, sk_obj *o) { sk_handle_push(L, o, POOL_MT); }
-
-/* Joins the threads that have ended and were not joined yet. */
-static void join_exited(sk_pool *p) {
-  uv_mutex_lock(&p->lock);
-  for (int i = 0; i < p->size; i++) {
-    pool_slot *s = &p->slots[i];
-    if (s->exited && !s->joined) {
-      uv_thread_t t = p->threads[i];
-      s->joined = 1;
-      uv_mutex_unlock(&p->lock);
-      uv_thread_join(&t);
-      uv_mutex_lock(&p->lock);
-    }
-  }
-  uv_mutex_unlock(&p->lock);
-}
 
 /* skein._threadpool(size, max_tasks, name, init_fn, init_args...) */
 static int l_pool_new(lua_State *L) {
@@ -362,6 +427,14 @@ static int l_pool_submit(lua_State *L) {
   }
   j->timeout = t > 0 ? (uint64_t)(t * 1e9) : 0;
   sk_future *fut = j->fut;      /* a worker may free j as soon as it is queued */
+  sk_worker *w = sk_worker_of(L);
+  if (w->pool != p) {           /* counted before a worker can uncount it */
+    j->owner = w;
+    j->port = w->port;
+    sk_port_retain(w->port);
+    sk_port_hold(w->port, 1);
+    w->live++;
+  }
   uv_mutex_lock(&p->lock);
   int closed = p->closed || p->terminating;
   if (!closed) {
@@ -375,6 +448,11 @@ static int l_pool_submit(lua_State *L) {
   }
   uv_mutex_unlock(&p->lock);
   if (closed) {
+    if (j->port) {
+      w->live--;
+      sk_port_hold(j->port, -1);
+      sk_port_release(j->port);
+    }
     sk_buf_free(&j->code);
     sk_obj_release(&j->fut->obj);
     free(j);
@@ -394,9 +472,8 @@ static int l_pool_close(lua_State *L) {
   return 0;
 }
 
-/* pool:terminate(): cancels queued jobs, interrupts running ones */
-static int l_pool_terminate(lua_State *L) {
-  sk_pool *p = check_pool(L, 1);
+/* Cancels queued jobs and interrupts running ones. */
+static void terminate(sk_pool *p) {
   uv_mutex_lock(&p->lock);
   p->closed = p->terminating = 1;
   job *j = p->head;
@@ -410,11 +487,14 @@ static int l_pool_terminate(lua_State *L) {
   while (j) {
     job *next = j->next;
     sk_future_cancel(j->fut);
-    sk_buf_free(&j->code);
-    sk_obj_release(&j->fut->obj);
-    free(j);
+    job_free(j);
     j = next;
   }
+}
+
+/* pool:terminate(): cancels queued jobs, interrupts running ones */
+static int l_pool_terminate(lua_State *L) {
+  terminate(check_pool(L, 1));
   return 0;
 }
 
@@ -477,22 +557,40 @@ static int l_pool_stats(lua_State *L) {
 
 /* __gc: closes the pool so its workers exit once the queue is drained.
 ** While the owning worker closes (the end of a script), this waits for the
-** queued work and joins every thread, as an executor's exit does. A handle
-** collected earlier leaves the threads to finish and detach themselves. */
+** queued work and joins every thread, as an executor's exit does (after an
+** interrupt, it terminates the pool instead of waiting for its work). A handle
+** collected earlier leaves the threads to finish the queue; this worker
+** then counts the pool as live work until its last thread has told it
+** that it ended, and joins the threads (so a script does not end before
+** the queue is done). On one of the pool's own workers, which cannot wait
+** for itself, the threads detach themselves instead. */
 static int l_pool_gc(lua_State *L) {
   sk_handle *h = lua_touserdata(L, 1);
   if (h->obj == NULL) return 0;
   sk_pool *p = (sk_pool *)h->obj;
-  int wait = sk_worker_of(L)->closing;
+  sk_worker *w = sk_worker_of(L);
+  int wait = w->closing && w->pool != p;   /* a worker cannot wait for itself */
   uv_mutex_lock(&p->lock);
   p->closed = 1;
   uv_cond_broadcast(&p->cond);
   while (wait && p->alive > 0) {
+    int stop = w->interrupted && !p->terminating;
     uv_mutex_unlock(&p->lock);
-    uv_sleep(1);
+    if (stop) terminate(p);     /* Ctrl-C: the work is not waited for */
+    else uv_sleep(1);
     uv_mutex_lock(&p->lock);
   }
-  if (!wait) p->orphaned = 1;
+  if (!wait) {
+    p->orphaned = 1;
+    if (p->alive > 0 && p->reaper == NULL && w->pool != p) {
+      p->reaper = w;
+      p->reaper_port = w->port;
+      sk_port_retain(w->port);
+      sk_port_hold(w->port, 1);
+      w->live++;
+      sk_obj_retain(&p->obj);     /* for the last thread's post */
+    }
+  }
   uv_mutex_unlock(&p->lock);
   join_exited(p);
   return sk_handle_release(L);

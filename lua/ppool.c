@@ -27,7 +27,10 @@
 **    retries the worker announces each job it starts ('S'), and jobs that
 **    never started (sent ahead, or to a worker that died while starting)
 **    go back to the queue;
-**  - every child dies with its parent and is reaped.
+**  - every child dies with its parent and is reaped;
+**  - a job counts as live work of the owning worker (w->live) from submit
+**    until it is freed (drop_job), so a script does not end, and a pool
+**    collected while open does not drop its queue, before it is done.
 **
 ** Threads: everything here runs on the owning worker's thread. libuv
 ** callbacks only move jobs and finish futures (which is thread-safe and
@@ -127,15 +130,15 @@ static int start_worker(sk_ppool *p, int i);
 static void replace_worker(sk_ppool *p, int i, int now);
 static void quit_idle_if_drained(sk_ppool *p);
 
+static void drop_job(sk_ppool *p, pjob *j);
+
 static void pool_free_if_unused(sk_ppool *p) {
   if (p->has_handle || p->open_handles > 0) return;
   while (p->head) {
     pjob *j = p->head;
     p->head = j->next;
     sk_future_cancel(j->fut);
-    sk_obj_release(&j->fut->obj);
-    sk_buf_free(&j->code);
-    free(j);
+    drop_job(p, j);
   }
   for (int i = 0; i < p->size; i++) {
     sk_buf_free(&p->workers[i].in);
@@ -159,7 +162,10 @@ static void close_handle(void *h) {
   if (h) uv_close((uv_handle_t *)h, on_closed);
 }
 
-static void drop_job(pjob *j) {
+/* Frees a job that has left the pool (finished, failed or cancelled); it
+** no longer counts as live work of the owner. */
+static void drop_job(sk_ppool *p, pjob *j) {
+  p->w->live--;
   sk_obj_release(&j->fut->obj);
   sk_buf_free(&j->code);
   free(j);
@@ -171,7 +177,7 @@ static void cancel_queued(sk_ppool *p) {
     pjob *j = p->head;
     p->head = j->next;
     sk_future_cancel(j->fut);
-    drop_job(j);
+    drop_job(p, j);
   }
   p->tail = NULL;
   p->queued = 0;
@@ -211,7 +217,7 @@ static void fail_queued(sk_ppool *p) {
       }
       p->failed++;
     }
-    drop_job(j);
+    drop_job(p, j);
   }
   p->tail = NULL;
   p->queued = 0;
@@ -318,7 +324,7 @@ static int give_one(sk_ppool *p, int i) {
     p->queued--;
     j->next = NULL;
     if (!sk_future_start(j->fut)) {  /* cancelled while queued */
-      drop_job(j);
+      drop_job(p, j);
       continue;
     }
     size_t need = pw->out.len + j->code.len + 5;
@@ -329,7 +335,7 @@ static int give_one(sk_ppool *p, int i) {
       if (d == NULL) {
         sk_future_finish(j->fut, SK_FUT_FAILED, NULL, "out of memory", NULL);
         p->failed++;
-        drop_job(j);
+        drop_job(p, j);
         return 0;
       }
       pw->out.data = d;
@@ -407,7 +413,7 @@ static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, si
                    out.data ? NULL : "out of memory", kind);
   if (type == 'R') p->done++;
   else p->failed++;
-  drop_job(j);
+  drop_job(p, j);
   pw->ntasks++;
   if (p->max_tasks && pw->ntasks >= p->max_tasks && !pw->quitting) send_quit(pw);
   dispatch_all(p);
@@ -655,7 +661,7 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
                (double)j->timeout / 1e9, pw->pid);
       sk_future_fail_exit(j->fut, msg, "timeout", pw->pid, status, sig);
       p->failed++;
-      drop_job(j);
+      drop_job(p, j);
     } else if (p->retries > 0 && j->attempts <= p->retries && !p->terminating) {
       requeue_front(p, j);   /* to run again */
     } else {
@@ -671,7 +677,7 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
       }
       sk_future_fail_exit(j->fut, msg, "worker_died", pw->pid, status, sig);
       p->failed++;
-      drop_job(j);
+      drop_job(p, j);
     }
   }
   pw->timed_out = 0;
@@ -884,6 +890,7 @@ static int l_ppool_submit(lua_State *L) {
   p->tail = j;
   p->queued++;
   p->submitted++;
+  p->w->live++;                 /* until drop_job: the script waits for it */
   sk_future_push(L, &f->obj);
   if (p->stalled) revive(p);   /* no worker could start: try again */
   dispatch_all(p);
@@ -1009,7 +1016,7 @@ static void close_all(sk_ppool *p) {
       pjob *j = pw->job;
       pw->job = j->next;
       sk_future_finish(j->fut, SK_FUT_FAILED, NULL, "the pool's owner closed", "cancelled");
-      drop_job(j);
+      drop_job(p, j);
     }
     pw->job_tail = NULL;
     pw->njobs = 0;
@@ -1017,8 +1024,9 @@ static void close_all(sk_ppool *p) {
   p->alive = 0;
 }
 
-/* __gc: a pool dropped mid-run is closed (its workers finish the queue and
-** quit); at the owner's close every worker is killed and reaped. */
+/* __gc: a pool dropped mid-run is closed (its workers finish the queue,
+** which the owner waits for as live work, and quit); at the owner's close
+** every worker is killed and reaped. */
 static int l_ppool_gc(lua_State *L) {
   sk_ppool **u = luaL_checkudata(L, 1, PPOOL_MT);
   sk_ppool *p = *u;

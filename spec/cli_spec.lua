@@ -280,6 +280,42 @@ describe("skein command line", function()
       assert.matches("task %d+ failed and was never joined:.*early", r.err)
     end)
 
+    -- Python's executors finish their queue at exit; so does a pool still
+    -- open, and one collected while open (its queue is not dropped).
+    for _, kind in ipairs({ "coroutine", "thread", "process" }) do
+      it("a " .. kind .. " pool still open, or collected while open, finishes its queue", function()
+        local r = ok_run({ "-e", ([[
+          local p = skein.pool{kind = %q, size = 1}
+          for i = 1, 2 do p:submit(function(i) skein.sleep(0.2) print('job ' .. i) end, i) end
+          do
+            local q = skein.pool{kind = %q, size = 1}
+            q:submit(function() skein.sleep(0.8) print('orphaned job') end)   -- outlives p's queue
+          end
+          collectgarbage() collectgarbage()
+          print('chunk done')]]):format(kind, kind) }, { timeout = 30 })
+        assert.matches("^chunk done\n", r.out)
+        for _, line in ipairs({ "job 1", "job 2", "orphaned job" }) do
+          assert.matches("\n" .. line .. "\n", r.out)
+        end
+        assert.are.equal("", r.err)
+      end)
+    end
+
+    it("a thread waits for the pool jobs it submitted before it ends", function()
+      local r = ok_run({ "-e", [[
+        local th = skein.thread(function()
+          for _, kind in ipairs({ "thread", "process" }) do
+            local p = skein.pool{kind = kind, size = 1}
+            p:submit(function(kind) skein.sleep(0.2) print(kind .. ' pool job') end, kind)
+          end
+          return 'thread done'
+        end)
+        print(th:join())]] }, { timeout = 30 })
+      assert.matches("thread pool job\n", r.out)
+      assert.matches("process pool job\n", r.out)
+      assert.matches("thread done\n$", r.out)
+    end)
+
     it("main joining a task that waits forever reports a deadlock", function()
       local r = fail_run({ "-e", [[
         local t = skein.spawn(function() skein.sleep(math.huge) end)
@@ -444,6 +480,18 @@ describe("skein command line", function()
       local r = cli.signal_after_ready({ "-e", "skein.spawn(function() while true do end end) print('ready')" },
                                        "ready", "INT", { env = clean })
       interrupted(r)
+    end)
+
+    it("ends a script whose main chunk has returned and whose pool jobs run, without waiting for them", function()
+      for _, kind in ipairs({ "thread", "process" }) do
+        local r = cli.signal_after_ready({ "-e", ([[
+          local p = skein.pool{kind = %q, size = 1}
+          p:submit(function() skein.sleep(100) print('job done') end)
+          p:submit(function() print('never') end)
+          print('ready')]]):format(kind) }, "ready", "INT", { env = clean })
+        interrupted(r)
+        assert.are.equal("ready\n", r.out)
+      end
     end)
 
     it("ends a main chunk joining a task", function()

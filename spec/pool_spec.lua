@@ -154,10 +154,17 @@ for _, kind in ipairs({"coroutine", "thread", "process"}) do
     end)
 
     it("stops a task that exceeds the pool's per-task timeout", function()
-      local p <close> = skein.pool{kind = kind, size = 1, timeout = 0.05}
-      local f = p:submit(function() skein.sleep(10) end)
-      local e = caught(f.get, f, 10)
+      -- A timeout that a quick task never reaches on a loaded machine (the
+      -- apply below runs under it too), and a task that would run for a
+      -- minute: it must end at the timeout, well before it would have.
+      local p <close> = skein.pool{kind = kind, size = 1, timeout = 1}
+      local t0 = skein.now()
+      local f = p:submit(function() skein.sleep(60) return "not stopped" end)
+      local e = caught(f.get, f, 45)
+      local took = skein.now() - t0
       assert.is_true(skein.is_error(e, "timeout") or skein.is_error(e.value, "timeout"), tostring(e))
+      assert.is_true(took >= 0.95, "stopped after " .. took .. " s, before the timeout")
+      assert.is_true(took < 30, "stopped only after " .. took .. " s")
       assert.equal("still usable", p:apply(function() return "still usable" end))
     end)
 
@@ -196,6 +203,19 @@ for _, kind in ipairs({"coroutine", "thread", "process"}) do
     end)
   end)
 end
+
+describe("process pools", function()
+  it("count a task's timeout from the task's start, not from its worker's", function()
+    -- Every worker (the first, and the one that replaces a worker the
+    -- timeout killed) takes longer to start than the timeout.
+    local p <close> = skein.pool{kind = "process", size = 1, timeout = 1,
+                                 init = function() skein.sleep(1.5) end}
+    assert.equal("first", p:apply(function() return "first" end))
+    local f = p:submit(function() skein.sleep(60) end)
+    assert.is_true(skein.is_error(caught(f.get, f, 45), "timeout"))
+    assert.equal("after", p:apply(function() return "after" end))
+  end)
+end)
 
 describe("thread pools", function()
   it("really stop a runaway pure-Lua loop and keep the worker", function()

@@ -166,6 +166,26 @@ describe("skein REPL", function()
     assert.not_matches("finished.*still running", transcript)
   end)
 
+  it("Ctrl-D counts pool jobs still queued or running, and a second Ctrl-D waits for them", function()
+    session({
+      PROMPT,
+      line("tp = skein.pool{kind = 'thread', size = 1} pp = skein.pool{kind = 'process', size = 1}"),
+      PROMPT,
+      line("f = tp:submit(function() skein.sleep(1) print('thread ' .. 'job') end)"),
+      PROMPT,
+      line("g = pp:submit(function() skein.sleep(1.5) print('process ' .. 'job') end)"),
+      PROMPT,
+      "send:\\x04",
+      "expect:2 tasks or workers still running: Ctrl-D again waits for them",
+      PROMPT,
+      "send:\\x04",
+      "expect:waiting for 2 tasks or workers to finish",
+      "expect:thread job\r\n",
+      "expect:process job\r\n",
+      "exit:0",
+    })
+  end)
+
   it("a line typed after the first Ctrl-D starts over; Ctrl-D exits at once when nothing runs", function()
     session({
       PROMPT,

@@ -116,7 +116,7 @@ struct sk_worker {
   lua_Integer next_id;
   const void *task_mt;           /* the task metatable, for fast type checks */
   int task_mt_ref;              /* ... and a registry reference to it */
-  size_t live;                  /* unfinished non-daemon tasks */
+  size_t live;                  /* unfinished non-daemon tasks, threads, processes, pool jobs */
   size_t failures;              /* failed tasks reported as never joined */
   /* An interrupt (Ctrl-C, skein_interrupt, pool:terminate) sets both flags.
   ** `interrupted` is the request as the host sees it: it stays set until
@@ -137,6 +137,7 @@ struct sk_worker {
   lua_Integer self_id;
   char *self_name;
   void *job_clock;              /* a pool job's deadline (pool.c) */
+  void *pool;                   /* the thread pool it is a worker of (pool.c) */
   struct sk_proc *procs;        /* running child processes (process.c) */
   struct sk_ppool *ppools;      /* process pools it owns (ppool.c) */
   struct {                      /* metatables of handle types, by name */

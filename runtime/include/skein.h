@@ -191,8 +191,8 @@ SKEIN_API int skein_dofile(skein_runtime *rt, const char *path);
 SKEIN_API int skein_dostring(skein_runtime *rt, const char *code,
                              const char *chunkname);
 
-/* Drives the loop. Returns 1 while non-daemon tasks remain, 0 when none
-** does, -1 on error: a deadlock (tasks remain and nothing can wake them),
+/* Drives the loop. Returns 1 while non-daemon tasks (or threads, worker
+** processes, pool jobs) remain, 0 when none does, -1 on error: a deadlock (tasks remain and nothing can wake them),
 ** an interrupt (see skein_interrupted), or a call from inside the loop.
 ** With a host loop this runs the host's loop too, so the host must not be
 ** inside uv_run. */
