@@ -10,7 +10,7 @@ PREMAKE ?= $(shell command -v premake5 || command -v premake4)
 STDLIB := $(shell find stdlib -name '*.lua' | sort)
 BIN := build/bin/$(CONFIG)/skein
 
-.PHONY: all build gen test bench install clean example
+.PHONY: all build gen test bench install clean example FORCE
 
 all: build
 
@@ -20,8 +20,18 @@ build/gen/sk_stdlib.c: $(STDLIB) tools/embed.lua
 
 gen: build/gen/sk_stdlib.c
 
-# Regenerated when a source file appears or changes: premake globs them.
-build/Makefile: premake5.lua $(wildcard runtime/*.c lua/*.c)
+# premake globs the sources, so its makefiles are made again when the list
+# of sources changes (build/sources.txt is rewritten only then). The old
+# objects go too: their dependency files may name sources that moved, which
+# make would otherwise refuse to find.
+SOURCES := $(sort $(wildcard runtime/*/*.c lua/*.c))
+
+build/sources.txt: FORCE
+	@mkdir -p build
+	@echo '$(SOURCES)' | cmp -s - $@ || echo '$(SOURCES)' > $@
+
+build/Makefile: premake5.lua build/sources.txt
+	rm -rf build/obj
 	$(PREMAKE) --file=premake5.lua gmake
 
 build: gen build/Makefile

@@ -22,9 +22,9 @@ local function debug_symbols()
   if is_premake5 then symbols("On") else flags({ "Symbols" }) end
 end
 
+-- The library: every layer but the command (docs/ARCHITECTURE.md, "Layers").
 local core_files = {
-  "runtime/sched.c", "runtime/runtime.c", "runtime/obj.c", "runtime/siphash.c", "runtime/port.c", "runtime/shm.c",
-  "lua/*.c",
+  "runtime/core/*.c", "runtime/host/*.c", "lua/*.c", "runtime/embed/*.c",
   "build/gen/sk_stdlib.c",
 }
 
@@ -82,7 +82,7 @@ project "skein_shared"
 
 project "skein"
   kind "ConsoleApp"
-  files { "runtime/main.c", "runtime/repl.c" }
+  files { "runtime/cli/*.c" }
   objdir "build/obj/exe"
   links { "skein_static", "lua5.4", "uv", "readline", "m", "dl", "pthread" }
   common()

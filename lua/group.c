@@ -9,7 +9,7 @@
 */
 #include <string.h>
 
-#include "sk_lua.h"
+#include "sk_bind.h"
 
 #define GROUP_MT "skein.Group"
 #define WAITSET_MT "skein.WaitSet"

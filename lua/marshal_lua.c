@@ -1,9 +1,9 @@
 /*
-** marshal_lua.c — the Lua face of marshalling (lua/marshal.c): skein.encode,
+** marshal_lua.c — the Lua face of marshalling (runtime/host/marshal.c): skein.encode,
 ** skein.decode and skein.register_metatable, and the registry tables the
 ** codec uses.
 */
-#include "sk_lua.h"
+#include "sk_bind.h"
 
 /* skein.encode(...) -> string. Shared objects inside are referenced by
 ** handle and stay reachable only while something else holds them. */

@@ -320,7 +320,7 @@ static void worker_main(void *arg) {
   slot->w = NULL;
   uv_mutex_unlock(&p->lock);
   if (w) {
-    sk_worker_report_failures(w);
+    sk_task_report_failures(w);
     sk_worker_close(w);
   }
   uv_mutex_lock(&p->lock);

@@ -212,8 +212,6 @@ static int child_fd = -1;
 static rbuf child_rb;
 static deferred *deferred_head, *deferred_tail, *deferred_current;
 
-int sk_child_fd(void) { return child_fd; }
-
 int sk_child_read_nb(int *type, const char **payload, size_t *plen, int nonblock) {
   rbuf *rb = &child_rb;
   for (;;) {
@@ -425,6 +423,7 @@ int sk_process_child_main(int fd, const char *mode) {
   }
   child_identity(w);
   child_fd = fd;
+  sk_worker_parent_linked();
   sk_rpc_attach(w, fd);
   int status = 1, type;
   const char *payload;
@@ -448,7 +447,7 @@ int sk_process_child_main(int fd, const char *mode) {
       sk_buf_free(&job);
     }
   }
-  sk_worker_report_failures(w);
+  sk_task_report_failures(w);
   sk_rpc_detach();
   sk_worker_close(w);
   close(fd);

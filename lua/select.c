@@ -9,7 +9,7 @@
 */
 #include <string.h>
 
-#include "sk_lua.h"
+#include "sk_bind.h"
 
 #define MAX_SELECTABLE 32
 #define WATCHES_MT "skein.SelectWatches"

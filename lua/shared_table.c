@@ -38,7 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../runtime/sk_siphash.h"
+#include "../runtime/core/sk_siphash.h"
 #include "sk_shared.h"
 
 #define TABLE_MT "skein.shared.Table"

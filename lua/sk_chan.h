@@ -30,8 +30,8 @@
 #ifndef SK_CHAN_H
 #define SK_CHAN_H
 
-#include "sk_lua.h"
-#include "../runtime/sk_shm.h"
+#include "sk_bind.h"
+#include "../runtime/core/sk_shm.h"
 
 typedef struct sk_queue sk_queue;
 typedef struct shq shq;

@@ -4,7 +4,7 @@
 #ifndef SK_FUTURE_H
 #define SK_FUTURE_H
 
-#include "sk_lua.h"
+#include "sk_bind.h"
 
 #define FUTURE_MT "skein.Future"
 

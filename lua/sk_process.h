@@ -5,8 +5,8 @@
 #ifndef SK_PROCESS_H
 #define SK_PROCESS_H
 
-#include "sk_lua.h"
-#include "../runtime/sk_shm.h"
+#include "sk_bind.h"
+#include "../runtime/core/sk_shm.h"
 
 /* Frames on the parent/child socket: 4-byte little-endian length, a type
 ** byte, the payload. Blocking helpers for the child; a parser for the
@@ -27,9 +27,8 @@ int sk_process_child_setup(void);
 ** then exits; "pool" serves jobs until told to quit. */
 int sk_process_child_main(int fd, const char *mode);
 
-/* The child's socket to its parent (-1 outside a worker process), its
-** buffered reader, and the frames set aside while an RPC waited. */
-int sk_child_fd(void);
+/* The child's buffered reader of its socket to its parent, and the frames
+** set aside while an RPC waited. */
 int sk_child_read(int *type, const char **payload, size_t *plen);
 /* With nonblock: returns 1 instead of waiting when no whole frame is in. */
 int sk_child_read_nb(int *type, const char **payload, size_t *plen, int nonblock);

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "sk_lua.h"
+#include "sk_bind.h"
 #include "sk_sync.h"
 
 /* An immutable, reference-counted byte block in the shared segment: a

@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 
-#include "sk_lua.h"
+#include "sk_bind.h"
 #include "sk_chan.h"
 
 /* Registers a handle metatable: methods in __index, __gc, __tostring. */

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sk_lua.h"
+#include "sk_bind.h"
 #include "sk_process.h"
 
 /* Generated from stdlib/ by tools/embed.lua at build time. */

@@ -26,7 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sk_lua.h"
+#include "sk_bind.h"
 #include "sk_sync.h"
 
 #define LOCK_MT "skein.Lock"

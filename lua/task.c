@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "sk_lua.h"
+#include "sk_bind.h"
 
 #define TASK_MT "skein.Task"
 #define FAILURE_MT "skein.TaskFailure"
@@ -230,6 +230,19 @@ void sk_task_report(lua_State *L, int idx) {
           (long long)t->id, lua_tostring(L, -1));
   fflush(stderr);
   lua_pop(L, 1);
+}
+
+size_t sk_task_report_failures(sk_worker *w) {
+  lua_State *L = w->L;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "skein.failed") == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lua_pop(L, 1);
+      sk_task_report(L, -1);
+    }
+  }
+  lua_pop(L, 1);
+  return w->failures;
 }
 
 /* ------------------------------------------------------------- methods */

@@ -19,7 +19,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "sk_lua.h"
+#include "sk_bind.h"
 #include "sk_process.h"
 
 #define THREAD_MT "skein.Thread"
@@ -101,7 +101,7 @@ static void thread_main(void *arg) {
       cmsg = strdup(msg ? msg : "the thread failed to start");
     }
     failed = rc != 0;
-    sk_worker_report_failures(w);
+    sk_task_report_failures(w);
     if (sk_worker_close(w) != 0 && !failed) {
       fprintf(stderr, "skein: thread %lld closed with handles still open\n", (long long)th->id);
     }

@@ -1,4 +1,4 @@
--- The worker's allocator (lua/alloc.c) as a program meets it.
+-- The worker's allocator (runtime/host/alloc.c) as a program meets it.
 local skein = require "skein"
 
 local SKEIN = os.getenv("SKEIN_BIN") or ""

@@ -3,7 +3,7 @@
 -- and maps N trivial items. The timed region is what the program pays from
 -- there: pool start-up, the map, shutdown, and the collection that follows.
 -- Starting a process after the heap grew must not make that collection
--- slow (fork write-protects the parent's private pages; see lua/alloc.c).
+-- slow (fork write-protects the parent's private pages; see runtime/host/alloc.c).
 -- Usage: skein ppool_heap.lua [N]
 local N = tonumber(arg[1]) or 200000
 local kept = {}

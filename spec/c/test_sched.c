@@ -1,5 +1,5 @@
 /*
-** test_sched.c — the scheduler core (runtime/sk_sched.h), which has no Lua
+** test_sched.c — the scheduler core (runtime/core/sk_sched.h), which has no Lua
 ** face: the timer heap, the ready queue and its batches, the step function,
 ** host-loop mode, and closing with nothing left open. Prints TAP.
 **
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../runtime/sk_sched.h"
+#include "../../runtime/core/sk_sched.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 

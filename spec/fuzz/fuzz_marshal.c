@@ -29,7 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../lua/sk_lua.h"
+#include "../../runtime/embed/sk_embed.h"
+#include "../../runtime/host/sk_lua.h"
 
 static sk_worker *w;
 static int same_ref;
@@ -37,7 +38,7 @@ static const uint8_t *cur_data;  /* the input of pass 1, for the searcher */
 static size_t cur_size;
 static int pass;
 
-/* Tags as the format writes them (lua/marshal.c). */
+/* Tags as the format writes them (runtime/host/marshal.c). */
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT, T_END,
   T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS, T_MODULE, T_SHM
@@ -388,6 +389,7 @@ static void setup(void) {
   static const uint8_t key[16] = "skein fuzz key!";
   const char *err;
   sk_marshal_set_key(key);
+  sk_embed_init();  /* as skein_new would: the module opener, the stand-ins */
   w = sk_worker_new(NULL, &err);
   if (w == NULL) abort();
   lua_State *L = w->L;

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "include/skein.h"
+#include "../include/skein.h"
 #include "lauxlib.h"
 #include "lualib.h"
 

@@ -14,8 +14,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../lua/sk_lua.h"
-#include "include/skein.h"
+#include "../../lua/sk_bind.h"
+#include "../../lua/sk_process.h"
+#include "../host/sk_lua.h"
+#include "../include/skein.h"
+#include "sk_embed.h"
 
 /* One registered init hook; the list keeps registration order. */
 typedef struct init_hook {
@@ -76,6 +79,27 @@ static int l_register(lua_State *L) {
   lua_rawsetp(L, LUA_REGISTRYINDEX, &hooks_key);
   return 0;
 }
+
+/* ------------------------------------------------------- the layers */
+
+/* Kills and reaps what a closing worker started: its child processes and
+** its process pools' workers. */
+static void worker_closing(sk_worker *w) {
+  sk_process_kill_all(w);
+  sk_ppool_kill_all(w);
+}
+
+static const sk_worker_hooks worker_hooks = {luaopen_skein, worker_closing};
+static const sk_marshal_proxy marshal_proxy = {sk_proxy_info, sk_proxy_push};
+static uv_once_t layers_once = UV_ONCE_INIT;
+
+/* Lends the host what it must reach of the bindings. */
+static void layers_init(void) {
+  sk_worker_set_hooks(&worker_hooks);
+  sk_marshal_set_proxy(&marshal_proxy);
+}
+
+void sk_embed_init(void) { uv_once(&layers_once, layers_init); }
 
 /* ------------------------------------------------- worker executables */
 
@@ -180,7 +204,6 @@ static int started_as_worker(void) {
   return first < (size_t)k && strcmp(buf + first, "--skein-worker") == 0;
 }
 
-int sk_process_child_main(int fd, const char *mode);
 int sk_runtime_init_state(void *hooks, lua_State *L);
 
 int skein_worker_main(int argc, char **argv, skein_init_fn init, void *ud) {
@@ -190,6 +213,7 @@ int skein_worker_main(int argc, char **argv, skein_init_fn init, void *ud) {
     child_hook = (init_hook){init, ud, NULL};
     child_hooks = &child_hook;
   }
+  sk_embed_init();
   return sk_process_child_main(atoi(argv[2]), argc >= 4 ? argv[3] : "once");
 }
 
@@ -218,6 +242,7 @@ skein_runtime *skein_new(const skein_options *opts) {
     exe_option = copy;
     uv_mutex_unlock(&exe_lock);
   }
+  sk_embed_init();
   skein_runtime *rt = calloc(1, sizeof *rt);
   if (rt == NULL) return NULL;
   rt->w = sk_worker_new(opts ? opts->loop : NULL, &err);
@@ -437,22 +462,12 @@ int skein_interrupted(skein_runtime *rt, int clear) {
 }
 
 int skein_failures(skein_runtime *rt) {
-  return (int)sk_worker_report_failures(rt->w);
+  return (int)sk_task_report_failures(rt->w);
 }
 
-/* Used by the REPL (runtime/repl.c) to keep task output off its prompt. */
-void sk_runtime_set_batch_hook(skein_runtime *rt, void (*hook)(void *, int),
-                               void *ud);
-void sk_runtime_set_batch_hook(skein_runtime *rt, void (*hook)(void *, int),
-                               void *ud) {
-  rt->w->sched.batch_hook = hook;
-  rt->w->sched.batch_ud = ud;
-}
-
-/* Used by the command (runtime/main.c) after a chunk: whether it ended
+/* Used by the command (runtime/cli/main.c) after a chunk: whether it ended
 ** because of an interrupt its code did not catch (the error reached the top,
 ** or the interrupt is still owed to code that never took it). */
-int sk_runtime_interrupt_escaped(skein_runtime *rt);
 int sk_runtime_interrupt_escaped(skein_runtime *rt) {
   return rt->w->int_escaped || rt->w->int_owed;
 }
@@ -460,12 +475,10 @@ int sk_runtime_interrupt_escaped(skein_runtime *rt) {
 /* Used by the command when the script returned normally: an interrupt its
 ** code caught and handled no longer stops what follows (the wait for its
 ** remaining tasks). One not yet delivered still does. */
-void sk_runtime_interrupt_handled(skein_runtime *rt);
 void sk_runtime_interrupt_handled(skein_runtime *rt) {
   if (!rt->w->int_owed) rt->w->interrupted = 0;
 }
 
-/* Used by the REPL (runtime/repl.c): unfinished non-daemon tasks and
+/* Used by the REPL (runtime/cli/repl.c): unfinished non-daemon tasks and
 ** workers, which end of input must not drop without a word. */
-size_t sk_runtime_live(skein_runtime *rt);
 size_t sk_runtime_live(skein_runtime *rt) { return rt->w->live; }

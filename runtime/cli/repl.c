@@ -41,8 +41,6 @@
 
 volatile int sk_cli_repl_active = 0;
 
-size_t sk_runtime_live(skein_runtime *rt);
-
 /* The output relay (see the file comment). `lock` is the terminal lock;
 ** `at_prompt` (in the repl) is read and written under it. */
 typedef struct relay {

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/sk_shm.h"
 #include "lualib.h"
 #include "sk_lua.h"
-#include "sk_process.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -325,6 +325,13 @@ static __thread int precounted;   /* the next worker of this thread is counted *
 void sk_worker_count(int delta) { __atomic_add_fetch(&nworkers, delta, __ATOMIC_RELAXED); }
 void sk_worker_precounted(void) { precounted = 1; }
 
+/* Set once, by a worker process's main thread before it runs any user code
+** (which is what starts other workers), when the process has a link to its
+** parent. */
+static int parent_linked;
+
+void sk_worker_parent_linked(void) { parent_linked = 1; }
+
 /* Whether anything outside this worker could end a wait on a shared object:
 ** another worker of this process, a parent process (rpc), or another live
 ** process sharing the segment. A lone worker's waits are ended only by its
@@ -332,7 +339,7 @@ void sk_worker_precounted(void) { precounted = 1; }
 ** nobody else holds reports a deadlock instead of hanging. A thread or
 ** child process started later holds the loop by itself while it runs. */
 static int others_may_wake(void) {
-  return __atomic_load_n(&nworkers, __ATOMIC_RELAXED) > 1 || sk_child_fd() >= 0 ||
+  return __atomic_load_n(&nworkers, __ATOMIC_RELAXED) > 1 || parent_linked ||
          sk_shm_others_alive();
 }
 
@@ -795,12 +802,19 @@ int sk_pcall(lua_State *L, int nargs, int nres) {
   return st;
 }
 
+/* What the layers above lend every worker (sk_worker_set_hooks). Written
+** once, before the first worker exists and so before any thread that could
+** read it; read-only after. */
+static const sk_worker_hooks *hooks;
+
+void sk_worker_set_hooks(const sk_worker_hooks *h) { hooks = h; }
+
 static int open_state(lua_State *L) {
   lua_pushlightuserdata(L, sk_worker_of(L));
   lua_rawsetp(L, LUA_REGISTRYINDEX, &worker_key);
   luaL_openlibs(L);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_skein);
+  lua_pushcfunction(L, hooks->open_module);
   lua_setfield(L, -2, "skein");
   lua_pop(L, 1);
   lua_getglobal(L, "require");
@@ -811,6 +825,10 @@ static int open_state(lua_State *L) {
 }
 
 sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
+  if (hooks == NULL || hooks->open_module == NULL) {
+    *err = "no skein module to open (sk_worker_set_hooks was not called)";
+    return NULL;
+  }
   sk_worker *w = calloc(1, sizeof *w);
   *err = "out of memory";
   if (w == NULL) return NULL;
@@ -866,8 +884,7 @@ static void free_handle(uv_handle_t *h) { free(h); }
 int sk_worker_close(sk_worker *w) {
   w->closing = 1;
   if (w->counted) __atomic_sub_fetch(&nworkers, 1, __ATOMIC_RELAXED);
-  sk_process_kill_all(w);
-  sk_ppool_kill_all(w);
+  if (hooks && hooks->closing) hooks->closing(w);
   if (w->L) lua_close(w->L);
   sk_alloc_free(w->alloc);
   w->sched.flush = NULL;
@@ -897,17 +914,4 @@ int sk_worker_drain(sk_worker *w) {
       return -1;
     }
   }
-}
-
-size_t sk_worker_report_failures(sk_worker *w) {
-  lua_State *L = w->L;
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "skein.failed") == LUA_TTABLE) {
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      lua_pop(L, 1);
-      sk_task_report(L, -1);
-    }
-  }
-  lua_pop(L, 1);
-  return w->failures;
 }

@@ -31,9 +31,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../runtime/sk_siphash.h"
+#include "../core/sk_shm.h"
+#include "../core/sk_siphash.h"
+#include "../core/sk_view.h"
 #include "sk_lua.h"
-#include "../runtime/sk_shm.h"
 
 #define FORMAT 3                /* the version byte */
 #define MAX_DEPTH 200
@@ -208,6 +209,12 @@ void sk_marshal_register_type(const char *name, sk_obj_push push) {
   }
   uv_mutex_unlock(&types_lock);
 }
+
+/* Stand-ins for another process's objects (sk_marshal_set_proxy): set once
+** at start-up, before any worker exists; read-only after. */
+static const sk_marshal_proxy *proxy;
+
+void sk_marshal_set_proxy(const sk_marshal_proxy *p) { proxy = p; }
 
 static sk_obj_push find_type(const char *name, const char **canonical) {
   sk_obj_push push = NULL;
@@ -582,7 +589,7 @@ static void enc_userdata(enc *e, int idx, const path *p) {
   const char *pname;
   uint32_t pslot, pgen;
   long ppid;
-  if (sk_proxy_info(L, idx, &pname, &pslot, &pgen, &ppid)) {
+  if (proxy && proxy->info(L, idx, &pname, &pslot, &pgen, &ppid)) {
     /* A stand-in for an object of the parent process: send the original. */
     put_byte(L, e->b, T_OBJ);
     put_str(L, e->b, pname, strlen(pname));
@@ -1129,8 +1136,8 @@ static void dec_obj(dec *d) {
     if (push_view(L, so, name)) return;
     /* It lives in another process: a stand-in forwards to it, if that
     ** process is our parent. */
-    if (slot > UINT32_MAX || gen > UINT32_MAX || pid > INT32_MAX ||
-        sk_proxy_push(L, name, (uint32_t)slot, (uint32_t)gen, (long)pid) != 0) {
+    if (slot > UINT32_MAX || gen > UINT32_MAX || pid > INT32_MAX || proxy == NULL ||
+        proxy->push(L, name, (uint32_t)slot, (uint32_t)gen, (long)pid) != 0) {
       sk_error_raise(L, "marshal", "the %s this value refers to lives in process %d, "
                      "which this worker cannot reach", name, (int)pid);
     }

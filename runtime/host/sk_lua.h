@@ -1,8 +1,10 @@
 /*
-** sk_lua.h — internal header shared by the Lua bindings: the worker (one
-** Lua state + one loop + one scheduler), execution contexts (tasks and the
-** root context), the wait protocol every blocking call follows, and the
-** error constructor.
+** sk_lua.h — the host layer (runtime/host/): the worker (one Lua state +
+** one loop + one scheduler), execution contexts (tasks and the root
+** context), the wait protocol every blocking call follows, the error
+** constructor, marshalling and the Lua allocator. It includes only core/
+** headers, skein.h and Lua's; the bindings' own declarations are in
+** lua/sk_bind.h, which the host never includes.
 **
 ** Threading: everything declared here belongs to the worker's own OS thread.
 ** The only member another thread or a signal handler may touch is
@@ -17,10 +19,10 @@
 #include "lua.h"
 #include "lauxlib.h"
 
-#include "../runtime/include/skein.h"
-#include "../runtime/sk_obj.h"
-#include "../runtime/sk_port.h"
-#include "../runtime/sk_sched.h"
+#include "../include/skein.h"
+#include "../core/sk_obj.h"
+#include "../core/sk_port.h"
+#include "../core/sk_sched.h"
 
 #define SK_NO_DEADLINE UINT64_MAX
 
@@ -166,8 +168,29 @@ lua_State *sk_lua_newstate(sk_alloc *a);
 void sk_worker_count(int delta);
 void sk_worker_precounted(void);
 
+/* What the layers above the host lend every worker. The worker names no
+** binding: the embed layer registers these once, at start-up, before the
+** first worker is made (runtime/embed/runtime.c, sk_embed_init), and they
+** never change after. */
+typedef struct sk_worker_hooks {
+  /* Opens the `skein` module (luaopen_skein): every worker state preloads
+  ** it under that name and sets the global `skein` to it. Required. */
+  lua_CFunction open_module;
+  /* Runs first when a worker closes, before its state is closed: kills and
+  ** reaps the worker's child processes and its process pools' workers.
+  ** Calls no Lua. May be NULL. */
+  void (*closing)(sk_worker *w);
+} sk_worker_hooks;
+void sk_worker_set_hooks(const sk_worker_hooks *h);
+
+/* A worker process has a link to its parent, which may end its waits on
+** shared objects (rpc): from then on those waits hold the loop. Called
+** once, by the process's main thread before it runs any user code. */
+void sk_worker_parent_linked(void);
+
 /* Worker lifecycle (worker.c). sk_worker_new opens the standard libraries
-** and preloads `skein`; it returns NULL with *err set to a message. */
+** and preloads `skein` (sk_worker_hooks); it returns NULL with *err set to
+** a message. */
 sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err);
 int sk_worker_close(sk_worker *w);
 sk_worker *sk_worker_of(lua_State *L);
@@ -180,9 +203,6 @@ void sk_worker_interrupt(sk_worker *w);
 /* Runs until no non-daemon task is left. Returns 0, or -1 with an error
 ** object pushed (deadlock or interrupt). */
 int sk_worker_drain(sk_worker *w);
-/* Reports every failed, never-observed task on stderr; returns the total
-** number reported over the worker's life. */
-size_t sk_worker_report_failures(sk_worker *w);
 
 /* The wait protocol. A blocking C function checks its condition, then calls
 ** sk_wait_begin, links whatever watchers wake it, and returns
@@ -229,23 +249,6 @@ int sk_error_raise(lua_State *L, const char *kind, const char *fmt, ...);
 int sk_error_is(lua_State *L, int idx, const char *kind);
 void sk_error_open(lua_State *L);
 
-/* Tasks (task.c). sk_task_spawn creates a task running the value at `fn`
-** with the `nargs` values after it, and pushes the task. */
-sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon);
-sk_ctx *sk_task_check(lua_State *L, int idx);
-sk_ctx *sk_task_test(lua_State *L, int idx);
-int sk_task_cancel(sk_ctx *t);
-/* Writes the report of a failed, never-observed task (at index idx) to
-** stderr once and counts it. */
-void sk_task_report(lua_State *L, int idx);
-/* Pushes the task's results (returns their count) or raises its error. */
-int sk_task_push_results(lua_State *L, sk_ctx *t, int idx);
-void sk_task_open(lua_State *L);
-
-/* Groups and wait sets (group.c). */
-void sk_group_member_done(sk_ctx *t);
-void sk_group_open(lua_State *L);
-
 /* Marshalling (marshal.c). A buffer owns a reference to every shared
 ** object it mentions until it is freed. */
 typedef struct sk_buf {
@@ -265,6 +268,21 @@ typedef void (*sk_obj_push)(lua_State *L, sk_obj *o);
 /* Makes userdata whose metatable is named `name` sendable by reference;
 ** its memory must start with the sk_obj pointer (NULL once closed). */
 void sk_marshal_register_type(const char *name, sk_obj_push push);
+/* How the marshaller meets objects of another process, lent by the bindings
+** (rpc.c) and registered once at start-up by the embed layer, before the
+** first worker is made. `info` tells whether the value at idx is a
+** stand-in for such an object (1, filling in its type name and its handle
+** in process `pid`) or not (0); `push` pushes a new stand-in and returns 0,
+** or returns -1 (nothing pushed) when process `pid` cannot be reached from
+** here. `info` never raises; `push` only when Lua runs out of memory.
+** Unregistered: no value is a stand-in and none can be made. */
+typedef struct sk_marshal_proxy {
+  int (*info)(lua_State *L, int idx, const char **name, uint32_t *slot, uint32_t *gen,
+              long *pid);
+  int (*push)(lua_State *L, const char *name, uint32_t slot, uint32_t gen, long pid);
+} sk_marshal_proxy;
+void sk_marshal_set_proxy(const sk_marshal_proxy *p);
+
 /* Encodes `n` values from `first` into *out. Returns 0, or -1 with an error
 ** of kind "marshal" (naming the path under `root`) pushed; never raises. */
 int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *root);
@@ -280,7 +298,6 @@ int sk_marshal_encode_list(lua_State *L, int t, lua_Integer i, lua_Integer j, sk
 int sk_marshal_decode_into(lua_State *L, const char *data, size_t len, int flags, int t,
                            lua_Integer at);
 void sk_buf_free(sk_buf *b);
-void sk_marshal_open(lua_State *L);
 
 /* Objects across processes. While set on a thread, encoding moves every
 ** object whose type can live in the shared segment there (sk_shm.h) and
@@ -293,21 +310,6 @@ extern _Thread_local int sk_marshal_xproc;
 /* sk_marshal_encode with sk_marshal_xproc set. */
 int sk_marshal_encode_xproc(lua_State *L, int first, int n, sk_buf *out, const char *root);
 
-/* Views (shq.c): the one local object per shared object in this process. */
-struct sk_shm_obj;
-void sk_shm_register_ops(const sk_shm_ops *ops);
-/* This process's object for `so` (a new reference), made by `make` when
-** there is none; NULL when out of memory. */
-sk_obj *sk_shm_view_get(struct sk_shm_obj *so, sk_obj *(*make)(struct sk_shm_obj *so));
-/* The same through so's registered type. */
-sk_obj *sk_shm_view_of(struct sk_shm_obj *so);
-/* Records `o` as the view of `so` (a local object that moved), and drops
-** it (from o's destroy). */
-void sk_shm_view_remember(struct sk_shm_obj *so, sk_obj *o);
-void sk_shm_view_forget(struct sk_shm_obj *so, sk_obj *o);
-/* Keeps a local object alive for as long as this process lives: a value in
-** the segment mentions it by handle (it cannot move there itself). */
-void sk_shm_pin(sk_obj *o);
 /* The key that authenticates marshalled code: sk_marshal_key copies it
 ** (for a worker process being started); a worker process installs its
 ** parent's with sk_marshal_set_key before it decodes anything. */
@@ -351,27 +353,6 @@ void sk_handle_push(lua_State *L, sk_obj *o, const char *mt);
 /* __gc/__close for handles: drops the handle's reference. */
 int sk_handle_release(lua_State *L);
 
-/* What skein.select needs of an object it can wait on. */
-typedef struct sk_selectable {
-  const char *mt;
-  /* Tries the operation without blocking: pushes its results and returns
-  ** their count (>= 1), or returns 0 when it would block. May raise. */
-  int (*try_op)(lua_State *L, sk_obj *o);
-  /* Adds a waiter record (taking over its port reference), or returns 1 if
-  ** the object is ready already (nothing added), or -1 when out of memory. */
-  int (*add_waiter)(sk_obj *o, const sk_waiter *w);
-  void (*remove_waiter)(sk_obj *o, sk_port *port, uint32_t slot);
-} sk_selectable;
-void sk_select_register(const sk_selectable *s);
-void sk_select_open(lua_State *L);
-const sk_selectable *sk_select_find(lua_State *L, int idx);
-
-/* Channels, synchronisation and shared state. */
-void sk_sync_open(lua_State *L);
-void sk_queue_open(lua_State *L);
-void sk_pipe_open(lua_State *L);
-void sk_shared_open(lua_State *L);
-
 /* Failures that cross workers (worker.c). sk_capture is a message handler
 ** turning an error into {value=, message=, traceback=}. sk_encode_failure
 ** pops the failure at the top (a captured table or any error value),
@@ -386,10 +367,6 @@ const char *sk_encode_failure(lua_State *L, sk_buf *out);
 ** (the message is left on w's stack). */
 int sk_run_call(sk_worker *w, const char *code, size_t len, sk_buf *out, const char **kind);
 
-/* Pools and futures (pool.c, future.c). */
-void sk_pool_open(lua_State *L);
-void sk_future_open(lua_State *L);
-
 /* The arguments of skein.thread and skein.process: (fn, ...) or the table
 ** form {fn=, args=, name=, daemon=, init=, init_args=}, which is rewritten
 ** in place to [init, init_args...] fn and its arguments; *ninit counts the
@@ -399,21 +376,5 @@ int sk_worker_args(lua_State *L, int *daemon, char **name, int *ninit);
 /* Raises a bad-argument error for `arg` naming the first key of the
 ** options table there that is not in `known` (NULL-terminated). */
 void sk_check_options(lua_State *L, int arg, const char *const *known);
-
-/* Thread workers (thread.c). */
-void sk_thread_open(lua_State *L);
-
-/* Objects of another process (rpc.c). In a worker process, an object of
-** its parent arrives as a proxy that forwards every operation to the
-** parent. sk_proxy_info tells whether the value at idx is such a proxy;
-** sk_proxy_push makes one (0), or returns -1 when `pid` is not the parent
-** this process can reach. */
-int sk_proxy_info(lua_State *L, int idx, const char **name, uint32_t *slot, uint32_t *gen,
-                  long *pid);
-int sk_proxy_push(lua_State *L, const char *name, uint32_t slot, uint32_t gen, long pid);
-void sk_rpc_open(lua_State *L);
-
-/* Module entry (skein.c). */
-int luaopen_skein(lua_State *L);
 
 #endif

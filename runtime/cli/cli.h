@@ -4,7 +4,8 @@
 #ifndef SK_CLI_H
 #define SK_CLI_H
 
-#include "include/skein.h"
+#include "../embed/sk_embed.h"
+#include "../include/skein.h"
 
 /* 1 while the REPL reads input: Ctrl-C then cancels the line instead of
 ** ending the program. */
@@ -13,12 +14,6 @@ extern volatile int sk_cli_repl_active;
 void sk_cli_set_sigint(int on);
 void sk_cli_message(const char *msg);
 int sk_cli_report(lua_State *L, int status);
-
-/* Provided by runtime.c for the command: whether the last chunk ended by an
-** interrupt it did not catch; and forgetting an interrupt the script
-** caught, so that the wait for its remaining tasks goes on. */
-int sk_runtime_interrupt_escaped(skein_runtime *rt);
-void sk_runtime_interrupt_handled(skein_runtime *rt);
 
 /* Waits for the remaining non-daemon tasks and workers, as at the end of a
 ** script; returns 0 or an exit status (1 after a deadlock, 130 after an

@@ -1,0 +1,85 @@
+/*
+** sk_bind.h — what the bindings in lua/ offer one another and the embed
+** layer above them: the task and group engines, select, the open
+** functions of the object families, proxies of another process's objects
+** and the module entry. The host layer (runtime/host/sk_lua.h) never
+** includes this header: where the host must reach a binding, the binding
+** side registers a callback at start-up (sk_worker_set_hooks,
+** sk_marshal_set_proxy), done by runtime/embed/runtime.c.
+**
+** Threading: as in sk_lua.h, everything here belongs to the calling
+** worker's own OS thread unless it says otherwise.
+*/
+#ifndef SK_BIND_H
+#define SK_BIND_H
+
+#include "../runtime/core/sk_view.h"
+#include "../runtime/host/sk_lua.h"
+
+/* Tasks (task.c). sk_task_spawn creates a task running the value at `fn`
+** with the `nargs` values after it, and pushes the task. */
+sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon);
+sk_ctx *sk_task_check(lua_State *L, int idx);
+sk_ctx *sk_task_test(lua_State *L, int idx);
+int sk_task_cancel(sk_ctx *t);
+/* Writes the report of a failed, never-observed task (at index idx) to
+** stderr once and counts it. */
+void sk_task_report(lua_State *L, int idx);
+/* Reports every failed, never-observed task of the worker on stderr;
+** returns the total number reported over the worker's life. */
+size_t sk_task_report_failures(sk_worker *w);
+/* Pushes the task's results (returns their count) or raises its error. */
+int sk_task_push_results(lua_State *L, sk_ctx *t, int idx);
+void sk_task_open(lua_State *L);
+
+/* Groups and wait sets (group.c). */
+void sk_group_member_done(sk_ctx *t);
+void sk_group_open(lua_State *L);
+
+/* skein.marshal and skein.register_metatable (marshal_lua.c). */
+void sk_marshal_open(lua_State *L);
+
+/* What skein.select needs of an object it can wait on. */
+typedef struct sk_selectable {
+  const char *mt;
+  /* Tries the operation without blocking: pushes its results and returns
+  ** their count (>= 1), or returns 0 when it would block. May raise. */
+  int (*try_op)(lua_State *L, sk_obj *o);
+  /* Adds a waiter record (taking over its port reference), or returns 1 if
+  ** the object is ready already (nothing added), or -1 when out of memory. */
+  int (*add_waiter)(sk_obj *o, const sk_waiter *w);
+  void (*remove_waiter)(sk_obj *o, sk_port *port, uint32_t slot);
+} sk_selectable;
+void sk_select_register(const sk_selectable *s);
+void sk_select_open(lua_State *L);
+const sk_selectable *sk_select_find(lua_State *L, int idx);
+
+/* Channels, synchronisation and shared state. */
+void sk_sync_open(lua_State *L);
+void sk_queue_open(lua_State *L);
+void sk_pipe_open(lua_State *L);
+void sk_shared_open(lua_State *L);
+
+/* Pools and futures (pool.c, future.c). */
+void sk_pool_open(lua_State *L);
+void sk_future_open(lua_State *L);
+
+/* Thread workers (thread.c). */
+void sk_thread_open(lua_State *L);
+
+/* Objects of another process (rpc.c). In a worker process, an object of
+** its parent arrives as a proxy that forwards every operation to the
+** parent. sk_proxy_info tells whether the value at idx is such a proxy;
+** sk_proxy_push makes one (0), or returns -1 when `pid` is not the parent
+** this process can reach. The marshaller reaches both through
+** sk_marshal_set_proxy. */
+int sk_proxy_info(lua_State *L, int idx, const char **name, uint32_t *slot, uint32_t *gen,
+                  long *pid);
+int sk_proxy_push(lua_State *L, const char *name, uint32_t slot, uint32_t gen, long pid);
+void sk_rpc_open(lua_State *L);
+
+/* Module entry (skein.c). Only runtime/embed/ names it: it hands it to
+** every worker through sk_worker_set_hooks. */
+int luaopen_skein(lua_State *L);
+
+#endif
