@@ -1,27 +1,19 @@
 -- Examples ported from the seed templates that need no network: each runs
 -- under the skein binary being tested, bounded in time, and its output is
 -- checked line by line.
-local root = debug.getinfo(1, "S").source:match("^@(.-)spec/[^/]*$") or ""
-if root == "" then root = "./" end
-local bin = os.getenv("SKEIN_BIN") or (root .. "build/bin/release/skein")
+local cli = require "spec.support.cli"
+local lines, sh = cli.lines, cli.q
 
-local function sh(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
--- Runs an example with a 60 s bound; returns its output and exit status.
+-- Runs an example with a 60 s bound; returns its output (stdout then
+-- stderr) and exit status.
 local function run(name)
-  local p = assert(io.popen(("timeout 60 %s %s 2>&1"):format(sh(bin), sh(root .. "examples/" .. name))))
-  local out = p:read("a")
-  local ok, _, code = p:close()
-  return out, ok and 0 or code
-end
-
-local function lines(s)
-  local t = {}
-  for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
-  return t
+  local r = cli.run({ "examples/" .. name }, { timeout = 60 })
+  return (r.out or "") .. (r.err or ""), r.code
 end
 
 describe("seed templates", function()
+  teardown(cli.cleanup)
+
   it("processes/stock.lua: ten buyers in four processes sell exactly the stock", function()
     local out, code = run("processes/stock.lua")
     assert.equal(0, code, out)
@@ -63,7 +55,7 @@ describe("seed templates", function()
   it("pools/as_completed_cancel.lua: Ctrl-C cancels what is left and the script ends normally", function()
     -- SIGINT to the whole process group, as a terminal sends it, once the
     -- fourth result is out; a watchdog bounds the run.
-    local d = io.popen("mktemp -d /tmp/skein-spec.XXXXXX"):read("l")
+    local d = cli.tmpdir()
     local script = ([[
 setsid %s %s 30 >%s/out 2>&1 </dev/null &
 pid=$!
@@ -79,12 +71,11 @@ kill -INT -- -$pid
 wait $pid; rc=$?
 kill $dog 2>/dev/null
 echo "$rc $(( ($(date +%%s%%N) - t0) / 1000000 ))"
-]]):format(sh(bin), sh(root .. "examples/pools/as_completed_cancel.lua"), d, d)
+]]):format(sh(cli.bin), sh("examples/pools/as_completed_cancel.lua"), d, d)
     local p = io.popen("bash -c " .. sh(script))
     local rc, ms = p:read("a"):match("(%d+) (%d+)")
     p:close()
     local out = io.open(d .. "/out"):read("a")
-    os.execute("rm -rf " .. sh(d))
     assert.equal("0", rc, out)
     assert.is_true(tonumber(ms) < 5000, "took " .. ms .. " ms after the signal")
     local finished, cancelled = out:match("\nTask has been canceled! (%d+) finished, (%d+) cancelled before they started\n$")

@@ -15,11 +15,7 @@ local function run(name)
   return out, ok and 0 or code, how
 end
 
-local function lines(s)
-  local t = {}
-  for l in s:gmatch("[^\n]+") do t[#t + 1] = l end
-  return t
-end
+local lines = require("spec.support.cli").lines
 
 describe("examples/threads", function()
   it("rlock_counter.lua: two threads count to 5 under a re-entered RLock", function()

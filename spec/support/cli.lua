@@ -70,6 +70,13 @@ local function env_prefix(env)
   return #parts > 0 and ("env " .. table.concat(parts, " ") .. " ") or ""
 end
 
+--- The lines of `s` (empty lines dropped), as a list.
+function M.lines(s)
+  local t = {}
+  for l in (s or ""):gmatch("[^\n]+") do t[#t + 1] = l end
+  return t
+end
+
 --- Runs skein with `args` (a list of strings). opts: stdin (a string; by
 -- default standard input is /dev/null, so that skein never sees the
 -- terminal busted may have), env (name -> value, or false to unset),
