@@ -248,7 +248,7 @@ static int start_slot(sk_pool *p, int i) {
   p->slots[i].exited = p->slots[i].joined = 0;
   p->alive++;
   sk_worker_count(1);
-  if (uv_thread_create(&p->threads[i], worker_main, &p->slots[i]) != 0) {
+  if (sk_thread_start(&p->threads[i], worker_main, &p->slots[i]) != 0) {
     sk_worker_count(-1);
     p->alive--;
     sk_obj_release(&p->obj);

@@ -301,7 +301,7 @@ static int l_thread_new(lua_State *L) {
   if (!daemon) w->live++;
   sk_port_hold(w->port, 1);
   sk_worker_count(1);
-  if (uv_thread_create(&th->tid, thread_main, th) != 0) {
+  if (sk_thread_start(&th->tid, thread_main, th) != 0) {
     sk_worker_count(-1);
     if (!daemon) w->live--;
     sk_port_hold(w->port, -1);

@@ -140,6 +140,11 @@ static void relay_emit(repl *r, const char *data, size_t n) {
 ** mid-line waits up to 30 ms for the rest of its line. */
 static void relay_main(void *arg) {
   repl *r = arg;
+  /* Ctrl-C is the main thread's: its handler must not run here. */
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &mask, NULL);
   relay *o = &r->out;
   char buf[8192];
   size_t have = 0;

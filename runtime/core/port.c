@@ -3,6 +3,7 @@
 */
 #include "sk_port.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -241,4 +242,14 @@ void sk_waitlist_free(sk_waitlist *l) {
   for (size_t i = 0; i < l->n; i++) sk_port_release(l->w[i].port);
   free(l->w);
   memset(l, 0, sizeof *l);
+}
+
+int sk_thread_start(uv_thread_t *t, void (*fn)(void *), void *arg) {
+  sigset_t mask, old;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &mask, &old);   /* the new thread inherits it */
+  int rc = uv_thread_create(t, fn, arg);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  return rc;
 }

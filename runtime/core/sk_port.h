@@ -68,6 +68,12 @@ sk_port *sk_port_by_id(uint32_t id);
 ** record's port reference. */
 void sk_waiter_fire(sk_waiter *w);
 
+/* Starts an OS thread that never takes SIGINT: Ctrl-C is the main thread's
+** to handle (the command's handler reaches the main worker), so a thread
+** worker or a helper thread never runs it in the middle of its own work.
+** Returns 0 or a libuv error, as uv_thread_create. */
+int sk_thread_start(uv_thread_t *t, void (*fn)(void *), void *arg);
+
 #endif
 
 /* A list of waiter records inside a shared object, guarded by that object's
