@@ -750,7 +750,7 @@ static int start_worker(sk_ppool *p, int i) {
 
 static sk_ppool *check_ppool(lua_State *L, int idx) {
   sk_ppool **u = luaL_checkudata(L, idx, PPOOL_MT);
-  if (*u == NULL) luaL_error(L, "cannot use a process pool after it was closed");
+  if (*u == NULL) sk_error_raise(L, "closed", "cannot use a process pool after it was closed");
   return *u;
 }
 
@@ -803,7 +803,7 @@ static int l_ppool_new(lua_State *L) {
       free(p->name);
       free(p);
     }
-    return luaL_error(L, "not enough memory for a pool");
+    return sk_error_raise(L, "memory", "not enough memory for a pool");
   }
   frame[0] = retries > 0 ? SK_POOL_STARTS : 0;
   if (init.len) memcpy(frame + 1, init.data, init.len);
@@ -871,7 +871,7 @@ static int l_ppool_submit(lua_State *L) {
     free(j);
     free(framed);
     sk_buf_free(&code);
-    return luaL_error(L, "not enough memory");
+    return sk_error_raise(L, "memory", "not enough memory for a job");
   }
   uint64_t id = ++p->next_job;
   memcpy(framed, &id, 8);
@@ -953,7 +953,7 @@ static int join_k(lua_State *L, int status, lua_KContext kctx) {
 static int l_ppool_join(lua_State *L) {
   sk_ppool *p = check_ppool(L, 1);
   uint64_t d = sk_check_deadline(L, 2);
-  if (!p->closed) return luaL_error(L, "call pool:close() or pool:terminate() before pool:join()");
+  if (!p->closed) return sk_error_raise(L, "usage", "call pool:close() or pool:terminate() before pool:join()");
   lua_settop(L, 1);
   sk_push_deadline(L, d);
   return join_k(L, LUA_OK, 0);

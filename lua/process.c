@@ -1026,7 +1026,7 @@ static int l_proc_new(lua_State *L) {
     free(name);
     sk_buf_free(&init);
     sk_buf_free(&code);
-    return luaL_error(L, "not enough memory for a process");
+    return sk_error_raise(L, "memory", "not enough memory for a process");
   }
   *u = NULL;
   luaL_setmetatable(L, PROC_MT);

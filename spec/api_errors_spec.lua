@@ -50,6 +50,10 @@ describe("error kinds (item 12)", function()
     p:join()
     local c = skein.pool{kind = "coroutine", size = 1}
     assert.is_true(skein.is_error(errof(c.join, c), "usage"))
+    local pp = skein.pool{kind = "process", size = 1}
+    assert.is_true(skein.is_error(errof(pp.join, pp), "usage"))
+    pp:close()
+    pp:join(30)
   end)
 
   it("a task joining itself is kind deadlock", function()
