@@ -4,6 +4,8 @@
 -- is still starting, and a kill storm. Scripts that may crash or exhaust
 -- file descriptors run in a child `skein`, bounded by `timeout`.
 local skein = require "skein"
+local cli = require "spec.support.cli"
+local write_file, read_file = cli.write, cli.read
 
 local SKEIN = os.getenv("SKEIN_BIN") or arg[-1]
 local SLOW = SKEIN:match("asan") ~= nil      -- sanitizer builds start slower
@@ -12,20 +14,6 @@ local function caught(fn, ...)
   local ok, e = pcall(fn, ...)
   assert.is_false(ok, "expected an error")
   return e
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function read_file(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
 end
 
 -- Runs `code` as a script in a child skein, through `sh -c` with `prefix`
