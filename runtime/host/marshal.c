@@ -1104,14 +1104,20 @@ static int push_view(lua_State *L, sk_shm_obj *so, const char *name) {
   return 1;
 }
 
-static void dec_shm(dec *d) {
-  lua_State *L = d->L;
+/* Reads an object reference's type name, refuses it where objects are not
+** accepted, and leaves the name on the stack (it is returned from there). */
+static const char *dec_obj_name(dec *d) {
   size_t n;
   const char *name = get_bytes(d, &n);
-  uint64_t type = get_varint(d), index = get_varint(d), gen = get_varint(d);
   if (!(d->flags & SK_MARSHAL_OBJECTS)) dec_fail(d, "objects are not accepted here");
-  lua_pushlstring(L, name, n);
-  name = lua_tostring(L, -1);
+  lua_pushlstring(d->L, name, n);
+  return lua_tostring(d->L, -1);
+}
+
+static void dec_shm(dec *d) {
+  lua_State *L = d->L;
+  const char *name = dec_obj_name(d);
+  uint64_t type = get_varint(d), index = get_varint(d), gen = get_varint(d);
   sk_shm_obj *so = type <= UINT32_MAX && index <= UINT32_MAX && gen <= UINT32_MAX
                        ? sk_shm_obj_find((uint32_t)index, (uint32_t)type, (uint32_t)gen)
                        : NULL;
@@ -1122,12 +1128,8 @@ static void dec_shm(dec *d) {
 
 static void dec_obj(dec *d) {
   lua_State *L = d->L;
-  size_t n;
-  const char *name = get_bytes(d, &n);
+  const char *name = dec_obj_name(d);
   uint64_t slot = get_varint(d), gen = get_varint(d), pid = get_varint(d);
-  if (!(d->flags & SK_MARSHAL_OBJECTS)) dec_fail(d, "objects are not accepted here");
-  lua_pushlstring(L, name, n);
-  name = lua_tostring(L, -1);
   if (pid != (uint64_t)getpid()) {
     /* It moved to the shared segment after these bytes were written? */
     sk_shm_obj *so = slot <= UINT32_MAX && gen <= UINT32_MAX && pid <= INT32_MAX
