@@ -373,6 +373,8 @@ describe("skein REPL", function()
       "send:\\x1b[A",
       "expect:x = 'old'",
       "send:\\x1b[A",
+      -- let readline take the whole key sequence before Ctrl-C comes
+      "sleep:0.3",
       "absent:#1796",
       "send:\\x03",
       PROMPT,
