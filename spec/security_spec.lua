@@ -223,20 +223,32 @@ local function try(bytes)
   local ok, e = pcall(skein.decode, bytes)
   return ok, skein.is_error(e, "marshal"), type(e) == "table" and e.message or tostring(e)
 end
--- A module reference (tag 14) and a C function of a module (tag 11).
-print(try(head .. "\14" .. varint(7) .. "evilmod" .. tag))
+-- A module reference (tag 14) is written only as a function's upvalue: take
+-- a function closing over `string` and put another module name in its place.
+local m = string
+local fbytes = skein.encode(function() return m end)
+local mark = "\14" .. varint(6) .. "string"
+local at = assert(fbytes:find(mark, 1, true))
+local function closing_over(name)
+  return fbytes:sub(1, at - 1) .. "\14" .. varint(#name) .. name .. tag .. fbytes:sub(at + #mark + 8)
+end
+print(try(closing_over("evilmod")))
+-- A C function of a module (tag 11).
 print(try(head .. "\11" .. varint(9) .. "evilmod.x" .. tag))
 print(io.open("pwned") == nil)
 -- A module this worker already has resolves whatever the tag.
-print(skein.decode(head .. "\14" .. varint(6) .. "string" .. tag) == string)
+print(skein.decode(closing_over("string"))() == string)
 -- require reads a name up to a NUL: such a name is refused.
-print(try(head .. "\14" .. varint(8) .. "string\0x" .. tag))
+print(try(closing_over("string\0x")))
+-- A module reference as plain data is refused: it would not encode back.
+print(try(head .. "\14" .. varint(6) .. "string" .. tag))
 ]], {cwd = d})
     assert.equal(0, r.code, r.err)
     local msg = "module 'evilmod' is not loaded in this worker (decoding loads no code from "
       .. "bytes this process tree did not write: require it first)"
     assert.equal(("false\ttrue\t%s\nfalse\ttrue\t%s\ntrue\ntrue\n"):format(msg, msg)
-      .. "false\ttrue\tmalformed buffer: bad module name\n", r.out)
+      .. "false\ttrue\tmalformed buffer: bad module name\n"
+      .. "false\ttrue\tmalformed buffer: a module reference outside a function's upvalues\n", r.out)
   end)
 
   it("raises kind marshal when an authenticated module cannot be loaded", function()

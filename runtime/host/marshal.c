@@ -853,6 +853,7 @@ static void remember(dec *d) {
 }
 
 static void dec_value(dec *d, int depth);
+static void dec_module(dec *d);
 
 /* Decodes one value into t[i] (t at stack index t; nil leaves it unset).
 ** Integers and strings directly, as in the encoder's enc_item. */
@@ -1023,7 +1024,11 @@ static void dec_lfunc(dec *d, int depth) {
   }
   remember(d);
   for (int i = 1; i <= (int)nups; i++) {
-    dec_value(d, depth + 1);
+    /* The encoder writes a module reference only as an upvalue (enc_module
+    ** in enc_function), so only here is one read: a module table met as
+    ** plain data would be re-encoded by value, not as the reference. */
+    if (d->p < d->end && *d->p == T_MODULE) dec_module(d);
+    else dec_value(d, depth + 1);
     lua_setupvalue(L, f, i);
   }
 }
@@ -1058,6 +1063,16 @@ static void push_module(dec *d, const char *name, size_t n, int authentic) {
                    why ? why : luaL_typename(L, -1));
   }
   lua_remove(L, -2);
+}
+
+/* Reads a MODULE tag (a function's upvalue) and pushes that module. */
+static void dec_module(dec *d) {
+  d->p++;
+  size_t n;
+  const char *name = get_bytes(d, &n);
+  uint64_t tag = get_u64(d);
+  if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "modules are not accepted here");
+  push_module(d, name, n, tag == name_mac(name, n));
 }
 
 static void dec_cfunc(dec *d) {
@@ -1201,14 +1216,7 @@ static void dec_value(dec *d, int depth) {
       if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "globals are not accepted here");
       lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
       break;
-    case T_MODULE: {
-      size_t n;
-      const char *name = get_bytes(d, &n);
-      uint64_t tag = get_u64(d);
-      if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "modules are not accepted here");
-      push_module(d, name, n, tag == name_mac(name, n));
-      break;
-    }
+    case T_MODULE: dec_fail(d, "a module reference outside a function's upvalues"); break;
     default: dec_fail(d, "unknown tag");
   }
 }
