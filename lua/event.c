@@ -78,34 +78,39 @@ static int l_event_is_set(lua_State *L) {
   return 1;
 }
 
-static int event_wait_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_obj *o = sk_handle_check(L, 1, EVENT_MT);
-  sk_event *e = SK_XSTATE(sk_event, o);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  for (;;) {
-    if (status == LUA_YIELD) sk_xw_wait_end(L, c, &e->w);
-    int set = is_set(e);
-    if (set || sk_expired(d)) {
-      lua_pushboolean(L, set);
-      return 1;
-    }
-    /* An event nobody else holds can only be set by this worker: a wait
-    ** that nothing here can end is a deadlock, also in a thread. */
-    c->wait_alone = sk_xobj_alone(o);
-    if (sk_xw_wait_begin(L, c, d, &e->w, event_ready, e)) {
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, kctx, event_wait_k);
-  }
+/* An event as a wait source (the view `o` of it at index 1): ready when
+** set; wait() gives true, or false on timeout. */
+static int event_attempt(lua_State *L, void *obj, int round, int expired) {
+  int set = is_set(SK_XSTATE(sk_event, (sk_obj *)obj));
+  (void)round;
+  if (!set && !expired) return SK_WAIT_MORE;
+  lua_pushboolean(L, set);
+  return 1;
 }
+
+static int event_link(void *obj, sk_ctx *c, int round) {
+  sk_obj *o = obj;
+  sk_event *e = SK_XSTATE(sk_event, o);
+  (void)round;
+  /* An event nobody else holds can only be set by this worker: a wait
+  ** that nothing here can end is a deadlock, also in a thread. */
+  c->wait_alone = sk_xobj_alone(o);
+  return sk_xw_link(c, &e->w, event_ready, e);
+}
+
+static int event_unlink(void *obj, sk_ctx *c) {
+  return sk_xw_unlink(c, &SK_XSTATE(sk_event, (sk_obj *)obj)->w);
+}
+
+static const sk_source event_source = {
+    .name = EVENT_MT, .attempt = event_attempt, .link = event_link, .unlink = event_unlink};
 
 /* event:wait([timeout]) -> true when set, false on timeout */
 static int l_event_wait(lua_State *L) {
-  check_event(L, 1);
-  sk_sync_setup_deadline(L, 2);
-  return event_wait_k(L, LUA_OK, 0);
+  sk_obj *o = sk_handle_check(L, 1, EVENT_MT);
+  uint64_t d = sk_check_deadline(L, 2);
+  lua_settop(L, 1);
+  return sk_wait_on(L, &event_source, o, d, 0);
 }
 
 static int l_event_tostring(lua_State *L) {

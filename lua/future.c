@@ -154,48 +154,59 @@ static int push_outcome(lua_State *L, sk_future *f) {
   return n;
 }
 
-/* Shared shape of get and wait: wait until finished or the deadline. */
-static int wait_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_future *f = check_future(L, 1);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  int is_get = (int)kctx;
-  for (;;) {
-    if (status == LUA_YIELD) sk_shared_wait_end(L, c, &f->lock, &f->waiters);
-    uv_mutex_lock(&f->lock);
-    int fin = finished(f);
-    uv_mutex_unlock(&f->lock);
-    if (fin) {
-      if (is_get) return push_outcome(L, f);
-      lua_pushboolean(L, 1);
-      return 1;
-    }
-    if (sk_expired(d)) {
-      if (is_get) return sk_error_raise(L, "timeout", "future %I: get timed out", (LUAI_UACINT)f->id);
-      lua_pushboolean(L, 0);
-      return 1;
-    }
-    if (sk_shared_wait_begin(L, c, d, &f->lock, &f->waiters, future_ready, f)) {
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, kctx, wait_k);
-  }
+/* A future as a wait source: ready when finished. get() pushes the
+** outcome, wait() true; on timeout get() raises and wait() gives false. */
+static int finished_locked(sk_future *f) {
+  uv_mutex_lock(&f->lock);
+  int fin = finished(f);
+  uv_mutex_unlock(&f->lock);
+  return fin;
 }
 
-static int start_wait(lua_State *L, int is_get) {
-  check_future(L, 1);
+static int get_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_future *f = obj;
+  (void)round;
+  if (finished_locked(f)) return push_outcome(L, f);
+  if (expired) return sk_error_raise(L, "timeout", "future %I: get timed out", (LUAI_UACINT)f->id);
+  return SK_WAIT_MORE;
+}
+
+static int wait_attempt(lua_State *L, void *obj, int round, int expired) {
+  (void)round;
+  int fin = finished_locked(obj);
+  if (!fin && !expired) return SK_WAIT_MORE;
+  lua_pushboolean(L, fin);
+  return 1;
+}
+
+static int future_link(void *obj, sk_ctx *c, int round) {
+  sk_future *f = obj;
+  (void)round;
+  return sk_link_shared(c, &f->lock, &f->waiters, future_ready, f);
+}
+
+static int future_unlink(void *obj, sk_ctx *c) {
+  sk_future *f = obj;
+  return sk_unlink_shared(c, &f->lock, &f->waiters);
+}
+
+static const sk_source get_source = {
+    .name = FUTURE_MT, .attempt = get_attempt, .link = future_link, .unlink = future_unlink};
+static const sk_source wait_source = {
+    .name = FUTURE_MT, .attempt = wait_attempt, .link = future_link, .unlink = future_unlink};
+
+static int start_wait(lua_State *L, const sk_source *src) {
+  sk_future *f = check_future(L, 1);
   uint64_t d = sk_check_deadline(L, 2);
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return wait_k(L, LUA_OK, is_get);
+  return sk_wait_on(L, src, f, d, 0);
 }
 
 /* future:get([timeout]) -> results, or raises (remote, cancelled, timeout…) */
-static int l_future_get(lua_State *L) { return start_wait(L, 1); }
+static int l_future_get(lua_State *L) { return start_wait(L, &get_source); }
 
 /* future:wait([timeout]) -> true when finished, false on timeout */
-static int l_future_wait(lua_State *L) { return start_wait(L, 0); }
+static int l_future_wait(lua_State *L) { return start_wait(L, &wait_source); }
 
 static int l_future_done(lua_State *L) {
   sk_future *f = check_future(L, 1);

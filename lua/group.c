@@ -102,35 +102,52 @@ static int raise_failed(lua_State *L, sk_group *g) {
   return luaL_error(L, "skein: group lost its failed member");
 }
 
-static int group_wait_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_group *g = check_group(L, 1);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  int closing = (int)kctx;
-  for (;;) {
-    if (status == LUA_YIELD) sk_wait_end(L, c);
-    if (g->nlive == 0) break;
-    if (sk_expired(d)) return sk_error_raise(L, "timeout", "group wait timed out");
-    c->wait_shield = closing;
-    sk_wait_begin(L, c, d);
-    sk_watch_link(&g->waiters, &c->joinw);
-    status = sk_wait(L, c, kctx, group_wait_k);
-  }
-  if (closing) {
-    g->closed = 1;
-    if (!lua_isnil(L, 3) || g->failed == NULL || g->raised) return 0;
+/* A group as a wait source: ready when no member is left running. */
+static int group_link(void *obj, sk_ctx *c, int round) {
+  (void)round;
+  return sk_link_watch(&((sk_group *)obj)->waiters, c);
+}
+
+static int group_unlink(void *obj, sk_ctx *c) {
+  (void)obj;
+  return sk_unlink_watch(c);
+}
+
+/* group:wait: the group at index 1. */
+static int group_wait_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_group *g = obj;
+  (void)round;
+  if (g->nlive > 0) {
+    if (expired) return sk_error_raise(L, "timeout", "group wait timed out");
+    return SK_WAIT_MORE;
   }
   if (g->failed) return raise_failed(L, g);
   return 0;
 }
 
+/* __close: the group at index 1, the error the scope is left by (or nil)
+** at index 2. */
+static int group_close_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_group *g = obj;
+  (void)round;
+  (void)expired;
+  if (g->nlive > 0) return SK_WAIT_MORE;
+  g->closed = 1;
+  if (!lua_isnil(L, 2) || g->failed == NULL || g->raised) return 0;
+  return raise_failed(L, g);
+}
+
+static const sk_source group_wait_source = {
+    .name = GROUP_MT, .attempt = group_wait_attempt, .link = group_link, .unlink = group_unlink};
+static const sk_source group_close_source = {
+    .name = GROUP_MT, .attempt = group_close_attempt, .link = group_link, .unlink = group_unlink};
+
 /* group:wait([timeout]): waits for every member; raises the first error */
 static int l_group_wait(lua_State *L) {
-  check_group(L, 1);
+  sk_group *g = check_group(L, 1);
   uint64_t d = sk_check_deadline(L, 2);
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return group_wait_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &group_wait_source, g, d, 0);
 }
 
 /* __close: cancels what still runs and waits for it, shielded from the
@@ -140,9 +157,7 @@ static int l_group_close(lua_State *L) {
   sk_group *g = check_group(L, 1);
   lua_settop(L, 2);
   group_cancel_all(g);
-  sk_push_deadline(L, SK_NO_DEADLINE);
-  lua_insert(L, 2);                      /* 1 group, 2 deadline, 3 error */
-  return group_wait_k(L, LUA_OK, 1);
+  return sk_wait_on(L, &group_close_source, g, SK_NO_DEADLINE, SK_WAIT_SHIELD);
 }
 
 static int l_group_cancel(lua_State *L) {
@@ -230,39 +245,41 @@ static int l_waitset_new(lua_State *L) {
   return 1;
 }
 
-static int ws_next_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_waitset *ws = luaL_checkudata(L, 1, WAITSET_MT);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  for (;;) {
-    if (status == LUA_YIELD) sk_wait_end(L, c);
-    if (ws->qhead < ws->qtail) {
-      lua_pushinteger(L, ws->queue[ws->qhead++]);
-      return 1;
-    }
-    lua_pushnil(L);
-    if (ws->qhead >= ws->n) {
-      lua_pushliteral(L, "exhausted");
-      return 2;
-    }
-    if (sk_expired(d)) {
-      lua_pushliteral(L, "timeout");
-      return 2;
-    }
-    lua_pop(L, 1);
-    sk_wait_begin(L, c, d);
-    sk_watch_link(&ws->waiters, &c->joinw);
-    status = sk_wait(L, c, kctx, ws_next_k);
+/* A wait set as a wait source: ready when a member has finished that
+** next() has not returned yet. */
+static int ws_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_waitset *ws = obj;
+  (void)round;
+  if (ws->qhead < ws->qtail) {
+    lua_pushinteger(L, ws->queue[ws->qhead++]);
+    return 1;
   }
+  if (ws->qhead < ws->n && !expired) return SK_WAIT_MORE;
+  lua_pushnil(L);
+  if (ws->qhead >= ws->n) lua_pushliteral(L, "exhausted");
+  else lua_pushliteral(L, "timeout");
+  return 2;
 }
+
+static int ws_link(void *obj, sk_ctx *c, int round) {
+  (void)round;
+  return sk_link_watch(&((sk_waitset *)obj)->waiters, c);
+}
+
+static int ws_unlink(void *obj, sk_ctx *c) {
+  (void)obj;
+  return sk_unlink_watch(c);
+}
+
+static const sk_source ws_source = {
+    .name = WAITSET_MT, .attempt = ws_attempt, .link = ws_link, .unlink = ws_unlink};
 
 /* waitset:next([timeout]) -> index | nil, "timeout" | nil, "exhausted" */
 static int l_waitset_next(lua_State *L) {
-  luaL_checkudata(L, 1, WAITSET_MT);
+  sk_waitset *ws = luaL_checkudata(L, 1, WAITSET_MT);
   uint64_t d = sk_check_deadline(L, 2);
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return ws_next_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &ws_source, ws, d, 0);
 }
 
 static int l_waitset_close(lua_State *L) {

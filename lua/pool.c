@@ -500,27 +500,34 @@ static int l_pool_terminate(lua_State *L) {
 
 static int exited(void *obj) { return ((sk_pool *)obj)->alive == 0; }
 
-static int join_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_pool *p = check_pool(L, 1);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  for (;;) {
-    if (status == LUA_YIELD) sk_shared_wait_end(L, c, &p->lock, &p->exit_waiters);
-    uv_mutex_lock(&p->lock);
-    int done = p->alive == 0;
-    uv_mutex_unlock(&p->lock);
-    if (done) {
-      join_exited(p);
-      return 0;
-    }
-    if (sk_expired(d)) return sk_error_raise(L, "timeout", "pool join timed out");
-    if (sk_shared_wait_begin(L, c, d, &p->lock, &p->exit_waiters, exited, p)) {
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, kctx, join_k);
+/* A closed pool as a wait source: ready when every worker has exited. */
+static int join_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_pool *p = obj;
+  (void)round;
+  uv_mutex_lock(&p->lock);
+  int done = p->alive == 0;
+  uv_mutex_unlock(&p->lock);
+  if (done) {
+    join_exited(p);
+    return 0;
   }
+  if (expired) return sk_error_raise(L, "timeout", "pool join timed out");
+  return SK_WAIT_MORE;
 }
+
+static int join_link(void *obj, sk_ctx *c, int round) {
+  sk_pool *p = obj;
+  (void)round;
+  return sk_link_shared(c, &p->lock, &p->exit_waiters, exited, p);
+}
+
+static int join_unlink(void *obj, sk_ctx *c) {
+  sk_pool *p = obj;
+  return sk_unlink_shared(c, &p->lock, &p->exit_waiters);
+}
+
+static const sk_source join_source = {
+    .name = POOL_MT, .attempt = join_attempt, .link = join_link, .unlink = join_unlink};
 
 /* pool:join([timeout]): waits for every worker to exit (after close) */
 static int l_pool_join(lua_State *L) {
@@ -531,8 +538,7 @@ static int l_pool_join(lua_State *L) {
   uv_mutex_unlock(&p->lock);
   if (!closed) return sk_error_raise(L, "usage", "call pool:close() or pool:terminate() before pool:join()");
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return join_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &join_source, p, d, 0);
 }
 
 /* pool:stats() -> {size=, busy=, queued=, done=, failed=, restarted=, submitted=} */

@@ -935,28 +935,36 @@ static int l_ppool_terminate(lua_State *L) {
   return 0;
 }
 
-static int join_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_ppool *p = check_ppool(L, 1);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  for (;;) {
-    if (status == LUA_YIELD) sk_wait_end(L, c);
-    quit_idle_if_drained(p);
-    if (p->alive == 0 && p->pending == 0) return 0;
-    if (sk_expired(d)) return sk_error_raise(L, "timeout", "pool join timed out");
-    sk_wait_begin(L, c, d);
-    sk_watch_link(&p->exit_watchers, &c->joinw);
-    status = sk_wait(L, c, kctx, join_k);
-  }
+/* A closed process pool as a wait source: ready when every worker has
+** exited and no start is pending. */
+static int join_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_ppool *p = obj;
+  (void)round;
+  quit_idle_if_drained(p);
+  if (p->alive == 0 && p->pending == 0) return 0;
+  if (expired) return sk_error_raise(L, "timeout", "pool join timed out");
+  return SK_WAIT_MORE;
 }
+
+static int join_link(void *obj, sk_ctx *c, int round) {
+  (void)round;
+  return sk_link_watch(&((sk_ppool *)obj)->exit_watchers, c);
+}
+
+static int join_unlink(void *obj, sk_ctx *c) {
+  (void)obj;
+  return sk_unlink_watch(c);
+}
+
+static const sk_source join_source = {
+    .name = PPOOL_MT, .attempt = join_attempt, .link = join_link, .unlink = join_unlink};
 
 static int l_ppool_join(lua_State *L) {
   sk_ppool *p = check_ppool(L, 1);
   uint64_t d = sk_check_deadline(L, 2);
   if (!p->closed) return sk_error_raise(L, "usage", "call pool:close() or pool:terminate() before pool:join()");
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return join_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &join_source, p, d, 0);
 }
 
 static int l_ppool_stats(lua_State *L) {

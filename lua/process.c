@@ -893,29 +893,37 @@ static int push_outcome(lua_State *L, sk_proc *p) {
   return lua_error(L);
 }
 
-static int join_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_proc *p = check_proc(L, 1);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  for (;;) {
-    if (status == LUA_YIELD) sk_wait_end(L, c);
-    if (p->done) return push_outcome(L, p);
-    if (sk_expired(d)) {
-      return sk_error_raise(L, "timeout", "join of process %I timed out", (LUAI_UACINT)p->id);
-    }
-    sk_wait_begin(L, c, d);
-    sk_watch_link(&p->watchers, &c->joinw);
-    status = sk_wait(L, c, kctx, join_k);
+/* A process as a wait source: ready when it has exited and its result
+** is in. */
+static int join_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_proc *p = obj;
+  (void)round;
+  if (p->done) return push_outcome(L, p);
+  if (expired) {
+    return sk_error_raise(L, "timeout", "join of process %I timed out", (LUAI_UACINT)p->id);
   }
+  return SK_WAIT_MORE;
 }
+
+static int join_link(void *obj, sk_ctx *c, int round) {
+  (void)round;
+  return sk_link_watch(&((sk_proc *)obj)->watchers, c);
+}
+
+static int join_unlink(void *obj, sk_ctx *c) {
+  (void)obj;
+  return sk_unlink_watch(c);
+}
+
+static const sk_source join_source = {
+    .name = PROC_MT, .attempt = join_attempt, .link = join_link, .unlink = join_unlink};
 
 /* process:join([timeout]) -> fn's results, or raises remote/worker_died/timeout */
 static int l_proc_join(lua_State *L) {
-  check_proc(L, 1);
+  sk_proc *p = check_proc(L, 1);
   uint64_t d = sk_check_deadline(L, 2);
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return join_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &join_source, p, d, 0);
 }
 
 static int send_signal(lua_State *L, sk_proc *p, int sig) {

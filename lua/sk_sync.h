@@ -66,6 +66,11 @@ int sk_xw_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_xw *x, sk_re
 void sk_xw_wait_end(lua_State *L, sk_ctx *c, sk_xw *x);
 int sk_xw_end_wait(lua_State *L, sk_ctx *c, sk_xw *x, int *picked, int *timed_out);
 void sk_xw_pass_on(sk_xw *x, sk_ready_fn ready, void *st);
+/* The link and unlink of a source on an sk_xw (see sk_source): `ready` is
+** called with the list's lock held; sk_xw_unlink returns 1 when a waker had
+** already taken c's record. */
+int sk_xw_link(sk_ctx *c, sk_xw *x, sk_ready_fn ready, void *st);
+int sk_xw_unlink(sk_ctx *c, sk_xw *x);
 
 /* Who a context is, in every process of the tree: its process slot and
 ** that slot's generation, its worker's port id and its task id. */

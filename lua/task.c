@@ -291,23 +291,30 @@ static int l_spawn(lua_State *L) {
   return 1;
 }
 
-static int join_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_ctx *t = sk_task_check(L, 1);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  (void)kctx;
-  for (;;) {
-    if (status == LUA_YIELD) sk_wait_end(L, c);
-    if (t->state == SK_DONE) return sk_task_push_results(L, t, 1);
-    if (sk_expired(d)) {
-      return sk_error_raise(L, "timeout", "join of task %I timed out",
-                            (LUAI_UACINT)t->id);
-    }
-    sk_wait_begin(L, c, d);
-    sk_watch_link(&t->watchers, &c->joinw);
-    status = sk_wait(L, c, 0, join_k);
+/* A task as a wait source: done when it has finished. The joined task is
+** at stack index 1. */
+static int join_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_ctx *t = obj;
+  (void)round;
+  if (t->state == SK_DONE) return sk_task_push_results(L, t, 1);
+  if (expired) {
+    return sk_error_raise(L, "timeout", "join of task %I timed out", (LUAI_UACINT)t->id);
   }
+  return SK_WAIT_MORE;
 }
+
+static int join_link(void *obj, sk_ctx *c, int round) {
+  (void)round;
+  return sk_link_watch(&((sk_ctx *)obj)->watchers, c);
+}
+
+static int join_unlink(void *obj, sk_ctx *c) {
+  (void)obj;
+  return sk_unlink_watch(c);
+}
+
+static const sk_source join_source = {
+    .name = TASK_MT, .attempt = join_attempt, .link = join_link, .unlink = join_unlink};
 
 /* task:join([timeout]) -> the task's results, or raises its error */
 static int l_task_join(lua_State *L) {
@@ -315,8 +322,7 @@ static int l_task_join(lua_State *L) {
   uint64_t d = sk_check_deadline(L, 2);
   if (t == sk_current(L)) sk_error_raise(L, "deadlock", "a task cannot join itself");
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return join_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &join_source, t, d, 0);
 }
 
 /* task:cancel() -> true when a cancellation was requested */
@@ -402,27 +408,21 @@ static int l_now(lua_State *L) {
   return 1;
 }
 
-static int sleep_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 1);
-  (void)kctx;
-  for (;;) {
-    if (status == LUA_YIELD) {
-      sk_wait_end(L, c);
-      if (sk_expired(d)) return 0;
-    }
-    sk_wait_begin(L, c, d);
-    status = sk_wait(L, c, 0, sleep_k);
-  }
+/* Sleep waits on nothing but its deadline, and suspends at least once. */
+static int sleep_attempt(lua_State *L, void *obj, int round, int expired) {
+  (void)L;
+  (void)obj;
+  return round > 0 && expired ? 0 : SK_WAIT_MORE;
 }
+
+static const sk_source sleep_source = {.name = "sleep", .attempt = sleep_attempt};
 
 /* skein.sleep(seconds): suspends at least once, even for 0 */
 static int l_sleep(lua_State *L) {
   luaL_checktype(L, 1, LUA_TNUMBER);
   uint64_t d = sk_check_deadline(L, 1);
   lua_settop(L, 0);
-  sk_push_deadline(L, d);
-  return sleep_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &sleep_source, NULL, d, 0);
 }
 
 /* Pops the scope skein.timeout pushed and turns its own expiry into a plain
@@ -472,32 +472,29 @@ static int l_timeout(lua_State *L) {
 ** another context of the same worker unparks it by its token (its task, or
 ** "root" for the root context). */
 
-static int park_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 1);
-  (void)kctx;
-  for (;;) {
-    if (status == LUA_YIELD) sk_wait_end(L, c);
-    if (c->unparked) {
-      c->unparked = 0;
-      lua_pushboolean(L, 1);
-      return 1;
-    }
-    if (status == LUA_YIELD && sk_expired(d)) {
-      lua_pushboolean(L, 0);
-      return 1;
-    }
-    sk_wait_begin(L, c, d);
-    status = sk_wait(L, c, 0, park_k);
+/* Parking waits for skein._unpark to set the context's `unparked` flag;
+** the deadline counts only after the first suspension. */
+static int park_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_ctx *c = obj;
+  if (c->unparked) {
+    c->unparked = 0;
+    lua_pushboolean(L, 1);
+    return 1;
   }
+  if (round > 0 && expired) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  return SK_WAIT_MORE;
 }
+
+static const sk_source park_source = {.name = "park", .attempt = park_attempt};
 
 /* skein._park([timeout]) -> true when unparked, false on timeout */
 static int l_park(lua_State *L) {
   uint64_t d = sk_check_deadline(L, 1);
   lua_settop(L, 0);
-  sk_push_deadline(L, d);
-  return park_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &park_source, sk_current(L), d, 0);
 }
 
 /* skein._parker() -> the token _unpark takes for the running context */

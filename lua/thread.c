@@ -173,50 +173,42 @@ static int push_result(lua_State *L, sk_thread *th) {
   return n;
 }
 
-static int join_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_thread *th = check_thread(L, 1);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  for (;;) {
-    if (status == LUA_YIELD) {
-      uv_mutex_lock(&th->lock);
-      sk_waitlist_remove(&th->waiters, c->w->port, c->wslot);
-      uv_mutex_unlock(&th->lock);
-      sk_wait_end(L, c);
-    }
-    uv_mutex_lock(&th->lock);
-    int done = th->done;
-    uv_mutex_unlock(&th->lock);
-    if (done) return push_result(L, th);
-    if (sk_expired(d)) {
-      return sk_error_raise(L, "timeout", "join of thread %I timed out", (LUAI_UACINT)th->id);
-    }
-    sk_wait_begin(L, c, d);
-    sk_waiter wr;
-    if (sk_ctx_waiter(c, &wr) != 0) {
-      sk_wait_abort(c);
-      return sk_error_raise(L, "memory", "not enough memory to wait");
-    }
-    uv_mutex_lock(&th->lock);
-    int added = !th->done && sk_waitlist_add(&th->waiters, &wr) == 0;
-    uv_mutex_unlock(&th->lock);
-    if (!added) {
-      sk_port_release(wr.port);
-      sk_wait_abort(c);
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, kctx, join_k);
+/* A thread worker as a wait source: ready when it has finished. */
+static int thread_done(void *obj) { return ((sk_thread *)obj)->done; }
+
+static int join_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_thread *th = obj;
+  (void)round;
+  uv_mutex_lock(&th->lock);
+  int done = th->done;
+  uv_mutex_unlock(&th->lock);
+  if (done) return push_result(L, th);
+  if (expired) {
+    return sk_error_raise(L, "timeout", "join of thread %I timed out", (LUAI_UACINT)th->id);
   }
+  return SK_WAIT_MORE;
 }
+
+static int join_link(void *obj, sk_ctx *c, int round) {
+  sk_thread *th = obj;
+  (void)round;
+  return sk_link_shared(c, &th->lock, &th->waiters, thread_done, th);
+}
+
+static int join_unlink(void *obj, sk_ctx *c) {
+  sk_thread *th = obj;
+  return sk_unlink_shared(c, &th->lock, &th->waiters);
+}
+
+static const sk_source join_source = {
+    .name = THREAD_MT, .attempt = join_attempt, .link = join_link, .unlink = join_unlink};
 
 /* worker:join([timeout]) -> fn's results, or raises kind remote/timeout */
 static int l_thread_join(lua_State *L) {
-  check_thread(L, 1);
+  sk_thread *th = check_thread(L, 1);
   uint64_t d = sk_check_deadline(L, 2);
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return join_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &join_source, th, d, 0);
 }
 
 static int l_thread_alive(lua_State *L) {

@@ -125,6 +125,25 @@ int sk_xw_end_wait(lua_State *L, sk_ctx *c, sk_xw *x, int *picked, int *timed_ou
   return st;
 }
 
+int sk_xw_link(sk_ctx *c, sk_xw *x, sk_ready_fn ready, void *st) {
+  sk_waiter wr;
+  if (sk_ctx_waiter(c, &wr) != 0) return -1;
+  sk_xw_lock(x);
+  int now_ready = ready(st);
+  int added = !now_ready && sk_xw_add(x, &wr) == 0;
+  sk_xw_unlock(x);
+  if (added) return 0;
+  sk_port_release(wr.port);
+  return now_ready ? 1 : -1;
+}
+
+int sk_xw_unlink(sk_ctx *c, sk_xw *x) {
+  sk_xw_lock(x);
+  int removed = sk_xw_remove(x, c->w->port, c->wslot);
+  sk_xw_unlock(x);
+  return removed == 0;
+}
+
 void sk_xw_pass_on(sk_xw *x, sk_ready_fn ready, void *st) {
   sk_xw_lock(x);
   if (ready == NULL || ready(st)) sk_xw_wake_one(x);

@@ -32,6 +32,7 @@ typedef struct sk_watch sk_watch;
 typedef struct sk_scope sk_scope;
 typedef struct sk_group sk_group;
 typedef struct sk_alloc sk_alloc;
+typedef struct sk_source sk_source;
 
 /* A watcher sits in a waitable's list (a task's `watchers`) and fires once
 ** when the waitable completes; firing unlinks it first. `fire` must not call
@@ -101,6 +102,11 @@ struct sk_ctx {
   int ext_hold;                 /* this wait holds the port (outside wakers) */
   int xwait;                    /* this wait gave out a waiter record (sk_ctx_waiter) */
   sk_timer timer;               /* the deadline of the current wait */
+  const sk_source *wsrc;        /* what the current sk_wait_on waits on (wait.c) */
+  void *wobj;
+  uint64_t wdeadline;
+  unsigned wflags;
+  int wround;
   sk_watch joinw;               /* what this context links for one-object waits */
   sk_watchlist watchers;        /* fired when this task finishes */
   sk_scope *scope;              /* innermost skein.timeout scope */
@@ -320,26 +326,84 @@ void sk_marshal_set_key(const uint8_t key[16]);
 uint64_t sk_marshal_code_tag(const void *code, size_t len);
 uint64_t sk_marshal_name_tag(const char *name, size_t len);
 
-/* Waiting on shared objects (worker.c). A shared object guards its state
-** with its own lock and keeps an sk_waitlist of waiter records. A blocking
-** method is a continuation function shaped like this:
+/* ------------------------------------------------ the one way to wait
 **
-**   for (;;) {
-**     if (status == LUA_YIELD) sk_shared_wait_end(L, c, &o->lock, &o->waiters);
-**     lock; try the operation; unlock;  -> return on success
-**     if (sk_expired(d)) -> timeout
-**     if (sk_shared_wait_begin(L, c, d, &o->lock, &o->waiters, ready, o)) {
-**       status = LUA_OK; continue;          (it became ready meanwhile)
-**     }
-**     status = sk_wait(L, c, kctx, k);
-**   }
+** Every blocking call waits on a *source*: something that can tell whether
+** the call can complete now, and that can link the waiting context so that
+** a change wakes it. A binding describes its source once (an sk_source of
+** three functions) and returns sk_wait_on(L, &source, obj, deadline, 0)
+** from its lua_CFunction. The loop in wait.c does the rest, the same way
+** for every source:
 **
-** `ready` is called with the lock held. Whoever changes the object's state
-** wakes waiters (sk_waitlist_wake_one/all) under the same lock. */
+**   attempt -> done?  return its results
+**   arm the deadline (the call's own or the enclosing skein.timeout
+**   scope's), link, then suspend the task (or pump the loop where the
+**   code cannot yield); after the wake: unlink, raise what the wait owes
+**   (cancellation, Ctrl-C, deadlock, an expired scope), attempt again.
+**
+** Between a yield and its resumption nothing lives on the C stack: the
+** loop keeps (source, obj, deadline, flags, round) in the context, and
+** `obj` must stay alive through the wait (the binding keeps its userdata
+** on the Lua stack). */
 typedef int (*sk_ready_fn)(void *obj);
-int sk_shared_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, uv_mutex_t *lock,
-                         sk_waitlist *list, sk_ready_fn ready, void *obj);
-void sk_shared_wait_end(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list);
+
+struct sk_source {
+  const char *name;             /* the object's type, for messages */
+  /* Tries to complete the call: pushes its results and returns their count
+  ** (>= 0), or returns SK_WAIT_MORE when it has to wait. `round` counts the
+  ** wakes of this call so far (0 on the first look); `expired` says the
+  ** call's own deadline has passed, and then the call must complete (a
+  ** result saying so, or a raise of kind "timeout"). May raise, holding
+  ** nothing. */
+  int (*attempt)(lua_State *L, void *obj, int round, int expired);
+  /* Links the context so that a change of the source wakes it. Returns 0
+  ** when linked, 1 when the source turned ready meanwhile (nothing linked:
+  ** the loop attempts again at once), -1 when out of memory (nothing
+  ** linked). NULL for a source that only a deadline ends (sleep). Runs no
+  ** Lua and never raises. */
+  int (*link)(void *obj, sk_ctx *c, int round);
+  /* Unlinks what link linked. Returns 1 when a waker had already taken
+  ** this context's link (the context was picked: a wake-one source owes
+  ** that wake to another waiter if this one leaves without acting), else
+  ** 0. Runs no Lua and never raises. */
+  int (*unlink)(void *obj, sk_ctx *c);
+  /* For a wake-one source (a lock, a semaphore, a queue's getters): hands
+  ** a wake this context was picked for to the next waiter, called when the
+  ** wait ends in a raise (cancelled, interrupted, a scope's deadline)
+  ** instead of another attempt. NULL for sources that wake every waiter. */
+  void (*pass_on)(void *obj);
+  /* For an object whose handle another task may close while this one
+  ** waits (a handle with __close): finds the object again from the Lua
+  ** stack after every wake, before anything touches it, or returns NULL
+  ** when it is gone (the loop ends the wait and raises kind "closed").
+  ** Never raises. NULL when `obj` stays valid through the wait (its
+  ** userdata sits on the stack and nothing else can free it). */
+  void *(*check)(lua_State *L);
+};
+
+#define SK_WAIT_MORE (-1)
+/* sk_wait_on flags. SK_WAIT_SHIELD: the wait goes on through cancels and
+** scope deadlines (cleanup waits: closing a group, answering the parent). */
+enum { SK_WAIT_SHIELD = 1 };
+
+/* Waits until src->attempt completes; returns what it returned (use as the
+** return value of the calling lua_CFunction). */
+int sk_wait_on(lua_State *L, const sk_source *src, void *obj, uint64_t deadline,
+               unsigned flags);
+
+/* Links for the common kinds of source, for use in a source's `link` and
+** `unlink`:
+** - a watcher list in this worker (a task's or a group's): the context's
+**   own watcher `joinw` is linked;
+** - a list of waiter records under a mutex, for an object other threads
+**   (workers) reach: `ready` is called with the lock held, and a waiter
+**   record is added only when it says no. Whoever changes the object wakes
+**   waiters (sk_waitlist_wake_one/all) under the same lock. */
+int sk_link_watch(sk_watchlist *l, sk_ctx *c);
+int sk_unlink_watch(sk_ctx *c);
+int sk_link_shared(sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list, sk_ready_fn ready,
+                   void *obj);
+int sk_unlink_shared(sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list);
 
 /* Shared object handles: every such userdata starts with this struct. */
 typedef struct sk_handle {

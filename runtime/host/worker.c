@@ -420,34 +420,6 @@ void sk_ctx_drop_slot(sk_ctx *c) {
   c->wslot = 0;
 }
 
-/* ------------------------------------------------ shared-object waits */
-
-int sk_shared_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, uv_mutex_t *lock,
-                         sk_waitlist *list, sk_ready_fn ready, void *obj) {
-  sk_waiter wr;
-  sk_wait_begin(L, c, deadline);
-  if (sk_ctx_waiter(c, &wr) != 0) {
-    sk_wait_abort(c);
-    sk_error_raise(L, "memory", "not enough memory to wait");
-  }
-  uv_mutex_lock(lock);
-  int now_ready = ready(obj);
-  int added = !now_ready && sk_waitlist_add(list, &wr) == 0;
-  uv_mutex_unlock(lock);
-  if (added) return 0;
-  sk_port_release(wr.port);
-  sk_wait_abort(c);
-  if (!now_ready) sk_error_raise(L, "memory", "not enough memory to wait");
-  return 1;
-}
-
-void sk_shared_wait_end(lua_State *L, sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list) {
-  uv_mutex_lock(lock);
-  sk_waitlist_remove(list, c->w->port, c->wslot);
-  uv_mutex_unlock(lock);
-  sk_wait_end(L, c);
-}
-
 /* ------------------------------------------------------ worker options */
 
 void sk_check_options(lua_State *L, int arg, const char *const *known) {
