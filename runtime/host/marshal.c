@@ -1,5 +1,7 @@
 /*
-** marshal.c — copies Lua values between workers as bytes.
+** marshal.c — copies Lua values between workers as bytes: the format, and
+** its decoder (the encoder is marshal_enc.c, the keys and the registry of
+** sendable types marshal_auth.c).
 **
 ** Format (version 3): a byte 'S', a byte 3, a varint count, then each value
 ** as a tag byte and its payload. Tables and functions get ids in the order
@@ -32,746 +34,8 @@
 #include <unistd.h>
 
 #include "../core/sk_shm.h"
-#include "../core/sk_siphash.h"
 #include "../core/sk_view.h"
-#include "sk_lua.h"
-
-#define FORMAT 3                /* the version byte */
-#define MAX_DEPTH 200
-#define SEEN_INLINE 16
-#define MAX_TYPES 64
-
-enum {
-  T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT, T_END,
-  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS, T_MODULE, T_SHM
-};
-
-/* ------------------------------------------------------------- buffers */
-
-void sk_buf_free(sk_buf *b) {
-  for (size_t i = 0; i < b->nobjs; i++) sk_obj_release(b->objs[i]);
-  free(b->objs);
-  free(b->data);
-  memset(b, 0, sizeof *b);
-}
-
-static void buf_grow(lua_State *L, sk_buf *b, size_t need) {
-  if (b->len + need <= b->cap) return;
-  size_t cap = b->cap ? b->cap : 256;
-  while (cap < b->len + need) cap *= 2;
-  char *d = realloc(b->data, cap);
-  if (d == NULL) sk_error_raise(L, "memory", "not enough memory to marshal");
-  b->data = d;
-  b->cap = cap;
-}
-
-static void put(lua_State *L, sk_buf *b, const void *p, size_t n) {
-  buf_grow(L, b, n);
-  memcpy(b->data + b->len, p, n);
-  b->len += n;
-}
-
-static void put_byte(lua_State *L, sk_buf *b, int c) {
-  buf_grow(L, b, 1);
-  b->data[b->len++] = (char)c;
-}
-
-static void put_varint(lua_State *L, sk_buf *b, uint64_t v) {
-  uint8_t tmp[10];
-  int n = 0;
-  do {
-    tmp[n] = (uint8_t)(v & 0x7f);
-    v >>= 7;
-    if (v) tmp[n] |= 0x80;
-    n++;
-  } while (v);
-  put(L, b, tmp, (size_t)n);
-}
-
-/* T_INT and the zigzag varint of v, with one capacity check. */
-static void put_int(lua_State *L, sk_buf *b, lua_Integer v) {
-  buf_grow(L, b, 11);
-  char *w = b->data + b->len;
-  *w++ = T_INT;
-  uint64_t z = ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-  while (z >= 0x80) {
-    *w++ = (char)((z & 0x7f) | 0x80);
-    z >>= 7;
-  }
-  *w++ = (char)z;
-  b->len = (size_t)(w - b->data);
-}
-
-static void put_u64(lua_State *L, sk_buf *b, uint64_t v) {
-  uint8_t tmp[8];
-  for (int i = 0; i < 8; i++) tmp[i] = (uint8_t)(v >> (8 * i));
-  put(L, b, tmp, 8);
-}
-
-static void put_str(lua_State *L, sk_buf *b, const char *s, size_t n) {
-  put_varint(L, b, n);
-  put(L, b, s, n);
-}
-
-/* ------------------------------------------------------------ the key */
-
-/* The key that authenticates bytecode (and module names, below): random
-** in the first process of a tree; a worker process is given its parent's
-** before anything is decoded (sk_marshal_set_key: it comes on the worker's
-** socket, never through the environment, so programs a worker runs
-** cannot learn it). */
-static uint8_t mac_key[16];
-static int key_given;
-static uv_once_t key_once = UV_ONCE_INIT;
-
-static void key_init(void) {
-  if (key_given) return;
-  if (uv_random(NULL, NULL, mac_key, sizeof mac_key, 0, NULL) != 0) {
-    uint64_t t = uv_hrtime() ^ (uint64_t)(uintptr_t)&t;
-    memcpy(mac_key, &t, 8);
-  }
-}
-
-void sk_marshal_key(uint8_t out[16]) {
-  uv_once(&key_once, key_init);
-  memcpy(out, mac_key, 16);
-}
-
-void sk_marshal_set_key(const uint8_t key[16]) {
-  memcpy(mac_key, key, 16);
-  key_given = 1;
-  uv_once(&key_once, key_init);
-}
-
-static uint64_t mac(const void *data, size_t len) {
-  uv_once(&key_once, key_init);
-  return sk_siphash(mac_key, data, len);
-}
-
-/* Module names (a MODULE tag's, a CFUNC tag's "module.name") carry a tag
-** too, under a key of their own derived from the bytecode key (so that no
-** tag of one kind is ever one of the other): the decoder `require`s a
-** module that is not loaded yet only when its name was written by a
-** process of this tree. */
-static uint8_t name_key[16];
-static uv_once_t name_once = UV_ONCE_INIT;
-
-static void name_key_init(void) {
-  static const char label[] = "skein module names";
-  uint64_t a = mac(label, sizeof label - 1), b = mac(label, sizeof label);
-  for (int i = 0; i < 8; i++) {
-    name_key[i] = (uint8_t)(a >> (8 * i));
-    name_key[8 + i] = (uint8_t)(b >> (8 * i));
-  }
-}
-
-static uint64_t name_mac(const char *name, size_t len) {
-  uv_once(&name_once, name_key_init);
-  return sk_siphash(name_key, name, len);
-}
-
-uint64_t sk_marshal_code_tag(const void *code, size_t len) { return mac(code, len); }
-uint64_t sk_marshal_name_tag(const char *name, size_t len) { return name_mac(name, len); }
-
-_Thread_local int sk_marshal_xproc;
-
-int sk_marshal_encode_xproc(lua_State *L, int first, int n, sk_buf *out, const char *root) {
-  int was = sk_marshal_xproc;
-  sk_marshal_xproc = 1;
-  int rc = sk_marshal_encode(L, first, n, out, root);
-  sk_marshal_xproc = was;
-  return rc;
-}
-
-/* ------------------------------------------------------ sendable types */
-
-static struct {
-  const char *name;
-  sk_obj_push push;
-} types[MAX_TYPES];
-static int ntypes;
-static uv_mutex_t types_lock;
-static uv_once_t types_once = UV_ONCE_INIT;
-
-static void types_init(void) { uv_mutex_init(&types_lock); }
-
-void sk_marshal_register_type(const char *name, sk_obj_push push) {
-  uv_once(&types_once, types_init);
-  uv_mutex_lock(&types_lock);
-  int i;
-  for (i = 0; i < ntypes; i++) {
-    if (strcmp(types[i].name, name) == 0) break;
-  }
-  if (i == ntypes && ntypes < MAX_TYPES) ntypes++;
-  if (i < MAX_TYPES) {
-    types[i].name = name;
-    types[i].push = push;
-  }
-  uv_mutex_unlock(&types_lock);
-}
-
-/* Stand-ins for another process's objects (sk_marshal_set_proxy): set once
-** at start-up, before any worker exists; read-only after. */
-static const sk_marshal_proxy *proxy;
-
-void sk_marshal_set_proxy(const sk_marshal_proxy *p) { proxy = p; }
-
-static sk_obj_push find_type(const char *name, const char **canonical) {
-  sk_obj_push push = NULL;
-  uv_once(&types_once, types_init);
-  uv_mutex_lock(&types_lock);
-  for (int i = 0; i < ntypes; i++) {
-    if (strcmp(types[i].name, name) == 0) {
-      push = types[i].push;
-      if (canonical) *canonical = types[i].name;
-      break;
-    }
-  }
-  uv_mutex_unlock(&types_lock);
-  return push;
-}
-
-/* ------------------------------------------------------------- encoder */
-
-/* Where a value sits, for error messages such as "args[2].conn". */
-typedef struct path {
-  const struct path *up;
-  int kind;
-  const char *name;
-  lua_Integer index;
-} path;
-
-enum { P_ROOT, P_FIELD, P_INDEX, P_KEY, P_UPVALUE, P_OTHER };
-
-typedef struct enc {
-  lua_State *L;
-  sk_buf *b;
-  int seen;                     /* stack index: value -> id, past the inline ones */
-  int nseen;
-  const void *seen_ptr[SEEN_INLINE];
-  lua_Integer nextid;
-  const char *root;
-  lua_Integer from, to;         /* sk_marshal_encode_list's range */
-} enc;
-
-static int is_ident(const char *s) {
-  if (!s || !(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z'))) return 0;
-  for (; *s; s++) {
-    if (!(*s == '_' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
-          (*s >= '0' && *s <= '9'))) {
-      return 0;
-    }
-  }
-  return 1;
-}
-
-/* Pushes one step of a path: ".k", "[\"k k\"]", "[3]", " (a key)", ... */
-static void push_step(lua_State *L, const path *p) {
-  switch (p->kind) {
-    case P_FIELD:
-      if (is_ident(p->name)) lua_pushfstring(L, ".%s", p->name);
-      else lua_pushfstring(L, "[\"%s\"]", p->name);
-      break;
-    case P_INDEX: lua_pushfstring(L, "[%I]", (LUAI_UACINT)p->index); break;
-    case P_KEY: lua_pushliteral(L, " (a key)"); break;
-    case P_UPVALUE: lua_pushfstring(L, " (upvalue %s)", p->name ? p->name : "?"); break;
-    default: lua_pushfstring(L, "[%s]", p->name); break;
-  }
-}
-
-/* Paths longer than this show their first and last PATH_KEEP steps with
-** the number left out between them: "t.a.a.a.a<192 more>.a.a.a.a". */
-#define PATH_KEEP 4
-#define PATH_MAX_STEPS (MAX_DEPTH + 8)
-
-/* Pushes the path of p under `root` as one string. */
-static void push_path(lua_State *L, const char *root, const path *p) {
-  const path *steps[PATH_MAX_STEPS];
-  int n = 0, dropped = 0;
-  for (const path *q = p; q; q = q->up) {
-    if (n < PATH_MAX_STEPS) steps[n++] = q;     /* innermost first */
-    else dropped++;
-  }
-  luaL_checkstack(L, 2 * PATH_KEEP + 4, "marshal path");
-  int base = lua_gettop(L);
-  int top = n - 1;                              /* the outermost step */
-  const path *outer = n ? steps[top] : NULL;
-  if (outer && dropped == 0 && strcmp(root, "fn+args") == 0) {
-    /* A worker's function and arguments: "fn", "args[1]", ... */
-    if (outer->index == 1) lua_pushliteral(L, "fn");
-    else lua_pushfstring(L, "args[%I]", (LUAI_UACINT)(outer->index - 1));
-    top--;
-  } else if (outer && dropped == 0 && strcmp(root, "init+args") == 0) {
-    /* The init option and its arguments: "init", "init_args[1]", ... */
-    if (outer->index == 1) lua_pushliteral(L, "init");
-    else lua_pushfstring(L, "init_args[%I]", (LUAI_UACINT)(outer->index - 1));
-    top--;
-  } else if (outer && dropped == 0 && root[0] == '=') {
-    /* One value the caller names itself: root "=t.k" gives "t.k". */
-    lua_pushstring(L, root + 1);
-    top--;
-  } else {
-    lua_pushstring(L, root);
-  }
-  int count = top + 1 + dropped;                /* steps below the head */
-  if (count <= 3 * PATH_KEEP) {
-    for (int i = top; i >= 0; i--) push_step(L, steps[i]);
-  } else {
-    for (int i = top; i > top - PATH_KEEP; i--) push_step(L, steps[i]);
-    lua_pushfstring(L, "<%d more>", count - 2 * PATH_KEEP);
-    for (int i = PATH_KEEP - 1; i >= 0; i--) push_step(L, steps[i]);
-  }
-  lua_concat(L, lua_gettop(L) - base);
-}
-
-static int enc_fail(enc *e, const path *p, const char *what) {
-  lua_State *L = e->L;
-  push_path(L, e->root, p);
-  const char *where = lua_tostring(L, -1);
-  sk_error_push(L, "marshal", "%s: %s", where, what);
-  lua_pushstring(L, where);
-  lua_setfield(L, -2, "path");
-  return lua_error(L);
-}
-
-/* Records `v` (at idx) as the next id; 0 when it was new, else pushes
-** nothing and returns its id + 1 so the caller emits a REF. */
-static lua_Integer seen_id(enc *e, int idx) {
-  lua_State *L = e->L;
-  const void *ptr = lua_topointer(L, idx);
-  /* Most messages hold a few tables or functions: a linear scan of their
-  ** addresses (stable while the values are on the stack being encoded)
-  ** saves building a Lua table per message. Past SEEN_INLINE, a table. */
-  for (int i = 0; i < e->nseen && i < SEEN_INLINE; i++) {
-    if (e->seen_ptr[i] == ptr) return i + 1;
-  }
-  if (e->nseen < SEEN_INLINE) {
-    e->seen_ptr[e->nseen] = ptr;
-    e->nextid = ++e->nseen;
-    return 0;
-  }
-  if (lua_isnil(L, e->seen)) {      /* made on first need, in its reserved slot */
-    lua_newtable(L);
-    lua_replace(L, e->seen);
-  }
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, e->seen) == LUA_TNUMBER) {
-    lua_Integer id = lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    return id + 1;
-  }
-  lua_pop(L, 1);
-  lua_pushvalue(L, idx);
-  lua_pushinteger(L, e->nextid++);
-  lua_rawset(L, e->seen);
-  return 0;
-}
-
-/* Fills the registry's map from C functions of loaded modules to their
-** "module.name" paths (rebuilt when a lookup misses, since modules load
-** late). Leaves the stack as it found it. */
-static void build_names(lua_State *L) {
-  lua_newtable(L);
-  int names = lua_gettop(L);
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1)) {
-      const char *mod = lua_tostring(L, -2);
-      lua_pushnil(L);
-      while (lua_next(L, -2)) {
-        if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
-          lua_pushvalue(L, -1);
-          if (lua_rawget(L, names) == LUA_TNIL) {
-            lua_pushvalue(L, -2);
-            lua_pushfstring(L, "%s.%s", mod, lua_tostring(L, -4));
-            lua_rawset(L, names);
-          }
-          lua_pop(L, 1);
-        }
-        lua_pop(L, 1);
-      }
-    }
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, "skein.cfnames");
-}
-
-/* Pushes the "module.name" of the C function at idx, or nil. */
-static void push_cfunc_name(lua_State *L, int idx) {
-  for (int attempt = 0; attempt < 2; attempt++) {
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "skein.cfnames") == LUA_TTABLE) {
-      lua_pushvalue(L, idx);
-      if (lua_rawget(L, -2) == LUA_TSTRING) {
-        lua_remove(L, -2);
-        return;
-      }
-      lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-    if (attempt == 0) build_names(L);
-  }
-  lua_pushnil(L);
-}
-
-static int writer(lua_State *L, const void *p, size_t n, void *ud) {
-  put(L, ud, p, n);
-  return 0;
-}
-
-static void enc_value(enc *e, int idx, const path *p, int depth);
-
-/* Writes t[i] (t at stack index idx), named `pos` under p in errors.
-** Integers and strings, the bulk of big lists, are written here directly
-** (the same bytes enc_value writes) to spare its per-value checks. */
-static void enc_item(enc *e, int idx, lua_Integer i, const path *p, lua_Integer pos, int depth) {
-  lua_State *L = e->L;
-  sk_buf *b = e->b;
-  int t = lua_rawgeti(L, idx, i);
-  if (t == LUA_TNUMBER && lua_isinteger(L, -1)) {
-    put_int(L, b, lua_tointeger(L, -1));
-  } else if (t == LUA_TSTRING) {
-    size_t len;
-    const char *str = lua_tolstring(L, -1, &len);
-    put_byte(L, b, T_STR);
-    put_str(L, b, str, len);
-  } else {
-    path vp = {p, P_INDEX, NULL, pos};
-    enc_value(e, lua_gettop(L), &vp, depth);
-  }
-  lua_settop(L, -2);
-}
-
-static void enc_table(enc *e, int idx, const path *p, int depth) {
-  lua_State *L = e->L;
-  sk_buf *b = e->b;
-  int has_mt = 0;
-  if (lua_getmetatable(L, idx)) {
-    lua_getfield(L, LUA_REGISTRYINDEX, "skein.mt.names");
-    lua_insert(L, -2);
-    if (lua_rawget(L, -2) == LUA_TSTRING) {
-      size_t n;
-      const char *name = lua_tolstring(L, -1, &n);
-      put_byte(L, b, T_TABLE_MT);
-      put_str(L, b, name, n);
-      has_mt = 1;
-    }
-    lua_pop(L, 2);
-  }
-  if (!has_mt) put_byte(L, b, T_TABLE);
-  /* The list part goes first, by position (no keys); then the other pairs. */
-  lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
-  put_varint(L, b, (uint64_t)n);
-  for (lua_Integer i = 1; i <= n; i++) enc_item(e, idx, i, p, i, depth + 1);
-  /* Then everything else. (Resuming lua_next at key n would skip hash
-  ** entries placed before n's slot when n itself lives in the hash part.) */
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    int k = lua_gettop(L) - 1, isint;
-    lua_Integer ki;
-    if (lua_type(L, k) == LUA_TNUMBER && (ki = lua_tointegerx(L, k, &isint), isint) && ki >= 1 &&
-        ki <= n) {
-      lua_settop(L, -2);            /* (a float key never has an integer value) */
-      continue;
-    }
-    path kp = {p, P_KEY, NULL, 0};
-    enc_value(e, k, &kp, depth + 1);
-    path vp = {p, P_OTHER, "?", 0};
-    if (lua_type(L, k) == LUA_TSTRING) {
-      vp.kind = P_FIELD;
-      vp.name = lua_tostring(L, k);
-    } else if (lua_isinteger(L, k)) {
-      vp.kind = P_INDEX;
-      vp.index = lua_tointeger(L, k);
-    } else {
-      vp.name = luaL_typename(L, k);
-    }
-    enc_value(e, k + 1, &vp, depth + 1);
-    lua_pop(L, 1);
-  }
-  put_byte(L, b, T_END);
-}
-
-/* Emits a MODULE tag when the table at idx is a loaded module; 0 if not. */
-static int enc_module(enc *e, int idx) {
-  lua_State *L = e->L;
-  if (!lua_istable(L, idx)) return 0;
-  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    if (lua_rawequal(L, -1, idx) && lua_type(L, -2) == LUA_TSTRING) {
-      size_t n;
-      const char *name = lua_tolstring(L, -2, &n);
-      /* (require stops at a NUL: such a name could not be loaded back.) */
-      if (strcmp(name, "_G") != 0 && strlen(name) == n) {
-        put_byte(L, e->b, T_MODULE);
-        put_str(L, e->b, name, n);
-        put_u64(L, e->b, name_mac(name, n));
-        lua_pop(L, 3);
-        return 1;
-      }
-    }
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  return 0;
-}
-
-static void enc_function(enc *e, int idx, const path *p, int depth) {
-  lua_State *L = e->L;
-  sk_buf *b = e->b;
-  if (lua_iscfunction(L, idx)) {
-    push_cfunc_name(L, idx);
-    if (!lua_isstring(L, -1)) {
-      enc_fail(e, p, "cannot send a C function that no loaded module exports");
-    }
-    size_t n;
-    const char *name = lua_tolstring(L, -1, &n);
-    put_byte(L, b, T_CFUNC);
-    put_str(L, b, name, n);
-    put_u64(L, b, name_mac(name, n));
-    lua_pop(L, 1);
-    return;
-  }
-  /* The bytecode and its tag are cached per function: dumping and hashing
-  ** on every submit of the same function would dominate small tasks. */
-  lua_getfield(L, LUA_REGISTRYINDEX, "skein.dumps");
-  lua_pushvalue(L, idx);
-  if (lua_rawget(L, -2) != LUA_TSTRING) {
-    lua_pop(L, 1);
-    sk_buf code = {0};
-    lua_pushvalue(L, idx);
-    int st = lua_dump(L, writer, &code, 0);
-    lua_pop(L, 1);
-    if (st != 0 || code.len == 0) {
-      free(code.data);
-      enc_fail(e, p, "cannot dump this function");
-    }
-    uint64_t tag = mac(code.data, code.len);
-    uint8_t tail[8];
-    for (int i = 0; i < 8; i++) tail[i] = (uint8_t)(tag >> (8 * i));
-    luaL_Buffer lb;
-    luaL_buffinit(L, &lb);
-    luaL_addlstring(&lb, code.data, code.len);
-    free(code.data);
-    luaL_addlstring(&lb, (const char *)tail, 8);
-    luaL_pushresult(&lb);
-    lua_pushvalue(L, idx);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, -4);
-  }
-  size_t clen;
-  const char *cached = lua_tolstring(L, -1, &clen);
-  put_byte(L, b, T_LFUNC);
-  put_varint(L, b, clen - 8);
-  put(L, b, cached, clen);          /* bytecode, then its 8-byte tag */
-  lua_pop(L, 2);
-  int nups = 0;
-  while (lua_getupvalue(L, idx, nups + 1) != NULL) {
-    lua_pop(L, 1);
-    nups++;
-  }
-  put_varint(L, b, (uint64_t)nups);
-  for (int i = 1; i <= nups; i++) {
-    const char *name = lua_getupvalue(L, idx, i);
-    path up = {p, P_UPVALUE, name, i};
-    /* _ENV always rebinds to the receiving worker's globals, and a loaded
-    ** module (local json = require "json") to the receiver's own copy. */
-    if (name && strcmp(name, "_ENV") == 0) put_byte(L, b, T_GLOBALS);
-    else if (!enc_module(e, lua_gettop(L))) enc_value(e, lua_gettop(L), &up, depth + 1);
-    lua_pop(L, 1);
-  }
-}
-
-static void enc_userdata(enc *e, int idx, const path *p) {
-  lua_State *L = e->L;
-  const char *pname;
-  uint32_t pslot, pgen;
-  long ppid;
-  if (proxy && proxy->info(L, idx, &pname, &pslot, &pgen, &ppid)) {
-    /* A stand-in for an object of the parent process: send the original. */
-    put_byte(L, e->b, T_OBJ);
-    put_str(L, e->b, pname, strlen(pname));
-    put_varint(L, e->b, pslot);
-    put_varint(L, e->b, pgen);
-    put_varint(L, e->b, (uint64_t)ppid);
-    return;
-  }
-  const char *name = NULL;
-  if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) name = lua_tostring(L, -1);
-  const char *canonical = NULL;
-  if (name == NULL || find_type(name, &canonical) == NULL) {
-    if (name) {
-      lua_pushfstring(L, "cannot send userdata (a %s)", name);
-      enc_fail(e, p, lua_tostring(L, -1));
-    }
-    enc_fail(e, p, "cannot send userdata");
-  }
-  lua_pop(L, 1);
-  sk_obj *o = *(sk_obj **)lua_touserdata(L, idx);
-  if (o == NULL) enc_fail(e, p, "cannot send a closed object");
-  /* An object in the shared segment goes by its place there; one bound for
-  ** another process moves there first when its type can. Otherwise (or
-  ** when the segment is full) it goes by handle. */
-  const sk_shm_ops *ops = o->type->shm;
-  sk_shm_obj *so = ops ? (sk_marshal_xproc ? ops->share(o) : ops->shared(o)) : NULL;
-  if (so == NULL && sk_obj_register(o) != 0) sk_error_raise(L, "memory", "not enough memory to marshal");
-  sk_buf *b = e->b;
-  if (b->nobjs == b->capobjs) {
-    size_t cap = b->capobjs ? b->capobjs * 2 : 4;
-    sk_obj **objs = realloc(b->objs, cap * sizeof *objs);
-    if (objs == NULL) sk_error_raise(L, "memory", "not enough memory to marshal");
-    b->objs = objs;
-    b->capobjs = cap;
-  }
-  sk_obj_retain(o);
-  b->objs[b->nobjs++] = o;
-  if (so) {
-    /* A worker process's result goes to its parent, which may read the
-    ** bytes after this process is gone: the reference they need is taken
-    ** here and never dropped (the object then lives as long as the process
-    ** tree; see docs/ARCHITECTURE.md). */
-    if (sk_marshal_xproc == SK_XPROC_TO_PARENT) sk_shm_obj_retain(so);
-    put_byte(L, b, T_SHM);
-    put_str(L, b, canonical, strlen(canonical));
-    put_varint(L, b, so->type);
-    put_varint(L, b, so->index);
-    put_varint(L, b, so->gen);
-    return;
-  }
-  put_byte(L, b, T_OBJ);
-  put_str(L, b, canonical, strlen(canonical));
-  put_varint(L, b, o->slot);
-  put_varint(L, b, o->gen);
-  put_varint(L, b, (uint64_t)getpid());
-}
-
-static void enc_value(enc *e, int idx, const path *p, int depth) {
-  lua_State *L = e->L;
-  sk_buf *b = e->b;
-  if (depth > MAX_DEPTH) {
-    /* A key one level too deep is its table's fault, not the key's. */
-    enc_fail(e, p && p->kind == P_KEY ? p->up : p,
-             "nesting too deep (tables and functions cross workers at most 200 levels deep)");
-  }
-  int t = lua_type(L, idx);
-  /* Scalars push nothing; the rest may nest. */
-  if (t >= LUA_TTABLE) luaL_checkstack(L, 8, "marshal");
-  switch (t) {
-    case LUA_TNIL: put_byte(L, b, T_NIL); break;
-    case LUA_TBOOLEAN: put_byte(L, b, lua_toboolean(L, idx) ? T_TRUE : T_FALSE); break;
-    case LUA_TNUMBER:
-      if (lua_isinteger(L, idx)) {
-        put_int(L, b, lua_tointeger(L, idx));
-      } else {
-        lua_Number n = lua_tonumber(L, idx);
-        uint64_t bits;
-        memcpy(&bits, &n, 8);
-        put_byte(L, b, T_FLOAT);
-        put_u64(L, b, bits);
-      }
-      break;
-    case LUA_TSTRING: {
-      size_t n;
-      const char *s = lua_tolstring(L, idx, &n);
-      put_byte(L, b, T_STR);
-      put_str(L, b, s, n);
-      break;
-    }
-    case LUA_TTABLE: {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
-      int is_globals = lua_rawequal(L, -1, idx);
-      lua_pop(L, 1);
-      if (is_globals) {
-        put_byte(L, b, T_GLOBALS);
-        break;
-      }
-      lua_Integer id = seen_id(e, idx);
-      if (id) {
-        put_byte(L, b, T_REF);
-        put_varint(L, b, (uint64_t)(id - 1));
-      } else {
-        enc_table(e, idx, p, depth);
-      }
-      break;
-    }
-    case LUA_TFUNCTION: {
-      /* C functions travel by name every time; only Lua functions get ids. */
-      lua_Integer id = lua_iscfunction(L, idx) ? 0 : seen_id(e, idx);
-      if (id) {
-        put_byte(L, b, T_REF);
-        put_varint(L, b, (uint64_t)(id - 1));
-      } else {
-        enc_function(e, idx, p, depth);
-      }
-      break;
-    }
-    case LUA_TUSERDATA: enc_userdata(e, idx, p); break;
-    case LUA_TTHREAD: enc_fail(e, p, "cannot send a coroutine"); break;
-    default: enc_fail(e, p, "cannot send light userdata"); break;
-  }
-}
-
-/* Protected body of sk_marshal_encode: [1] = enc*, [2..] = the values. */
-static int p_encode(lua_State *L) {
-  enc *e = lua_touserdata(L, 1);
-  int n = lua_gettop(L) - 1;
-  lua_pushnil(L);
-  e->seen = lua_gettop(L);
-  put_byte(L, e->b, 'S');
-  put_byte(L, e->b, FORMAT);
-  put_varint(L, e->b, (uint64_t)n);
-  for (int i = 0; i < n; i++) {
-    path p = {NULL, P_INDEX, NULL, i + 1};
-    enc_value(e, i + 2, &p, 0);
-  }
-  return 0;
-}
-
-/* p_encode for sk_marshal_encode_list: stack 1 enc, 2 the table. */
-static int p_encode_list(lua_State *L) {
-  enc *e = lua_touserdata(L, 1);
-  lua_Integer i = e->from, j = e->to;
-  lua_pushnil(L);
-  e->seen = lua_gettop(L);
-  put_byte(L, e->b, 'S');
-  put_byte(L, e->b, FORMAT);
-  put_varint(L, e->b, (uint64_t)(j - i + 1));
-  for (lua_Integer k = i; k <= j; k++) enc_item(e, 2, k, NULL, k - i + 1, 0);
-  return 0;
-}
-
-int sk_marshal_encode_list(lua_State *L, int t, lua_Integer i, lua_Integer j, sk_buf *out,
-                           const char *root) {
-  enc e = {.L = L, .b = out, .root = root ? root : "value", .from = i, .to = j};
-  memset(out, 0, sizeof *out);
-  t = lua_absindex(L, t);
-  luaL_checkstack(L, 8, "marshal");
-  lua_pushcfunction(L, p_encode_list);
-  lua_pushlightuserdata(L, &e);
-  lua_pushvalue(L, t);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-    sk_buf_free(out);
-    return -1;
-  }
-  return 0;
-}
-
-int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *root) {
-  enc e = {.L = L, .b = out, .root = root ? root : "value"};
-  memset(out, 0, sizeof *out);
-  first = lua_absindex(L, first);
-  luaL_checkstack(L, n + 4, "too many values to marshal");
-  lua_pushcfunction(L, p_encode);
-  lua_pushlightuserdata(L, &e);
-  for (int i = 0; i < n; i++) lua_pushvalue(L, first + i);
-  if (lua_pcall(L, n + 1, 0, 0) != LUA_OK) {
-    sk_buf_free(out);
-    return -1;
-  }
-  return 0;
-}
+#include "sk_marshal.h"
 
 /* ------------------------------------------------------------- decoder */
 
@@ -963,7 +227,7 @@ static int load_code(dec *d, const char *code, size_t n, uint64_t tag) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  if (tag != mac(code, n)) dec_fail(d, "function bytecode failed authentication");
+  if (tag != sk_marshal_code_tag(code, n)) dec_fail(d, "function bytecode failed authentication");
   reader_state r = {code, n};
   if (lua_load(L, reader, &r, "=(marshalled function)", "b") != LUA_OK) {
     dec_fail(d, "function does not load");
@@ -1072,7 +336,7 @@ static void dec_module(dec *d) {
   const char *name = get_bytes(d, &n);
   uint64_t tag = get_u64(d);
   if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "modules are not accepted here");
-  push_module(d, name, n, tag == name_mac(name, n));
+  push_module(d, name, n, tag == sk_marshal_name_tag(name, n));
 }
 
 static void dec_cfunc(dec *d) {
@@ -1090,7 +354,7 @@ static void dec_cfunc(dec *d) {
   if ((size_t)(dot - name) == 2 && memcmp(name, "_G", 2) == 0) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
   } else {
-    push_module(d, name, (size_t)(dot - name), tag == name_mac(name, n));
+    push_module(d, name, (size_t)(dot - name), tag == sk_marshal_name_tag(name, n));
   }
   lua_pushlstring(L, dot + 1, n - (size_t)(dot + 1 - name));
   lua_gettable(L, -2);
@@ -1106,7 +370,7 @@ static void dec_cfunc(dec *d) {
 ** (the stack untouched) when it is not or is gone. Releases the reference
 ** to `so` that the caller's lookup took (the view holds its own). */
 static int push_view(lua_State *L, sk_shm_obj *so, const char *name) {
-  sk_obj_push push = so ? find_type(name, NULL) : NULL;
+  sk_obj_push push = so ? sk_marshal_find_type(name, NULL) : NULL;
   sk_obj *o = push ? sk_shm_view_of(so) : NULL;
   if (so) sk_shm_obj_release(so);
   if (o == NULL) return 0;
@@ -1153,15 +417,16 @@ static void dec_obj(dec *d) {
     if (push_view(L, so, name)) return;
     /* It lives in another process: a stand-in forwards to it, if that
     ** process is our parent. */
-    if (slot > UINT32_MAX || gen > UINT32_MAX || pid > INT32_MAX || proxy == NULL ||
-        proxy->push(L, name, (uint32_t)slot, (uint32_t)gen, (long)pid) != 0) {
+    if (slot > UINT32_MAX || gen > UINT32_MAX || pid > INT32_MAX ||
+        sk_marshal_stand_ins == NULL ||
+        sk_marshal_stand_ins->push(L, name, (uint32_t)slot, (uint32_t)gen, (long)pid) != 0) {
       sk_error_raise(L, "marshal", "the %s this value refers to lives in process %d, "
                      "which this worker cannot reach", name, (int)pid);
     }
     lua_remove(L, -2);
     return;
   }
-  sk_obj_push push = find_type(name, NULL);
+  sk_obj_push push = sk_marshal_find_type(name, NULL);
   sk_obj *o = push && slot <= UINT32_MAX && gen <= UINT32_MAX
                   ? sk_obj_lookup((uint32_t)slot, (uint32_t)gen, name)
                   : NULL;
@@ -1174,7 +439,7 @@ static void dec_obj(dec *d) {
 
 static void dec_value(dec *d, int depth) {
   lua_State *L = d->L;
-  if (depth > MAX_DEPTH) dec_fail(d, "nesting too deep");
+  if (depth > SK_MARSHAL_MAX_DEPTH) dec_fail(d, "nesting too deep");
   int tag = get_byte(d);
   /* A scalar takes the one slot its caller made room for; the rest nest. */
   if (tag > T_STR) luaL_checkstack(L, 8, "unmarshal");
@@ -1238,7 +503,7 @@ static int p_decode(lua_State *L) {
   dec *d = lua_touserdata(L, 1);
   lua_pushnil(L);
   d->refs = lua_gettop(L);
-  if (get_byte(d) != 'S' || get_byte(d) != FORMAT) dec_fail(d, "not a skein buffer");
+  if (get_byte(d) != 'S' || get_byte(d) != SK_MARSHAL_FORMAT) dec_fail(d, "not a skein buffer");
   uint64_t n = get_varint(d);
   if (n > (uint64_t)(d->end - d->p)) dec_fail(d, "value count past the end");
   luaL_checkstack(L, (int)n + 8, "too many values to unmarshal");
@@ -1258,7 +523,7 @@ static int p_decode_into(lua_State *L) {
   lua_Integer at = lua_tointeger(L, 3);
   lua_pushnil(L);
   d->refs = lua_gettop(L);
-  if (get_byte(d) != 'S' || get_byte(d) != FORMAT) dec_fail(d, "not a skein buffer");
+  if (get_byte(d) != 'S' || get_byte(d) != SK_MARSHAL_FORMAT) dec_fail(d, "not a skein buffer");
   uint64_t n = get_varint(d);
   if (n > (uint64_t)(d->end - d->p)) dec_fail(d, "value count past the end");
   luaL_checkstack(L, 8, "unmarshal");
