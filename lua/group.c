@@ -108,11 +108,6 @@ static int group_link(void *obj, sk_ctx *c, int round) {
   return sk_link_watch(&((sk_group *)obj)->waiters, c);
 }
 
-static int group_unlink(void *obj, sk_ctx *c) {
-  (void)obj;
-  return sk_unlink_watch(c);
-}
-
 /* group:wait: the group at index 1. */
 static int group_wait_attempt(lua_State *L, void *obj, int round, int expired) {
   sk_group *g = obj;
@@ -138,9 +133,9 @@ static int group_close_attempt(lua_State *L, void *obj, int round, int expired) 
 }
 
 static const sk_source group_wait_source = {
-    .name = GROUP_MT, .attempt = group_wait_attempt, .link = group_link, .unlink = group_unlink};
+    .name = GROUP_MT, .attempt = group_wait_attempt, .link = group_link, .unlink = sk_unlink_watch};
 static const sk_source group_close_source = {
-    .name = GROUP_MT, .attempt = group_close_attempt, .link = group_link, .unlink = group_unlink};
+    .name = GROUP_MT, .attempt = group_close_attempt, .link = group_link, .unlink = sk_unlink_watch};
 
 /* group:wait([timeout]): waits for every member; raises the first error */
 static int l_group_wait(lua_State *L) {
@@ -266,13 +261,8 @@ static int ws_link(void *obj, sk_ctx *c, int round) {
   return sk_link_watch(&((sk_waitset *)obj)->waiters, c);
 }
 
-static int ws_unlink(void *obj, sk_ctx *c) {
-  (void)obj;
-  return sk_unlink_watch(c);
-}
-
 static const sk_source ws_source = {
-    .name = WAITSET_MT, .attempt = ws_attempt, .link = ws_link, .unlink = ws_unlink};
+    .name = WAITSET_MT, .attempt = ws_attempt, .link = ws_link, .unlink = sk_unlink_watch};
 
 /* waitset:next([timeout]) -> index | nil, "timeout" | nil, "exhausted" */
 static int l_waitset_next(lua_State *L) {

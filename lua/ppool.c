@@ -951,13 +951,8 @@ static int join_link(void *obj, sk_ctx *c, int round) {
   return sk_link_watch(&((sk_ppool *)obj)->exit_watchers, c);
 }
 
-static int join_unlink(void *obj, sk_ctx *c) {
-  (void)obj;
-  return sk_unlink_watch(c);
-}
-
 static const sk_source join_source = {
-    .name = PPOOL_MT, .attempt = join_attempt, .link = join_link, .unlink = join_unlink};
+    .name = PPOOL_MT, .attempt = join_attempt, .link = join_link, .unlink = sk_unlink_watch};
 
 static int l_ppool_join(lua_State *L) {
   sk_ppool *p = check_ppool(L, 1);

@@ -910,13 +910,8 @@ static int join_link(void *obj, sk_ctx *c, int round) {
   return sk_link_watch(&((sk_proc *)obj)->watchers, c);
 }
 
-static int join_unlink(void *obj, sk_ctx *c) {
-  (void)obj;
-  return sk_unlink_watch(c);
-}
-
 static const sk_source join_source = {
-    .name = PROC_MT, .attempt = join_attempt, .link = join_link, .unlink = join_unlink};
+    .name = PROC_MT, .attempt = join_attempt, .link = join_link, .unlink = sk_unlink_watch};
 
 /* process:join([timeout]) -> fn's results, or raises remote/worker_died/timeout */
 static int l_proc_join(lua_State *L) {

@@ -308,13 +308,8 @@ static int join_link(void *obj, sk_ctx *c, int round) {
   return sk_link_watch(&((sk_ctx *)obj)->watchers, c);
 }
 
-static int join_unlink(void *obj, sk_ctx *c) {
-  (void)obj;
-  return sk_unlink_watch(c);
-}
-
 static const sk_source join_source = {
-    .name = TASK_MT, .attempt = join_attempt, .link = join_link, .unlink = join_unlink};
+    .name = TASK_MT, .attempt = join_attempt, .link = join_link, .unlink = sk_unlink_watch};
 
 /* task:join([timeout]) -> the task's results, or raises its error */
 static int l_task_join(lua_State *L) {

@@ -400,7 +400,8 @@ int sk_wait_on(lua_State *L, const sk_source *src, void *obj, uint64_t deadline,
 **   record is added only when it says no. Whoever changes the object wakes
 **   waiters (sk_waitlist_wake_one/all) under the same lock. */
 int sk_link_watch(sk_watchlist *l, sk_ctx *c);
-int sk_unlink_watch(sk_ctx *c);
+/* (sk_unlink_watch has a source's `unlink` shape: use it as one.) */
+int sk_unlink_watch(void *obj, sk_ctx *c);
 int sk_link_shared(sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list, sk_ready_fn ready,
                    void *obj);
 int sk_unlink_shared(sk_ctx *c, uv_mutex_t *lock, sk_waitlist *list);

@@ -94,7 +94,8 @@ int sk_link_watch(sk_watchlist *l, sk_ctx *c) {
   return 0;
 }
 
-int sk_unlink_watch(sk_ctx *c) {
+int sk_unlink_watch(void *obj, sk_ctx *c) {
+  (void)obj;
   sk_watch_unlink(&c->joinw);
   return 0;
 }
