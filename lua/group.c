@@ -14,48 +14,11 @@
 #define GROUP_MT "skein.Group"
 #define WAITSET_MT "skein.WaitSet"
 
-sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon);
-
 /* ---------------------------------------------------------------- group */
-
-struct sk_group {
-  sk_ctx *head;                 /* live members, linked through gnext/gprev */
-  size_t nlive;
-  sk_ctx *failed;               /* the first member that failed */
-  sk_watchlist waiters;         /* contexts blocked in wait or close */
-  int closed, raised;
-};
 
 static sk_group *check_group(lua_State *L, int idx) {
   sk_group *g = luaL_checkudata(L, idx, GROUP_MT);
   return g;
-}
-
-static void group_cancel_all(sk_group *g) {
-  for (sk_ctx *m = g->head, *next; m; m = next) {
-    next = m->gnext;
-    sk_task_cancel(m);
-  }
-}
-
-/* Called by task.c when a member finishes; calls no Lua. The first failure
-** cancels every other live member; the group takes over reporting it. */
-void sk_group_member_done(sk_ctx *t) {
-  sk_group *g = t->group;
-  if (t->gprev) t->gprev->gnext = t->gnext;
-  else g->head = t->gnext;
-  if (t->gnext) t->gnext->gprev = t->gprev;
-  t->gprev = t->gnext = NULL;
-  t->group = NULL;
-  g->nlive--;
-  if (t->result == SK_RES_FAILED) {
-    t->observed = 1;
-    if (g->failed == NULL) {
-      g->failed = t;
-      group_cancel_all(g);
-    }
-  }
-  sk_watchlist_fire(&g->waiters, t);
 }
 
 /* skein.group() -> group */
@@ -74,16 +37,11 @@ static int l_group_spawn(lua_State *L) {
   sk_group *g = check_group(L, 1);
   if (g->closed) sk_error_raise(L, "closed", "the group is closed: no more spawns");
   sk_ctx *t = sk_task_spawn(L, 2, lua_gettop(L) - 2, 0);
-  t->group = g;
-  t->gnext = g->head;
-  if (g->head) g->head->gprev = t;
-  g->head = t;
-  g->nlive++;
   lua_getiuservalue(L, 1, 1);
   lua_pushvalue(L, -2);
   lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   lua_pop(L, 1);
-  if (g->failed) sk_task_cancel(t);  /* a failed group runs nothing new */
+  sk_group_add(g, t);
   return 1;
 }
 
@@ -151,12 +109,12 @@ static int l_group_wait(lua_State *L) {
 static int l_group_close(lua_State *L) {
   sk_group *g = check_group(L, 1);
   lua_settop(L, 2);
-  group_cancel_all(g);
+  sk_group_cancel_all(g);
   return sk_wait_on(L, &group_close_source, g, SK_NO_DEADLINE, SK_WAIT_SHIELD);
 }
 
 static int l_group_cancel(lua_State *L) {
-  group_cancel_all(check_group(L, 1));
+  sk_group_cancel_all(check_group(L, 1));
   return 0;
 }
 

@@ -15,25 +15,10 @@
 
 #include "../runtime/core/sk_view.h"
 #include "../runtime/host/sk_lua.h"
+#include "../runtime/host/sk_task.h"
 
-/* Tasks (task.c). sk_task_spawn creates a task running the value at `fn`
-** with the `nargs` values after it, and pushes the task. */
-sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon);
-sk_ctx *sk_task_check(lua_State *L, int idx);
-sk_ctx *sk_task_test(lua_State *L, int idx);
-int sk_task_cancel(sk_ctx *t);
-/* Writes the report of a failed, never-observed task (at index idx) to
-** stderr once and counts it. */
-void sk_task_report(lua_State *L, int idx);
-/* Reports every failed, never-observed task of the worker on stderr;
-** returns the total number reported over the worker's life. */
-size_t sk_task_report_failures(sk_worker *w);
-/* Pushes the task's results (returns their count) or raises its error. */
-int sk_task_push_results(lua_State *L, sk_ctx *t, int idx);
+/* The open functions of the task and group bindings (task.c, group.c). */
 void sk_task_open(lua_State *L);
-
-/* Groups and wait sets (group.c). */
-void sk_group_member_done(sk_ctx *t);
 void sk_group_open(lua_State *L);
 
 /* skein.marshal and skein.register_metatable (marshal_lua.c). */

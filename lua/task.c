@@ -1,249 +1,14 @@
 /*
-** task.c — the coroutine engine's Lua face: skein.spawn and task objects
-** (join, cancel, done, status), sleep, now, timeout scopes.
-**
-** A task is a userdata holding its sk_ctx, with four user values: the
-** coroutine (dropped when the task ends), the payload (its single result, a
-** table of several results, or its error), the traceback of a failure, and
-** its name. A registry reference keeps the userdata alive from spawn until
-** the task has finished and left the ready queue; raw pointers held by the
-** scheduler and watcher lists rely on that.
+** task.c — the coroutine engine's Lua face (the engine is
+** runtime/host/tasks.c): skein.spawn and task objects (join, cancel, done,
+** status), sleep, now, timeout scopes, park and unpark.
 */
 #include <stdio.h>
 #include <string.h>
 
 #include "sk_bind.h"
 
-#define TASK_MT "skein.Task"
-#define FAILURE_MT "skein.TaskFailure"
-
-enum { UV_CO = 1, UV_PAYLOAD, UV_TRACE, UV_NAME, UV_COUNT = UV_NAME };
-
-void sk_ctx_init(sk_ctx *c, sk_worker *w);
-static void task_run(sk_runnable *r);
-
-/* Compares the metatable by the pointer cached at load time instead of
-** looking TASK_MT up in the registry by name on every call. */
-sk_ctx *sk_task_test(lua_State *L, int idx) {
-  void *p = lua_touserdata(L, idx);
-  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
-  const void *mt = lua_topointer(L, -1);
-  lua_pop(L, 1);
-  return mt == sk_worker_of(L)->task_mt ? p : NULL;
-}
-
-sk_ctx *sk_task_check(lua_State *L, int idx) {
-  sk_ctx *t = sk_task_test(L, idx);
-  return t ? t : luaL_checkudata(L, idx, TASK_MT);
-}
-
-static int is_callable(lua_State *L, int idx) {
-  if (lua_isfunction(L, idx)) return 1;
-  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
-    lua_pop(L, 1);
-    return 1;
-  }
-  return 0;
-}
-
-/* Marks `t` finished: no Lua is called, so this is safe from group
-** cancellation and watcher callbacks. */
-static void complete(sk_ctx *t, int result) {
-  sk_ctx_drop_slot(t);
-  t->state = SK_DONE;
-  t->result = result;
-  if (!t->daemon) t->w->live--;
-  sk_watchlist_fire(&t->watchers, t);
-  if (t->group) sk_group_member_done(t);
-}
-
-/* Creates a task running the value at `fn` with the `nargs` values after it
-** and pushes the task. Raises (holding nothing) when `fn` is not callable. */
-sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon);
-sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon) {
-  sk_worker *w = sk_worker_of(L);
-  fn = lua_absindex(L, fn);
-  if (!is_callable(L, fn)) luaL_typeerror(L, fn, "function");
-  luaL_checkstack(L, nargs + 4, "too many arguments to spawn");
-  sk_ctx *t = lua_newuserdatauv(L, sizeof *t, UV_COUNT);
-  *t = (sk_ctx){0};
-  sk_ctx_init(t, w);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, w->task_mt_ref);
-  lua_setmetatable(L, -2);
-  lua_State *co = lua_newthread(L);
-  lua_setiuservalue(L, -2, UV_CO);
-  if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments to spawn");
-  for (int i = 0; i <= nargs; i++) lua_pushvalue(L, fn + i);
-  lua_xmove(L, co, nargs + 1);
-  t->co = co;
-  t->id = ++w->next_id;
-  t->daemon = daemon != 0;
-  t->run.run = task_run;
-  t->state = SK_NEW;
-  lua_pushvalue(L, -1);
-  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (!t->daemon) w->live++;
-  sk_sched_push(&w->sched, &t->run);
-  return t;
-}
-
-/* Drops the coroutine and the registry reference of a finished task. */
-static void release(lua_State *L, sk_ctx *t) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-  lua_pushnil(L);
-  lua_setiuservalue(L, -2, UV_CO);
-  lua_pop(L, 1);
-  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-  t->ref = LUA_NOREF;
-  t->co = NULL;
-}
-
-/* Stores the outcome of a coroutine that returned or raised, using the
-** driving state `L` as scratch space, then completes the task. */
-static void finish(lua_State *L, sk_ctx *t, int st, int nres) {
-  lua_State *co = t->co;
-  int result;
-  luaL_checkstack(L, nres + 6, "task results");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-  int u = lua_gettop(L);
-  if (st == LUA_OK) {
-    lua_xmove(co, L, nres);
-    if (nres == 1) {
-      lua_setiuservalue(L, u, UV_PAYLOAD);
-    } else if (nres > 1) {
-      lua_createtable(L, nres, 0);
-      lua_insert(L, u + 1);
-      for (int i = nres; i >= 1; i--) lua_rawseti(L, u + 1, i);
-      lua_setiuservalue(L, u, UV_PAYLOAD);
-    }
-    t->nres = nres;
-    result = SK_RES_OK;
-  } else {
-    lua_xmove(co, L, 1);
-    if (t->cancel_requested && sk_error_is(L, -1, "cancelled")) {
-      result = SK_RES_CANCELLED;
-    } else {
-      const char *msg = lua_tostring(L, -1);
-      result = SK_RES_FAILED;
-      if (msg == NULL) {
-        if (luaL_callmeta(L, -1, "__tostring") && lua_isstring(L, -1)) {
-          msg = lua_tostring(L, -1);
-        } else {
-          msg = lua_pushfstring(L, "(error object is a %s value)",
-                                luaL_typename(L, -1));
-        }
-      }
-      luaL_traceback(L, co, msg, 0);
-      lua_setiuservalue(L, u, UV_TRACE);
-      lua_settop(L, u + 1);  /* drops the message made for the traceback */
-      /* skein.failed[task] = a sentinel whose __gc reports the failure
-      ** if nobody observed it; only failed tasks carry a finalizer. */
-      lua_getfield(L, LUA_REGISTRYINDEX, "skein.failed");
-      lua_pushvalue(L, u);
-      lua_newuserdatauv(L, 0, 1);
-      luaL_setmetatable(L, FAILURE_MT);
-      lua_pushvalue(L, u);
-      lua_setiuservalue(L, -2, 1);
-      lua_rawset(L, -3);
-      lua_pop(L, 1);
-    }
-    lua_setiuservalue(L, u, UV_PAYLOAD);
-    /* Runs the __close handlers the error left pending. */
-    lua_resetthread(co);
-  }
-  lua_settop(L, u - 1);
-  release(L, t);
-  complete(t, result);
-}
-
-/* The ready-queue entry point: starts or resumes the task's coroutine. */
-static void task_run(sk_runnable *r) {
-  sk_ctx *t = (sk_ctx *)r;
-  sk_worker *w = t->w;
-  lua_State *from = w->cur_L;
-  if (t->state == SK_DONE) {  /* cancelled before it ever ran */
-    release(from, t);
-    return;
-  }
-  lua_State *co = t->co;
-  sk_ctx *prev = w->current;
-  int nres, nargs = t->state == SK_NEW ? lua_gettop(co) - 1 : 0;
-  t->state = SK_RUNNING;
-  w->current = t;
-  w->cur_L = co;
-  int st = lua_resume(co, from, nargs, &nres);
-  w->current = prev;
-  w->cur_L = from;
-  if (st == LUA_YIELD) {
-    if (t->state == SK_RUNNING) {  /* a bare coroutine.yield(): reschedule */
-      lua_pop(co, nres);
-      t->state = SK_READY;
-      sk_sched_push(&w->sched, &t->run);
-    }
-    return;
-  }
-  finish(from, t, st, nres);
-}
-
-int sk_task_cancel(sk_ctx *t) {
-  if (t->state == SK_DONE) return 0;
-  t->cancel_requested = 1;
-  if (t->state == SK_NEW) {
-    complete(t, SK_RES_CANCELLED);  /* task_run releases it later */
-  } else {
-    sk_ctx_wake(t);
-  }
-  return 1;
-}
-
-int sk_task_push_results(lua_State *L, sk_ctx *t, int idx) {
-  idx = lua_absindex(L, idx);
-  t->observed = 1;
-  if (t->result == SK_RES_FAILED) {
-    lua_getiuservalue(L, idx, UV_PAYLOAD);
-    return lua_error(L);
-  }
-  if (t->result == SK_RES_CANCELLED) {
-    return sk_error_raise(L, "cancelled", "task %I was cancelled",
-                          (LUAI_UACINT)t->id);
-  }
-  if (t->nres == 0) return 0;
-  lua_getiuservalue(L, idx, UV_PAYLOAD);
-  if (t->nres == 1) return 1;
-  luaL_checkstack(L, t->nres, "too many results");
-  int tbl = lua_gettop(L);
-  for (int i = 1; i <= t->nres; i++) lua_rawgeti(L, tbl, i);
-  lua_remove(L, tbl);
-  return t->nres;
-}
-
-void sk_task_report(lua_State *L, int idx) {
-  sk_ctx *t = sk_task_test(L, idx);
-  if (t == NULL || t->state != SK_DONE || t->result != SK_RES_FAILED ||
-      t->observed || t->reported) {
-    return;
-  }
-  t->reported = 1;
-  t->w->failures++;
-  lua_getiuservalue(L, lua_absindex(L, idx), UV_TRACE);
-  fprintf(stderr, "skein: task %lld failed and was never joined:\n%s\n",
-          (long long)t->id, lua_tostring(L, -1));
-  fflush(stderr);
-  lua_pop(L, 1);
-}
-
-size_t sk_task_report_failures(sk_worker *w) {
-  lua_State *L = w->L;
-  if (lua_getfield(L, LUA_REGISTRYINDEX, "skein.failed") == LUA_TTABLE) {
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      lua_pop(L, 1);
-      sk_task_report(L, -1);
-    }
-  }
-  lua_pop(L, 1);
-  return w->failures;
-}
+#define TASK_MT SK_TASK_MT
 
 /* ------------------------------------------------------------- methods */
 
@@ -255,7 +20,7 @@ static int l_is_task(lua_State *L) {
 
 /* skein.spawn(fn, ...) or skein.spawn{fn=, args=, name=, daemon=} */
 static int l_spawn(lua_State *L) {
-  if (lua_type(L, 1) != LUA_TTABLE || is_callable(L, 1)) {
+  if (lua_type(L, 1) != LUA_TTABLE || sk_callable(L, 1)) {
     sk_task_spawn(L, 1, lua_gettop(L) - 1, 0);
     return 1;
   }
@@ -264,7 +29,7 @@ static int l_spawn(lua_State *L) {
   sk_check_options(L, 1, known);
   lua_settop(L, 1);
   lua_getfield(L, 1, "fn");                               /* 2 */
-  luaL_argcheck(L, is_callable(L, 2), 1, "options.fn must be a function");
+  luaL_argcheck(L, sk_callable(L, 2), 1, "options.fn must be a function");
   int daemon = lua_getfield(L, 1, "daemon") != LUA_TNIL && lua_toboolean(L, -1);
   lua_pop(L, 1);
   int tn = lua_getfield(L, 1, "name");                    /* 3 */
@@ -286,7 +51,7 @@ static int l_spawn(lua_State *L) {
   sk_task_spawn(L, 5, (int)n, daemon);
   if (tn == LUA_TSTRING) {
     lua_pushvalue(L, 3);
-    lua_setiuservalue(L, -2, UV_NAME);
+    lua_setiuservalue(L, -2, SK_TASK_UV_NAME);
   }
   return 1;
 }
@@ -352,8 +117,8 @@ static int l_task_error(lua_State *L) {
     sk_error_push(L, "cancelled", "task %I was cancelled", (LUAI_UACINT)t->id);
     return 1;
   }
-  lua_getiuservalue(L, 1, UV_PAYLOAD);
-  lua_getiuservalue(L, 1, UV_TRACE);
+  lua_getiuservalue(L, 1, SK_TASK_UV_PAYLOAD);
+  lua_getiuservalue(L, 1, SK_TASK_UV_TRACE);
   return 2;
 }
 
@@ -365,7 +130,7 @@ static int l_task_index(lua_State *L) {
   if (k && strcmp(k, "id") == 0) {
     lua_pushinteger(L, t->id);
   } else if (k && strcmp(k, "name") == 0) {
-    lua_getiuservalue(L, 1, UV_NAME);
+    lua_getiuservalue(L, 1, SK_TASK_UV_NAME);
   } else {
     lua_pushnil(L);
   }
@@ -374,18 +139,12 @@ static int l_task_index(lua_State *L) {
 
 static int l_task_tostring(lua_State *L) {
   sk_ctx *t = sk_task_check(L, 1);
-  lua_getiuservalue(L, 1, UV_NAME);
+  lua_getiuservalue(L, 1, SK_TASK_UV_NAME);
   const char *name = lua_tostring(L, -1);
   lua_pushfstring(L, "skein.task %I%s%s%s (%s)", (LUAI_UACINT)t->id,
                   name ? " \"" : "", name ? name : "", name ? "\"" : "",
                   status_name(t));
   return 1;
-}
-
-static int l_failure_gc(lua_State *L) {
-  lua_getiuservalue(L, 1, 1);
-  sk_task_report(L, -1);
-  return 0;
 }
 
 /* skein.current() -> the running task, or nil at the root */
@@ -442,7 +201,7 @@ static int timeout_k(lua_State *L, int status, lua_KContext kctx) {
 static int l_timeout(lua_State *L) {
   luaL_checktype(L, 1, LUA_TNUMBER);
   uint64_t d = sk_check_deadline(L, 1);
-  luaL_argcheck(L, is_callable(L, 2), 2, "function expected");
+  luaL_argcheck(L, sk_callable(L, 2), 2, "function expected");
   sk_ctx *c = sk_current(L);
   double secs = lua_tonumber(L, 1);
   sk_scope *sc = lua_newuserdatauv(L, sizeof *sc, 0);
@@ -540,16 +299,6 @@ void sk_task_open(lua_State *L) {
   }
   sk_worker_of(L)->task_mt = lua_topointer(L, -1);
   sk_worker_of(L)->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (luaL_newmetatable(L, FAILURE_MT)) {
-    lua_pushcfunction(L, l_failure_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_newtable(L);
-  lua_pushliteral(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  lua_setfield(L, LUA_REGISTRYINDEX, "skein.failed");
+  sk_task_engine_open(L);
   luaL_setfuncs(L, funcs, 0);
 }

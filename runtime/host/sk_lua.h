@@ -220,6 +220,10 @@ int sk_worker_drain(sk_worker *w);
 ** interrupts, deadlock and expired skein.timeout scopes, and returns 1 when
 ** the wait's own deadline has passed. */
 sk_ctx *sk_current(lua_State *L);
+/* Prepares a context of worker `w` (a task's, inside its userdata). */
+void sk_ctx_init(sk_ctx *c, sk_worker *w);
+/* Whether the value at idx can be called (a function, or __call). */
+int sk_callable(lua_State *L, int idx);
 void sk_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline);
 int sk_wait(lua_State *L, sk_ctx *c, lua_KContext kctx, lua_KFunction k);
 int sk_wait_end(lua_State *L, sk_ctx *c);

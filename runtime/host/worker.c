@@ -86,7 +86,6 @@ static void ctx_init(sk_ctx *c, sk_worker *w) {
 
 /* Exposed to task.c through this tiny wrapper so that both kinds of context
 ** are initialised in one place. */
-void sk_ctx_init(sk_ctx *c, sk_worker *w);
 void sk_ctx_init(sk_ctx *c, sk_worker *w) { ctx_init(c, w); }
 
 /* ------------------------------------------------------------ deadlines */
@@ -457,7 +456,7 @@ static int is_options(lua_State *L, int idx) {
   return 1;
 }
 
-static int callable(lua_State *L, int idx) {
+int sk_callable(lua_State *L, int idx) {
   if (lua_isfunction(L, idx)) return 1;
   if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
     lua_pop(L, 1);
@@ -483,13 +482,13 @@ int sk_worker_args(lua_State *L, int *daemon, char **name, int *ninit) {
   *name = NULL;
   *ninit = 0;
   if (!is_options(L, 1)) {
-    luaL_argexpected(L, callable(L, 1), 1, "function");
+    luaL_argexpected(L, sk_callable(L, 1), 1, "function");
     return 0;
   }
   luaL_argcheck(L, lua_gettop(L) == 1, 2, "no arguments after an options table");
   sk_check_options(L, 1, known);
   lua_getfield(L, 1, "fn");                                     /* 2 */
-  luaL_argcheck(L, callable(L, 2), 1, "options.fn must be a function");
+  luaL_argcheck(L, sk_callable(L, 2), 1, "options.fn must be a function");
   lua_getfield(L, 1, "daemon");
   int is_daemon = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -498,7 +497,7 @@ int sk_worker_args(lua_State *L, int *daemon, char **name, int *ninit) {
   int ta = lua_getfield(L, 1, "args");                          /* 4 */
   luaL_argcheck(L, ta == LUA_TNIL || ta == LUA_TTABLE, 1, "options.args must be a table");
   int ti = lua_getfield(L, 1, "init");                          /* 5 */
-  luaL_argcheck(L, ti == LUA_TNIL || callable(L, 5), 1, "options.init must be a function");
+  luaL_argcheck(L, ti == LUA_TNIL || sk_callable(L, 5), 1, "options.init must be a function");
   int tia = lua_getfield(L, 1, "init_args");                    /* 6 */
   luaL_argcheck(L, tia == LUA_TNIL || tia == LUA_TTABLE, 1, "options.init_args must be a table");
   luaL_argcheck(L, tia == LUA_TNIL || ti != LUA_TNIL, 1, "options.init_args without options.init");

@@ -1,0 +1,295 @@
+/*
+** tasks.c — the coroutine engine: tasks (spawn, the ready-queue entry that
+** resumes them, finishing, cancelling, their results and the report of
+** failures nobody saw) and the bookkeeping of groups. Its Lua face is
+** lua/task.c and lua/group.c.
+**
+** A task is a userdata holding its sk_ctx, with four user values: the
+** coroutine (dropped when the task ends), the payload (its single result, a
+** table of several results, or its error), the traceback of a failure, and
+** its name. A registry reference keeps the userdata alive from spawn until
+** the task has finished and left the ready queue; raw pointers held by the
+** scheduler and watcher lists rely on that.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "sk_task.h"
+
+#define FAILURE_MT "skein.TaskFailure"
+
+static void group_member_done(sk_ctx *t);
+
+static void task_run(sk_runnable *r);
+
+/* Compares the metatable by the pointer cached at load time instead of
+** looking TASK_MT up in the registry by name on every call. */
+sk_ctx *sk_task_test(lua_State *L, int idx) {
+  void *p = lua_touserdata(L, idx);
+  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
+  const void *mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == sk_worker_of(L)->task_mt ? p : NULL;
+}
+
+sk_ctx *sk_task_check(lua_State *L, int idx) {
+  sk_ctx *t = sk_task_test(L, idx);
+  return t ? t : luaL_checkudata(L, idx, SK_TASK_MT);
+}
+
+/* Marks `t` finished: no Lua is called, so this is safe from group
+** cancellation and watcher callbacks. */
+static void complete(sk_ctx *t, int result) {
+  sk_ctx_drop_slot(t);
+  t->state = SK_DONE;
+  t->result = result;
+  if (!t->daemon) t->w->live--;
+  sk_watchlist_fire(&t->watchers, t);
+  if (t->group) group_member_done(t);
+}
+
+sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon) {
+  sk_worker *w = sk_worker_of(L);
+  fn = lua_absindex(L, fn);
+  if (!sk_callable(L, fn)) luaL_typeerror(L, fn, "function");
+  luaL_checkstack(L, nargs + 4, "too many arguments to spawn");
+  sk_ctx *t = lua_newuserdatauv(L, sizeof *t, SK_TASK_UV_COUNT);
+  *t = (sk_ctx){0};
+  sk_ctx_init(t, w);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->task_mt_ref);
+  lua_setmetatable(L, -2);
+  lua_State *co = lua_newthread(L);
+  lua_setiuservalue(L, -2, SK_TASK_UV_CO);
+  if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments to spawn");
+  for (int i = 0; i <= nargs; i++) lua_pushvalue(L, fn + i);
+  lua_xmove(L, co, nargs + 1);
+  t->co = co;
+  t->id = ++w->next_id;
+  t->daemon = daemon != 0;
+  t->run.run = task_run;
+  t->state = SK_NEW;
+  lua_pushvalue(L, -1);
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (!t->daemon) w->live++;
+  sk_sched_push(&w->sched, &t->run);
+  return t;
+}
+
+/* Drops the coroutine and the registry reference of a finished task. */
+static void release(lua_State *L, sk_ctx *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  lua_pushnil(L);
+  lua_setiuservalue(L, -2, SK_TASK_UV_CO);
+  lua_pop(L, 1);
+  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+  t->ref = LUA_NOREF;
+  t->co = NULL;
+}
+
+/* Stores the outcome of a coroutine that returned or raised, using the
+** driving state `L` as scratch space, then completes the task. */
+static void finish(lua_State *L, sk_ctx *t, int st, int nres) {
+  lua_State *co = t->co;
+  int result;
+  luaL_checkstack(L, nres + 6, "task results");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  int u = lua_gettop(L);
+  if (st == LUA_OK) {
+    lua_xmove(co, L, nres);
+    if (nres == 1) {
+      lua_setiuservalue(L, u, SK_TASK_UV_PAYLOAD);
+    } else if (nres > 1) {
+      lua_createtable(L, nres, 0);
+      lua_insert(L, u + 1);
+      for (int i = nres; i >= 1; i--) lua_rawseti(L, u + 1, i);
+      lua_setiuservalue(L, u, SK_TASK_UV_PAYLOAD);
+    }
+    t->nres = nres;
+    result = SK_RES_OK;
+  } else {
+    lua_xmove(co, L, 1);
+    if (t->cancel_requested && sk_error_is(L, -1, "cancelled")) {
+      result = SK_RES_CANCELLED;
+    } else {
+      const char *msg = lua_tostring(L, -1);
+      result = SK_RES_FAILED;
+      if (msg == NULL) {
+        if (luaL_callmeta(L, -1, "__tostring") && lua_isstring(L, -1)) {
+          msg = lua_tostring(L, -1);
+        } else {
+          msg = lua_pushfstring(L, "(error object is a %s value)",
+                                luaL_typename(L, -1));
+        }
+      }
+      luaL_traceback(L, co, msg, 0);
+      lua_setiuservalue(L, u, SK_TASK_UV_TRACE);
+      lua_settop(L, u + 1);  /* drops the message made for the traceback */
+      /* skein.failed[task] = a sentinel whose __gc reports the failure
+      ** if nobody observed it; only failed tasks carry a finalizer. */
+      lua_getfield(L, LUA_REGISTRYINDEX, "skein.failed");
+      lua_pushvalue(L, u);
+      lua_newuserdatauv(L, 0, 1);
+      luaL_setmetatable(L, FAILURE_MT);
+      lua_pushvalue(L, u);
+      lua_setiuservalue(L, -2, 1);
+      lua_rawset(L, -3);
+      lua_pop(L, 1);
+    }
+    lua_setiuservalue(L, u, SK_TASK_UV_PAYLOAD);
+    /* Runs the __close handlers the error left pending. */
+    lua_resetthread(co);
+  }
+  lua_settop(L, u - 1);
+  release(L, t);
+  complete(t, result);
+}
+
+/* The ready-queue entry point: starts or resumes the task's coroutine. */
+static void task_run(sk_runnable *r) {
+  sk_ctx *t = (sk_ctx *)r;
+  sk_worker *w = t->w;
+  lua_State *from = w->cur_L;
+  if (t->state == SK_DONE) {  /* cancelled before it ever ran */
+    release(from, t);
+    return;
+  }
+  lua_State *co = t->co;
+  sk_ctx *prev = w->current;
+  int nres, nargs = t->state == SK_NEW ? lua_gettop(co) - 1 : 0;
+  t->state = SK_RUNNING;
+  w->current = t;
+  w->cur_L = co;
+  int st = lua_resume(co, from, nargs, &nres);
+  w->current = prev;
+  w->cur_L = from;
+  if (st == LUA_YIELD) {
+    if (t->state == SK_RUNNING) {  /* a bare coroutine.yield(): reschedule */
+      lua_pop(co, nres);
+      t->state = SK_READY;
+      sk_sched_push(&w->sched, &t->run);
+    }
+    return;
+  }
+  finish(from, t, st, nres);
+}
+
+int sk_task_cancel(sk_ctx *t) {
+  if (t->state == SK_DONE) return 0;
+  t->cancel_requested = 1;
+  if (t->state == SK_NEW) {
+    complete(t, SK_RES_CANCELLED);  /* task_run releases it later */
+  } else {
+    sk_ctx_wake(t);
+  }
+  return 1;
+}
+
+int sk_task_push_results(lua_State *L, sk_ctx *t, int idx) {
+  idx = lua_absindex(L, idx);
+  t->observed = 1;
+  if (t->result == SK_RES_FAILED) {
+    lua_getiuservalue(L, idx, SK_TASK_UV_PAYLOAD);
+    return lua_error(L);
+  }
+  if (t->result == SK_RES_CANCELLED) {
+    return sk_error_raise(L, "cancelled", "task %I was cancelled",
+                          (LUAI_UACINT)t->id);
+  }
+  if (t->nres == 0) return 0;
+  lua_getiuservalue(L, idx, SK_TASK_UV_PAYLOAD);
+  if (t->nres == 1) return 1;
+  luaL_checkstack(L, t->nres, "too many results");
+  int tbl = lua_gettop(L);
+  for (int i = 1; i <= t->nres; i++) lua_rawgeti(L, tbl, i);
+  lua_remove(L, tbl);
+  return t->nres;
+}
+
+void sk_task_report(lua_State *L, int idx) {
+  sk_ctx *t = sk_task_test(L, idx);
+  if (t == NULL || t->state != SK_DONE || t->result != SK_RES_FAILED ||
+      t->observed || t->reported) {
+    return;
+  }
+  t->reported = 1;
+  t->w->failures++;
+  lua_getiuservalue(L, lua_absindex(L, idx), SK_TASK_UV_TRACE);
+  fprintf(stderr, "skein: task %lld failed and was never joined:\n%s\n",
+          (long long)t->id, lua_tostring(L, -1));
+  fflush(stderr);
+  lua_pop(L, 1);
+}
+
+size_t sk_task_report_failures(sk_worker *w) {
+  lua_State *L = w->L;
+  if (lua_getfield(L, LUA_REGISTRYINDEX, "skein.failed") == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lua_pop(L, 1);
+      sk_task_report(L, -1);
+    }
+  }
+  lua_pop(L, 1);
+  return w->failures;
+}
+
+/* ---------------------------------------------------------------- groups */
+
+void sk_group_cancel_all(sk_group *g) {
+  for (sk_ctx *m = g->head, *next; m; m = next) {
+    next = m->gnext;
+    sk_task_cancel(m);
+  }
+}
+
+/* When a member finishes; calls no Lua. The first failure cancels every
+** other live member; the group takes over reporting it. */
+static void group_member_done(sk_ctx *t) {
+  sk_group *g = t->group;
+  if (t->gprev) t->gprev->gnext = t->gnext;
+  else g->head = t->gnext;
+  if (t->gnext) t->gnext->gprev = t->gprev;
+  t->gprev = t->gnext = NULL;
+  t->group = NULL;
+  g->nlive--;
+  if (t->result == SK_RES_FAILED) {
+    t->observed = 1;
+    if (g->failed == NULL) {
+      g->failed = t;
+      sk_group_cancel_all(g);
+    }
+  }
+  sk_watchlist_fire(&g->waiters, t);
+}
+
+void sk_group_add(sk_group *g, sk_ctx *t) {
+  t->group = g;
+  t->gnext = g->head;
+  if (g->head) g->head->gprev = t;
+  g->head = t;
+  g->nlive++;
+  if (g->failed) sk_task_cancel(t);  /* a failed group runs nothing new */
+}
+
+
+/* ------------------------------------------------------------ failures */
+
+static int failure_gc(lua_State *L) {
+  lua_getiuservalue(L, 1, 1);
+  sk_task_report(L, -1);
+  return 0;
+}
+
+void sk_task_engine_open(lua_State *L) {
+  if (luaL_newmetatable(L, FAILURE_MT)) {
+    lua_pushcfunction(L, failure_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "skein.failed");
+}
