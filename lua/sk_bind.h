@@ -63,8 +63,9 @@ int sk_proxy_info(lua_State *L, int idx, const char **name, uint32_t *slot, uint
 int sk_proxy_push(lua_State *L, const char *name, uint32_t slot, uint32_t gen, long pid);
 void sk_rpc_open(lua_State *L);
 
-/* Module entry (skein.c). Only runtime/embed/ names it: it hands it to
-** every worker through sk_worker_set_hooks. */
+/* Module entry (runtime/embed/module.c, which calls every binding's open
+** function). Only runtime/embed/ names it: it hands it to every worker
+** through sk_worker_set_hooks. */
 int luaopen_skein(lua_State *L);
 
 #endif

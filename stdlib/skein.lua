@@ -1,4 +1,4 @@
---- skein: the public module. The C core (lua/skein.c) passes its table in;
+--- skein: the public module. The C core (runtime/embed/module.c) passes its table in;
 -- this file adds the combinators written in Lua and returns the module.
 local core = ...
 

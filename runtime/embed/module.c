@@ -1,14 +1,16 @@
 /*
-** skein.c — luaopen_skein: builds the C core table (errors, tasks, groups,
-** wait sets, machine facts), then runs the embedded stdlib/skein.lua with
-** that table and returns what it returns. The other embedded stdlib
-** modules are registered in package.preload as "skein.<name>".
+** module.c — luaopen_skein, the module every worker preloads: builds the C
+** core table from the open function of every binding in lua/ (errors,
+** tasks, groups, wait sets, sync objects, queues, pools, processes...) and
+** a few machine facts, then runs the embedded stdlib/skein.lua with that
+** table and returns what it returns. The other embedded stdlib modules are
+** registered in package.preload as "skein.<name>".
 */
 #include <string.h>
 #include <unistd.h>
 
-#include "sk_bind.h"
-#include "sk_process.h"
+#include "../../lua/sk_bind.h"
+#include "../../lua/sk_process.h"
 
 /* Generated from stdlib/ by tools/embed.lua at build time. */
 typedef struct sk_embedded {
