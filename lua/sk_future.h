@@ -10,8 +10,6 @@
 
 #define FUTURE_MT SK_FUTURE_MT
 
-/* Pushes a handle taking over one reference. */
-void sk_future_push(lua_State *L, sk_obj *o);
 void sk_future_open(lua_State *L);
 
 #endif

@@ -101,3 +101,5 @@ int sk_future_cancel(sk_future *f) {
   return ok;
 }
 
+
+void sk_future_push(lua_State *L, sk_obj *o) { sk_handle_push(L, o, SK_FUTURE_MT); }
