@@ -501,9 +501,13 @@ static int raise_own_claim(lua_State *L, int kidx) {
 }
 
 /* Stores the value of set (stack: t, k, v) or append (t, v) unless
-** another context has claimed the key (SK_WAIT_MORE). */
-static int table_write(lua_State *L, probe *pr) {
+** another context has claimed the key (SK_WAIT_MORE): the attempt of the
+** write source (there is no deadline). */
+static int table_write(lua_State *L, void *obj, int round, int expired) {
+  probe *pr = obj;
   sk_table *t = pr->t;
+  (void)round;
+  (void)expired;
   int vidx = pr->append ? 2 : 3, top = lua_gettop(L);
   claimer who;
   claimer_of(L, sk_current(L), &who);
@@ -538,21 +542,15 @@ static int table_write(lua_State *L, probe *pr) {
   }
 }
 
-static int write_attempt(lua_State *L, void *obj, int round, int expired) {
-  (void)round;
-  (void)expired;
-  return table_write(L, obj);
-}
-
 static const sk_source write_source = {
-    .name = TABLE_MT, .attempt = write_attempt, .link = claim_link, .unlink = claim_unlink};
+    .name = TABLE_MT, .attempt = table_write, .link = claim_link, .unlink = claim_unlink};
 
 /* t:set(k, v) / t.k = v: v == nil deletes k */
 static int l_table_set(lua_State *L) {
   probe pr = {check_table(L, 1), {0}, 0};
   check_key(L, 2, pr.t, &pr.k);
   lua_settop(L, 3);
-  int n = table_write(L, &pr);
+  int n = table_write(L, &pr, 0, 0);
   return n != SK_WAIT_MORE ? n : wait_unclaimed(L, &write_source, &pr);
 }
 
@@ -561,7 +559,7 @@ static int l_table_append(lua_State *L) {
   probe pr = {check_table(L, 1), {.tag = K_INT}, 1};
   luaL_argcheck(L, !lua_isnoneornil(L, 2), 2, "cannot append nil");
   lua_settop(L, 2);
-  int n = table_write(L, &pr);
+  int n = table_write(L, &pr, 0, 0);
   return n != SK_WAIT_MORE ? n : wait_unclaimed(L, &write_source, &pr);
 }
 
@@ -684,9 +682,13 @@ static int update_commit(lua_State *L, int status, lua_KContext kctx) {
 
 /* Claims the key of an update (stack: t, k, fn, guard) unless another
 ** context has claimed it (SK_WAIT_MORE), then calls fn(current value) and
-** commits (update_commit continues a call of fn that yields). */
-static int table_claim(lua_State *L, probe *pr) {
+** commits (update_commit continues a call of fn that yields): the attempt
+** of the claim source. */
+static int table_claim(lua_State *L, void *obj, int round, int expired) {
+  probe *pr = obj;
   sk_table *t = pr->t;
+  (void)round;
+  (void)expired;
   guard *g = lua_touserdata(L, 4);
   claimer who;
   claimer_of(L, sk_current(L), &who);
@@ -725,14 +727,8 @@ static int table_claim(lua_State *L, probe *pr) {
   return update_commit(L, LUA_OK, 0);
 }
 
-static int claim_attempt(lua_State *L, void *obj, int round, int expired) {
-  (void)round;
-  (void)expired;
-  return table_claim(L, obj);
-}
-
 static const sk_source claim_source = {
-    .name = TABLE_MT, .attempt = claim_attempt, .link = claim_link, .unlink = claim_unlink};
+    .name = TABLE_MT, .attempt = table_claim, .link = claim_link, .unlink = claim_unlink};
 
 /* t:update(k, fn) -> new: stores fn(current value) under k atomically with
 ** respect to every other update and write of k (nil deletes). */
@@ -751,7 +747,7 @@ static int l_table_update(lua_State *L) {
   sk_obj_retain(o);
   g->o = o;
   lua_toclose(L, 4);
-  int n = table_claim(L, &pr);
+  int n = table_claim(L, &pr, 0, 0);
   return n != SK_WAIT_MORE ? n : wait_unclaimed(L, &claim_source, &pr);
 }
 

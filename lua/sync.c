@@ -706,13 +706,13 @@ typedef struct cwait {
 
 static sk_xw *cw_list(cwait *w) { return &SK_XSTATE(sk_cond, w->cond)->w; }
 
-/* Phase 2, the lock back: ready when the lock is free. Shielded from
-** cancels and scope deadlines, so that wait never returns or raises
-** without the lock; then it returns whether it was notified, or raises
-** what phase 1 kept. */
+/* Phase 2, the lock back, a source over the lock's view (the record at
+** index 2): ready when the lock is free. Shielded from cancels and scope
+** deadlines, so that wait never returns or raises without the lock; then
+** it returns whether it was notified, or raises what phase 1 kept. */
 static int retake_attempt(lua_State *L, void *obj, int round, int expired) {
-  cwait *w = obj;
-  sk_lock *k = cond_lock(w->cond);
+  cwait *w = lua_touserdata(L, 2);
+  sk_lock *k = SK_XSTATE(sk_lock, obj);
   (void)round;
   (void)expired;
   sk_xw_lock(&k->w);
@@ -727,29 +727,11 @@ static int retake_attempt(lua_State *L, void *obj, int round, int expired) {
   return 1;
 }
 
-static int retake_link(void *obj, sk_ctx *c, int round) {
-  sk_lock *k = cond_lock(((cwait *)obj)->cond);
-  (void)round;
-  return sk_xw_link(c, &k->w, lock_ready, k);
-}
-
-static int retake_unlink(void *obj, sk_ctx *c) {
-  return sk_xw_unlink(c, &cond_lock(((cwait *)obj)->cond)->w);
-}
-
-static void retake_pass_on(void *obj) {
-  sk_lock *k = cond_lock(((cwait *)obj)->cond);
-  sk_xw_pass_on(&k->w, lock_ready, k);
-}
-
-static const sk_source retake_source = {.name = COND_MT,
-                                        .attempt = retake_attempt,
-                                        .link = retake_link,
-                                        .unlink = retake_unlink,
-                                        .pass_on = retake_pass_on};
+static const sk_source retake_source = UNIT_SOURCE(retake_attempt);
 
 static int retake(lua_State *L, cwait *w) {
-  return sk_wait_on(L, &retake_source, w, SK_NO_DEADLINE, SK_WAIT_SHIELD);
+  return sk_wait_on(L, &retake_source, ((sk_xobj *)w->cond)->extra, SK_NO_DEADLINE,
+                    SK_WAIT_SHIELD);
 }
 
 /* Phase 1 raised (cancelled, interrupted, a deadlock, a scope's deadline):
