@@ -3,9 +3,10 @@
 ** handle: lock, rlock, semaphore, bounded semaphore and condition (the
 ** event lives in event.c, the barrier in barrier.c). Each is an sk_obj (reference counted,
 ** sendable by reference) whose state is guarded by its own mutex; a
-** blocking method waits through the shared-object wait protocol, so it
-** suspends only its task (or drives the loop where it cannot yield) and
-** honours timeouts, cancellation and Ctrl-C.
+** blocking method is a wait source (sk_wait_on, sk_lua.h) over the
+** object's shared wait list, so it suspends only its task (or drives the
+** loop where it cannot yield) and honours timeouts, cancellation and
+** Ctrl-C.
 **
 ** Ownership: a lock is held by a *context* (a task, or a worker's root),
 ** named across threads by (its worker's port, its task id). Ids are never

@@ -1,7 +1,7 @@
 /*
 ** xwait.c — the core the synchronisation objects share (sk_sync.h): a wait
-** list and its mutex in the shared segment (sk_xw), the wait protocol of
-** sk_lua.h on top of it, identities that hold across processes, and the
+** list and its mutex in the shared segment (sk_xw), the links of a wait
+** source (sk_lua.h) on it, identities that hold across processes, and the
 ** per-process objects (views) through which Lua reaches the shared state.
 **
 ** Why everything lives in the segment: an event, lock, semaphore,
