@@ -228,106 +228,115 @@ static void barrier_free(sk_shm_obj *o) {
   drop_objects(sk_shm_ptr(b->objs));
 }
 
-/* What a waiting party's wake condition looks at (called under the lock). */
-typedef struct probe {
-  sk_barrier *b;
-  sk_who who;
-  int entering;                 /* waiting for an action to end, not arrived */
-} probe;
-
-static int probe_ready(void *obj) {
-  probe *p = obj;
-  if (p->entering) return p->b->state != B_ACTION;
-  int i = find_rec(p->b, &p->who);
-  return i < 0 || rec_at(p->b, i)->state != R_PENDING;
-}
-
 /* ----------------------------------------------------------------- wait */
-
-enum { P_ENTER, P_WAIT };
 
 static int raise_broken(lua_State *L, const char *why) {
   return sk_error_raise(L, "broken", "%s", why);
 }
 
-/* The inner part of wait, called protected (so the outer part can clean up
-** after anything it raises). Stack: 1 barrier, 2 deadline. Returns (index,
-** run the action?, generation). */
-static int inner_k(lua_State *L, int status, lua_KContext phase) {
-  sk_barrier *b = check_barrier(L, 1);
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  probe p = {b, {0}, phase == P_ENTER};
-  sk_who_of(c, &p.who);
-  for (;;) {
-    if (status == LUA_YIELD) sk_xw_wait_end(L, c, &b->w);
-    sk_xw_lock(&b->w);
-    if (phase == P_ENTER && b->state == B_BROKEN) {
+/* The party's wait as a wait source (the barrier at index 1, the deadline
+** at 2). A party that has not arrived (it has no record) is ready to
+** arrive unless the last party is running the action; one that has arrived
+** is ready once its record is settled. It arrives, or learns how its
+** generation ended, in the attempt, and returns (index, run the action?,
+** generation). Called protected: see wait_k. */
+static int barrier_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_barrier *b = obj;
+  sk_who who;
+  (void)round;
+  sk_who_of(sk_current(L), &who);
+  sk_xw_lock(&b->w);
+  int i = find_rec(b, &who);
+  if (i < 0 && b->state == B_BROKEN) {
+    sk_xw_unlock(&b->w);
+    return raise_broken(L, "the barrier is broken");
+  }
+  if (i < 0 && b->state == B_ACTION && expired) {
+    break_locked(b);
+    sk_xw_unlock(&b->w);
+    return raise_broken(L, "barrier wait timed out; the barrier is now broken");
+  }
+  if (i < 0 && b->state == B_FILLING) {
+    int index = b->count;
+    int last = index + 1 == b->parties;
+    if (!last && add_rec(b, &who, index) != 0) {
       sk_xw_unlock(&b->w);
-      return raise_broken(L, "the barrier is broken");
+      return sk_error_raise(L, "memory", "not enough shared memory to wait on a barrier");
     }
-    if (phase == P_ENTER && b->state == B_ACTION && sk_expired(d)) {
-      break_locked(b);
+    b->count++;
+    if (!last) {
       sk_xw_unlock(&b->w);
-      return raise_broken(L, "barrier wait timed out; the barrier is now broken");
+      return SK_WAIT_MORE;
     }
-    if (phase == P_ENTER && b->state == B_FILLING) {
-      int index = b->count;
-      int last = index + 1 == b->parties;
-      if (!last && add_rec(b, &p.who, index) != 0) {
-        sk_xw_unlock(&b->w);
-        return sk_error_raise(L, "memory", "not enough shared memory to wait on a barrier");
-      }
-      b->count++;
-      if (last) {
-        int run = b->has_action;
-        lua_Integer gen = b->gen;
-        if (run) {
-          b->runner = p.who;
-          b->state = B_ACTION;
-        } else {
-          complete_locked(b);
-        }
-        sk_xw_unlock(&b->w);
-        lua_pushinteger(L, index);
-        lua_pushboolean(L, run);
-        lua_pushinteger(L, gen);
-        return 3;
-      }
-      phase = P_WAIT;
-      p.entering = 0;
-    } else if (phase == P_WAIT) {
-      int i = find_rec(b, &p.who);
-      int outcome = i < 0 ? R_BROKEN : rec_at(b, i)->state;
-      int timed_out = outcome == R_PENDING && sk_expired(d);
-      if (timed_out) {
-        break_locked(b);
-        outcome = R_BROKEN;
-      }
-      if (outcome != R_PENDING) {
-        int index = i < 0 ? -1 : rec_at(b, i)->index;
-        if (i >= 0) remove_rec(b, i);
-        sk_xw_unlock(&b->w);
-        if (outcome == R_BROKEN) {
-          return raise_broken(L, timed_out ? "barrier wait timed out; the barrier is now broken"
-                                           : "the barrier was broken while this party waited");
-        }
-        lua_pushinteger(L, index);
-        lua_pushboolean(L, 0);
-        lua_pushinteger(L, 0);
-        return 3;
-      }
+    int run = b->has_action;
+    lua_Integer gen = b->gen;
+    if (run) {
+      b->runner = who;
+      b->state = B_ACTION;
+    } else {
+      complete_locked(b);
     }
     sk_xw_unlock(&b->w);
-    if (sk_xw_wait_begin(L, c, d, &b->w, probe_ready, &p)) {
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, phase, inner_k);
+    lua_pushinteger(L, index);
+    lua_pushboolean(L, run);
+    lua_pushinteger(L, gen);
+    return 3;
   }
+  int outcome = i < 0 ? R_PENDING : rec_at(b, i)->state;
+  int timed_out = i >= 0 && outcome == R_PENDING && expired;
+  if (timed_out) {
+    break_locked(b);
+    outcome = R_BROKEN;
+  }
+  if (outcome == R_PENDING) {
+    sk_xw_unlock(&b->w);
+    return SK_WAIT_MORE;
+  }
+  int index = rec_at(b, i)->index;
+  remove_rec(b, i);
+  sk_xw_unlock(&b->w);
+  if (outcome == R_BROKEN) {
+    return raise_broken(L, timed_out ? "barrier wait timed out; the barrier is now broken"
+                                     : "the barrier was broken while this party waited");
+  }
+  lua_pushinteger(L, index);
+  lua_pushboolean(L, 0);
+  lua_pushinteger(L, 0);
+  return 3;
 }
 
-static int l_inner(lua_State *L) { return inner_k(L, LUA_OK, P_ENTER); }
+/* What the party's wake condition looks at (called under the lock). */
+typedef struct probe {
+  sk_barrier *b;
+  sk_who who;
+} probe;
+
+static int probe_ready(void *obj) {
+  probe *p = obj;
+  int i = find_rec(p->b, &p->who);
+  if (i < 0) return p->b->state != B_ACTION;
+  return rec_at(p->b, i)->state != R_PENDING;
+}
+
+static int barrier_link(void *obj, sk_ctx *c, int round) {
+  probe p = {obj, {0}};
+  (void)round;
+  sk_who_of(c, &p.who);
+  return sk_xw_link(c, &p.b->w, probe_ready, &p);
+}
+
+static int barrier_unlink(void *obj, sk_ctx *c) {
+  return sk_xw_unlink(c, &((sk_barrier *)obj)->w);
+}
+
+static const sk_source barrier_source = {.name = BARRIER_MT,
+                                         .attempt = barrier_attempt,
+                                         .link = barrier_link,
+                                         .unlink = barrier_unlink};
+
+static int l_inner(lua_State *L) {
+  return sk_wait_on(L, &barrier_source, check_barrier(L, 1), sk_to_deadline(L, 2), 0);
+}
 
 /* Pushes the action: the handle's own function in the worker that made
 ** the barrier, else a copy decoded from the marshalled one. Returns 0, or

@@ -457,13 +457,18 @@ static int claim_is(const sentry *e, const claimer *who) {
          e->claim_port == who->port && e->claim_slot == who->slot;
 }
 
-/* Is the key a writer waits for free? (called with the lock held) */
+/* A write (set, append) or an update of a key, as its wait source sees it:
+** ready when no other context has claimed the key. On the C stack for the
+** first look, which does not wait unless the key is claimed; a call that
+** waits copies it into a userdata on top of the stack, where it stays
+** while the wait lasts (a string key points into the string at index 2). */
 typedef struct probe {
   sk_table *t;
   skey k;
   int append;                   /* the key is border + 1, whatever it is now */
 } probe;
 
+/* Whether the key is free (called with the lock held). */
 static int key_unclaimed(void *p) {
   probe *pr = p;
   if (pr->append) {
@@ -474,77 +479,88 @@ static int key_unclaimed(void *p) {
   return e < 0 || tentries(pr->t)[e].claim == 0;
 }
 
+static int claim_link(void *obj, sk_ctx *c, int round) {
+  probe *pr = obj;
+  (void)round;
+  return sk_xw_link(c, &pr->t->w, key_unclaimed, pr);
+}
+
+static int claim_unlink(void *obj, sk_ctx *c) { return sk_xw_unlink(c, &((probe *)obj)->t->w); }
+
+/* Waits on `src` over a copy of *pr. */
+static int wait_unclaimed(lua_State *L, const sk_source *src, const probe *pr) {
+  probe *p = lua_newuserdatauv(L, sizeof *p, 0);
+  *p = *pr;
+  return sk_wait_on(L, src, p, SK_NO_DEADLINE, 0);
+}
+
 static int raise_own_claim(lua_State *L, int kidx) {
   return sk_error_raise(L, "deadlock", "%s is being updated by this task: return its new value from the "
                     "update function instead of writing it (or updating it again)",
                     push_key_path(L, kidx, "t"));
 }
 
-enum { OP_SET, OP_APPEND };
-
-/* Continuation of set (stack: t, k, v) and append (stack: t, v). Waits
-** while another context holds a claim on the key. */
-static int write_k(lua_State *L, int status, lua_KContext op) {
-  sk_table *t = check_table(L, 1);
-  sk_ctx *c = sk_current(L);
-  int vidx = op == OP_SET ? 3 : 2;
-  for (;;) {
-    if (status == LUA_YIELD) sk_xw_wait_end(L, c, &t->w);
-    lua_settop(L, vidx);
-    probe pr = {t, {.tag = K_INT}, op == OP_APPEND};
-    if (op == OP_SET) check_key(L, 2, t, &pr.k);
-    sk_blob *nv = NULL, *old = NULL;
-    if (!lua_isnil(L, vidx)) {
-      const char *name = op == OP_SET ? push_key_path(L, 2, "t") : "t[#t+1]";
-      if (sk_blob_encode(L, vidx, name, &nv) != 0) return lua_error(L);
-    }
-    enum { DONE, BUSY, MINE, NOMEM } r = DONE;
-    claimer who;
-    claimer_of(L, c, &who);
-    tlock(t);
-    if (key_unclaimed(&pr)) {
-      if (store(t, &pr.k, nv, &old) != 0) r = NOMEM;
-    } else {
-      const sentry *e = &tentries(t)[find(t, &pr.k, NULL)];
-      r = claim_is(e, &who) ? MINE : BUSY;
-    }
-    tunlock(t);
-    sk_blob_release(old);
-    if (r != DONE) sk_blob_release(nv);
-    switch (r) {
-      case DONE:
-        if (op == OP_SET) return 0;
-        lua_pushinteger(L, pr.k.u.i);
-        return 1;
-      case MINE:
-        if (op == OP_SET) return raise_own_claim(L, 2);
-        lua_pushinteger(L, pr.k.u.i);
-        return raise_own_claim(L, lua_gettop(L));
-      case NOMEM: return sk_error_raise(L, "memory", "not enough memory to store into a shared table");
-      default: break;
-    }
-    if (sk_xw_wait_begin(L, c, SK_NO_DEADLINE, &t->w, key_unclaimed, &pr)) {
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, op, write_k);
+/* Stores the value of set (stack: t, k, v) or append (t, v) unless
+** another context has claimed the key (SK_WAIT_MORE): the attempt of the
+** write source (there is no deadline). */
+static int table_write(lua_State *L, void *obj, int round, int expired) {
+  probe *pr = obj;
+  sk_table *t = pr->t;
+  (void)round;
+  (void)expired;
+  int vidx = pr->append ? 2 : 3, top = lua_gettop(L);
+  claimer who;
+  claimer_of(L, sk_current(L), &who);
+  sk_blob *nv = NULL, *old = NULL;
+  if (!lua_isnil(L, vidx)) {
+    const char *name = pr->append ? "t[#t+1]" : push_key_path(L, 2, "t");
+    if (sk_blob_encode(L, vidx, name, &nv) != 0) return lua_error(L);
+    lua_settop(L, top);
+  }
+  enum { DONE, BUSY, MINE, NOMEM } r = DONE;
+  tlock(t);
+  if (key_unclaimed(pr)) {
+    if (store(t, &pr->k, nv, &old) != 0) r = NOMEM;
+  } else {
+    const sentry *e = &tentries(t)[find(t, &pr->k, NULL)];
+    r = claim_is(e, &who) ? MINE : BUSY;
+  }
+  tunlock(t);
+  sk_blob_release(old);
+  if (r != DONE) sk_blob_release(nv);
+  switch (r) {
+    case DONE:
+      if (!pr->append) return 0;
+      lua_pushinteger(L, pr->k.u.i);
+      return 1;
+    case MINE:
+      if (!pr->append) return raise_own_claim(L, 2);
+      lua_pushinteger(L, pr->k.u.i);
+      return raise_own_claim(L, lua_gettop(L));
+    case NOMEM: return sk_error_raise(L, "memory", "not enough memory to store into a shared table");
+    default: return SK_WAIT_MORE;
   }
 }
 
+static const sk_source write_source = {
+    .name = TABLE_MT, .attempt = table_write, .link = claim_link, .unlink = claim_unlink};
+
 /* t:set(k, v) / t.k = v: v == nil deletes k */
 static int l_table_set(lua_State *L) {
-  skey k;
-  check_key(L, 2, check_table(L, 1), &k);
+  probe pr = {check_table(L, 1), {0}, 0};
+  check_key(L, 2, pr.t, &pr.k);
   lua_settop(L, 3);
-  return write_k(L, LUA_OK, OP_SET);
+  int n = table_write(L, &pr, 0, 0);
+  return n != SK_WAIT_MORE ? n : wait_unclaimed(L, &write_source, &pr);
 }
 
 /* t:append(v) -> the key it got (#t + 1) */
 static int l_table_append(lua_State *L) {
-  check_table(L, 1);
+  probe pr = {check_table(L, 1), {.tag = K_INT}, 1};
   luaL_argcheck(L, !lua_isnoneornil(L, 2), 2, "cannot append nil");
   lua_settop(L, 2);
-  return write_k(L, LUA_OK, OP_APPEND);
+  int n = table_write(L, &pr, 0, 0);
+  return n != SK_WAIT_MORE ? n : wait_unclaimed(L, &write_source, &pr);
 }
 
 /* t:get(k) -> a copy of the value stored under k, or nil */
@@ -623,9 +639,12 @@ static int l_guard_close(lua_State *L) {
 }
 
 /* fn has returned its new value (stack: t, k, fn, guard, new): store it and
-** end the claim in one step. */
-static int update_commit(lua_State *L) {
+** end the claim in one step. Also the continuation of a call of fn that
+** yields. */
+static int update_commit(lua_State *L, int status, lua_KContext kctx) {
   sk_table *t = check_table(L, 1);
+  (void)status;
+  (void)kctx;
   guard *g = lua_touserdata(L, 4);
   sk_blob *nv = NULL, *old = NULL;
   if (!lua_isnil(L, 5)) {
@@ -661,71 +680,62 @@ static int update_commit(lua_State *L) {
   return 1;
 }
 
-enum { PH_CLAIM, PH_CALL };
-
-/* Stack: t, k, fn, guard (to be closed). Claims k (waiting while another
-** context holds it), calls fn(current value), then commits. */
-static int update_k(lua_State *L, int status, lua_KContext ph) {
-  if (ph == PH_CALL) return update_commit(L);
-  sk_table *t = check_table(L, 1);
+/* Claims the key of an update (stack: t, k, fn, guard) unless another
+** context has claimed it (SK_WAIT_MORE), then calls fn(current value) and
+** commits (update_commit continues a call of fn that yields): the attempt
+** of the claim source. */
+static int table_claim(lua_State *L, void *obj, int round, int expired) {
+  probe *pr = obj;
+  sk_table *t = pr->t;
+  (void)round;
+  (void)expired;
   guard *g = lua_touserdata(L, 4);
-  sk_ctx *c = sk_current(L);
+  claimer who;
+  claimer_of(L, sk_current(L), &who);
+  enum { CLAIMED, BUSY, MINE, NOMEM } r = CLAIMED;
+  uint64_t token = 0;
   sk_blob *cur = NULL;
-  for (;;) {
-    if (status == LUA_YIELD) sk_xw_wait_end(L, c, &t->w);
-    claimer who;
-    claimer_of(L, c, &who);
-    probe pr = {t, {0}, 0};
-    check_key(L, 2, t, &pr.k);
-    enum { CLAIMED, BUSY, MINE, NOMEM } r = CLAIMED;
-    uint64_t token = 0;
-    tlock(t);
-    int32_t e = find(t, &pr.k, NULL);
-    if (e >= 0 && tentries(t)[e].claim) {
-      r = claim_is(&tentries(t)[e], &who) ? MINE : BUSY;
+  tlock(t);
+  int32_t e = find(t, &pr->k, NULL);
+  if (e >= 0 && tentries(t)[e].claim) {
+    r = claim_is(&tentries(t)[e], &who) ? MINE : BUSY;
+  } else {
+    if (e < 0) e = insert(t, &pr->k);
+    if (e < 0) {
+      r = NOMEM;
     } else {
-      if (e < 0) e = insert(t, &pr.k);
-      if (e < 0) {
-        r = NOMEM;
-      } else {
-        sentry *en = &tentries(t)[e];
-        en->claim_proc = who.proc;
-        en->claim_pgen = who.pgen;
-        en->claim_port = who.port;
-        en->claim_slot = who.slot;
-        en->claim = token = ++t->tokens;
-        cur = blob_at(en->val);
-        if (cur) sk_blob_retain(cur);
-      }
+      sentry *en = &tentries(t)[e];
+      en->claim_proc = who.proc;
+      en->claim_pgen = who.pgen;
+      en->claim_port = who.port;
+      en->claim_slot = who.slot;
+      en->claim = token = ++t->tokens;
+      cur = blob_at(en->val);
+      if (cur) sk_blob_retain(cur);
     }
-    tunlock(t);
-    if (r == CLAIMED) {
-      g->token = token;  /* from here on the guard ends the claim */
-      break;
-    }
-    if (r == MINE) return raise_own_claim(L, 2);
-    if (r == NOMEM) return sk_error_raise(L, "memory", "not enough memory to update a shared table");
-    if (sk_xw_wait_begin(L, c, SK_NO_DEADLINE, &t->w, key_unclaimed, &pr)) {
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, PH_CLAIM, update_k);
   }
+  tunlock(t);
+  if (r == BUSY) return SK_WAIT_MORE;
+  if (r == MINE) return raise_own_claim(L, 2);
+  if (r == NOMEM) return sk_error_raise(L, "memory", "not enough memory to update a shared table");
+  g->token = token;  /* from here on the guard ends the claim */
   lua_settop(L, 4);
   lua_pushvalue(L, 3);
   if (cur) sk_blob_push_value(L, cur);
   else lua_pushnil(L);
-  lua_callk(L, 1, 1, PH_CALL, update_k);
-  return update_commit(L);
+  lua_callk(L, 1, 1, 0, update_commit);
+  return update_commit(L, LUA_OK, 0);
 }
+
+static const sk_source claim_source = {
+    .name = TABLE_MT, .attempt = table_claim, .link = claim_link, .unlink = claim_unlink};
 
 /* t:update(k, fn) -> new: stores fn(current value) under k atomically with
 ** respect to every other update and write of k (nil deletes). */
 static int l_table_update(lua_State *L) {
   sk_obj *o = sk_handle_check(L, 1, TABLE_MT);
-  sk_table *t = SK_XSTATE(sk_table, o);
-  skey k;
-  check_key(L, 2, t, &k);
+  probe pr = {SK_XSTATE(sk_table, o), {0}, 0};
+  check_key(L, 2, pr.t, &pr.k);
   luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_settop(L, 3);
   guard *g = lua_newuserdatauv(L, sizeof *g, 1);
@@ -737,7 +747,8 @@ static int l_table_update(lua_State *L) {
   sk_obj_retain(o);
   g->o = o;
   lua_toclose(L, 4);
-  return update_k(L, LUA_OK, PH_CLAIM);
+  int n = table_claim(L, &pr, 0, 0);
+  return n != SK_WAIT_MORE ? n : wait_unclaimed(L, &claim_source, &pr);
 }
 
 /* ------------------------------------------------------------ snapshots */

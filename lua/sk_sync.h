@@ -53,24 +53,14 @@ size_t sk_xw_count(sk_xw *x);
 /* At the object's end: drops every record. */
 void sk_xw_free(sk_xw *x);
 
-/* The wait protocol of sk_lua.h on an sk_xw (the counterparts of
-** sk_shared_wait_begin/end); `ready` is called with the lock held, on
-** `st`. sk_xw_end_wait ends a wait without raising: it removes c's record
-** (*picked = 1 when a wake had already taken it, so the caller owes that
-** wake to someone: sk_xw_pass_on), then ends the wait under protection.
-** It returns LUA_OK with *timed_out set, or an error status with the error
-** the wait raised (cancelled, interrupted, deadlock, a scope's timeout) on
-** top of the stack, so the caller can clean up before re-raising it. */
-int sk_xw_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_xw *x, sk_ready_fn ready,
-                     void *st);
-void sk_xw_wait_end(lua_State *L, sk_ctx *c, sk_xw *x);
-int sk_xw_end_wait(lua_State *L, sk_ctx *c, sk_xw *x, int *picked, int *timed_out);
-void sk_xw_pass_on(sk_xw *x, sk_ready_fn ready, void *st);
-/* The link and unlink of a source on an sk_xw (see sk_source): `ready` is
-** called with the list's lock held; sk_xw_unlink returns 1 when a waker had
-** already taken c's record. */
+/* The link and unlink of a wait source on an sk_xw (see sk_source):
+** `ready` is called with the list's lock held; sk_xw_unlink returns 1 when
+** a waker had already taken c's record. sk_xw_pass_on, for a source's
+** pass_on, wakes the next waiter when `ready` (or always, NULL) says a unit
+** is there for it. */
 int sk_xw_link(sk_ctx *c, sk_xw *x, sk_ready_fn ready, void *st);
 int sk_xw_unlink(sk_ctx *c, sk_xw *x);
+void sk_xw_pass_on(sk_xw *x, sk_ready_fn ready, void *st);
 
 /* Who a context is, in every process of the tree: its process slot and
 ** that slot's generation, its worker's port id and its task id. */

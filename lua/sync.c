@@ -3,9 +3,10 @@
 ** handle: lock, rlock, semaphore, bounded semaphore and condition (the
 ** event lives in event.c, the barrier in barrier.c). Each is an sk_obj (reference counted,
 ** sendable by reference) whose state is guarded by its own mutex; a
-** blocking method waits through the shared-object wait protocol, so it
-** suspends only its task (or drives the loop where it cannot yield) and
-** honours timeouts, cancellation and Ctrl-C.
+** blocking method is a wait source (sk_wait_on, sk_lua.h) over the
+** object's shared wait list, so it suspends only its task (or drives the
+** loop where it cannot yield) and honours timeouts, cancellation and
+** Ctrl-C.
 **
 ** Ownership: a lock is held by a *context* (a task, or a worker's root),
 ** named across threads by (its worker's port, its task id). Ids are never
@@ -171,43 +172,6 @@ static const char *lock_release_as(sk_lock *k, const sk_who *who, int all) {
 
 static int lock_ready(void *obj) { return ((sk_lock *)obj)->count == 0; }
 
-/* Acquires `k` for `c` before deadline `d`. In a task that can yield the
-** wait resumes in `kf` with `kctx`, which must call this again with the
-** status it got. Returns 1 when acquired, 0 when `d` passed; raises what
-** the wait raises, after handing on a wake it consumed. `shield`: the wait
-** ignores cancellation and skein.timeout scopes (a condition re-acquiring
-** its lock before it lets an error through). */
-static int lock_acquire_loop(lua_State *L, sk_lock *k, sk_ctx *c, uint64_t d, int count,
-                             int shield, int status, lua_KContext kctx, lua_KFunction kf) {
-  sk_who who;
-  sk_who_of(c, &who);
-  for (;;) {
-    if (status == LUA_YIELD) {
-      int picked, timed_out;
-      if (sk_xw_end_wait(L, c, &k->w, &picked, &timed_out) != LUA_OK) {
-        if (picked) sk_xw_pass_on(&k->w, lock_ready, k);
-        return lua_error(L);
-      }
-    }
-    sk_xw_lock(&k->w);
-    int got = lock_try_locked(k, &who, count);
-    int self = !got && lock_mine(k, &who);
-    sk_xw_unlock(&k->w);
-    if (got) return 1;
-    if (sk_expired(d)) return 0;
-    if (self && d == SK_NO_DEADLINE) {
-      return sk_error_raise(L, "deadlock",
-                            "this task already holds the lock (use skein.rlock for re-entry)");
-    }
-    if (shield) c->wait_shield = 1;
-    if (sk_xw_wait_begin(L, c, d, &k->w, lock_ready, k)) {
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, kctx, kf);
-  }
-}
-
 /* lock:release(): only the holder may release */
 static int l_lock_release(lua_State *L) {
   sk_lock *k = check_lock(L, 1);
@@ -341,27 +305,6 @@ static int sem_take(sk_sem *s) {
   return got;
 }
 
-/* Like lock_acquire_loop, for one unit of a semaphore. */
-static int sem_acquire_loop(lua_State *L, sk_sem *s, sk_ctx *c, uint64_t d, int status,
-                            lua_KContext kctx, lua_KFunction kf) {
-  for (;;) {
-    if (status == LUA_YIELD) {
-      int picked, timed_out;
-      if (sk_xw_end_wait(L, c, &s->w, &picked, &timed_out) != LUA_OK) {
-        if (picked) sk_xw_pass_on(&s->w, sem_ready, s);
-        return lua_error(L);
-      }
-    }
-    if (sem_take(s)) return 1;
-    if (sk_expired(d)) return 0;
-    if (sk_xw_wait_begin(L, c, d, &s->w, sem_ready, s)) {
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, kctx, kf);
-  }
-}
-
 /* semaphore:release([n=1]) */
 static int l_sem_release(lua_State *L) {
   sk_sem *s = check_sem(L, 1);
@@ -426,26 +369,33 @@ static const sk_selectable sem_select = {SEM_MT, sem_try, sem_add_waiter, sem_re
 
 /* ------------------------------------- acquire, hold and with, for both */
 
-/* What hold/with need of a lock or a semaphore (the handle at index 1). */
+/* What acquire, hold and with need of a lock or a semaphore. */
 typedef struct acq_ops {
-  int (*acquire)(lua_State *L, sk_obj *o, sk_ctx *c, uint64_t d, int status, lua_KContext kctx,
-                 lua_KFunction kf);
+  /* Takes one unit for `who` if it can (1); else sets *mine when `who`
+  ** holds the lock already. */
+  int (*take)(sk_obj *o, const sk_who *who, int *mine);
   /* Releases one unit on behalf of `who`: NULL or why not. */
   const char *(*release)(sk_obj *o, const sk_who *who);
+  sk_ready_fn ready;            /* a unit is free (the sk_xw's lock held) */
 } acq_ops;
 
-static int lock_acquire_op(lua_State *L, sk_obj *o, sk_ctx *c, uint64_t d, int status,
-                           lua_KContext kctx, lua_KFunction kf) {
-  return lock_acquire_loop(L, SK_XSTATE(sk_lock, o), c, d, 1, 0, status, kctx, kf);
+static int lock_take(sk_obj *o, const sk_who *who, int *mine) {
+  sk_lock *k = SK_XSTATE(sk_lock, o);
+  sk_xw_lock(&k->w);
+  int got = lock_try_locked(k, who, 1);
+  *mine = !got && lock_mine(k, who);
+  sk_xw_unlock(&k->w);
+  return got;
 }
 
 static const char *lock_release_op(sk_obj *o, const sk_who *who) {
   return lock_release_as(SK_XSTATE(sk_lock, o), who, 0);
 }
 
-static int sem_acquire_op(lua_State *L, sk_obj *o, sk_ctx *c, uint64_t d, int status,
-                          lua_KContext kctx, lua_KFunction kf) {
-  return sem_acquire_loop(L, SK_XSTATE(sk_sem, o), c, d, status, kctx, kf);
+static int sem_take_op(sk_obj *o, const sk_who *who, int *mine) {
+  (void)who;
+  *mine = 0;
+  return sem_take(SK_XSTATE(sk_sem, o));
 }
 
 static const char *sem_release_op(sk_obj *o, const sk_who *who) {
@@ -457,23 +407,22 @@ static const char *sem_release_op(sk_obj *o, const sk_who *who) {
   return NULL;
 }
 
-static const acq_ops lock_ops = {lock_acquire_op, lock_release_op};
-static const acq_ops sem_ops = {sem_acquire_op, sem_release_op};
+static const acq_ops lock_ops = {lock_take, lock_release_op, lock_ready};
+static const acq_ops sem_ops = {sem_take_op, sem_release_op, sem_ready};
 
-/* Checks the lock or semaphore at idx: returns its ops (kind 0 for a lock,
-** 1 for a semaphore) and its object. */
-static const acq_ops *ops_at(lua_State *L, int idx, sk_obj **o, int *kind) {
+static const acq_ops *ops_of(sk_obj *o) { return o->type == &lock_type ? &lock_ops : &sem_ops; }
+
+/* Locks and semaphores both start with their sk_xw. */
+static sk_xw *xw_of(sk_obj *o) { return &SK_XSTATE(sk_lock, o)->w; }
+
+/* Checks the lock or semaphore at idx and returns its view. */
+static sk_obj *check_unit(lua_State *L, int idx) {
   sk_handle *h = luaL_testudata(L, idx, LOCK_MT);
-  *kind = h == NULL;
-  if (h && h->obj) {
-    *o = h->obj;
-    return &lock_ops;
-  }
+  if (h && h->obj) return h->obj;
   if (h == NULL && luaL_testudata(L, idx, SEM_MT) == NULL) {
     luaL_typeerror(L, idx, "skein.lock, skein.rlock or skein.semaphore");
   }
-  *o = sk_handle_check(L, idx, h ? LOCK_MT : SEM_MT);
-  return h ? &lock_ops : &sem_ops;
+  return sk_handle_check(L, idx, h ? LOCK_MT : SEM_MT);
 }
 
 /* A to-be-closed guard: releases what hold() took, on behalf of the
@@ -514,77 +463,113 @@ static int l_guard_tostring(lua_State *L) {
   return 1;
 }
 
-/* The continuation context of acq_k: a mode, plus M_SEM for a semaphore
-** (the object was checked on entry and stack slot 1 never changes). */
-enum { M_ACQUIRE, M_HOLD, M_WITH, M_WITH_CALLED, M_MODE = 7, M_SEM = 8 };
-
-/* After with's function returned or raised: releases, then returns its
-** results or raises its error. A failed release is reported only when the
-** function itself succeeded. */
-static int with_done(lua_State *L, int status, const acq_ops *ops, sk_obj *o, sk_ctx *c) {
+/* A lock or a semaphore as a wait source (its view; the handle at index 1,
+** the call's deadline at 2): ready when the current context can take a
+** unit, that is a free lock (or, for an rlock, one it holds), or a
+** semaphore above zero. Waiting without a deadline for a lock the context
+** holds is a deadlock. take_unit returns 1 when it took one, 0 when the
+** deadline passed, or SK_WAIT_MORE. */
+static int take_unit(lua_State *L, sk_obj *o, int expired) {
   sk_who who;
-  sk_who_of(c, &who);
-  const char *err = ops->release(o, &who);
+  int mine;
+  sk_who_of(sk_current(L), &who);
+  if (ops_of(o)->take(o, &who, &mine)) return 1;
+  if (expired) return 0;
+  if (mine && sk_to_deadline(L, 2) == SK_NO_DEADLINE) {
+    return sk_error_raise(L, "deadlock",
+                          "this task already holds the lock (use skein.rlock for re-entry)");
+  }
+  return SK_WAIT_MORE;
+}
+
+static int unit_link(void *obj, sk_ctx *c, int round) {
+  sk_obj *o = obj;
+  (void)round;
+  return sk_xw_link(c, xw_of(o), ops_of(o)->ready, SK_XSTATE(void, o));
+}
+
+static int unit_unlink(void *obj, sk_ctx *c) { return sk_xw_unlink(c, xw_of(obj)); }
+
+/* A release wakes one waiter: one that leaves without taking the unit
+** hands the wake on. */
+static void unit_pass_on(void *obj) {
+  sk_obj *o = obj;
+  sk_xw_pass_on(xw_of(o), ops_of(o)->ready, SK_XSTATE(void, o));
+}
+
+/* acquire gives true, or false once the deadline passed. */
+static int acquire_attempt(lua_State *L, void *obj, int round, int expired) {
+  int got = take_unit(L, obj, expired);
+  (void)round;
+  if (got == SK_WAIT_MORE) return got;
+  lua_pushboolean(L, got);
+  return 1;
+}
+
+/* hold gives a guard, or raises kind timeout. */
+static int hold_attempt(lua_State *L, void *obj, int round, int expired) {
+  int got = take_unit(L, obj, expired);
+  (void)round;
+  if (got == SK_WAIT_MORE) return got;
+  if (!got) return sk_error_raise(L, "timeout", "hold timed out before it could acquire");
+  push_guard(L, 1, ops_of(obj), sk_current(L));
+  return 1;
+}
+
+/* The continuation of with's call (stack: 1 the object, 2 its deadline,
+** then the function's results or its error): releases, then returns the
+** results or raises the error. A failed release is reported only when the
+** function itself succeeded. */
+static int with_done(lua_State *L, int status, lua_KContext kctx) {
+  sk_obj *o = ((sk_handle *)lua_touserdata(L, 1))->obj;
+  sk_who who;
+  (void)kctx;
+  sk_who_of(sk_current(L), &who);
+  const char *err = ops_of(o)->release(o, &who);
   if (status != LUA_OK && status != LUA_YIELD) return lua_error(L);
   if (err) return sk_error_raise(L, "usage", "%s", err);
   return lua_gettop(L) - 2;
 }
 
-/* The continuation of acquire, hold and with. Stack: 1 the lock or
-** semaphore, 2 deadline, then (with) the function and its arguments. */
-static int acq_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_obj *o = ((sk_handle *)lua_touserdata(L, 1))->obj;
-  const acq_ops *ops = kctx & M_SEM ? &sem_ops : &lock_ops;
-  int mode = (int)(kctx & M_MODE);
-  sk_ctx *c = sk_current(L);
-  if (mode == M_WITH_CALLED) return with_done(L, status, ops, o, c);
-  int got = ops->acquire(L, o, c, sk_to_deadline(L, 2), status, kctx, acq_k);
-  if (mode == M_ACQUIRE) {
-    lua_pushboolean(L, got);
-    return 1;
-  }
-  if (mode == M_HOLD) {
-    if (!got) return sk_error_raise(L, "timeout", "hold timed out before it could acquire");
-    push_guard(L, 1, ops, c);
-    return 1;
-  }
-  kctx = (kctx & M_SEM) | M_WITH_CALLED;
-  int st = lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 0, kctx, acq_k);
-  return with_done(L, st, ops, o, c);
+/* with calls its function (at 3, its arguments after it) once it holds
+** the unit (it has no deadline), then releases. */
+static int with_attempt(lua_State *L, void *obj, int round, int expired) {
+  (void)round;
+  if (take_unit(L, obj, expired) == SK_WAIT_MORE) return SK_WAIT_MORE;
+  return with_done(L, lua_pcallk(L, lua_gettop(L) - 3, LUA_MULTRET, 0, 0, with_done), 0);
 }
 
-/* Checks the object at 1 and returns the continuation context for mode. */
-static lua_KContext acq_start(lua_State *L, int mode) {
-  sk_obj *o;
-  int kind;
-  ops_at(L, 1, &o, &kind);
-  return mode | (kind ? M_SEM : 0);
-}
+#define UNIT_SOURCE(fn)                                                                    \
+  {.name = "lock or semaphore", .attempt = fn, .link = unit_link, .unlink = unit_unlink,  \
+   .pass_on = unit_pass_on}
+static const sk_source acquire_source = UNIT_SOURCE(acquire_attempt);
+static const sk_source hold_source = UNIT_SOURCE(hold_attempt);
+static const sk_source with_source = UNIT_SOURCE(with_attempt);
 
 /* lock:acquire([timeout]), semaphore:acquire([timeout]) -> true, or false
 ** on timeout */
 static int l_sync_acquire(lua_State *L) {
-  lua_KContext k = acq_start(L, M_ACQUIRE);
+  sk_obj *o = check_unit(L, 1);
   sk_sync_setup_deadline(L, 2);
-  return acq_k(L, LUA_OK, k);
+  return sk_wait_on(L, &acquire_source, o, sk_to_deadline(L, 2), 0);
 }
 
 /* :hold([timeout]) -> a guard for `local g <close> = ...`; raises kind
 ** timeout when it could not acquire in time */
 static int l_sync_hold(lua_State *L) {
-  lua_KContext k = acq_start(L, M_HOLD);
+  sk_obj *o = check_unit(L, 1);
   sk_sync_setup_deadline(L, 2);
-  return acq_k(L, LUA_OK, k);
+  return sk_wait_on(L, &hold_source, o, sk_to_deadline(L, 2), 0);
 }
 
 /* :with(fn, ...) -> fn's results: acquires, calls fn(...), releases even
 ** when fn raises, then returns or re-raises */
 static int l_sync_with(lua_State *L) {
-  lua_KContext k = acq_start(L, M_WITH);
+  sk_obj *o = check_unit(L, 1);
   sk_sync_check_callable(L, 2);
   sk_push_deadline(L, SK_NO_DEADLINE);
   lua_insert(L, 2);
-  return acq_k(L, LUA_OK, k);
+  return sk_wait_on(L, &with_source, o, SK_NO_DEADLINE, 0);
 }
 
 /* ------------------------------------------------------------ condition */
@@ -708,69 +693,113 @@ static int never_ready(void *obj) {
   return 0;
 }
 
-enum { CW_WAIT, CW_REACQUIRE };
+/* A condition wait has two phases, each a wait source over this record,
+** a userdata at index 2 for as long as the wait lasts (its user value: an
+** error the first phase raised, kept until the lock is back). */
+typedef struct cwait {
+  sk_obj *cond;                 /* the condition's view (the handle at 1 holds it) */
+  sk_who who;
+  int count;                    /* the lock levels to take back */
+  int picked;                   /* a notify took this wait's record */
+  int failed;                   /* the user value holds an error to raise */
+  int notified;                 /* what wait returns */
+} cwait;
 
-/* The continuation of condition:wait. Stack: 1 condition, 2 deadline,
-** 3 lock levels to restore, 4 result, 5 error, 6 whether 5 is set. After
-** the wait the lock is taken back, shielded from cancellation, and only
-** then is the wait's own error (cancelled, interrupted…) let through. */
-static int cond_wait_k(lua_State *L, int status, lua_KContext phase) {
-  sk_cond *cv = check_cond(L, 1);
-  sk_lock *k = check_cond_lock(L, 1);
-  sk_ctx *c = sk_current(L);
-  int count = (int)lua_tointeger(L, 3);
-  if (phase == CW_WAIT) {
-    int picked, timed_out;
-    if (sk_xw_end_wait(L, c, &cv->w, &picked, &timed_out) != LUA_OK) {
-      if (picked) sk_xw_pass_on(&cv->w, NULL, NULL);  /* the notification */
-      lua_replace(L, 5);
-      lua_pushboolean(L, 1);
-      lua_replace(L, 6);
-    } else if (!picked && !timed_out && c->relook) {
-      /* Woken only to look again (worker.c): no notification was on its
-      ** way, and nothing is left that could send one. */
-      sk_error_push(L, "deadlock", "this wait can never end: no task is ready, no timer is "
-                    "armed and no I/O is pending");
-      lua_replace(L, 5);
-      lua_pushboolean(L, 1);
-      lua_replace(L, 6);
-    } else {
-      lua_pushboolean(L, picked || !timed_out);
-      lua_replace(L, 4);
-    }
-    status = LUA_OK;
-  }
-  lock_acquire_loop(L, k, c, SK_NO_DEADLINE, count, 1, status, CW_REACQUIRE, cond_wait_k);
-  lua_settop(L, 6);
-  if (lua_toboolean(L, 6)) {
-    lua_pushvalue(L, 5);
+static sk_xw *cw_list(cwait *w) { return &SK_XSTATE(sk_cond, w->cond)->w; }
+
+/* Phase 2, the lock back, a source over the lock's view (the record at
+** index 2): ready when the lock is free. Shielded from cancels and scope
+** deadlines, so that wait never returns or raises without the lock; then
+** it returns whether it was notified, or raises what phase 1 kept. */
+static int retake_attempt(lua_State *L, void *obj, int round, int expired) {
+  cwait *w = lua_touserdata(L, 2);
+  sk_lock *k = SK_XSTATE(sk_lock, obj);
+  (void)round;
+  (void)expired;
+  sk_xw_lock(&k->w);
+  int got = lock_try_locked(k, &w->who, w->count);
+  sk_xw_unlock(&k->w);
+  if (!got) return SK_WAIT_MORE;
+  if (w->failed) {
+    lua_getiuservalue(L, 2, 1);
     return lua_error(L);
   }
-  lua_pushvalue(L, 4);
+  lua_pushboolean(L, w->notified);
   return 1;
 }
+
+static const sk_source retake_source = UNIT_SOURCE(retake_attempt);
+
+static int retake(lua_State *L, cwait *w) {
+  return sk_wait_on(L, &retake_source, ((sk_xobj *)w->cond)->extra, SK_NO_DEADLINE,
+                    SK_WAIT_SHIELD);
+}
+
+/* Phase 1 raised (cancelled, interrupted, a deadlock, a scope's deadline):
+** the error waits in the user value while the lock is taken back. */
+static int notify_raised(lua_State *L, void *obj) {
+  lua_setiuservalue(L, 2, 1);
+  ((cwait *)obj)->failed = 1;
+  return retake(L, obj);
+}
+
+/* Phase 1, the notification: ready once a notify took this wait's record.
+** The first look always waits: it links, then releases the lock (a notify
+** needs the lock, so none is lost in between), even when the deadline
+** passed already, so that a zero timeout lets others take the lock too.
+** After a wake it is done: notified, or not (the deadline passed, or a
+** wake only to look again), or a deadlock when the wake was to look again
+** for a deadlock (worker.c): nothing is left that could notify it. */
+static int notify_attempt(lua_State *L, void *obj, int round, int expired) {
+  cwait *w = obj;
+  if (round == 0) return SK_WAIT_MORE;
+  if (!w->picked && !expired && sk_current(L)->relook) {
+    sk_error_push(L, "deadlock", "this wait can never end: no task is ready, no timer is "
+                  "armed and no I/O is pending");
+    return notify_raised(L, obj);
+  }
+  w->notified = w->picked || !expired;
+  return retake(L, w);
+}
+
+static int notify_link(void *obj, sk_ctx *c, int round) {
+  cwait *w = obj;
+  (void)round;
+  int rc = sk_xw_link(c, cw_list(w), never_ready, NULL);
+  if (rc == 0) lock_release_as(cond_lock(w->cond), &w->who, 1);
+  return rc;
+}
+
+static int notify_unlink(void *obj, sk_ctx *c) {
+  cwait *w = obj;
+  w->picked = sk_xw_unlink(c, cw_list(w));
+  return w->picked;
+}
+
+/* A notified wait that raises hands its notification on. */
+static void notify_pass_on(void *obj) { sk_xw_pass_on(cw_list(obj), NULL, NULL); }
+
+static const sk_source notify_source = {.name = COND_MT,
+                                        .attempt = notify_attempt,
+                                        .link = notify_link,
+                                        .unlink = notify_unlink,
+                                        .pass_on = notify_pass_on,
+                                        .raised = notify_raised};
 
 /* condition:wait([timeout]) -> true when notified, false on timeout. The
 ** caller must hold the lock; it is released while waiting and held again
 ** when wait returns or raises. */
 static int l_cond_wait(lua_State *L) {
-  sk_cond *cv = check_cond(L, 1);
-  sk_lock *k = check_cond_lock(L, 1);
-  sk_ctx *c = sk_current(L);
+  sk_obj *o = sk_handle_check(L, 1, COND_MT);
   uint64_t d = sk_check_deadline(L, 2);
-  int count = cond_check_owned(L, k, "wait on");
-  sk_who who;
-  sk_who_of(c, &who);
+  int count = cond_check_owned(L, cond_lock(o), "wait on");
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  lua_pushinteger(L, count);
-  lua_pushboolean(L, 0);
-  lua_pushnil(L);
-  lua_pushboolean(L, 0);
-  /* This may raise (a pending cancellation): the lock is still held. */
-  sk_xw_wait_begin(L, c, d, &cv->w, never_ready, cv);
-  lock_release_as(k, &who, 1);
-  return cond_wait_k(L, sk_wait(L, c, CW_WAIT, cond_wait_k), CW_WAIT);
+  cwait *w = lua_newuserdatauv(L, sizeof *w, 1);
+  memset(w, 0, sizeof *w);
+  w->cond = o;
+  w->count = count;
+  sk_who_of(sk_current(L), &w->who);
+  return sk_wait_on(L, &notify_source, w, d, 0);
 }
 
 enum { WF_CALL_PRED, WF_GOT_PRED };

@@ -1,7 +1,7 @@
 /*
 ** xwait.c — the core the synchronisation objects share (sk_sync.h): a wait
-** list and its mutex in the shared segment (sk_xw), the wait protocol of
-** sk_lua.h on top of it, identities that hold across processes, and the
+** list and its mutex in the shared segment (sk_xw), the links of a wait
+** source (sk_lua.h) on it, identities that hold across processes, and the
 ** per-process objects (views) through which Lua reaches the shared state.
 **
 ** Why everything lives in the segment: an event, lock, semaphore,
@@ -74,56 +74,6 @@ void sk_xw_free(sk_xw *x) {
 }
 
 /* ------------------------------------------------------ wait protocol */
-
-int sk_xw_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_xw *x, sk_ready_fn ready,
-                     void *st) {
-  sk_waiter wr;
-  sk_wait_begin(L, c, deadline);
-  if (sk_ctx_waiter(c, &wr) != 0) {
-    sk_wait_abort(c);
-    sk_error_raise(L, "memory", "not enough memory to wait");
-  }
-  sk_xw_lock(x);
-  int now_ready = ready(st);
-  int added = !now_ready && sk_xw_add(x, &wr) == 0;
-  sk_xw_unlock(x);
-  if (added) return 0;
-  sk_port_release(wr.port);
-  sk_wait_abort(c);
-  if (!now_ready) sk_error_raise(L, "memory", "not enough memory to wait");
-  return 1;
-}
-
-void sk_xw_wait_end(lua_State *L, sk_ctx *c, sk_xw *x) {
-  sk_xw_lock(x);
-  sk_xw_remove(x, c->w->port, c->wslot);
-  sk_xw_unlock(x);
-  sk_wait_end(L, c);
-}
-
-static int wait_end_trap(lua_State *L) {
-  lua_pushboolean(L, sk_wait_end(L, lua_touserdata(L, 1)));
-  return 1;
-}
-
-int sk_xw_end_wait(lua_State *L, sk_ctx *c, sk_xw *x, int *picked, int *timed_out) {
-  sk_xw_lock(x);
-  *picked = sk_xw_remove(x, c->w->port, c->wslot) == 0;
-  sk_xw_unlock(x);
-  *timed_out = 0;
-  if (!lua_checkstack(L, 3)) {
-    lua_pushliteral(L, "not enough memory");
-    return LUA_ERRMEM;
-  }
-  lua_pushcfunction(L, wait_end_trap);
-  lua_pushlightuserdata(L, c);
-  int st = lua_pcall(L, 1, 1, 0);
-  if (st == LUA_OK) {
-    *timed_out = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-  }
-  return st;
-}
 
 int sk_xw_link(sk_ctx *c, sk_xw *x, sk_ready_fn ready, void *st) {
   sk_waiter wr;

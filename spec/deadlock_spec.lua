@@ -35,6 +35,19 @@ describe("deadlock detection", function()
     assert.equal("deadlock", kind_of(ev.wait, ev))
   end)
 
+  it("catches a condition wait nothing can notify, which holds its lock again", function()
+    -- Before the deadlock is reported the wait is woken once to look
+    -- again (once per loop turn, so in a script of its own); that wake is
+    -- no notification.
+    local out = run_script([[
+      local cv = skein.condition()
+      cv:acquire()
+      local ok, e = pcall(cv.wait, cv)
+      print(ok, skein.is_error(e) and e.kind or tostring(e), (pcall(cv.release, cv)))
+    ]], 60)
+    assert.equal("false\tdeadlock\ttrue\nexit=0\n", out)
+  end)
+
   it("catches a task joined while it waits on such a queue", function()
     local q = skein.queue()
     local t = skein.spawn(function() return q:get() end)

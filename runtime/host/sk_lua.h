@@ -383,6 +383,13 @@ struct sk_source {
   ** Never raises. NULL when `obj` stays valid through the wait (its
   ** userdata sits on the stack and nothing else can free it). */
   void *(*check)(lua_State *L);
+  /* For a wait that must act before an error leaves it (a condition takes
+  ** its lock back first): called when the end of a wait raises after a
+  ** wake (cancelled, interrupted, deadlock, a scope's deadline), with that
+  ** error on top of the stack and the context unlinked (a picked wake
+  ** already passed on). Returns like attempt (it may chain another
+  ** sk_wait_on) or raises. NULL: the error goes through. */
+  int (*raised)(lua_State *L, void *obj);
 };
 
 #define SK_WAIT_MORE (-1)

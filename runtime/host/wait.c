@@ -16,16 +16,14 @@ static int p_wait_end(lua_State *L) {
   return 0;
 }
 
-/* Ends a wait that a wake-one source picked this context for: when the end
-** raises (cancelled, interrupted, a scope's deadline), the wake goes to the
-** next waiter first, so that nothing is left unclaimed while it sleeps. */
-static void end_picked(lua_State *L, sk_ctx *c, const sk_source *src, void *obj) {
+/* Ends a wait under protection: LUA_OK, or the status of what it raised
+** (cancelled, interrupted, deadlock, a scope's deadline), that error on
+** top of the stack. */
+static int end_guarded(lua_State *L, sk_ctx *c) {
   luaL_checkstack(L, 2, "wait");
   lua_pushcfunction(L, p_wait_end);
   lua_pushlightuserdata(L, c);
-  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
-  src->pass_on(obj);
-  lua_error(L);
+  return lua_pcall(L, 1, 0, 0);
 }
 
 /* The loop. `status` is LUA_YIELD after a suspension (the source still
@@ -47,8 +45,17 @@ static int wait_loop(lua_State *L, sk_ctx *c, int status) {
       }
       /* Unlinked before the wait ends, since ending it may raise. */
       int picked = src->unlink ? src->unlink(obj, c) : 0;
-      if (picked && src->pass_on) end_picked(L, c, src, obj);
-      else sk_wait_end(L, c);
+      if ((picked && src->pass_on) || src->raised) {
+        /* A wait picked by a wake-one source hands the wake to the next
+        ** waiter before its end raises, so that nothing is left unclaimed
+        ** while it sleeps; a source with `raised` acts on the error. */
+        if (end_guarded(L, c) != LUA_OK) {
+          if (picked && src->pass_on) src->pass_on(obj);
+          return src->raised ? src->raised(L, obj) : lua_error(L);
+        }
+      } else {
+        sk_wait_end(L, c);
+      }
       round++;
     }
     int n = src->attempt(L, obj, round, sk_expired(deadline));
