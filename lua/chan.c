@@ -659,7 +659,9 @@ int sk_queue_task_done(sk_queue *q) {
 
 /* ---------------------------------------------------------------- waiting */
 
-int sk_queue_spin(sk_queue *q, sk_ctx *c, int what) {
+/* Spins a few microseconds for readiness when that may spare a sleep
+** (another core, nothing else ready on this worker); 1 when ready. */
+static int queue_spin(sk_queue *q, sk_ctx *c, int what) {
   if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) < 2 || c->w->sched.nready) return 0;
   uint64_t t0 = uv_hrtime();
   /* Back off between looks: each look steals the line the other side
@@ -673,39 +675,28 @@ int sk_queue_spin(sk_queue *q, sk_ctx *c, int what) {
   }
 }
 
-int sk_queue_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_queue *q, int what) {
+/* The queue as a wait source (sk_lua.h). Registered first, checked after:
+** a change made meanwhile is seen here or its maker saw the record. A move
+** to the segment meanwhile woke the local records: the caller attempts
+** again and then waits on the shared copy. On its first round a getter or
+** putter spins a little before it registers (sk_queue_spin). */
+int sk_queue_link(sk_queue *q, int what, sk_ctx *c, int round) {
+  if (round == 0 && what != SK_WAIT_JOIN && queue_spin(q, c, what)) return 1;
   sk_waiter wr;
-  sk_wait_begin(L, c, deadline);
-  if (sk_ctx_waiter(c, &wr) != 0) {
-    sk_wait_abort(c);
-    sk_error_raise(L, "memory", "not enough memory to wait");
-  }
+  if (sk_ctx_waiter(c, &wr) != 0) return -1;
   shq *s = SHM(q);
   if (s) {
     int rc = shq_add_waiter(s, what, wr.port, wr.slot, wr.gen);
     sk_port_release(wr.port);
-    if (rc == 0) return 0;
-    sk_wait_abort(c);
-    if (rc < 0) sk_error_raise(L, "memory", "not enough memory to wait");
-    return 1;
+    return rc;
   }
   if (add_record(q, what, &wr) != 0) {
     sk_port_release(wr.port);
-    sk_wait_abort(c);
-    sk_error_raise(L, "memory", "not enough memory to wait");
+    return -1;
   }
-  /* Registered first, checked after: a change made meanwhile is seen here
-  ** or its maker saw the record. A move meanwhile woke the local records:
-  ** the caller tries again and then waits on the shared copy. */
   if (!sk_queue_ready(q, what) && !SHM(q)) return 0;
   remove_record(q, what, c->w->port, c->wslot, 0);
-  sk_wait_abort(c);
   return 1;
-}
-
-static int p_wait_end(lua_State *L) {
-  sk_wait_end(L, lua_touserdata(L, 1));
-  return 0;
 }
 
 /* Removes c's records, local (from before a move) and shared. */
@@ -716,24 +707,14 @@ static int remove_records(sk_queue *q, int what, sk_port *port, uint32_t slot, i
   return shq_remove_waiter(s, what, port, slot, pass && !removed) || removed;
 }
 
-static void pass_wake(sk_queue *q, int what) {
+int sk_queue_unlink(sk_queue *q, int what, sk_ctx *c, int pass) {
+  return !remove_records(q, what, c->w->port, c->wslot, pass);
+}
+
+void sk_queue_pass_on(sk_queue *q, int what) {
   shq *s = SHM(q);
   if (s) shq_pass_wake(s, what);
   else if (sk_queue_ready(q, what)) wake_one(q, what);
-}
-
-void sk_queue_wait_end(lua_State *L, sk_ctx *c, sk_queue *q, int what, int always) {
-  int removed = remove_records(q, what, c->w->port, c->wslot, always);
-  if (removed || always || what == SK_WAIT_JOIN) {
-    sk_wait_end(L, c);
-    return;
-  }
-  /* Woken: if the end of the wait raises, the wake goes on first. */
-  lua_pushcfunction(L, p_wait_end);
-  lua_pushlightuserdata(L, c);
-  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
-  pass_wake(q, what);
-  lua_error(L);
 }
 
 int sk_queue_add_getter(sk_queue *q, const sk_waiter *w) {

@@ -123,17 +123,18 @@ enum { SK_WAIT_GET, SK_WAIT_PUT, SK_WAIT_JOIN };
 /* 1 when a wait of this kind would end now (closed counts as ready for
 ** getting and putting). */
 int sk_queue_ready(sk_queue *q, int what);
-/* Spins a few microseconds for readiness when that may spare a sleep
-** (another core, nothing else ready on this worker); 1 when ready. */
-int sk_queue_spin(sk_queue *q, sk_ctx *c, int what);
-/* The wait protocol of sk_lua.h for queues: sk_queue_wait_begin returns 1
-** when ready already (nothing to wait for), else 0 with the context
-** registered; after sk_wait, sk_queue_wait_end unregisters and ends the
-** wait. A waiter that was woken but leaves without acting (an error
-** raised by the wait's end, or `always`, for a poll) passes the wake on, so
-** that no item is left unclaimed while another waiter sleeps. */
-int sk_queue_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_queue *q, int what);
-void sk_queue_wait_end(lua_State *L, sk_ctx *c, sk_queue *q, int what, int always);
+/* A queue as a wait source (sk_lua.h), for the sources of queue and pipe
+** bindings. sk_queue_link registers the context for a wait of kind `what`
+** (on round 0 a getter or putter spins first): 0 linked, 1 ready already
+** (nothing linked), -1 out of memory. sk_queue_unlink removes it and
+** returns 1 when a waker had taken its record (the context was picked);
+** with `pass` such a wake goes on at once to the next waiter when the queue
+** is still ready (a poll, which takes nothing). sk_queue_pass_on hands a
+** picked wake on when the wait ends in a raise, so that no item is left
+** unclaimed while another waiter sleeps. */
+int sk_queue_link(sk_queue *q, int what, sk_ctx *c, int round);
+int sk_queue_unlink(sk_queue *q, int what, sk_ctx *c, int pass);
+void sk_queue_pass_on(sk_queue *q, int what);
 
 /* select's waiter records for getting (see sk_selectable). */
 int sk_queue_add_getter(sk_queue *q, const sk_waiter *w);
