@@ -106,11 +106,11 @@ describe("waits on pipe ends", function()
     local a, b = skein.pipe()
     local p = skein.spawn(function() return b:poll(5) end)
     skein.sleep(0.01)
-    local r = skein.spawn(function() return b:recv(2) end)
+    local r = skein.spawn(function() return b:recv(5) end)
     skein.sleep(0.01)
     a:send("one")  -- wakes the oldest waiter, the poll, which takes nothing
     assert.is_true(p:join(2))
-    assert.equal("one", r:join(3))
+    assert.equal("one", r:join(1))  -- woken, not found by its own timeout
   end)
 
   it("poll without a timeout answers at once", function()
@@ -134,10 +134,10 @@ describe("select", function()
     end
     -- A getter of a now gets the next item: no stale select record takes
     -- its wake.
-    local g = skein.spawn(function() return a:get(2) end)
+    local g = skein.spawn(function() return a:get(5) end)
     skein.sleep(0.01)
     a:put("a")
-    assert.equal("a", g:join(3))
+    assert.equal("a", g:join(1))
   end)
 
   it("waits on tasks and queues together", function()
