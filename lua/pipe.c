@@ -72,8 +72,8 @@ static void shm_end_destroy(sk_shm_obj *o) {
   shm_end *se = (shm_end *)o;
   shq *in = sk_shm_ptr(se->in), *out = sk_shm_ptr(se->out);
   if (!__atomic_exchange_n(&se->closed, 1, __ATOMIC_ACQ_REL)) {
-    if (out) shq_shut(out, 0);
-    if (in) shq_shut(in, 1);
+    if (out) sk_queue_shut_shared(out, 0);
+    if (in) sk_queue_shut_shared(in, 1);
   }
   if (in) sk_shm_obj_release((sk_shm_obj *)in);
   if (out) sk_shm_obj_release((sk_shm_obj *)out);
