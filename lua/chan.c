@@ -8,7 +8,7 @@
 #include <unistd.h>
 #include <string.h>
 
-#include "sk_chan.h"
+#include "sk_qstore.h"
 
 #define CHUNK 128               /* FIFO items per chunk (a power of two) */
 #define SPIN_NS 20000           /* how long a getter or putter may spin */
@@ -225,6 +225,12 @@ static void spin_unlock(spinlock *l) { __atomic_store_n(&l->locked, 0, __ATOMIC_
 
 struct sk_queue {
   sk_obj obj;
+  /* The storage every operation goes to (the queue protocol, sk_qstore.h):
+  ** `local`, this struct's own two-lock queue, until the queue moves to
+  ** the segment; then `shared`, its shq. Swapped once, under both side
+  ** locks, together with `shm`. */
+  sk_qstore *st;                /* atomic */
+  sk_qstore local, shared;
   int order;
   size_t maxsize;               /* 0: unbounded */
   int closed;                   /* atomic; set under the put lock */
@@ -257,11 +263,10 @@ struct sk_queue {
   int moving;                   /* being moved (under the move lock) */
 };
 
-/* A put or get that found the queue moved while it took its lock. */
-#define SK_Q_MOVED 2
 /* `done` once the queue has moved: a task_done racing the move sees it. */
 #define DONE_MOVED (UINT64_C(1) << 62)
 #define SHM(q) __atomic_load_n(&(q)->shm, __ATOMIC_ACQUIRE)
+#define ST(q) __atomic_load_n(&(q)->st, __ATOMIC_ACQUIRE)
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
@@ -311,6 +316,7 @@ static sk_obj *queue_view(sk_shm_obj *so) { return (sk_obj *)sk_queue_view((shq 
 
 static const sk_shm_ops queue_shm = {SK_SHM_QUEUE, queue_share, queue_shared, queue_view};
 static const sk_objtype queue_type = {"skein.Queue", queue_destroy, &queue_shm};
+static const sk_queue_ops local_ops;
 
 /* A new queue with one reference; a FIFO gets its first chunk unless it is
 ** a view of a shared queue (`chunked` 0), which never holds items itself. */
@@ -319,6 +325,9 @@ static sk_queue *queue_alloc(int order, size_t maxsize, int chunked) {
   sk_queue *q = aligned_alloc(64, size);
   if (q == NULL) return NULL;
   memset(q, 0, sizeof *q);
+  q->local = (sk_qstore){&local_ops, q};
+  q->shared = (sk_qstore){&sk_shq_ops, NULL};
+  q->st = &q->local;
   q->order = order;
   q->maxsize = maxsize;
   if (order == SK_QUEUE_FIFO && chunked) {
@@ -342,14 +351,10 @@ sk_queue *sk_queue_new(int order, size_t maxsize) { return queue_alloc(order, ma
 int sk_queue_is(const sk_obj *o) { return o->type == &queue_type; }
 int sk_queue_order(const sk_queue *q) { return q->order; }
 size_t sk_queue_maxsize(const sk_queue *q) { return q->maxsize; }
-int sk_queue_is_closed(sk_queue *q) {
-  shq *s = SHM(q);
-  return s ? shq_is_closed(s) : LOAD(&q->closed);
-}
+static int local_is_closed(void *self) { return LOAD(&((sk_queue *)self)->closed); }
 
-size_t sk_queue_size(sk_queue *q) {
-  shq *s = SHM(q);
-  if (s) return shq_size(s);
+static size_t local_size(void *self) {
+  sk_queue *q = self;
   uint64_t h = LOAD(&q->head);  /* head first: tail never falls behind it */
   return (size_t)(LOAD(&q->tail) - h);
 }
@@ -407,12 +412,11 @@ static void wake_all(sk_queue *q, int what) {
   }
 }
 
-int sk_queue_ready(sk_queue *q, int what) {
-  shq *s = SHM(q);
-  if (s) return shq_ready(s, what);
+static int local_ready(void *self, int what) {
+  sk_queue *q = self;
   switch (what) {
     case SK_WAIT_GET: return LOAD(&q->tail) != LOAD(&q->head) || LOAD(&q->closed);
-    case SK_WAIT_PUT: return LOAD(&q->closed) || q->maxsize == 0 || sk_queue_size(q) < q->maxsize;
+    case SK_WAIT_PUT: return LOAD(&q->closed) || q->maxsize == 0 || local_size(q) < q->maxsize;
     default: return LOAD(&q->done) == LOAD(&q->tail);
   }
 }
@@ -438,7 +442,7 @@ static int remove_record(sk_queue *q, int what, sk_port *port, uint32_t slot, in
   int removed = l->n != n0;
   publish(q, what);
   uv_mutex_unlock(&q->wlock);
-  if (!removed && pass && sk_queue_ready(q, what)) wake_one(q, what);
+  if (!removed && pass && local_ready(q, what)) wake_one(q, what);
   return removed;
 }
 
@@ -519,12 +523,10 @@ static int put_locked(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, i
   return st;
 }
 
-int sk_queue_put(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, int force) {
-  shq *s = SHM(q);
-  if (s) return shq_put(s, it, prio, prio_int, force);
+static int local_put(void *self, sk_item *it, lua_Number prio, int prio_int, int force) {
+  sk_queue *q = self;
   int st = q->order == SK_QUEUE_FIFO ? put_fifo(q, it, force)
                                      : put_locked(q, it, prio, prio_int, force);
-  if (st == SK_Q_MOVED) return shq_put(SHM(q), it, prio, prio_int, force);
   if (st != SK_Q_OK) return st;
   it->kind = QI_NIL;
   wake_one(q, SK_WAIT_GET);
@@ -609,25 +611,21 @@ static int get_locked(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int
   return SK_Q_OK;
 }
 
-int sk_queue_get(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int) {
-  shq *s = SHM(q);
-  if (s) return shq_get(s, out, prio, prio_int);
+static int local_get(void *self, sk_item *out, lua_Number *prio, int *prio_int) {
+  sk_queue *q = self;
   int st = q->order == SK_QUEUE_FIFO ? get_fifo(q, out) : get_locked(q, out, prio, prio_int);
-  if (st == SK_Q_MOVED) return shq_get(SHM(q), out, prio, prio_int);
   if (st == SK_Q_OK && q->maxsize) wake_one(q, SK_WAIT_PUT);
   return st;
 }
 
-void sk_queue_shut(sk_queue *q, int discard) {
+static int local_shut(void *self, int discard) {
+  sk_queue *q = self;
   spinlock *pl = put_lock(q);
   spin_lock(pl);
-  shq *s = q->shm;
-  if (s == NULL) STORE(&q->closed, 1);
+  int moved = q->shm != NULL;
+  if (!moved) STORE(&q->closed, 1);
   spin_unlock(pl);
-  if (s) {
-    shq_shut(s, discard);
-    return;
-  }
+  if (moved) return SK_Q_MOVED;
   if (discard) {
     sk_item it;
     lua_Number prio;
@@ -644,22 +642,31 @@ void sk_queue_shut(sk_queue *q, int discard) {
   }
   wake_all(q, SK_WAIT_GET);
   wake_all(q, SK_WAIT_PUT);
+  return 0;
 }
 
-int sk_queue_task_done(sk_queue *q) {
+/* A task_done that meets DONE_MOVED raced the move: the mover, holding
+** both side locks, publishes the shared storage in a moment. */
+static int local_task_done(void *self) {
+  sk_queue *q = self;
   uint64_t d = LOAD(&q->done);
   do {
-    if (d >= DONE_MOVED) return shq_task_done(SHM(q));
+    if (d >= DONE_MOVED) {
+      cpu_relax();
+      return SK_Q_MOVED;
+    }
     if (d >= LOAD(&q->tail)) return -1;
   } while (!__atomic_compare_exchange_n(&q->done, &d, d + 1, 0, __ATOMIC_SEQ_CST,
                                         __ATOMIC_SEQ_CST));
-  if (LOAD(&q->nwait[SK_WAIT_JOIN]) && sk_queue_ready(q, SK_WAIT_JOIN)) wake_all(q, SK_WAIT_JOIN);
+  if (LOAD(&q->nwait[SK_WAIT_JOIN]) && local_ready(q, SK_WAIT_JOIN)) wake_all(q, SK_WAIT_JOIN);
   return 0;
 }
 
 /* ---------------------------------------------------------------- waiting */
 
-int sk_queue_spin(sk_queue *q, sk_ctx *c, int what) {
+/* Spins a few microseconds for readiness when that may spare a sleep
+** (another core, nothing else ready on this worker); 1 when ready. */
+static int queue_spin(sk_queue *q, sk_ctx *c, int what) {
   if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) < 2 || c->w->sched.nready) return 0;
   uint64_t t0 = uv_hrtime();
   /* Back off between looks: each look steals the line the other side
@@ -673,88 +680,122 @@ int sk_queue_spin(sk_queue *q, sk_ctx *c, int what) {
   }
 }
 
-int sk_queue_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_queue *q, int what) {
-  sk_waiter wr;
-  sk_wait_begin(L, c, deadline);
-  if (sk_ctx_waiter(c, &wr) != 0) {
-    sk_wait_abort(c);
-    sk_error_raise(L, "memory", "not enough memory to wait");
-  }
-  shq *s = SHM(q);
-  if (s) {
-    int rc = shq_add_waiter(s, what, wr.port, wr.slot, wr.gen);
-    sk_port_release(wr.port);
-    if (rc == 0) return 0;
-    sk_wait_abort(c);
-    if (rc < 0) sk_error_raise(L, "memory", "not enough memory to wait");
-    return 1;
-  }
-  if (add_record(q, what, &wr) != 0) {
-    sk_port_release(wr.port);
-    sk_wait_abort(c);
-    sk_error_raise(L, "memory", "not enough memory to wait");
-  }
-  /* Registered first, checked after: a change made meanwhile is seen here
-  ** or its maker saw the record. A move meanwhile woke the local records:
-  ** the caller tries again and then waits on the shared copy. */
-  if (!sk_queue_ready(q, what) && !SHM(q)) return 0;
-  remove_record(q, what, c->w->port, c->wslot, 0);
-  sk_wait_abort(c);
+/* Registered first, checked after: a change made meanwhile is seen here
+** or its maker saw the record. A move meanwhile woke the local records
+** (or will, and find this one): the caller looks again, and then waits on
+** the shared storage. */
+static int local_add_waiter(void *self, int what, const sk_waiter *w, int pass) {
+  sk_queue *q = self;
+  if (add_record(q, what, w) != 0) return -1;
+  if (!local_ready(q, what) && !SHM(q)) return 0;
+  /* Ready after all: take the record back (removing it releases the port
+  ** reference the list held; the caller keeps its own). */
+  sk_port_retain(w->port);
+  remove_record(q, what, w->port, w->slot, pass);
   return 1;
 }
 
-static int p_wait_end(lua_State *L) {
-  sk_wait_end(L, lua_touserdata(L, 1));
-  return 0;
+static int local_remove_waiter(void *self, int what, sk_port *port, uint32_t slot, int pass) {
+  return remove_record(self, what, port, slot, pass);
 }
 
-/* Removes c's records, local (from before a move) and shared. */
-static int remove_records(sk_queue *q, int what, sk_port *port, uint32_t slot, int pass) {
-  shq *s = SHM(q);
-  if (s == NULL) return remove_record(q, what, port, slot, pass);
-  int removed = remove_record(q, what, port, slot, 0);
-  return shq_remove_waiter(s, what, port, slot, pass && !removed) || removed;
+static void local_pass_wake(void *self, int what) {
+  if (local_ready(self, what)) wake_one(self, what);
 }
 
-static void pass_wake(sk_queue *q, int what) {
-  shq *s = SHM(q);
-  if (s) shq_pass_wake(s, what);
-  else if (sk_queue_ready(q, what)) wake_one(q, what);
-}
+static const sk_queue_ops local_ops = {
+    .put = local_put, .get = local_get, .shut = local_shut, .task_done = local_task_done,
+    .ready = local_ready, .size = local_size, .is_closed = local_is_closed,
+    .add_waiter = local_add_waiter, .remove_waiter = local_remove_waiter,
+    .pass_wake = local_pass_wake};
 
-void sk_queue_wait_end(lua_State *L, sk_ctx *c, sk_queue *q, int what, int always) {
-  int removed = remove_records(q, what, c->w->port, c->wslot, always);
-  if (removed || always || what == SK_WAIT_JOIN) {
-    sk_wait_end(L, c);
-    return;
+/* ------------------------------------------------ the queue protocol */
+
+/* Every operation goes to the queue's current storage; one that raced the
+** move (SK_Q_MOVED) goes again, to the shared storage. */
+
+int sk_queue_put(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, int force) {
+  for (;;) {
+    sk_qstore *st = ST(q);
+    int rc = st->ops->put(st->self, it, prio, prio_int, force);
+    if (rc != SK_Q_MOVED) return rc;
   }
-  /* Woken: if the end of the wait raises, the wake goes on first. */
-  lua_pushcfunction(L, p_wait_end);
-  lua_pushlightuserdata(L, c);
-  if (lua_pcall(L, 1, 0, 0) == LUA_OK) return;
-  pass_wake(q, what);
-  lua_error(L);
+}
+
+int sk_queue_get(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int) {
+  for (;;) {
+    sk_qstore *st = ST(q);
+    int rc = st->ops->get(st->self, out, prio, prio_int);
+    if (rc != SK_Q_MOVED) return rc;
+  }
+}
+
+void sk_queue_shut(sk_queue *q, int discard) {
+  sk_qstore *st;
+  do st = ST(q);
+  while (st->ops->shut(st->self, discard) == SK_Q_MOVED);
+}
+
+void sk_queue_shut_shared(shq *s, int discard) { sk_shq_ops.shut(s, discard); }
+
+int sk_queue_task_done(sk_queue *q) {
+  for (;;) {
+    sk_qstore *st = ST(q);
+    int rc = st->ops->task_done(st->self);
+    if (rc != SK_Q_MOVED) return rc;
+  }
+}
+
+int sk_queue_ready(sk_queue *q, int what) {
+  sk_qstore *st = ST(q);
+  return st->ops->ready(st->self, what);
+}
+
+size_t sk_queue_size(sk_queue *q) {
+  sk_qstore *st = ST(q);
+  return st->ops->size(st->self);
+}
+
+int sk_queue_is_closed(sk_queue *q) {
+  sk_qstore *st = ST(q);
+  return st->ops->is_closed(st->self);
+}
+
+/* The queue as a wait source (sk_lua.h). On its first round a getter or
+** putter spins a little before it registers (queue_spin). */
+int sk_queue_link(sk_queue *q, int what, sk_ctx *c, int round) {
+  if (round == 0 && what != SK_WAIT_JOIN && queue_spin(q, c, what)) return 1;
+  sk_waiter wr;
+  if (sk_ctx_waiter(c, &wr) != 0) return -1;
+  sk_qstore *st = ST(q);
+  int rc = st->ops->add_waiter(st->self, what, &wr, 0);
+  if (rc != 0) sk_port_release(wr.port);
+  return rc;
+}
+
+/* A record linked before a move is in the local lists until the move's
+** wake takes it out (the move wakes every local waiter after publishing
+** the shared storage, and a record added after it sees the move and is
+** taken back), so the current storage holds whatever is left to remove. */
+int sk_queue_unlink(sk_queue *q, int what, sk_ctx *c, int pass) {
+  sk_qstore *st = ST(q);
+  return !st->ops->remove_waiter(st->self, what, c->w->port, c->wslot, pass);
+}
+
+void sk_queue_pass_on(sk_queue *q, int what) {
+  sk_qstore *st = ST(q);
+  st->ops->pass_wake(st->self, what);
 }
 
 int sk_queue_add_getter(sk_queue *q, const sk_waiter *w) {
   if (sk_queue_ready(q, SK_WAIT_GET)) return 1;
-  shq *s = SHM(q);
-  if (s) {
-    int rc = shq_add_waiter(s, SK_WAIT_GET, w->port, w->slot, w->gen);
-    if (rc == 0) sk_port_release(w->port);  /* the record names the port by id */
-    return rc;
-  }
-  if (add_record(q, SK_WAIT_GET, w) != 0) return -1;
-  if (!sk_queue_ready(q, SK_WAIT_GET) && !SHM(q)) return 0;
-  /* Ready after all: take the record back. The caller releases the port
-  ** reference it passed when we answer 1, so keep one for it. */
-  sk_port_retain(w->port);
-  remove_record(q, SK_WAIT_GET, w->port, w->slot, 1);
-  return 1;
+  sk_qstore *st = ST(q);
+  return st->ops->add_waiter(st->self, SK_WAIT_GET, w, 1);
 }
 
 void sk_queue_remove_getter(sk_queue *q, sk_port *port, uint32_t slot) {
-  remove_records(q, SK_WAIT_GET, port, slot, 1);
+  sk_qstore *st = ST(q);
+  st->ops->remove_waiter(st->self, SK_WAIT_GET, port, slot, 1);
 }
 
 /* ------------------------------------------------------ moving to shm */
@@ -832,7 +873,9 @@ static shq *move(sk_queue *q) {
       }
       q->hchunk = q->tchunk;
     }
+    q->shared.self = s;
     __atomic_store_n(&q->shm, s, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&q->st, &q->shared, __ATOMIC_SEQ_CST);
   } else {
     for (size_t i = 0; i < m.n; i++) shq_item_drop(m.items[i]);
   }
@@ -874,6 +917,8 @@ static sk_obj *make_view(sk_shm_obj *so) {
   if (q == NULL) return NULL;
   sk_shm_obj_hold(so);
   q->shm = s;
+  q->shared.self = s;
+  q->st = &q->shared;
   q->done = DONE_MOVED;
   return &q->obj;
 }

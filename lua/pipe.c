@@ -72,8 +72,8 @@ static void shm_end_destroy(sk_shm_obj *o) {
   shm_end *se = (shm_end *)o;
   shq *in = sk_shm_ptr(se->in), *out = sk_shm_ptr(se->out);
   if (!__atomic_exchange_n(&se->closed, 1, __ATOMIC_ACQ_REL)) {
-    if (out) shq_shut(out, 0);
-    if (in) shq_shut(in, 1);
+    if (out) sk_queue_shut_shared(out, 0);
+    if (in) sk_queue_shut_shared(in, 1);
   }
   if (in) sk_shm_obj_release((sk_shm_obj *)in);
   if (out) sk_shm_obj_release((sk_shm_obj *)out);
@@ -235,61 +235,61 @@ static int l_pipe_send(lua_State *L) {
   return raise_peer_closed(L);
 }
 
-/* After a wait on the end at index 1: ends the wait and returns the end,
-** raising when it was closed or released meanwhile. */
-static sk_pipe_end *resume_end(lua_State *L, sk_ctx *c, int always) {
-  sk_handle *h = lua_touserdata(L, 1);
-  sk_pipe_end *e = (sk_pipe_end *)h->obj;
-  if (e == NULL) {
-    sk_wait_end(L, c);
-    sk_error_raise(L, "closed", "cannot use a %s after it was closed", PIPE_MT);
-  }
-  sk_queue_wait_end(L, c, e->in, SK_WAIT_GET, always);
-  if (is_closed(e)) {
-    sk_error_raise(L, "closed", "this pipe end is closed");
-  }
-  return e;
+/* An end as a wait source: its incoming queue's getters. The end's handle
+** is at index 1; a task of this worker may close it meanwhile (check). */
+static void *waiting_end(lua_State *L) { return ((sk_handle *)lua_touserdata(L, 1))->obj; }
+
+static int end_link(void *obj, sk_ctx *c, int round) {
+  return sk_queue_link(((sk_pipe_end *)obj)->in, SK_WAIT_GET, c, round);
 }
 
-enum { WAIT_RECV, WAIT_POLL };
-
-/* recv and poll: stack 1 end, 2 deadline. */
-static int wait_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_ctx *c = sk_current(L);
-  sk_pipe_end *e = (sk_pipe_end *)((sk_handle *)lua_touserdata(L, 1))->obj;
-  uint64_t d = sk_to_deadline(L, 2);
-  int spun = 0;
-  for (;;) {
-    if (status == LUA_YIELD) e = resume_end(L, c, kctx == WAIT_POLL);
-    if (kctx == WAIT_POLL) {
-      if (sk_queue_ready(e->in, SK_WAIT_GET)) {
-        lua_pushboolean(L, 1);
-        return 1;
-      }
-      if (sk_expired(d)) {
-        lua_pushboolean(L, 0);
-        return 1;
-      }
-    } else {
-      int n = recv_once(L, e->in);
-      if (n > 0) return n;
-      if (n == SK_Q_CLOSED) return raise_peer_closed(L);
-      if (sk_expired(d)) return sk_error_raise(L, "timeout", "recv timed out");
-    }
-    if (!spun) {
-      spun = 1;
-      if (sk_queue_spin(e->in, c, SK_WAIT_GET)) {
-        status = LUA_OK;
-        continue;
-      }
-    }
-    if (sk_queue_wait_begin(L, c, d, e->in, SK_WAIT_GET)) {
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, kctx, wait_k);
-  }
+static int end_unlink(void *obj, sk_ctx *c) {
+  return sk_queue_unlink(((sk_pipe_end *)obj)->in, SK_WAIT_GET, c, 0);
 }
+
+/* A poll takes nothing: a wake it was picked for goes on at once. */
+static int poll_unlink(void *obj, sk_ctx *c) {
+  sk_queue_unlink(((sk_pipe_end *)obj)->in, SK_WAIT_GET, c, 1);
+  return 0;
+}
+
+static void end_pass_on(void *obj) { sk_queue_pass_on(((sk_pipe_end *)obj)->in, SK_WAIT_GET); }
+
+/* After a wake, an end closed meanwhile (by any worker) ends the wait. */
+static void check_open_again(lua_State *L, sk_pipe_end *e, int round) {
+  if (round > 0 && is_closed(e)) sk_error_raise(L, "closed", "this pipe end is closed");
+}
+
+static int recv_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_pipe_end *e = obj;
+  check_open_again(L, e, round);
+  int n = recv_once(L, e->in);
+  if (n > 0) return n;
+  if (n == SK_Q_CLOSED) return raise_peer_closed(L);
+  if (expired) return sk_error_raise(L, "timeout", "recv timed out");
+  return SK_WAIT_MORE;
+}
+
+static int poll_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_pipe_end *e = obj;
+  check_open_again(L, e, round);
+  if (sk_queue_ready(e->in, SK_WAIT_GET)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (expired) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  return SK_WAIT_MORE;
+}
+
+static const sk_source recv_source = {.name = PIPE_MT, .attempt = recv_attempt,
+                                      .link = end_link, .unlink = end_unlink,
+                                      .pass_on = end_pass_on, .check = waiting_end};
+static const sk_source poll_source = {.name = PIPE_MT, .attempt = poll_attempt,
+                                      .link = end_link, .unlink = poll_unlink,
+                                      .check = waiting_end};
 
 /* end:recv([timeout]) -> v; raises "closed" once the peer closed and
 ** everything it sent was received, "timeout" when the time is up */
@@ -300,18 +300,16 @@ static int l_pipe_recv(lua_State *L) {
   if (n > 0) return n;
   if (n == SK_Q_CLOSED) return raise_peer_closed(L);
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return wait_k(L, LUA_OK, WAIT_RECV);
+  return sk_wait_on(L, &recv_source, e, d, 0);
 }
 
 /* end:poll([timeout]) -> true when recv would not block (data, or the peer
 ** closed), false when the time is up first; no timeout: do not wait */
 static int l_pipe_poll(lua_State *L) {
-  check_reader(L, 1);
+  sk_pipe_end *e = check_reader(L, 1);
   uint64_t d = lua_isnoneornil(L, 2) ? 0 : sk_check_deadline(L, 2);
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return wait_k(L, LUA_OK, WAIT_POLL);
+  return sk_wait_on(L, &poll_source, e, d, 0);
 }
 
 /* end:close(): closes this end for every worker holding it */

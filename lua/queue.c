@@ -4,12 +4,13 @@
 ** LIFO or priority, optionally bounded (put waits while full), with
 ** task_done/join accounting and close.
 **
-** Every blocking method follows the shared-object wait protocol of
-** sk_lua.h, so it suspends only its task (or drives the loop where it
-** cannot yield) and honours timeouts, cancellation and Ctrl-C. Before it
-** sleeps, a getter or putter spins a few microseconds (sk_queue_spin),
-** which spares a sleep and a cross-thread wake per item when a producer
-** and a consumer run neck and neck on two threads.
+** Every blocking method waits through sk_wait_on (sk_lua.h) on a source
+** made of the queue's links (sk_queue_link/unlink/pass_on), so it suspends
+** only its task (or drives the loop where it cannot yield) and honours
+** timeouts, cancellation and Ctrl-C. Before it first sleeps, a getter or
+** putter spins a few microseconds (inside sk_queue_link), which spares a
+** sleep and a cross-thread wake per item when a producer and a consumer
+** run neck and neck on two threads.
 **
 ** Errors: kind "timeout" (get, put, join with a timeout), "closed" (put
 ** on a closed queue, get on a closed and drained one), "full"/"empty"
@@ -43,15 +44,29 @@ static int raise_closed(lua_State *L) {
 
 static int raise_nomem(lua_State *L) { return sk_error_raise(L, "memory", "not enough memory for a queue item"); }
 
-/* The queue a resumed wait works on (its handle is at index 1). A handle
-** closed while a task of its own worker waited on it ends the wait. */
-static sk_queue *waiting_queue(lua_State *L, sk_ctx *c, int status) {
-  sk_handle *h = lua_touserdata(L, 1);
-  if (h->obj == NULL) {
-    if (status == LUA_YIELD) sk_wait_end(L, c);
-    sk_error_raise(L, "closed", "cannot use a %s after it was closed", QUEUE_MT);
-  }
-  return (sk_queue *)h->obj;
+/* The queue a resumed wait works on (its handle is at index 1); NULL when a
+** task of this worker closed the handle meanwhile, which ends the wait. */
+static void *waiting_queue(lua_State *L) { return ((sk_handle *)lua_touserdata(L, 1))->obj; }
+
+static int get_link(void *obj, sk_ctx *c, int round) {
+  return sk_queue_link(obj, SK_WAIT_GET, c, round);
+}
+static int get_unlink(void *obj, sk_ctx *c) { return sk_queue_unlink(obj, SK_WAIT_GET, c, 0); }
+static void get_pass_on(void *obj) { sk_queue_pass_on(obj, SK_WAIT_GET); }
+
+static int put_link(void *obj, sk_ctx *c, int round) {
+  return sk_queue_link(obj, SK_WAIT_PUT, c, round);
+}
+static int put_unlink(void *obj, sk_ctx *c) { return sk_queue_unlink(obj, SK_WAIT_PUT, c, 0); }
+static void put_pass_on(void *obj) { sk_queue_pass_on(obj, SK_WAIT_PUT); }
+
+/* Joiners are all woken at once: nothing to pass on. */
+static int join_link(void *obj, sk_ctx *c, int round) {
+  return sk_queue_link(obj, SK_WAIT_JOIN, c, round);
+}
+static int join_unlink(void *obj, sk_ctx *c) {
+  sk_queue_unlink(obj, SK_WAIT_JOIN, c, 0);
+  return 0;
 }
 
 /* Parses maxsize: nil -> 0 (unbounded), else a non-negative integer. */
@@ -108,7 +123,7 @@ static lua_Number check_priority(lua_State *L, int idx, int *is_int) {
 }
 
 /* A put that has to wait keeps its encoded item in one of these (stack
-** index 4), so that an error or a cancel frees it through __gc. */
+** index 3), so that an error or a cancel frees it through __gc. */
 typedef struct pending {
   sk_item it;
   lua_Number prio;
@@ -121,33 +136,28 @@ static int l_pending_gc(lua_State *L) {
   return 0;
 }
 
-static int put_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_ctx *c = sk_current(L);
-  sk_queue *q = waiting_queue(L, c, status);
-  uint64_t d = sk_to_deadline(L, 3);
-  pending *p = lua_touserdata(L, 4);
-  int spun = 0;
-  for (;;) {
-    if (status == LUA_YIELD) sk_queue_wait_end(L, c, q, SK_WAIT_PUT, 0);
-    int st = sk_queue_put(q, &p->it, p->prio, p->prio_int, 0);
-    if (st == SK_Q_OK) return 0;
-    if (st != SK_Q_BLOCK) {
-      sk_item_free(&p->it);
-      return st == SK_Q_NOMEM ? raise_nomem(L) : raise_closed(L);
-    }
-    if (sk_expired(d)) {
-      sk_item_free(&p->it);
-      return sk_error_raise(L, "timeout", "put timed out: the queue stayed full");
-    }
-    status = LUA_OK;
-    if (!spun) {
-      spun = 1;
-      if (sk_queue_spin(q, c, SK_WAIT_PUT)) continue;
-    }
-    if (sk_queue_wait_begin(L, c, d, q, SK_WAIT_PUT)) continue;
-    status = sk_wait(L, c, kctx, put_k);
+/* A put waiting for room: the pending item at index 3. Every way out but
+** success frees the item at once (the holder's __gc is the backstop for
+** raises from the wait itself: cancel, Ctrl-C, a scope's deadline). */
+static int put_attempt(lua_State *L, void *obj, int round, int expired) {
+  (void)round;
+  pending *p = lua_touserdata(L, 3);
+  int st = sk_queue_put(obj, &p->it, p->prio, p->prio_int, 0);
+  if (st == SK_Q_OK) return 0;
+  if (st != SK_Q_BLOCK) {
+    sk_item_free(&p->it);
+    return st == SK_Q_NOMEM ? raise_nomem(L) : raise_closed(L);
   }
+  if (expired) {
+    sk_item_free(&p->it);
+    return sk_error_raise(L, "timeout", "put timed out: the queue stayed full");
+  }
+  return SK_WAIT_MORE;
 }
+
+static const sk_source put_source = {.name = QUEUE_MT, .attempt = put_attempt,
+                                     .link = put_link, .unlink = put_unlink,
+                                     .pass_on = put_pass_on, .check = waiting_queue};
 
 /* Shared by put, try_put and put_nowait: checks the value (and priority),
 ** encodes it and tries once. Returns SK_Q_OK or SK_Q_BLOCK (full); raises
@@ -176,14 +186,13 @@ static int l_queue_put(lua_State *L) {
   if (sk_expired(d)) return sk_error_raise(L, "timeout", "put timed out: the queue stayed full");
   /* Full: wait, with the item encoded again into a collectable holder. */
   lua_settop(L, 2);
-  sk_push_deadline(L, d);
   pending *p = lua_newuserdatauv(L, sizeof *p, 0);
   p->it.kind = 0;
   p->prio = prio;
   p->prio_int = pi;
   luaL_setmetatable(L, PENDING_MT);
   if (sk_item_encode(L, 2, &p->it, q) != 0) return lua_error(L);
-  return put_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &put_source, q, d, 0);
 }
 
 /* q:try_put(v, [priority]) -> true, or false when full */
@@ -221,29 +230,31 @@ static int try_get(lua_State *L, sk_queue *q) {
   return 2;
 }
 
-enum { MODE_GET, MODE_ITER };
-
-/* get and the iterator: stack 1 queue, 2 deadline. */
-static int get_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_ctx *c = sk_current(L);
-  sk_queue *q = waiting_queue(L, c, status);
-  uint64_t d = sk_to_deadline(L, 2);
-  int spun = 0;
-  for (;;) {
-    if (status == LUA_YIELD) sk_queue_wait_end(L, c, q, SK_WAIT_GET, 0);
-    int n = try_get(L, q);
-    if (n > 0) return n;
-    if (n == SK_Q_CLOSED) return kctx == MODE_ITER ? 0 : raise_closed(L);
-    if (sk_expired(d)) return sk_error_raise(L, "timeout", "get timed out: the queue stayed empty");
-    status = LUA_OK;
-    if (!spun) {
-      spun = 1;
-      if (sk_queue_spin(q, c, SK_WAIT_GET)) continue;
-    }
-    if (sk_queue_wait_begin(L, c, d, q, SK_WAIT_GET)) continue;
-    status = sk_wait(L, c, kctx, get_k);
-  }
+/* get and the iterator, the queue's handle at index 1: an item, or (the
+** iterator) the end once the queue is closed and drained. */
+static int get_attempt(lua_State *L, void *obj, int round, int expired) {
+  (void)round;
+  int n = try_get(L, obj);
+  if (n > 0) return n;
+  if (n == SK_Q_CLOSED) return raise_closed(L);
+  if (expired) return sk_error_raise(L, "timeout", "get timed out: the queue stayed empty");
+  return SK_WAIT_MORE;
 }
+
+static int iter_attempt(lua_State *L, void *obj, int round, int expired) {
+  (void)round;
+  (void)expired;
+  int n = try_get(L, obj);
+  if (n > 0) return n;
+  return n == SK_Q_CLOSED ? 0 : SK_WAIT_MORE;
+}
+
+static const sk_source get_source = {.name = QUEUE_MT, .attempt = get_attempt,
+                                     .link = get_link, .unlink = get_unlink,
+                                     .pass_on = get_pass_on, .check = waiting_queue};
+static const sk_source iter_source = {.name = QUEUE_MT, .attempt = iter_attempt,
+                                      .link = get_link, .unlink = get_unlink,
+                                      .pass_on = get_pass_on, .check = waiting_queue};
 
 /* q:get([timeout]) -> item (priority queues: item, priority) */
 static int l_queue_get(lua_State *L) {
@@ -253,8 +264,7 @@ static int l_queue_get(lua_State *L) {
   if (n > 0) return n;
   if (n == SK_Q_CLOSED) return raise_closed(L);
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return get_k(L, LUA_OK, MODE_GET);
+  return sk_wait_on(L, &get_source, q, d, 0);
 }
 
 /* q:try_get() -> true, item | false when empty; raises "closed" once closed
@@ -285,8 +295,7 @@ static int iter_step(lua_State *L) {
   int n = try_get(L, q);
   if (n > 0) return n;
   if (n == SK_Q_CLOSED) return 0;
-  sk_push_deadline(L, SK_NO_DEADLINE);
-  return get_k(L, LUA_OK, MODE_ITER);
+  return sk_wait_on(L, &iter_source, q, SK_NO_DEADLINE, 0);
 }
 
 /* q:iter() -> an iterator over the items until the queue is closed and
@@ -330,32 +339,26 @@ static int l_queue_task_done(lua_State *L) {
   return 0;
 }
 
-static int join_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_ctx *c = sk_current(L);
-  sk_queue *q = waiting_queue(L, c, status);
-  uint64_t d = sk_to_deadline(L, 2);
-  for (;;) {
-    if (status == LUA_YIELD) sk_queue_wait_end(L, c, q, SK_WAIT_JOIN, 0);
-    if (sk_queue_ready(q, SK_WAIT_JOIN)) {
-      lua_pushboolean(L, 1);
-      return 1;
-    }
-    if (sk_expired(d)) {
-      return sk_error_raise(L, "timeout", "join timed out: items are still unfinished");
-    }
-    status = LUA_OK;
-    if (sk_queue_wait_begin(L, c, d, q, SK_WAIT_JOIN)) continue;
-    status = sk_wait(L, c, kctx, join_k);
+static int join_attempt(lua_State *L, void *obj, int round, int expired) {
+  (void)round;
+  if (sk_queue_ready(obj, SK_WAIT_JOIN)) {
+    lua_pushboolean(L, 1);
+    return 1;
   }
+  if (expired) return sk_error_raise(L, "timeout", "join timed out: items are still unfinished");
+  return SK_WAIT_MORE;
 }
+
+static const sk_source join_source = {.name = QUEUE_MT, .attempt = join_attempt,
+                                      .link = join_link, .unlink = join_unlink,
+                                      .check = waiting_queue};
 
 /* q:join([timeout]) -> true once every item put was marked task_done */
 static int l_queue_join(lua_State *L) {
-  self_queue(L);
+  sk_queue *q = self_queue(L);
   uint64_t d = sk_check_deadline(L, 2);
   lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  return join_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &join_source, q, d, 0);
 }
 
 /* q:close(): puts raise "closed"; gets drain what is left, then raise it */

@@ -162,28 +162,17 @@ int sk_proxy_push(lua_State *L, const char *name, uint32_t slot, uint32_t gen, l
   return 0;
 }
 
-/* Waits for the answer of the call at stack index kctx. The wait is
-** shielded from cancellation and skein.timeout: the call runs in the parent
-** whatever happens here, so leaving early would lose what it did (an item
-** taken from a queue); a cancel is raised at the next suspension instead
-** (it is sticky). Other tasks of this process run meanwhile. */
-static int rpc_wait_k(lua_State *L, int status, lua_KContext kctx) {
-  pcall *pc = lua_touserdata(L, (int)kctx);
-  sk_ctx *c = sk_current(L);
-  for (;;) {
-    if (status == LUA_YIELD) {
-      if (!pc->done) unlink_call(pc);   /* sk_wait_end may raise */
-      sk_wait_end(L, c);
-    }
-    if (pc->done) break;
-    c->wait_shield = 1;
-    sk_wait_begin(L, c, SK_NO_DEADLINE);
-    pc->c = c;
-    pc->next = pending;
-    pending = pc;
-    uv_poll_start(rpc_poll, UV_READABLE, on_socket);
-    status = sk_wait(L, c, kctx, rpc_wait_k);
-  }
+/* A call as a wait source: done once its answer came (or the parent went).
+** The wait is shielded from cancellation and skein.timeout (SK_WAIT_SHIELD):
+** the call runs in the parent whatever happens here, so leaving early would
+** lose what it did (an item taken from a queue); a cancel is raised at the
+** next suspension instead (it is sticky). Other tasks of this process run
+** meanwhile. The pcall lives in a userdata on the caller's stack. */
+static int rpc_attempt(lua_State *L, void *obj, int round, int expired) {
+  (void)round;
+  (void)expired;
+  pcall *pc = obj;
+  if (!pc->done) return SK_WAIT_MORE;
   if (pc->reply == NULL) return sk_error_raise(L, "closed", "the parent process is gone");
   int top = lua_gettop(L);
   int n = sk_marshal_decode(L, pc->reply, pc->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
@@ -196,6 +185,26 @@ static int rpc_wait_k(lua_State *L, int status, lua_KContext kctx) {
   }
   return n - 1;
 }
+
+static int rpc_link(void *obj, sk_ctx *c, int round) {
+  (void)round;
+  pcall *pc = obj;
+  pc->c = c;
+  pc->next = pending;
+  pending = pc;
+  uv_poll_start(rpc_poll, UV_READABLE, on_socket);
+  return 0;
+}
+
+static int rpc_unlink(void *obj, sk_ctx *c) {
+  (void)c;
+  pcall *pc = obj;
+  if (!pc->done) unlink_call(pc);
+  return 0;
+}
+
+static const sk_source rpc_source = {
+    .name = PROXY_MT, .attempt = rpc_attempt, .link = rpc_link, .unlink = rpc_unlink};
 
 /* Sends op(name, proxy at 1, args from `first`) to the parent and waits for
 ** the answer; returns its values or raises its error. */
@@ -229,7 +238,7 @@ static int rpc_call(lua_State *L, const char *op, const char *name, int first) {
   pcall *pc = lua_newuserdatauv(L, sizeof *pc, 0);
   memset(pc, 0, sizeof *pc);
   pc->id = id;
-  return rpc_wait_k(L, LUA_OK, lua_gettop(L));
+  return sk_wait_on(L, &rpc_source, pc, SK_NO_DEADLINE, SK_WAIT_SHIELD);
 }
 
 /* proxy:method(...) — the upvalue is the method's name. */
@@ -391,7 +400,7 @@ void sk_conn_request(sk_conn *c, const char *payload, size_t len) {
 
 /* The child is gone. A request of it that waits here (a get, an acquire)
 ** is cancelled, so it cannot go on to take an item or a lock for nobody;
-** requests not yet started are dropped (next_k). */
+** requests not yet started are dropped (next_attempt). */
 void sk_conn_close(sk_conn *c) {
   c->closed = 1;
   c->pipe = NULL;
@@ -425,48 +434,60 @@ static sk_conn *check_conn(lua_State *L) {
   return *u;
 }
 
-static int next_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_conn *c = check_conn(L);
-  sk_ctx *ctx = sk_current(L);
-  for (;;) {
-    if (status == LUA_YIELD) {
-      c->waiter = NULL;
-      sk_wait_end(L, ctx);
-    }
-    if (c->closed) {
-      while (c->head) {
-        creq *r = c->head;
-        c->head = r->next;
-        free(r);
-      }
-      c->tail = NULL;
-      return 0;
-    }
-    if (c->head) {
+/* The connection as a wait source for its server task: ready when a
+** request came or the child is gone. Requests of a child that is gone are
+** dropped, not performed. */
+static int next_attempt(lua_State *L, void *obj, int round, int expired) {
+  (void)round;
+  (void)expired;
+  sk_conn *c = obj;
+  if (c->closed) {
+    while (c->head) {
       creq *r = c->head;
       c->head = r->next;
-      if (c->head == NULL) c->tail = NULL;
-      if (r->len < 8) {
-        free(r);
-        continue;
-      }
-      lua_pushlstring(L, r->data, 8);
-      lua_pushlstring(L, r->data + 8, r->len - 8);
       free(r);
-      c->busy = 1;
-      return 2;
     }
-    sk_wait_begin(L, ctx, SK_NO_DEADLINE);
-    c->waiter = ctx;
-    status = sk_wait(L, ctx, kctx, next_k);
+    c->tail = NULL;
+    return 0;
   }
+  while (c->head) {
+    creq *r = c->head;
+    c->head = r->next;
+    if (c->head == NULL) c->tail = NULL;
+    if (r->len < 8) {
+      free(r);
+      continue;
+    }
+    lua_pushlstring(L, r->data, 8);
+    lua_pushlstring(L, r->data + 8, r->len - 8);
+    free(r);
+    c->busy = 1;
+    return 2;
+  }
+  return SK_WAIT_MORE;
 }
+
+static int next_link(void *obj, sk_ctx *ctx, int round) {
+  (void)round;
+  ((sk_conn *)obj)->waiter = ctx;
+  return 0;
+}
+
+static int next_unlink(void *obj, sk_ctx *ctx) {
+  (void)ctx;
+  ((sk_conn *)obj)->waiter = NULL;
+  return 0;
+}
+
+static const sk_source next_source = {
+    .name = CONN_MT, .attempt = next_attempt, .link = next_link, .unlink = next_unlink};
 
 /* conn:next() -> id, request | nil once the child is gone */
 static int l_conn_next(lua_State *L) {
-  check_conn(L)->busy = 0;
+  sk_conn *c = check_conn(L);
+  c->busy = 0;
   lua_settop(L, 1);
-  return next_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &next_source, c, SK_NO_DEADLINE, 0);
 }
 
 /* conn:reply(id, body) -> true when sent */

@@ -12,7 +12,6 @@
 #include "sk_bind.h"
 
 #define MAX_SELECTABLE 32
-#define WATCHES_MT "skein.SelectWatches"
 
 static const sk_selectable *registry[MAX_SELECTABLE];
 static int nregistry;
@@ -44,125 +43,109 @@ const sk_selectable *sk_select_find(lua_State *L, int idx) {
   return found;
 }
 
-/* One watcher per task in the list; fires by waking the selecting context. */
-typedef struct sel_watch {
+/* One candidate of a select call, as the source's links see it: a task
+** (its watcher fires by waking the selecting context) or a handle with its
+** type's selectable. The list at stack index 1 keeps every task and handle
+** alive through the call, so these pointers stay valid across a yield. */
+typedef struct sel_item {
   sk_watch w;
-  sk_ctx *c;
-} sel_watch;
+  sk_ctx *c;                    /* the selecting context, while linked */
+  sk_ctx *task;                 /* NULL for a handle */
+  sk_handle *h;                 /* its object may be closed meanwhile */
+  const sk_selectable *s;
+} sel_item;
+
+/* The select call as one wait source (stack index 2): linking adds a
+** waiter to every candidate, unlinking removes them all. */
+typedef struct sel {
+  int n;
+  int added;                    /* candidates linked by the current wait */
+  sel_item item[];
+} sel;
 
 static void sel_fire(sk_watch *w, sk_ctx *source) {
   (void)source;
-  sk_ctx_wake(((sel_watch *)w)->c);
+  sk_ctx_wake(((sel_item *)w)->c);
 }
 
-/* Stack layout of a select call: 1 list, 2 deadline, 3 watches (userdata),
-** 4 number of waiters registered so far. */
-
-/* Undoes every registration made for the current wait. */
-static void unregister(lua_State *L, sk_ctx *c, int n) {
-  sel_watch *ws = lua_touserdata(L, 3);
-  int added = (int)lua_tointeger(L, 4);
-  for (int i = 1; i <= n && i <= added; i++) {
-    lua_rawgeti(L, 1, i);
-    if (sk_task_test(L, -1)) {
-      sk_watch_unlink(&ws[i - 1].w);
-    } else {
-      const sk_selectable *s = sk_select_find(L, -1);
-      sk_handle *h = lua_touserdata(L, -1);
-      if (s && h && h->obj) s->remove_waiter(h->obj, c->w->port, c->wslot);
-    }
-    lua_pop(L, 1);
+/* Undoes every link of the current wait. A queue's remove_waiter passes a
+** wake this context took on to the next getter (it acts on one candidate
+** at most), so nothing is owed afterwards. */
+static int sel_unlink(void *obj, sk_ctx *c) {
+  sel *s = obj;
+  for (int i = 0; i < s->added; i++) {
+    sel_item *it = &s->item[i];
+    if (it->task) sk_watch_unlink(&it->w);
+    else if (it->h->obj) it->s->remove_waiter(it->h->obj, c->w->port, c->wslot);
   }
-  lua_pushinteger(L, 0);
-  lua_replace(L, 4);
+  s->added = 0;
+  return 0;
 }
 
-/* Tries item i; returns how many values it pushed (index first), or 0. */
-static int try_item(lua_State *L, int i) {
-  int top = lua_gettop(L);
-  lua_pushinteger(L, i);
-  lua_rawgeti(L, 1, i);
-  sk_ctx *t = sk_task_test(L, -1);
-  if (t) {
-    if (t->state != SK_DONE) {
-      lua_settop(L, top);
-      return 0;
+/* Links every candidate, or none: a candidate ready meanwhile (or closed,
+** which its attempt reports) undoes the links made so far. */
+static int sel_link(void *obj, sk_ctx *c, int round) {
+  (void)round;
+  sel *s = obj;
+  int rc = 0;
+  s->added = 0;
+  for (int i = 0; i < s->n && rc == 0; i++) {
+    sel_item *it = &s->item[i];
+    if (it->task) {
+      it->c = c;
+      it->w.fire = sel_fire;
+      if (it->task->state == SK_DONE) rc = 1;
+      else sk_watch_link(&it->task->watchers, &it->w);
+    } else {
+      sk_waiter wr;
+      if (it->h->obj == NULL) rc = 1;
+      else if (sk_ctx_waiter(c, &wr) != 0) rc = -1;
+      else if ((rc = it->s->add_waiter(it->h->obj, &wr)) != 0) sk_port_release(wr.port);
     }
-    int n = sk_task_push_results(L, t, top + 2);
+    if (rc == 0) s->added = i + 1;
+  }
+  if (rc != 0) sel_unlink(s, c);
+  return rc;
+}
+
+/* Tries candidate i; returns how many values it pushed (index first), or 0. */
+static int try_item(lua_State *L, sel *s, int i) {
+  sel_item *it = &s->item[i - 1];
+  int top = lua_gettop(L);
+  if (it->task) {
+    if (it->task->state != SK_DONE) return 0;
+    lua_pushinteger(L, i);
+    lua_rawgeti(L, 1, i);
+    int n = sk_task_push_results(L, it->task, top + 2);
     lua_remove(L, top + 2);
     return n + 1;
   }
-  sk_handle *h = lua_touserdata(L, -1);
-  const sk_selectable *s = sk_select_find(L, -1);
-  if (h->obj == NULL) sk_error_raise(L, "closed", "item %d of the list was closed", i);
-  int n = s->try_op(L, h->obj);
+  if (it->h->obj == NULL) sk_error_raise(L, "closed", "item %d of the list was closed", i);
+  lua_pushinteger(L, i);
+  int n = it->s->try_op(L, it->h->obj);
   if (n == 0) {
     lua_settop(L, top);
     return 0;
   }
-  lua_remove(L, top + 2);
   return n + 1;
 }
 
-static int select_k(lua_State *L, int status, lua_KContext kctx) {
-  sk_ctx *c = sk_current(L);
-  uint64_t d = sk_to_deadline(L, 2);
-  int n = (int)lua_rawlen(L, 1);
-  sel_watch *ws = lua_touserdata(L, 3);
-  for (;;) {
-    if (status == LUA_YIELD) {
-      unregister(L, c, n);
-      sk_wait_end(L, c);
-    }
-    for (int i = 1; i <= n; i++) {
-      int k = try_item(L, i);
-      if (k) return k;
-    }
-    if (sk_expired(d) || n == 0) {
-      lua_pushnil(L);
-      return 1;
-    }
-    sk_wait_begin(L, c, d);
-    int ready = 0;
-    for (int i = 1; i <= n && !ready; i++) {
-      lua_rawgeti(L, 1, i);
-      sk_ctx *t = sk_task_test(L, -1);
-      if (t) {
-        ws[i - 1].c = c;
-        ws[i - 1].w.fire = sel_fire;
-        if (t->state == SK_DONE) ready = 1;
-        else sk_watch_link(&t->watchers, &ws[i - 1].w);
-      } else {
-        sk_handle *h = lua_touserdata(L, -1);
-        const sk_selectable *s = sk_select_find(L, -1);
-        sk_waiter wr;
-        int rc = -1;
-        if (h->obj && sk_ctx_waiter(c, &wr) == 0) {
-          rc = s->add_waiter(h->obj, &wr);
-          if (rc != 0) sk_port_release(wr.port);
-        }
-        if (rc == -1) {
-          lua_pop(L, 1);
-          unregister(L, c, n);
-          sk_wait_abort(c);
-          return sk_error_raise(L, h->obj ? "memory" : "closed",
-                                h->obj ? "not enough memory to wait" : "item %d of the list was closed", i);
-        }
-        ready = rc == 1;
-      }
-      lua_pop(L, 1);
-      lua_pushinteger(L, i);
-      lua_replace(L, 4);
-    }
-    if (ready) {
-      unregister(L, c, n);
-      sk_wait_abort(c);
-      status = LUA_OK;
-      continue;
-    }
-    status = sk_wait(L, c, kctx, select_k);
+static int sel_attempt(lua_State *L, void *obj, int round, int expired) {
+  (void)round;
+  sel *s = obj;
+  for (int i = 1; i <= s->n; i++) {
+    int k = try_item(L, s, i);
+    if (k) return k;
   }
+  if (expired || s->n == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  return SK_WAIT_MORE;
 }
+
+static const sk_source select_source = {
+    .name = "select", .attempt = sel_attempt, .link = sel_link, .unlink = sel_unlink};
 
 /* skein.select(list, [timeout]) -> index, values... | nil on timeout */
 static int l_select(lua_State *L) {
@@ -181,20 +164,21 @@ static int l_select(lua_State *L) {
     lua_rawseti(L, -2, i);
   }
   lua_replace(L, 1);
+  lua_settop(L, 1);
+  sel *s = lua_newuserdatauv(L, sizeof(sel) + sizeof(sel_item) * (size_t)n, 0);
+  memset(s, 0, sizeof(sel) + sizeof(sel_item) * (size_t)n);
+  s->n = n;
   for (int i = 1; i <= n; i++) {
+    sel_item *it = &s->item[i - 1];
     lua_rawgeti(L, 1, i);
-    if (!sk_task_test(L, -1) && !sk_select_find(L, -1)) {
+    if ((it->task = sk_task_test(L, -1)) == NULL && (it->s = sk_select_find(L, -1)) == NULL) {
       return luaL_error(L, "item %d of the list is not something select can wait on (a %s)", i,
                         luaL_typename(L, -1));
     }
+    it->h = lua_touserdata(L, -1);
     lua_pop(L, 1);
   }
-  lua_settop(L, 1);
-  sk_push_deadline(L, d);
-  sel_watch *ws = lua_newuserdatauv(L, sizeof(sel_watch) * (size_t)(n > 0 ? n : 1), 0);
-  memset(ws, 0, sizeof(sel_watch) * (size_t)(n > 0 ? n : 1));
-  lua_pushinteger(L, 0);
-  return select_k(L, LUA_OK, 0);
+  return sk_wait_on(L, &select_source, s, d, 0);
 }
 
 void sk_select_open(lua_State *L) {

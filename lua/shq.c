@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sk_chan.h"
+#include "sk_qstore.h"
 
 #define HEAP_MIN 16
 
@@ -273,6 +273,8 @@ static void wake_all(shq *q, int what) {
   }
 }
 
+static int shq_ready(void *self, int what);
+
 static void shq_gone(sk_shm_obj *o) {
   shq *q = (shq *)o;
   lock(q);
@@ -304,10 +306,11 @@ void shq_attach_type(void) { sk_shm_register_type(SK_SHM_QUEUE, &shq_type); }
 
 /* ---------------------------------------------------------- operations */
 
-size_t shq_size(shq *q) { return (size_t)LOAD(&q->count); }
-int shq_is_closed(shq *q) { return LOAD(&q->closed); }
+static size_t shq_size(void *self) { return (size_t)LOAD(&((shq *)self)->count); }
+static int shq_is_closed(void *self) { return LOAD(&((shq *)self)->closed); }
 
-int shq_ready(shq *q, int what) {
+static int shq_ready(void *self, int what) {
+  shq *q = self;
   switch (what) {
     case SK_WAIT_GET: return LOAD(&q->count) != 0 || LOAD(&q->closed);
     case SK_WAIT_PUT: return LOAD(&q->closed) || q->maxsize == 0 || LOAD(&q->count) < q->maxsize;
@@ -354,7 +357,8 @@ static int link_item(shq *q, shitem *s, uint64_t seq) {
   return SK_Q_OK;
 }
 
-int shq_put(shq *q, sk_item *it, lua_Number prio, int prio_int, int force) {
+static int shq_put(void *self, sk_item *it, lua_Number prio, int prio_int, int force) {
+  shq *q = self;
   if (LOAD(&q->closed)) return SK_Q_CLOSED;
   if (!force && q->maxsize && LOAD(&q->count) >= q->maxsize) return SK_Q_BLOCK;
   shitem *s = item_in(it, prio, prio_int, 1);
@@ -400,7 +404,8 @@ static shitem *unlink_item(shq *q) {
   return s;
 }
 
-int shq_get(shq *q, sk_item *out, lua_Number *prio, int *prio_int) {
+static int shq_get(void *self, sk_item *out, lua_Number *prio, int *prio_int) {
+  shq *q = self;
   if (LOAD(&q->count) == 0 && !LOAD(&q->closed)) return SK_Q_BLOCK;
   sk_shm_waiter w;
   int woke = 0;
@@ -453,7 +458,8 @@ void shq_set_counters(shq *q, uint64_t puts, uint64_t gets, uint64_t done, int c
 int shq_order(shq *q) { return q->order; }
 size_t shq_maxsize(shq *q) { return (size_t)q->maxsize; }
 
-void shq_shut(shq *q, int discard) {
+static int shq_shut(void *self, int discard) {
+  shq *q = self;
   lock(q);
   STORE(&q->closed, 1);
   unlock(q);
@@ -475,9 +481,11 @@ void shq_shut(shq *q, int discard) {
   }
   wake_all(q, SK_WAIT_GET);
   wake_all(q, SK_WAIT_PUT);
+  return 0;
 }
 
-int shq_task_done(shq *q) {
+static int shq_task_done(void *self) {
+  shq *q = self;
   uint64_t d = LOAD(&q->done);
   do {
     if (d >= LOAD(&q->puts)) return -1;
@@ -496,11 +504,15 @@ int shq_task_done(shq *q) {
 
 /* ---------------------------------------------------------- waiting */
 
-int shq_add_waiter(shq *q, int what, sk_port *port, uint32_t slot, uint32_t gen) {
-  uint32_t id = sk_port_id(port);
+/* The record names its port by id (any process can wake it): the port
+** reference the caller passed is released once the record is in. */
+static int shq_add_waiter(void *self, int what, const sk_waiter *wr, int pass) {
+  (void)pass;                   /* checked under the lock: never taken back */
+  shq *q = self;
+  uint32_t id = sk_port_id(wr->port);
   if (id == 0) return -1;
   sk_shm_waiter w;
-  if (sk_shm_waiter_self(&w, id, slot, gen) != 0) return -1;
+  if (sk_shm_waiter_self(&w, id, wr->slot, wr->gen) != 0) return -1;
   lock(q);
   if (shq_ready(q, what)) {
     unlock(q);
@@ -508,10 +520,12 @@ int shq_add_waiter(shq *q, int what, sk_port *port, uint32_t slot, uint32_t gen)
   }
   int rc = sk_shm_waitlist_add(&q->waits[what], &w);
   unlock(q);
+  if (rc == 0) sk_port_release(wr->port);
   return rc;
 }
 
-int shq_remove_waiter(shq *q, int what, sk_port *port, uint32_t slot, int pass) {
+static int shq_remove_waiter(void *self, int what, sk_port *port, uint32_t slot, int pass) {
+  shq *q = self;
   uint32_t id = sk_port_id(port);
   lock(q);
   int removed = sk_shm_waitlist_remove(&q->waits[what], id, slot);
@@ -523,6 +537,12 @@ int shq_remove_waiter(shq *q, int what, sk_port *port, uint32_t slot, int pass) 
   return removed > 0;
 }
 
-void shq_pass_wake(shq *q, int what) {
-  if (shq_ready(q, what)) wake_one(q, what);
+static void shq_pass_wake(void *self, int what) {
+  if (shq_ready(self, what)) wake_one(self, what);
 }
+
+const sk_queue_ops sk_shq_ops = {
+    .put = shq_put, .get = shq_get, .shut = shq_shut, .task_done = shq_task_done,
+    .ready = shq_ready, .size = shq_size, .is_closed = shq_is_closed,
+    .add_waiter = shq_add_waiter, .remove_waiter = shq_remove_waiter,
+    .pass_wake = shq_pass_wake};

@@ -25,7 +25,10 @@
 ** moves into the shared-memory segment (sk_queue_share: a shq, shq.c), and
 ** every sk_queue_* function then goes there; other processes reach it
 ** through views (sk_queue_view). A queue that never leaves its process
-** keeps the fast path above.
+** keeps the fast path above. The two storages sit behind one table of
+** operations (sk_qstore.h, the queue protocol): every sk_queue_* function
+** dispatches through the queue's current storage, swapped once, by the
+** move; nothing outside chan.c and shq.c touches a storage.
 */
 #ifndef SK_CHAN_H
 #define SK_CHAN_H
@@ -123,17 +126,18 @@ enum { SK_WAIT_GET, SK_WAIT_PUT, SK_WAIT_JOIN };
 /* 1 when a wait of this kind would end now (closed counts as ready for
 ** getting and putting). */
 int sk_queue_ready(sk_queue *q, int what);
-/* Spins a few microseconds for readiness when that may spare a sleep
-** (another core, nothing else ready on this worker); 1 when ready. */
-int sk_queue_spin(sk_queue *q, sk_ctx *c, int what);
-/* The wait protocol of sk_lua.h for queues: sk_queue_wait_begin returns 1
-** when ready already (nothing to wait for), else 0 with the context
-** registered; after sk_wait, sk_queue_wait_end unregisters and ends the
-** wait. A waiter that was woken but leaves without acting (an error
-** raised by the wait's end, or `always`, for a poll) passes the wake on, so
-** that no item is left unclaimed while another waiter sleeps. */
-int sk_queue_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline, sk_queue *q, int what);
-void sk_queue_wait_end(lua_State *L, sk_ctx *c, sk_queue *q, int what, int always);
+/* A queue as a wait source (sk_lua.h), for the sources of queue and pipe
+** bindings. sk_queue_link registers the context for a wait of kind `what`
+** (on round 0 a getter or putter spins first): 0 linked, 1 ready already
+** (nothing linked), -1 out of memory. sk_queue_unlink removes it and
+** returns 1 when a waker had taken its record (the context was picked);
+** with `pass` such a wake goes on at once to the next waiter when the queue
+** is still ready (a poll, which takes nothing). sk_queue_pass_on hands a
+** picked wake on when the wait ends in a raise, so that no item is left
+** unclaimed while another waiter sleeps. */
+int sk_queue_link(sk_queue *q, int what, sk_ctx *c, int round);
+int sk_queue_unlink(sk_queue *q, int what, sk_ctx *c, int pass);
+void sk_queue_pass_on(sk_queue *q, int what);
 
 /* select's waiter records for getting (see sk_selectable). */
 int sk_queue_add_getter(sk_queue *q, const sk_waiter *w);
@@ -156,34 +160,8 @@ void sk_chan_open(void);
 /* This process's queue for a shared one, with a new reference. */
 sk_queue *sk_queue_view(shq *s);
 
-/* The shared queue itself; the functions mirror sk_queue_*'s. */
-shq *shq_new(int order, size_t maxsize);
-/* Registers the shared queue's type (sk_shm_register_type). */
-void shq_attach_type(void);
-size_t shq_size(shq *q);
-int shq_is_closed(shq *q);
-int shq_ready(shq *q, int what);
-int shq_put(shq *q, sk_item *it, lua_Number prio, int prio_int, int force);
-int shq_get(shq *q, sk_item *out, lua_Number *prio, int *prio_int);
-void shq_shut(shq *q, int discard);
-int shq_task_done(shq *q);
-int shq_order(shq *q);
-size_t shq_maxsize(shq *q);
-/* Moving a queue in (chan.c): a copy of an item in the segment (NULL when
-** full; *it is left alone), linked with its sequence number, or dropped;
-** then the counters the queue had. */
-typedef struct shitem shitem;
-shitem *shq_item_new(sk_item *it, lua_Number prio, int prio_int);
-void shq_item_link(shq *q, shitem *s, uint64_t seq);
-void shq_item_drop(shitem *s);
-void shq_set_counters(shq *q, uint64_t puts, uint64_t gets, uint64_t done, int closed,
-                      uint64_t seq);
-/* Registers a waiter for (port, slot, gen): 0, 1 when ready already (not
-** registered), -1 when out of memory. */
-int shq_add_waiter(shq *q, int what, sk_port *port, uint32_t slot, uint32_t gen);
-/* Removes its records; 1 when there were some. Without one, the context
-** had been woken: with `pass` the wake goes on if the queue is ready. */
-int shq_remove_waiter(shq *q, int what, sk_port *port, uint32_t slot, int pass);
-void shq_pass_wake(shq *q, int what);
+/* Closes a queue that only the segment holds (a shared pipe end's, when
+** the end goes), as sk_queue_shut does. */
+void sk_queue_shut_shared(shq *s, int discard);
 
 #endif
