@@ -144,7 +144,7 @@ describe("skein REPL", function()
       "expect:> xyz$",
       "send:\\x03",
       PROMPT,
-      line("f:result() pp:close()"),
+      line("f:get() pp:close()"),
       EOF,
     })
   end)
