@@ -606,15 +606,9 @@ void sk_pool_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"_submit", l_pool_submit}, {"close", l_pool_close}, {"terminate", l_pool_terminate},
       {"join", l_pool_join},      {"stats", l_pool_stats}, {NULL, NULL}};
-  if (luaL_newmetatable(L, POOL_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_pool_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-  sk_marshal_register_type(POOL_MT, push_pool);
+  static const sk_type type = {.name = POOL_MT, .methods = methods, .gc = l_pool_gc,
+                               .push = push_pool};
+  sk_type_register(L, &type);
   lua_pushcfunction(L, l_pool_new);
   lua_setfield(L, -2, "_threadpool");
 }

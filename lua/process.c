@@ -1104,17 +1104,9 @@ void sk_process_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"join", l_proc_join},     {"terminate", l_proc_terminate}, {"kill", l_proc_kill},
       {"signal", l_proc_signal}, {"alive", l_proc_alive},         {NULL, NULL}};
-  if (luaL_newmetatable(L, PROC_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_pushcclosure(L, l_proc_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_proc_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, l_proc_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const sk_type type = {.name = PROC_MT, .methods = methods, .index = l_proc_index,
+                               .gc = l_proc_gc, .tostring = l_proc_tostring};
+  sk_type_register(L, &type);
   lua_pushcfunction(L, l_proc_new);
   lua_setfield(L, -2, "process");
 }

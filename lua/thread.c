@@ -323,19 +323,10 @@ static int l_self(lua_State *L) {
 void sk_thread_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"join", l_thread_join}, {"alive", l_thread_alive}, {"close", l_thread_close}, {NULL, NULL}};
-  if (luaL_newmetatable(L, THREAD_MT)) {
-    luaL_newlib(L, methods);
-    lua_pushcclosure(L, l_thread_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_thread_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, l_thread_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_thread_close);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
-  sk_marshal_register_type(THREAD_MT, push_handle);
+  static const sk_type type = {.name = THREAD_MT, .methods = methods, .index = l_thread_index,
+                               .gc = l_thread_close, .close = l_thread_close,
+                               .tostring = l_thread_tostring, .push = push_handle};
+  sk_type_register(L, &type);
   lua_pushcfunction(L, l_thread_new);
   lua_setfield(L, -2, "thread");
   lua_pushcfunction(L, l_self);

@@ -274,6 +274,41 @@ typedef void (*sk_obj_push)(lua_State *L, sk_obj *o);
 /* Makes userdata whose metatable is named `name` sendable by reference;
 ** its memory must start with the sk_obj pointer (NULL once closed). */
 void sk_marshal_register_type(const char *name, sk_obj_push push);
+/* An object family's Lua type, registered in one call (sk_type_register,
+** types.c) when the module opens in a worker. The descriptor is static and
+** outlives every worker: the process-wide tables below keep pointers to it.
+** Fields left out (NULL) add nothing:
+**   name      the metatable's registry name, also its __name;
+**   methods   the methods table; it is __index unless `index` is set;
+**   index     an __index function, given the methods table as upvalue 1;
+**   methods_key  a registry field that keeps the methods table too (so that
+**             methods written in Lua can be added to it);
+**   gc, close, tostring  __gc, __close, __tostring;
+**   meta      any other metamethods, set as they are (__eq, __len, ...; or
+**             __index itself for a type without `methods`);
+**   push      makes the type sendable by reference (sk_marshal_register_type);
+**   select    what skein.select needs of the type (an sk_selectable of
+**             lua/sk_bind.h, opaque here); found again by sk_type_select. */
+typedef struct sk_type {
+  const char *name;
+  const luaL_Reg *methods;
+  lua_CFunction index;
+  const char *methods_key;
+  lua_CFunction gc, close, tostring;
+  const luaL_Reg *meta;
+  sk_obj_push push;
+  const void *select;
+} sk_type;
+/* Makes the metatable `t->name` in this state (once: a metatable of that
+** name already there is left as it is), and records the process-wide hooks
+** (marshal, select). Leaves the stack as it found it. */
+void sk_type_register(lua_State *L, const sk_type *t);
+/* The select hook of the value at idx (by its metatable's __name), or NULL
+** when it has none or is not a registered type. Any thread. */
+const void *sk_type_select(lua_State *L, int idx);
+/* __eq for handles (sk_handle): equal when they reach the same object. */
+int sk_handle_eq(lua_State *L);
+
 /* How the marshaller meets objects of another process, lent by the bindings
 ** (rpc.c) and registered once at start-up by the embed layer, before the
 ** first worker is made. `info` tells whether the value at idx is a
