@@ -152,17 +152,6 @@ int sk_process_child_setup(void) {
   return 0;
 }
 
-/* Names the child's worker from its environment (and takes the names out
-** of it: programs the worker runs are not skein workers). */
-static void child_identity(sk_worker *w) {
-  const char *id = getenv("SKEIN_WORKER_ID"), *name = getenv("SKEIN_WORKER_NAME");
-  w->kind = "process";
-  w->self_id = id ? atoll(id) : 0;
-  if (name && *name) w->self_name = strdup(name);
-  unsetenv("SKEIN_WORKER_ID");
-  unsetenv("SKEIN_WORKER_NAME");
-}
-
 /* Runs one marshalled call and sends its reply frame, prefixed by `prefix`
 ** (a pool's job id; NULL for a single process); with `only_failure`, a
 ** call that succeeded sends nothing (an initializer). Returns 0, 1 when the
@@ -409,19 +398,23 @@ int sk_process_child_main(int fd, const char *mode) {
   /* What this worker sends goes to its parent: objects move to the
   ** shared segment (sk_marshal_xproc). */
   sk_marshal_xproc = 1;
-  sk_worker *w = sk_worker_new(NULL, &err);
+  /* The worker is named from the environment, and the names are taken out
+  ** of it once its init ran: programs the worker runs are not workers. */
+  const char *id = getenv("SKEIN_WORKER_ID"), *name = getenv("SKEIN_WORKER_NAME");
+  sk_worker *w = sk_worker_become(SK_WORKER_PROCESS, id ? atoll(id) : 0,
+                                  name && *name ? strdup(name) : NULL, NULL, &err);
+  unsetenv("SKEIN_WORKER_ID");
+  unsetenv("SKEIN_WORKER_NAME");
   if (w == NULL) {
     fprintf(stderr, "skein: worker process: %s\n", err);
     return 1;
   }
-  w->results_to_parent = 1;
-  if (sk_runtime_child_init(w->L) != 0) {
-    fprintf(stderr, "skein: worker process: the host's init hook failed: %s\n",
-            lua_tostring(w->L, -1));
+  if (err) {
+    fprintf(stderr, "skein: worker process: the host's init hook failed: %s\n", err);
     sk_worker_close(w);
     return 1;
   }
-  child_identity(w);
+  w->results_to_parent = 1;
   child_fd = fd;
   sk_worker_parent_linked();
   sk_rpc_attach(w, fd);

@@ -168,11 +168,11 @@ lua_State *sk_lua_newstate(sk_alloc *a);
 
 /* The process's count of workers, which tells a wait whether another worker
 ** could end it. Whoever starts a worker thread counts it first
-** (sk_worker_count(1)); the thread calls sk_worker_precounted() before
-** sk_worker_new, and sk_worker_count(-1) as the very last thing it does,
-** after its final wake-ups (so no waiter is ever left uncounted). */
+** (sk_worker_count(1)); the thread becomes its worker with sk_worker_become
+** (which tells sk_worker_new that it was counted), and calls
+** sk_worker_count(-1) as the very last thing it does, after its final
+** wake-ups (so no waiter is ever left uncounted). */
 void sk_worker_count(int delta);
-void sk_worker_precounted(void);
 
 /* What the layers above the host lend every worker. The worker names no
 ** binding: the embed layer registers these once, at start-up, before the
@@ -186,8 +186,55 @@ typedef struct sk_worker_hooks {
   ** reaps the worker's child processes and its process pools' workers.
   ** Calls no Lua. May be NULL. */
   void (*closing)(sk_worker *w);
+  /* Becoming a worker (sk_worker_become). `lend` runs on the spawning
+  ** worker's thread: what a thread worker started from state `parent`
+  ** inherits of it (the host's init hooks, skein_add_init), owned by the
+  ** caller until `unlend` frees it; NULL: nothing. `init` runs in the new
+  ** worker's state before anything else: a thread's inherited `lent`, or
+  ** for a worker process (lent NULL) what its executable lends it (the hook
+  ** given to skein_worker_main). 0, or -1 with the message on L's stack.
+  ** All three may be NULL (nothing is lent). */
+  void *(*lend)(lua_State *parent);
+  void (*unlend)(void *lent);
+  int (*init)(lua_State *L, int process, void *lent);
+  /* The executable worker processes run (the rules are in skein.h): 0 with
+  ** its path in `out`, or -1 with the reason, which names the fix, in
+  ** `err`. Any thread. NULL: worker processes cannot be started. */
+  int (*exe)(char *out, size_t n, char *err, size_t errn);
 } sk_worker_hooks;
 void sk_worker_set_hooks(const sk_worker_hooks *h);
+
+/* What a new worker is (sk_worker_become). */
+typedef enum sk_worker_kind {
+  SK_WORKER_THREAD,             /* skein.thread */
+  SK_WORKER_POOL_THREAD,        /* one thread of a thread pool */
+  SK_WORKER_PROCESS             /* the worker of a worker process */
+} sk_worker_kind;
+
+/* The one way a thread or process becomes a worker: makes the worker of
+** the calling thread (a thread kind was counted by its starter:
+** sk_worker_count), names it (kind, skein.self's id, and `name`, a
+** malloc'd string it takes over, or NULL) and runs what the layers above
+** lend it (sk_worker_hooks.init: `lent` from sk_worker_lend for a thread
+** kind, NULL for a process). Returns NULL with *err set when no worker
+** could be made (`name` freed). Otherwise the worker, and *err NULL, or
+** the message of a failed init (on the worker's stack): the worker is
+** made and must be closed, but must run no user code. */
+sk_worker *sk_worker_become(sk_worker_kind kind, lua_Integer id, char *name, void *lent,
+                            const char **err);
+/* On the spawning worker's thread: what a thread worker started from L
+** inherits (sk_worker_hooks.lend), for sk_worker_become; freed, by
+** whoever holds it once the worker no longer needs it, with
+** sk_worker_unlend (NULL is fine). */
+void *sk_worker_lend(lua_State *L);
+void sk_worker_unlend(void *lent);
+/* The init step of sk_worker_become on its own: runs in L what the layers
+** above lend a new worker (sk_worker_hooks.init). 0, or -1 with the
+** message on L's stack. */
+int sk_worker_init(lua_State *L, int process, void *lent);
+/* The executable a worker process runs (sk_worker_hooks.exe): 0 with its
+** path in `out`, or -1 with the reason in `err`. Any thread. */
+int sk_worker_exe(char *out, size_t n, char *err, size_t errn);
 
 /* A worker process has a link to its parent, which may end its waits on
 ** shared objects (rpc): from then on those waits hold the loop. Called
