@@ -78,7 +78,7 @@ struct sk_pool {
   sk_worker *reaper;            /* orphaned: the worker that joins the threads */
   sk_port *reaper_port;         /* ... its port, counted and held */
   sk_waitlist exit_waiters;     /* woken when alive reaches 0 */
-  void *lent;                    /* what the owner lends its threads (sk_worker_lend) */
+  void *lent;                   /* what the owner lends its threads (sk_worker_lend) */
   char *name;
 };
 

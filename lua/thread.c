@@ -39,7 +39,7 @@ typedef struct sk_thread {
   uv_thread_t tid;
   sk_port *parent;              /* counted */
   sk_worker *pw;                /* only touched on the parent's thread */
-  void *lent;                    /* what the parent lends it (sk_worker_lend) */
+  void *lent;                   /* what the parent lends it (sk_worker_lend) */
 } sk_thread;
 
 static lua_Integer next_worker_id;
