@@ -575,18 +575,10 @@ static int l_barrier_new(lua_State *L) {
 void sk_barrier_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"wait", l_barrier_wait}, {"abort", l_barrier_abort}, {"reset", l_barrier_reset}, {NULL, NULL}};
-  if (luaL_newmetatable(L, BARRIER_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_pushcclosure(L, l_barrier_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, sk_handle_release);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_barrier_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  sk_marshal_register_type(BARRIER_MT, push_barrier);
+  static const sk_type type = {.name = BARRIER_MT, .methods = methods, .index = l_barrier_index,
+                               .gc = sk_handle_release, .tostring = l_barrier_tostring,
+                               .push = push_barrier};
+  sk_type_register(L, &type);
   sk_xobj_register(&barrier_type);
   sk_shm_register_type(SK_SHM_BARRIER, &barrier_shm_type);
   lua_pushcfunction(L, l_barrier_new);

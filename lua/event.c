@@ -148,11 +148,12 @@ void sk_event_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"set", l_event_set},   {"clear", l_event_clear}, {"is_set", l_event_is_set},
       {"wait", l_event_wait}, {NULL, NULL}};
-  sk_sync_new_type(L, EVENT_MT, methods, l_event_tostring);
-  sk_marshal_register_type(EVENT_MT, push_event);
+  static const sk_type type = {.name = EVENT_MT, .methods = methods, .gc = sk_handle_release,
+                               .tostring = l_event_tostring, .push = push_event,
+                               .select = &event_select};
+  sk_type_register(L, &type);
   sk_xobj_register(&event_type);
   sk_shm_register_type(SK_SHM_EVENT, &event_shm_type);
-  sk_select_register(&event_select);
   lua_pushcfunction(L, l_event_new);
   lua_setfield(L, -2, "event");
 }

@@ -201,19 +201,10 @@ void sk_future_open(lua_State *L) {
       {"get", l_future_get},     {"wait", l_future_wait},   {"done", l_future_done},
       {"cancel", l_future_cancel}, {"status", l_future_status}, {"error", l_future_error},
       {NULL, NULL}};
-  if (luaL_newmetatable(L, FUTURE_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_pushvalue(L, -1);           /* Lua-written methods go here too */
-    lua_setfield(L, LUA_REGISTRYINDEX, "skein.Future.methods");
-    lua_pushcclosure(L, l_future_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_future_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, sk_handle_release);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-  sk_marshal_register_type(FUTURE_MT, sk_future_push);
-  sk_select_register(&future_select);
+  static const sk_type type = {.name = FUTURE_MT, .methods = methods, .index = l_future_index,
+                               /* Lua-written methods go here too */
+                               .methods_key = "skein.Future.methods",
+                               .gc = sk_handle_release, .tostring = l_future_tostring,
+                               .push = sk_future_push, .select = &future_select};
+  sk_type_register(L, &type);
 }

@@ -242,24 +242,12 @@ void sk_group_open(lua_State *L) {
       {NULL, NULL}};
   static const luaL_Reg wmethods[] = {
       {"next", l_waitset_next}, {"close", l_waitset_close}, {NULL, NULL}};
-  if (luaL_newmetatable(L, GROUP_MT)) {
-    luaL_newlib(L, gmethods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_group_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_group_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, WAITSET_MT)) {
-    luaL_newlib(L, wmethods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_waitset_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_waitset_close);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const sk_type group = {.name = GROUP_MT, .methods = gmethods, .gc = l_group_gc,
+                                .close = l_group_close};
+  static const sk_type waitset = {.name = WAITSET_MT, .methods = wmethods,
+                                  .gc = l_waitset_close, .close = l_waitset_close};
+  sk_type_register(L, &group);
+  sk_type_register(L, &waitset);
   lua_pushcfunction(L, l_group_new);
   lua_setfield(L, -2, "group");
   lua_pushcfunction(L, l_waitset_new);

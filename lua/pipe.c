@@ -368,21 +368,12 @@ void sk_pipe_open(lua_State *L) {
   static const luaL_Reg methods[] = {{"send", l_pipe_send},   {"recv", l_pipe_recv},
                                      {"poll", l_pipe_poll},   {"close", l_pipe_close},
                                      {"closed", l_pipe_closed}, {NULL, NULL}};
-  if (luaL_newmetatable(L, PIPE_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, sk_handle_release);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, sk_handle_release);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_pipe_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  sk_marshal_register_type(PIPE_MT, push_end);
+  static const sk_type type = {.name = PIPE_MT, .methods = methods, .gc = sk_handle_release,
+                               .close = sk_handle_release, .tostring = l_pipe_tostring,
+                               .push = push_end, .select = &end_select};
+  sk_type_register(L, &type);
   sk_shm_register_ops(&end_shm);
   sk_shm_register_type(SK_SHM_PIPE_END, &shm_end_type);
-  sk_select_register(&end_select);
   lua_pushcfunction(L, l_pipe_new);
   lua_setfield(L, -2, "pipe");
 }

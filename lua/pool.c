@@ -38,10 +38,6 @@
 #define POOL_MT "skein.ThreadPool"
 #define HOOK_EVERY 4000
 
-void *sk_runtime_hooks_copy(lua_State *parent);
-void sk_runtime_hooks_free(void *hooks);
-int sk_runtime_init_state(void *hooks, lua_State *L);
-
 typedef struct job {
   struct job *next;
   sk_future *fut;               /* counted */
@@ -82,7 +78,7 @@ struct sk_pool {
   sk_worker *reaper;            /* orphaned: the worker that joins the threads */
   sk_port *reaper_port;         /* ... its port, counted and held */
   sk_waitlist exit_waiters;     /* woken when alive reaches 0 */
-  void *hooks;                  /* a copy of the owner's init hooks */
+  void *lent;                   /* what the owner lends its threads (sk_worker_lend) */
   char *name;
 };
 
@@ -123,7 +119,7 @@ static void pool_destroy(sk_obj *o) {
   sk_waitlist_free(&p->exit_waiters);
   uv_cond_destroy(&p->cond);
   uv_mutex_destroy(&p->lock);
-  sk_runtime_hooks_free(p->hooks);
+  sk_worker_unlend(p->lent);
   free(p->init_error);
   free(p->slots);
   free(p->threads);
@@ -189,7 +185,6 @@ static void run_job(sk_worker *w, job *j) {
 
 /* Runs the pool's initializer; returns NULL or an error message to free. */
 static char *run_init(sk_pool *p, lua_State *L) {
-  if (sk_runtime_init_state(p->hooks, L) != 0) return strdup(lua_tostring(L, -1));
   if (p->init.len == 0) return NULL;
   int n = sk_marshal_decode(L, p->init.data, p->init.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
   if (n < 0 || sk_pcall(L, n - 1, 0) != LUA_OK) {
@@ -265,16 +260,13 @@ static void worker_main(void *arg) {
     uv_thread_join(&slot->prev);
     slot->has_prev = 0;
   }
-  sk_worker_precounted();
-  sk_worker *w = sk_worker_new(NULL, &err);
+  char *name = malloc(strlen(p->name) + 24);
+  if (name) sprintf(name, "%s-%d", p->name, slot->index);
+  sk_worker *w = sk_worker_become(SK_WORKER_POOL_THREAD, slot->index, name, p->lent, &err);
   char *init_error = NULL;
   if (w) {
-    w->kind = "thread";
     w->pool = p;
-    w->self_id = slot->index;
-    w->self_name = malloc(strlen(p->name) + 24);
-    if (w->self_name) sprintf(w->self_name, "%s-%d", p->name, slot->index);
-    init_error = run_init(p, w->L);
+    init_error = err ? strdup(err) : run_init(p, w->L);
   }
   int ntasks = 0, recycle = 0;
   uv_mutex_lock(&p->lock);
@@ -388,7 +380,7 @@ static int l_pool_new(lua_State *L) {
   sk_obj_init(&p->obj, &pool_type);
   p->size = (int)size;
   p->max_tasks = (int)max_tasks;
-  p->hooks = sk_runtime_hooks_copy(L);
+  p->lent = sk_worker_lend(L);
   push_pool(L, &p->obj);
   uv_mutex_lock(&p->lock);
   int started = 0;
@@ -606,15 +598,9 @@ void sk_pool_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"_submit", l_pool_submit}, {"close", l_pool_close}, {"terminate", l_pool_terminate},
       {"join", l_pool_join},      {"stats", l_pool_stats}, {NULL, NULL}};
-  if (luaL_newmetatable(L, POOL_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_pool_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-  sk_marshal_register_type(POOL_MT, push_pool);
+  static const sk_type type = {.name = POOL_MT, .methods = methods, .gc = l_pool_gc,
+                               .push = push_pool};
+  sk_type_register(L, &type);
   lua_pushcfunction(L, l_pool_new);
   lua_setfield(L, -2, "_threadpool");
 }

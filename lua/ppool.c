@@ -1062,14 +1062,8 @@ void sk_ppool_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"_submit", l_ppool_submit}, {"close", l_ppool_close}, {"terminate", l_ppool_terminate},
       {"join", l_ppool_join},      {"stats", l_ppool_stats}, {NULL, NULL}};
-  if (luaL_newmetatable(L, PPOOL_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_ppool_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const sk_type type = {.name = PPOOL_MT, .methods = methods, .gc = l_ppool_gc};
+  sk_type_register(L, &type);
   lua_pushcfunction(L, l_ppool_new);
   lua_setfield(L, -2, "_processpool");
 }

@@ -152,17 +152,6 @@ int sk_process_child_setup(void) {
   return 0;
 }
 
-/* Names the child's worker from its environment (and takes the names out
-** of it: programs the worker runs are not skein workers). */
-static void child_identity(sk_worker *w) {
-  const char *id = getenv("SKEIN_WORKER_ID"), *name = getenv("SKEIN_WORKER_NAME");
-  w->kind = "process";
-  w->self_id = id ? atoll(id) : 0;
-  if (name && *name) w->self_name = strdup(name);
-  unsetenv("SKEIN_WORKER_ID");
-  unsetenv("SKEIN_WORKER_NAME");
-}
-
 /* Runs one marshalled call and sends its reply frame, prefixed by `prefix`
 ** (a pool's job id; NULL for a single process); with `only_failure`, a
 ** call that succeeded sends nothing (an initializer). Returns 0, 1 when the
@@ -409,19 +398,23 @@ int sk_process_child_main(int fd, const char *mode) {
   /* What this worker sends goes to its parent: objects move to the
   ** shared segment (sk_marshal_xproc). */
   sk_marshal_xproc = 1;
-  sk_worker *w = sk_worker_new(NULL, &err);
+  /* The worker is named from the environment, and the names are taken out
+  ** of it once its init ran: programs the worker runs are not workers. */
+  const char *id = getenv("SKEIN_WORKER_ID"), *name = getenv("SKEIN_WORKER_NAME");
+  sk_worker *w = sk_worker_become(SK_WORKER_PROCESS, id ? atoll(id) : 0,
+                                  name && *name ? strdup(name) : NULL, NULL, &err);
+  unsetenv("SKEIN_WORKER_ID");
+  unsetenv("SKEIN_WORKER_NAME");
   if (w == NULL) {
     fprintf(stderr, "skein: worker process: %s\n", err);
     return 1;
   }
-  w->results_to_parent = 1;
-  if (sk_runtime_child_init(w->L) != 0) {
-    fprintf(stderr, "skein: worker process: the host's init hook failed: %s\n",
-            lua_tostring(w->L, -1));
+  if (err) {
+    fprintf(stderr, "skein: worker process: the host's init hook failed: %s\n", err);
     sk_worker_close(w);
     return 1;
   }
-  child_identity(w);
+  w->results_to_parent = 1;
   child_fd = fd;
   sk_worker_parent_linked();
   sk_rpc_attach(w, fd);
@@ -1099,17 +1092,9 @@ void sk_process_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"join", l_proc_join},     {"terminate", l_proc_terminate}, {"kill", l_proc_kill},
       {"signal", l_proc_signal}, {"alive", l_proc_alive},         {NULL, NULL}};
-  if (luaL_newmetatable(L, PROC_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_pushcclosure(L, l_proc_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_proc_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, l_proc_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const sk_type type = {.name = PROC_MT, .methods = methods, .index = l_proc_index,
+                               .gc = l_proc_gc, .tostring = l_proc_tostring};
+  sk_type_register(L, &type);
   lua_pushcfunction(L, l_proc_new);
   lua_setfield(L, -2, "process");
 }

@@ -419,25 +419,13 @@ void sk_queue_open(lua_State *L) {
       {"close", l_queue_close},
       {"iter", l_queue_iter},
       {NULL, NULL}};
-  if (luaL_newmetatable(L, QUEUE_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, sk_handle_release);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, sk_handle_release);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_queue_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, PENDING_MT)) {
-    lua_pushcfunction(L, l_pending_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-  sk_marshal_register_type(QUEUE_MT, push_queue);
+  static const sk_type queue = {.name = QUEUE_MT, .methods = methods, .gc = sk_handle_release,
+                                .close = sk_handle_release, .tostring = l_queue_tostring,
+                                .push = push_queue, .select = &queue_select};
+  static const sk_type pending = {.name = PENDING_MT, .gc = l_pending_gc};
+  sk_type_register(L, &queue);
+  sk_type_register(L, &pending);
   sk_chan_open();
-  sk_select_register(&queue_select);
   lua_pushcfunction(L, l_queue_new);
   lua_setfield(L, -2, "queue");
 }

@@ -559,16 +559,10 @@ void sk_rpc_open(lua_State *L) {
                                       {"__eq", l_proxy_eq},
                                       {NULL, NULL}};
   static const luaL_Reg conn_methods[] = {{"next", l_conn_next}, {"reply", l_conn_reply}, {NULL, NULL}};
-  if (luaL_newmetatable(L, PROXY_MT)) luaL_setfuncs(L, proxy_mt, 0);
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, CONN_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, conn_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_conn_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const sk_type proxy = {.name = PROXY_MT, .meta = proxy_mt};
+  static const sk_type conn = {.name = CONN_MT, .methods = conn_methods, .gc = l_conn_gc};
+  sk_type_register(L, &proxy);
+  sk_type_register(L, &conn);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.proxy.known");
   luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.proxy.methods");
   lua_pop(L, 2);

@@ -3,45 +3,15 @@
 ** ends, events, locks, futures…): waits until one of them can complete its
 ** operation, performs it, and returns which one fired with its values.
 **
-** Object types take part by registering an sk_selectable (try without
-** blocking, add/remove a waiter record). The registry is process-wide and
-** written when each worker opens the module, hence its mutex.
+** Object types take part by giving an sk_selectable (try without
+** blocking, add/remove a waiter record) as the select hook of their type
+** (sk_type_register); sk_select_find reads it back by type name.
 */
 #include <string.h>
 
 #include "sk_bind.h"
 
-#define MAX_SELECTABLE 32
-
-static const sk_selectable *registry[MAX_SELECTABLE];
-static int nregistry;
-static uv_mutex_t registry_lock;
-static uv_once_t registry_once = UV_ONCE_INIT;
-
-static void registry_init(void) { uv_mutex_init(&registry_lock); }
-
-void sk_select_register(const sk_selectable *s) {
-  uv_once(&registry_once, registry_init);
-  uv_mutex_lock(&registry_lock);
-  int i;
-  for (i = 0; i < nregistry && registry[i] != s; i++) {}
-  if (i == nregistry && nregistry < MAX_SELECTABLE) registry[nregistry++] = s;
-  uv_mutex_unlock(&registry_lock);
-}
-
-const sk_selectable *sk_select_find(lua_State *L, int idx) {
-  const sk_selectable *found = NULL;
-  if (luaL_getmetafield(L, idx, "__name") != LUA_TSTRING) return NULL;
-  const char *name = lua_tostring(L, -1);
-  uv_once(&registry_once, registry_init);
-  uv_mutex_lock(&registry_lock);
-  for (int i = 0; i < nregistry; i++) {
-    if (strcmp(registry[i]->mt, name) == 0) found = registry[i];
-  }
-  uv_mutex_unlock(&registry_lock);
-  lua_pop(L, 1);
-  return found;
-}
+const sk_selectable *sk_select_find(lua_State *L, int idx) { return sk_type_select(L, idx); }
 
 /* One candidate of a select call, as the source's links see it: a task
 ** (its watcher fires by waking the selecting context) or a handle with its

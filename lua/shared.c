@@ -31,26 +31,6 @@ void sk_shared_identity(lua_State *L, sk_ctx *c, sk_port **port, uint32_t *slot)
   *slot = c->wslot;
 }
 
-/* __eq: two handles are equal when they reach the same object. */
-static int l_handle_eq(lua_State *L) {
-  sk_handle *a = lua_touserdata(L, 1), *b = lua_touserdata(L, 2);
-  lua_pushboolean(L, a && b && a->obj && a->obj == b->obj);
-  return 1;
-}
-
-void sk_shared_newtype(lua_State *L, const char *mt, const luaL_Reg *methods) {
-  luaL_newmetatable(L, mt);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, sk_handle_release);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, sk_handle_release);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, l_handle_eq);
-  lua_setfield(L, -2, "__eq");
-}
-
 /* Pushes a number as Lua shows it (for __tostring). */
 static void add_number(luaL_Buffer *b, lua_State *L, int is_int, lua_Integer i, lua_Number n) {
   if (is_int) lua_pushinteger(L, i);
@@ -600,25 +580,21 @@ void sk_shared_open(lua_State *L) {
       {"get", l_array_get},   {"set", l_array_set},         {"add", l_array_add},
       {"fill", l_array_fill}, {"len", l_array_len},         {"totable", l_array_totable},
       {NULL, NULL}};
-  sk_shared_newtype(L, VALUE_MT, value_methods);
-  lua_pushcfunction(L, l_value_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
-
-  sk_shared_newtype(L, ARRAY_MT, array_methods);
-  lua_getfield(L, -1, "__index");
-  lua_pushcclosure(L, l_array_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_array_newindex);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushcfunction(L, l_array_len);
-  lua_setfield(L, -2, "__len");
-  lua_pushcfunction(L, l_array_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
-
-  sk_marshal_register_type(VALUE_MT, push_value);
-  sk_marshal_register_type(ARRAY_MT, push_array);
+  static const luaL_Reg value_meta[] = {{"__eq", sk_handle_eq}, {NULL, NULL}};
+  static const luaL_Reg array_meta[] = {{"__eq", sk_handle_eq},
+                                        {"__newindex", l_array_newindex},
+                                        {"__len", l_array_len},
+                                        {NULL, NULL}};
+  static const sk_type value = {.name = VALUE_MT, .methods = value_methods,
+                                .gc = sk_handle_release, .close = sk_handle_release,
+                                .tostring = l_value_tostring, .meta = value_meta,
+                                .push = push_value};
+  static const sk_type array = {.name = ARRAY_MT, .methods = array_methods,
+                                .index = l_array_index, .gc = sk_handle_release,
+                                .close = sk_handle_release, .tostring = l_array_tostring,
+                                .meta = array_meta, .push = push_array};
+  sk_type_register(L, &value);
+  sk_type_register(L, &array);
   sk_xobj_register(&value_type);
   sk_xobj_register(&array_type);
   sk_shm_register_type(SK_SHM_VALUE, &value_shm_type);

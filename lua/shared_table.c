@@ -945,34 +945,16 @@ void sk_shared_table_open(lua_State *L) {
       {"get", l_table_get},       {"set", l_table_set},         {"update", l_table_update},
       {"append", l_table_append}, {"len", l_table_len},         {"keys", l_table_keys},
       {"totable", l_table_totable}, {"pairs", l_table_pairs},   {NULL, NULL}};
-  sk_shared_newtype(L, TABLE_MT, methods);
-  lua_getfield(L, -1, "__index");
-  lua_pushcclosure(L, l_table_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, l_table_set);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushcfunction(L, l_table_len);
-  lua_setfield(L, -2, "__len");
-  lua_pushcfunction(L, l_table_pairs);
-  lua_setfield(L, -2, "__pairs");
-  lua_pushcfunction(L, l_table_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
-
-  if (luaL_newmetatable(L, GUARD_MT)) {
-    lua_pushcfunction(L, l_guard_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_guard_close);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, SNAP_MT)) {
-    lua_pushcfunction(L, l_snap_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
-
-  sk_marshal_register_type(TABLE_MT, push_table);
+  static const luaL_Reg meta[] = {{"__eq", sk_handle_eq},     {"__newindex", l_table_set},
+                                  {"__len", l_table_len},    {"__pairs", l_table_pairs},
+                                  {NULL, NULL}};
+  static const sk_type types[] = {
+      {.name = TABLE_MT, .methods = methods, .index = l_table_index, .gc = sk_handle_release,
+       .close = sk_handle_release, .tostring = l_table_tostring, .meta = meta,
+       .push = push_table},
+      {.name = GUARD_MT, .gc = l_guard_close, .close = l_guard_close},
+      {.name = SNAP_MT, .gc = l_snap_gc}};
+  for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) sk_type_register(L, &types[i]);
   sk_xobj_register(&table_type);
   sk_shm_register_type(SK_SHM_TABLE, &table_shm_type);
   lua_pushcfunction(L, l_table_new);

@@ -24,7 +24,8 @@ void sk_group_open(lua_State *L);
 /* skein.marshal and skein.register_metatable (marshal_lua.c). */
 void sk_marshal_open(lua_State *L);
 
-/* What skein.select needs of an object it can wait on. */
+/* What skein.select needs of an object it can wait on: the select hook of
+** its type (sk_type). */
 typedef struct sk_selectable {
   const char *mt;
   /* Tries the operation without blocking: pushes its results and returns
@@ -35,7 +36,6 @@ typedef struct sk_selectable {
   int (*add_waiter)(sk_obj *o, const sk_waiter *w);
   void (*remove_waiter)(sk_obj *o, sk_port *port, uint32_t slot);
 } sk_selectable;
-void sk_select_register(const sk_selectable *s);
 void sk_select_open(lua_State *L);
 const sk_selectable *sk_select_find(lua_State *L, int idx);
 

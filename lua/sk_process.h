@@ -49,14 +49,6 @@ void sk_conn_close(sk_conn *c);
 ** connection (takes them over from *b). */
 void sk_conn_keep(sk_conn *c, sk_buf *b);
 
-/* The executable worker processes run (runtime.c; the rules are in
-** skein.h): 0 with its path in `out`, or -1 with the reason, which names
-** the fix, in `err`. */
-int sk_worker_exe(char *out, size_t n, char *err, size_t errn);
-/* In a worker process: runs the host's init hook given to
-** skein_worker_main, if any (runtime.c). 0, or -1 with the message on L. */
-int sk_runtime_child_init(lua_State *L);
-
 /* Starts the worker executable (sk_worker_exe) in worker mode with the
 ** child's end of a new socketpair as its fd 3 and the shared segment as its
 ** fd 4; opens the parent's end as `pipe`, on which the start frame ('K':

@@ -24,10 +24,6 @@
 ** raises when out of memory. */
 void sk_shared_identity(lua_State *L, sk_ctx *c, sk_port **port, uint32_t *slot);
 
-/* Creates metatable `mt` with `methods` as its __index table, __gc and
-** __close (the handle's release) and __eq (same object). Leaves the
-** metatable on the stack for the caller to add to. */
-void sk_shared_newtype(lua_State *L, const char *mt, const luaL_Reg *methods);
 
 void sk_shared_table_open(lua_State *L);
 

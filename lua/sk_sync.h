@@ -10,9 +10,6 @@
 #include "sk_bind.h"
 #include "sk_chan.h"
 
-/* Registers a handle metatable: methods in __index, __gc, __tostring. */
-void sk_sync_new_type(lua_State *L, const char *mt, const luaL_Reg *methods,
-                      lua_CFunction tostring);
 
 /* Checks the optional timeout at `timeout_arg` and leaves the stack as
 ** (object, deadline): every blocking method keeps its deadline at 2. */

@@ -871,19 +871,6 @@ static int l_cond_tostring(lua_State *L) {
 
 /* ---------------------------------------------------------------- open */
 
-void sk_sync_new_type(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFunction tostring) {
-  if (luaL_newmetatable(L, mt)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, sk_handle_release);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-}
-
 void sk_sync_open(lua_State *L) {
   static const luaL_Reg lock_methods[] = {
       {"acquire", l_sync_acquire}, {"release", l_lock_release}, {"locked", l_lock_locked},
@@ -903,31 +890,23 @@ void sk_sync_open(lua_State *L) {
                                    {"bounded_semaphore", l_bsem_new},
                                    {"condition", l_cond_new},
                                    {NULL, NULL}};
-  sk_sync_new_type(L, LOCK_MT, lock_methods, l_lock_tostring);
-  sk_sync_new_type(L, SEM_MT, sem_methods, l_sem_tostring);
-  sk_sync_new_type(L, COND_MT, cond_methods, l_cond_tostring);
-  if (luaL_newmetatable(L, GUARD_MT)) {
-    lua_newtable(L);
-    lua_pushcfunction(L, l_guard_release);
-    lua_setfield(L, -2, "release");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_guard_release);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, l_guard_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
-  lua_pop(L, 1);
-  sk_marshal_register_type(LOCK_MT, push_lock);
-  sk_marshal_register_type(SEM_MT, push_sem);
-  sk_marshal_register_type(COND_MT, push_cond);
+  static const luaL_Reg guard_methods[] = {{"release", l_guard_release}, {NULL, NULL}};
+  static const sk_type types[] = {
+      {.name = LOCK_MT, .methods = lock_methods, .gc = sk_handle_release,
+       .tostring = l_lock_tostring, .push = push_lock, .select = &lock_select},
+      {.name = SEM_MT, .methods = sem_methods, .gc = sk_handle_release,
+       .tostring = l_sem_tostring, .push = push_sem, .select = &sem_select},
+      {.name = COND_MT, .methods = cond_methods, .gc = sk_handle_release,
+       .tostring = l_cond_tostring, .push = push_cond},
+      {.name = GUARD_MT, .methods = guard_methods, .close = l_guard_release,
+       .tostring = l_guard_tostring}};
+  for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) sk_type_register(L, &types[i]);
   sk_xobj_register(&lock_type);
   sk_xobj_register(&sem_type);
   sk_xobj_register(&cond_type);
   sk_shm_register_type(SK_SHM_LOCK, &lock_shm_type);
   sk_shm_register_type(SK_SHM_SEM, &sem_shm_type);
   sk_shm_register_type(SK_SHM_COND, &cond_shm_type);
-  sk_select_register(&lock_select);
-  sk_select_register(&sem_select);
   luaL_setfuncs(L, funcs, 0);
   sk_event_open(L);
   sk_barrier_open(L);

@@ -290,13 +290,10 @@ void sk_task_open(lua_State *L) {
       {"_park", l_park},      {"_parker", l_parker},  {"_unpark", l_unpark},
       {"_is_task", l_is_task}, {"_interrupting", l_interrupting},
       {NULL, NULL}};
-  if (luaL_newmetatable(L, TASK_MT)) {
-    luaL_newlib(L, methods);
-    lua_pushcclosure(L, l_task_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_task_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
+  static const sk_type task = {.name = TASK_MT, .methods = methods, .index = l_task_index,
+                               .tostring = l_task_tostring};
+  sk_type_register(L, &task);
+  luaL_getmetatable(L, TASK_MT);
   sk_worker_of(L)->task_mt = lua_topointer(L, -1);
   sk_worker_of(L)->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   sk_task_engine_open(L);

@@ -24,10 +24,6 @@
 
 #define THREAD_MT "skein.Thread"
 
-void *sk_runtime_hooks_copy(lua_State *parent);
-void sk_runtime_hooks_free(void *hooks);
-int sk_runtime_init_state(void *hooks, lua_State *L);
-
 typedef struct sk_thread {
   sk_obj obj;
   uv_mutex_t lock;              /* guards done, failed, result, cmsg, waiters */
@@ -43,7 +39,7 @@ typedef struct sk_thread {
   uv_thread_t tid;
   sk_port *parent;              /* counted */
   sk_worker *pw;                /* only touched on the parent's thread */
-  void *hooks;                  /* a copy of the parent's init hooks */
+  void *lent;                   /* what the parent lends it (sk_worker_lend) */
 } sk_thread;
 
 static lua_Integer next_worker_id;
@@ -55,7 +51,7 @@ static void thread_destroy(sk_obj *o) {
   sk_buf_free(&th->result);
   sk_waitlist_free(&th->waiters);
   uv_mutex_destroy(&th->lock);
-  sk_runtime_hooks_free(th->hooks);
+  sk_worker_unlend(th->lent);
   free(th->cmsg);
   free(th->name);
   free(th);
@@ -74,18 +70,15 @@ static void thread_main(void *arg) {
   sk_buf out = {0};
   int failed = 0;
   char *cmsg = NULL;
-  sk_worker_precounted();
-  sk_worker *w = sk_worker_new(NULL, &err);
+  sk_worker *w = sk_worker_become(SK_WORKER_THREAD, th->id, th->name ? strdup(th->name) : NULL,
+                                  th->lent, &err);
   if (w == NULL) {
     failed = 1;
     cmsg = strdup(err);
   } else {
-    w->kind = "thread";
-    w->self_id = th->id;
-    w->self_name = th->name ? strdup(th->name) : NULL;
     const char *kind = NULL;
     int rc = -1;
-    if (sk_runtime_init_state(th->hooks, w->L) == 0) {
+    if (err == NULL) {
       /* The init option runs first (it may register metatables the
       ** arguments need); when it fails, its failure is the outcome. */
       rc = th->init.len ? sk_run_call(w, th->init.data, th->init.len, &out, &kind) : 0;
@@ -287,7 +280,7 @@ static int l_thread_new(lua_State *L) {
   th->parent = w->port;
   sk_port_retain(w->port);
   th->pw = w;
-  th->hooks = sk_runtime_hooks_copy(L);
+  th->lent = sk_worker_lend(L);
   push_handle(L, &th->obj);                     /* the handle owns the first ref */
   sk_obj_retain(&th->obj);                      /* the running thread's ref */
   if (!daemon) w->live++;
@@ -323,19 +316,10 @@ static int l_self(lua_State *L) {
 void sk_thread_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"join", l_thread_join}, {"alive", l_thread_alive}, {"close", l_thread_close}, {NULL, NULL}};
-  if (luaL_newmetatable(L, THREAD_MT)) {
-    luaL_newlib(L, methods);
-    lua_pushcclosure(L, l_thread_index, 1);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, l_thread_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, l_thread_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_thread_close);
-    lua_setfield(L, -2, "__close");
-  }
-  lua_pop(L, 1);
-  sk_marshal_register_type(THREAD_MT, push_handle);
+  static const sk_type type = {.name = THREAD_MT, .methods = methods, .index = l_thread_index,
+                               .gc = l_thread_close, .close = l_thread_close,
+                               .tostring = l_thread_tostring, .push = push_handle};
+  sk_type_register(L, &type);
   lua_pushcfunction(L, l_thread_new);
   lua_setfield(L, -2, "thread");
   lua_pushcfunction(L, l_self);

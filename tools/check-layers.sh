@@ -5,8 +5,11 @@
 # there belongs to the folder it sits in, which must be one the including
 # folder may use. A quoted header found nowhere in the tree must be one of
 # Lua's own (on the compiler's include path), which runtime/core may not
-# use. Prints each violation and exits 1 if there is any, else prints one
-# summary line and exits 0. `./run test` runs it as one test.
+# use. It then checks calls the same way: a function defined (with external
+# linkage) in one folder may be called only from folders that may include
+# that folder's headers, so a hand-written declaration cannot hide an
+# upward call. Prints each violation and exits 1 if there is any, else
+# prints one summary line and exits 0. `./run test` runs it as one test.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -27,9 +30,10 @@ declare -A MAY=(
 # Lua's headers: every layer but runtime/core may include them.
 LUA_HEADERS=" lua.h lauxlib.h lualib.h luaconf.h "
 
-# Known exceptions, one "file -> header" per entry, each with the reason
-# in a comment. None today: the host reaches the bindings only through
-# what runtime/embed registers at start-up (sk_worker_set_hooks,
+# Known exceptions, one "file -> header" (or "file -> function() of
+# folder/") per entry, each with the reason in a comment. None today: the
+# host and the bindings reach what is above them only through what
+# runtime/embed registers at start-up (sk_worker_set_hooks,
 # sk_marshal_set_proxy).
 EXCEPTIONS=(
 )
@@ -77,6 +81,47 @@ for layer in "${!MAY[@]}"; do
     done < <(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([^"]*\)".*/\1/p' "$f")
   done
 done
+
+# Calls, not only includes: a function may be declared by hand in the
+# calling file, which the include check above cannot see. Every function a
+# layer's .c files define with external linkage belongs to that layer; a
+# call to it from a folder that may not include that layer's headers is a
+# violation too (e.g. lua/ calling into runtime/embed/). Comments and
+# strings are left out before looking.
+while IFS= read -r line; do
+  [ -n "$line" ] || continue
+  is_exception "${line%% -> *}" "${line#* -> }" && continue
+  echo "check-layers: ${line%% -> *} calls ${line#* -> }, a folder it may not use"
+  violations=$((violations + 1))
+done < <(
+  for layer in "${!MAY[@]}"; do printf '%s=%s\n' "$layer" "${MAY[$layer]}"; done |
+  perl -e '
+    my %may;
+    while (<STDIN>) { chomp; my ($l, $m) = split /=/, $_, 2; $may{$l} = { map { $_ => 1 } split " ", $m }; }
+    my (%text, %owner);
+    for my $layer (keys %may) {
+      for my $f (glob("$layer/*.c $layer/*.h")) {
+        local $/; open(my $fh, "<", $f) or next; my $s = <$fh>; close $fh;
+        $s =~ s{/\*.*?\*/}{ }gs; $s =~ s{//[^\n]*}{}g;
+        $s =~ s{"(?:\\.|[^"\\\n])*"}{""}g; $s =~ s{\x27(?:\\.|[^\x27\\\n])*\x27}{0}g;
+        $text{$f} = [$layer, $s];
+        next unless $f =~ /\.c$/;
+        while ($s =~ /^(?!static\b|typedef\b|extern\b)[A-Za-z_][\w \t*]*?\b([A-Za-z_]\w*)\s*\(((?:[^()]|\([^()]*\))*)\)\s*\{/mg) {
+          $owner{$1} = $layer unless $1 eq "main";
+        }
+      }
+    }
+    for my $f (sort grep { /\.c$/ } keys %text) {
+      my ($layer, $s) = @{$text{$f}};
+      my %seen;
+      while ($s =~ /\b([A-Za-z_]\w*)\s*\(/g) {
+        my $o = $owner{$1};
+        next unless defined $o && !$may{$layer}{$o} && !$seen{$1}++;
+        print "$f -> $1() of $o/\n";
+      }
+    }
+  '
+)
 
 if [ "$violations" -ne 0 ]; then
   echo "check-layers: $violations violation(s) of the folder rules (docs/ARCHITECTURE.md, Layers)"

@@ -89,7 +89,19 @@ static void worker_closing(sk_worker *w) {
   sk_ppool_kill_all(w);
 }
 
-static const sk_worker_hooks worker_hooks = {luaopen_skein, worker_closing};
+/* Becoming a worker: the init hooks a thread worker inherits and runs,
+** what a worker process runs, and which executable that is (below). */
+static void *lend_hooks(lua_State *parent);
+static void unlend_hooks(void *hooks);
+static int init_worker(lua_State *L, int process, void *lent);
+static int worker_exe(char *out, size_t n, char *err, size_t errn);
+
+static const sk_worker_hooks worker_hooks = {.open_module = luaopen_skein,
+                                             .closing = worker_closing,
+                                             .lend = lend_hooks,
+                                             .unlend = unlend_hooks,
+                                             .init = init_worker,
+                                             .exe = worker_exe};
 static const sk_marshal_proxy marshal_proxy = {sk_proxy_info, sk_proxy_push};
 static uv_once_t layers_once = UV_ONCE_INIT;
 
@@ -103,7 +115,7 @@ void sk_embed_init(void) { uv_once(&layers_once, layers_init); }
 
 /* ------------------------------------------------- worker executables */
 
-/* Which executable worker processes run (sk_worker_exe) is a property of
+/* Which executable worker processes run (worker_exe) is a property of
 ** the process, not of one runtime: thread workers start processes too, and
 ** they know no runtime. `exe_lock` guards `exe_option`, the path the last
 ** skein_new with options->worker_exe set; `exe_serves` is set once this
@@ -154,8 +166,7 @@ static int find_skein(char *out, size_t n, const struct stat *self) {
   return 0;
 }
 
-int sk_worker_exe(char *out, size_t n, char *err, size_t errn);
-int sk_worker_exe(char *out, size_t n, char *err, size_t errn) {
+static int worker_exe(char *out, size_t n, char *err, size_t errn) {
   char self[4096];
   size_t selflen = sizeof self;
   struct stat self_st;
@@ -204,8 +215,6 @@ static int started_as_worker(void) {
   return first < (size_t)k && strcmp(buf + first, "--skein-worker") == 0;
 }
 
-int sk_runtime_init_state(void *hooks, lua_State *L);
-
 int skein_worker_main(int argc, char **argv, skein_init_fn init, void *ud) {
   exe_serves = 1;
   if (argc < 3 || argv[1] == NULL || strcmp(argv[1], "--skein-worker") != 0) return -1;
@@ -215,14 +224,6 @@ int skein_worker_main(int argc, char **argv, skein_init_fn init, void *ud) {
   }
   sk_embed_init();
   return sk_process_child_main(atoi(argv[2]), argc >= 4 ? argv[3] : "once");
-}
-
-/* In a worker process, before its first job: runs the hook its
-** executable's main gave skein_worker_main (if any) in L, and in the
-** thread workers L starts. 0, or -1 with the message on L's stack. */
-int sk_runtime_child_init(lua_State *L);
-int sk_runtime_child_init(lua_State *L) {
-  return child_hooks ? sk_runtime_init_state(&child_hooks, L) : 0;
 }
 
 skein_runtime *skein_new(const skein_options *opts) {
@@ -322,8 +323,7 @@ int skein_add_init(skein_runtime *rt, skein_init_fn fn, void *ud) {
 
 /* On the spawning worker's thread: copies the hook list the state `parent`
 ** runs; NULL when there is none (or out of memory: then no hooks run). */
-void *sk_runtime_hooks_copy(lua_State *parent);
-void *sk_runtime_hooks_copy(lua_State *parent) {
+static void *lend_hooks(lua_State *parent) {
   lua_rawgetp(parent, LUA_REGISTRYINDEX, &hooks_key);
   init_hook **src = lua_touserdata(parent, -1);
   lua_pop(parent, 1);
@@ -340,8 +340,7 @@ void *sk_runtime_hooks_copy(lua_State *parent) {
   return box;
 }
 
-void sk_runtime_hooks_free(void *hooks);
-void sk_runtime_hooks_free(void *hooks) {
+static void unlend_hooks(void *hooks) {
   init_hook **box = hooks;
   if (box == NULL) return;
   while (*box) {
@@ -352,11 +351,10 @@ void sk_runtime_hooks_free(void *hooks) {
   free(box);
 }
 
-/* On the new worker's thread: runs the copied hooks in L and marks L so that
-** workers it starts get them too. Returns 0, or -1 with the error message
-** on L's stack. */
-int sk_runtime_init_state(void *hooks, lua_State *L);
-int sk_runtime_init_state(void *hooks, lua_State *L) {
+/* On the new worker's thread: runs the hook list `hooks` in L and marks L
+** so that workers it starts get them too. Returns 0, or -1 with the error
+** message on L's stack. */
+static int init_state(void *hooks, lua_State *L) {
   init_hook **box = hooks;
   if (box == NULL) return 0;
   lua_pushlightuserdata(L, box);
@@ -365,6 +363,15 @@ int sk_runtime_init_state(void *hooks, lua_State *L) {
     if (run_hook(L, h) != 0) return -1;
   }
   return 0;
+}
+
+/* A new worker's init (sk_worker_hooks.init): a thread worker runs the
+** hooks it inherited (lent, from lend_hooks); a worker process runs the
+** hook its executable's main gave skein_worker_main (if any), which the
+** thread workers it starts then inherit. */
+static int init_worker(lua_State *L, int process, void *lent) {
+  if (process) return child_hooks ? init_state(&child_hooks, L) : 0;
+  return init_state(lent, L);
 }
 
 int skein_pcall(lua_State *L, int nargs, int nresults) {

@@ -109,12 +109,9 @@ static int l_error_is(lua_State *L) {
 }
 
 void sk_error_open(lua_State *L) {
-  if (luaL_newmetatable(L, ERROR_MT)) {
-    lua_pushcfunction(L, l_error_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, "skein.Error");
-    lua_setfield(L, -2, "__name");
-  }
+  static const sk_type type = {.name = ERROR_MT, .tostring = l_error_tostring};
+  sk_type_register(L, &type);
+  luaL_getmetatable(L, ERROR_MT);
   /* Error objects cross workers as errors: their metatable is registered
   ** by name (as skein.register_metatable does) in every worker. */
   luaL_getsubtable(L, LUA_REGISTRYINDEX, "skein.mt.byname");

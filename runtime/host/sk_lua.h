@@ -168,11 +168,11 @@ lua_State *sk_lua_newstate(sk_alloc *a);
 
 /* The process's count of workers, which tells a wait whether another worker
 ** could end it. Whoever starts a worker thread counts it first
-** (sk_worker_count(1)); the thread calls sk_worker_precounted() before
-** sk_worker_new, and sk_worker_count(-1) as the very last thing it does,
-** after its final wake-ups (so no waiter is ever left uncounted). */
+** (sk_worker_count(1)); the thread becomes its worker with sk_worker_become
+** (which tells sk_worker_new that it was counted), and calls
+** sk_worker_count(-1) as the very last thing it does, after its final
+** wake-ups (so no waiter is ever left uncounted). */
 void sk_worker_count(int delta);
-void sk_worker_precounted(void);
 
 /* What the layers above the host lend every worker. The worker names no
 ** binding: the embed layer registers these once, at start-up, before the
@@ -186,8 +186,55 @@ typedef struct sk_worker_hooks {
   ** reaps the worker's child processes and its process pools' workers.
   ** Calls no Lua. May be NULL. */
   void (*closing)(sk_worker *w);
+  /* Becoming a worker (sk_worker_become). `lend` runs on the spawning
+  ** worker's thread: what a thread worker started from state `parent`
+  ** inherits of it (the host's init hooks, skein_add_init), owned by the
+  ** caller until `unlend` frees it; NULL: nothing. `init` runs in the new
+  ** worker's state before anything else: a thread's inherited `lent`, or
+  ** for a worker process (lent NULL) what its executable lends it (the hook
+  ** given to skein_worker_main). 0, or -1 with the message on L's stack.
+  ** All three may be NULL (nothing is lent). */
+  void *(*lend)(lua_State *parent);
+  void (*unlend)(void *lent);
+  int (*init)(lua_State *L, int process, void *lent);
+  /* The executable worker processes run (the rules are in skein.h): 0 with
+  ** its path in `out`, or -1 with the reason, which names the fix, in
+  ** `err`. Any thread. NULL: worker processes cannot be started. */
+  int (*exe)(char *out, size_t n, char *err, size_t errn);
 } sk_worker_hooks;
 void sk_worker_set_hooks(const sk_worker_hooks *h);
+
+/* What a new worker is (sk_worker_become). */
+typedef enum sk_worker_kind {
+  SK_WORKER_THREAD,             /* skein.thread */
+  SK_WORKER_POOL_THREAD,        /* one thread of a thread pool */
+  SK_WORKER_PROCESS             /* the worker of a worker process */
+} sk_worker_kind;
+
+/* The one way a thread or process becomes a worker: makes the worker of
+** the calling thread (a thread kind was counted by its starter:
+** sk_worker_count), names it (kind, skein.self's id, and `name`, a
+** malloc'd string it takes over, or NULL) and runs what the layers above
+** lend it (sk_worker_hooks.init: `lent` from sk_worker_lend for a thread
+** kind, NULL for a process). Returns NULL with *err set when no worker
+** could be made (`name` freed). Otherwise the worker, and *err NULL, or
+** the message of a failed init (on the worker's stack): the worker is
+** made and must be closed, but must run no user code. */
+sk_worker *sk_worker_become(sk_worker_kind kind, lua_Integer id, char *name, void *lent,
+                            const char **err);
+/* On the spawning worker's thread: what a thread worker started from L
+** inherits (sk_worker_hooks.lend), for sk_worker_become; freed, by
+** whoever holds it once the worker no longer needs it, with
+** sk_worker_unlend (NULL is fine). */
+void *sk_worker_lend(lua_State *L);
+void sk_worker_unlend(void *lent);
+/* The init step of sk_worker_become on its own: runs in L what the layers
+** above lend a new worker (sk_worker_hooks.init). 0, or -1 with the
+** message on L's stack. */
+int sk_worker_init(lua_State *L, int process, void *lent);
+/* The executable a worker process runs (sk_worker_hooks.exe): 0 with its
+** path in `out`, or -1 with the reason in `err`. Any thread. */
+int sk_worker_exe(char *out, size_t n, char *err, size_t errn);
 
 /* A worker process has a link to its parent, which may end its waits on
 ** shared objects (rpc): from then on those waits hold the loop. Called
@@ -278,6 +325,41 @@ typedef void (*sk_obj_push)(lua_State *L, sk_obj *o);
 /* Makes userdata whose metatable is named `name` sendable by reference;
 ** its memory must start with the sk_obj pointer (NULL once closed). */
 void sk_marshal_register_type(const char *name, sk_obj_push push);
+/* An object family's Lua type, registered in one call (sk_type_register,
+** types.c) when the module opens in a worker. The descriptor is static and
+** outlives every worker: the process-wide tables below keep pointers to it.
+** Fields left out (NULL) add nothing:
+**   name      the metatable's registry name, also its __name;
+**   methods   the methods table; it is __index unless `index` is set;
+**   index     an __index function, given the methods table as upvalue 1;
+**   methods_key  a registry field that keeps the methods table too (so that
+**             methods written in Lua can be added to it);
+**   gc, close, tostring  __gc, __close, __tostring;
+**   meta      any other metamethods, set as they are (__eq, __len, ...; or
+**             __index itself for a type without `methods`);
+**   push      makes the type sendable by reference (sk_marshal_register_type);
+**   select    what skein.select needs of the type (an sk_selectable of
+**             lua/sk_bind.h, opaque here); found again by sk_type_select. */
+typedef struct sk_type {
+  const char *name;
+  const luaL_Reg *methods;
+  lua_CFunction index;
+  const char *methods_key;
+  lua_CFunction gc, close, tostring;
+  const luaL_Reg *meta;
+  sk_obj_push push;
+  const void *select;
+} sk_type;
+/* Makes the metatable `t->name` in this state (once: a metatable of that
+** name already there is left as it is), and records the process-wide hooks
+** (marshal, select). Leaves the stack as it found it. */
+void sk_type_register(lua_State *L, const sk_type *t);
+/* The select hook of the value at idx (by its metatable's __name), or NULL
+** when it has none or is not a registered type. Any thread. */
+const void *sk_type_select(lua_State *L, int idx);
+/* __eq for handles (sk_handle): equal when they reach the same object. */
+int sk_handle_eq(lua_State *L);
+
 /* How the marshaller meets objects of another process, lent by the bindings
 ** (rpc.c) and registered once at start-up by the embed layer, before the
 ** first worker is made. `info` tells whether the value at idx is a

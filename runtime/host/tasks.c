@@ -281,11 +281,8 @@ static int failure_gc(lua_State *L) {
 }
 
 void sk_task_engine_open(lua_State *L) {
-  if (luaL_newmetatable(L, FAILURE_MT)) {
-    lua_pushcfunction(L, failure_gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  lua_pop(L, 1);
+  static const sk_type failure = {.name = FAILURE_MT, .gc = failure_gc};
+  sk_type_register(L, &failure);
   lua_newtable(L);
   lua_newtable(L);
   lua_pushliteral(L, "k");

@@ -6,6 +6,7 @@
 */
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -322,7 +323,6 @@ static int nworkers;
 static __thread int precounted;   /* the next worker of this thread is counted */
 
 void sk_worker_count(int delta) { __atomic_add_fetch(&nworkers, delta, __ATOMIC_RELAXED); }
-void sk_worker_precounted(void) { precounted = 1; }
 
 /* Set once, by a worker process's main thread before it runs any user code
 ** (which is what starts other workers), when the process has a link to its
@@ -779,6 +779,41 @@ int sk_pcall(lua_State *L, int nargs, int nres) {
 static const sk_worker_hooks *hooks;
 
 void sk_worker_set_hooks(const sk_worker_hooks *h) { hooks = h; }
+
+void *sk_worker_lend(lua_State *L) { return hooks && hooks->lend ? hooks->lend(L) : NULL; }
+
+void sk_worker_unlend(void *lent) {
+  if (lent && hooks && hooks->unlend) hooks->unlend(lent);
+}
+
+int sk_worker_init(lua_State *L, int process, void *lent) {
+  return hooks && hooks->init ? hooks->init(L, process, lent) : 0;
+}
+
+int sk_worker_exe(char *out, size_t n, char *err, size_t errn) {
+  if (hooks && hooks->exe) return hooks->exe(out, n, err, errn);
+  snprintf(err, errn, "cannot start a worker process: no worker executable is known");
+  return -1;
+}
+
+sk_worker *sk_worker_become(sk_worker_kind kind, lua_Integer id, char *name, void *lent,
+                            const char **err) {
+  if (kind != SK_WORKER_PROCESS) precounted = 1;
+  sk_worker *w = sk_worker_new(NULL, err);
+  if (w == NULL) {
+    free(name);
+    return NULL;
+  }
+  w->kind = kind == SK_WORKER_PROCESS ? "process" : "thread";
+  w->self_id = id;
+  w->self_name = name;
+  *err = NULL;
+  if (sk_worker_init(w->L, kind == SK_WORKER_PROCESS, lent) != 0) {
+    *err = lua_tostring(w->L, -1);
+    if (*err == NULL) *err = "the worker's init hook failed";
+  }
+  return w;
+}
 
 static int open_state(lua_State *L) {
   lua_pushlightuserdata(L, sk_worker_of(L));

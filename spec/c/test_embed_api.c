@@ -152,19 +152,19 @@ static void test_runtime_basics(void) {
 }
 
 /* The entry points a thread worker uses to run the host's init hooks in its
-** own state (declared in runtime.c, not in the public header): the list is
-** copied on the parent's thread, the hooks run on the child's. */
-void *sk_runtime_hooks_copy(lua_State *parent);
-void sk_runtime_hooks_free(void *hooks);
-int sk_runtime_init_state(void *hooks, lua_State *L);
+** own state (declared in runtime/host/sk_lua.h, not in the public header):
+** the list is lent on the parent's thread, the hooks run on the child's. */
+void *sk_worker_lend(lua_State *parent);
+void sk_worker_unlend(void *lent);
+int sk_worker_init(lua_State *L, int process, void *lent);
 /* Copies the hook list and runs it, as a worker start does; the copies are
 ** freed once the states using them are closed. */
 static void *copies[8];
 static int ncopies;
 static int init_from(lua_State *parent, lua_State *L) {
-  void *h = sk_runtime_hooks_copy(parent);
+  void *h = sk_worker_lend(parent);
   if (h) copies[ncopies++] = h;
-  return sk_runtime_init_state(h, L);
+  return sk_worker_init(L, 0, h);
 }
 
 static void raising_hook(lua_State *L, void *ud) {
@@ -200,7 +200,7 @@ static void test_worker_init_hooks(void) {
   lua_close(refusing);
   lua_close(grandchild);
   lua_close(child);
-  while (ncopies > 0) sk_runtime_hooks_free(copies[--ncopies]);
+  while (ncopies > 0) sk_worker_unlend(copies[--ncopies]);
   ok(skein_close(rt) == 0, "skein_close == 0");
 }
 
