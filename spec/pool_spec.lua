@@ -86,8 +86,11 @@ for _, kind in ipairs({"coroutine", "thread", "process"}) do
 
     it("imap_unordered yields (index, result) as tasks finish", function()
       local p <close> = skein.pool{kind = kind, size = 4}
+      -- Every worker up first (a process takes a while to start on a busy
+      -- machine), so the order below is the sleeps' alone.
+      p:map(function() skein.sleep(0.05) end, {1, 2, 3, 4})
       local order = {}
-      for i, v in p:imap_unordered(function(d) skein.sleep(d) return d end, {0.3, 0.01, 0.15}) do
+      for i, v in p:imap_unordered(function(d) skein.sleep(d) return d end, {0.6, 0.01, 0.3}) do
         order[#order + 1] = i
         assert.is_number(v)
       end
