@@ -1,5 +1,5 @@
 /*
-** xwait.c — the core the synchronisation objects share (sk_sync.h): a wait
+** xwait.c — the core the synchronisation objects share (sk_xwait.h): a wait
 ** list and its mutex in the shared segment (sk_xw), the links of a wait
 ** source (sk_lua.h) on it, identities that hold across processes, and the
 ** per-process objects (views) through which Lua reaches the shared state.
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sk_sync.h"
+#include "sk_xwait.h"
 
 /* ---------------------------------------------------------- wait lists */
 
