@@ -20,7 +20,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "sk_chan.h"
+#include "sk_bind.h"
+#include "../runtime/host/sk_chan.h"
 
 #define PIPE_MT "skein.PipeEnd"
 

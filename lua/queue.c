@@ -19,7 +19,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "sk_chan.h"
+#include "sk_bind.h"
+#include "../runtime/host/sk_chan.h"
 
 #define QUEUE_MT "skein.Queue"
 #define PENDING_MT "skein.QueuePending"

@@ -8,7 +8,7 @@
 #include <stddef.h>
 
 #include "sk_bind.h"
-#include "sk_chan.h"
+#include "../runtime/host/sk_chan.h"
 #include "../runtime/host/sk_xwait.h"
 
 

@@ -1,6 +1,7 @@
 /*
-** sk_chan.h — the queue engine (chan.c) under skein.queue (queue.c) and
-** skein.pipe (pipe.c, where each direction is an unbounded FIFO queue).
+** sk_chan.h — the queue engine (runtime/host/chan.c, shq.c) under
+** skein.queue (lua/queue.c) and skein.pipe (lua/pipe.c, where each
+** direction is an unbounded FIFO queue).
 **
 ** A queue is an sk_obj any worker may use. Items are copied in on put and
 ** decoded in the getter's state (sk_item). The FIFO order keeps its items in
@@ -33,8 +34,9 @@
 #ifndef SK_CHAN_H
 #define SK_CHAN_H
 
-#include "sk_bind.h"
-#include "../runtime/core/sk_shm.h"
+#include "sk_lua.h"
+#include "../core/sk_shm.h"
+#include "../core/sk_view.h"
 
 typedef struct sk_queue sk_queue;
 typedef struct shq shq;
