@@ -17,6 +17,7 @@
 #include "../../lua/sk_bind.h"
 #include "../../lua/sk_process.h"
 #include "../host/sk_lua.h"
+#include "../host/sk_ppool.h"
 #include "../include/skein.h"
 #include "sk_embed.h"
 
@@ -89,14 +90,32 @@ static void worker_closing(sk_worker *w) {
   sk_ppool_kill_all(w);
 }
 
+/* A worker process's worker is done: reports the failures nobody saw. */
+static void worker_done(sk_worker *w) { sk_task_report_failures(w); }
+
+int sk_worker_exe(char *out, size_t n, char *err, size_t errn);
+int sk_runtime_child_init(lua_State *L);
+
 static const sk_worker_hooks worker_hooks = {luaopen_skein, worker_closing};
 static const sk_marshal_proxy marshal_proxy = {sk_proxy_info, sk_proxy_push};
+static const sk_proc_hooks proc_hooks = {
+    .worker_exe = sk_worker_exe,
+    .child_init = sk_runtime_child_init,
+    .rpc_attach = sk_rpc_attach,
+    .rpc_detach = sk_rpc_detach,
+    .worker_done = worker_done,
+    .conn_new = sk_conn_new,
+    .conn_request = sk_conn_request,
+    .conn_close = sk_conn_close,
+    .conn_keep = sk_conn_keep,
+};
 static uv_once_t layers_once = UV_ONCE_INIT;
 
-/* Lends the host what it must reach of the bindings. */
+/* Lends the host what it must reach of the bindings and of this layer. */
 static void layers_init(void) {
   sk_worker_set_hooks(&worker_hooks);
   sk_marshal_set_proxy(&marshal_proxy);
+  sk_proc_set_hooks(&proc_hooks);
 }
 
 void sk_embed_init(void) { uv_once(&layers_once, layers_init); }
