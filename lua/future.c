@@ -8,8 +8,6 @@
 #include "sk_future.h"
 #include "../runtime/host/sk_proc.h"
 
-void sk_future_push(lua_State *L, sk_obj *o) { sk_handle_push(L, o, FUTURE_MT); }
-
 static sk_future *check_future(lua_State *L, int idx) {
   return (sk_future *)sk_handle_check(L, idx, FUTURE_MT);
 }

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sk_future.h"
 #include "sk_process.h"
 #include "../runtime/host/sk_ppool.h"
 

@@ -8,8 +8,6 @@
 #include "sk_bind.h"
 #include "../runtime/host/sk_future.h"
 
-/* Pushes a handle taking over one reference. */
-void sk_future_push(lua_State *L, sk_obj *o);
 void sk_future_open(lua_State *L);
 
 #endif

@@ -1,6 +1,7 @@
 /*
 ** futures.c — the future engine (sk_future.h): creation and the state
-** transitions a pool's engine drives, from any thread.
+** transitions a pool's engine drives, from any thread; and the handle a
+** pool's binding pushes.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -93,3 +94,5 @@ int sk_future_cancel(sk_future *f) {
   uv_mutex_unlock(&f->lock);
   return ok;
 }
+
+void sk_future_push(lua_State *L, sk_obj *o) { sk_handle_push(L, o, FUTURE_MT); }

@@ -53,4 +53,7 @@ void sk_future_fail_exit(sk_future *f, const char *cmsg, const char *kind, int p
 void sk_future_fail_remote(sk_future *f, const sk_buf *failure, const char *prefix);
 /* PENDING -> CANCELLED; 0 when it already started. Any thread. */
 int sk_future_cancel(sk_future *f);
+/* Pushes a handle taking over one reference (its methods are lua/future.c's). */
+void sk_future_push(lua_State *L, sk_obj *o);
+
 #endif
