@@ -82,7 +82,7 @@ int sk_child_read_nb(int *type, const char **payload, size_t *plen, int nonblock
   for (;;) {
     sk_frame f;
     int rc = sk_frame_next(&child_rb, child_check, NULL, &f);
-    if (rc == SK_FRAME_BAD) return -1;
+    if (rc == SK_FRAME_BAD) return -2;
     if (rc == SK_FRAME_OK) {
       *type = f.type;
       *payload = f.payload;
@@ -191,10 +191,10 @@ static int run_copy(sk_worker *w, int fd, const char *payload, size_t plen, size
 ** then the call), each announced by 'S' + id when asked, until 'Q' or the
 ** end of the stream. */
 static int pool_loop(sk_worker *w, int fd) {
-  int type, status = 0, starts = 0;
+  int type, status = 0, starts = 0, rc;
   const char *payload;
   size_t plen;
-  while (next_frame(&type, &payload, &plen) == 0) {
+  while ((rc = next_frame(&type, &payload, &plen)) == 0) {
     if (type == 'Q') break;
     if (type == 'I') {
       if (plen < 1) {
@@ -242,6 +242,7 @@ static int pool_loop(sk_worker *w, int fd) {
       break;
     }
   }
+  if (rc == -2) status = 2;     /* a frame the parent may not send */
   return status;
 }
 

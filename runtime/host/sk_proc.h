@@ -62,9 +62,9 @@ int sk_process_child_setup(void);
 int sk_process_child_main(int fd, const char *mode);
 /* The child's reader of its socket to its parent (one sk_frame_reader),
 ** and the frames set aside while an RPC waited. A payload stays valid
-** until the next read. 0 with a frame; -1 at the end of the stream, on
-** error, or for a frame the parent may not send; with nonblock, 1 when no
-** whole frame is in. */
+** until the next read. 0 with a frame; -1 at the end of the stream or on
+** error; -2 for a frame the parent may not send (the stream cannot be
+** read past it); with nonblock, 1 when no whole frame is in. */
 int sk_child_read(int *type, const char **payload, size_t *plen);
 int sk_child_read_nb(int *type, const char **payload, size_t *plen, int nonblock);
 int sk_child_defer(int type, const char *payload, size_t len);
