@@ -78,7 +78,7 @@ static int check(void *ud, const uint8_t *head, size_t avail) {
 static void read_stream(const uint8_t *s, size_t size, int mode, unsigned seed, seen *out) {
   sk_frame_reader r = {0};
   ctx c = {mode, s, size, 0, &r};
-  size_t fed = 0;
+  size_t fed = 0, most = 0;       /* most: the most bytes the reader held */
   out->n = 0;
   for (;;) {
     sk_frame f;
@@ -132,10 +132,12 @@ static void read_stream(const uint8_t *s, size_t size, int mode, unsigned seed, 
     if (to == NULL) check_fail("out of memory");
     c.base += before;             /* sk_frame_space moved the unread bytes to the front */
     if (room < min) check_fail("less room than asked");
-    if (r.cap > 4 * r.len + 2 * min + 4096) check_fail("the reader holds memory the bytes did not bring");
+    if (r.len > most) most = r.len;
+    if (r.cap > 4 * most + 2 * min + 4096) check_fail("the reader holds memory the bytes did not bring");
     if (piece > room) piece = room;
     memcpy(to, s + fed, piece);
     sk_frame_fill(&r, piece);
+    if (r.len > most) most = r.len;
     fed += piece;
   }
   sk_frame_reader_free(&r);
@@ -144,25 +146,28 @@ static void read_stream(const uint8_t *s, size_t size, int mode, unsigned seed, 
 static int sv[2] = {-1, -1};
 
 /* Writes the frames again with the blocking writer (split into two parts
-** at a seeded place) and reads the socket back: the same bytes. */
+** at a seeded place) and reads the socket back: the same bytes. Each frame
+** is read back before the next is written, so that many small frames never
+** fill the socket (each write is a buffer of its own there). */
 static void write_back(const uint8_t *s, const seen *a, unsigned seed) {
   size_t total = 0;
   for (int i = 0; i < a->n && i < MAXF; i++) total += SK_FRAME_HEAD + a->len[i];
   if (total == 0 || total > 65536 || a->n > MAXF) return;
   if (sv[0] < 0 && socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return;
+  uint8_t *back = malloc(total);
+  size_t got = 0;
   for (int i = 0; i < a->n; i++) {
     const uint8_t *p = s + a->at[i] + SK_FRAME_HEAD;
     size_t split = a->len[i] ? (seed + (unsigned)i) % (a->len[i] + 1) : 0;
     if (sk_frame_write2(sv[1], a->type[i], p, split, p + split, a->len[i] - split) != 0) {
       check_fail("the writer failed");
     }
-  }
-  uint8_t *back = malloc(total);
-  size_t got = 0;
-  while (got < total) {
-    ssize_t n = recv(sv[0], back + got, total - got, 0);
-    if (n <= 0) check_fail("the socket ended early");
-    got += (size_t)n;
+    size_t end = got + SK_FRAME_HEAD + a->len[i];
+    while (got < end) {
+      ssize_t n = recv(sv[0], back + got, end - got, 0);
+      if (n <= 0) check_fail("the socket ended early");
+      got += (size_t)n;
+    }
   }
   if (memcmp(back, s + a->at[0], total) != 0) check_fail("the writer wrote other bytes");
   free(back);
