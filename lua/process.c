@@ -167,7 +167,7 @@ static int l_proc_new(lua_State *L) {
   *u = NULL;
   luaL_setmetatable(L, PROC_MT);
   int rc = sk_proc_start(w, name, daemon, &init, &code, u);
-  if (rc == UV_ENOMEM) return sk_error_raise(L, "memory", "not enough memory for a process");
+  if (rc == 1) return sk_error_raise(L, "memory", "not enough memory for a process");
   if (rc != 0) return sk_spawn_error(L, rc, NULL);
   return 1;
 }

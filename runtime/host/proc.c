@@ -426,7 +426,7 @@ int sk_proc_start(sk_worker *w, char *name, int daemon, sk_buf *init, sk_buf *co
   uv_process_t *proc = malloc(sizeof *proc);
   uv_pipe_t *pipe = malloc(sizeof *pipe);
   lua_Integer id = __atomic_add_fetch(&next_proc_id, 1, __ATOMIC_RELAXED);
-  int rc = UV_ENOMEM;
+  int rc = 1;                   /* out of memory before any start */
   if (p && proc && pipe) {
     rc = sk_spawn_worker(w->sched.loop, proc, pipe, id, name, "once", on_exit_cb);
     if (rc != 0) proc = NULL;   /* sk_spawn_worker released it */

@@ -153,7 +153,8 @@ typedef struct sk_proc {
 /* Starts a process running `code` (fn+args, marshalled), after `init`
 ** (may be empty) when given; `name` (malloc'd or NULL) becomes the
 ** process's. Takes over name, init and code in every case. 0 with *out
-** set (counted as live work of w unless daemon), or a libuv error. */
+** set (counted as live work of w unless daemon), 1 when out of memory
+** before anything started, or sk_spawn_worker's libuv error. */
 int sk_proc_start(sk_worker *w, char *name, int daemon, sk_buf *init, sk_buf *code, sk_proc **out);
 /* The Lua handle is gone: frees the process once its handles closed. */
 void sk_proc_release(sk_proc *p);
