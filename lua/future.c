@@ -6,9 +6,7 @@
 #include <string.h>
 
 #include "sk_future.h"
-#include "sk_process.h"
-
-/* ------------------------------------------------------------ Lua side */
+#include "../runtime/host/sk_proc.h"
 
 static sk_future *check_future(lua_State *L, int idx) {
   return (sk_future *)sk_handle_check(L, idx, FUTURE_MT);

@@ -223,15 +223,7 @@ static int rpc_call(lua_State *L, const char *op, const char *name, int first) {
   if (sk_marshal_encode(L, -(nargs + 3), nargs + 3, &body, "args") != 0) return lua_error(L);
   lua_pop(L, nargs + 3);
   uint64_t id = ++rpc_next_id;
-  char *frame = malloc(body.len + 8);
-  if (frame == NULL) {
-    sk_buf_free(&body);
-    return sk_error_raise(L, "memory", "not enough memory");
-  }
-  memcpy(frame, &id, 8);
-  memcpy(frame + 8, body.data, body.len);
-  int rc = sk_frame_write(rpc_fd, 'C', frame, body.len + 8);
-  free(frame);
+  int rc = sk_frame_write2(rpc_fd, 'C', &id, 8, body.data, body.len);
   sk_buf_free(&body);
   if (rc != 0 || rpc_eof) return sk_error_raise(L, "closed", "the parent process is gone");
   if (rpc_poll == NULL) return sk_error_raise(L, "memory", "cannot wait for the parent process");
@@ -504,17 +496,9 @@ static int l_conn_reply(lua_State *L) {
     return sk_error_raise(L, "marshal", "the answer is too big to send to a process (%I bytes, over 4 GiB)",
                           (LUAI_UACINT)bl);
   }
-  char *frame = malloc(bl + 13);
-  if (frame == NULL) return sk_error_raise(L, "memory", "not enough memory");
-  size_t len = bl + 8;
-  frame[0] = (char)len;
-  frame[1] = (char)(len >> 8);
-  frame[2] = (char)(len >> 16);
-  frame[3] = (char)(len >> 24);
-  frame[4] = 'A';
-  memcpy(frame + 5, id, 8);
-  memcpy(frame + 13, body, bl);
-  lua_pushboolean(L, sk_write_owned(c->pipe, frame, bl + 13) == 0);
+  int rc = sk_send_frame2(c->pipe, 'A', id, 8, body, bl);
+  if (rc == UV_ENOMEM) return sk_error_raise(L, "memory", "not enough memory");
+  lua_pushboolean(L, rc == 0);
   return 1;
 }
 

@@ -1,13 +1,7 @@
 /*
-** futures.c — futures of thread and process pools: the result of a
-** submitted task, shared by reference across workers (sk_future.h). Its
-** Lua face is lua/future.c.
-**
-** A future is an sk_obj whose state moves PENDING -> RUNNING -> DONE |
-** FAILED | CANCELLED under its own mutex. The results (or the failure as
-** message, traceback, value) are a marshalled buffer, decoded in whichever
-** worker calls get(). Completion wakes every waiter record. The pool
-** engines drive the transitions through sk_future_* (any thread).
+** futures.c — the future engine (sk_future.h): creation and the state
+** transitions a pool's engine drives, from any thread; and the handle a
+** pool's binding pushes.
 */
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +19,7 @@ static void future_destroy(sk_obj *o) {
   free(f);
 }
 
-static const sk_objtype future_type = {SK_FUTURE_MT, future_destroy, NULL};
+static const sk_objtype future_type = {FUTURE_MT, future_destroy, NULL};
 
 sk_future *sk_future_new(void) {
   sk_future *f = calloc(1, sizeof *f);
@@ -101,5 +95,4 @@ int sk_future_cancel(sk_future *f) {
   return ok;
 }
 
-
-void sk_future_push(lua_State *L, sk_obj *o) { sk_handle_push(L, o, SK_FUTURE_MT); }
+void sk_future_push(lua_State *L, sk_obj *o) { sk_handle_push(L, o, FUTURE_MT); }

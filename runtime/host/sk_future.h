@@ -1,15 +1,20 @@
 /*
-** sk_future.h — futures (runtime/host/futures.c): the result of a task
-** submitted to a thread or process pool, shared by reference between the
-** pool's engine, which finishes it from any thread, and the workers that
-** wait on it (lua/future.c is its Lua face).
+** sk_future.h — the future engine: the result of a task submitted to a
+** pool (a thread pool's or a process pool's), shared by reference across
+** workers. Its Lua face is lua/future.c.
+**
+** A future is an sk_obj whose state moves PENDING -> RUNNING -> DONE |
+** FAILED | CANCELLED under its own mutex. The results (or the failure as
+** message, traceback, value) are a marshalled buffer, decoded in whichever
+** worker calls get(). Completion wakes every waiter record. The pool
+** engines drive the transitions (any thread); nothing here calls Lua.
 */
 #ifndef SK_HOST_FUTURE_H
 #define SK_HOST_FUTURE_H
 
 #include "sk_lua.h"
 
-#define SK_FUTURE_MT "skein.Future"
+#define FUTURE_MT "skein.Future"
 
 enum { SK_FUT_PENDING, SK_FUT_RUNNING, SK_FUT_DONE, SK_FUT_FAILED, SK_FUT_CANCELLED };
 
@@ -48,7 +53,7 @@ void sk_future_fail_exit(sk_future *f, const char *cmsg, const char *kind, int p
 void sk_future_fail_remote(sk_future *f, const sk_buf *failure, const char *prefix);
 /* PENDING -> CANCELLED; 0 when it already started. Any thread. */
 int sk_future_cancel(sk_future *f);
-/* Pushes a Lua handle to the future, taking over one reference. */
+/* Pushes a handle taking over one reference (its methods are lua/future.c's). */
 void sk_future_push(lua_State *L, sk_obj *o);
 
 #endif

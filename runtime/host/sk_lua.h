@@ -147,8 +147,8 @@ struct sk_worker {
   char *self_name;
   void *job_clock;              /* a pool job's deadline (pool.c) */
   void *pool;                   /* the thread pool it is a worker of (pool.c) */
-  struct sk_proc *procs;        /* running child processes (process.c) */
-  struct sk_ppool *ppools;      /* process pools it owns (ppool.c) */
+  struct sk_proc *procs;        /* running child processes (proc.c) */
+  struct sk_ppool *ppools;      /* process pools it owns (proc_pool.c) */
   struct {                      /* metatables of handle types, by name */
     const char *name;
     const void *ptr;

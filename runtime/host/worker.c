@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/sk_frame.h"
 #include "../core/sk_shm.h"
 #include "lualib.h"
 #include "sk_lua.h"
@@ -699,9 +700,9 @@ static int p_call(lua_State *L) {
   int was = sk_marshal_xproc;
   if (w->results_to_parent) sk_marshal_xproc = SK_XPROC_TO_PARENT;
   if (st == LUA_OK && sk_marshal_encode(L, 2, lua_gettop(L) - 1, a->out, "result") == 0) {
-    /* A process's frame carries at most 4 GiB (sk_process.h), with room
+    /* A process's frame carries at most SK_FRAME_MAX bytes, with room
     ** for a job id; a thread's results are not framed. */
-    if (!w->results_to_parent || a->out->len <= 0xffffffffu - 16) {
+    if (!w->results_to_parent || a->out->len <= SK_FRAME_MAX - 16) {
       sk_marshal_xproc = was;
       return 0;
     }
