@@ -23,7 +23,9 @@ gen: build/gen/sk_stdlib.c
 # premake globs the sources, so its makefiles are made again when the list
 # of sources changes (build/sources.txt is rewritten only then). The old
 # objects go too: their dependency files may name sources that moved, which
-# make would otherwise refuse to find.
+# make would otherwise refuse to find; and so do the static libraries, since
+# `ar` only adds and replaces members: a moved file's old object would stay
+# in libskein.a and could be the one the linker picks.
 SOURCES := $(sort $(wildcard runtime/*/*.c lua/*.c))
 
 build/sources.txt: FORCE
@@ -31,7 +33,7 @@ build/sources.txt: FORCE
 	@echo '$(SOURCES)' | cmp -s - $@ || echo '$(SOURCES)' > $@
 
 build/Makefile: premake5.lua build/sources.txt
-	rm -rf build/obj
+	rm -rf build/obj build/lib
 	$(PREMAKE) --file=premake5.lua gmake
 
 build: gen build/Makefile

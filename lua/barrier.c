@@ -548,10 +548,10 @@ static int keep_action(lua_State *L, sk_barrier *b) {
 ** is a marshalled copy (upvalues copied, like any function sent to a
 ** thread). */
 static int l_barrier_new(lua_State *L) {
-  lua_Integer n = sk_sync_check_count(L, 1, 0, 1, "positive integer (the number of parties)");
+  lua_Integer n = sk_check_count(L, 1, 0, 1, "positive integer (the number of parties)");
   luaL_argcheck(L, n <= 1000000, 1, "too many parties");
   int has_action = !lua_isnoneornil(L, 2);
-  if (has_action) sk_sync_check_callable(L, 2);
+  if (has_action) sk_check_callable(L, 2);
   lua_settop(L, 2);
   sk_obj *o = sk_xobj_new(L, &barrier_type, sizeof(sk_barrier));
   sk_barrier *b = SK_XSTATE(sk_barrier, o);

@@ -25,12 +25,6 @@
 
 /* ---------------------------------------------------------- common bits */
 
-void sk_shared_identity(lua_State *L, sk_ctx *c, sk_port **port, uint32_t *slot) {
-  if (sk_ctx_slot(c) != 0) sk_error_raise(L, "memory", "not enough memory");
-  *port = c->w->port;
-  *slot = c->wslot;
-}
-
 /* Pushes a number as Lua shows it (for __tostring). */
 static void add_number(luaL_Buffer *b, lua_State *L, int is_int, lua_Integer i, lua_Number n) {
   if (is_int) lua_pushinteger(L, i);
@@ -605,6 +599,5 @@ void sk_shared_open(lua_State *L) {
   lua_setfield(L, -2, "value");
   lua_pushcfunction(L, l_array_new);
   lua_setfield(L, -2, "array");
-  sk_shared_table_open(L);
   lua_setfield(L, -2, "shared");
 }

@@ -445,7 +445,7 @@ typedef struct claimer {
 static void claimer_of(lua_State *L, sk_ctx *c, claimer *who) {
   sk_port *port;
   uint32_t slot;
-  sk_shared_identity(L, c, &port, &slot);
+  sk_ctx_identity(L, c, &port, &slot);
   who->proc = (uint32_t)sk_shm_self();
   who->pgen = sk_shm_self_gen();
   who->port = sk_port_id(port);
@@ -957,6 +957,8 @@ void sk_shared_table_open(lua_State *L) {
   for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) sk_type_register(L, &types[i]);
   sk_xobj_register(&table_type);
   sk_shm_register_type(SK_SHM_TABLE, &table_shm_type);
+  lua_getfield(L, -1, "shared");          /* sk_shared_open made it */
   lua_pushcfunction(L, l_table_new);
   lua_setfield(L, -2, "table");
+  lua_pop(L, 1);
 }

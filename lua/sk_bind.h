@@ -44,6 +44,11 @@ void sk_sync_open(lua_State *L);
 void sk_queue_open(lua_State *L);
 void sk_pipe_open(lua_State *L);
 void sk_shared_open(lua_State *L);
+/* After sk_sync_open: skein.event and skein.barrier. After sk_shared_open:
+** skein.shared.table (in the `shared` table it made). */
+void sk_event_open(lua_State *L);
+void sk_barrier_open(lua_State *L);
+void sk_shared_table_open(lua_State *L);
 
 /* Pools and futures (pool.c, future.c). */
 void sk_pool_open(lua_State *L);

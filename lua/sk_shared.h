@@ -20,11 +20,4 @@
 #include "sk_sync.h"
 #include "../runtime/host/sk_blob.h"
 
-/* The identity of the calling context (its worker's port and wake slot);
-** raises when out of memory. */
-void sk_shared_identity(lua_State *L, sk_ctx *c, sk_port **port, uint32_t *slot);
-
-
-void sk_shared_table_open(lua_State *L);
-
 #endif

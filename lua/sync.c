@@ -37,33 +37,12 @@
 
 /* ------------------------------------------------------------- helpers */
 
-void sk_sync_setup_deadline(lua_State *L, int timeout_arg) {
+/* Checks the optional timeout at `timeout_arg` and leaves the stack as
+** (object, deadline): every blocking method keeps its deadline at 2. */
+static void setup_deadline(lua_State *L, int timeout_arg) {
   uint64_t d = sk_check_deadline(L, timeout_arg);
   lua_settop(L, 1);
   sk_push_deadline(L, d);
-}
-
-lua_Integer sk_sync_check_count(lua_State *L, int arg, lua_Integer def, lua_Integer min,
-                                const char *what) {
-  if (lua_isnoneornil(L, arg) && def >= min) return def;
-  int isint = 0;
-  lua_Integer n = 0;
-  if (lua_type(L, arg) == LUA_TNUMBER) n = lua_tointegerx(L, arg, &isint);
-  if (!isint || n < min) {
-    const char *got = lua_type(L, arg) == LUA_TNUMBER ? luaL_tolstring(L, arg, NULL)
-                                                      : luaL_typename(L, arg);
-    luaL_argerror(L, arg, lua_pushfstring(L, "%s expected, got %s", what, got));
-  }
-  return n;
-}
-
-void sk_sync_check_callable(lua_State *L, int arg) {
-  if (lua_isfunction(L, arg)) return;
-  if (luaL_getmetafield(L, arg, "__call") != LUA_TNIL) {
-    lua_pop(L, 1);
-    return;
-  }
-  luaL_typeerror(L, arg, "function");
 }
 
 /* Pushes a new handle for `o` (taking over one reference) whose user value
@@ -261,7 +240,7 @@ static const sk_shm_type sem_shm_type = {sem_gone, xw_free};
 static void push_sem(lua_State *L, sk_obj *o) { sk_handle_push(L, o, SEM_MT); }
 
 static int new_sem(lua_State *L, int bounded) {
-  lua_Integer n = sk_sync_check_count(L, 1, 1, 0, "non-negative integer");
+  lua_Integer n = sk_check_count(L, 1, 1, 0, "non-negative integer");
   sk_obj *o = sk_xobj_new(L, &sem_type, sizeof(sk_sem));
   sk_sem *s = SK_XSTATE(sk_sem, o);
   sk_xw_init(&s->w);
@@ -308,7 +287,7 @@ static int sem_take(sk_sem *s) {
 /* semaphore:release([n=1]) */
 static int l_sem_release(lua_State *L) {
   sk_sem *s = check_sem(L, 1);
-  lua_Integer n = sk_sync_check_count(L, 2, 1, 1, "positive integer"), value;
+  lua_Integer n = sk_check_count(L, 2, 1, 1, "positive integer"), value;
   if (sem_release_n(s, n, &value) != 0) {
     if (s->bounded) {
       return sk_error_raise(L, "usage", "bounded semaphore released too many times (value %I + %I would exceed its initial value %I)",
@@ -550,7 +529,7 @@ static const sk_source with_source = UNIT_SOURCE(with_attempt);
 ** on timeout */
 static int l_sync_acquire(lua_State *L) {
   sk_obj *o = check_unit(L, 1);
-  sk_sync_setup_deadline(L, 2);
+  setup_deadline(L, 2);
   return sk_wait_on(L, &acquire_source, o, sk_to_deadline(L, 2), 0);
 }
 
@@ -558,7 +537,7 @@ static int l_sync_acquire(lua_State *L) {
 ** timeout when it could not acquire in time */
 static int l_sync_hold(lua_State *L) {
   sk_obj *o = check_unit(L, 1);
-  sk_sync_setup_deadline(L, 2);
+  setup_deadline(L, 2);
   return sk_wait_on(L, &hold_source, o, sk_to_deadline(L, 2), 0);
 }
 
@@ -566,7 +545,7 @@ static int l_sync_hold(lua_State *L) {
 ** when fn raises, then returns or re-raises */
 static int l_sync_with(lua_State *L) {
   sk_obj *o = check_unit(L, 1);
-  sk_sync_check_callable(L, 2);
+  sk_check_callable(L, 2);
   sk_push_deadline(L, SK_NO_DEADLINE);
   lua_insert(L, 2);
   return sk_wait_on(L, &with_source, o, SK_NO_DEADLINE, 0);
@@ -831,7 +810,7 @@ static int cond_wait_for_k(lua_State *L, int status, lua_KContext phase) {
 ** pred() is true (checked with the lock held) or the timeout passes. */
 static int l_cond_wait_for(lua_State *L) {
   check_cond(L, 1);
-  sk_sync_check_callable(L, 2);
+  sk_check_callable(L, 2);
   uint64_t d = sk_check_deadline(L, 3);
   cond_check_owned(L, check_cond_lock(L, 1), "wait on");
   lua_settop(L, 2);
@@ -842,7 +821,7 @@ static int l_cond_wait_for(lua_State *L) {
 /* condition:notify([n=1]) wakes up to n waiters; the caller holds the lock */
 static int l_cond_notify(lua_State *L) {
   sk_cond *cv = check_cond(L, 1);
-  lua_Integer n = sk_sync_check_count(L, 2, 1, 0, "non-negative integer");
+  lua_Integer n = sk_check_count(L, 2, 1, 0, "non-negative integer");
   cond_check_owned(L, check_cond_lock(L, 1), "notify");
   sk_xw_lock(&cv->w);
   for (lua_Integer i = 0; i < n && sk_xw_wake_one(&cv->w); i++) {}
@@ -908,6 +887,4 @@ void sk_sync_open(lua_State *L) {
   sk_shm_register_type(SK_SHM_SEM, &sem_shm_type);
   sk_shm_register_type(SK_SHM_COND, &cond_shm_type);
   luaL_setfuncs(L, funcs, 0);
-  sk_event_open(L);
-  sk_barrier_open(L);
 }

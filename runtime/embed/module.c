@@ -86,9 +86,12 @@ int luaopen_skein(lua_State *L) {
   sk_marshal_open(L);
   sk_thread_open(L);
   sk_sync_open(L);
+  sk_event_open(L);
+  sk_barrier_open(L);
   sk_queue_open(L);
   sk_pipe_open(L);
   sk_shared_open(L);
+  sk_shared_table_open(L);
   sk_select_open(L);
   sk_future_open(L);
   sk_pool_open(L);

@@ -271,6 +271,15 @@ sk_ctx *sk_current(lua_State *L);
 void sk_ctx_init(sk_ctx *c, sk_worker *w);
 /* Whether the value at idx can be called (a function, or __call). */
 int sk_callable(lua_State *L, int idx);
+/* Reads integer argument `arg` >= `min`; an absent one gives `def` when
+** def >= min, else raises "bad argument" naming `what`. */
+lua_Integer sk_check_count(lua_State *L, int arg, lua_Integer def, lua_Integer min,
+                           const char *what);
+/* Raises a type error unless argument `arg` is callable. */
+void sk_check_callable(lua_State *L, int arg);
+/* The identity of context `c` across threads: its worker's port and its
+** wake slot (given one now if it has none); raises when out of memory. */
+void sk_ctx_identity(lua_State *L, sk_ctx *c, sk_port **port, uint32_t *slot);
 void sk_wait_begin(lua_State *L, sk_ctx *c, uint64_t deadline);
 int sk_wait(lua_State *L, sk_ctx *c, lua_KContext kctx, lua_KFunction k);
 int sk_wait_end(lua_State *L, sk_ctx *c);

@@ -412,6 +412,12 @@ int sk_ctx_waiter(sk_ctx *c, sk_waiter *out) {
   return 0;
 }
 
+void sk_ctx_identity(lua_State *L, sk_ctx *c, sk_port **port, uint32_t *slot) {
+  if (sk_ctx_slot(c) != 0) sk_error_raise(L, "memory", "not enough memory");
+  *port = c->w->port;
+  *slot = c->wslot;
+}
+
 void sk_ctx_drop_slot(sk_ctx *c) {
   sk_worker *w = c->w;
   if (c->wslot == 0) return;
@@ -455,6 +461,24 @@ static int is_options(lua_State *L, int idx) {
     return 0;
   }
   return 1;
+}
+
+lua_Integer sk_check_count(lua_State *L, int arg, lua_Integer def, lua_Integer min,
+                           const char *what) {
+  if (lua_isnoneornil(L, arg) && def >= min) return def;
+  int isint = 0;
+  lua_Integer n = 0;
+  if (lua_type(L, arg) == LUA_TNUMBER) n = lua_tointegerx(L, arg, &isint);
+  if (!isint || n < min) {
+    const char *got = lua_type(L, arg) == LUA_TNUMBER ? luaL_tolstring(L, arg, NULL)
+                                                      : luaL_typename(L, arg);
+    luaL_argerror(L, arg, lua_pushfstring(L, "%s expected, got %s", what, got));
+  }
+  return n;
+}
+
+void sk_check_callable(lua_State *L, int arg) {
+  if (!sk_callable(L, arg)) luaL_typeerror(L, arg, "function");
 }
 
 int sk_callable(lua_State *L, int idx) {
