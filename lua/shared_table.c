@@ -11,7 +11,7 @@
 **
 ** Layout: a fixed-size header (the sk_obj, one mutex, counters, the hash
 ** key) and one *store* block holding the index then the entries; each
-** entry's string key and value are immutable blobs (sk_shared.h). A reader
+** entry's string key and value are immutable blobs (the store is runtime/host/stable.c). A reader
 ** retains a blob under the mutex and decodes it after unlocking; a writer
 ** encodes before locking and swaps the blob in. So no Lua code runs, and
 ** nothing raises, while the mutex is held.
@@ -40,87 +40,13 @@
 
 #include "../runtime/core/sk_siphash.h"
 #include "sk_shared.h"
+#include "../runtime/host/sk_stable.h"
 
 #define TABLE_MT "skein.shared.Table"
 #define GUARD_MT "skein.shared.UpdateGuard"
 #define SNAP_MT "skein.shared.Snapshot"
 
 /* ----------------------------------------------------------------- keys */
-
-enum { K_DEAD, K_INT, K_FLOAT, K_BOOL, K_STR };
-
-/* A key as looked up: strings point into the Lua string. */
-typedef struct skey {
-  int tag;
-  uint64_t hash;
-  union {
-    lua_Integer i;
-    lua_Number n;
-    int b;
-    struct {
-      const char *p;
-      size_t len;
-    } s;
-  } u;
-} skey;
-
-/* A stored entry. `val` is NULL only while an update holds a claim on a key
-** that had no value; such an entry is invisible to readers. */
-typedef struct sentry {
-  uint64_t hash;
-  int tag;                      /* K_DEAD once removed */
-  union {
-    lua_Integer i;
-    lua_Number n;
-    int b;
-    sk_off s;                   /* an sk_blob */
-  } key;
-  sk_off val;                   /* an sk_blob, or 0 */
-  uint64_t claim;               /* 0, or the token of the claiming update */
-  uint32_t claim_proc, claim_pgen;  /* who claimed: its process, */
-  uint32_t claim_port, claim_slot;  /* its worker's port id and its wake slot */
-} sentry;
-
-static sk_blob *blob_at(sk_off o) { return sk_shm_ptr(o); }
-
-#define EMPTY (-1)
-#define DUMMY (-2)
-
-typedef struct sk_table {
-  sk_shm_obj obj;
-  sk_xw w;                      /* the lock, guarding everything below; its
-                                ** waiters: writers waiting for a claimed key */
-  uint8_t hkey[16];             /* string hash key */
-  uint32_t isize;               /* index slots: a power of two > ecap */
-  uint32_t ecap, nent;          /* entries allocated, used (incl. dead) */
-  uint32_t nlive;               /* entries with a value */
-  lua_Integer border;           /* keys 1..border all have values */
-  uint64_t tokens;              /* last claim token given out */
-  sk_off store;                 /* int32_t index[isize], sentry entries[ecap] */
-} sk_table;
-
-static int32_t *tindex(const sk_table *t) { return sk_shm_ptr(t->store); }
-static sentry *tentries(const sk_table *t) {
-  return (sentry *)((char *)sk_shm_ptr(t->store) + (size_t)t->isize * sizeof(int32_t));
-}
-
-static uint8_t hash_key[16];
-static uv_once_t hash_once = UV_ONCE_INIT;
-
-static void hash_init(void) {
-  if (uv_random(NULL, NULL, hash_key, sizeof hash_key, 0, NULL) != 0) {
-    uint64_t x = uv_hrtime() ^ (uint64_t)(uintptr_t)&x;
-    memcpy(hash_key, &x, sizeof x);
-  }
-}
-
-static uint64_t mix(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
 
 /* Fills *k from the Lua value at idx; returns NULL, or why it is no key.
 ** Never raises or allocates. */
@@ -168,18 +94,6 @@ static void check_key(lua_State *L, int idx, const sk_table *t, skey *k) {
   if (why) luaL_error(L, "%s (got %s)", why, luaL_typename(L, idx));
 }
 
-static int key_eq(const sentry *e, const skey *k) {
-  if (e->tag != k->tag) return 0;
-  switch (k->tag) {
-    case K_INT: return e->key.i == k->u.i;
-    case K_FLOAT: return e->key.n == k->u.n;
-    case K_BOOL: return e->key.b == k->u.b;
-    default:
-      return blob_at(e->key.s)->len == k->u.s.len &&
-             memcmp(sk_blob_data(blob_at(e->key.s)), k->u.s.p, k->u.s.len) == 0;
-  }
-}
-
 static int is_ident(const char *s, size_t n) {
   static const char *const reserved[] = {
       "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if",
@@ -214,178 +128,10 @@ static const char *push_key_path(lua_State *L, int idx, const char *root) {
   return path;
 }
 
-/* -------------------------------------------------------- the hash part */
-
-/* Looks k up. Returns its entry, or -1; *islot (when not NULL) gets the
-** index slot of the entry, or the slot a new entry for k would take. */
-static int32_t find(const sk_table *t, const skey *k, uint32_t *islot) {
-  const int32_t *ix = tindex(t);
-  const sentry *es = tentries(t);
-  uint32_t mask = t->isize - 1, i = (uint32_t)k->hash & mask, free_slot = UINT32_MAX;
-  for (uint32_t probes = 0; probes < t->isize; probes++, i = (i + 1) & mask) {
-    int32_t e = ix[i];
-    if (e == EMPTY) {
-      if (free_slot == UINT32_MAX) free_slot = i;
-      break;
-    }
-    if (e == DUMMY) {
-      if (free_slot == UINT32_MAX) free_slot = i;
-    } else if (es[e].hash == k->hash && key_eq(&es[e], k)) {
-      if (islot) *islot = i;
-      return e;
-    }
-  }
-  if (islot) *islot = free_slot;
-  return -1;
-}
-
-/* Allocates a store for `ecap` entries with an empty index. */
-static char *store_new(uint32_t ecap, uint32_t *isize) {
-  uint32_t n = 8;
-  while (n < ecap + ecap / 2 + 1) n *= 2;
-  char *s = sk_shm_alloc((size_t)n * sizeof(int32_t) + (size_t)ecap * sizeof(sentry));
-  if (s == NULL) return NULL;
-  memset(s, 0xff, (size_t)n * sizeof(int32_t));  /* every slot EMPTY (-1) */
-  *isize = n;
-  return s;
-}
-
-/* Rebuilds the store with room to grow, dropping dead entries and keeping
-** the order of the others. Returns -1 when out of memory (nothing changed). */
-static int resize(sk_table *t) {
-  uint32_t keep = 0;
-  sentry *old = tentries(t);
-  for (uint32_t e = 0; e < t->nent; e++) keep += old[e].tag != K_DEAD;
-  if (keep >= INT32_MAX / 4) return -1;
-  uint32_t ecap = keep < 4 ? 8 : keep * 2, isize;
-  char *store = store_new(ecap, &isize);
-  if (store == NULL) return -1;
-  int32_t *ix = (int32_t *)store;
-  sentry *es = (sentry *)(store + (size_t)isize * sizeof(int32_t));
-  uint32_t n = 0;
-  for (uint32_t e = 0; e < t->nent; e++) {
-    if (old[e].tag == K_DEAD) continue;
-    es[n] = old[e];
-    uint32_t i = (uint32_t)es[n].hash & (isize - 1);
-    while (ix[i] != EMPTY) i = (i + 1) & (isize - 1);
-    ix[i] = (int32_t)n++;
-  }
-  /* The new store shows with one store of its offset, sizes after: a
-  ** holder that dies in between leaves sizes the repair recomputes. */
-  char *was = sk_shm_ptr(t->store);
-  t->store = sk_shm_off(store);
-  t->isize = isize;
-  t->ecap = ecap;
-  t->nent = n;
-  sk_shm_free(was);
-  return 0;
-}
-
-/* Adds an entry for k (not present) with no value. Returns its index, or
-** -1 when out of memory. */
-static int32_t insert(sk_table *t, const skey *k) {
-  uint32_t islot;
-  if (t->nent == t->ecap && resize(t) != 0) return -1;
-  find(t, k, &islot);
-  sentry *e = &tentries(t)[t->nent];
-  memset(e, 0, sizeof *e);
-  e->hash = k->hash;
-  switch (k->tag) {
-    case K_INT: e->key.i = k->u.i; break;
-    case K_FLOAT: e->key.n = k->u.n; break;
-    case K_BOOL: e->key.b = k->u.b; break;
-    default: {
-      sk_blob *b = sk_blob_bytes(k->u.s.p, k->u.s.len);
-      if (b == NULL) return -1;
-      e->key.s = sk_shm_off(b);
-    }
-  }
-  e->tag = k->tag;
-  tindex(t)[islot] = (int32_t)t->nent;
-  return (int32_t)t->nent++;
-}
-
-/* Keeps `border` right after entry e got a value. */
-static void became_live(sk_table *t, const sentry *e) {
-  t->nlive++;
-  if (e->tag != K_INT || e->key.i != t->border + 1) return;
-  t->border++;
-  for (skey k = {.tag = K_INT}; t->border < LUA_MAXINTEGER; t->border++) {
-    k.u.i = t->border + 1;
-    k.hash = mix((uint64_t)k.u.i);
-    int32_t next = find(t, &k, NULL);
-    if (next < 0 || tentries(t)[next].val == 0) break;
-  }
-}
-
-/* Removes entry e (found at index slot islot); returns its value for the
-** caller to release after unlocking. String keys hold no objects, so
-** freeing them here is safe. */
-static sk_blob *remove_entry(sk_table *t, int32_t e, uint32_t islot) {
-  sentry *en = &tentries(t)[e];
-  sk_blob *val = blob_at(en->val);
-  if (val) {
-    t->nlive--;
-    if (en->tag == K_INT && en->key.i >= 1 && en->key.i <= t->border) t->border = en->key.i - 1;
-  }
-  if (en->tag == K_STR) sk_blob_release(blob_at(en->key.s));
-  en->tag = K_DEAD;
-  en->val = 0;
-  en->claim = 0;
-  tindex(t)[islot] = DUMMY;
-  return val;
-}
-
-/* Stores nv (NULL: delete) under k, which no one has claimed. Returns 0 and
-** the replaced value in *old, or -1 when out of memory. */
-static int store(sk_table *t, const skey *k, sk_blob *nv, sk_blob **old) {
-  uint32_t islot;
-  int32_t e = find(t, k, &islot);
-  *old = NULL;
-  if (nv == NULL) {
-    if (e >= 0) *old = remove_entry(t, e, islot);
-    return 0;
-  }
-  if (e >= 0) {
-    *old = blob_at(tentries(t)[e].val);
-    tentries(t)[e].val = sk_shm_off(nv);
-    return 0;
-  }
-  e = insert(t, k);
-  if (e < 0) return -1;
-  tentries(t)[e].val = sk_shm_off(nv);
-  became_live(t, &tentries(t)[e]);
-  return 0;
-}
-
 /* ------------------------------------------------------------ the object */
 
-/* Rebuilds the index and the counts from the entries, after a process died
-** holding the lock (an entry may have been half added or half removed). */
-static void repair(sk_table *t) {
-  int32_t *ix = tindex(t);
-  sentry *es = tentries(t);
-  if (t->nent > t->ecap) t->nent = t->ecap;
-  memset(ix, 0xff, (size_t)t->isize * sizeof(int32_t));
-  t->nlive = 0;
-  t->border = 0;
-  for (uint32_t e = 0; e < t->nent; e++) {
-    if (es[e].tag == K_DEAD) continue;
-    uint32_t i = (uint32_t)es[e].hash & (t->isize - 1);
-    while (ix[i] != EMPTY) i = (i + 1) & (t->isize - 1);
-    ix[i] = (int32_t)e;
-    if (es[e].val) t->nlive++;
-  }
-  for (skey k = {.tag = K_INT}; t->border < LUA_MAXINTEGER; t->border++) {
-    k.u.i = t->border + 1;
-    k.hash = mix((uint64_t)k.u.i);
-    int32_t next = find(t, &k, NULL);
-    if (next < 0 || tentries(t)[next].val == 0) break;
-  }
-}
-
 static void tlock(sk_table *t) {
-  if (sk_shm_lock(&t->w.lock)) repair(t);
+  if (sk_shm_lock(&t->w.lock)) sk_stable_repair(t);
 }
 
 static void tunlock(sk_table *t) { sk_xw_unlock(&t->w); }
@@ -407,7 +153,7 @@ static void table_gone(sk_shm_obj *o) {
       while (tindex(t)[islot] != (int32_t)e && ++probes < t->isize) {
         islot = (islot + 1) & (t->isize - 1);
       }
-      if (probes < t->isize) remove_entry(t, (int32_t)e, islot);
+      if (probes < t->isize) sk_stable_remove(t, (int32_t)e, islot);
     }
   }
   sk_xw_wake_all(&t->w);
@@ -475,7 +221,7 @@ static int key_unclaimed(void *p) {
     pr->k.u.i = pr->t->border + 1;
     pr->k.hash = mix((uint64_t)pr->k.u.i);
   }
-  int32_t e = find(pr->t, &pr->k, NULL);
+  int32_t e = sk_stable_find(pr->t, &pr->k, NULL);
   return e < 0 || tentries(pr->t)[e].claim == 0;
 }
 
@@ -520,9 +266,9 @@ static int table_write(lua_State *L, void *obj, int round, int expired) {
   enum { DONE, BUSY, MINE, NOMEM } r = DONE;
   tlock(t);
   if (key_unclaimed(pr)) {
-    if (store(t, &pr->k, nv, &old) != 0) r = NOMEM;
+    if (sk_stable_store(t, &pr->k, nv, &old) != 0) r = NOMEM;
   } else {
-    const sentry *e = &tentries(t)[find(t, &pr->k, NULL)];
+    const sentry *e = &tentries(t)[sk_stable_find(t, &pr->k, NULL)];
     r = claim_is(e, &who) ? MINE : BUSY;
   }
   tunlock(t);
@@ -569,7 +315,7 @@ static int l_table_get(lua_State *L) {
   skey k;
   check_key(L, 2, t, &k);
   tlock(t);
-  int32_t e = find(t, &k, NULL);
+  int32_t e = sk_stable_find(t, &k, NULL);
   sk_blob *v = e >= 0 ? blob_at(tentries(t)[e].val) : NULL;
   if (v) sk_blob_retain(v);
   tunlock(t);
@@ -617,10 +363,10 @@ static void guard_release(lua_State *L, int idx) {
     if (key_from_lua(L, -1, t, &k) == NULL) {
       tlock(t);
       uint32_t islot;
-      int32_t e = find(t, &k, &islot);
+      int32_t e = sk_stable_find(t, &k, &islot);
       if (e >= 0 && tentries(t)[e].claim == g->token) {
         tentries(t)[e].claim = 0;
-        if (tentries(t)[e].val == 0) remove_entry(t, e, islot);
+        if (tentries(t)[e].val == 0) sk_stable_remove(t, e, islot);
         sk_xw_wake_all(&t->w);
       }
       tunlock(t);
@@ -656,17 +402,17 @@ static int update_commit(lua_State *L, int status, lua_KContext kctx) {
   check_key(L, 2, t, &k);
   tlock(t);
   uint32_t islot;
-  int32_t e = find(t, &k, &islot);
+  int32_t e = sk_stable_find(t, &k, &islot);
   int ours = e >= 0 && tentries(t)[e].claim == g->token;
   if (ours) {
     sentry *en = &tentries(t)[e];
     en->claim = 0;
     if (nv == NULL) {
-      old = remove_entry(t, e, islot);
+      old = sk_stable_remove(t, e, islot);
     } else {
       old = blob_at(en->val);
       en->val = sk_shm_off(nv);
-      if (old == NULL) became_live(t, en);
+      if (old == NULL) sk_stable_became_live(t, en);
     }
     sk_xw_wake_all(&t->w);
   }
@@ -696,11 +442,11 @@ static int table_claim(lua_State *L, void *obj, int round, int expired) {
   uint64_t token = 0;
   sk_blob *cur = NULL;
   tlock(t);
-  int32_t e = find(t, &pr->k, NULL);
+  int32_t e = sk_stable_find(t, &pr->k, NULL);
   if (e >= 0 && tentries(t)[e].claim) {
     r = claim_is(&tentries(t)[e], &who) ? MINE : BUSY;
   } else {
-    if (e < 0) e = insert(t, &pr->k);
+    if (e < 0) e = sk_stable_insert(t, &pr->k);
     if (e < 0) {
       r = NOMEM;
     } else {
@@ -890,7 +636,7 @@ static void init_entry(lua_State *L, sk_table *t, int kidx) {
   if (sk_blob_encode(L, kidx + 1, push_key_path(L, kidx, "init"), &nv) != 0) lua_error(L);
   lua_settop(L, kidx + 1);
   tlock(t);
-  int rc = store(t, &k, nv, &old);
+  int rc = sk_stable_store(t, &k, nv, &old);
   tunlock(t);
   sk_blob_release(old);
   if (rc != 0) {
@@ -904,14 +650,13 @@ static void init_entry(lua_State *L, sk_table *t, int kidx) {
 static int l_table_new(lua_State *L) {
   luaL_argcheck(L, lua_isnoneornil(L, 1) || lua_type(L, 1) == LUA_TTABLE, 1, "table or nil");
   lua_settop(L, 1);
-  uv_once(&hash_once, hash_init);
   sk_obj *o = sk_xobj_new(L, &table_type, sizeof(sk_table));
   sk_table *t = SK_XSTATE(sk_table, o);
   sk_xw_init(&t->w);
   t->ecap = 8;
-  memcpy(t->hkey, hash_key, sizeof hash_key);
+  sk_stable_hash_key(t->hkey);
   push_table(L, o);  /* from here a raise frees the table through its handle */
-  char *store = store_new(8, &t->isize);
+  char *store = sk_stable_store_new(8, &t->isize);
   if (store == NULL) return sk_error_raise(L, "memory", "not enough memory for a shared table");
   t->store = sk_shm_off(store);
   if (lua_istable(L, 1)) {
