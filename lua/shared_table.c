@@ -9,10 +9,10 @@
 ** order (like a Python dict): the table is a compact hash, an index of
 ** int32 slots pointing into a dense array of entries.
 **
-** Layout: a fixed-size header (the sk_obj, one mutex, counters, the hash
-** key) and one *store* block holding the index then the entries; each
-** entry's string key and value are immutable blobs (the store is runtime/host/stable.c). A reader
-** retains a blob under the mutex and decodes it after unlocking; a writer
+** Layout (runtime/host/sk_stable.h, stable.c): a fixed-size header (the
+** sk_obj, one mutex, counters, the hash key) and one *store* block holding
+** the index then the entries; each entry's string key and value are
+** immutable blobs. A reader retains a blob under the mutex and decodes it after unlocking; a writer
 ** encodes before locking and swaps the blob in. So no Lua code runs, and
 ** nothing raises, while the mutex is held.
 **
