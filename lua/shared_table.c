@@ -12,9 +12,9 @@
 ** Layout (runtime/host/sk_stable.h, stable.c): a fixed-size header (the
 ** sk_obj, one mutex, counters, the hash key) and one *store* block holding
 ** the index then the entries; each entry's string key and value are
-** immutable blobs. A reader retains a blob under the mutex and decodes it after unlocking; a writer
-** encodes before locking and swaps the blob in. So no Lua code runs, and
-** nothing raises, while the mutex is held.
+** immutable blobs. A reader retains a blob under the mutex and decodes it
+** after unlocking; a writer encodes before locking and swaps the blob in.
+** So no Lua code runs, and nothing raises, while the mutex is held.
 **
 ** Atomic read-modify-write (t:update(k, fn)) *claims* the entry: while the
 ** claim lasts, other updates and writes of that key wait (through the
