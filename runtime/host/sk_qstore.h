@@ -69,4 +69,8 @@ void shq_item_drop(shitem *s);
 void shq_set_counters(shq *q, uint64_t puts, uint64_t gets, uint64_t done, int closed,
                       uint64_t seq);
 
+/* Whether q has moved to the shared segment (chan.c): items bound for it
+** are encoded for other processes (qitem.c). */
+int sk_queue_crossed(sk_queue *q);
+
 #endif
