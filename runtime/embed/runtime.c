@@ -83,13 +83,6 @@ static int l_register(lua_State *L) {
 
 /* ------------------------------------------------------- the layers */
 
-/* Kills and reaps what a closing worker started: its child processes and
-** its process pools' workers. */
-static void worker_closing(sk_worker *w) {
-  sk_process_kill_all(w);
-  sk_ppool_kill_all(w);
-}
-
 /* Becoming a worker: the init hooks a thread worker inherits and runs,
 ** what a worker process runs, and which executable that is (below). */
 static void *lend_hooks(lua_State *parent);
@@ -98,7 +91,6 @@ static int init_worker(lua_State *L, int process, void *lent);
 static int worker_exe(char *out, size_t n, char *err, size_t errn);
 
 static const sk_worker_hooks worker_hooks = {.open_module = luaopen_skein,
-                                             .closing = worker_closing,
                                              .lend = lend_hooks,
                                              .unlend = unlend_hooks,
                                              .init = init_worker,

@@ -182,10 +182,6 @@ typedef struct sk_worker_hooks {
   /* Opens the `skein` module (luaopen_skein): every worker state preloads
   ** it under that name and sets the global `skein` to it. Required. */
   lua_CFunction open_module;
-  /* Runs first when a worker closes, before its state is closed: kills and
-  ** reaps the worker's child processes and its process pools' workers.
-  ** Calls no Lua. May be NULL. */
-  void (*closing)(sk_worker *w);
   /* Becoming a worker (sk_worker_become). `lend` runs on the spawning
   ** worker's thread: what a thread worker started from state `parent`
   ** inherits of it (the host's init hooks, skein_add_init), owned by the

@@ -16,6 +16,8 @@
 #include "../core/sk_shm.h"
 #include "lualib.h"
 #include "sk_lua.h"
+#include "sk_ppool.h"
+#include "sk_proc.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
@@ -618,7 +620,10 @@ static void free_handle(uv_handle_t *h) { free(h); }
 int sk_worker_close(sk_worker *w) {
   w->closing = 1;
   if (w->counted) __atomic_sub_fetch(&nworkers, 1, __ATOMIC_RELAXED);
-  if (hooks && hooks->closing) hooks->closing(w);
+  /* First, before the state closes: what the worker started (its child
+  ** processes, its process pools' workers) is killed and reaped. */
+  sk_process_kill_all(w);
+  sk_ppool_kill_all(w);
   if (w->L) lua_close(w->L);
   sk_alloc_free(w->alloc);
   w->sched.flush = NULL;
