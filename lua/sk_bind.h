@@ -1,11 +1,12 @@
 /*
-** sk_bind.h — what the bindings in lua/ offer one another and the embed
-** layer above them: the task and group engines, select, the open
-** functions of the object families, proxies of another process's objects
-** and the module entry. The host layer (runtime/host/sk_lua.h) never
-** includes this header: where the host must reach a binding, the binding
-** side registers a callback at start-up (sk_worker_set_hooks,
-** sk_marshal_set_proxy), done by runtime/embed/runtime.c.
+** sk_bind.h — what the bindings in lua/ offer the embed layer above them
+** (a binding never calls another binding: tools/check-layers.sh): the
+** open functions of the object families, select's view of a selectable
+** type, proxies of another process's objects and the module entry. The
+** host layer (runtime/host/) never includes this header: where the host
+** must reach a binding, the binding side is registered at start-up by
+** runtime/embed/runtime.c (sk_worker_set_hooks, sk_marshal_set_proxy,
+** sk_proc_set_hooks) or through a registry (sk_type_register).
 **
 ** Threading: as in sk_lua.h, everything here belongs to the calling
 ** worker's own OS thread unless it says otherwise.

@@ -253,15 +253,16 @@ void sk_worker_interrupt(sk_worker *w);
 ** object pushed (deadlock or interrupt). */
 int sk_worker_drain(sk_worker *w);
 
-/* The wait protocol. A blocking C function checks its condition, then calls
-** sk_wait_begin, links whatever watchers wake it, and returns
-** sk_wait(L, ctx, k). In a task that can yield, sk_wait yields and the
-** scheduler later calls `k` with status LUA_YIELD; anywhere else it drives
-** the loop until the context is woken and then returns LUA_YIELD to the
-** caller, which loops. After every wait the function unlinks its own
-** watchers, then calls sk_wait_end, which raises for cancellation,
-** interrupts, deadlock and expired skein.timeout scopes, and returns 1 when
-** the wait's own deadline has passed. */
+/* The primitives of the wait protocol, which the one loop of wait.c
+** (sk_wait_on, below) calls in order; a binding waits through sk_wait_on
+** and never calls these itself. sk_wait_begin raises what a suspension
+** point owes and arms the deadline; sk_wait suspends the task (yielding to
+** the scheduler, which later calls `k` with LUA_YIELD) or, where the code
+** cannot yield, drives the loop until the context is woken and returns
+** LUA_YIELD; sk_wait_end undoes sk_wait_begin and raises for
+** cancellation, interrupts, deadlock and expired skein.timeout scopes,
+** returning 1 when the wait's own deadline has passed; sk_wait_abort
+** undoes sk_wait_begin when the source turned ready before the wait. */
 sk_ctx *sk_current(lua_State *L);
 /* Prepares a context of worker `w` (a task's, inside its userdata). */
 void sk_ctx_init(sk_ctx *c, sk_worker *w);
