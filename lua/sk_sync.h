@@ -9,7 +9,6 @@
 #include <stddef.h>
 
 #include "sk_bind.h"
-#include "../runtime/host/sk_chan.h"
 #include "../runtime/host/sk_xwait.h"
 
 #endif

@@ -35,6 +35,7 @@
 #define SK_CHAN_H
 
 #include "sk_lua.h"
+#include "sk_shmtypes.h"
 #include "../core/sk_shm.h"
 #include "../core/sk_view.h"
 
@@ -146,12 +147,6 @@ int sk_queue_add_getter(sk_queue *q, const sk_waiter *w);
 void sk_queue_remove_getter(sk_queue *q, sk_port *port, uint32_t slot);
 
 /* ---------------------------------------------- across processes (shq.c) */
-
-/* The shared-memory types (sk_shm.h): queues, pipe ends, sync objects. */
-enum {
-  SK_SHM_QUEUE = 1, SK_SHM_PIPE_END, SK_SHM_EVENT, SK_SHM_LOCK, SK_SHM_SEM, SK_SHM_COND,
-  SK_SHM_BARRIER, SK_SHM_VALUE, SK_SHM_ARRAY, SK_SHM_TABLE
-};
 
 /* Moves a queue into the shared segment (once) and returns its shared
 ** copy; NULL when the segment cannot hold it. Its handles everywhere keep

@@ -18,6 +18,7 @@
 #include "../core/sk_shm.h"
 #include "../core/sk_view.h"
 #include "sk_lua.h"
+#include "sk_shmtypes.h"
 
 /* A wait list and its mutex, in the shared segment (sk_shm.h). Every
 ** function but init expects the caller to hold the lock (add, remove,
