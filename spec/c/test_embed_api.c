@@ -12,19 +12,7 @@
 #include "lauxlib.h"
 #include "lualib.h"
 
-static int ntest, nfail;
-
-static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(int cond, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s %d - ", cond ? "ok" : "not ok", ++ntest);
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-  if (!cond) nfail++;
-}
+#include "tap.h"
 
 static void hook_log(lua_State *L, void *ud) {
   lua_getglobal(L, "hook_log");
@@ -246,6 +234,5 @@ int main(void) {
   test_worker_init_hooks();
   test_two_runtimes();
   test_host_loop();
-  printf("1..%d\n", ntest);
-  return nfail ? 1 : 0;
+  return tap_done();
 }

@@ -16,19 +16,7 @@
 
 #include "../../runtime/core/sk_frame.h"
 
-static int ntest, nfail;
-
-static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(int cond, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s %d - ", cond ? "ok" : "not ok", ++ntest);
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-  if (!cond) nfail++;
-}
+#include "tap.h"
 
 /* Appends bytes to the reader as a read would. */
 static void feed(sk_frame_reader *r, const void *p, size_t n) {
@@ -230,6 +218,5 @@ int main(void) {
   test_refusals();
   test_memory();
   test_writer();
-  printf("1..%d\n", ntest);
-  return nfail ? 1 : 0;
+  return tap_done();
 }

@@ -17,19 +17,7 @@
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
 
-static int ntest, nfail;
-
-static void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void ok(int cond, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  printf("%s %d - ", cond ? "ok" : "not ok", ++ntest);
-  vprintf(fmt, ap);
-  printf("\n");
-  va_end(ap);
-  fflush(stdout);
-  if (!cond) nfail++;
-}
+#include "tap.h"
 
 /* A deterministic generator, so a failure can be replayed. */
 static uint64_t rng = 0x9e3779b97f4a7c15u;
@@ -382,6 +370,5 @@ int main(void) {
   test_ready_queue();
   test_step_idle();
   test_host_loop();
-  printf("1..%d\n", ntest);
-  return nfail ? 1 : 0;
+  return tap_done();
 }
