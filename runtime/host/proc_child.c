@@ -87,7 +87,7 @@ int sk_child_read_nb(int *type, const char **payload, size_t *plen, int nonblock
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (nonblock) return 1;
-      /* The socket is non-blocking (libuv watches it for rpc.c): wait. */
+      /* The socket is non-blocking (libuv watches it for rpc_engine.c): wait. */
       struct pollfd pfd = {child_fd, POLLIN, 0};
       poll(&pfd, 1, -1);
       continue;

@@ -86,8 +86,9 @@ void sk_tpool_terminate(sk_tpool *p);
 void sk_tpool_join_exited(sk_tpool *p);
 /* Fills *s from the pool's counters. */
 void sk_tpool_get_stats(sk_tpool *p, sk_tpool_stats *s);
-/* A Lua handle of worker w is collected: closes the pool (see l_pool_gc
-** in lua/pool.c for what happens to its threads). The handle's reference
+/* A Lua handle of worker w is collected: closes the pool; at w's close
+** waits for its threads, else leaves them to finish the queue (the story
+** is told at sk_tpool_release in thread_pool.c). The handle's reference
 ** is the caller's to drop. */
 void sk_tpool_release(sk_tpool *p, sk_worker *w);
 
