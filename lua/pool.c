@@ -1,352 +1,19 @@
 /*
-** pool.c — the thread-pool engine: N thread workers take marshalled jobs
-** from one queue and finish their futures. The Lua front end
-** (stdlib/skein/pool.lua) builds map/imap/starmap/apply and the coroutine
-** kind on top of this.
+** pool.c — skein._threadpool and its handle: argument checks, the
+** userdata, the methods and the join wait source (stdlib/skein/pool.lua is
+** the front end). The engine (jobs, the worker threads, timeouts,
+** recycling, reaping) is runtime/host/thread_pool.c (sk_tpool.h).
 **
-** Ownership and threads: the pool is an sk_obj. Each worker thread holds a
-** reference, as does each Lua handle. The pool's mutex guards the job queue,
-** the counters and the worker table; workers sleep on the pool's condition
-** variable between jobs (they have no other work: tasks a job spawns are
-** drained before the next job is taken). Lock order: pool lock, then a
-** future's lock (through sk_future_*), then a port lock.
-**
-** Per-task timeouts really stop the task: a count hook checks the deadline
-** every few thousand VM instructions (so a pure-Lua loop is interrupted),
-** and the job runs inside a deadline scope (so a blocked wait is cut short).
-** The worker then takes the next job as usual.
-**
-** A worker that ran `max_tasks` jobs exits and starts its replacement,
-** which joins it first, so recycled threads never pile up unjoined.
-**
-** Live work: a job counts in its submitter's `live` (as a task or a thread
-** does) from submit until it has left the pool, so a script, a thread or a
-** pool job that submitted work does not end before that work is done, and
-** the REPL's Ctrl-D counts it. The submitter's port is held meanwhile, and
-** whichever thread frees the job posts the uncounting to that port. Jobs a
-** pool's own workers submit to it are not counted there (a worker that
-** waited for them could be the one they need). A pool whose handle is
-** collected while its threads still run counts once more in that handle's
-** worker, until its last thread has ended and been joined there.
+** Each Lua handle holds a reference to the pool (an sk_obj); __gc releases
+** the pool through the engine (sk_tpool_release), then drops it.
 */
-#include <pthread.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "sk_future.h"
+#include "../runtime/host/sk_tpool.h"
 
-#define POOL_MT "skein.ThreadPool"
-#define HOOK_EVERY 4000
+#define POOL_MT SK_TPOOL_MT
 
-typedef struct job {
-  struct job *next;
-  sk_future *fut;               /* counted */
-  sk_buf code;                  /* fn and its arguments */
-  uint64_t timeout;             /* ns, 0: none */
-  sk_worker *owner;             /* the submitter it counts in (touched there only) */
-  sk_port *port;                /* the submitter's port, counted and held; NULL: not counted */
-} job;
-
-typedef struct sk_pool sk_pool;
-
-/* One worker slot; `w` is set while the worker runs (for terminate). */
-typedef struct pool_slot {
-  sk_pool *pool;
-  int index;
-  sk_worker *w;                 /* guarded by the pool lock */
-  uv_thread_t prev;             /* the recycled predecessor to join */
-  int has_prev;
-  int exited, joined;           /* its current thread ended / was joined */
-} pool_slot;
-
-struct sk_pool {
-  sk_obj obj;
-  uv_mutex_t lock;
-  uv_cond_t cond;               /* jobs arrived, or closing */
-  job *head, *tail;
-  size_t queued;
-  int size, alive, busy;
-  int sleeping;                 /* workers waiting on cond */
-  int closed, terminating;
-  uint64_t submitted, done, failed, restarted;
-  int max_tasks;
-  sk_buf init;                  /* init fn and args; len 0: none */
-  char *init_error;             /* set when an initializer failed */
-  pool_slot *slots;
-  uv_thread_t *threads;         /* the current thread of each slot */
-  int orphaned;                 /* handle collected mid-run */
-  sk_worker *reaper;            /* orphaned: the worker that joins the threads */
-  sk_port *reaper_port;         /* ... its port, counted and held */
-  sk_waitlist exit_waiters;     /* woken when alive reaches 0 */
-  void *lent;                   /* what the owner lends its threads (sk_worker_lend) */
-  char *name;
-};
-
-/* On the submitter's thread: the job has left the pool. */
-static void job_reaped(void *arg) {
-  job *j = arg;
-  j->owner->live--;
-  sk_port_hold(j->port, -1);
-  sk_port_release(j->port);
-  free(j);
-}
-
-/* The submitter has closed: there is nothing left to uncount. */
-static void job_orphaned(void *arg) {
-  job *j = arg;
-  sk_port_release(j->port);
-  free(j);
-}
-
-/* Frees a job that has left the pool (finished or cancelled), on any
-** thread; one counted as live work of its submitter is uncounted there. */
-static void job_free(job *j) {
-  sk_buf_free(&j->code);
-  sk_obj_release(&j->fut->obj);
-  if (j->port) sk_port_call(j->port, job_reaped, job_orphaned, j);
-  else free(j);
-}
-
-static void pool_destroy(sk_obj *o) {
-  sk_pool *p = (sk_pool *)o;
-  while (p->head) {
-    job *j = p->head;
-    p->head = j->next;
-    sk_future_cancel(j->fut);
-    job_free(j);
-  }
-  sk_buf_free(&p->init);
-  sk_waitlist_free(&p->exit_waiters);
-  uv_cond_destroy(&p->cond);
-  uv_mutex_destroy(&p->lock);
-  sk_worker_unlend(p->lent);
-  free(p->init_error);
-  free(p->slots);
-  free(p->threads);
-  free(p->name);
-  free(p);
-}
-
-static const sk_objtype pool_type = {POOL_MT, pool_destroy, NULL};
-
-/* ------------------------------------------------------- worker side */
-
-/* The deadline of the job a worker runs; read by the count hook. */
-typedef struct job_clock {
-  uint64_t deadline;
-  double seconds;
-} job_clock;
-
-static void timeout_hook(lua_State *L, lua_Debug *ar) {
-  (void)ar;
-  job_clock *jc = sk_worker_of(L)->job_clock;
-  if (jc && uv_hrtime() >= jc->deadline) {
-    sk_error_raise(L, "timeout", "task timed out after %f s", jc->seconds);
-  }
-}
-
-/* Runs one job on worker w and finishes its future. */
-static void run_job(sk_worker *w, job *j) {
-  lua_State *L = w->L;
-  sk_buf out;
-  const char *kind = NULL;
-  job_clock jc;
-  sk_scope scope;
-  if (j->timeout) {
-    jc.deadline = uv_hrtime() + j->timeout;
-    jc.seconds = (double)j->timeout / 1e9;
-    w->job_clock = &jc;
-    scope = (sk_scope){NULL, jc.deadline, jc.deadline, NULL, jc.seconds};
-    scope.owner = &scope;
-    w->root.scope = &scope;
-    lua_sethook(L, timeout_hook, LUA_MASKCOUNT, HOOK_EVERY);
-  }
-  int rc = sk_run_call(w, j->code.data, j->code.len, &out, &kind);
-  if (j->timeout) {
-    lua_sethook(L, NULL, 0, 0);
-    w->job_clock = NULL;
-    w->root.scope = NULL;
-  }
-  int terminated = w->interrupted;
-  w->interrupted = 0;
-  w->root.cancel_requested = 0;
-  if (terminated) {
-    sk_buf_free(&out);
-    sk_future_finish(j->fut, SK_FUT_FAILED, NULL, "the pool was terminated while the task ran",
-                     "cancelled");
-  } else if (rc < 0) {
-    sk_future_finish(j->fut, SK_FUT_FAILED, NULL,
-                     lua_tostring(L, -1) ? lua_tostring(L, -1) : "the worker failed", NULL);
-  } else {
-    sk_future_finish(j->fut, rc ? SK_FUT_FAILED : SK_FUT_DONE, &out, NULL, kind);
-  }
-  lua_settop(L, 0);
-}
-
-/* Runs the pool's initializer; returns NULL or an error message to free. */
-static char *run_init(sk_pool *p, lua_State *L) {
-  if (p->init.len == 0) return NULL;
-  int n = sk_marshal_decode(L, p->init.data, p->init.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
-  if (n < 0 || sk_pcall(L, n - 1, 0) != LUA_OK) {
-    const char *msg = lua_tostring(L, -1);
-    char *copy = strdup(msg ? msg : "initializer failed");
-    lua_settop(L, 0);
-    return copy;
-  }
-  return NULL;
-}
-
-static void worker_main(void *arg);
-
-/* Joins the threads that have ended and were not joined yet; one of them
-** that is the calling thread detaches itself instead. */
-static void join_exited(sk_pool *p) {
-  uv_thread_t self = uv_thread_self();
-  uv_mutex_lock(&p->lock);
-  for (int i = 0; i < p->size; i++) {
-    pool_slot *s = &p->slots[i];
-    if (s->exited && !s->joined) {
-      uv_thread_t t = p->threads[i];
-      s->joined = 1;
-      uv_mutex_unlock(&p->lock);
-      if (uv_thread_equal(&t, &self)) pthread_detach(t);
-      else uv_thread_join(&t);
-      uv_mutex_lock(&p->lock);
-    }
-  }
-  uv_mutex_unlock(&p->lock);
-}
-
-/* On the reaper's thread, posted by the last thread of an orphaned pool:
-** joins the threads and stops counting the pool as live work. */
-static void pool_reaped(void *arg) {
-  sk_pool *p = arg;
-  join_exited(p);
-  p->reaper->live--;
-  sk_port_hold(p->reaper_port, -1);
-  sk_port_release(p->reaper_port);
-  sk_obj_release(&p->obj);
-}
-
-/* The reaper has closed: runs on the last thread (which detaches) or on
-** the reaper's thread as its port closes (which joins it). */
-static void pool_reap_orphan(void *arg) {
-  sk_pool *p = arg;
-  join_exited(p);
-  sk_port_release(p->reaper_port);
-  sk_obj_release(&p->obj);
-}
-
-/* Starts the thread of slot i; the caller holds the pool lock. */
-static int start_slot(sk_pool *p, int i) {
-  sk_obj_retain(&p->obj);
-  p->slots[i].exited = p->slots[i].joined = 0;
-  p->alive++;
-  sk_worker_count(1);
-  if (sk_thread_start(&p->threads[i], worker_main, &p->slots[i]) != 0) {
-    sk_worker_count(-1);
-    p->alive--;
-    sk_obj_release(&p->obj);
-    return -1;
-  }
-  return 0;
-}
-
-static void worker_main(void *arg) {
-  pool_slot *slot = arg;
-  sk_pool *p = slot->pool;
-  const char *err;
-  if (slot->has_prev) {
-    uv_thread_join(&slot->prev);
-    slot->has_prev = 0;
-  }
-  char *name = malloc(strlen(p->name) + 24);
-  if (name) sprintf(name, "%s-%d", p->name, slot->index);
-  sk_worker *w = sk_worker_become(SK_WORKER_POOL_THREAD, slot->index, name, p->lent, &err);
-  char *init_error = NULL;
-  if (w) {
-    w->pool = p;
-    init_error = err ? strdup(err) : run_init(p, w->L);
-  }
-  int ntasks = 0, recycle = 0;
-  uv_mutex_lock(&p->lock);
-  if (w == NULL || init_error) {
-    if (p->init_error == NULL) p->init_error = init_error ? init_error : strdup(err);
-    else free(init_error);
-  }
-  slot->w = w;
-  for (;;) {
-    while (p->head == NULL && !p->closed && !p->terminating) {
-      p->sleeping++;
-      uv_cond_wait(&p->cond, &p->lock);
-      p->sleeping--;
-    }
-    if (p->terminating || p->head == NULL) break;
-    job *j = p->head;
-    p->head = j->next;
-    if (p->head == NULL) p->tail = NULL;
-    p->queued--;
-    p->busy++;
-    const char *broken = p->init_error;
-    uv_mutex_unlock(&p->lock);
-    int ok = 1;
-    if (sk_future_start(j->fut)) {
-      if (broken || w == NULL) {
-        sk_future_finish(j->fut, SK_FUT_FAILED, NULL, broken ? broken : "worker failed to start", NULL);
-        ok = 0;
-      } else {
-        run_job(w, j);
-        ok = j->fut->state == SK_FUT_DONE;
-      }
-    }
-    job_free(j);
-    uv_mutex_lock(&p->lock);
-    p->busy--;
-    if (ok) p->done++;
-    else p->failed++;
-    if (p->max_tasks && ++ntasks >= p->max_tasks && !p->closed && !p->terminating) {
-      recycle = 1;
-      break;
-    }
-  }
-  slot->w = NULL;
-  uv_mutex_unlock(&p->lock);
-  if (w) {
-    sk_task_report_failures(w);
-    sk_worker_close(w);
-  }
-  uv_mutex_lock(&p->lock);
-  p->alive--;
-  int detach = 0, reap = 0;
-  if (recycle) {
-    slot->prev = p->threads[slot->index];
-    slot->has_prev = 1;
-    p->restarted++;
-    if (start_slot(p, slot->index) != 0) recycle = 0;
-  }
-  if (!recycle) {
-    /* No successor joins this thread: the owner does, the reaper of an
-    ** orphaned pool does (told by the last thread), or nobody will. */
-    slot->has_prev = 0;
-    slot->exited = 1;
-    detach = p->orphaned && p->reaper == NULL;
-    if (detach) slot->joined = 1;
-  }
-  if (p->alive == 0) {
-    sk_waitlist_wake_all(&p->exit_waiters);
-    reap = p->reaper != NULL;
-  }
-  uv_mutex_unlock(&p->lock);
-  if (detach) pthread_detach(pthread_self());
-  if (reap) sk_port_call(p->reaper_port, pool_reaped, pool_reap_orphan, p);
-  sk_obj_release(&p->obj);
-  sk_worker_count(-1);  /* last: see sk_worker_count */
-}
-
-/* ------------------------------------------------------ owner's side */
-
-static sk_pool *check_pool(lua_State *L, int idx) {
-  return (sk_pool *)sk_handle_check(L, idx, POOL_MT);
+static sk_tpool *check_pool(lua_State *L, int idx) {
+  return (sk_tpool *)sk_handle_check(L, idx, POOL_MT);
 }
 
 static void push_pool(lua_State *L, sk_obj *o) { sk_handle_push(L, o, POOL_MT); }
@@ -358,149 +25,56 @@ static int l_pool_new(lua_State *L) {
   const char *name = luaL_optstring(L, 3, "pool");
   luaL_argcheck(L, size >= 1 && size <= 4096, 1, "size must be between 1 and 4096");
   luaL_argcheck(L, max_tasks >= 0, 2, "max_tasks must be a positive integer");
-  sk_pool *p = calloc(1, sizeof *p);
-  if (p == NULL) return sk_error_raise(L, "memory", "not enough memory for a pool");
-  if (!lua_isnoneornil(L, 4) &&
-      sk_marshal_encode(L, 4, lua_gettop(L) - 3, &p->init, "init") != 0) {
-    free(p);
+  sk_buf init = {0};
+  if (!lua_isnoneornil(L, 4) && sk_marshal_encode(L, 4, lua_gettop(L) - 3, &init, "init") != 0) {
     return lua_error(L);
   }
-  p->slots = calloc((size_t)size, sizeof *p->slots);
-  p->threads = calloc((size_t)size, sizeof *p->threads);
-  p->name = strdup(name);
-  if (p->slots == NULL || p->threads == NULL || p->name == NULL || uv_mutex_init(&p->lock) != 0) {
-    sk_buf_free(&p->init);
-    free(p->slots);
-    free(p->threads);
-    free(p->name);
-    free(p);
-    return sk_error_raise(L, "memory", "not enough memory for a pool");
-  }
-  uv_cond_init(&p->cond);
-  sk_obj_init(&p->obj, &pool_type);
-  p->size = (int)size;
-  p->max_tasks = (int)max_tasks;
-  p->lent = sk_worker_lend(L);
+  sk_tpool *p = sk_tpool_new((int)size, (int)max_tasks, name, &init, sk_worker_lend(L));
+  if (p == NULL) return sk_error_raise(L, "memory", "not enough memory for a pool");
   push_pool(L, &p->obj);
-  uv_mutex_lock(&p->lock);
-  int started = 0;
-  for (int i = 0; i < p->size; i++) {
-    p->slots[i].pool = p;
-    p->slots[i].index = i;
-    if (start_slot(p, i) == 0) started++;
-  }
-  if (started < p->size) {
-    p->closed = 1;
-    p->size = started;
-    uv_cond_broadcast(&p->cond);
-  }
-  uv_mutex_unlock(&p->lock);
-  if (started == 0) return sk_error_raise(L, "memory", "cannot start any pool thread");
+  if (sk_tpool_start(p) == 0) return sk_error_raise(L, "memory", "cannot start any pool thread");
   return 1;
 }
 
 /* pool:_submit(timeout, fn, ...) -> future */
 static int l_pool_submit(lua_State *L) {
-  sk_pool *p = check_pool(L, 1);
+  sk_tpool *p = check_pool(L, 1);
   double t = luaL_optnumber(L, 2, 0);
   luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
   luaL_checktype(L, 3, LUA_TFUNCTION);
-  job *j = calloc(1, sizeof *j);
-  if (j == NULL) return sk_error_raise(L, "memory", "not enough memory");
-  if (sk_marshal_encode(L, 3, lua_gettop(L) - 2, &j->code, "fn+args") != 0) {
-    free(j);
-    return lua_error(L);
-  }
-  j->fut = sk_future_new();
-  if (j->fut == NULL) {
-    sk_buf_free(&j->code);
-    free(j);
-    return sk_error_raise(L, "memory", "not enough memory");
-  }
-  j->timeout = t > 0 ? (uint64_t)(t * 1e9) : 0;
-  sk_future *fut = j->fut;      /* a worker may free j as soon as it is queued */
-  sk_worker *w = sk_worker_of(L);
-  if (w->pool != p) {           /* counted before a worker can uncount it */
-    j->owner = w;
-    j->port = w->port;
-    sk_port_retain(w->port);
-    sk_port_hold(w->port, 1);
-    w->live++;
-  }
-  uv_mutex_lock(&p->lock);
-  int closed = p->closed || p->terminating;
-  if (!closed) {
-    sk_obj_retain(&fut->obj);
-    if (p->tail) p->tail->next = j;
-    else p->head = j;
-    p->tail = j;
-    p->queued++;
-    p->submitted++;
-    if (p->sleeping > 0) uv_cond_signal(&p->cond);  /* busy workers will find it */
-  }
-  uv_mutex_unlock(&p->lock);
-  if (closed) {
-    if (j->port) {
-      w->live--;
-      sk_port_hold(j->port, -1);
-      sk_port_release(j->port);
-    }
-    sk_buf_free(&j->code);
-    sk_obj_release(&j->fut->obj);
-    free(j);
-    return sk_error_raise(L, "closed", "the pool is closed: no more submits");
-  }
+  sk_buf code;
+  if (sk_marshal_encode(L, 3, lua_gettop(L) - 2, &code, "fn+args") != 0) return lua_error(L);
+  sk_future *fut;
+  int rc = sk_tpool_submit(p, sk_worker_of(L), &code, t > 0 ? (uint64_t)(t * 1e9) : 0, &fut);
+  if (rc == UV_EPIPE) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
+  if (rc != 0) return sk_error_raise(L, "memory", "not enough memory");
   sk_future_push(L, &fut->obj);
   return 1;
 }
 
 /* pool:close(): no more submits; workers exit once the queue is drained */
 static int l_pool_close(lua_State *L) {
-  sk_pool *p = check_pool(L, 1);
-  uv_mutex_lock(&p->lock);
-  p->closed = 1;
-  uv_cond_broadcast(&p->cond);
-  uv_mutex_unlock(&p->lock);
+  sk_tpool_close(check_pool(L, 1));
   return 0;
-}
-
-/* Cancels queued jobs and interrupts running ones. */
-static void terminate(sk_pool *p) {
-  uv_mutex_lock(&p->lock);
-  p->closed = p->terminating = 1;
-  job *j = p->head;
-  p->head = p->tail = NULL;
-  p->queued = 0;
-  for (int i = 0; i < p->size; i++) {
-    if (p->slots[i].w) sk_worker_interrupt(p->slots[i].w);
-  }
-  uv_cond_broadcast(&p->cond);
-  uv_mutex_unlock(&p->lock);
-  while (j) {
-    job *next = j->next;
-    sk_future_cancel(j->fut);
-    job_free(j);
-    j = next;
-  }
 }
 
 /* pool:terminate(): cancels queued jobs, interrupts running ones */
 static int l_pool_terminate(lua_State *L) {
-  terminate(check_pool(L, 1));
+  sk_tpool_terminate(check_pool(L, 1));
   return 0;
 }
 
-static int exited(void *obj) { return ((sk_pool *)obj)->alive == 0; }
+static int exited(void *obj) { return ((sk_tpool *)obj)->alive == 0; }
 
 /* A closed pool as a wait source: ready when every worker has exited. */
 static int join_attempt(lua_State *L, void *obj, int round, int expired) {
-  sk_pool *p = obj;
+  sk_tpool *p = obj;
   (void)round;
   uv_mutex_lock(&p->lock);
   int done = p->alive == 0;
   uv_mutex_unlock(&p->lock);
   if (done) {
-    join_exited(p);
+    sk_tpool_join_exited(p);
     return 0;
   }
   if (expired) return sk_error_raise(L, "timeout", "pool join timed out");
@@ -508,13 +82,13 @@ static int join_attempt(lua_State *L, void *obj, int round, int expired) {
 }
 
 static int join_link(void *obj, sk_ctx *c, int round) {
-  sk_pool *p = obj;
+  sk_tpool *p = obj;
   (void)round;
   return sk_link_shared(c, &p->lock, &p->exit_waiters, exited, p);
 }
 
 static int join_unlink(void *obj, sk_ctx *c) {
-  sk_pool *p = obj;
+  sk_tpool *p = obj;
   return sk_unlink_shared(c, &p->lock, &p->exit_waiters);
 }
 
@@ -523,7 +97,7 @@ static const sk_source join_source = {
 
 /* pool:join([timeout]): waits for every worker to exit (after close) */
 static int l_pool_join(lua_State *L) {
-  sk_pool *p = check_pool(L, 1);
+  sk_tpool *p = check_pool(L, 1);
   uint64_t d = sk_check_deadline(L, 2);
   uv_mutex_lock(&p->lock);
   int closed = p->closed;
@@ -535,62 +109,28 @@ static int l_pool_join(lua_State *L) {
 
 /* pool:stats() -> {size=, busy=, queued=, done=, failed=, restarted=, submitted=} */
 static int l_pool_stats(lua_State *L) {
-  sk_pool *p = check_pool(L, 1);
+  sk_tpool *p = check_pool(L, 1);
+  sk_tpool_stats s;
   lua_createtable(L, 0, 8);
-  uv_mutex_lock(&p->lock);
-  lua_Integer v[] = {p->size, p->busy, (lua_Integer)p->queued, (lua_Integer)p->done,
-                     (lua_Integer)p->failed, (lua_Integer)p->restarted,
-                     (lua_Integer)p->submitted, p->alive};
-  int closed = p->closed;
-  uv_mutex_unlock(&p->lock);
+  sk_tpool_get_stats(p, &s);
+  lua_Integer v[] = {s.size, s.busy, s.queued, s.done, s.failed, s.restarted, s.submitted, s.alive};
   const char *k[] = {"size", "busy", "queued", "done", "failed", "restarted", "submitted", "alive"};
   for (int i = 0; i < 8; i++) {
     lua_pushinteger(L, v[i]);
     lua_setfield(L, -2, k[i]);
   }
-  lua_pushboolean(L, closed);
+  lua_pushboolean(L, s.closed);
   lua_setfield(L, -2, "closed");
   return 1;
 }
 
-/* __gc: closes the pool so its workers exit once the queue is drained.
-** While the owning worker closes (the end of a script), this waits for the
-** queued work and joins every thread, as an executor's exit does (after an
-** interrupt, it terminates the pool instead of waiting for its work). A handle
-** collected earlier leaves the threads to finish the queue; this worker
-** then counts the pool as live work until its last thread has told it
-** that it ended, and joins the threads (so a script does not end before
-** the queue is done). On one of the pool's own workers, which cannot wait
-** for itself, the threads detach themselves instead. */
+/* __gc: closes the pool so its workers exit once the queue is drained;
+** at the owning worker's close it waits for them (sk_tpool_release tells
+** the whole story), then drops this handle's reference. */
 static int l_pool_gc(lua_State *L) {
   sk_handle *h = lua_touserdata(L, 1);
   if (h->obj == NULL) return 0;
-  sk_pool *p = (sk_pool *)h->obj;
-  sk_worker *w = sk_worker_of(L);
-  int wait = w->closing && w->pool != p;   /* a worker cannot wait for itself */
-  uv_mutex_lock(&p->lock);
-  p->closed = 1;
-  uv_cond_broadcast(&p->cond);
-  while (wait && p->alive > 0) {
-    int stop = w->interrupted && !p->terminating;
-    uv_mutex_unlock(&p->lock);
-    if (stop) terminate(p);     /* Ctrl-C: the work is not waited for */
-    else uv_sleep(1);
-    uv_mutex_lock(&p->lock);
-  }
-  if (!wait) {
-    p->orphaned = 1;
-    if (p->alive > 0 && p->reaper == NULL && w->pool != p) {
-      p->reaper = w;
-      p->reaper_port = w->port;
-      sk_port_retain(w->port);
-      sk_port_hold(w->port, 1);
-      w->live++;
-      sk_obj_retain(&p->obj);     /* for the last thread's post */
-    }
-  }
-  uv_mutex_unlock(&p->lock);
-  join_exited(p);
+  sk_tpool_release((sk_tpool *)h->obj, sk_worker_of(L));
   return sk_handle_release(L);
 }
 

@@ -1,18 +1,11 @@
 /*
-** thread.c — thread workers: skein.thread(fn, ...) runs fn in a new OS
-** thread with its own worker (Lua state, loop, scheduler), so it can spawn
-** tasks, threads and pools of its own.
+** thread.c — skein.thread, skein.self and the thread handle: argument
+** checks, the userdata, join and the other methods. The engine (starting
+** the OS thread, becoming a worker, running fn, the result, reaping) is
+** runtime/host/threads.c (sk_thread.h).
 **
-** The function and its arguments are marshalled in the caller (a value
-** that cannot cross fails there, naming its path); results and errors come
-** back the same way. A thread is a shared object: its handle can itself be
-** sent to other workers, and any of them may join it.
-**
-** Lifetime: the sk_thread is reference counted: one reference per Lua
-** handle, one for the running thread. When the thread ends it posts a call
-** to its parent's port; the parent, on its own thread, joins the OS thread
-** and updates its count of live work. If the parent is gone by then, the
-** thread detaches itself.
+** A handle holds one reference to the sk_thread; __gc and __close drop
+** it (the thread runs on).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,114 +14,9 @@
 
 #include "sk_bind.h"
 #include "sk_process.h"
+#include "../runtime/host/sk_thread.h"
 
-#define THREAD_MT "skein.Thread"
-
-typedef struct sk_thread {
-  sk_obj obj;
-  uv_mutex_t lock;              /* guards done, failed, result, cmsg, waiters */
-  int done, failed;
-  sk_buf code;                  /* fn and args; the thread consumes it */
-  sk_buf init;                  /* init and its args (len 0: none); consumed too */
-  sk_buf result;                /* results, or (message, traceback, value) */
-  char *cmsg;                   /* a failure from before Lua could run */
-  sk_waitlist waiters;
-  lua_Integer id;
-  char *name;
-  int daemon;
-  uv_thread_t tid;
-  sk_port *parent;              /* counted */
-  sk_worker *pw;                /* only touched on the parent's thread */
-  void *lent;                   /* what the parent lends it (sk_worker_lend) */
-} sk_thread;
-
-static lua_Integer next_worker_id;
-
-static void thread_destroy(sk_obj *o) {
-  sk_thread *th = (sk_thread *)o;
-  sk_buf_free(&th->code);
-  sk_buf_free(&th->init);
-  sk_buf_free(&th->result);
-  sk_waitlist_free(&th->waiters);
-  uv_mutex_destroy(&th->lock);
-  sk_worker_unlend(th->lent);
-  free(th->cmsg);
-  free(th->name);
-  free(th);
-}
-
-static const sk_objtype thread_type = {THREAD_MT, thread_destroy, NULL};
-
-/* -------------------------------------------------- the thread's side */
-
-static void reap(void *arg);
-static void reap_orphan(void *arg);
-
-static void thread_main(void *arg) {
-  sk_thread *th = arg;
-  const char *err = NULL;
-  sk_buf out = {0};
-  int failed = 0;
-  char *cmsg = NULL;
-  sk_worker *w = sk_worker_become(SK_WORKER_THREAD, th->id, th->name ? strdup(th->name) : NULL,
-                                  th->lent, &err);
-  if (w == NULL) {
-    failed = 1;
-    cmsg = strdup(err);
-  } else {
-    const char *kind = NULL;
-    int rc = -1;
-    if (err == NULL) {
-      /* The init option runs first (it may register metatables the
-      ** arguments need); when it fails, its failure is the outcome. */
-      rc = th->init.len ? sk_run_call(w, th->init.data, th->init.len, &out, &kind) : 0;
-      if (rc == 0) {
-        sk_buf_free(&out);
-        rc = sk_run_call(w, th->code.data, th->code.len, &out, &kind);
-      }
-    }
-    sk_buf_free(&th->init);
-    sk_buf_free(&th->code);
-    if (rc < 0) {
-      const char *msg = lua_tostring(w->L, -1);
-      cmsg = strdup(msg ? msg : "the thread failed to start");
-    }
-    failed = rc != 0;
-    sk_task_report_failures(w);
-    if (sk_worker_close(w) != 0 && !failed) {
-      fprintf(stderr, "skein: thread %lld closed with handles still open\n", (long long)th->id);
-    }
-  }
-  uv_mutex_lock(&th->lock);
-  th->done = 1;
-  th->failed = failed;
-  th->result = out;
-  th->cmsg = cmsg;
-  sk_waitlist_wake_all(&th->waiters);
-  uv_mutex_unlock(&th->lock);
-  sk_port_call(th->parent, reap, reap_orphan, th);
-  sk_worker_count(-1);
-}
-
-/* On the parent's thread, after the thread posted its end. */
-static void reap(void *arg) {
-  sk_thread *th = arg;
-  uv_thread_join(&th->tid);
-  if (!th->daemon) th->pw->live--;
-  sk_port_hold(th->parent, -1);
-  sk_port_release(th->parent);
-  sk_obj_release(&th->obj);
-}
-
-/* On the thread itself, when its parent has already closed. */
-static void reap_orphan(void *arg) {
-  sk_thread *th = arg;
-  pthread_detach(pthread_self());
-  sk_port_release(th->parent);
-  sk_obj_release(&th->obj);
-}
-
-/* ------------------------------------------------- the parent's side */
+#define THREAD_MT SK_THREAD_MT
 
 typedef struct thread_ud {
   sk_obj *obj;                  /* NULL once closed */
@@ -257,43 +145,17 @@ static int l_thread_new(lua_State *L) {
   char *name;
   sk_worker_args(L, &daemon, &name, &ninit);
   /* Stack: [init, init_args...] fn, args... (the options table is gone). */
-  sk_thread *th = calloc(1, sizeof *th);
-  if (th == NULL ||
-      (ninit > 0 && sk_marshal_encode(L, 1, ninit, &th->init, "init+args") != 0) ||
-      sk_marshal_encode(L, ninit + 1, lua_gettop(L) - ninit, &th->code, "fn+args") != 0) {
+  sk_buf init = {0}, code;
+  if ((ninit > 0 && sk_marshal_encode(L, 1, ninit, &init, "init+args") != 0) ||
+      sk_marshal_encode(L, ninit + 1, lua_gettop(L) - ninit, &code, "fn+args") != 0) {
     free(name);
-    if (th) sk_buf_free(&th->init);
-    free(th);
-    return th ? lua_error(L) : sk_error_raise(L, "memory", "not enough memory for a thread");
+    sk_buf_free(&init);
+    return lua_error(L);
   }
-  if (uv_mutex_init(&th->lock) != 0) {
-    sk_buf_free(&th->init);
-    sk_buf_free(&th->code);
-    free(name);
-    free(th);
-    return sk_error_raise(L, "memory", "cannot create a thread");
-  }
-  sk_obj_init(&th->obj, &thread_type);
-  th->id = __atomic_add_fetch(&next_worker_id, 1, __ATOMIC_RELAXED);
-  th->name = name;
-  th->daemon = daemon;
-  th->parent = w->port;
-  sk_port_retain(w->port);
-  th->pw = w;
-  th->lent = sk_worker_lend(L);
+  sk_thread *th = sk_thread_new(w, &init, &code, name, daemon, sk_worker_lend(L));
+  if (th == NULL) return sk_error_raise(L, "memory", "not enough memory for a thread");
   push_handle(L, &th->obj);                     /* the handle owns the first ref */
-  sk_obj_retain(&th->obj);                      /* the running thread's ref */
-  if (!daemon) w->live++;
-  sk_port_hold(w->port, 1);
-  sk_worker_count(1);
-  if (sk_thread_start(&th->tid, thread_main, th) != 0) {
-    sk_worker_count(-1);
-    if (!daemon) w->live--;
-    sk_port_hold(w->port, -1);
-    sk_port_release(th->parent);
-    sk_obj_release(&th->obj);
-    return sk_error_raise(L, "memory", "cannot start an OS thread");
-  }
+  if (sk_thread_launch(th) != 0) return sk_error_raise(L, "memory", "cannot start an OS thread");
   return 1;
 }
 

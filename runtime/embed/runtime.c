@@ -96,21 +96,12 @@ static const sk_worker_hooks worker_hooks = {.open_module = luaopen_skein,
                                              .init = init_worker,
                                              .exe = worker_exe};
 static const sk_marshal_proxy marshal_proxy = {sk_proxy_info, sk_proxy_push};
-static const sk_proc_hooks proc_hooks = {
-    .rpc_attach = sk_rpc_attach,
-    .rpc_detach = sk_rpc_detach,
-    .conn_new = sk_conn_new,
-    .conn_request = sk_conn_request,
-    .conn_close = sk_conn_close,
-    .conn_keep = sk_conn_keep,
-};
 static uv_once_t layers_once = UV_ONCE_INIT;
 
 /* Lends the host what it must reach of the bindings and of this layer. */
 static void layers_init(void) {
   sk_worker_set_hooks(&worker_hooks);
   sk_marshal_set_proxy(&marshal_proxy);
-  sk_proc_set_hooks(&proc_hooks);
 }
 
 void sk_embed_init(void) { uv_once(&layers_once, layers_init); }

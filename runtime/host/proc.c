@@ -33,15 +33,11 @@
 #include <unistd.h>
 
 #include "sk_proc.h"
+#include "sk_rpc.h"
 
 extern char **environ;
 
-static const sk_proc_hooks *hooks;
 static lua_Integer next_proc_id;
-
-void sk_proc_set_hooks(const sk_proc_hooks *h) { hooks = h; }
-
-const sk_proc_hooks *sk_proc_get_hooks(void) { return hooks; }
 
 /* ------------------------------------------------------------ writing */
 
@@ -393,7 +389,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     int rc;
     while ((rc = sk_frame_next(&p->in, proc_check, p, &f)) == SK_FRAME_OK) {
       if (f.type == 'C') {
-        if (p->conn) hooks->conn_request(p->conn, f.payload, f.len);
+        if (p->conn) sk_conn_request(p->conn, f.payload, f.len);
         continue;
       }
       p->result.data = malloc(f.len ? f.len : 1);
@@ -413,7 +409,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     uv_close((uv_handle_t *)s, on_handle_closed);
     p->pipe = NULL;
     if (p->conn) {
-      hooks->conn_close(p->conn);
+      sk_conn_close(p->conn);
       p->conn = NULL;
     }
     p->eof = 1;
@@ -451,13 +447,13 @@ int sk_proc_start(sk_worker *w, char *name, int daemon, sk_buf *init, sk_buf *co
   proc->data = pipe->data = p;
   p->open_handles = 2;
   p->pid = proc->pid;
-  p->conn = hooks->conn_new ? hooks->conn_new(w, pipe) : NULL;
+  p->conn = sk_conn_new(w, pipe);
   uv_read_start((uv_stream_t *)pipe, on_alloc, on_read);
   if (init->len) sk_send_frame(pipe, 'I', init->data, init->len);
   sk_send_frame(pipe, 'J', code->data, code->len);
   if (p->conn) {                                /* objects the child may call */
-    hooks->conn_keep(p->conn, init);
-    hooks->conn_keep(p->conn, code);
+    sk_conn_keep(p->conn, init);
+    sk_conn_keep(p->conn, code);
   }
   sk_buf_free(init);
   sk_buf_free(code);
@@ -496,7 +492,7 @@ void sk_process_kill_all(sk_worker *w) {
       p->pipe = NULL;
     }
     if (p->conn) {
-      hooks->conn_close(p->conn);
+      sk_conn_close(p->conn);
       p->conn = NULL;
     }
   }

@@ -6,7 +6,7 @@
 ** The socket to the parent is fd 3 (its end of a socketpair). Frames
 ** (runtime/core/sk_frame.h) are read through one sk_frame_reader: one
 ** read brings in every job the parent sent ahead. Frames that arrive while
-** an RPC waits for its answer (lua/rpc.c, through sk_proc_hooks) are set
+** an RPC waits for its answer (rpc_engine.c) are set
 ** aside here and handed to the job loop first.
 */
 #include <errno.h>
@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "sk_proc.h"
+#include "sk_rpc.h"
 #include "sk_task.h"
 
 static void ignore_signal(int sig) { (void)sig; }
@@ -86,7 +87,7 @@ int sk_child_read_nb(int *type, const char **payload, size_t *plen, int nonblock
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       if (nonblock) return 1;
-      /* The socket is non-blocking (libuv watches it for rpc.c): wait. */
+      /* The socket is non-blocking (libuv watches it for rpc_engine.c): wait. */
       struct pollfd pfd = {child_fd, POLLIN, 0};
       poll(&pfd, 1, -1);
       continue;
@@ -281,7 +282,6 @@ static int once(sk_worker *w, int fd) {
 }
 
 int sk_process_child_main(int fd, const char *mode) {
-  const sk_proc_hooks *hooks = sk_proc_get_hooks();
   const char *err;
   if (sk_process_child_setup() != 0) return 1;
   if (child_start(fd) != 0) return 1;
@@ -306,10 +306,10 @@ int sk_process_child_main(int fd, const char *mode) {
   }
   w->results_to_parent = 1;
   sk_worker_parent_linked();
-  if (hooks->rpc_attach) hooks->rpc_attach(w, fd);
+  sk_rpc_attach(w, fd);
   int status = mode && strcmp(mode, "pool") == 0 ? pool_loop(w, fd) : once(w, fd);
   sk_task_report_failures(w);
-  if (hooks->rpc_detach) hooks->rpc_detach();
+  sk_rpc_detach();
   sk_worker_close(w);
   close(fd);
   sk_frame_reader_free(&child_rb);

@@ -47,6 +47,7 @@
 #include <unistd.h>
 
 #include "sk_ppool.h"
+#include "sk_rpc.h"
 
 /* Jobs sent ahead to a worker: it takes the next one from its socket the
 ** moment it answers, instead of waiting for a round trip. */
@@ -169,7 +170,7 @@ static void close_pipe(pworker *pw) {
     pw->pipe = NULL;
   }
   if (pw->conn) {
-    sk_proc_get_hooks()->conn_close(pw->conn);
+    sk_conn_close(pw->conn);
     pw->conn = NULL;
   }
 }
@@ -414,7 +415,7 @@ static void read_frames(sk_ppool *p, pworker *pw) {
   while (pw->pipe && (rc = sk_frame_next(&pw->in, frame_check, pw, &f)) == SK_FRAME_OK) {
     switch (f.type) {
       case 'C':
-        if (pw->conn) sk_proc_get_hooks()->conn_request(pw->conn, f.payload, f.len);
+        if (pw->conn) sk_conn_request(pw->conn, f.payload, f.len);
         break;
       case 'O':
         on_ready(p, pw);
@@ -645,7 +646,7 @@ static int start_worker(sk_ppool *p, int i) {
   pw->running = 1;
   p->alive++;
   p->open_handles += 2;
-  pw->conn = sk_proc_get_hooks()->conn_new ? sk_proc_get_hooks()->conn_new(p->w, pipe) : NULL;
+  pw->conn = sk_conn_new(p->w, pipe);
   uv_read_start((uv_stream_t *)pipe, on_alloc, on_read);
   sk_send_frame(pipe, 'I', p->init.data, p->init.len);
   return 0;

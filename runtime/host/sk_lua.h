@@ -145,8 +145,8 @@ struct sk_worker {
   const char *kind;             /* "main", "thread" or "process" */
   lua_Integer self_id;
   char *self_name;
-  void *job_clock;              /* a pool job's deadline (pool.c) */
-  void *pool;                   /* the thread pool it is a worker of (pool.c) */
+  void *job_clock;              /* a pool job's deadline (thread_pool.c) */
+  void *pool;                   /* the thread pool it is a worker of (thread_pool.c) */
   struct sk_proc *procs;        /* running child processes (proc.c) */
   struct sk_ppool *ppools;      /* process pools it owns (proc_pool.c) */
   struct {                      /* metatables of handle types, by name */

@@ -20,28 +20,8 @@
 #define SK_POOL_STARTS 1
 
 /* Parent side of RPC: a connection that serves one child's calls on this
-** process's objects (lua/rpc.c). Opaque here. */
+** process's objects (rpc_engine.c, sk_rpc.h). Opaque here. */
 typedef struct sk_conn sk_conn;
-
-/* What the process engine needs of the layers above it, lent once at
-** start-up by runtime/embed (sk_embed_init) before the first worker
-** exists; never changed after. */
-typedef struct sk_proc_hooks {
-  /* The child's end of RPC: lets worker `w` reach its parent's objects
-  ** over `fd`, and lets go of it at the end. */
-  void (*rpc_attach)(sk_worker *w, int fd);
-  void (*rpc_detach)(void);
-  /* The parent's end: a connection for a new child's pipe (NULL: none),
-  ** each 'C' frame it sends, its close, and the objects a frame sent to
-  ** the child mentions (taken over from *b; kept as long as the
-  ** connection). */
-  sk_conn *(*conn_new)(sk_worker *w, uv_pipe_t *pipe);
-  void (*conn_request)(sk_conn *c, const char *payload, size_t len);
-  void (*conn_close)(sk_conn *c);
-  void (*conn_keep)(sk_conn *c, sk_buf *b);
-} sk_proc_hooks;
-void sk_proc_set_hooks(const sk_proc_hooks *h);
-const sk_proc_hooks *sk_proc_get_hooks(void);
 
 /* ------------------------------------------------------- child side */
 
