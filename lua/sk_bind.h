@@ -5,8 +5,8 @@
 ** type, proxies of another process's objects and the module entry. The
 ** host layer (runtime/host/) never includes this header: where the host
 ** must reach a binding, the binding side is registered at start-up by
-** runtime/embed/runtime.c (sk_worker_set_hooks, sk_marshal_set_proxy,
-** sk_proc_set_hooks) or through a registry (sk_type_register).
+** runtime/embed/runtime.c (sk_worker_set_hooks, sk_marshal_set_proxy) or
+** through a registry (sk_type_register).
 **
 ** Threading: as in sk_lua.h, everything here belongs to the calling
 ** worker's own OS thread unless it says otherwise.

@@ -13,9 +13,8 @@
 
 /* Registers what the host layer must reach of the layers above it: the
 ** module opener and what becoming a worker needs (the init hooks, the
-** worker executable) with sk_worker_set_hooks, marshal's stand-ins for
-** another process's objects with sk_marshal_set_proxy, and RPC's two ends
-** with sk_proc_set_hooks.
+** worker executable) with sk_worker_set_hooks, and marshal's stand-ins for
+** another process's objects with sk_marshal_set_proxy.
 ** Idempotent and thread-safe; must run before the first worker is made. */
 void sk_embed_init(void);
 
