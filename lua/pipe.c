@@ -1,163 +1,19 @@
 /*
 ** pipe.c — skein.pipe([duplex=true]) -> a, b: two connected ends, like
-** Python's multiprocessing.Pipe. Each direction is an unbounded FIFO queue
-** of the queue core (sk_chan.h); an end holds the queue it receives from
-** and the one it sends to (one of them missing on a one-way pipe, whose
-** first end only receives and whose second only sends).
-**
-** An end is a shared object: its handles may cross to other workers, and
-** it closes when close() is called or when its last reference goes. Closing
-** an end closes its outgoing queue (the peer drains what was sent, then
-** gets "closed") and shuts its incoming one with what is left in it (the
-** peer's sends now raise "closed").
-**
-** Across processes: the first time an end is sent to another process, it
-** and its queues move to the shared segment (as queues do, shq.c): the
-** shared end holds the queues and the closed flag, and each process keeps
-** a view of it. The end then closes when close() is called anywhere, or
-** when its last reference in any process goes.
+** Python's multiprocessing.Pipe, and their methods (send, recv, poll,
+** close, closed; ends in skein.select). The ends themselves, their closing
+** and their move to the shared segment are runtime/host/pipes.c
+** (sk_pipe.h).
 */
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "sk_bind.h"
-#include "../runtime/host/sk_chan.h"
+#include "../runtime/host/sk_pipe.h"
 
-#define PIPE_MT "skein.PipeEnd"
-
-/* An end in the shared segment. */
-typedef struct shm_end {
-  sk_shm_obj obj;
-  sk_off in, out;               /* shq, a reference each; 0 for a missing side */
-  int32_t closed;               /* atomic */
-  int32_t duplex;
-} shm_end;
-
-typedef struct sk_pipe_end {
-  sk_obj obj;
-  sk_queue *in, *out;           /* counted; NULL for a one-way end's missing side */
-  int closed_here;              /* the flag while the end is this process's alone */
-  int *closed;                  /* atomic: &closed_here, or the shared end's flag */
-  int duplex;
-  shm_end *shm;                 /* atomic: set once, when the end moved */
-} sk_pipe_end;
-
-static int is_closed(sk_pipe_end *e) {
-  return __atomic_load_n(__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE), __ATOMIC_ACQUIRE);
-}
-
-/* Closes the end once: the peer sees EOF after draining, its sends fail. */
-static void end_shut(sk_pipe_end *e) {
-  if (__atomic_exchange_n(__atomic_load_n(&e->closed, __ATOMIC_ACQUIRE), 1, __ATOMIC_ACQ_REL)) {
-    return;
-  }
-  if (e->out) sk_queue_shut(e->out, 0);
-  if (e->in) sk_queue_shut(e->in, 1);
-}
-
-static void end_destroy(sk_obj *o) {
-  sk_pipe_end *e = (sk_pipe_end *)o;
-  if (e->shm) {
-    /* The shared end closes with its last reference, in any process. */
-    sk_shm_view_forget(&e->shm->obj, o);
-    sk_shm_obj_unhold(&e->shm->obj);
-  } else {
-    end_shut(e);
-  }
-  if (e->in) sk_obj_release((sk_obj *)e->in);
-  if (e->out) sk_obj_release((sk_obj *)e->out);
-  free(e);
-}
-
-static void shm_end_destroy(sk_shm_obj *o) {
-  shm_end *se = (shm_end *)o;
-  shq *in = sk_shm_ptr(se->in), *out = sk_shm_ptr(se->out);
-  if (!__atomic_exchange_n(&se->closed, 1, __ATOMIC_ACQ_REL)) {
-    if (out) sk_queue_shut_shared(out, 0);
-    if (in) sk_queue_shut_shared(in, 1);
-  }
-  if (in) sk_shm_obj_release((sk_shm_obj *)in);
-  if (out) sk_shm_obj_release((sk_shm_obj *)out);
-}
-
-static const sk_shm_type shm_end_type = {NULL, shm_end_destroy};
-
-static sk_shm_obj *end_share(sk_obj *o);
-static sk_shm_obj *end_shared(sk_obj *o) {
-  return (sk_shm_obj *)__atomic_load_n(&((sk_pipe_end *)o)->shm, __ATOMIC_ACQUIRE);
-}
-static sk_obj *end_view(sk_shm_obj *so);
-
-static const sk_shm_ops end_shm = {SK_SHM_PIPE_END, end_share, end_shared, end_view};
-static const sk_objtype end_type = {PIPE_MT, end_destroy, &end_shm};
-
-static sk_shm_obj *end_share(sk_obj *o) {
-  sk_pipe_end *e = (sk_pipe_end *)o;
-  shm_end *se = e->shm;
-  if (se) return &se->obj;
-  sk_shm_move_lock();
-  se = e->shm;
-  shq *in = NULL, *out = NULL;
-  if (se == NULL && (!e->in || (in = sk_queue_share(e->in))) &&
-      (!e->out || (out = sk_queue_share(e->out))) && (se = sk_shm_alloc(sizeof *se))) {
-    se->in = sk_shm_off(in);
-    se->out = sk_shm_off(out);
-    se->duplex = e->duplex;
-    se->closed = __atomic_load_n(&e->closed_here, __ATOMIC_ACQUIRE);
-    if (sk_shm_obj_link(&se->obj, SK_SHM_PIPE_END) != 0) {
-      /* No index entry left: the end stays local (its queues moved). */
-      sk_shm_free(se);
-      sk_shm_move_unlock();
-      return NULL;
-    }
-    if (in) sk_shm_obj_retain((sk_shm_obj *)in);
-    if (out) sk_shm_obj_retain((sk_shm_obj *)out);
-    __atomic_store_n(&e->closed, &se->closed, __ATOMIC_RELEASE);
-    /* A close that raced the move set the old flag: carry it over. */
-    if (__atomic_load_n(&e->closed_here, __ATOMIC_ACQUIRE)) __atomic_store_n(&se->closed, 1, __ATOMIC_RELEASE);
-    sk_shm_view_remember(&se->obj, o);
-    __atomic_store_n(&e->shm, se, __ATOMIC_RELEASE);
-    if (sk_obj_register(o) == 0) sk_shm_export((int)getpid(), o->slot, o->gen, &se->obj);
-  }
-  sk_shm_move_unlock();
-  return se ? &se->obj : NULL;
-}
-
-static sk_pipe_end *end_new(sk_queue *in, sk_queue *out, int duplex);
-
-static sk_obj *make_end_view(sk_shm_obj *so) {
-  shm_end *se = (shm_end *)so;
-  sk_queue *in = se->in ? sk_queue_view(sk_shm_ptr(se->in)) : NULL;
-  sk_queue *out = se->out ? sk_queue_view(sk_shm_ptr(se->out)) : NULL;
-  sk_pipe_end *e = (!se->in || in) && (!se->out || out) ? end_new(in, out, se->duplex) : NULL;
-  /* The end holds its own references now. */
-  if (in) sk_obj_release((sk_obj *)in);
-  if (out) sk_obj_release((sk_obj *)out);
-  if (e == NULL) return NULL;
-  e->closed = &se->closed;
-  sk_shm_obj_hold(so);
-  e->shm = se;
-  return &e->obj;
-}
-
-static sk_obj *end_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_end_view); }
+#define PIPE_MT SK_PIPE_MT
 
 static void push_end(lua_State *L, sk_obj *o) { sk_stamped_push(L, o, PIPE_MT); }
-
-/* A new end over `in` and `out`, taking a reference to each; NULL when out
-** of memory. */
-static sk_pipe_end *end_new(sk_queue *in, sk_queue *out, int duplex) {
-  sk_pipe_end *e = calloc(1, sizeof *e);
-  if (e == NULL) return NULL;
-  sk_obj_init(&e->obj, &end_type);
-  e->closed = &e->closed_here;
-  e->in = in;
-  e->out = out;
-  e->duplex = duplex;
-  if (in) sk_obj_retain((sk_obj *)in);
-  if (out) sk_obj_retain((sk_obj *)out);
-  return e;
-}
 
 /* skein.pipe([duplex=true]) -> a, b. One-way: a receives, b sends. */
 static int l_pipe_new(lua_State *L) {
@@ -170,8 +26,8 @@ static int l_pipe_new(lua_State *L) {
   sk_queue *ba = duplex ? sk_queue_new(SK_QUEUE_FIFO, 0) : NULL;
   sk_pipe_end *a = NULL, *b = NULL;
   if (ab && (ba || !duplex)) {
-    a = duplex ? end_new(ba, ab, 1) : end_new(ab, NULL, 0);
-    b = duplex ? end_new(ab, ba, 1) : end_new(NULL, ab, 0);
+    a = duplex ? sk_pipe_end_new(ba, ab, 1) : sk_pipe_end_new(ab, NULL, 0);
+    b = duplex ? sk_pipe_end_new(ab, ba, 1) : sk_pipe_end_new(NULL, ab, 0);
   }
   /* The ends hold their own references now. */
   if (ab) sk_obj_release((sk_obj *)ab);
@@ -188,9 +44,9 @@ static int l_pipe_new(lua_State *L) {
 
 static sk_pipe_end *check_end(lua_State *L, int idx) {
   sk_obj *o = sk_stamped_obj(L, idx);
-  sk_pipe_end *e = o && o->type == &end_type ? (sk_pipe_end *)o
+  sk_pipe_end *e = o && sk_pipe_end_is(o) ? (sk_pipe_end *)o
                                               : (sk_pipe_end *)sk_handle_check(L, idx, PIPE_MT);
-  if (is_closed(e)) {
+  if (sk_pipe_end_closed(e)) {
     sk_error_raise(L, "closed", "this pipe end is closed");
   }
   return e;
@@ -258,7 +114,7 @@ static void end_pass_on(void *obj) { sk_queue_pass_on(((sk_pipe_end *)obj)->in, 
 
 /* After a wake, an end closed meanwhile (by any worker) ends the wait. */
 static void check_open_again(lua_State *L, sk_pipe_end *e, int round) {
-  if (round > 0 && is_closed(e)) sk_error_raise(L, "closed", "this pipe end is closed");
+  if (round > 0 && sk_pipe_end_closed(e)) sk_error_raise(L, "closed", "this pipe end is closed");
 }
 
 static int recv_attempt(lua_State *L, void *obj, int round, int expired) {
@@ -315,13 +171,13 @@ static int l_pipe_poll(lua_State *L) {
 
 /* end:close(): closes this end for every worker holding it */
 static int l_pipe_close(lua_State *L) {
-  end_shut((sk_pipe_end *)sk_handle_check(L, 1, PIPE_MT));
+  sk_pipe_end_shut((sk_pipe_end *)sk_handle_check(L, 1, PIPE_MT));
   return 0;
 }
 
 static int l_pipe_closed(lua_State *L) {
   sk_pipe_end *e = (sk_pipe_end *)sk_handle_check(L, 1, PIPE_MT);
-  lua_pushboolean(L, is_closed(e));
+  lua_pushboolean(L, sk_pipe_end_closed(e));
   return 1;
 }
 
@@ -333,7 +189,7 @@ static int l_pipe_tostring(lua_State *L) {
     return 1;
   }
   const char *what = e->duplex ? "duplex" : e->in ? "receiving end" : "sending end";
-  int closed = is_closed(e);
+  int closed = sk_pipe_end_closed(e);
   lua_pushfstring(L, "skein.pipe end (%s%s)", what, closed ? ", closed" : "");
   return 1;
 }
@@ -342,7 +198,7 @@ static int l_pipe_tostring(lua_State *L) {
 
 static int end_try(lua_State *L, sk_obj *o) {
   sk_pipe_end *e = (sk_pipe_end *)o;
-  if (is_closed(e)) {
+  if (sk_pipe_end_closed(e)) {
     return sk_error_raise(L, "closed", "this pipe end is closed");
   }
   if (e->in == NULL) return sk_error_raise(L, "usage", "select cannot receive on the sending end of a one-way pipe");
@@ -354,7 +210,7 @@ static int end_try(lua_State *L, sk_obj *o) {
 static int end_add_waiter(sk_obj *o, const sk_waiter *w) {
   sk_pipe_end *e = (sk_pipe_end *)o;
   /* A closed or send-only end is "ready": end_try then raises. */
-  if (e->in == NULL || is_closed(e)) return 1;
+  if (e->in == NULL || sk_pipe_end_closed(e)) return 1;
   return sk_queue_add_getter(e->in, w);
 }
 
@@ -373,8 +229,7 @@ void sk_pipe_open(lua_State *L) {
                                .close = sk_handle_release, .tostring = l_pipe_tostring,
                                .push = push_end, .select = &end_select};
   sk_type_register(L, &type);
-  sk_shm_register_ops(&end_shm);
-  sk_shm_register_type(SK_SHM_PIPE_END, &shm_end_type);
+  sk_pipe_engine_open();
   lua_pushcfunction(L, l_pipe_new);
   lua_setfield(L, -2, "pipe");
 }
