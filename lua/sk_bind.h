@@ -58,6 +58,9 @@ void sk_future_open(lua_State *L);
 /* Thread workers (thread.c). */
 void sk_thread_open(lua_State *L);
 
+/* skein.fs (fs.c). */
+void sk_fs_open(lua_State *L);
+
 /* Objects of another process (rpc.c). In a worker process, an object of
 ** its parent arrives as a proxy that forwards every operation to the
 ** parent. sk_proxy_info tells whether the value at idx is such a proxy;

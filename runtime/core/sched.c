@@ -216,6 +216,9 @@ int sk_sched_close(sk_sched *s) {
   s->heap = NULL;
   s->nheap = s->capheap = 0;
   if (s->own_loop) {
+    /* Requests still in flight (a file-system job whose task left it:
+    ** host/fsops.c) own memory their callbacks free: let them finish. */
+    while (s->loop->active_reqs.count > 0) uv_run(s->loop, UV_RUN_ONCE);
     /* Close callbacks run in the next turn. A handle someone else left
     ** active must not make this hang: close it and report -1. */
     uv_run(s->loop, UV_RUN_NOWAIT);

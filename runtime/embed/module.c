@@ -98,6 +98,7 @@ int luaopen_skein(lua_State *L) {
   sk_process_open(L);
   sk_ppool_open(L);
   sk_rpc_open(L);
+  sk_fs_open(L);
   lua_pushcfunction(L, l_cpu_count);
   lua_setfield(L, -2, "cpu_count");
   lua_pushcfunction(L, l_exepath);

@@ -1,0 +1,191 @@
+-- skein.fs: whole-file and directory calls on libuv's thread pool; errors
+-- (kind "io" with code and path), binary data, concurrency, cancellation
+-- and skein.timeout while a job is in flight, threads and process pools.
+local skein = require "skein"
+local cli = require "spec.support.cli"
+local fs = skein.fs
+
+local function caught(fn, ...)
+  local ok, e = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return e
+end
+
+local function io_error(code, path, fn, ...)
+  local e = caught(fn, ...)
+  assert.equal("io", e.kind)
+  assert.equal(code, e.code)
+  assert.equal(path, e.path)
+  return e
+end
+
+describe("skein.fs", function()
+  local d
+  before_each(function() d = cli.tmpdir() end)
+  teardown(function() cli.cleanup() end)
+
+  it("writes, appends and reads back binary data", function()
+    local bytes = {}
+    for i = 0, 255 do bytes[#bytes + 1] = string.char(i) end
+    local data = table.concat(bytes):rep(1000)
+    assert.is_nil(fs.write(d .. "/b", data))
+    assert.equal(data, fs.read(d .. "/b"))
+    fs.append(d .. "/b", "\0tail")
+    assert.equal(data .. "\0tail", fs.read(d .. "/b"))
+    fs.write(d .. "/b", "")
+    assert.equal("", fs.read(d .. "/b"))
+    fs.append(d .. "/new", "x")
+    assert.equal("x", fs.read(d .. "/new"))
+  end)
+
+  it("stats files, directories and links", function()
+    fs.write(d .. "/f", "12345")
+    local st = fs.stat(d .. "/f")
+    assert.equal(5, st.size)
+    assert.equal("file", st.type)
+    assert.is_number(st.mode)
+    assert.is_true(math.abs(st.mtime - os.time()) < 60)
+    assert.equal("directory", fs.stat(d).type)
+    os.execute("ln -s f " .. cli.q(d .. "/l"))
+    assert.equal("link", fs.stat(d .. "/l").type)
+    assert.equal("other", fs.stat("/dev/null").type)
+  end)
+
+  it("tells whether a path exists", function()
+    fs.write(d .. "/f", "")
+    assert.is_true(fs.exists(d .. "/f"))
+    assert.is_true(fs.exists(d))
+    assert.is_false(fs.exists(d .. "/nope"))
+    assert.is_false(fs.exists(d .. "/f/under-a-file"))
+  end)
+
+  it("lists a directory sorted, and makes and removes trees", function()
+    for _, n in ipairs({"c", "a", "b"}) do fs.write(d .. "/" .. n, n) end
+    fs.mkdir(d .. "/z")
+    assert.same({"a", "b", "c", "z"}, fs.list(d))
+    fs.mkdir(d .. "/p/q/r", {parents = true})
+    fs.mkdir(d .. "/p/q/r", {parents = true})     -- already there: fine
+    fs.write(d .. "/p/q/r/f", "x")
+    assert.same({"r"}, fs.list(d .. "/p/q"))
+    io_error("ENOTEMPTY", d .. "/p", fs.remove, d .. "/p")
+    fs.remove(d .. "/p", {recursive = true})
+    assert.is_false(fs.exists(d .. "/p"))
+    fs.remove(d .. "/a")
+    fs.remove(d .. "/z")
+    assert.same({"b", "c"}, fs.list(d))
+  end)
+
+  it("renames", function()
+    fs.write(d .. "/a", "A")
+    fs.rename(d .. "/a", d .. "/b")
+    assert.is_false(fs.exists(d .. "/a"))
+    assert.equal("A", fs.read(d .. "/b"))
+    local e = io_error("ENOENT", d .. "/a", fs.rename, d .. "/a", d .. "/c")
+    assert.matches("cannot rename", e.message)
+  end)
+
+  it("reports errors as kind io with code and path", function()
+    local p = d .. "/missing"
+    local e = io_error("ENOENT", p, fs.read, p)
+    assert.equal("cannot read '" .. p .. "': no such file or directory", e.message)
+    io_error("ENOENT", p, fs.stat, p)
+    io_error("ENOENT", p, fs.list, p)
+    io_error("ENOENT", p, fs.remove, p)
+    io_error("ENOENT", p .. "/x", fs.write, p .. "/x", "data")
+    io_error("ENOENT", p .. "/x", fs.mkdir, p .. "/x")
+    fs.mkdir(d .. "/dir")
+    io_error("EEXIST", d .. "/dir", fs.mkdir, d .. "/dir")
+    io_error("EISDIR", d .. "/dir", fs.read, d .. "/dir")
+    fs.write(d .. "/f", "x")
+    io_error("ENOTDIR", d .. "/f", fs.list, d .. "/f")
+    io_error("ENOTDIR", d .. "/f/y", fs.read, d .. "/f/y")
+    io_error("EEXIST", d .. "/f", fs.mkdir, d .. "/f", {parents = true})
+    -- Refused even to root: a read-only sysctl (EACCES; EROFS where /proc/sys
+    -- is mounted read-only, as in containers).
+    local v = "/proc/sys/kernel/version"
+    local pe = caught(fs.write, v, "x")
+    assert.equal("io", pe.kind)
+    assert.equal(v, pe.path)
+    assert.is_truthy(pe.code == "EACCES" or pe.code == "EROFS", pe.code)
+    assert.error_matches(function() fs.read() end, "bad argument")
+    assert.error_matches(function() fs.mkdir(d, 5) end, "bad argument")
+  end)
+
+  it("lets many tasks read at once, each suspending only itself", function()
+    fs.write(d .. "/f", ("x"):rep(100000))
+    local ticks = 0
+    local ticker = skein.spawn(function()
+      while true do ticks = ticks + 1; skein.yield() end
+    end)
+    local ts = {}
+    for i = 1, 50 do
+      ts[i] = skein.spawn(function() return #fs.read(d .. "/f") + #fs.list(d) end)
+    end
+    for i = 1, 50 do assert.equal(100001, ts[i]:join(10)) end
+    assert.is_true(ticks > 0)
+    ticker:cancel()
+  end)
+
+  it("honours skein.timeout and cancel while a job is in flight", function()
+    local big = d .. "/big"
+    fs.write(big, ("y"):rep(32 * 1024 * 1024))
+    for _ = 1, 5 do
+      local e = caught(skein.timeout, 1e-6, fs.read, big)
+      assert.equal("timeout", e.kind)
+      local t = skein.spawn(fs.read, big)
+      skein.yield()
+      t:cancel()
+      assert.equal("cancelled", caught(t.join, t, 10).kind)
+    end
+    collectgarbage()
+    -- The orphans finish on their own; the worker goes on working.
+    assert.equal(32 * 1024 * 1024, #fs.read(big))
+    fs.remove(big)
+  end)
+
+  it("ends a script cleanly with cancelled jobs still in flight", function()
+    local big = d .. "/big"
+    fs.write(big, ("z"):rep(16 * 1024 * 1024))
+    local script = cli.write(d .. "/orphans.lua", [[
+      local ts = {}
+      for i = 1, 8 do ts[i] = skein.spawn(skein.fs.read, ...) end
+      skein.yield()
+      for i = 1, 8 do ts[i]:cancel() end
+      pcall(skein.timeout, 1e-6, skein.fs.read, ...)
+      io.write("left")
+    ]])
+    local r = cli.run({script, big}, {timeout = 20})
+    assert.equal(0, r.code, r.err)
+    assert.equal("left", r.out)
+    assert.equal("", r.err)
+  end)
+
+  it("works in a thread worker", function()
+    fs.write(d .. "/f", "from main")
+    local t = skein.thread(function(dir)
+      local fs = require("skein").fs
+      fs.write(dir .. "/g", fs.read(dir .. "/f") .. " and thread")
+      local ok, e = pcall(fs.read, dir .. "/none")
+      return fs.read(dir .. "/g"), e.code
+    end, d)
+    local s, code = t:join(10)
+    assert.equal("from main and thread", s)
+    assert.equal("ENOENT", code)
+  end)
+
+  it("works in a process pool worker, from tasks there too", function()
+    fs.write(d .. "/f", "abc")
+    local p <close> = skein.pool{kind = "process", size = 2}
+    local f = p:submit(function(dir)
+      local skein = require "skein"
+      local ts = {}
+      for i = 1, 4 do ts[i] = skein.spawn(function() return skein.fs.read(dir .. "/f") end) end
+      local out = {}
+      for i = 1, 4 do out[i] = ts[i]:join() end
+      skein.fs.write(dir .. "/g", table.concat(out))
+      return skein.fs.stat(dir .. "/g").size
+    end, d)
+    assert.equal(12, f:get(20))
+    assert.equal("abcabcabcabc", fs.read(d .. "/g"))
+  end)
+end)
