@@ -41,6 +41,12 @@ describe("examples", function()
                  "3 pages, handled in the order they arrived\n", out)
   end)
 
+  it("io/fs_walk.lua walks a tree with one task per directory", function()
+    local out, status = run("examples/io/fs_walk.lua")
+    assert.equal(0, status)
+    assert.equal("4 files, 604 bytes\n", out)
+  end)
+
   it("coroutines/producer_consumer.lua alternates producer and consumer", function()
     local out, status = run("examples/coroutines/producer_consumer.lua")
     assert.equal(0, status)
