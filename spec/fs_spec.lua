@@ -152,6 +152,14 @@ describe("skein.fs", function()
       skein.yield()
       for i = 1, 8 do ts[i]:cancel() end
       pcall(skein.timeout, 1e-6, skein.fs.read, ...)
+      local f = skein.fs.open(...)
+      local r = skein.spawn(f.read, f, "a")
+      skein.yield()
+      r:cancel()
+      skein.spawn(skein.fs.open, ...):cancel()
+      local o = skein.spawn(skein.fs.open, ...)
+      skein.yield()
+      o:cancel()
       io.write("left")
     ]])
     local r = cli.run({script, big}, {timeout = 20})
@@ -160,11 +168,84 @@ describe("skein.fs", function()
     assert.equal("", r.err)
   end)
 
+  it("opens files: read formats, write, seek, append, r+", function()
+    local f <close> = fs.open(d .. "/t", "w")
+    assert.equal(f, f:write("line1\n", "line2\n", 42, "\nlast"))
+    f:close()
+    assert.equal("closed", caught(f.read, f).kind)
+    local g <close> = fs.open(d .. "/t")
+    assert.equal("lin", g:read(3))
+    assert.equal("e1\n", g:read("L"))
+    assert.equal("line2", g:read("l"))
+    assert.equal("42", g:read())
+    assert.equal("last", g:read("a"))
+    assert.equal("", g:read("a"))
+    assert.is_nil(g:read("l"))
+    assert.is_nil(g:read(1))
+    assert.equal(2, g:seek("set", 2))
+    assert.equal("ne1\n", g:read(4))
+    assert.equal(6, g:seek())
+    assert.equal(19, g:seek("end"))
+    assert.equal("usage", caught(g.write, g, "x").kind)
+    local h <close> = fs.open(d .. "/t", "r+")
+    assert.equal("li", h:read(2))
+    h:write("XX")
+    h:seek("set")
+    assert.equal("liXX1", h:read("l"))
+    local a <close> = fs.open(d .. "/t", "a")
+    a:write("++")
+    a:close()
+    assert.equal("liXX1\nline2\n42\nlast++", fs.read(d .. "/t"))
+    local e = io_error("ENOENT", d .. "/nope", fs.open, d .. "/nope")
+    assert.matches("cannot open", e.message)
+    io_error("EISDIR", d, fs.open, d, "w")
+    assert.error_matches(function() fs.open(d .. "/t", "x") end, "invalid mode")
+    assert.error_matches(function() g:read("z") end, "invalid format")
+  end)
+
+  it("streams lines and n-byte reads through a buffer, binary-safe", function()
+    local lines = {}
+    for i = 1, 20000 do lines[i] = ("row %d \0 %s"):format(i, ("x"):rep(i % 50)) end
+    fs.write(d .. "/l", table.concat(lines, "\n") .. "\n")
+    local n = 0
+    for l in fs.lines(d .. "/l") do
+      n = n + 1
+      assert.equal(lines[n], l)
+    end
+    assert.equal(20000, n)
+    local f <close> = fs.open(d .. "/l")
+    local parts = {}
+    repeat
+      local s = f:read(777)
+      parts[#parts + 1] = s
+    until s == nil
+    assert.equal(table.concat(lines, "\n") .. "\n", table.concat(parts))
+  end)
+
+  it("keeps a file usable after a read is cancelled or timed out", function()
+    local big = d .. "/big"
+    fs.write(big, "head" .. ("y"):rep(16 * 1024 * 1024))
+    local f <close> = fs.open(big)
+    local t = skein.spawn(f.read, f, "a")
+    skein.yield()
+    assert.equal("usage", caught(f.close, f).kind)    -- another task waits on it
+    t:cancel()
+    assert.equal("cancelled", caught(t.join, t, 10).kind)
+    assert.equal("head", f:read(4))
+    assert.equal("timeout", caught(skein.timeout, 1e-6, f.read, f, "a").kind)
+    assert.equal("yyy", f:read(3))
+    assert.equal(16 * 1024 * 1024 - 3, #f:read("a"))
+    -- A file cannot cross workers.
+    local e = caught(skein.thread, function() end, f)
+    assert.equal("marshal", e.kind)
+  end)
+
   it("works in a thread worker", function()
     fs.write(d .. "/f", "from main")
     local t = skein.thread(function(dir)
       local fs = require("skein").fs
       fs.write(dir .. "/g", fs.read(dir .. "/f") .. " and thread")
+      for l in fs.lines(dir .. "/g") do assert(l == "from main and thread") end
       local ok, e = pcall(fs.read, dir .. "/none")
       return fs.read(dir .. "/g"), e.code
     end, d)

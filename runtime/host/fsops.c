@@ -250,6 +250,38 @@ static void job_work(uv_work_t *w) {
     j->err = uv_fs_rename(NULL, &r, j->path, j->path2, NULL);
     uv_fs_req_cleanup(&r);
     break;
+  case SK_FS_OPEN:
+    j->fd = uv_fs_open(NULL, &r, j->path, j->oflags, 0666, NULL);
+    uv_fs_req_cleanup(&r);
+    j->err = j->fd < 0 ? j->fd : 0;
+    break;
+  case SK_FS_PREAD: {
+    size_t want = j->len;
+    j->len = 0;
+    if ((j->data = malloc(want ? want : 1)) == NULL) {
+      j->err = UV_ENOMEM;
+      break;
+    }
+    uv_buf_t b = uv_buf_init(j->data, (unsigned)want);
+    int rc = uv_fs_read(NULL, &r, j->fd, &b, 1, j->off, NULL);
+    uv_fs_req_cleanup(&r);
+    if (rc < 0) j->err = rc;
+    else j->len = (size_t)rc;
+    break;
+  }
+  case SK_FS_PWRITE: {
+    size_t done = 0;
+    while (done < j->len && j->err == 0) {
+      uv_buf_t b = uv_buf_init(j->data + done, (unsigned)(j->len - done > (1u << 30)
+                                                            ? (1u << 30) : j->len - done));
+      int rc = uv_fs_write(NULL, &r, j->fd, &b, 1, j->off < 0 ? -1 : j->off + (int64_t)done,
+                           NULL);
+      uv_fs_req_cleanup(&r);
+      if (rc < 0) j->err = rc;
+      else done += (size_t)rc;
+    }
+    break;
+  }
   }
 }
 
@@ -257,6 +289,11 @@ static void job_after(uv_work_t *w, int status) {
   sk_fsjob *j = (sk_fsjob *)w;   /* `work` is the first member */
   if (status == UV_ECANCELED) j->err = UV_ECANCELED;
   j->done = 1;
+  if (j->close_fd || (j->orphan && j->op == SK_FS_OPEN && j->err == 0)) {
+    do_close(j->fd);   /* a regular file's close does not block */
+    j->close_fd = 0;
+    if (j->op == SK_FS_OPEN) j->fd = -1;
+  }
   if (j->orphan) {
     sk_fsjob_free(j);
   } else if (j->waiter) {

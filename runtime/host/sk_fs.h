@@ -23,7 +23,10 @@
 
 enum {
   SK_FS_READ, SK_FS_WRITE, SK_FS_APPEND, SK_FS_STAT, SK_FS_EXISTS, SK_FS_LIST,
-  SK_FS_MKDIR, SK_FS_REMOVE, SK_FS_RENAME
+  SK_FS_MKDIR, SK_FS_REMOVE, SK_FS_RENAME,
+  SK_FS_OPEN,              /* path with `oflags` -> fd */
+  SK_FS_PREAD,             /* fd at `off`, up to `len` bytes -> data/len */
+  SK_FS_PWRITE             /* data/len to fd at `off` (-1: the fd's position) */
 };
 
 typedef struct sk_fsjob {
@@ -39,6 +42,9 @@ typedef struct sk_fsjob {
   uv_stat_t st;
   char **names;            /* list: sorted, `nnames` of them */
   size_t nnames;
+  int fd, oflags, close_fd;  /* close_fd: the callback closes `fd` (its file was
+                               closed while this job used it) */
+  int64_t off;
   sk_ctx *waiter;          /* linked by the wait source; NULL when none */
   int done, orphan;
 } sk_fsjob;
@@ -51,7 +57,7 @@ sk_fsjob *sk_fsjob_new(int op, const char *path, const char *path2, const char *
 ** (the job is then done with that error). */
 int sk_fsjob_start(sk_fsjob *j, uv_loop_t *loop);
 /* Gives the job up: frees it when done, else orphans it (its callback
-** frees it, closing nothing: the work closed its fds). */
+** frees it; an orphaned open closes the fd it got). */
 void sk_fsjob_release(sk_fsjob *j);
 /* Frees the data a job returned (read's buffer, list's names). */
 void sk_fsjob_free(sk_fsjob *j);
