@@ -207,7 +207,7 @@ typedef struct sk_file {
   sk_rfmt fmt;              /* W_READ */
   char *wdata;              /* W_WRITE: bytes not yet handed to a job */
   size_t wlen;
-  int wdone;
+  int wstarted, wdone;      /* this call's write job was started / is done */
   int64_t seek_to;          /* W_SEEK */
   char *path;
 } sk_file;
@@ -317,7 +317,8 @@ static void file_absorb(lua_State *L, sk_file *f) {
     f->eof = j->len == 0;
   } else if (j->err == 0 && j->op == SK_FS_PWRITE) {
     if (!f->append) f->pos += (int64_t)j->len;
-    if (f->want == W_WRITE) f->wdone = 1;
+    if (f->want == W_WRITE && f->wstarted) f->wdone = 1;   /* not a cancelled call's */
+    f->wstarted = 0;
   }
   if (j->err != 0 && j->err != UV_ECANCELED) {
     int err = j->err, op = j->op == SK_FS_PREAD ? SK_FS_READ : SK_FS_WRITE;
@@ -368,6 +369,7 @@ static int file_attempt(lua_State *L, void *obj, int round, int expired) {
       f->eof = 0;
       char *d = f->wdata;
       f->wdata = NULL;
+      f->wstarted = 1;
       file_start(L, f, SK_FS_PWRITE, d, f->wlen, at);
     } else {
       sk_rbuf_clear(&f->rb);
@@ -462,7 +464,7 @@ static int l_file_write(lua_State *L) {
   free(f->wdata);
   f->wdata = d;
   f->wlen = len;
-  f->wdone = 0;
+  f->wdone = f->wstarted = 0;
   f->want = W_WRITE;
   lua_settop(L, 1);
   return sk_wait_on(L, &file_source, f, SK_NO_DEADLINE, 0);

@@ -235,6 +235,16 @@ describe("skein.fs", function()
     assert.equal("timeout", caught(skein.timeout, 1e-6, f.read, f, "a").kind)
     assert.equal("yyy", f:read(3))
     assert.equal(16 * 1024 * 1024 - 3, #f:read("a"))
+    -- A write timed out while its job runs: the job finishes, the next write
+    -- still writes.
+    local w <close> = fs.open(d .. "/w", "w")
+    local e = caught(skein.timeout, 1e-6, w.write, w, ("w"):rep(16 * 1024 * 1024))
+    assert.equal("timeout", e.kind)
+    w:write("end")
+    w:close()
+    local got = fs.read(d .. "/w")
+    assert.equal("end", got:sub(-3))
+    assert.equal(16 * 1024 * 1024 + 3, #got)
     -- A file cannot cross workers.
     local e = caught(skein.thread, function() end, f)
     assert.equal("marshal", e.kind)

@@ -12,6 +12,8 @@
 
 #include "sk_fs.h"
 
+static int do_close(uv_file fd);
+
 static char *dup_n(const char *s, size_t n) {
   char *d = malloc(n + 1);
   if (d) {
@@ -39,6 +41,7 @@ sk_fsjob *sk_fsjob_new(int op, const char *path, const char *path2, const char *
 }
 
 void sk_fsjob_free(sk_fsjob *j) {
+  if (j->op == SK_FS_OPEN && j->err == 0 && j->fd >= 0) do_close(j->fd);  /* never taken */
   free(j->path);
   free(j->path2);
   free(j->data);
@@ -297,9 +300,9 @@ static void job_after(uv_work_t *w, int status) {
   if (j->orphan) {
     sk_fsjob_free(j);
   } else if (j->waiter) {
-    sk_ctx *c = j->waiter;
-    j->waiter = NULL;
-    sk_ctx_wake(c);
+    /* `waiter` stays set until the context unlinks (when it resumes): a
+    ** file is in use by a call exactly while its job names a waiter. */
+    sk_ctx_wake(j->waiter);
   }
 }
 

@@ -45,7 +45,7 @@ typedef struct sk_fsjob {
   int fd, oflags, close_fd;  /* close_fd: the callback closes `fd` (its file was
                                closed while this job used it) */
   int64_t off;
-  sk_ctx *waiter;          /* linked by the wait source; NULL when none */
+  sk_ctx *waiter;          /* linked by the wait source (from link to unlink); NULL when none */
   int done, orphan;
 } sk_fsjob;
 
