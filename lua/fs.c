@@ -355,6 +355,7 @@ static int file_attempt(lua_State *L, void *obj, int round, int expired) {
       size_t have = sk_rbuf_len(&f->rb), want = 64 * 1024;
       if (f->fmt.kind == SK_RF_N && f->fmt.n > have && f->fmt.n - have > want) {
         want = f->fmt.n - have;
+        if (want > ((size_t)1 << 30)) want = (size_t)1 << 30;   /* one job reads at most 1 GiB */
       }
       file_start(L, f, SK_FS_PREAD, NULL, want, f->pos);
     } else if (f->want == W_WRITE) {
