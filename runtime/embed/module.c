@@ -99,16 +99,10 @@ int luaopen_skein(lua_State *L) {
   sk_ppool_open(L);
   sk_rpc_open(L);
   sk_fs_open(L);
-  lua_pushcfunction(L, l_cpu_count);
-  lua_setfield(L, -2, "cpu_count");
-  lua_pushcfunction(L, l_exepath);
-  lua_setfield(L, -2, "exepath");
-  lua_pushcfunction(L, l_module);
-  lua_setfield(L, -2, "_module");
-  lua_pushcfunction(L, l_methods);
-  lua_setfield(L, -2, "_methods");
-  lua_pushcfunction(L, l_isatty);
-  lua_setfield(L, -2, "_isatty");
+  static const luaL_Reg facts[] = {{"cpu_count", l_cpu_count}, {"exepath", l_exepath},
+                                    {"_module", l_module},       {"_methods", l_methods},
+                                    {"_isatty", l_isatty},       {NULL, NULL}};
+  luaL_setfuncs(L, facts, 0);
   lua_pushliteral(L, SKEIN_VERSION);
   lua_setfield(L, -2, "version");
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
