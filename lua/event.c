@@ -140,7 +140,7 @@ static void event_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
   sk_xw_unlock(&e->w);
 }
 
-static const sk_selectable event_select = {EVENT_MT, event_try, event_add_waiter,
+static const sk_selectable event_select = {event_try, event_add_waiter,
                                            event_remove_waiter};
 
 

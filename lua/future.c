@@ -191,7 +191,7 @@ static void future_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
   uv_mutex_unlock(&f->lock);
 }
 
-static const sk_selectable future_select = {FUTURE_MT, future_try, future_add_waiter,
+static const sk_selectable future_select = {future_try, future_add_waiter,
                                             future_remove_waiter};
 
 void sk_future_open(lua_State *L) {

@@ -219,7 +219,7 @@ static void end_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
   if (e->in) sk_queue_remove_getter(e->in, port, slot);
 }
 
-static const sk_selectable end_select = {PIPE_MT, end_try, end_add_waiter, end_remove_waiter};
+static const sk_selectable end_select = {end_try, end_add_waiter, end_remove_waiter};
 
 void sk_pipe_open(lua_State *L) {
   static const luaL_Reg methods[] = {{"send", l_pipe_send},   {"recv", l_pipe_recv},

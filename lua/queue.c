@@ -400,7 +400,7 @@ static void queue_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
   sk_queue_remove_getter((sk_queue *)o, port, slot);
 }
 
-static const sk_selectable queue_select = {QUEUE_MT, queue_try, queue_add_waiter,
+static const sk_selectable queue_select = {queue_try, queue_add_waiter,
                                            queue_remove_waiter};
 
 void sk_queue_open(lua_State *L) {

@@ -28,7 +28,6 @@ void sk_marshal_open(lua_State *L);
 /* What skein.select needs of an object it can wait on: the select hook of
 ** its type (sk_type). */
 typedef struct sk_selectable {
-  const char *mt;
   /* Tries the operation without blocking: pushes its results and returns
   ** their count (>= 1), or returns 0 when it would block. May raise. */
   int (*try_op)(lua_State *L, sk_obj *o);

@@ -211,7 +211,7 @@ static void lock_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
   sk_xw_unlock(&k->w);
 }
 
-static const sk_selectable lock_select = {LOCK_MT, lock_try, lock_add_waiter, lock_remove_waiter};
+static const sk_selectable lock_select = {lock_try, lock_add_waiter, lock_remove_waiter};
 
 /* ------------------------------------------------------------ semaphore */
 
@@ -344,7 +344,7 @@ static void sem_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
   sk_xw_unlock(&s->w);
 }
 
-static const sk_selectable sem_select = {SEM_MT, sem_try, sem_add_waiter, sem_remove_waiter};
+static const sk_selectable sem_select = {sem_try, sem_add_waiter, sem_remove_waiter};
 
 /* ------------------------------------- acquire, hold and with, for both */
 
