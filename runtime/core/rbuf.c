@@ -13,6 +13,7 @@ int sk_rfmt_parse(const char *s, sk_rfmt *f) {
   if (strcmp(s, "l") == 0) f->kind = SK_RF_LINE;
   else if (strcmp(s, "L") == 0) f->kind = SK_RF_LINE, f->keep_eol = 1;
   else if (strcmp(s, "a") == 0) f->kind = SK_RF_ALL;
+  else if (strcmp(s, "any") == 0) f->kind = SK_RF_ANY;
   else return -1;
   return 0;
 }
@@ -74,6 +75,9 @@ int sk_rbuf_take(sk_rbuf *b, const sk_rfmt *f, int eof, const char **out, size_t
     if (have == 0) return 1;
     return give(b, have, have, out, len);
   }
+  case SK_RF_ANY:
+    if (have > 0) return give(b, have, have, out, len);
+    return eof ? 1 : 0;
   default:
     if (!eof) return 0;
     return give(b, have, have, out, len);

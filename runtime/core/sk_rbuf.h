@@ -18,14 +18,15 @@ typedef struct sk_rbuf {
 } sk_rbuf;
 
 typedef struct sk_rfmt {
-  int kind;                 /* SK_RF_N, SK_RF_LINE, SK_RF_ALL */
+  int kind;                 /* SK_RF_N, SK_RF_LINE, SK_RF_ALL, SK_RF_ANY */
   int keep_eol;             /* "L" */
   size_t n;                 /* SK_RF_N */
 } sk_rfmt;
 
-enum { SK_RF_N, SK_RF_LINE, SK_RF_ALL };
+enum { SK_RF_N, SK_RF_LINE, SK_RF_ALL, SK_RF_ANY };
 
-/* Parses a string format ("l", "L", "a", with or without a leading '*', as
+/* Parses a string format ("l", "L", "a", "any" (whatever is buffered, at
+** least one byte), with or without a leading '*', as
 ** Lua's io does); 0, or -1 when it is none of them. */
 int sk_rfmt_parse(const char *s, sk_rfmt *f);
 void sk_rbuf_free(sk_rbuf *b);

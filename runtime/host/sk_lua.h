@@ -20,6 +20,7 @@
 #include "lauxlib.h"
 
 #include "../include/skein.h"
+#include "../core/sk_io.h"
 #include "../core/sk_obj.h"
 #include "../core/sk_port.h"
 #include "../core/sk_sched.h"
@@ -108,6 +109,7 @@ struct sk_ctx {
   unsigned wflags;
   int wround;
   sk_watch joinw;               /* what this context links for one-object waits */
+  sk_iowait iow;                /* what it links on an I/O object (core/sk_io.h) */
   sk_watchlist watchers;        /* fired when this task finishes */
   sk_scope *scope;              /* innermost skein.timeout scope */
   sk_group *group;              /* the group this task belongs to, if any */

@@ -80,12 +80,15 @@ static void ctx_joinw_fire(sk_watch *w, sk_ctx *source) {
   sk_ctx_wake(container_of(w, sk_ctx, joinw));
 }
 
+static void ctx_iow_wake(sk_iowait *w) { sk_ctx_wake(container_of(w, sk_ctx, iow)); }
+
 /* Sets up the fields every context shares. */
 static void ctx_init(sk_ctx *c, sk_worker *w) {
   c->w = w;
   c->timer.index = -1;
   c->timer.fire = ctx_timer_fire;
   c->joinw.fire = ctx_joinw_fire;
+  c->iow.wake = ctx_iow_wake;
   c->ref = LUA_NOREF;
   sk_watchlist_init(&c->watchers);
 }
@@ -221,6 +224,7 @@ int sk_wait(lua_State *L, sk_ctx *c, lua_KContext kctx, lua_KFunction k) {
 static void wait_cleanup(sk_ctx *c) {
   sk_timer_disarm(&c->w->sched, &c->timer);
   sk_watch_unlink(&c->joinw);
+  sk_iowait_unlink(&c->iow);
   c->xwait = 0;
   if (c->ext_hold) {
     c->ext_hold = 0;
