@@ -475,6 +475,7 @@ static int opt_field_bool(lua_State *L, int t, const char *k, int def) {
 
 /* skein.net.connect(host, port, [opts]) / connect({path=}, [opts]) -> stream */
 static int l_connect(lua_State *L) {
+  lua_settop(L, 3);             /* the path where_args reads stays above */
   const char *host;
   int port;
   const char *path = where_args(L, &host, &port);
@@ -692,6 +693,7 @@ static int resolve_then(lua_State *L, const char *host, int port, int socktype, 
 
 /* skein.net.listen(host, port, [opts]) / listen({path=}, [opts]) -> server */
 static int l_listen(lua_State *L) {
+  lua_settop(L, 3);             /* the path where_args reads stays above */
   const char *host;
   int port;
   const char *path = where_args(L, &host, &port);
