@@ -336,6 +336,13 @@ describe("skein.exec", function()
     assert.equal("closed", e.kind)
   end)
 
+  it("belongs to its worker: a handle cannot be sent", function()
+    local p = exec("true")
+    local e = caught(skein.thread, function() end, p)
+    assert.equal("marshal", e.kind)
+    assert.equal(0, (p:wait(5)))
+  end)
+
   it("leaves no zombie behind", function()
     local me = self_pid()
     for i = 1, 5 do
