@@ -16,6 +16,33 @@ end
 
 local lines = cli.lines
 
+-- Starts an example as a server on a free port (its argument "0") in the
+-- background and waits (up to 10 s) for the line that names the port;
+-- returns the port and a function that sends SIGINT and returns the exit
+-- status, standard output and standard error once it ended (up to 10 s).
+local function start_server(name)
+  local d = cli.tmpdir()
+  os.execute(("(timeout -k 2 30 %s %s 0 >%s 2>%s </dev/null & echo $! >%s; wait $!; echo $? >%s) &"):format(
+    cli.q(cli.bin), cli.q("examples/io/" .. name), cli.q(d .. "/out"), cli.q(d .. "/err"),
+    cli.q(d .. "/pid"), cli.q(d .. "/rc")))
+  local port
+  for _ = 1, 200 do
+    port = tonumber((cli.read(d .. "/out") or ""):match("on 127%.0%.0%.1:(%d+)\n"))
+    if port then break end
+    skein.sleep(0.05)
+  end
+  assert(port, "the server never said where it listens: " .. (cli.read(d .. "/err") or ""))
+  return port, function()
+    os.execute("kill -INT " .. cli.read(d .. "/pid"))
+    for _ = 1, 200 do
+      local rc = tonumber(cli.read(d .. "/rc") or "")
+      if rc then return rc, cli.read(d .. "/out"), cli.read(d .. "/err") end
+      skein.sleep(0.05)
+    end
+    error("the server did not end on SIGINT")
+  end
+end
+
 describe("examples/io", function()
   teardown(function() cli.cleanup() end)
 
@@ -32,6 +59,32 @@ describe("examples/io", function()
     end
     want[#want + 1] = "5 clients, 15 messages echoed"
     assert.same(want, got)
+  end)
+
+  it("echo_server.lua and line_server.lua serve clients of another process until Ctrl-C", function()
+    local port, stop = start_server("echo_server.lua")
+    local conns = {}
+    for i = 1, 3 do conns[i] = skein.net.connect("127.0.0.1", port, {timeout = 5}) end
+    for i = 3, 1, -1 do
+      conns[i]:write(("binary\0%d\r\n"):format(i))
+      assert.equal(("binary\0%d\r\n"):format(i), conns[i]:read(#"binary\0x\r\n", 5))
+    end
+    for _, c in ipairs(conns) do c:close() end
+    local code, _, err = stop()
+    assert.equal(130, code)
+    assert.matches("interrupted", err)
+
+    port, stop = start_server("line_server.lua")
+    local c = skein.net.connect("127.0.0.1", port, {timeout = 5})
+    c:write("PING\nECHO from outside\nQUIT\n")
+    assert.equal("PONG", c:read("l", 5))
+    assert.equal("from outside", c:read("l", 5))
+    assert.equal("BYE", c:read("l", 5))
+    assert.is_nil(c:read("l", 5))
+    c:close()
+    code, _, err = stop()
+    assert.equal(130, code)
+    assert.matches("interrupted", err)
   end)
 
   it("line_server.lua --demo: three clients speak the line protocol at once", function()
