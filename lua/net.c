@@ -165,10 +165,19 @@ static int io_unlink(void *obj, sk_ctx *c) {
   return 0;
 }
 
+/* A reader that leaves lets the stream stop reading ahead again (unless
+** another reader still waits: its attempt sets `want` anew). */
+static int read_unlink(void *obj, sk_ctx *c) {
+  sk_stream *s = obj;
+  sk_iowait_unlink(&c->iow);
+  if (sk_iowaitlist_empty(&s->readers)) s->want = 0;
+  return 0;
+}
+
 static const sk_source read_source = {.name = "stream",
                                       .attempt = read_attempt,
                                       .link = read_link,
-                                      .unlink = io_unlink,
+                                      .unlink = read_unlink,
                                       .check = stream_again};
 
 /* stream:read([fmt], [timeout]) -> data | nil at the end */
@@ -475,6 +484,7 @@ static int opt_field_bool(lua_State *L, int t, const char *k, int def) {
 
 /* skein.net.connect(host, port, [opts]) / connect({path=}, [opts]) -> stream */
 static int l_connect(lua_State *L) {
+  lua_settop(L, 3);             /* the path where_args reads stays above */
   const char *host;
   int port;
   const char *path = where_args(L, &host, &port);
@@ -692,6 +702,7 @@ static int resolve_then(lua_State *L, const char *host, int port, int socktype, 
 
 /* skein.net.listen(host, port, [opts]) / listen({path=}, [opts]) -> server */
 static int l_listen(lua_State *L) {
+  lua_settop(L, 3);             /* the path where_args reads stays above */
   const char *host;
   int port;
   const char *path = where_args(L, &host, &port);
