@@ -178,6 +178,14 @@ except OSError:
     c:close(); s:close(); server:close()
   end)
 
+  it("connect{path=} to a Unix socket that is not there: io ENOENT naming the path", function()
+    local d = cli.tmpdir()
+    local e = io_error("ENOENT", net.connect, {path = d .. "/nobody.sock"})
+    assert.equal(d .. "/nobody.sock", e.path)
+    e = io_error("ENOENT", net.connect, {path = d .. "/nobody.sock"}, {timeout = 5})
+    assert.equal(d .. "/nobody.sock", e.path)
+  end)
+
   it("listen on a port in use: io EADDRINUSE naming the address", function()
     local l = net.listen("127.0.0.1", 0)
     local port = l:port()
