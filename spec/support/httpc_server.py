@@ -11,6 +11,7 @@ Routes:
   /gzip                  a gzip-encoded body, whatever the request asks
   /slow?s=S              answers after S seconds
   /big?n=N               N bytes: lines "%015d\\n" (the last one cut short)
+  /fast?n=N              N bytes of "abcdefghijklmno\\n" lines, as fast as it can
   /stall                 promises 100 bytes, sends 10, then waits 30 s
   /status/N              status N
   /cookies               two Set-Cookie fields
@@ -106,6 +107,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(b"".join(chunk))
                     chunk = []
             self.wfile.write(b"".join(chunk))
+            return
+        if p == "/fast":
+            n = int(q["n"][0])
+            block = b"abcdefghijklmno\n" * 65536
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            sent = 0
+            while sent < n:
+                k = min(len(block), n - sent)
+                self.wfile.write(block[:k])
+                sent += k
             return
         if p == "/stall":
             self.send_response(200)
