@@ -50,12 +50,12 @@ local function prefix()
   return "spec" .. nprefix
 end
 
-local function start_redis()
-  port = free_port()
+local function start_redis(again)
+  port = again or free_port()
   url = "redis://127.0.0.1:" .. port
   local pidfile = tmp .. "/redis.pid"
   local rc = os.execute(("cd %s && timeout 10 redis-server --port %d --bind 127.0.0.1 --appendonly yes"
-    .. " --dir %s --save '' --daemonize yes --pidfile %s --logfile %s >/dev/null 2>&1")
+    .. " --appendfsync always --dir %s --save '' --daemonize yes --pidfile %s --logfile %s >/dev/null 2>&1")
     :format(q(tmp), port, q(tmp), q(pidfile), q(tmp .. "/redis.log")))
   assert(rc, "redis-server could not be started (is it installed?)")
   local c = skein.broker.redis{port = port, timeout = 1}
@@ -195,6 +195,31 @@ return {
       c:close()
     end)
 
+    it("drops a connection whose replies cannot be read (kind broker, code protocol)", function()
+      local replies = {
+        ["!garbage\r\n"] = "reply type byte",
+        ["*-5\r\n"] = "out of range",
+        ["*2147483647\r\n"] = "more than 16777216 elements",
+        ["$18446744073709551000\r\nabc"] = "length",
+        [string.rep("*1\r\n", 12) .. ":1\r\n"] = "depth",
+        [":notanumber\r\n"] = "integer",
+      }
+      for reply, why in pairs(replies) do
+        local srv = skein.net.serve("127.0.0.1", 0, function(s)
+          s:read("any", 5)
+          s:write(reply)
+          s:read("any", 5)
+        end)
+        local c = skein.broker.redis{port = srv:port(), timeout = 5}
+        local e = caught(c.call, c, "PING")
+        assert.equal("broker", e.kind)
+        assert.equal("protocol", e.code)
+        assert.truthy(e.message:find(why, 1, true), e.message)
+        c:close()
+        srv:close()
+      end
+    end)
+
     it("refuses a malformed URL", function()
       assert.has_error(function() skein.broker("http://x") end)
       assert.has_error(function() skein.broker("redis://h:99999") end)
@@ -265,6 +290,24 @@ return {
       b:close()
     end)
 
+    for _, kind in ipairs({"thread", "process"}) do
+      it("serves tasks from a --kind " .. kind .. " worker", function()
+        local p = prefix()
+        local b = skein.broker(url, {prefix = p})
+        local pool = b:pool("k", {retries = 1})
+        local w = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "k",
+                                "--kind", kind, "--concurrency", "2"})
+        assert.same({1, 4, 9, 16}, pool:map("square", {1, 2, 3, 4}, 20))
+        local f = pool:submit("boom", "in " .. kind)
+        local e = caught(f.get, f, 20)
+        assert.equal("remote", e.kind)
+        assert.equal("in " .. kind, e.message)
+        kill(w, "TERM")
+        assert.equal(0, wait_exit(w, 15))
+        b:close()
+      end)
+    end
+
     it("runs the task of a SIGKILLed worker again elsewhere and keeps one result", function()
       local p = prefix()
       local b = skein.broker(url, {prefix = p})
@@ -332,6 +375,26 @@ return {
       assert.is_false(b:requeue(f.id))
       assert.is_true(eventually(20, function() return b:stats("poison").dead == 1 and #b:dead("poison") == 1 end))
       assert.equal(6, b:stats("poison").failed)
+      kill(w, "TERM")
+      assert.equal(0, wait_exit(w, 15))
+      b:close()
+    end)
+
+    it("survives redis-server killed and restarted from its AOF while a worker waits", function()
+      local p = prefix()
+      local b = skein.broker(url, {prefix = p, timeout = 5})
+      local pool = b:pool("aof")
+      local qu = b:queue("kept")
+      qu:put("before")
+      local w = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "aof"})
+      assert.equal(16, pool:submit("square", 4):get(15))
+      os.execute("kill -9 " .. rpid)
+      assert.is_true(eventually(5, function() return os.execute("kill -0 " .. rpid .. " 2>/dev/null") ~= true end))
+      skein.sleep(0.5)
+      start_redis(port)
+      -- The worker and this client reconnect; what Redis acknowledged is there.
+      assert.equal(25, pool:submit("square", 5):get(20))
+      assert.equal("before", qu:get(5))
       kill(w, "TERM")
       assert.equal(0, wait_exit(w, 15))
       b:close()

@@ -56,6 +56,7 @@ struct sk_resp {
   int busy, again;              /* processing replies; more came meanwhile */
   int dropping;                 /* drop() runs */
   char *last_err;               /* why the last attempt failed (for messages) */
+  const char *refused;          /* why a reader function refused a value */
 };
 
 /* ------------------------------------------------------ reply objects */
@@ -82,6 +83,7 @@ static void *create_string(const redisReadTask *t, char *str, size_t len) {
   sk_resp *r = t->privdata;
   redisReader *rd = r->reader;
   if (str < rd->buf || str > rd->buf + rd->len || len > (size_t)(rd->buf + rd->len - str)) {
+    r->refused = "a string longer than the bytes received";
     return NULL;
   }
   char *copy = malloc(len + 1);
@@ -99,7 +101,10 @@ static void *create_string(const redisReadTask *t, char *str, size_t len) {
 }
 
 static void *create_array(const redisReadTask *t, int n) {
-  if (n < 0 || n > SK_RESP_MAX_ELEMENTS) return NULL;
+  if (n < 0 || n > SK_RESP_MAX_ELEMENTS) {
+    ((sk_resp *)t->privdata)->refused = "an array of more than 16777216 elements";
+    return NULL;
+  }
   sk_resp_reply **el = n ? calloc((size_t)n, sizeof *el) : NULL;
   if (n && el == NULL) return NULL;
   sk_resp_reply *v = new_reply(t, REDIS_REPLY_ARRAY);
@@ -399,7 +404,9 @@ static void process(sk_resp *r) {
       if (bad) {
         char msg[512];
         snprintf(msg, sizeof msg, "Redis at %s sent a reply that cannot be read (%s)", r->addr,
-                 r->reader->errstr[0] ? r->reader->errstr : "protocol error");
+                 r->refused ? r->refused
+                 : r->reader->errstr[0] ? r->reader->errstr : "protocol error");
+        r->refused = NULL;
         drop(r, SK_RESP_EPROTO, SK_RESP_EPROTO, msg);
         break;
       }

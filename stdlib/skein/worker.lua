@@ -67,7 +67,10 @@ local function log(o, fmt, ...)
   io.stderr:write(("skein worker %s: " .. fmt .. "\n"):format(o.name, ...))
 end
 
+-- An error as the text stored for it. A local pool's "remote" error
+-- (kinds thread and process) is the task's own error inside.
 local function errtext(e)
+  if type(e) == "table" and e.kind == "remote" and e.value ~= nil then return errtext(e.value) end
   if type(e) == "table" and e.message then
     return (e.kind and (e.kind .. ": ") or "") .. tostring(e.message)
   end
