@@ -66,7 +66,7 @@ local function start_redis(again)
 end
 
 -- A `skein worker` in the background: returns {pid=, rcfile=, log=}.
-local function start_worker(args)
+local function start_worker(args, ready)
   local id = tostring(skein.now()):gsub("%.", "")
   local log, pidf, rcf = tmp .. "/w" .. id .. ".log", tmp .. "/w" .. id .. ".pid", tmp .. "/w" .. id .. ".rc"
   local cmd = { q(cli.bin), "worker" }
@@ -82,7 +82,7 @@ local function start_worker(args)
     return pid ~= nil
   end))
   local w = { pid = pid, rcfile = rcf, log = log }
-  assert(eventually(10, function() return (cli.read(log) or ""):find("serving pool", 1, true) end),
+  assert(eventually(10, function() return (cli.read(log) or ""):find(ready or "serving pool", 1, true) end),
     "the worker did not start: " .. (cli.read(log) or ""))
   return w
 end
@@ -288,6 +288,21 @@ return {
       assert.is_not_nil((slow:get(5)))
       assert.matches("drained", cli.read(w.log))
       b:close()
+    end)
+
+    it("rejects bad arguments, and waits for a Redis that is down until SIGTERM", function()
+      local r = cli.run({"worker", "--tasks", tasks_file}, {timeout = 10})
+      assert.equal(2, r.code)
+      assert.matches("%-%-broker URL is required", r.err)
+      assert.matches("usage: skein worker", r.err)
+      r = cli.run({"worker", "--broker", url, "--tasks", tmp .. "/missing.lua"}, {timeout = 10})
+      assert.equal(1, r.code)
+      assert.matches("must return a table of functions", r.err)
+      local w = start_worker({"--broker", "redis://127.0.0.1:" .. free_port(), "--tasks", tasks_file},
+                             "waiting for Redis")
+      assert.matches("connection refused", cli.read(w.log))
+      kill(w, "TERM")
+      assert.equal(0, wait_exit(w, 10))
     end)
 
     for _, kind in ipairs({"thread", "process"}) do

@@ -263,8 +263,23 @@ return 1
   end
 
   -- Start: the group, the options, then this worker's own pending entries.
-  b:_ensure_group(k.stream, "w")
-  read_cfg()
+  -- A Redis that is not up yet is waited for (SIGTERM meanwhile: exit 0).
+  while true do
+    local ok, e = pcall(function()
+      b:_ensure_group(k.stream, "w")
+      read_cfg()
+    end)
+    if ok then break end
+    if type(e) ~= "table" or (e.kind ~= "broker" and e.kind ~= "timeout") then error(e, 0) end
+    log(o, "waiting for Redis: %s", errtext(e))
+    for _ = 1, 20 do
+      if terminating() then
+        b:close()
+        return 0
+      end
+      sleep(0.05)
+    end
+  end
   do
     local own = c:call("XPENDING", k.stream, "w", "-", "+", 1000, o.name)
     local ids = {}
