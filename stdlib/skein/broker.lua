@@ -197,10 +197,18 @@ local Queue = {}
 Queue.__index = Queue
 Queue.__name = "skein.broker.Queue"
 
---- broker:queue(name) -> a durable queue on the Redis stream <p>:q:<name>.
-function Broker:queue(name)
+--- broker:queue(name, [opts]) -> a durable queue on the Redis stream
+-- <p>:q:<name>. opts: reclaim (seconds after which an item a getter read
+-- but never acknowledged — it died — goes to another getter; default 60).
+function Broker:queue(name, opts)
   if type(name) ~= "string" or name == "" then argerr("queue", "a queue name expected") end
-  return setmetatable({_b = self, name = name, _key = self.prefix .. ":q:" .. name,
+  if opts ~= nil and type(opts) ~= "table" then argerr("queue", "options table expected") end
+  local reclaim = opts and opts.reclaim or 60
+  for k in pairs(opts or {}) do
+    if k ~= "reclaim" then argerr("queue", ("unknown option '%s'"):format(tostring(k))) end
+  end
+  if type(reclaim) ~= "number" or reclaim < 0 then argerr("queue", "reclaim must be a non-negative number") end
+  return setmetatable({_b = self, name = name, _reclaim = reclaim, _key = self.prefix .. ":q:" .. name,
                        _closed_key = self.prefix .. ":q:" .. name .. ":closed"}, Queue)
 end
 
@@ -230,10 +238,22 @@ function Queue:_take(e)
   return (decode(f.v))
 end
 
+-- A getter that died between reading an item and acknowledging it (a
+-- moment) leaves it pending under its name: after QUEUE_RECLAIM seconds
+-- any getter takes it over (looked for at most every 5 s per queue).
+
 -- One XREADGROUP: an entry or nil. block_ms nil: no BLOCK.
 function Queue:_read(block_ms)
   local b = self._b
   b:_ensure_group(self._key, "q")
+  local t = now()
+  if not self._reclaimed or t - self._reclaimed >= 5 then
+    self._reclaimed = t
+    local r = b._conn:call("XAUTOCLAIM", self._key, "q", b.name, math.floor(self._reclaim * 1000), "0-0",
+                           "COUNT", 1)
+    local e = type(r) == "table" and type(r[2]) == "table" and r[2][1]
+    if e and type(e[2]) == "table" then return e end
+  end
   local r
   if block_ms then
     r = b:_block_call(block_ms, "XREADGROUP", "GROUP", "q", b.name, "COUNT", 1, "BLOCK", block_ms,
