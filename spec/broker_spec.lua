@@ -42,6 +42,7 @@ local function eventually(secs, pred)
 end
 
 local tmp, port, url, rpid
+local started = {}   -- every worker pid, killed in teardown if still there
 local nprefix = 0
 
 -- A fresh key prefix per test, so tests share the server but not keys.
@@ -82,6 +83,7 @@ local function start_worker(args, ready)
     return pid ~= nil
   end))
   local w = { pid = pid, rcfile = rcf, log = log }
+  started[#started + 1] = pid
   assert(eventually(10, function() return (cli.read(log) or ""):find(ready or "serving pool", 1, true) end),
     "the worker did not start: " .. (cli.read(log) or ""))
   return w
@@ -118,6 +120,7 @@ return {
   end)
 
   teardown(function()
+    for _, pid in ipairs(started) do os.execute("kill -9 " .. pid .. " 2>/dev/null") end
     if rpid then os.execute("kill -9 " .. rpid .. " 2>/dev/null") end
     cli.cleanup()
   end)
