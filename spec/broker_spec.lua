@@ -296,11 +296,11 @@ return {
                               "--concurrency", "4"})
       assert.same({5, "sum"}, {f:get(15)})
       local xs = {}
-      for i = 1, 50 do xs[i] = i end
-      local r = pool:map("square", xs, 20)
-      for i = 1, 50 do assert.equal(i * i, r[i]) end
+      for i = 1, 500 do xs[i] = i end
+      local r = pool:map("square", xs, 60)
+      for i = 1, 500 do assert.equal(i * i, r[i]) end
       local st = b:stats("sq")
-      assert.equal(51, st.done)
+      assert.equal(501, st.done)
       assert.equal(0, st.queued)
       assert.equal(1, st.workers)
       -- SIGTERM while a task runs: it finishes, then the worker exits 0.
@@ -345,6 +345,20 @@ return {
         b:close()
       end)
     end
+
+    it("lets a script end while a future nobody waits for any more is pending", function()
+      local p = prefix()
+      local r = cli.run({"-e", ([[
+        local b = skein.broker(%q, {prefix = %q})
+        local f = b:pool("nobody"):submit("square", 2)
+        assert(not f:done())
+        local ok, e = pcall(f.get, f, 0.2)
+        assert(not ok and e.kind == "timeout", tostring(e))
+        print("left")
+      ]]):format(url, p)}, {timeout = 20})
+      assert.equal(0, r.code, r.err)
+      assert.equal("left\n", r.out)
+    end)
 
     it("runs the task of a SIGKILLed worker again elsewhere and keeps one result", function()
       local p = prefix()

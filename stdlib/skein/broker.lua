@@ -9,7 +9,7 @@
 --                           {id, task, args, reply, tries}
 --   <p>:cfg:<name>          the pool's options (retries, lease, result_ttl)
 --   <p>:r:<id>              a task's result, set once (SET NX)
---   <p>:n:<client>          where workers push the ids a client waits for
+--   <p>:n:<client>          where workers push "<id>\n<result>" for a client
 --   <p>:stats:<name>        counters done / failed / dead
 --   <p>:dead:<name>         the dead-letter list (ids); <p>:d:<id> its task
 --   <p>:err:<name>          the last error of each task id still retried
@@ -387,8 +387,18 @@ end
 --- pool:map(task_name, list, [timeout]) -> list of results (the first of each)
 function Pool:map(task, list, timeout)
   if type(list) ~= "table" then argerr("map", "a list expected") end
-  local fs = {}
-  for i = 1, #list do fs[i] = self:submit(task, list[i]) end
+  local fs, n, nexti = {}, #list, 1
+  -- Up to 32 tasks submit at once, so the XADDs are pipelined.
+  local function feed()
+    while nexti <= n do
+      local i = nexti
+      nexti = i + 1
+      fs[i] = self:submit(task, list[i])
+    end
+  end
+  local feeders = {}
+  for j = 1, math.min(32, n) do feeders[j] = spawn(feed) end
+  for j = 1, #feeders do feeders[j]:join() end
   local deadline = timeout and now() + timeout
   local out = {}
   for i = 1, #fs do
@@ -411,24 +421,28 @@ local function settle(f, raw)
   if f._ev then f._ev:set() end
 end
 
--- The reader of this client's notification list: runs while futures wait.
+-- The reader of this client's notification list: runs while futures
+-- wait. A notification is "<id>\n<result>" (the result kept for the id);
+-- after one BLPOP it takes whatever else is there with one LPOP.
 function Pool:_reader()
   local b = self._b
   local quiet = 0
+  local function got(item)
+    local id, raw = item:match("^([^\n]*)\n(.*)$")
+    local f = id and self._waiting[id]
+    if f then
+      self._waiting[id] = nil
+      self._nwaiting = self._nwaiting - 1
+      settle(f, raw)
+    end
+  end
   while self._nwaiting > 0 do
     local ok, r = pcall(b._block_call, b, 500, "BLPOP", self._notify, 0.5)
     if ok and type(r) == "table" then
       quiet = 0
-      local id = r[2]
-      local f = self._waiting[id]
-      if f then
-        local raw = b._conn:call("GET", M.keys.result(b.prefix, id))
-        if raw then
-          self._waiting[id] = nil
-          self._nwaiting = self._nwaiting - 1
-          settle(f, raw)
-        end
-      end
+      got(r[2])
+      local more = b._conn:call("LPOP", self._notify, 512)
+      for _, item in ipairs(type(more) == "table" and more or {}) do got(item) end
     else
       if not ok and not is_kind(r, "broker") and not is_kind(r, "timeout") then
         error(r, 0)
@@ -465,7 +479,8 @@ function Future:_wait(timeout)
     p._nwaiting = p._nwaiting + 1
   end
   if not p._reading then
-    p._reading = spawn(function() p:_reader() end)
+    -- A daemon: a future nobody waits for any more keeps no script alive.
+    p._reading = spawn{fn = function() p:_reader() end, daemon = true}
   end
   return self._ev:wait(timeout)
 end

@@ -122,14 +122,18 @@ function M.run(args, terminating)
     end
   end
 
-  -- The end of a delivery, each one Redis script (atomic: a client that
+  -- The end of a delivery, one Redis script (atomic: a client that
   -- sees the result also sees the counters, and a crash leaves either all
-  -- of it or none). KEYS: stream, result, stats, err, reply list (or "");
-  -- ARGV: entry id, task id, result, ttl.
+  -- of it or none). The client's notification carries the result kept
+  -- ("<id>\n<result>"). KEYS: stream, result, stats, err, reply list (or
+  -- ""), [dead task, dead list]; ARGV: entry id, task id, result, ttl,
+  -- "done" | "dead", [dead record, failed count].
   local FINISH = [[
 local set = redis.call('SET', KEYS[2], ARGV[3], 'NX', 'EX', ARGV[4])
+local kept = ARGV[3]
+if not set then kept = redis.call('GET', KEYS[2]) or ARGV[3] end
 if KEYS[5] ~= '' then
-  redis.call('RPUSH', KEYS[5], ARGV[2])
+  redis.call('RPUSH', KEYS[5], ARGV[2] .. '\n' .. kept)
   redis.call('EXPIRE', KEYS[5], ARGV[4])
 end
 redis.call('HINCRBY', KEYS[3], ARGV[5], 1)
@@ -235,12 +239,16 @@ return 1
            f.reply or "", tries + 1)
   end
 
+  -- Set when a running task ends: the loop waits on it while it is full.
+  local freed = skein.event()
+
   local function start(eid, f, deliveries)
     running = running + 1
     spawn(function()
       local ok, e = pcall(handle, eid, f, deliveries)
       if not ok then log(o, "task entry %s: %s", eid, errtext(e)) end
       running = running - 1
+      freed:set()
     end)
   end
 
@@ -307,7 +315,8 @@ return 1
     end
     local free = o.concurrency - running
     if draining or free <= 0 then
-      sleep(0.05)
+      freed:clear()
+      freed:wait(0.25)
     else
       local ok, e = pcall(function()
         if t - last_claim >= cfg.lease / 2 then
