@@ -108,6 +108,7 @@ local marks = ...
 return {
   square = function(x) return x * x end,
   add = function(a, b) return a + b, "sum" end,
+  len = function(s) return #s, s:sub(-3) end,
   boom = function(msg) error(msg or "kaboom", 0) end,
   -- Appends a line to `path`, then sleeps: a run that can be seen.
   mark = function(path, secs)
@@ -447,6 +448,46 @@ return {
       -- The worker and this client reconnect; what Redis acknowledged is there.
       assert.equal(25, pool:submit("square", 5):get(20))
       assert.equal("before", qu:get(5))
+      kill(w, "TERM")
+      assert.equal(0, wait_exit(w, 15))
+      b:close()
+    end)
+
+    it("carries a 24 MiB argument and result, through a queue and a pool", function()
+      local p = prefix()
+      local b = skein.broker(url, {prefix = p, timeout = 30})
+      local big = string.rep("0123456789abcdef", 24 * 65536) .. "end"
+      local qu = b:queue("big")
+      qu:put(big)
+      assert.equal(big, qu:get(30))
+      local pool = b:pool("big")
+      local w = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "big",
+                              "--timeout", "30"})
+      assert.same({#big, "end"}, {pool:submit("len", big):get(30)})
+      kill(w, "TERM")
+      assert.equal(0, wait_exit(w, 15))
+      b:close()
+    end)
+
+    it("rides out redis-server stopped (SIGSTOP) for longer than the timeouts", function()
+      local p = prefix()
+      local b = skein.broker(url, {prefix = p, timeout = 1})
+      local pool = b:pool("stop")
+      local w = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "stop",
+                              "--timeout", "1"})
+      assert.equal(4, pool:submit("square", 2):get(15))
+      os.execute("kill -STOP " .. rpid)
+      local ok, e = pcall(function()
+        local t0 = skein.now()
+        local e1 = caught(b.call, b, "PING")
+        assert.equal("timeout", e1.kind)
+        assert.is_true(skein.now() - t0 < 4)
+        skein.sleep(2)           -- the worker's blocked read outlives its watchdog too
+      end)
+      os.execute("kill -CONT " .. rpid)
+      assert(ok, e)
+      assert.equal("PONG", b:call("PING"))
+      assert.equal(9, pool:submit("square", 3):get(20))
       kill(w, "TERM")
       assert.equal(0, wait_exit(w, 15))
       b:close()

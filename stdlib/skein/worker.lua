@@ -28,7 +28,7 @@ local encode, decode, fields = bk.encode, bk.decode, bk.fields
 local M = {}
 
 local usage = "usage: skein worker --broker URL --tasks tasks.lua [--queue NAME] [--concurrency N]"
-  .. " [--kind coroutine|thread|process] [--name NAME] [--prefix P]"
+  .. " [--kind coroutine|thread|process] [--name NAME] [--prefix P] [--timeout SECONDS]"
 
 local function parse(args)
   local o = {queue = "default", concurrency = 1, kind = "coroutine"}
@@ -45,6 +45,9 @@ local function parse(args)
     end
     if k == "broker" or k == "tasks" or k == "queue" or k == "kind" or k == "name" or k == "prefix" then
       o[k] = v
+    elseif k == "timeout" then
+      o.timeout = tonumber(v)
+      if not o.timeout or o.timeout <= 0 then return nil, "--timeout needs a positive number of seconds" end
     elseif k == "concurrency" then
       o.concurrency = tonumber(v)
       if not o.concurrency or o.concurrency < 1 or o.concurrency % 1 ~= 0 then
@@ -90,7 +93,7 @@ function M.run(args, terminating)
       o.tasks, tasks_ok and ("it returned a " .. type(tasks)) or errtext(tasks)))
     return 1
   end
-  local b = bk(o.broker, {prefix = o.prefix, name = o.name})
+  local b = bk(o.broker, {prefix = o.prefix, name = o.name, timeout = o.timeout})
   o.name = b.name
   local k = bk.keys.pool(b.prefix, o.queue)
   local c = b._conn
