@@ -42,7 +42,7 @@ struct sk_resp {
   uint64_t connect_timeout;
   sk_connect *conn;             /* the connect in flight (S_CONNECTING) */
   sk_stream *s;                 /* the stream (S_HANDSHAKE, S_READY) */
-  redisReader *reader;
+  sk_resp_reader *reader;       /* the replies of the current connection */
   sk_iowait cw;                 /* linked on conn->waiters while connecting */
   sk_iowait rw;                 /* linked on s->readers while reading */
   sk_resp_req *qhead, *qtail;   /* made, not yet written */
@@ -56,7 +56,6 @@ struct sk_resp {
   int busy, again;              /* processing replies; more came meanwhile */
   int dropping;                 /* drop() runs */
   char *last_err;               /* why the last attempt failed (for messages) */
-  const char *refused;          /* why a reader function refused a value */
 };
 
 /* ------------------------------------------------------ reply objects */
@@ -79,9 +78,14 @@ static sk_resp_reply *new_reply(const redisReadTask *t, int type) {
   return v;
 }
 
+struct sk_resp_reader {
+  redisReader *rd;
+  const char *refused;          /* why a reply function refused a value */
+};
+
 static void *create_string(const redisReadTask *t, char *str, size_t len) {
-  sk_resp *r = t->privdata;
-  redisReader *rd = r->reader;
+  sk_resp_reader *r = t->privdata;
+  redisReader *rd = r->rd;
   if (str < rd->buf || str > rd->buf + rd->len || len > (size_t)(rd->buf + rd->len - str)) {
     r->refused = "a string longer than the bytes received";
     return NULL;
@@ -102,7 +106,7 @@ static void *create_string(const redisReadTask *t, char *str, size_t len) {
 
 static void *create_array(const redisReadTask *t, int n) {
   if (n < 0 || n > SK_RESP_MAX_ELEMENTS) {
-    ((sk_resp *)t->privdata)->refused = "an array of more than 16777216 elements";
+    ((sk_resp_reader *)t->privdata)->refused = "an array of more than 16777216 elements";
     return NULL;
   }
   sk_resp_reply **el = n ? calloc((size_t)n, sizeof *el) : NULL;
@@ -139,6 +143,46 @@ static void free_object(void *o) { sk_resp_reply_free(o); }
 
 static redisReplyObjectFunctions reply_fns = {create_string, create_array, create_integer,
                                               create_nil, free_object};
+
+sk_resp_reader *sk_resp_reader_new(void) {
+  sk_resp_reader *r = calloc(1, sizeof *r);
+  if (r == NULL) return NULL;
+  r->rd = redisReaderCreateWithFunctions(&reply_fns);
+  if (r->rd == NULL) {
+    free(r);
+    return NULL;
+  }
+  r->rd->privdata = r;
+  return r;
+}
+
+void sk_resp_reader_free(sk_resp_reader *r) {
+  if (r == NULL) return;
+  redisReaderFree(r->rd);
+  free(r);
+}
+
+int sk_resp_reader_feed(sk_resp_reader *r, const char *buf, size_t len) {
+  if (redisReaderFeed(r->rd, buf, len) != REDIS_OK) return -1;
+  if (r->rd->len - r->rd->pos > SK_RESP_MAX_BUFFER) {
+    r->refused = "a reply over " SK_RESP_MAX_BUFFER_TEXT;
+    return -1;
+  }
+  return 0;
+}
+
+int sk_resp_reader_next(sk_resp_reader *r, sk_resp_reply **out) {
+  void *v = NULL;
+  *out = NULL;
+  if (redisReaderGetReply(r->rd, &v) != REDIS_OK) return -1;
+  *out = v;
+  return v != NULL;
+}
+
+const char *sk_resp_reader_error(const sk_resp_reader *r) {
+  if (r->refused) return r->refused;
+  return r->rd->errstr[0] ? r->rd->errstr : "protocol error";
+}
 
 /* ------------------------------------------------------------ requests */
 
@@ -390,30 +434,19 @@ static void process(sk_resp *r) {
         drop(r, SK_RESP_ELOST, SK_RESP_ELOST, msg);
         break;
       }
-      int bad = redisReaderFeed(r->reader, p, len) != REDIS_OK;
+      int bad = sk_resp_reader_feed(r->reader, p, len) != 0;
       sk_stream_trim(s);
       while (!bad && r->s == s) {
-        void *v = NULL;
-        if (redisReaderGetReply(r->reader, &v) != REDIS_OK) {
-          bad = 1;
-          break;
-        }
-        if (v == NULL) break;
+        sk_resp_reply *v;
+        int got = sk_resp_reader_next(r->reader, &v);
+        if (got < 0) bad = 1;
+        if (got <= 0) break;
         deliver(r, v);
       }
       if (bad) {
         char msg[512];
         snprintf(msg, sizeof msg, "Redis at %s sent a reply that cannot be read (%s)", r->addr,
-                 r->refused ? r->refused
-                 : r->reader->errstr[0] ? r->reader->errstr : "protocol error");
-        r->refused = NULL;
-        drop(r, SK_RESP_EPROTO, SK_RESP_EPROTO, msg);
-        break;
-      }
-      if (r->s == s && r->reader->len - r->reader->pos > SK_RESP_MAX_BUFFER) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "Redis at %s sent a reply over %zu MiB", r->addr,
-                 SK_RESP_MAX_BUFFER >> 20);
+                 sk_resp_reader_error(r->reader));
         drop(r, SK_RESP_EPROTO, SK_RESP_EPROTO, msg);
         break;
       }
@@ -511,13 +544,12 @@ static void connected(sk_resp *r) {
   sk_connect_release(c);
   r->conn = NULL;
   r->s->name = strdup(r->addr);
-  redisReaderFree(r->reader);
-  r->reader = redisReaderCreateWithFunctions(&reply_fns);
+  sk_resp_reader_free(r->reader);
+  r->reader = sk_resp_reader_new();
   if (r->reader == NULL) {
     drop(r, SK_RESP_ENOMEM, SK_RESP_ENOMEM, "out of memory");
     return;
   }
-  r->reader->privdata = r;
   if (start_handshake(r) != 0) return;
   process(r);               /* starts reading */
 }
@@ -560,7 +592,7 @@ static void drop(sk_resp *r, int err_head, int err_rest, const char *msg) {
     r->s = NULL;
   }
   if (r->reader) {
-    redisReaderFree(r->reader);
+    sk_resp_reader_free(r->reader);
     r->reader = NULL;
   }
   r->state = r->state == S_CLOSED ? S_CLOSED : S_IDLE;

@@ -56,6 +56,7 @@
 #define SK_RESP_BACKOFF_MAX 2000    /* ms */
 #define SK_RESP_MAX_ELEMENTS (1 << 24)
 #define SK_RESP_MAX_BUFFER ((size_t)600 << 20)
+#define SK_RESP_MAX_BUFFER_TEXT "600 MiB"
 
 /* Why a request failed. */
 enum {
@@ -129,5 +130,18 @@ void sk_resp_close(sk_resp *r);
 
 /* Frees a reply tree (what the reader made). */
 void sk_resp_reply_free(sk_resp_reply *v);
+
+/* The reply reader on its own (what a connection parses with; the fuzz
+** target spec/fuzz/fuzz_resp.c drives it): hiredis's reader with resp.c's
+** checked reply functions. feed: 0, or -1 when the bytes buffered for one
+** reply pass SK_RESP_MAX_BUFFER. next: 1 with a reply the caller frees
+** (sk_resp_reply_free), 0 when more bytes are needed, -1 on a protocol
+** error (sk_resp_reader_error says why; the reader is then unusable). */
+typedef struct sk_resp_reader sk_resp_reader;
+sk_resp_reader *sk_resp_reader_new(void);
+void sk_resp_reader_free(sk_resp_reader *r);
+int sk_resp_reader_feed(sk_resp_reader *r, const char *buf, size_t len);
+int sk_resp_reader_next(sk_resp_reader *r, sk_resp_reply **out);
+const char *sk_resp_reader_error(const sk_resp_reader *r);
 
 #endif
