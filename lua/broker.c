@@ -15,7 +15,8 @@
 ** array -> a list, an error reply -> a raise of kind "broker" with the
 ** text Redis sent (inside an array: an error object in its place).
 ** Failures are errors of kind "broker" with fields `address` and `code`
-** ("down", "auth", "lost", "protocol", "redis" for an error reply); a
+** ("down", "auth", "lost", "protocol", "redis" for an error reply,
+** "loading" for Redis's LOADING reply while it reads its data set); a
 ** command with no reply by its deadline raises kind "timeout" (the
 ** connection was presumed stalled and dropped); a closed connection,
 ** "closed".
@@ -90,7 +91,11 @@ static void push_reply(lua_State *L, const sk_resp_reply *v, const char *addr, i
     break;
   case REDIS_REPLY_ERROR:
   default:
-    push_broker_error(L, addr, "redis", v->str ? v->str : "", v->str ? v->len : 0);
+    /* A Redis that is still loading its data set (after a restart) says
+    ** so: code "loading", which callers that wait treat as Redis not up yet. */
+    push_broker_error(L, addr,
+                      v->str && v->len >= 8 && memcmp(v->str, "LOADING ", 8) == 0 ? "loading" : "redis",
+                      v->str ? v->str : "", v->str ? v->len : 0);
     break;
   }
 }

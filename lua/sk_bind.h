@@ -67,6 +67,10 @@ void sk_fs_open(lua_State *L);
 #define SK_STREAM_MT "skein.Stream"
 void sk_net_open(lua_State *L);
 
+/* skein.exec (exec.c) and skein.signal (signal.c). */
+void sk_exec_open(lua_State *L);
+void sk_signal_open(lua_State *L);
+
 /* skein._redis, the Redis connection under skein.broker (broker.c). */
 void sk_broker_open(lua_State *L);
 

@@ -268,7 +268,8 @@ static void on_timer(uv_timer_t *t) {
   case S_READY:
     if (r->shead && r->shead->deadline != UINT64_MAX && now >= r->shead->deadline) {
       char msg[512];
-      snprintf(msg, sizeof msg, "Redis at %s did not answer in time", r->addr);
+      snprintf(msg, sizeof msg, "connection to Redis at %s dropped: it did not answer in time",
+               r->addr);
       drop(r, SK_RESP_ETIMEOUT, SK_RESP_ELOST, msg);
     } else {
       arm(r);

@@ -42,6 +42,14 @@ local function is_kind(e, kind)
   return type(e) == "table" and e.kind == kind
 end
 
+--- Whether error `e` says Redis is not there for now (down, the connection
+-- lost, still loading after a restart, or not answering in time): a call
+-- that waits anyway tries again.
+function M.transient(e)
+  if is_kind(e, "timeout") then return true end
+  return is_kind(e, "broker") and (e.code == "down" or e.code == "lost" or e.code == "loading")
+end
+
 --- Parses redis://[user:password@]host:port[/db] into connection options.
 function M.parse_url(url)
   if type(url) ~= "string" then return nil, "a redis:// URL expected" end
@@ -275,9 +283,17 @@ function Queue:get(timeout)
   while true do
     local left = deadline and deadline - now() or 1
     local block = math.max(1, math.floor(math.min(left, 0.5) * 1000))
-    local e = self:_read(block)
-    if e then return self:_take(e) end
-    if self:_is_closed() then
+    -- A Redis that is down, restarting or stalled is waited for (until the
+    -- deadline): the getter reconnects.
+    local ok, e = pcall(self._read, self, block)
+    if ok and e then return self:_take(e) end
+    if not ok then
+      if not M.transient(e) then
+        error(e, 2)
+      end
+      if deadline and now() >= deadline then error(e, 2) end
+      sleep(0.1)
+    elseif self:_is_closed() then
       fail("closed", ("get on queue '%s': it is closed and drained"):format(self.name), nil, 2)
     end
     if deadline and now() >= deadline then
@@ -423,43 +439,53 @@ end
 
 -- The reader of this client's notification list: runs while futures
 -- wait. A notification is "<id>\n<result>" (the result kept for the id);
--- after one BLPOP it takes whatever else is there with one LPOP.
+-- after one BLPOP it takes whatever else is there with one LPOP. Every few
+-- quiet rounds it looks up the results of what still waits, in case a
+-- notification was lost. A Redis that is down or stalled only makes it
+-- wait and try again.
 function Pool:_reader()
   local b = self._b
   local quiet = 0
-  local function got(item)
-    local id, raw = item:match("^([^\n]*)\n(.*)$")
-    local f = id and self._waiting[id]
+  local function settle_id(id, raw)
+    local f = self._waiting[id]
     if f then
       self._waiting[id] = nil
       self._nwaiting = self._nwaiting - 1
       settle(f, raw)
     end
   end
-  while self._nwaiting > 0 do
-    local ok, r = pcall(b._block_call, b, 500, "BLPOP", self._notify, 0.5)
-    if ok and type(r) == "table" then
+  local function got(item)
+    local id, raw = item:match("^([^\n]*)\n(.*)$")
+    if id then settle_id(id, raw) end
+  end
+  local function round()
+    local r = b:_block_call(500, "BLPOP", self._notify, 0.5)
+    if type(r) == "table" then
       quiet = 0
       got(r[2])
       local more = b._conn:call("LPOP", self._notify, 512)
       for _, item in ipairs(type(more) == "table" and more or {}) do got(item) end
-    else
-      if not ok and not is_kind(r, "broker") and not is_kind(r, "timeout") then
-        error(r, 0)
+      return
+    end
+    quiet = quiet + 1
+    if quiet % 4 == 0 then
+      local ids = {}
+      for id in pairs(self._waiting) do ids[#ids + 1] = id end
+      for _, id in ipairs(ids) do
+        local raw = b._conn:call("GET", M.keys.result(b.prefix, id))
+        if raw then settle_id(id, raw) end
       end
-      if not ok then sleep(0.1) end
+    end
+  end
+  while self._nwaiting > 0 do
+    local ok, e = pcall(round)
+    if not ok then
+      if not (is_kind(e, "broker") or is_kind(e, "timeout")) then
+        self._reading = nil
+        error(e, 0)
+      end
       quiet = quiet + 1
-      if quiet % 4 == 0 then
-        -- A notification may be lost (a reconnect): look at what still waits.
-        for id, f in pairs(self._waiting) do
-          local ok2, raw = pcall(b._conn.call, b._conn, "GET", M.keys.result(b.prefix, id))
-          if ok2 and raw then
-            self._waiting[id] = nil
-            self._nwaiting = self._nwaiting - 1
-            settle(f, raw)
-          end
-        end
-      end
+      sleep(0.1)
     end
   end
   self._reading = nil
