@@ -59,6 +59,8 @@ void sk_thread_open(lua_State *L);
 
 /* skein.fs (fs.c). */
 void sk_fs_open(lua_State *L);
+/* skein.trace (trace.c). */
+void sk_trace_open(lua_State *L);
 
 /* Objects of another process (rpc.c). In a worker process, an object of
 ** its parent arrives as a proxy that forwards every operation to the

@@ -345,6 +345,9 @@ static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, si
   if (type == 'R') p->done++;
   else p->failed++;
   drop_job(p, j);
+  if (SK_TRACING() && p->tname) {
+    sk_trace_counter(p->tname, "queued", (int64_t)p->queued, "busy", p->busy, 0);
+  }
   pw->ntasks++;
   if (p->max_tasks && pw->ntasks >= p->max_tasks && !pw->quitting) send_quit(pw);
   dispatch_all(p);
@@ -532,9 +535,18 @@ static void replace_worker(sk_ppool *p, int i, int now) {
   }
 }
 
+/* Traced: job j failed in the parent (its worker died), with `msg`. */
+static void trace_job_failed(pjob *j, const char *msg) {
+  uint64_t id;
+  if (!SK_TRACING()) return;
+  memcpy(&id, j->code.data, 8);
+  sk_trace_fail("job failed", sk_trace_flow(0, id), msg);
+}
+
 static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   pworker *pw = h->data;
   sk_ppool *p = pw->pool;
+  if (SK_TRACING()) sk_trace_proc(1, h->pid, status, sig);
   sk_shm_proc_gone(h->pid);
   sk_worker_recheck_waits(p->w);
   int i = (int)(pw - p->workers);
@@ -566,6 +578,7 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
       snprintf(msg, sizeof msg, "task timed out after %g s (its worker, pid %d, was killed)",
                (double)j->timeout / 1e9, pw->pid);
       sk_future_fail_exit(j->fut, msg, "timeout", pw->pid, status, sig);
+      trace_job_failed(j, msg);
       p->failed++;
       drop_job(p, j);
     } else if (p->retries > 0 && j->attempts <= p->retries && !p->terminating) {
@@ -582,6 +595,7 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
                  pw->pid, (int)status);
       }
       sk_future_fail_exit(j->fut, msg, "worker_died", pw->pid, status, sig);
+      trace_job_failed(j, msg);
       p->failed++;
       drop_job(p, j);
     }
@@ -728,7 +742,8 @@ int sk_ppool_submit(sk_ppool *p, sk_buf *code, uint64_t timeout, sk_future **out
     sk_buf_free(code);
     return UV_ENOMEM;
   }
-  uint64_t id = ++p->next_job;
+  uint64_t t0 = SK_TRACING() ? sk_trace_now() : 0;
+  uint64_t id = sk_trace_next_id();   /* unique in the process: a trace's flow id too */
   memcpy(framed, &id, 8);
   memcpy(framed + 8, code->data, code->len);
   j->code = *code;              /* the job keeps the objects it mentions */
@@ -748,6 +763,11 @@ int sk_ppool_submit(sk_ppool *p, sk_buf *code, uint64_t timeout, sk_future **out
   *out = f;
   if (p->stalled) revive(p);   /* no worker could start: try again */
   dispatch_all(p);
+  if (t0) {
+    if (p->tname == NULL) p->tname = sk_trace_intern(p->name);
+    sk_trace_submit(p->tname, sk_trace_flow(0, id), t0);
+    sk_trace_counter(p->tname, "queued", (int64_t)p->queued, "busy", p->busy, 0);
+  }
   return 0;
 }
 
@@ -802,9 +822,13 @@ static void close_all(sk_ppool *p) {
   for (int i = 0; i < p->size; i++) {
     pworker *pw = &p->workers[i];
     if (pw->proc) {
-      int pid = pw->pid;
+      int st = 0, pid = pw->pid;
       uv_process_kill(pw->proc, SIGKILL);
-      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+      while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+      if (SK_TRACING()) {
+        sk_trace_proc(1, pid, WIFEXITED(st) ? WEXITSTATUS(st) : 0,
+                      WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+      }
       close_handle(pw->proc);
       pw->proc = NULL;
       pw->running = 0;

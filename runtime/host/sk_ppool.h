@@ -71,7 +71,7 @@ struct sk_ppool {
   int broken;                   /* its initializer fails: no more work, ever */
   char *name;
   int has_handle, open_handles;
-  uint64_t next_job;
+  const char *tname;            /* its name in a trace (interned once traced) */
   sk_watchlist exit_watchers;
   struct sk_ppool *next;        /* the owning worker's pools */
 };

@@ -25,6 +25,7 @@ typedef struct sk_tjob {
   uint64_t timeout;             /* ns, 0: none */
   sk_worker *owner;             /* the submitter it counts in (touched there only) */
   sk_port *port;                /* the submitter's port, counted and held; NULL: not counted */
+  uint64_t flow, queued_at;     /* traced: the job's flow id and submit time; 0: untraced */
 } sk_tjob;
 
 /* One worker slot; `w` is set while the worker runs (for terminate). */
@@ -58,6 +59,7 @@ struct sk_tpool {
   sk_waitlist exit_waiters;     /* woken when alive reaches 0 */
   void *lent;                   /* what the owner lends its threads (sk_worker_lend) */
   char *name;
+  const char *tname;            /* its name in a trace (interned once traced; pool lock) */
 };
 
 /* The counters of pool:stats(), read together under the pool lock. */
