@@ -8,9 +8,14 @@
 **                             cannot be opened
 **   skein.trace.stop()        stops recording in this process
 **   skein.trace.file()        the absolute path of the running trace, or nil
+**
+** and skein.stats(), what a trace's counters show, on demand: this
+** worker's live work, the process's workers, the tree's processes and the
+** shared segment's use.
 */
 #include <limits.h>
 
+#include "../runtime/core/sk_shm.h"
 #include "../runtime/core/sk_trace.h"
 #include "../runtime/host/sk_lua.h"
 #include "sk_bind.h"
@@ -43,9 +48,30 @@ static int l_trace_file(lua_State *L) {
   return 1;
 }
 
+/* skein.stats() -> {live=, workers=, processes=, shm_used=, shm_size=} */
+static int l_stats(lua_State *L) {
+  uint64_t used = 0, size = 0;
+  int procs = 1;
+  sk_shm_usage(&used, &size, &procs);
+  lua_createtable(L, 0, 5);
+  lua_pushinteger(L, (lua_Integer)sk_worker_of(L)->live);
+  lua_setfield(L, -2, "live");
+  lua_pushinteger(L, sk_worker_total());
+  lua_setfield(L, -2, "workers");
+  lua_pushinteger(L, procs);
+  lua_setfield(L, -2, "processes");
+  lua_pushinteger(L, (lua_Integer)used);
+  lua_setfield(L, -2, "shm_used");
+  lua_pushinteger(L, (lua_Integer)size);
+  lua_setfield(L, -2, "shm_size");
+  return 1;
+}
+
 void sk_trace_open(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"start", l_trace_start}, {"stop", l_trace_stop}, {"file", l_trace_file}, {NULL, NULL}};
   luaL_newlib(L, fns);
   lua_setfield(L, -2, "trace");
+  lua_pushcfunction(L, l_stats);
+  lua_setfield(L, -2, "stats");
 }

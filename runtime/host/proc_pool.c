@@ -249,6 +249,13 @@ static void flush_out(pworker *pw) {
 
 static void on_flush(uv_prepare_t *h) { flush_out(h->data); }
 
+/* Worker pw's oldest job becomes the one it runs (as far as this side
+** knows): its wait in the queue ends. */
+static void job_runs(sk_ppool *p, pworker *pw) {
+  pw->head_since = uv_hrtime();
+  sk_hist_add(&p->qwait, pw->head_since - pw->job->queued_at);
+}
+
 /* Moves the next queued job to worker i's in-flight list and appends its
 ** frame to the worker's pending write; 0 when there was none to move. */
 static int give_one(sk_ppool *p, int i) {
@@ -286,6 +293,7 @@ static int give_one(sk_ppool *p, int i) {
     pw->job_tail = j;
     if (pw->njobs++ == 0) {
       p->busy++;
+      job_runs(p, pw);
       arm_timer(p, pw);
       pw->idle_job = 1;
     }
@@ -331,7 +339,11 @@ static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, si
   pw->job = j->next;
   if (pw->job == NULL) pw->job_tail = NULL;
   pw->njobs--;
+  uint64_t now = uv_hrtime();
+  pw->busy_ns += now - pw->head_since;
+  pw->jobs++;
   if (pw->job == NULL) p->busy--;
+  else job_runs(p, pw);
   arm_timer(p, pw);
   sk_buf out = {0};
   out.data = malloc(len - 9 ? len - 9 : 1);
@@ -564,7 +576,10 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   pw->ready = 0;
   pw->job = pw->job_tail = NULL;
   pw->njobs = 0;
-  if (j) p->busy--;
+  if (j) {
+    p->busy--;
+    pw->busy_ns += uv_hrtime() - pw->head_since;
+  }
   /* Jobs that never started go back to the queue's head, in order. */
   if (started) {
     requeue_front(p, j->next);
@@ -744,6 +759,7 @@ int sk_ppool_submit(sk_ppool *p, sk_buf *code, uint64_t timeout, sk_future **out
   }
   uint64_t t0 = SK_TRACING() ? sk_trace_now() : 0;
   uint64_t id = sk_trace_next_id();   /* unique in the process: a trace's flow id too */
+  j->queued_at = uv_hrtime();
   memcpy(framed, &id, 8);
   memcpy(framed + 8, code->data, code->len);
   j->code = *code;              /* the job keeps the objects it mentions */

@@ -177,6 +177,8 @@ lua_State *sk_lua_newstate(sk_alloc *a);
 ** sk_worker_count(-1) as the very last thing it does, after its final
 ** wake-ups (so no waiter is ever left uncounted). */
 void sk_worker_count(int delta);
+/* The workers of this process now (main, threads, pool threads). */
+int sk_worker_total(void);
 
 /* What the layers above the host lend every worker. The worker names no
 ** binding: the embed layer registers these once, at start-up, before the

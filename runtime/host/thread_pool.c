@@ -250,12 +250,13 @@ static void worker_main(void *arg) {
     if (p->head == NULL) p->tail = NULL;
     p->queued--;
     p->busy++;
+    uint64_t t0 = uv_hrtime(), flow = j->flow;
+    sk_hist_add(&p->qwait, t0 - j->queued_at);
     const char *broken = p->init_error;
     const char *tname = p->tname;
     int64_t tq = (int64_t)p->queued, tb = p->busy;
     uv_mutex_unlock(&p->lock);
-    uint64_t t0 = j->flow ? sk_trace_now() : 0, flow = j->flow;
-    if (t0 && SK_TRACING()) sk_trace_counter(tname, "queued", tq, "busy", tb, 0);
+    if (flow && SK_TRACING()) sk_trace_counter(tname, "queued", tq, "busy", tb, 0);
     int ok = 1;
     if (sk_future_start(j->fut)) {
       if (broken || w == NULL) {
@@ -266,11 +267,14 @@ static void worker_main(void *arg) {
         ok = j->fut->state == SK_FUT_DONE;
       }
     }
-    if (t0 && SK_TRACING()) sk_trace_job(tname, flow, t0, t0 - j->queued_at, !ok);
+    if (flow && SK_TRACING()) sk_trace_job(tname, flow, t0, t0 - j->queued_at, !ok);
     job_free(j);
+    uint64_t t1 = uv_hrtime();
     uv_mutex_lock(&p->lock);
     p->busy--;
-    if (t0 && SK_TRACING()) {
+    slot->busy_ns += t1 - t0;
+    slot->jobs++;
+    if (flow && SK_TRACING()) {
       tq = (int64_t)p->queued;
       tb = p->busy;
       uv_mutex_unlock(&p->lock);
@@ -379,11 +383,12 @@ int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, s
   j->code = *code;
   *code = (sk_buf){0};
   j->timeout = timeout;
+  j->queued_at = uv_hrtime();
   uint64_t t0 = 0, flow = 0;
   const char *tname = NULL;
   int64_t tq = 0, tb = 0;
   if (SK_TRACING()) {
-    j->queued_at = t0 = sk_trace_now();
+    t0 = j->queued_at;
     j->flow = flow = sk_trace_flow(0, sk_trace_next_id());
   }
   sk_future *fut = j->fut;      /* a worker may free j as soon as it is queued */
@@ -461,8 +466,20 @@ void sk_tpool_get_stats(sk_tpool *p, sk_tpool_stats *s) {
   uv_mutex_lock(&p->lock);
   *s = (sk_tpool_stats){p->size, p->busy, (lua_Integer)p->queued, (lua_Integer)p->done,
                         (lua_Integer)p->failed, (lua_Integer)p->restarted,
-                        (lua_Integer)p->submitted, p->alive, p->closed};
+                        (lua_Integer)p->submitted, p->alive, p->closed,
+                        sk_hist_quantile(&p->qwait, 0.5), sk_hist_quantile(&p->qwait, 0.99)};
   uv_mutex_unlock(&p->lock);
+}
+
+int sk_tpool_worker_stats(sk_tpool *p, uint64_t *busy_ns, uint64_t *jobs, int n) {
+  uv_mutex_lock(&p->lock);
+  int size = p->size;
+  for (int i = 0; i < size && i < n; i++) {
+    busy_ns[i] = p->slots[i].busy_ns;
+    jobs[i] = p->slots[i].jobs;
+  }
+  uv_mutex_unlock(&p->lock);
+  return size;
 }
 
 /* While the owning worker closes (the end of a script), this waits for the

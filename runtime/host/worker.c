@@ -333,6 +333,8 @@ static __thread int precounted;   /* the next worker of this thread is counted *
 
 void sk_worker_count(int delta) { __atomic_add_fetch(&nworkers, delta, __ATOMIC_RELAXED); }
 
+int sk_worker_total(void) { return __atomic_load_n(&nworkers, __ATOMIC_RELAXED); }
+
 /* Set once, by a worker process's main thread before it runs any user code
 ** (which is what starts other workers), when the process has a link to its
 ** parent. */
