@@ -311,6 +311,12 @@ describe("skein --trace", function()
     check_workload(t, main_pid_of(t))
   end)
 
+  it("needs its argument", function()
+    local r = cli.run({ "--trace" })
+    assert.equal(1, r.code)
+    assert.is_truthy(r.err:match("'%-%-trace' needs argument"), r.err)
+  end)
+
   it("refuses a file it cannot write, naming it", function()
     local r = cli.run({ "--trace", "/nonexistent-dir/t.json", "-e", "print(1)" })
     assert.equal(1, r.code)

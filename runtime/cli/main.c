@@ -43,7 +43,7 @@ void sk_cli_set_sigint(int on) {
 }
 
 static void print_usage(const char *badoption) {
-  if (badoption[1] == 'e' || badoption[1] == 'l') {
+  if (badoption[1] == 'e' || badoption[1] == 'l' || strcmp(badoption, "--trace") == 0) {
     fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
   } else {
     fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
