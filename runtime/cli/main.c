@@ -313,6 +313,14 @@ static int run(int argc, char **argv, int *interactive) {
         fprintf(stderr, "%s: cannot trace to '%s': %s\n", progname, argv[i], strerror(-rc));
         return 1;
       }
+      /* Programs the script starts (another skein, say) add to the same
+      ** file, as with $SKEIN_TRACE; no thread runs yet to race setenv. */
+      char *abs = realpath(argv[i], NULL);
+      if (abs) {
+        setenv("SKEIN_TRACE", abs, 1);
+        setenv("SKEIN_TRACE_APPEND", "1", 1);
+        free(abs);
+      }
     }
   }
   if (args & has_E) ignore_env_paths(L);
