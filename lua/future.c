@@ -93,9 +93,11 @@ static int future_unlink(void *obj, sk_ctx *c) {
 }
 
 static const sk_source get_source = {
-    .name = FUTURE_MT, .attempt = get_attempt, .link = future_link, .unlink = future_unlink};
+    .name = FUTURE_MT, .what = "future get",
+    .attempt = get_attempt, .link = future_link, .unlink = future_unlink};
 static const sk_source wait_source = {
-    .name = FUTURE_MT, .attempt = wait_attempt, .link = future_link, .unlink = future_unlink};
+    .name = FUTURE_MT, .what = "future wait",
+    .attempt = wait_attempt, .link = future_link, .unlink = future_unlink};
 
 static int start_wait(lua_State *L, const sk_source *src) {
   sk_future *f = check_future(L, 1);

@@ -107,12 +107,31 @@ static int l_pool_join(lua_State *L) {
   return sk_wait_on(L, &join_source, p, d, 0);
 }
 
-/* pool:stats() -> {size=, busy=, queued=, done=, failed=, restarted=, submitted=} */
+/* pool:stats() -> {size=, busy=, queued=, done=, failed=, restarted=, submitted=,
+** alive=, closed=, queue_wait_p50=, queue_wait_p99=, workers={{busy=, jobs=}...}} */
 static int l_pool_stats(lua_State *L) {
   sk_tpool *p = check_pool(L, 1);
   sk_tpool_stats s;
-  lua_createtable(L, 0, 8);
   sk_tpool_get_stats(p, &s);
+  int n = (int)s.size;          /* fixed at creation */
+  uint64_t *busy = lua_newuserdatauv(L, sizeof *busy * 2 * (size_t)(n ? n : 1), 0);
+  uint64_t *jobs = busy + n;
+  sk_tpool_worker_stats(p, busy, jobs, n);
+  lua_createtable(L, 0, 12);
+  lua_pushnumber(L, (double)s.qwait_p50 / 1e9);
+  lua_setfield(L, -2, "queue_wait_p50");
+  lua_pushnumber(L, (double)s.qwait_p99 / 1e9);
+  lua_setfield(L, -2, "queue_wait_p99");
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_createtable(L, 0, 2);
+    lua_pushnumber(L, (double)busy[i] / 1e9);
+    lua_setfield(L, -2, "busy");
+    lua_pushinteger(L, (lua_Integer)jobs[i]);
+    lua_setfield(L, -2, "jobs");
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "workers");
   lua_Integer v[] = {s.size, s.busy, s.queued, s.done, s.failed, s.restarted, s.submitted, s.alive};
   const char *k[] = {"size", "busy", "queued", "done", "failed", "restarted", "submitted", "alive"};
   for (int i = 0; i < 8; i++) {
@@ -121,6 +140,7 @@ static int l_pool_stats(lua_State *L) {
   }
   lua_pushboolean(L, s.closed);
   lua_setfield(L, -2, "closed");
+  lua_remove(L, -2);            /* the scratch userdata */
   return 1;
 }
 

@@ -138,6 +138,23 @@ static int l_ppool_stats(lua_State *L) {
     lua_rawseti(L, -2, i + 1);
   }
   lua_setfield(L, -2, "pids");
+  lua_pushnumber(L, (double)sk_hist_quantile(&p->qwait, 0.5) / 1e9);
+  lua_setfield(L, -2, "queue_wait_p50");
+  lua_pushnumber(L, (double)sk_hist_quantile(&p->qwait, 0.99) / 1e9);
+  lua_setfield(L, -2, "queue_wait_p99");
+  lua_createtable(L, p->size, 0);
+  for (int i = 0; i < p->size; i++) {
+    pworker *pw = &p->workers[i];
+    lua_createtable(L, 0, 2);
+    /* a job running now counts up to now */
+    uint64_t busy = pw->busy_ns + (pw->job && pw->running ? uv_hrtime() - pw->head_since : 0);
+    lua_pushnumber(L, (double)busy / 1e9);
+    lua_setfield(L, -2, "busy");
+    lua_pushinteger(L, (lua_Integer)pw->jobs);
+    lua_setfield(L, -2, "jobs");
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "workers");
   return 1;
 }
 

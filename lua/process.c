@@ -58,7 +58,8 @@ static int join_link(void *obj, sk_ctx *c, int round) {
 }
 
 static const sk_source join_source = {
-    .name = PROC_MT, .attempt = join_attempt, .link = join_link, .unlink = sk_unlink_watch};
+    .name = PROC_MT, .what = "process join",
+    .attempt = join_attempt, .link = join_link, .unlink = sk_unlink_watch};
 
 /* process:join([timeout]) -> fn's results, or raises remote/worker_died/timeout */
 static int l_proc_join(lua_State *L) {

@@ -156,8 +156,9 @@ static int put_attempt(lua_State *L, void *obj, int round, int expired) {
   return SK_WAIT_MORE;
 }
 
-static const sk_source put_source = {.name = QUEUE_MT, .attempt = put_attempt,
-                                     .link = put_link, .unlink = put_unlink,
+static const sk_source put_source = {.name = QUEUE_MT, .what = "queue put",
+                                     .attempt = put_attempt, .link = put_link,
+                                     .unlink = put_unlink,
                                      .pass_on = put_pass_on, .check = waiting_queue};
 
 /* Shared by put, try_put and put_nowait: checks the value (and priority),
@@ -250,11 +251,13 @@ static int iter_attempt(lua_State *L, void *obj, int round, int expired) {
   return n == SK_Q_CLOSED ? 0 : SK_WAIT_MORE;
 }
 
-static const sk_source get_source = {.name = QUEUE_MT, .attempt = get_attempt,
-                                     .link = get_link, .unlink = get_unlink,
+static const sk_source get_source = {.name = QUEUE_MT, .what = "queue get",
+                                     .attempt = get_attempt, .link = get_link,
+                                     .unlink = get_unlink,
                                      .pass_on = get_pass_on, .check = waiting_queue};
-static const sk_source iter_source = {.name = QUEUE_MT, .attempt = iter_attempt,
-                                      .link = get_link, .unlink = get_unlink,
+static const sk_source iter_source = {.name = QUEUE_MT, .what = "queue get",
+                                      .attempt = iter_attempt, .link = get_link,
+                                      .unlink = get_unlink,
                                       .pass_on = get_pass_on, .check = waiting_queue};
 
 /* q:get([timeout]) -> item (priority queues: item, priority) */
@@ -350,8 +353,9 @@ static int join_attempt(lua_State *L, void *obj, int round, int expired) {
   return SK_WAIT_MORE;
 }
 
-static const sk_source join_source = {.name = QUEUE_MT, .attempt = join_attempt,
-                                      .link = join_link, .unlink = join_unlink,
+static const sk_source join_source = {.name = QUEUE_MT, .what = "queue join",
+                                      .attempt = join_attempt, .link = join_link,
+                                      .unlink = join_unlink,
                                       .check = waiting_queue};
 
 /* q:join([timeout]) -> true once every item put was marked task_done */

@@ -59,6 +59,8 @@ void sk_thread_open(lua_State *L);
 
 /* skein.fs (fs.c). */
 void sk_fs_open(lua_State *L);
+/* skein.trace (trace.c). */
+void sk_trace_open(lua_State *L);
 
 /* skein.net (net.c). A stream userdata is one `sk_stream *` (NULL once
 ** closed) with the metatable SK_STREAM_MT; a binding that hands Lua a

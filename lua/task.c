@@ -74,7 +74,8 @@ static int join_link(void *obj, sk_ctx *c, int round) {
 }
 
 static const sk_source join_source = {
-    .name = TASK_MT, .attempt = join_attempt, .link = join_link, .unlink = sk_unlink_watch};
+    .name = TASK_MT, .what = "join",
+    .attempt = join_attempt, .link = join_link, .unlink = sk_unlink_watch};
 
 /* task:join([timeout]) -> the task's results, or raises its error */
 static int l_task_join(lua_State *L) {

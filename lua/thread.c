@@ -82,7 +82,8 @@ static int join_unlink(void *obj, sk_ctx *c) {
 }
 
 static const sk_source join_source = {
-    .name = THREAD_MT, .attempt = join_attempt, .link = join_link, .unlink = join_unlink};
+    .name = THREAD_MT, .what = "thread join",
+    .attempt = join_attempt, .link = join_link, .unlink = join_unlink};
 
 /* worker:join([timeout]) -> fn's results, or raises kind remote/timeout */
 static int l_thread_join(lua_State *L) {

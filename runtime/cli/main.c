@@ -43,7 +43,7 @@ void sk_cli_set_sigint(int on) {
 }
 
 static void print_usage(const char *badoption) {
-  if (badoption[1] == 'e' || badoption[1] == 'l') {
+  if (badoption[1] == 'e' || badoption[1] == 'l' || strcmp(badoption, "--trace") == 0) {
     fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
   } else {
     fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
@@ -57,6 +57,7 @@ static void print_usage(const char *badoption) {
           "  -v        show version information\n"
           "  -E        ignore environment variables\n"
           "  -W        turn warnings on\n"
+          "  --trace f record a trace (Chrome trace-event JSON, for Perfetto) into f\n"
           "  --        stop handling options\n"
           "  -         stop handling options and execute stdin\n",
           progname);
@@ -166,6 +167,11 @@ static int collectargs(char **argv, int *first) {
     if (argv[i][0] != '-') return args;
     switch (argv[i][1]) {
       case '-':
+        if (strcmp(argv[i], "--trace") == 0) {   /* --trace FILE */
+          i++;
+          if (argv[i] == NULL || argv[i][0] == '-') return has_error;
+          break;
+        }
         if (argv[i][2] != '\0') return has_error;
         *first = i + 1;
         return args;
@@ -358,6 +364,23 @@ static int run(int argc, char **argv, int *interactive) {
     return 1;
   }
   if (args & has_v) print_version();
+  for (int i = 1; i < script; i++) {
+    if (strcmp(argv[i], "--trace") == 0) {
+      int rc = skein_trace_start(argv[++i]);
+      if (rc < 0) {
+        fprintf(stderr, "%s: cannot trace to '%s': %s\n", progname, argv[i], strerror(-rc));
+        return 1;
+      }
+      /* Programs the script starts (another skein, say) add to the same
+      ** file, as with $SKEIN_TRACE; no thread runs yet to race setenv. */
+      char *abs = realpath(argv[i], NULL);
+      if (abs) {
+        setenv("SKEIN_TRACE", abs, 1);
+        setenv("SKEIN_TRACE_APPEND", "1", 1);
+        free(abs);
+      }
+    }
+  }
   if (args & has_E) ignore_env_paths(L);
   create_argtable(L, argv, argc, script);
   if (!(args & has_E) && handle_luainit(L) != LUA_OK) return failed();

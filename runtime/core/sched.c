@@ -8,6 +8,7 @@
 ** (uv_run is not re-entrant).
 */
 #include "sk_sched.h"
+#include "sk_trace.h"
 
 #include <stdlib.h>
 
@@ -251,6 +252,8 @@ int sk_sched_poll(sk_sched *s, int mode) {
   ** they run may not block (see sk_wait_begin). */
   s->in_callback++;
   s->turns++;
+  /* About to block: the trace gets what this worker recorded. */
+  if (SK_TRACING() && s->nready == 0 && mode != SK_STEP_NOWAIT) sk_trace_idle(0);
   uv_run(s->loop, (s->nready > 0 || mode == SK_STEP_NOWAIT) ? UV_RUN_NOWAIT
                                                              : UV_RUN_ONCE);
   s->in_callback--;

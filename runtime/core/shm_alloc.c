@@ -161,3 +161,11 @@ void sk_shm_free(void *p) {
   sk_shm_unlock(&h->alloc_lock);
 }
 
+int sk_shm_usage(uint64_t *used, uint64_t *size, int *procs) {
+  if (sk_shm_map == NULL) return -1;
+  seg_hdr *h = hdr();
+  *used = __atomic_load_n(&h->brk, __ATOMIC_ACQUIRE);
+  *size = h->size;
+  *procs = (int)__atomic_load_n(&h->nprocs, __ATOMIC_SEQ_CST);
+  return 0;
+}

@@ -92,6 +92,10 @@ int sk_shm_slot_reserve(void);
 void sk_shm_slot_bind(int slot, int pid);
 void sk_shm_slot_cancel(int slot);
 int sk_shm_max_procs(void);
+/* The segment's use: bytes carved from it so far (its high-water mark;
+** freed blocks are reused, not returned), its size, and the processes of
+** the tree alive in its table. -1 when this process has no segment. */
+int sk_shm_usage(uint64_t *used, uint64_t *size, int *procs);
 
 static inline void *sk_shm_ptr(sk_off off) {
   extern char *sk_shm_map;

@@ -102,6 +102,12 @@ static uv_once_t layers_once = UV_ONCE_INIT;
 static void layers_init(void) {
   sk_worker_set_hooks(&worker_hooks);
   sk_marshal_set_proxy(&marshal_proxy);
+  /* $SKEIN_TRACE: a trace from the start (a file that cannot be opened is
+  ** said once, and the program runs untraced). */
+  int rc = sk_trace_from_env();
+  if (rc < 0) {
+    fprintf(stderr, "skein: cannot trace to %s: %s\n", getenv("SKEIN_TRACE"), strerror(-rc));
+  }
 }
 
 void sk_embed_init(void) { uv_once(&layers_once, layers_init); }
@@ -460,6 +466,10 @@ int skein_interrupted(skein_runtime *rt, int clear) {
   }
   return was;
 }
+
+int skein_trace_start(const char *path) { return sk_trace_start(path, 0); }
+
+void skein_trace_stop(void) { sk_trace_stop(); }
 
 int skein_failures(skein_runtime *rt) {
   return (int)sk_task_report_failures(rt->w);

@@ -24,6 +24,7 @@
 ** children still running kills and reaps them first.
 */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,23 +104,29 @@ void sk_frame_alloc(sk_frame_reader *r, uv_buf_t *buf) {
 /* ----------------------------------------------------------- starting */
 
 /* Builds the child's environment: ours, plus what a worker needs. The
-** strings in `extra` must outlive the spawn. */
-static char **child_env(char extra[][128], int nextra) {
+** strings in `extra` and `trace` must outlive the spawn. A worker records
+** into this process's trace, if one runs (`trace`: its variables, else
+** NULL), and into none otherwise: the trace variables are this process's
+** to give. */
+static char **child_env(char extra[][128], int nextra, char **trace) {
   int n = 0;
   while (environ[n]) n++;
-  char **env = malloc(sizeof *env * (size_t)(n + nextra + 1));
+  char **env = malloc(sizeof *env * (size_t)(n + nextra + 3));
   if (env == NULL) return NULL;
   int k = 0;
   for (int i = 0; i < n; i++) {
     if (strncmp(environ[i], "SKEIN_PARENT_PID=", 17) == 0 ||
         strncmp(environ[i], "SKEIN_WORKER_ID=", 16) == 0 ||
         strncmp(environ[i], "SKEIN_WORKER_NAME=", 18) == 0 ||
-        strncmp(environ[i], "SKEIN_SHM_FD=", 13) == 0) {
+        strncmp(environ[i], "SKEIN_SHM_FD=", 13) == 0 ||
+        strncmp(environ[i], "SKEIN_TRACE=", 12) == 0 ||
+        strncmp(environ[i], "SKEIN_TRACE_APPEND=", 19) == 0) {
       continue;
     }
     env[k++] = environ[i];
   }
   for (int i = 0; i < nextra; i++) env[k++] = extra[i];
+  for (int i = 0; trace && trace[i]; i++) env[k++] = trace[i];
   env[k] = NULL;
   return env;
 }
@@ -152,7 +159,10 @@ int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_In
   snprintf(extra[1], sizeof extra[1], "SKEIN_WORKER_ID=%lld", (long long)id);
   snprintf(extra[2], sizeof extra[2], "SKEIN_WORKER_NAME=%.100s", name ? name : "");
   snprintf(extra[3], sizeof extra[3], "SKEIN_SHM_FD=4");
-  char **env = child_env(extra, shm >= 0 ? 4 : 3);
+  char tpath[PATH_MAX + 16], *trace[3] = {tpath, "SKEIN_TRACE_APPEND=1", NULL};
+  int traced = SK_TRACING() && sk_trace_path(tpath + 12, PATH_MAX) == 0;
+  if (traced) memcpy(tpath, "SKEIN_TRACE=", 12);
+  char **env = child_env(extra, shm >= 0 ? 4 : 3, traced ? trace : NULL);
   char *args[] = {exe, "--skein-worker", "3", (char *)mode, NULL};
   uv_stdio_container_t stdio[5] = {
       {UV_INHERIT_FD, {.fd = 0}}, {UV_INHERIT_FD, {.fd = 1}},
@@ -184,6 +194,7 @@ int sk_spawn_worker(uv_loop_t *loop, uv_process_t *proc, uv_pipe_t *pipe, lua_In
     return rc;
   }
   sk_shm_slot_bind(slot, proc->pid);
+  if (SK_TRACING()) sk_trace_proc(0, proc->pid, 0, 0);
   /* The start frame: the marshal key and the slot, first on the socket
   ** (still blocking; 25 bytes fit any socket buffer). */
   uint8_t start[20];
@@ -344,6 +355,7 @@ static void check_done(sk_proc *p) {
 
 static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   sk_proc *p = h->data;
+  if (SK_TRACING()) sk_trace_proc(1, h->pid, status, sig);
   sk_shm_proc_gone(h->pid);
   sk_worker_recheck_waits(p->w);
   p->exited = 1;
@@ -478,10 +490,14 @@ int sk_proc_signal(sk_proc *p, int sig) {
 void sk_process_kill_all(sk_worker *w) {
   for (sk_proc *p = w->procs; p; p = p->next) {
     if (p->proc && !p->exited) {
-      int pid = p->pid;
+      int st = 0, pid = p->pid;
       uv_process_kill(p->proc, SIGKILL);
       /* Reap it now: the loop is about to close. libuv tolerates ECHILD. */
-      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+      while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+      if (SK_TRACING()) {
+        sk_trace_proc(1, pid, WIFEXITED(st) ? WEXITSTATUS(st) : 0,
+                      WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+      }
     }
     if (p->proc) {
       uv_close((uv_handle_t *)p->proc, on_handle_closed);

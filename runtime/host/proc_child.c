@@ -116,6 +116,9 @@ int sk_child_defer(int type, const char *payload, size_t len) {
 
 /* The next frame for the job loop: a deferred one first. */
 static int next_frame(int *type, const char **payload, size_t *plen) {
+  /* The wait for the next frame may be long, or the last: the trace gets
+  ** what this worker recorded first. */
+  if (SK_TRACING()) sk_trace_idle(1);
   free(deferred_current);
   deferred_current = NULL;
   if (deferred_head) {
@@ -183,6 +186,7 @@ static int run_copy(sk_worker *w, int fd, const char *payload, size_t plen, size
 ** end of the stream. */
 static int pool_loop(sk_worker *w, int fd) {
   int type, status = 0, starts = 0, rc;
+  const char *tname = NULL;     /* the pool's name in a trace */
   const char *payload;
   size_t plen;
   while ((rc = next_frame(&type, &payload, &plen)) == 0) {
@@ -228,7 +232,14 @@ static int pool_loop(sk_worker *w, int fd) {
       status = 1;
       break;
     }
-    if (run_copy(w, fd, payload, plen, 8, 0) < 0) {
+    uint64_t t0 = SK_TRACING() ? sk_trace_now() : 0, id;
+    memcpy(&id, payload, 8);    /* the parent's job id: the flow's */
+    int jr = run_copy(w, fd, payload, plen, 8, 0);
+    if (t0 && SK_TRACING()) {
+      if (tname == NULL) tname = sk_trace_intern(w->self_name ? w->self_name : "pool");
+      sk_trace_job(tname, sk_trace_flow((long)getppid(), id), t0, 0, jr != 0);
+    }
+    if (jr < 0) {
       status = 1;
       break;
     }
@@ -291,6 +302,10 @@ int sk_process_child_main(int fd, const char *mode) {
   /* The worker is named from the environment, and the names are taken out
   ** of it once its init ran: programs the worker runs are not workers. */
   const char *id = getenv("SKEIN_WORKER_ID"), *name = getenv("SKEIN_WORKER_NAME");
+  char pname[160];
+  snprintf(pname, sizeof pname, "skein %s worker %s", mode ? mode : "once",
+           name ? name : "");
+  sk_trace_process_name(pname);
   sk_worker *w = sk_worker_become(SK_WORKER_PROCESS, id ? atoll(id) : 0,
                                   name && *name ? strdup(name) : NULL, NULL, &err);
   unsetenv("SKEIN_WORKER_ID");

@@ -249,6 +249,13 @@ static void flush_out(pworker *pw) {
 
 static void on_flush(uv_prepare_t *h) { flush_out(h->data); }
 
+/* Worker pw's oldest job becomes the one it runs (as far as this side
+** knows): its wait in the queue ends. */
+static void job_runs(sk_ppool *p, pworker *pw) {
+  pw->head_since = uv_hrtime();
+  sk_hist_add(&p->qwait, pw->head_since - pw->job->queued_at);
+}
+
 /* Moves the next queued job to worker i's in-flight list and appends its
 ** frame to the worker's pending write; 0 when there was none to move. */
 static int give_one(sk_ppool *p, int i) {
@@ -286,6 +293,7 @@ static int give_one(sk_ppool *p, int i) {
     pw->job_tail = j;
     if (pw->njobs++ == 0) {
       p->busy++;
+      job_runs(p, pw);
       arm_timer(p, pw);
       pw->idle_job = 1;
     }
@@ -331,7 +339,11 @@ static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, si
   pw->job = j->next;
   if (pw->job == NULL) pw->job_tail = NULL;
   pw->njobs--;
+  uint64_t now = uv_hrtime();
+  pw->busy_ns += now - pw->head_since;
+  pw->jobs++;
   if (pw->job == NULL) p->busy--;
+  else job_runs(p, pw);
   arm_timer(p, pw);
   sk_buf out = {0};
   out.data = malloc(len - 9 ? len - 9 : 1);
@@ -345,6 +357,9 @@ static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, si
   if (type == 'R') p->done++;
   else p->failed++;
   drop_job(p, j);
+  if (SK_TRACING() && p->tname) {
+    sk_trace_counter(p->tname, "queued", (int64_t)p->queued, "busy", p->busy, 0);
+  }
   pw->ntasks++;
   if (p->max_tasks && pw->ntasks >= p->max_tasks && !pw->quitting) send_quit(pw);
   dispatch_all(p);
@@ -532,9 +547,18 @@ static void replace_worker(sk_ppool *p, int i, int now) {
   }
 }
 
+/* Traced: job j failed in the parent (its worker died), with `msg`. */
+static void trace_job_failed(pjob *j, const char *msg) {
+  uint64_t id;
+  if (!SK_TRACING()) return;
+  memcpy(&id, j->code.data, 8);
+  sk_trace_fail("job failed", sk_trace_flow(0, id), msg);
+}
+
 static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   pworker *pw = h->data;
   sk_ppool *p = pw->pool;
+  if (SK_TRACING()) sk_trace_proc(1, h->pid, status, sig);
   sk_shm_proc_gone(h->pid);
   sk_worker_recheck_waits(p->w);
   int i = (int)(pw - p->workers);
@@ -552,7 +576,10 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
   pw->ready = 0;
   pw->job = pw->job_tail = NULL;
   pw->njobs = 0;
-  if (j) p->busy--;
+  if (j) {
+    p->busy--;
+    pw->busy_ns += uv_hrtime() - pw->head_since;
+  }
   /* Jobs that never started go back to the queue's head, in order. */
   if (started) {
     requeue_front(p, j->next);
@@ -566,6 +593,7 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
       snprintf(msg, sizeof msg, "task timed out after %g s (its worker, pid %d, was killed)",
                (double)j->timeout / 1e9, pw->pid);
       sk_future_fail_exit(j->fut, msg, "timeout", pw->pid, status, sig);
+      trace_job_failed(j, msg);
       p->failed++;
       drop_job(p, j);
     } else if (p->retries > 0 && j->attempts <= p->retries && !p->terminating) {
@@ -582,6 +610,7 @@ static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
                  pw->pid, (int)status);
       }
       sk_future_fail_exit(j->fut, msg, "worker_died", pw->pid, status, sig);
+      trace_job_failed(j, msg);
       p->failed++;
       drop_job(p, j);
     }
@@ -728,7 +757,9 @@ int sk_ppool_submit(sk_ppool *p, sk_buf *code, uint64_t timeout, sk_future **out
     sk_buf_free(code);
     return UV_ENOMEM;
   }
-  uint64_t id = ++p->next_job;
+  uint64_t t0 = SK_TRACING() ? sk_trace_now() : 0;
+  uint64_t id = sk_trace_next_id();   /* unique in the process: a trace's flow id too */
+  j->queued_at = uv_hrtime();
   memcpy(framed, &id, 8);
   memcpy(framed + 8, code->data, code->len);
   j->code = *code;              /* the job keeps the objects it mentions */
@@ -748,6 +779,11 @@ int sk_ppool_submit(sk_ppool *p, sk_buf *code, uint64_t timeout, sk_future **out
   *out = f;
   if (p->stalled) revive(p);   /* no worker could start: try again */
   dispatch_all(p);
+  if (t0) {
+    if (p->tname == NULL) p->tname = sk_trace_intern(p->name);
+    sk_trace_submit(p->tname, sk_trace_flow(0, id), t0);
+    sk_trace_counter(p->tname, "queued", (int64_t)p->queued, "busy", p->busy, 0);
+  }
   return 0;
 }
 
@@ -802,9 +838,13 @@ static void close_all(sk_ppool *p) {
   for (int i = 0; i < p->size; i++) {
     pworker *pw = &p->workers[i];
     if (pw->proc) {
-      int pid = pw->pid;
+      int st = 0, pid = pw->pid;
       uv_process_kill(pw->proc, SIGKILL);
-      while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+      while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+      if (SK_TRACING()) {
+        sk_trace_proc(1, pid, WIFEXITED(st) ? WEXITSTATUS(st) : 0,
+                      WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+      }
       close_handle(pw->proc);
       pw->proc = NULL;
       pw->running = 0;

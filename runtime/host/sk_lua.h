@@ -24,6 +24,7 @@
 #include "../core/sk_obj.h"
 #include "../core/sk_port.h"
 #include "../core/sk_sched.h"
+#include "../core/sk_trace.h"
 
 #define SK_NO_DEADLINE UINT64_MAX
 
@@ -108,6 +109,7 @@ struct sk_ctx {
   uint64_t wdeadline;
   unsigned wflags;
   int wround;
+  uint64_t wts;                 /* traced: when this wait last suspended (wait.c) */
   sk_watch joinw;               /* what this context links for one-object waits */
   sk_iowait iow;                /* what it links on an I/O object (core/sk_io.h) */
   sk_watchlist watchers;        /* fired when this task finishes */
@@ -176,6 +178,8 @@ lua_State *sk_lua_newstate(sk_alloc *a);
 ** sk_worker_count(-1) as the very last thing it does, after its final
 ** wake-ups (so no waiter is ever left uncounted). */
 void sk_worker_count(int delta);
+/* The workers of this process now (main, threads, pool threads). */
+int sk_worker_total(void);
 
 /* What the layers above the host lend every worker. The worker names no
 ** binding: the embed layer registers these once, at start-up, before the
@@ -444,6 +448,7 @@ typedef int (*sk_ready_fn)(void *obj);
 
 struct sk_source {
   const char *name;             /* the object's type, for messages */
+  const char *what;             /* what a trace calls this wait ("queue get"); NULL: name */
   /* Tries to complete the call: pushes its results and returns their count
   ** (>= 0), or returns SK_WAIT_MORE when it has to wait. `round` counts the
   ** wakes of this call so far (0 on the first look); `expired` says the

@@ -10,6 +10,7 @@
 #ifndef SK_PPOOL_H
 #define SK_PPOOL_H
 
+#include "../core/sk_hist.h"
 #include "sk_future.h"
 #include "sk_proc.h"
 
@@ -22,6 +23,7 @@ typedef struct pjob {
   uint64_t timeout;             /* ns, 0: none */
   int attempts;                 /* times it started (counted with retries only) */
   int started;                  /* its worker announced it ('S') */
+  uint64_t queued_at;           /* when it was submitted (uv_hrtime) */
 } pjob;
 
 typedef struct pworker {
@@ -46,6 +48,8 @@ typedef struct pworker {
   uv_prepare_t *flush;          /* writes `out` before the loop next waits */
   int idle_job;                 /* `out` holds a job for an idle worker */
   sk_conn *conn;                /* serves the worker's calls on our objects */
+  uint64_t head_since;          /* when its oldest job became its running one */
+  uint64_t busy_ns, jobs;       /* time its jobs ran (as seen from here), jobs answered */
 } pworker;
 
 struct sk_ppool {
@@ -71,7 +75,8 @@ struct sk_ppool {
   int broken;                   /* its initializer fails: no more work, ever */
   char *name;
   int has_handle, open_handles;
-  uint64_t next_job;
+  const char *tname;            /* its name in a trace (interned once traced) */
+  sk_hist qwait;                /* jobs' waits from submit to running in a worker */
   sk_watchlist exit_watchers;
   struct sk_ppool *next;        /* the owning worker's pools */
 };

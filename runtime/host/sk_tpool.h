@@ -12,6 +12,7 @@
 #ifndef SK_TPOOL_H
 #define SK_TPOOL_H
 
+#include "../core/sk_hist.h"
 #include "sk_future.h"
 
 #define SK_TPOOL_MT "skein.ThreadPool"
@@ -25,6 +26,8 @@ typedef struct sk_tjob {
   uint64_t timeout;             /* ns, 0: none */
   sk_worker *owner;             /* the submitter it counts in (touched there only) */
   sk_port *port;                /* the submitter's port, counted and held; NULL: not counted */
+  uint64_t queued_at;           /* when it was submitted (uv_hrtime) */
+  uint64_t flow;                /* traced: the job's flow id; 0: untraced */
 } sk_tjob;
 
 /* One worker slot; `w` is set while the worker runs (for terminate). */
@@ -35,6 +38,7 @@ typedef struct sk_tslot {
   uv_thread_t prev;             /* the recycled predecessor to join */
   int has_prev;
   int exited, joined;           /* its current thread ended / was joined */
+  uint64_t busy_ns, jobs;       /* time spent running jobs, jobs run (pool lock) */
 } sk_tslot;
 
 struct sk_tpool {
@@ -58,12 +62,15 @@ struct sk_tpool {
   sk_waitlist exit_waiters;     /* woken when alive reaches 0 */
   void *lent;                   /* what the owner lends its threads (sk_worker_lend) */
   char *name;
+  const char *tname;            /* its name in a trace (interned once traced; pool lock) */
+  sk_hist qwait;                /* jobs' waits from submit to start */
 };
 
 /* The counters of pool:stats(), read together under the pool lock. */
 typedef struct sk_tpool_stats {
   lua_Integer size, busy, queued, done, failed, restarted, submitted, alive;
   int closed;
+  uint64_t qwait_p50, qwait_p99;  /* ns from submit to start, percentiles */
 } sk_tpool_stats;
 
 /* A new pool of `size` slots (no thread started yet), holding one
@@ -86,6 +93,9 @@ void sk_tpool_terminate(sk_tpool *p);
 void sk_tpool_join_exited(sk_tpool *p);
 /* Fills *s from the pool's counters. */
 void sk_tpool_get_stats(sk_tpool *p, sk_tpool_stats *s);
+/* Each slot's time spent running jobs (ns) and jobs run, into the first n
+** entries of the arrays; returns the pool's size. */
+int sk_tpool_worker_stats(sk_tpool *p, uint64_t *busy_ns, uint64_t *jobs, int n);
 /* A Lua handle of worker w is collected: closes the pool; at w's close
 ** waits for its threads, else leaves them to finish the queue (the story
 ** is told at sk_tpool_release in thread_pool.c). The handle's reference

@@ -44,6 +44,7 @@ static void complete(sk_ctx *t, int result) {
   t->state = SK_DONE;
   t->result = result;
   if (!t->daemon) t->w->live--;
+  if (SK_TRACING()) sk_trace_counter("live tasks", "tasks", (int64_t)t->w->live, NULL, 0, 1);
   sk_watchlist_fire(&t->watchers, t);
   if (t->group) group_member_done(t);
 }
@@ -71,6 +72,7 @@ sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon) {
   lua_pushvalue(L, -1);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if (!t->daemon) w->live++;
+  if (SK_TRACING()) sk_trace_counter("live tasks", "tasks", (int64_t)w->live, NULL, 0, 1);
   sk_sched_push(&w->sched, &t->run);
   return t;
 }
@@ -121,6 +123,7 @@ static void finish(lua_State *L, sk_ctx *t, int st, int nres) {
                                 luaL_typename(L, -1));
         }
       }
+      if (SK_TRACING()) sk_trace_fail("task failed", (uint64_t)t->id, msg);
       luaL_traceback(L, co, msg, 0);
       lua_setiuservalue(L, u, SK_TASK_UV_TRACE);
       lua_settop(L, u + 1);  /* drops the message made for the traceback */
@@ -159,7 +162,9 @@ static void task_run(sk_runnable *r) {
   t->state = SK_RUNNING;
   w->current = t;
   w->cur_L = co;
+  uint64_t t0 = SK_TRACING() ? sk_trace_now() : 0;
   int st = lua_resume(co, from, nargs, &nres);
+  if (t0) sk_trace_run((uint64_t)t->id, t0);
   w->current = prev;
   w->cur_L = from;
   if (st == LUA_YIELD) {

@@ -234,6 +234,12 @@ static void worker_main(void *arg) {
   slot->w = w;
   for (;;) {
     while (p->head == NULL && !p->closed && !p->terminating) {
+      if (SK_TRACING()) {       /* about to sleep: the trace gets what it recorded */
+        uv_mutex_unlock(&p->lock);
+        sk_trace_idle(0);
+        uv_mutex_lock(&p->lock);
+        if (p->head || p->closed || p->terminating) break;
+      }
       p->sleeping++;
       uv_cond_wait(&p->cond, &p->lock);
       p->sleeping--;
@@ -244,8 +250,13 @@ static void worker_main(void *arg) {
     if (p->head == NULL) p->tail = NULL;
     p->queued--;
     p->busy++;
+    uint64_t t0 = uv_hrtime(), flow = j->flow;
+    sk_hist_add(&p->qwait, t0 - j->queued_at);
     const char *broken = p->init_error;
+    const char *tname = p->tname;
+    int64_t tq = (int64_t)p->queued, tb = p->busy;
     uv_mutex_unlock(&p->lock);
+    if (flow && SK_TRACING()) sk_trace_counter(tname, "queued", tq, "busy", tb, 0);
     int ok = 1;
     if (sk_future_start(j->fut)) {
       if (broken || w == NULL) {
@@ -256,9 +267,20 @@ static void worker_main(void *arg) {
         ok = j->fut->state == SK_FUT_DONE;
       }
     }
+    if (flow && SK_TRACING()) sk_trace_job(tname, flow, t0, t0 - j->queued_at, !ok);
     job_free(j);
+    uint64_t t1 = uv_hrtime();
     uv_mutex_lock(&p->lock);
     p->busy--;
+    slot->busy_ns += t1 - t0;
+    slot->jobs++;
+    if (flow && SK_TRACING()) {
+      tq = (int64_t)p->queued;
+      tb = p->busy;
+      uv_mutex_unlock(&p->lock);
+      sk_trace_counter(tname, "queued", tq, "busy", tb, 0);
+      uv_mutex_lock(&p->lock);
+    }
     if (ok) p->done++;
     else p->failed++;
     if (p->max_tasks && ++ntasks >= p->max_tasks && !p->closed && !p->terminating) {
@@ -361,6 +383,14 @@ int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, s
   j->code = *code;
   *code = (sk_buf){0};
   j->timeout = timeout;
+  j->queued_at = uv_hrtime();
+  uint64_t t0 = 0, flow = 0;
+  const char *tname = NULL;
+  int64_t tq = 0, tb = 0;
+  if (SK_TRACING()) {
+    t0 = j->queued_at;
+    j->flow = flow = sk_trace_flow(0, sk_trace_next_id());
+  }
   sk_future *fut = j->fut;      /* a worker may free j as soon as it is queued */
   if (w->pool != p) {           /* counted before a worker can uncount it */
     j->owner = w;
@@ -378,9 +408,19 @@ int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, s
     p->tail = j;
     p->queued++;
     p->submitted++;
+    if (t0) {
+      if (p->tname == NULL) p->tname = sk_trace_intern(p->name);
+      tname = p->tname;
+      tq = (int64_t)p->queued;
+      tb = p->busy;
+    }
     if (p->sleeping > 0) uv_cond_signal(&p->cond);  /* busy workers will find it */
   }
   uv_mutex_unlock(&p->lock);
+  if (t0 && !closed && tname) {
+    sk_trace_submit(tname, flow, t0);
+    sk_trace_counter(tname, "queued", tq, "busy", tb, 0);
+  }
   if (closed) {
     if (j->port) {
       w->live--;
@@ -426,8 +466,20 @@ void sk_tpool_get_stats(sk_tpool *p, sk_tpool_stats *s) {
   uv_mutex_lock(&p->lock);
   *s = (sk_tpool_stats){p->size, p->busy, (lua_Integer)p->queued, (lua_Integer)p->done,
                         (lua_Integer)p->failed, (lua_Integer)p->restarted,
-                        (lua_Integer)p->submitted, p->alive, p->closed};
+                        (lua_Integer)p->submitted, p->alive, p->closed,
+                        sk_hist_quantile(&p->qwait, 0.5), sk_hist_quantile(&p->qwait, 0.99)};
   uv_mutex_unlock(&p->lock);
+}
+
+int sk_tpool_worker_stats(sk_tpool *p, uint64_t *busy_ns, uint64_t *jobs, int n) {
+  uv_mutex_lock(&p->lock);
+  int size = p->size;
+  for (int i = 0; i < size && i < n; i++) {
+    busy_ns[i] = p->slots[i].busy_ns;
+    jobs[i] = p->slots[i].jobs;
+  }
+  uv_mutex_unlock(&p->lock);
+  return size;
 }
 
 /* While the owning worker closes (the end of a script), this waits for the

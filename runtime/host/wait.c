@@ -7,6 +7,8 @@
 ** order in which they are called, so that every source gets the same
 ** treatment of deadlines, scopes, cancellation, Ctrl-C and deadlocks.
 */
+#include <string.h>
+
 #include "sk_lua.h"
 
 static int wait_k(lua_State *L, int status, lua_KContext kctx);
@@ -39,6 +41,12 @@ static int wait_loop(lua_State *L, sk_ctx *c, int status) {
   int round = c->wround;
   for (;;) {
     if (status == LUA_YIELD) {
+      if (c->wts) {             /* traced: the suspension ends with the wake */
+        const char *what = src->what ? src->what : src->name;
+        if (strncmp(what, "skein.", 6) == 0) what += 6;   /* "skein.Event": "Event" */
+        sk_trace_wait(what, (uint64_t)c->id, c->wts);
+        c->wts = 0;
+      }
       if (src->check && (obj = src->check(L)) == NULL) {
         sk_wait_end(L, c);
         return sk_error_raise(L, "closed", "cannot use a %s after it was closed", src->name);
@@ -74,6 +82,7 @@ static int wait_loop(lua_State *L, sk_ctx *c, int status) {
     c->wdeadline = deadline;
     c->wflags = flags;
     c->wround = round;
+    if (SK_TRACING()) c->wts = sk_trace_now();
     status = sk_wait(L, c, 0, wait_k);
   }
 }

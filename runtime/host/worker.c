@@ -334,6 +334,8 @@ static __thread int precounted;   /* the next worker of this thread is counted *
 
 void sk_worker_count(int delta) { __atomic_add_fetch(&nworkers, delta, __ATOMIC_RELAXED); }
 
+int sk_worker_total(void) { return __atomic_load_n(&nworkers, __ATOMIC_RELAXED); }
+
 /* Set once, by a worker process's main thread before it runs any user code
 ** (which is what starts other workers), when the process has a link to its
 ** parent. */
@@ -542,6 +544,18 @@ sk_worker *sk_worker_become(sk_worker_kind kind, lua_Integer id, char *name, voi
   w->kind = kind == SK_WORKER_PROCESS ? "process" : "thread";
   w->self_id = id;
   w->self_name = name;
+  {
+    char tname[160];
+    if (kind == SK_WORKER_POOL_THREAD) {
+      snprintf(tname, sizeof tname, "pool %s (thread #%lld)", name ? name : "?", (long long)id);
+    } else if (kind == SK_WORKER_PROCESS) {
+      snprintf(tname, sizeof tname, "process worker %s", name ? name : "");
+    } else {
+      snprintf(tname, sizeof tname, "thread %lld%s%s", (long long)id, name ? " " : "",
+               name ? name : "");
+    }
+    sk_trace_thread_name(tname);
+  }
   *err = NULL;
   if (sk_worker_init(w->L, kind == SK_WORKER_PROCESS, lent) != 0) {
     *err = lua_tostring(w->L, -1);
@@ -590,6 +604,7 @@ sk_worker *sk_worker_new(uv_loop_t *host_loop, const char **err) {
   uv_async_init(w->sched.loop, w->wakeup, on_wakeup);
   uv_unref((uv_handle_t *)w->wakeup);
   w->kind = "main";
+  if (!precounted) sk_trace_thread_name("main");
   /* A counted thread uncounts itself when it ends, after its last wake-ups;
   ** other workers (a runtime's own) are uncounted when they close. */
   if (!precounted) {
@@ -640,6 +655,7 @@ int sk_worker_close(sk_worker *w) {
   if (w->wakeup) uv_close((uv_handle_t *)w->wakeup, free_handle);
   int rc = sk_sched_close(&w->sched);
   free(w);
+  sk_trace_thread_end();       /* last: closing may record (reaped processes) */
   return rc;
 }
 

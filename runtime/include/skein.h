@@ -230,6 +230,23 @@ SKEIN_API int skein_interrupted(skein_runtime *rt, int clear);
 ** returns how many such failures the runtime has seen. */
 SKEIN_API int skein_failures(skein_runtime *rt);
 
+/* Tracing, process-wide: records what every worker of this process does
+** (task runs, waits, pool jobs with flows from the submitter to the worker
+** that ran them, worker processes' starts and exits, task failures, pool
+** and task counters) into `path`, a Chrome trace-event JSON file that
+** Perfetto (ui.perfetto.dev) and chrome://tracing open: one pid per
+** process, one tid per worker. The file is truncated and its worker
+** processes, and theirs, append to it. skein_trace_start returns 0, or a
+** negative errno value (the file cannot be opened); a trace already running
+** in this process stops first. skein_trace_stop stops recording here
+** (workers write what they hold when they next go idle or close). The
+** array is closed when the process exits; until then the file lacks its
+** closing bracket, which trace viewers accept. $SKEIN_TRACE=path starts a
+** trace when the first runtime is made, and `skein --trace path` sets it.
+** Any thread. */
+SKEIN_API int skein_trace_start(const char *path);
+SKEIN_API void skein_trace_stop(void);
+
 #ifdef __cplusplus
 }
 #endif
