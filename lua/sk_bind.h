@@ -60,6 +60,13 @@ void sk_thread_open(lua_State *L);
 /* skein.fs (fs.c). */
 void sk_fs_open(lua_State *L);
 
+/* skein.net (net.c). A stream userdata is one `sk_stream *` (NULL once
+** closed) with the metatable SK_STREAM_MT; a binding that hands Lua a
+** stream of its own (a subprocess's pipe) makes that userdata and sets the
+** metatable by name, after sk_net_open ran. */
+#define SK_STREAM_MT "skein.Stream"
+void sk_net_open(lua_State *L);
+
 /* Objects of another process (rpc.c). In a worker process, an object of
 ** its parent arrives as a proxy that forwards every operation to the
 ** parent. sk_proxy_info tells whether the value at idx is such a proxy;

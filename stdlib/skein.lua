@@ -176,5 +176,6 @@ M._decode_list, M._list = core._decode_list, core._list
 --- skein.pool{kind=, size=, ...} -> pool (stdlib/skein/pool.lua)
 M.pool = core._module("skein.pool")(M, core)
 core._module("skein.rpc")(M, core)
+core._module("skein.net")(M, core)
 
 return M

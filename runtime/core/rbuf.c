@@ -61,6 +61,12 @@ int sk_rbuf_take(sk_rbuf *b, const sk_rfmt *f, int eof, const char **out, size_t
   *len = 0;
   switch (f->kind) {
   case SK_RF_N:
+    if (f->n == 0) {
+      /* As Lua's io: an empty string, or the end when nothing is left. */
+      if (eof && have == 0) return 1;
+      *out = "";
+      return 1;
+    }
     if (have >= f->n) return give(b, f->n, f->n, out, len);
     if (!eof) return 0;
     if (have == 0) return f->n == 0 ? give(b, 0, 0, out, len) : 1;

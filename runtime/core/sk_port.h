@@ -74,8 +74,6 @@ void sk_waiter_fire(sk_waiter *w);
 ** Returns 0 or a libuv error, as uv_thread_create. */
 int sk_thread_start(uv_thread_t *t, void (*fn)(void *), void *arg);
 
-#endif
-
 /* A list of waiter records inside a shared object, guarded by that object's
 ** own lock (every function here expects the caller to hold it). */
 typedef struct sk_waitlist {
@@ -96,3 +94,5 @@ int sk_waitlist_wake_one(sk_waitlist *l);
 /* Wakes and removes every record. */
 void sk_waitlist_wake_all(sk_waitlist *l);
 void sk_waitlist_free(sk_waitlist *l);
+
+#endif

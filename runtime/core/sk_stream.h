@@ -40,6 +40,7 @@ enum { SK_STREAM_TCP, SK_STREAM_PIPE };
 #define SK_STREAM_READ_AHEAD (64 * 1024)
 #define SK_STREAM_HWM (1024 * 1024)
 #define SK_STREAM_MAX_LINE (1024 * 1024)
+#define SK_STREAM_LINGER 10000  /* ms a closed stream waits to write out its queue */
 
 typedef struct sk_stream {
   union {
@@ -60,9 +61,12 @@ typedef struct sk_stream {
   int shut;                     /* shutdown was asked for */
   int closed;                   /* sk_stream_close was called */
   int nreqs;                    /* write and shutdown requests in flight */
+  int handle_closing;           /* uv_close was called on the handle */
+  uv_timer_t *linger;           /* a graceful close's limit (own close callback) */
   sk_iowaitlist readers;        /* waiting for bytes, the end or an error */
   sk_iowaitlist writers;        /* waiting for room (wqueued <= hwm) or a flush (0) */
   sk_waitlist selectors;        /* skein.select's records: woken when readable */
+  char *name;                   /* what errors name (an address, "pid 12 stdout"); freed with it */
   void *data;                   /* the owner's */
 } sk_stream;
 
@@ -77,6 +81,10 @@ sk_stream *sk_stream_new(uv_loop_t *loop, int kind, int *err);
 ** read error, UV_EMSGSIZE for a line over max_line, UV_EBADF when closed.
 ** "any" (SK_RF_ANY) gives whatever is buffered, at least one byte. */
 int sk_stream_read(sk_stream *s, const sk_rfmt *f, const char **out, size_t *len);
+
+/* Frees the buffer when it holds nothing (call once the bytes a read gave
+** were used), so that an idle stream holds no buffer memory. */
+void sk_stream_trim(sk_stream *s);
 
 /* 1 when a read would not wait (bytes buffered, the end or an error);
 ** otherwise 0, and reading is on so that it becomes so. */
@@ -97,10 +105,13 @@ int sk_stream_flushed(const sk_stream *s);
 ** 0 or a libuv error code. */
 int sk_stream_shutdown(sk_stream *s);
 
-/* Closes the stream: wakes and unlinks every waiter, stops reading, and
-** frees the stream in the handle's close callback. Queued writes are
-** dropped. Idempotent until the memory is gone. */
+/* Closes the stream to its users: wakes and unlinks every waiter and stops
+** reading. What was queued is still written out: the handle closes once
+** the queue is empty, or after SK_STREAM_LINGER ms at most; its close
+** callback frees the stream. Idempotent until the memory is gone. */
 void sk_stream_close(sk_stream *s);
+/* Closes at once, dropping what is queued. */
+void sk_stream_abort(sk_stream *s);
 
 /* The peer's or the local address as text (sk_addr_text); for a Unix
 ** socket, its path. 0 or a libuv error code. */

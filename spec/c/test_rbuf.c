@@ -3,6 +3,7 @@
 ** which have no Lua face of their own: format parsing, a line split across
 ** fills, "L" keeping its end of line, n-byte reads short only at the end, the
 ** end itself (nothing left: the end; a last line without a newline), "a",
+** "any", a 0-byte read,
 ** and growth past the first allocation. Prints TAP.
 */
 #include <string.h>
@@ -58,6 +59,15 @@ int main(void) {
   size_t len;
   ok(sk_rbuf_take(&b, &l, 0, &out, &len) == 1 && len == sizeof big, "grows past 4 KiB");
   ok(sk_rbuf_len(&b) == 0, "all consumed");
+
+  sk_rfmt any, n0 = {.kind = SK_RF_N, .n = 0};
+  ok(sk_rfmt_parse("any", &any) == 0 && any.kind == SK_RF_ANY, "\"any\" parses");
+  ok(take_is(&b, &any, 0, NULL) == 2, "\"any\" on nothing: needs more");
+  fill(&b, "pq", 2);
+  ok(take_is(&b, &any, 0, "pq"), "\"any\" gives what is buffered");
+  ok(take_is(&b, &any, 1, "<end>"), "\"any\" at the end with nothing: the end");
+  ok(take_is(&b, &n0, 0, ""), "0 bytes: an empty string before the end");
+  ok(take_is(&b, &n0, 1, "<end>"), "0 bytes at the end: the end");
   sk_rbuf_free(&b);
   return tap_done();
 }
