@@ -32,7 +32,8 @@ local function impl_of(s, impl)
   local r = s.impls[impl]
   if not r then
     r = { times = {}, walls = {}, bytes = {}, heaps = {}, fails = 0,
-          rates = {}, p50s = {}, p99s = {}, gen_cpus = {}, srv_cpus = {}, helds = {} }
+          rates = {}, p50s = {}, p99s = {}, gen_cpus = {}, srv_cpus = {}, helds = {},
+          srv_uss = {}, gen_uss = {} }
     s.impls[impl] = r
     s.order[#s.order + 1] = impl
   end
@@ -75,6 +76,13 @@ for line in fh:lines() do
                                  srv_cpu = r.srv_cpus, rss_kb = r.helds }) do
           local v = tonumber(extra:match("%f[%w_]" .. key .. "=(%S+)"))
           if v and v >= 0 then list[#list + 1] = v end
+        end
+        -- CPU microseconds per round trip: what a round trip costs each
+        -- side, whatever share of the machine the run got.
+        if s.kind == "echo" and t and n and n > 0 then
+          local sc, gc = tonumber(extra:match("srv_cpu=(%S+)")), tonumber(extra:match("gen_cpu=(%S+)"))
+          if sc and sc >= 0 then r.srv_uss[#r.srv_uss + 1] = sc * t / n * 1e6 end
+          if gc and gc >= 0 then r.gen_uss[#r.gen_uss + 1] = gc * t / n * 1e6 end
         end
       elseif f[1] == "skip" then
         r.skipped = f[4]
@@ -144,6 +152,7 @@ for _, s in ipairs(specs) do
     r.rate, r.rate_best = median(r.rates), max(r.rates)
     r.p50, r.p99 = median(r.p50s), median(r.p99s)
     r.gen_cpu, r.srv_cpu = median(r.gen_cpus), median(r.srv_cpus)
+    r.srv_us, r.gen_us = median(r.srv_uss), median(r.gen_uss)
     r.held = median(r.helds) and median(r.helds) / 1024
     r.held_best = min(r.helds) and min(r.helds) / 1024
   end
@@ -278,8 +287,8 @@ for _, s in ipairs(specs) do
   if s.kind == "mem" then
     print(("  %-12s %9s %9s %10s %10s  %s"):format("", "RSS/item", "best", "heap/item", "peak RSS", "vs skein"))
   elseif s.kind == "echo" then
-    print(("  %-12s %9s %9s %8s %8s %8s %8s %10s  %s"):format("", "rt/s", "best", "p50", "p99",
-      "srv CPU", "gen CPU", "peak RSS", "vs skein"))
+    print(("  %-12s %9s %9s %8s %8s %8s %8s %7s %7s %9s  %s"):format("", "rt/s", "best", "p50", "p99",
+      "srv CPU", "gen CPU", "srv/rt", "gen/rt", "peak RSS", "vs skein"))
   elseif s.kind == "idle" then
     print(("  %-12s %10s %10s %9s %7s %9s  %s"):format("", "srv RSS", "best", "per conn", "conns",
       "open", "vs skein"))
@@ -308,9 +317,10 @@ for _, s in ipairs(specs) do
         print(("  %-12s %9s %9s %10s %10s  %s%s"):format(display(impl), bytes(r.byte),
           bytes(r.byte_best), bytes(r.heap), mb(r.rss_mb), rtxt, note))
       elseif s.kind == "echo" then
-        print(("  %-12s %9s %9s %8s %8s %8s %8s %10s  %s%s"):format(display(impl),
+        print(("  %-12s %9s %9s %8s %8s %8s %8s %7s %7s %9s  %s%s"):format(display(impl),
           rate(1, 1 / r.rate), rate(1, 1 / r.rate_best), usecs(r.p50), usecs(r.p99),
-          cores(r.srv_cpu), cores(r.gen_cpu), mb(r.rss_mb), rtxt, note))
+          cores(r.srv_cpu), cores(r.gen_cpu), r.srv_us and ("%.1fus"):format(r.srv_us) or "-",
+          r.gen_us and ("%.1fus"):format(r.gen_us) or "-", mb(r.rss_mb), rtxt, note))
       elseif s.kind == "idle" then
         print(("  %-12s %10s %10s %9s %7d %9s  %s%s"):format(display(impl), mb(r.held),
           mb(r.held_best), bytes(r.byte), r.n or 0, secs(r.time), rtxt, note))
@@ -321,10 +331,12 @@ for _, s in ipairs(specs) do
       end
       local memtxt = ""
       if s.kind == "echo" then
-        memtxt = (" rt_rate=%.1f rt_rate_best=%.1f p50_us=%s p99_us=%s srv_cpu=%s gen_cpu=%s"):format(
+        memtxt = (" rt_rate=%.1f rt_rate_best=%.1f p50_us=%s p99_us=%s srv_cpu=%s gen_cpu=%s srv_us_rt=%s gen_us_rt=%s"):format(
           r.rate, r.rate_best, r.p50 or "-", r.p99 or "-",
           r.srv_cpu and ("%.3f"):format(r.srv_cpu) or "-",
-          r.gen_cpu and ("%.3f"):format(r.gen_cpu) or "-")
+          r.gen_cpu and ("%.3f"):format(r.gen_cpu) or "-",
+          r.srv_us and ("%.2f"):format(r.srv_us) or "-",
+          r.gen_us and ("%.2f"):format(r.gen_us) or "-")
       elseif s.kind == "idle" then
         memtxt = (" server_rss_mb=%s server_rss_mb_best=%s bytes=%s"):format(
           r.held and ("%.1f"):format(r.held) or "-",
