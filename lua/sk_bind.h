@@ -67,6 +67,10 @@ void sk_fs_open(lua_State *L);
 #define SK_STREAM_MT "skein.Stream"
 void sk_net_open(lua_State *L);
 
+/* skein.exec (exec.c) and skein.signal (signal.c). */
+void sk_exec_open(lua_State *L);
+void sk_signal_open(lua_State *L);
+
 /* Objects of another process (rpc.c). In a worker process, an object of
 ** its parent arrives as a proxy that forwards every operation to the
 ** parent. sk_proxy_info tells whether the value at idx is such a proxy;
