@@ -71,6 +71,12 @@ void sk_net_open(lua_State *L);
 void sk_exec_open(lua_State *L);
 void sk_signal_open(lua_State *L);
 
+/* skein.http's client (httpc.c): its C half, in the skein.http table
+** (luaL_getsubtable: the server's open function shares it). */
+void sk_httpc_open(lua_State *L);
+/* skein._redis, the Redis connection under skein.broker (broker.c). */
+void sk_broker_open(lua_State *L);
+
 /* Objects of another process (rpc.c). In a worker process, an object of
 ** its parent arrives as a proxy that forwards every operation to the
 ** parent. sk_proxy_info tells whether the value at idx is such a proxy;

@@ -177,5 +177,17 @@ M._decode_list, M._list = core._decode_list, core._list
 M.pool = core._module("skein.pool")(M, core)
 core._module("skein.rpc")(M, core)
 core._module("skein.net")(M, core)
+core._module("skein.httpc")(M, core)
+
+--- skein.broker(url, [opts]) (stdlib/skein/broker.lua), loaded on first use.
+local broker_mod
+local function broker_module()
+  if not broker_mod then broker_mod = core._module("skein.broker")(M, core) end
+  return broker_mod
+end
+M.broker = setmetatable({}, {
+  __call = function(_, ...) return broker_module().open(...) end,
+  __index = function(_, k) return broker_module()[k] end,
+})
 
 return M

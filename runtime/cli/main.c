@@ -289,6 +289,64 @@ static void ignore_env_paths(lua_State *L) {
 /* The exit status after a chunk failed (its error was reported). */
 static int failed(void) { return sk_runtime_interrupt_escaped(g_rt) ? 130 : 1; }
 
+/* ------------------------------------------------------- skein worker */
+
+/* SIGTERM in `skein worker`: the worker loop asks through
+** worker_terminating() and drains (stdlib/skein/worker.lua). */
+static volatile sig_atomic_t term_requested;
+
+static void on_sigterm(int sig) {
+  (void)sig;
+  term_requested = 1;
+}
+
+static int worker_terminating(lua_State *L) {
+  lua_pushboolean(L, term_requested);
+  return 1;
+}
+
+/* Runs require("skein.worker").run(args, terminating) in a protected call. */
+static int l_worker(lua_State *L) {
+  char **argv = lua_touserdata(L, 1);
+  int argc = (int)lua_tointeger(L, 2);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "skein.worker");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "run");
+  lua_createtable(L, argc, 0);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushcfunction(L, worker_terminating);
+  lua_call(L, 2, 1);
+  return 1;
+}
+
+/* `skein worker --broker URL --tasks FILE ...`: serves a broker pool until
+** SIGTERM (drained: exit 0) or Ctrl-C (130). */
+static int run_worker(int argc, char **argv) {
+  lua_State *L = skein_lua(g_rt);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_sigterm;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  create_argtable(L, argv, argc, 1);
+  lua_pushcfunction(L, l_worker);
+  lua_pushlightuserdata(L, argv + 2);
+  lua_pushinteger(L, argc - 2);
+  int status = skein_pcall(L, 2, 1);
+  if (status != LUA_OK) {
+    sk_cli_report(L, status);
+    return failed();
+  }
+  int code = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  int drained = sk_cli_drain(g_rt);
+  return code != 0 ? code : drained;
+}
+
 /* The whole program, as lua.c's pmain: returns the exit status, and sets
 ** *interactive when it ran the REPL. */
 static int run(int argc, char **argv, int *interactive) {
@@ -333,7 +391,8 @@ int main(int argc, char **argv) {
   ** socket fail with EPIPE instead. */
   signal(SIGPIPE, SIG_IGN);
   int interactive = 0;
-  int status = run(argc, argv, &interactive);
+  int status = argc >= 2 && strcmp(argv[1], "worker") == 0 ? run_worker(argc, argv)
+                                                             : run(argc, argv, &interactive);
   if (status == 130) {
     /* The status is 130 whatever the tasks did; a task the interrupt ended
     ** is still reported (with where it was) when the state closes. */
