@@ -12,7 +12,8 @@ if not raw_path or not out_path then
 end
 
 -- How each implementation is called in the report.
-local DISPLAY = { skein = "skein", asyncio = "asyncio", gevent = "gevent", lua54 = "bare lua", threading = "queue.Queue" }
+local DISPLAY = { skein = "skein", asyncio = "asyncio", gevent = "gevent", lua54 = "bare lua",
+                  threading = "queue.Queue", node = "node" }
 local function display(impl) return DISPLAY[impl] or impl end
 
 local function split(line)
@@ -30,7 +31,9 @@ local fh = assert(io.open(raw_path))
 local function impl_of(s, impl)
   local r = s.impls[impl]
   if not r then
-    r = { times = {}, walls = {}, bytes = {}, heaps = {}, fails = 0 }
+    r = { times = {}, walls = {}, bytes = {}, heaps = {}, fails = 0,
+          rates = {}, p50s = {}, p99s = {}, gen_cpus = {}, srv_cpus = {}, helds = {},
+          srv_uss = {}, gen_uss = {} }
     s.impls[impl] = r
     s.order[#s.order + 1] = impl
   end
@@ -67,6 +70,20 @@ for line in fh:lines() do
         local b, h = tonumber(extra:match("bytes=(%S+)")), tonumber(extra:match("heap=(%S+)"))
         if b then r.bytes[#r.bytes + 1] = b end
         if h then r.heaps[#r.heaps + 1] = h end
+        -- The server workloads' fields (bench/tools/echo_load.c).
+        if s.kind == "echo" and t and n and t > 0 then r.rates[#r.rates + 1] = n / t end
+        for key, list in pairs({ p50 = r.p50s, p99 = r.p99s, gen_cpu = r.gen_cpus,
+                                 srv_cpu = r.srv_cpus, rss_kb = r.helds }) do
+          local v = tonumber(extra:match("%f[%w_]" .. key .. "=(%S+)"))
+          if v and v >= 0 then list[#list + 1] = v end
+        end
+        -- CPU microseconds per round trip: what a round trip costs each
+        -- side, whatever share of the machine the run got.
+        if s.kind == "echo" and t and n and n > 0 then
+          local sc, gc = tonumber(extra:match("srv_cpu=(%S+)")), tonumber(extra:match("gen_cpu=(%S+)"))
+          if sc and sc >= 0 then r.srv_uss[#r.srv_uss + 1] = sc * t / n * 1e6 end
+          if gc and gc >= 0 then r.gen_uss[#r.gen_uss + 1] = gc * t / n * 1e6 end
+        end
       elseif f[1] == "skip" then
         r.skipped = f[4]
       elseif f[1] == "fail" then
@@ -109,6 +126,12 @@ local function min(list)
   return m
 end
 
+local function max(list)
+  local m
+  for _, v in ipairs(list) do if not m or v > m then m = v end end
+  return m
+end
+
 local function median(list)
   if #list == 0 then return nil end
   local sorted = {}
@@ -126,6 +149,12 @@ for _, s in ipairs(specs) do
     r.byte, r.byte_best = median(r.bytes), min(r.bytes)
     r.heap = median(r.heaps)
     r.rss_mb = r.rss and r.rss / 1024
+    r.rate, r.rate_best = median(r.rates), max(r.rates)
+    r.p50, r.p99 = median(r.p50s), median(r.p99s)
+    r.gen_cpu, r.srv_cpu = median(r.gen_cpus), median(r.srv_cpus)
+    r.srv_us, r.gen_us = median(r.srv_uss), median(r.gen_uss)
+    r.held = median(r.helds) and median(r.helds) / 1024
+    r.held_best = min(r.helds) and min(r.helds) / 1024
   end
 end
 
@@ -153,18 +182,32 @@ local function bytes(v)
   return ("%.0f B"):format(v)
 end
 
+local function usecs(v)
+  if not v then return "-" end
+  if v >= 10000 then return ("%.1fms"):format(v / 1000) end
+  return ("%.0fus"):format(v)
+end
+
+local function cores(v) return v and ("%.0f%%"):format(v * 100) or "-" end
+
 -- The figure a workload is judged on (the median): the timed region for
 -- "rate" workloads, the whole process's wall time for "wall" workloads, the
--- resident bytes per item for "mem" workloads.
+-- resident bytes per item for "mem" workloads, the time per round trip (the
+-- inverse of the median rate) for "echo" workloads, the server's resident
+-- set in MiB for "idle" workloads. Smaller is better for every one.
 local function primary(s, r)
   if not r then return nil end
   if s.kind == "wall" then return r.wall end
   if s.kind == "mem" then return r.byte end
+  if s.kind == "echo" then return r.rate and 1 / r.rate end
+  if s.kind == "idle" then return r.held end
   return r.time
 end
 
 local function fmt_primary(s, v)
   if s.kind == "mem" then return bytes(v) end
+  if s.kind == "echo" then return (rate(1, v):gsub("/s$", " rt/s")) end
+  if s.kind == "idle" then return mb(v) end
   return secs(v)
 end
 
@@ -188,7 +231,7 @@ local function check(s, word)
   if kind == "vs" then
     local theirs = primary(s, s.impls[peer])
     value = mine and theirs and mine > 0 and theirs / mine
-    if s.kind == "mem" then
+    if s.kind == "mem" or s.kind == "idle" then
       desc = ("skein %s %sx smaller than %s"):format(op, limit, display(peer))
     else
       desc = ("skein %s %sx faster than %s"):format(op, limit, display(peer))
@@ -203,6 +246,9 @@ local function check(s, word)
   elseif what == "time" then
     value = sk and sk.time
     desc = ("skein timed region %s %s s"):format(op, limit)
+  elseif what == "rss" and s.kind == "idle" then
+    value = sk and sk.held
+    desc = ("skein server RSS holding %s connections %s %s MB"):format(sk and sk.n or "?", op, limit)
   elseif what == "rss" then
     value = sk and sk.rss_mb
     desc = ("skein peak RSS %s %s MB"):format(op, limit)
@@ -229,7 +275,7 @@ print("(ratios and targets use the medians)\n")
 local function ratio_text(s, ratio)
   if not ratio then return "-" end
   local up, down = "slower", "faster"
-  if s.kind == "mem" then up, down = "larger", "smaller" end
+  if s.kind == "mem" or s.kind == "idle" then up, down = "larger", "smaller" end
   return ("%.2fx %s"):format(ratio >= 1 and ratio or 1 / ratio, ratio >= 1 and up or down)
 end
 
@@ -240,6 +286,12 @@ for _, s in ipairs(specs) do
   print(("%s  [%s]"):format(s.label, s.name))
   if s.kind == "mem" then
     print(("  %-12s %9s %9s %10s %10s  %s"):format("", "RSS/item", "best", "heap/item", "peak RSS", "vs skein"))
+  elseif s.kind == "echo" then
+    print(("  %-12s %9s %9s %8s %8s %8s %8s %7s %7s %9s  %s"):format("", "rt/s", "best", "p50", "p99",
+      "srv CPU", "gen CPU", "srv/rt", "gen/rt", "peak RSS", "vs skein"))
+  elseif s.kind == "idle" then
+    print(("  %-12s %10s %10s %9s %7s %9s  %s"):format("", "srv RSS", "best", "per conn", "conns",
+      "open", "vs skein"))
   else
     print(("  %-12s %9s %9s %9s %9s %9s %10s  %s"):format("", "timed", "best", "rate", "wall", "best",
       "peak RSS", "vs skein"))
@@ -264,13 +316,33 @@ for _, s in ipairs(specs) do
       if s.kind == "mem" then
         print(("  %-12s %9s %9s %10s %10s  %s%s"):format(display(impl), bytes(r.byte),
           bytes(r.byte_best), bytes(r.heap), mb(r.rss_mb), rtxt, note))
+      elseif s.kind == "echo" then
+        print(("  %-12s %9s %9s %8s %8s %8s %8s %7s %7s %9s  %s%s"):format(display(impl),
+          rate(1, 1 / r.rate), rate(1, 1 / r.rate_best), usecs(r.p50), usecs(r.p99),
+          cores(r.srv_cpu), cores(r.gen_cpu), r.srv_us and ("%.1fus"):format(r.srv_us) or "-",
+          r.gen_us and ("%.1fus"):format(r.gen_us) or "-", mb(r.rss_mb), rtxt, note))
+      elseif s.kind == "idle" then
+        print(("  %-12s %10s %10s %9s %7d %9s  %s%s"):format(display(impl), mb(r.held),
+          mb(r.held_best), bytes(r.byte), r.n or 0, secs(r.time), rtxt, note))
       else
         print(("  %-12s %9s %9s %9s %9s %9s %10s  %s%s"):format(display(impl), secs(r.time),
           secs(r.time_best), s.kind == "rate" and rate(r.n, r.time) or "-", secs(r.wall),
           secs(r.wall_best), mb(r.rss_mb), rtxt, note))
       end
       local memtxt = ""
-      if s.kind == "mem" then
+      if s.kind == "echo" then
+        memtxt = (" rt_rate=%.1f rt_rate_best=%.1f p50_us=%s p99_us=%s srv_cpu=%s gen_cpu=%s srv_us_rt=%s gen_us_rt=%s"):format(
+          r.rate, r.rate_best, r.p50 or "-", r.p99 or "-",
+          r.srv_cpu and ("%.3f"):format(r.srv_cpu) or "-",
+          r.gen_cpu and ("%.3f"):format(r.gen_cpu) or "-",
+          r.srv_us and ("%.2f"):format(r.srv_us) or "-",
+          r.gen_us and ("%.2f"):format(r.gen_us) or "-")
+      elseif s.kind == "idle" then
+        memtxt = (" server_rss_mb=%s server_rss_mb_best=%s bytes=%s"):format(
+          r.held and ("%.1f"):format(r.held) or "-",
+          r.held_best and ("%.1f"):format(r.held_best) or "-",
+          r.byte and ("%.1f"):format(r.byte) or "-")
+      elseif s.kind == "mem" then
         memtxt = (" bytes=%s bytes_best=%s heap=%s"):format(
           r.byte and ("%.1f"):format(r.byte) or "-",
           r.byte_best and ("%.1f"):format(r.byte_best) or "-",
@@ -298,6 +370,7 @@ for _, s in ipairs(specs) do
     if p then
       local txt = ("%s %s"):format(display(impl), fmt_primary(s, p))
       if s.kind == "wall" and r.rss_mb then txt = txt .. (" %.0f MB"):format(r.rss_mb) end
+      if s.kind == "echo" and r.p99 then txt = txt .. (" p99 %s"):format(usecs(r.p99)) end
       if impl ~= "skein" and base and base > 0 then
         if over[impl] then
           txt = txt .. (" (skein/%s = %.2fx)"):format(display(impl), base / p)

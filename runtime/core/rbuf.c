@@ -47,6 +47,21 @@ char *sk_rbuf_space(sk_rbuf *b, size_t min, size_t *room) {
 
 void sk_rbuf_commit(sk_rbuf *b, size_t n) { b->end += n; }
 
+int sk_rbuf_append(sk_rbuf *b, const char *p, size_t n) {
+  if (b->data == NULL) {
+    size_t cap = (n + 63) & ~(size_t)63;
+    if ((b->data = malloc(cap)) == NULL) return -1;
+    b->start = b->end = 0;
+    b->cap = cap;
+  } else {
+    size_t room;
+    if (sk_rbuf_space(b, n, &room) == NULL) return -1;
+  }
+  memcpy(b->data + b->end, p, n);
+  b->end += n;
+  return 0;
+}
+
 static int give(sk_rbuf *b, size_t n, size_t consumed, const char **out, size_t *len) {
   *out = b->data + b->start;
   *len = n;

@@ -36,6 +36,9 @@ size_t sk_rbuf_len(const sk_rbuf *b);
 ** NULL when out of memory. */
 char *sk_rbuf_space(sk_rbuf *b, size_t min, size_t *room);
 void sk_rbuf_commit(sk_rbuf *b, size_t n);
+/* Appends n bytes; a buffer without memory gets just enough for them (n
+** rounded up to 64), not a read's worth. 0, or -1 when out of memory. */
+int sk_rbuf_append(sk_rbuf *b, const char *p, size_t n);
 /* Answers `f` from the buffer: 1 with out and len the bytes (valid until the
 ** next call on the buffer), consumed; 0 when it needs more data (never at
 ** `eof`); at `eof` with nothing left for it, 1 with *out NULL (the end). */

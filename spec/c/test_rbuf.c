@@ -4,7 +4,8 @@
 ** fills, "L" keeping its end of line, n-byte reads short only at the end, the
 ** end itself (nothing left: the end; a last line without a newline), "a",
 ** "any", a 0-byte read,
-** and growth past the first allocation. Prints TAP.
+** growth past the first allocation, and append (a buffer without memory
+** gets just what is appended). Prints TAP.
 */
 #include <string.h>
 
@@ -68,6 +69,11 @@ int main(void) {
   ok(take_is(&b, &any, 1, "<end>"), "\"any\" at the end with nothing: the end");
   ok(take_is(&b, &n0, 0, ""), "0 bytes: an empty string before the end");
   ok(take_is(&b, &n0, 1, "<end>"), "0 bytes at the end: the end");
+  sk_rbuf_free(&b);
+
+  ok(sk_rbuf_append(&b, "hello\n", 6) == 0 && b.cap == 64, "append to no memory: 64 bytes, not 4 KiB");
+  ok(sk_rbuf_append(&b, big, sizeof big) == 0 && b.cap >= 6 + sizeof big, "append grows as a fill does");
+  ok(take_is(&b, &l, 0, "hello") && sk_rbuf_len(&b) == sizeof big, "what was appended reads back");
   sk_rbuf_free(&b);
   return tap_done();
 }
