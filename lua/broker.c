@@ -164,7 +164,7 @@ static int call_unlink(void *obj, sk_ctx *c) {
 }
 
 static const sk_source call_source = {
-    .name = "Redis command", .attempt = call_attempt, .link = call_link, .unlink = call_unlink};
+    .name = "Redis command", .what = "redis command", .attempt = call_attempt, .link = call_link, .unlink = call_unlink};
 
 static int req_gc(lua_State *L) {
   reqbox *b = lua_touserdata(L, 1);

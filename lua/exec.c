@@ -262,7 +262,7 @@ static int wait_unlink(void *obj, sk_ctx *c) {
 /* Another task may close the handle while this one waits. */
 static void *wait_check(lua_State *L) { return ((exec_box *)lua_touserdata(L, 1))->x; }
 
-static const sk_source wait_source = {.name = EXEC_MT, .attempt = wait_attempt,
+static const sk_source wait_source = {.name = EXEC_MT, .what = "process wait", .attempt = wait_attempt,
                                       .link = wait_link, .unlink = wait_unlink,
                                       .check = wait_check};
 
@@ -426,7 +426,7 @@ static int run_link(void *obj, sk_ctx *c, int round) {
   return 0;
 }
 
-static const sk_source run_source = {.name = "skein.exec.run", .attempt = run_attempt,
+static const sk_source run_source = {.name = "skein.exec.run", .what = "exec run", .attempt = run_attempt,
                                      .link = run_link, .unlink = wait_unlink};
 
 static int l_run_close(lua_State *L) {

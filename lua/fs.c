@@ -123,7 +123,7 @@ static int fs_unlink(void *obj, sk_ctx *c) {
 }
 
 static const sk_source fs_source = {
-    .name = FS_NAME, .attempt = fs_attempt, .link = fs_link, .unlink = fs_unlink};
+    .name = FS_NAME, .what = "fs", .attempt = fs_attempt, .link = fs_link, .unlink = fs_unlink};
 
 /* Queues a job and waits for it. Arguments are checked by the caller; the
 ** stack is cleared and the box pushed, so nothing else is kept. */
@@ -403,7 +403,7 @@ static void *file_check(lua_State *L) {
   return f && f->fd >= 0 ? f : NULL;
 }
 
-static const sk_source file_source = {.name = FILE_MT, .attempt = file_attempt,
+static const sk_source file_source = {.name = FILE_MT, .what = "file", .attempt = file_attempt,
                                       .link = file_link, .unlink = file_unlink,
                                       .check = file_check};
 

@@ -213,7 +213,7 @@ static int xfer_unlink(void *obj, sk_ctx *c) {
   return 0;
 }
 
-static const sk_source step_source = {.name = "HTTP response",
+static const sk_source step_source = {.name = "HTTP response", .what = "http transfer",
                                       .attempt = step_attempt,
                                       .link = xfer_link,
                                       .unlink = xfer_unlink,
@@ -321,7 +321,7 @@ static int read_attempt(lua_State *L, void *obj, int round, int expired) {
   return SK_WAIT_MORE;
 }
 
-static const sk_source read_source = {.name = "HTTP response",
+static const sk_source read_source = {.name = "HTTP response", .what = "http read",
                                       .attempt = read_attempt,
                                       .link = xfer_link,
                                       .unlink = xfer_unlink,

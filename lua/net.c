@@ -174,7 +174,7 @@ static int read_unlink(void *obj, sk_ctx *c) {
   return 0;
 }
 
-static const sk_source read_source = {.name = "stream",
+static const sk_source read_source = {.name = "stream", .what = "socket read",
                                       .attempt = read_attempt,
                                       .link = read_link,
                                       .unlink = read_unlink,
@@ -243,7 +243,7 @@ static int write_link(void *obj, sk_ctx *c, int round) {
   return 0;
 }
 
-static const sk_source write_source = {.name = "stream",
+static const sk_source write_source = {.name = "stream", .what = "socket write",
                                        .attempt = write_attempt,
                                        .link = write_link,
                                        .unlink = io_unlink,
@@ -294,7 +294,7 @@ static int flush_link(void *obj, sk_ctx *c, int round) {
   return 0;
 }
 
-static const sk_source flush_source = {.name = "stream",
+static const sk_source flush_source = {.name = "stream", .what = "socket flush",
                                        .attempt = flush_attempt,
                                        .link = flush_link,
                                        .unlink = io_unlink,
@@ -554,7 +554,7 @@ static int accept_link(void *obj, sk_ctx *c, int round) {
   return 0;
 }
 
-static const sk_source accept_source = {.name = "server",
+static const sk_source accept_source = {.name = "server", .what = "accept",
                                         .attempt = accept_attempt,
                                         .link = accept_link,
                                         .unlink = io_unlink,
@@ -676,11 +676,11 @@ static int sendto_resolved(lua_State *L, void *obj, int round, int expired) {
   return resolve_attempt(L, obj, round, expired, sendto_then);
 }
 
-static const sk_source listen_source = {
+static const sk_source listen_source = {.what = "resolve",
     .name = "resolve", .attempt = listen_resolved, .link = job_link, .unlink = io_unlink};
-static const sk_source udp_source = {
+static const sk_source udp_source = {.what = "resolve",
     .name = "resolve", .attempt = udp_resolved, .link = job_link, .unlink = io_unlink};
-static const sk_source sendto_source = {
+static const sk_source sendto_source = {.what = "resolve",
     .name = "resolve", .attempt = sendto_resolved, .link = job_link, .unlink = io_unlink};
 
 /* Resolves host:port (not numeric) and waits through `src`, whose attempt
@@ -823,7 +823,7 @@ static int recv_link(void *obj, sk_ctx *c, int round) {
   return 0;
 }
 
-static const sk_source recv_source = {.name = "UDP socket",
+static const sk_source recv_source = {.name = "UDP socket", .what = "udp recv",
                                       .attempt = recv_attempt,
                                       .link = recv_link,
                                       .unlink = io_unlink,

@@ -194,7 +194,7 @@ static int sigwait_unlink(void *obj, sk_ctx *c) {
   return 0;
 }
 
-static const sk_source sigwait_source = {.name = "skein.signal", .attempt = sigwait_attempt,
+static const sk_source sigwait_source = {.name = "skein.signal", .what = "signal wait", .attempt = sigwait_attempt,
                                          .link = sigwait_link, .unlink = sigwait_unlink};
 
 /* skein.signal.wait(name, [timeout]) -> name. The watch lives in a

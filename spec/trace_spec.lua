@@ -265,6 +265,12 @@ local function check_workload(t, main_pid)
   assert.is_true(t.count("live tasks", function(e) return e.ph == "C" end) > 0)
 end
 
+local function check_events(path)
+  local evs = events(path, true)
+  check(evs)
+  return evs
+end
+
 local function main_pid_of(t)
   for pid, name in pairs(t.pnames) do
     if not name:match(" worker ") then return pid end
@@ -285,6 +291,35 @@ describe("skein --trace", function()
     assert.is_truthy(text:match("%]\n$"), "the parent closes the array")
     local t = check(events(d .. "/t.json", true))
     check_workload(t, main_pid_of(t))
+  end)
+
+  it("names the I/O waits: socket read, accept, connect, process wait", function()
+    local d = cli.tmpdir()
+    local script = cli.write(d .. "/io.lua", [[
+local skein = require "skein"
+local srv = skein.net.serve("127.0.0.1", 0, function(s) s:write(s:read("l"), "\n") end)
+local t = skein.spawn(function()
+  local c = skein.net.connect("127.0.0.1", srv:port())
+  skein.sleep(0.05)
+  c:write("hi\n")
+  local r = c:read("l")
+  c:close()
+  skein.exec("sleep", {"0.05"}):wait()
+  return r
+end)
+print(t:join())
+srv:close()
+]])
+    local r = cli.run({ "--trace", d .. "/t.json", script }, { timeout = 30 })
+    assert.equal(0, r.code, r.err)
+    assert.equal("hi\n", r.out)
+    local names = {}
+    for _, e in ipairs(check_events(d .. "/t.json")) do
+      if e.ph == "b" and e.cat == "wait" then names[e.name] = true end
+    end
+    for _, w in ipairs{"socket read", "accept", "connect", "process wait"} do
+      assert.is_true(names[w] == true, "no wait named " .. w)
+    end
   end)
 
   it("is strict JSON for python's json module too", function()
