@@ -67,6 +67,9 @@ void sk_fs_open(lua_State *L);
 #define SK_STREAM_MT "skein.Stream"
 void sk_net_open(lua_State *L);
 
+/* skein.http's server (httpd.c), after sk_net_open: it serves streams. */
+void sk_httpd_open(lua_State *L);
+
 /* Objects of another process (rpc.c). In a worker process, an object of
 ** its parent arrives as a proxy that forwards every operation to the
 ** parent. sk_proxy_info tells whether the value at idx is such a proxy;
