@@ -47,6 +47,10 @@ local san = { "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-s
 local function common()
   language "C"
   includedirs { "/usr/include/lua5.4", "runtime/include", "build/llhttp" }
+  -- llhttp's strict variant: header names must be tokens, lines end in
+  -- CRLF (the loose one lets "Transfer-Encoding : chunked" and the like
+  -- through, which is how requests are smuggled past proxies).
+  defines { "LLHTTP_STRICT_MODE=1" }
   buildoptions(warn)
   when "release"
     defines { "NDEBUG" }

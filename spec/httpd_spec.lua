@@ -238,6 +238,10 @@ describe("skein.http.serve", function()
       {"GET /" .. string.rep("u", 2000) .. " HTTP/1.1\r\n\r\n", 431},
       {"GET / HTTP/1.1\r\nHost: t\r\n", 400, true},   -- cut short by the client
       {"CONNECT a:443 HTTP/1.1\r\n\r\n", 400},
+      -- what request smuggling needs: names that are not tokens, bare LF
+      {"POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n", 400},
+      {"GET / HTTP/1.1\r\n: empty\r\n\r\n", 400},
+      {"GET / HTTP/1.1\nHost: t\n\n", 400},
     }
     for _, case in ipairs(cases) do
       local c = connect(port)

@@ -70,6 +70,7 @@ static int grow(char **b, size_t *cap, size_t need) {
 static int add_head(sk_httpp *h, const char *at, size_t n, int lower) {
   h->hbytes += n;
   if (h->hbytes > h->max_header) return fail(h, 431, "request header fields too large");
+  if (n == 0) return 0;
   if (grow(&h->buf, &h->cap, h->len + n) != 0) return fail(h, 503, "out of memory");
   char *d = h->buf + h->len;
   if (lower) {
@@ -114,7 +115,11 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n) {
 }
 
 static int on_header_field_complete(llhttp_t *p) {
-  OWNER(p)->hstate = 2;
+  sk_httpp *h = OWNER(p);
+  /* llhttp lets ": value" through (no name piece came): a field name is
+  ** a token of at least one character (RFC 9110 5.1). */
+  if (h->hstate != 1 || h->hdrs[h->nh - 1].name_len == 0) return fail(h, 400, "empty header name");
+  h->hstate = 2;
   return 0;
 }
 
