@@ -116,6 +116,11 @@ describe("skein.http.serve", function()
   it("answers HEAD with the length but no body, and 204 without either", function()
     local srv = http.serve{handler = function(req)
       if req.path == "/empty" then return 204 end
+      if req.path == "/stream" then
+        req:respond(200)
+        req:write("not for HEAD")
+        return
+      end
       return 200, nil, "twelve bytes"
     end}
     local c = connect(srv:port())
@@ -129,6 +134,12 @@ describe("skein.http.serve", function()
     assert.is_nil(r.headers["content-length"])
     c:write(get("/"))
     assert.equal("twelve bytes", response(c).body)   -- nothing stray came before it
+    -- a streamed answer to HEAD: its head, no chunk and no end of chunks
+    c:write("HEAD /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+    r = response(c, true)
+    assert.equal("chunked", r.headers["transfer-encoding"])
+    c:write(get("/"))
+    assert.equal("twelve bytes", response(c).body)
     c:close()
     stop(srv)
   end)

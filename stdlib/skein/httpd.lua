@@ -48,7 +48,7 @@ function Req:respond(status, headers)
   self._started = true
   self._keep = keep
   self._body = body_ok and self.method ~= "HEAD"
-  self._chunked = body_ok and not self._v10
+  self._chunked = self._body and not self._v10
   self._s:write(h)
 end
 
@@ -62,6 +62,10 @@ function Req:write(chunk)
   if #chunk == 0 or not self._body then return end
   if self._chunked then self._s:write(format("%x\r\n", #chunk), chunk, "\r\n")
   else self._s:write(chunk) end
+end
+
+local function is_kind(err, kind)
+  return type(err) == "table" and err.kind == kind
 end
 
 local PLAIN = {["content-type"] = "text/plain; charset=utf-8"}
@@ -102,6 +106,7 @@ local function serve_conn(self, s, handler, o)
     idle[s] = true
     local ok, req, keep, v10 = pcall(c.next, c, o.header_timeout)
     idle[s] = nil
+    if not ok and (is_kind(req, "cancelled") or is_kind(req, "interrupted")) then error(req, 0) end
     if not ok or not req then
       -- The end, a client too slow with its headers (or idle too long),
       -- a read error, or closed by server:close().
@@ -111,6 +116,9 @@ local function serve_conn(self, s, handler, o)
     req._s, req._v10, req._keep = s, v10, keep and not self._closed
     setmetatable(req, Req)
     local hok, status, headers, body = xpcall(handler, traceback, req)
+    if not hok and (is_kind(status, "cancelled") or is_kind(status, "interrupted")) then
+      error(status, 0)
+    end
     if self._closed then req._keep = false end
     if req._started then
       if not hok then
