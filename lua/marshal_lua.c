@@ -114,6 +114,12 @@ void sk_marshal_open(lua_State *L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, "skein.dumps");
+  lua_newtable(L);                  /* prototype -> one closure of it, weak values */
+  lua_newtable(L);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "skein.protos");
   lua_pop(L, 3);
   static const luaL_Reg funcs[] = {{"encode", l_encode},
                                    {"decode", l_decode},

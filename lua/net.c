@@ -165,10 +165,19 @@ static int io_unlink(void *obj, sk_ctx *c) {
   return 0;
 }
 
+/* A reader that leaves lets the stream stop reading ahead again (unless
+** another reader still waits: its attempt sets `want` anew). */
+static int read_unlink(void *obj, sk_ctx *c) {
+  sk_stream *s = obj;
+  sk_iowait_unlink(&c->iow);
+  if (sk_iowaitlist_empty(&s->readers)) s->want = 0;
+  return 0;
+}
+
 static const sk_source read_source = {.name = "stream",
                                       .attempt = read_attempt,
                                       .link = read_link,
-                                      .unlink = io_unlink,
+                                      .unlink = read_unlink,
                                       .check = stream_again};
 
 /* stream:read([fmt], [timeout]) -> data | nil at the end */

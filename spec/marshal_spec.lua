@@ -139,6 +139,25 @@ describe("marshal round trips", function()
     assert.equal(2, g().scale)
   end)
 
+  it("send each closure of one prototype with its own upvalues, and tell prototypes apart", function()
+    -- The encoder finds bytecode again by prototype: closures made by one
+    -- function expression share it, closures of other expressions (even on
+    -- the same line, with the same shape) must not.
+    local fs = {}
+    for i = 1, 200 do fs[i] = function() return i * 2 end end
+    for i = 1, 200 do assert.equal(i * 2, rt(fs[i])()) end
+    local a, b = function(x) return x + 1 end, function(x) return x - 1 end
+    for _ = 1, 3 do
+      assert.equal(11, rt(a)(10))
+      assert.equal(9, rt(b)(10))
+    end
+    local function mk(k) return function(x) return x * k end end
+    for k = 1, 50 do
+      assert.equal(3 * k, rt(mk(k))(3))
+      if k % 10 == 0 then collectgarbage() end  -- representatives come and go
+    end
+  end)
+
   it("rebind _ENV to the receiving worker's globals", function()
     local f = rt(function() return type(print), string.rep("a", 2) end)
     assert.equal("function", (f()))

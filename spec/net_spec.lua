@@ -368,6 +368,27 @@ describe("skein.net", function()
     srv:close()
   end)
 
+  it("connects from the workers of thread and process pools", function()
+    local srv, port = echo_server()
+    for _, kind in ipairs{"thread", "process"} do
+      local pool = skein.pool{kind = kind, size = 2}
+      local futs = {}
+      for i = 1, 4 do
+        futs[i] = pool:submit(function(p, n)
+          local s = require("skein").net.connect("127.0.0.1", p)
+          s:write(("%s %d\n"):format(kind, n))
+          local r = s:read("l", 5)
+          s:close()
+          return r
+        end, port, i)
+      end
+      for i = 1, 4 do assert.equal(("%s %d"):format(kind, i), futs[i]:get(20)) end
+      pool:close()
+      pool:join()
+    end
+    srv:close()
+  end)
+
   it("runs a server in a thread worker and closes it with the thread", function()
     local th = skein.thread(function()
       local sk = require "skein"

@@ -82,8 +82,9 @@ sk_stream *sk_stream_new(uv_loop_t *loop, int kind, int *err);
 ** "any" (SK_RF_ANY) gives whatever is buffered, at least one byte. */
 int sk_stream_read(sk_stream *s, const sk_rfmt *f, const char **out, size_t *len);
 
-/* Frees the buffer when it holds nothing (call once the bytes a read gave
-** were used), so that an idle stream holds no buffer memory. */
+/* Frees the buffer when it holds nothing and grew past 16 KiB (call once
+** the bytes a read gave were used), so that an idle stream holds at most a
+** small buffer. */
 void sk_stream_trim(sk_stream *s);
 
 /* 1 when a read would not wait (bytes buffered, the end or an error);

@@ -29,7 +29,12 @@ typedef struct wreq {
   char data[];
 } wreq;
 
-#define READ_MIN (16 * 1024)
+/* The least room a read is given, and the largest buffer an empty stream
+** keeps: freeing and remaking a small buffer on every message costs more
+** than it saves (glibc trims and regrows its heap), and 4 KiB per idle
+** connection is little. */
+#define READ_MIN 4096
+#define KEEP_MAX (16 * 1024)
 
 static void finish_close(sk_stream *s);
 
@@ -143,7 +148,7 @@ int sk_stream_read(sk_stream *s, const sk_rfmt *f, const char **out, size_t *len
 }
 
 void sk_stream_trim(sk_stream *s) {
-  if (sk_rbuf_len(&s->rb) == 0 && s->rb.data != NULL) sk_rbuf_free(&s->rb);
+  if (sk_rbuf_len(&s->rb) == 0 && s->rb.cap > KEEP_MAX) sk_rbuf_free(&s->rb);
 }
 
 int sk_stream_readable(sk_stream *s) {

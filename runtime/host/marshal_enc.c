@@ -380,6 +380,83 @@ static int enc_module(enc *e, int idx) {
   return 0;
 }
 
+/* ------------------------------------------ bytecode by prototype
+**
+** Closures of one prototype dump to the same bytecode (upvalues travel
+** apart), so the encoder finds a dump again by prototype. The C API does
+** not name a closure's prototype; Lua 5.4 keeps it in its LClosure right
+** after the common closure header (next, tt, marked, nupvalues, gclist),
+** and lua_topointer gives the LClosure. That private layout is checked
+** once per process (proto_probe): two closures of one prototype must agree
+** and a third of another must not, with upvalues of their own so that an
+** offset landing on them fails; when the check fails, only the cache per
+** closure is used.
+**
+** "skein.protos" maps the prototype (light userdata) to one live closure
+** of it, with weak values: while that closure lives its prototype cannot
+** be freed and reused at the same address, and once it is collected the
+** entry goes in the same cycle, before any memory is reused. */
+
+/* next (a pointer), tt, marked, nupvalues (bytes, padded), gclist (a
+** pointer): the prototype is the third pointer-sized field. */
+#define PROTO_AT (3 * sizeof(void *))
+
+static int proto_ok = -1;          /* -1: not probed yet (one value per process) */
+
+static const void *proto_of(lua_State *L, int idx) {
+  const char *cl = lua_topointer(L, idx);
+  const void *proto;
+  memcpy(&proto, cl + PROTO_AT, sizeof proto);
+  return proto;
+}
+
+static int proto_probe(lua_State *L) {
+  static const char chunk[] =
+      "local function mk(x) return function() return x end end\n"
+      "local y = {} return mk(1), mk(2), function() return y end";
+  int top = lua_gettop(L);
+  int ok = 0;
+  if (LUA_VERSION_NUM == 504 && lua_version(L) == 504 &&
+      luaL_loadbufferx(L, chunk, sizeof chunk - 1, "=proto_probe", "t") == LUA_OK &&
+      lua_pcall(L, 0, 3, 0) == LUA_OK) {
+    const void *a = proto_of(L, top + 1), *b = proto_of(L, top + 2), *c = proto_of(L, top + 3);
+    ok = a != NULL && c != NULL && a == b && a != c &&
+         lua_topointer(L, top + 1) != lua_topointer(L, top + 2);
+  }
+  lua_settop(L, top);
+  return ok;
+}
+
+/* With "skein.dumps" at -1: pushes the cached dump of another closure of
+** the function at idx's prototype and returns 1, or returns 0. */
+static int cached_by_proto(lua_State *L, int idx) {
+  if (proto_ok < 0) proto_ok = proto_probe(L);
+  if (!proto_ok || lua_iscfunction(L, idx)) return 0;
+  lua_getfield(L, LUA_REGISTRYINDEX, "skein.protos");
+  lua_pushlightuserdata(L, (void *)proto_of(L, idx));
+  if (lua_rawget(L, -2) != LUA_TFUNCTION) {
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_rawget(L, -3);              /* dumps[representative] */
+  lua_remove(L, -2);
+  if (lua_type(L, -1) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  return 1;
+}
+
+/* Records the function at idx as its prototype's representative. */
+static void remember_proto(lua_State *L, int idx) {
+  if (proto_ok <= 0 || lua_iscfunction(L, idx)) return;
+  lua_getfield(L, LUA_REGISTRYINDEX, "skein.protos");
+  lua_pushlightuserdata(L, (void *)proto_of(L, idx));
+  lua_pushvalue(L, idx);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
 static void enc_function(enc *e, int idx, const path *p, int depth) {
   lua_State *L = e->L;
   sk_buf *b = e->b;
@@ -396,32 +473,36 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
     lua_pop(L, 1);
     return;
   }
-  /* The bytecode and its tag are cached per function: dumping and hashing
-  ** on every submit of the same function would dominate small tasks. */
+  /* The bytecode and its tag are cached per function, and found again for
+  ** another closure of the same prototype (an inline closure per submit):
+  ** dumping and hashing on every submit would dominate small tasks. */
   lua_getfield(L, LUA_REGISTRYINDEX, "skein.dumps");
   lua_pushvalue(L, idx);
   if (lua_rawget(L, -2) != LUA_TSTRING) {
     lua_pop(L, 1);
-    sk_buf code = {0};
-    lua_pushvalue(L, idx);
-    int st = lua_dump(L, writer, &code, 0);
-    lua_pop(L, 1);
-    if (st != 0 || code.len == 0) {
+    if (!cached_by_proto(L, idx)) {
+      sk_buf code = {0};
+      lua_pushvalue(L, idx);
+      int st = lua_dump(L, writer, &code, 0);
+      lua_pop(L, 1);
+      if (st != 0 || code.len == 0) {
+        free(code.data);
+        enc_fail(e, p, "cannot dump this function");
+      }
+      uint64_t tag = sk_marshal_code_tag(code.data, code.len);
+      uint8_t tail[8];
+      for (int i = 0; i < 8; i++) tail[i] = (uint8_t)(tag >> (8 * i));
+      luaL_Buffer lb;
+      luaL_buffinit(L, &lb);
+      luaL_addlstring(&lb, code.data, code.len);
       free(code.data);
-      enc_fail(e, p, "cannot dump this function");
+      luaL_addlstring(&lb, (const char *)tail, 8);
+      luaL_pushresult(&lb);
+      lua_pushvalue(L, idx);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, -4);
+      remember_proto(L, idx);
     }
-    uint64_t tag = sk_marshal_code_tag(code.data, code.len);
-    uint8_t tail[8];
-    for (int i = 0; i < 8; i++) tail[i] = (uint8_t)(tag >> (8 * i));
-    luaL_Buffer lb;
-    luaL_buffinit(L, &lb);
-    luaL_addlstring(&lb, code.data, code.len);
-    free(code.data);
-    luaL_addlstring(&lb, (const char *)tail, 8);
-    luaL_pushresult(&lb);
-    lua_pushvalue(L, idx);
-    lua_pushvalue(L, -2);
-    lua_rawset(L, -4);
   }
   size_t clen;
   const char *cached = lua_tolstring(L, -1, &clen);
