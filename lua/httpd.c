@@ -96,9 +96,12 @@ static int io_link(void *obj, sk_ctx *c, int round) {
   return 0;
 }
 
+/* A reader that leaves lets the stream stop reading ahead again (as
+** stream reads do). */
 static int io_unlink(void *obj, sk_ctx *c) {
-  (void)obj;
+  sk_stream *s = obj;
   sk_iowait_unlink(&c->iow);
+  if (sk_iowaitlist_empty(&s->readers)) s->want = 0;
   return 0;
 }
 
