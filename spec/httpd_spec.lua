@@ -341,6 +341,35 @@ describe("skein.http.serve", function()
     stop(srv)
   end)
 
+  it("goes on serving when a client leaves in the middle of a response", function()
+    local failed = skein.queue()
+    local srv = http.serve{handler = function(req)
+      if req.path == "/big" then return 200, nil, string.rep("b", 8 * 1024 * 1024) end
+      req:respond(200)
+      local ok, e = pcall(function()
+        for _ = 1, 10000 do req:write(string.rep("s", 65536)) end
+      end)
+      failed:put(ok and "no error" or e.kind)
+      error(e, 0)
+    end}
+    local err = capture_stderr(function()
+      for _, path in ipairs({"/stream", "/big"}) do
+        local c = connect(srv:port())
+        c:write(get(path))
+        assert.matches("200", c:read("l", T))
+        c:close()
+      end
+      assert.equal("io", failed:get(T))
+      -- the server still answers
+      local c = connect(srv:port())
+      c:write(get("/big"))
+      assert.equal(8 * 1024 * 1024, #response(c).body)
+      c:close()
+    end)
+    assert.equal("", err)
+    stop(srv)
+  end)
+
   it("pauses accepting at max_conns", function()
     local srv, port = echo_server{max_conns = 1}
     local a = connect(port)

@@ -49,7 +49,17 @@ function Req:respond(status, headers)
   self._keep = keep
   self._body = body_ok and self.method ~= "HEAD"
   self._chunked = self._body and not self._v10
-  self._s:write(h)
+  self:_out(h)
+end
+
+-- Writes to the client; a failure (the client went away) is remembered,
+-- so that the handler's error it becomes is not reported as the handler's.
+function Req:_out(...)
+  local ok, e = pcall(self._s.write, self._s, ...)
+  if not ok then
+    self._broken = e
+    error(e, 0)
+  end
 end
 
 --- req:write(chunk): one piece of a streamed body (after req:respond).
@@ -60,8 +70,8 @@ function Req:write(chunk)
     error(("bad argument #1 to 'req:write' (string expected, got %s)"):format(type(chunk)), 2)
   end
   if #chunk == 0 or not self._body then return end
-  if self._chunked then self._s:write(format("%x\r\n", #chunk), chunk, "\r\n")
-  else self._s:write(chunk) end
+  if self._chunked then self:_out(format("%x\r\n", #chunk), chunk, "\r\n")
+  else self:_out(chunk) end
 end
 
 local function is_kind(err, kind)
@@ -122,8 +132,9 @@ local function serve_conn(self, s, handler, o)
     if self._closed then req._keep = false end
     if req._started then
       if not hok then
-        -- Mid-response: the client sees it cut short.
-        report(self, "the handler failed", status)
+        -- Mid-response: the client sees it cut short. A client that went
+        -- away is no failure of the handler's.
+        if status ~= req._broken then report(self, "the handler failed", status) end
         return
       end
       if req._chunked then
