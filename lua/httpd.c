@@ -222,16 +222,24 @@ static int is_name(const char *k, size_t kl, const char *name) {
   return strlen(name) == kl && strncasecmp(k, name, kl) == 0;
 }
 
-/* Appends n bytes at *at when out is not NULL; counts them in any case. */
-static void put(char *out, size_t *at, const char *p, size_t n) {
-  if (out) memcpy(out + *at, p, n);
-  *at += n;
+/* Where a head is written: with out NULL, only counted. */
+typedef struct hbuf {
+  char *out;
+  size_t at, cap;
+} hbuf;
+
+/* Appends n bytes (when there is room: both passes read the handler's
+** tables raw, no metamethod runs between them, so they see the same bytes;
+** the bound is kept all the same); counts them in any case. */
+static void put(hbuf *b, const char *p, size_t n) {
+  if (b->out && b->at + n <= b->cap) memcpy(b->out + b->at, p, n);
+  b->at += n;
 }
 
 /* "name: value\r\n" for the value at the top (a string or a number); with
 ** out NULL only checks it (and raises on one that is neither or holds a
 ** line break) and counts. */
-static void add_header(lua_State *L, char *out, size_t *at, const char *k, size_t kl) {
+static void add_header(lua_State *L, hbuf *b, const char *k, size_t kl) {
   size_t vl;
   int t = lua_type(L, -1);
   const char *v = (t == LUA_TSTRING || t == LUA_TNUMBER) ? lua_tolstring(L, -1, &vl) : NULL;
@@ -240,17 +248,17 @@ static void add_header(lua_State *L, char *out, size_t *at, const char *k, size_
                k, luaL_typename(L, -1));
   }
   if (!is_value(v, vl)) luaL_error(L, "bad response header '%s' (its value holds a line break)", k);
-  put(out, at, k, kl);
-  put(out, at, ": ", 2);
-  put(out, at, v, vl);
-  put(out, at, "\r\n", 2);
+  put(b, k, kl);
+  put(b, ": ", 2);
+  put(b, v, vl);
+  put(b, "\r\n", 2);
 }
 
 /* The handler's headers (table at index 2) into out, or with out NULL
 ** only checked (this pass alone raises) and counted. The server's own
 ** Content-Length, Transfer-Encoding and Connection replace the handler's;
 ** "Connection: close" clears *keep; a Date sets *has_date. */
-static void put_headers(lua_State *L, char *out, size_t *at, int *keep, int *has_date) {
+static void put_headers(lua_State *L, hbuf *b, int *keep, int *has_date) {
   if (!lua_istable(L, 2)) return;
   lua_pushnil(L);
   while (lua_next(L, 2) != 0) {
@@ -272,14 +280,14 @@ static void put_headers(lua_State *L, char *out, size_t *at, int *keep, int *has
     if (is_name(k, kl, "date")) *has_date = 1;
     if (lua_istable(L, -1)) {
       /* A list: one line per value (Set-Cookie). */
-      lua_Integer m = luaL_len(L, -1);
+      lua_Integer m = (lua_Integer)lua_rawlen(L, -1);
       for (lua_Integer i = 1; i <= m; i++) {
-        lua_geti(L, -1, i);
-        add_header(L, out, at, k, kl);
+        lua_rawgeti(L, -1, i);
+        add_header(L, b, k, kl);
         lua_pop(L, 1);
       }
     } else {
-      add_header(L, out, at, k, kl);
+      add_header(L, b, k, kl);
     }
     lua_pop(L, 1);
   }
@@ -310,9 +318,9 @@ static int l_head(lua_State *L) {
   char first[64], tail[160], date[32];
   int fn = snprintf(first, sizeof first, "HTTP/1.1 %d %s\r\n", (int)status,
                     sk_http_reason((int)status));
-  size_t total = 0;
+  hbuf count = {NULL, 0, 0};
   int has_date = 0;
-  put_headers(L, NULL, &total, &keep, &has_date);
+  put_headers(L, &count, &keep, &has_date);
   size_t tn = 0;
   if (!has_date) {
     sk_http_date(date);
@@ -327,14 +335,13 @@ static int l_head(lua_State *L) {
   if (!keep) tn += (size_t)snprintf(tail + tn, sizeof tail - tn, "Connection: close\r\n");
   else if (v10) tn += (size_t)snprintf(tail + tn, sizeof tail - tn, "Connection: keep-alive\r\n");
   tn += (size_t)snprintf(tail + tn, sizeof tail - tn, "\r\n");
-  total += (size_t)fn + tn;
-  luaL_Buffer b;
-  char *out = luaL_buffinitsize(L, &b, total);
-  size_t at = 0;
-  put(out, &at, first, (size_t)fn);
-  put_headers(L, out, &at, &keep, &has_date);
-  put(out, &at, tail, tn);
-  luaL_pushresultsize(&b, at);
+  size_t total = count.at + (size_t)fn + tn;
+  luaL_Buffer lb;
+  hbuf b = {luaL_buffinitsize(L, &lb, total), 0, total};
+  put(&b, first, (size_t)fn);
+  put_headers(L, &b, &keep, &has_date);
+  put(&b, tail, tn);
+  luaL_pushresultsize(&lb, b.at <= total ? b.at : total);
   lua_pushboolean(L, keep);
   lua_pushboolean(L, body_ok);
   return 3;

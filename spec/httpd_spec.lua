@@ -111,6 +111,23 @@ describe("skein.http.serve", function()
     assert.equal("POST|/form||content-length=11;host=t|hello world", r.body)
     c:close()
     stop(srv)
+    -- header lists (a line each), numbers, the handler's own Date; the
+    -- server's Content-Length wins over the handler's
+    srv = http.serve{handler = function()
+      return 201, {["set-cookie"] = {"a=1", "b=2"}, ["x-n"] = 42, date = "then",
+                   ["content-length"] = 999}, 7
+    end}
+    c = connect(srv:port())
+    c:write(get("/"))
+    r = response(c)
+    assert.equal(201, r.status)
+    assert.equal("a=1, b=2", r.headers["set-cookie"])
+    assert.equal("42", r.headers["x-n"])
+    assert.equal("then", r.headers.date)
+    assert.equal("1", r.headers["content-length"])
+    assert.equal("7", r.body)
+    c:close()
+    stop(srv)
   end)
 
   it("answers HEAD with the length but no body, and 204 without either", function()
