@@ -216,6 +216,11 @@ describe("skein.http.serve", function()
     assert.equal("/p1:ab", response(c).body)
     assert.equal("/p2:cde", response(c).body)
     assert.equal("/end:", response(c).body)
+    -- 200 at once, read only after all were sent
+    local many = {}
+    for i = 1, 200 do many[i] = get("/n" .. i) end
+    c:write(table.concat(many))
+    for i = 1, 200 do assert.equal("/n" .. i .. ":", response(c).body) end
     c:close()
     stop(srv)
   end)
