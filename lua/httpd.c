@@ -201,10 +201,15 @@ static int l_conn(lua_State *L) {
 
 /* 1 when `s` may be a header name (an RFC 9110 token). */
 static int is_token(const char *s, size_t n) {
+  /* RFC 9110 tchar: visible ASCII but the separators. */
+  static const unsigned char sep[128] = {
+      ['"'] = 1, ['('] = 1, [')'] = 1, [','] = 1, ['/'] = 1, [':'] = 1, [';'] = 1,
+      ['<'] = 1, ['='] = 1, ['>'] = 1, ['?'] = 1, ['@'] = 1, ['['] = 1, ['\\'] = 1,
+      [']'] = 1, ['{'] = 1, ['}'] = 1};
   if (n == 0) return 0;
   for (size_t i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)s[i];
-    if (ch <= 32 || ch >= 127 || strchr("\"(),/:;<=>?@[\\]{}", ch)) return 0;
+    if (ch <= 32 || ch >= 127 || sep[ch]) return 0;
   }
   return 1;
 }
@@ -312,33 +317,49 @@ static int l_head(lua_State *L) {
   }
   int has_len = !lua_isnil(L, 3);
   lua_Integer len = has_len ? luaL_checkinteger(L, 3) : 0;
+  luaL_argcheck(L, len >= 0, 3, "length must not be negative");
   int keep = lua_toboolean(L, 4), v10 = lua_toboolean(L, 5);
   int body_ok = !(status < 200 || status == 204 || status == 304);
   lua_settop(L, 5);
+  /* The status line and the server's own lines, without printf (this runs
+  ** once per response). */
   char first[64], tail[160], date[32];
-  int fn = snprintf(first, sizeof first, "HTTP/1.1 %d %s\r\n", (int)status,
-                    sk_http_reason((int)status));
+  hbuf fb = {first, 0, sizeof first}, tb = {tail, 0, sizeof tail};
+  const char *reason = sk_http_reason((int)status);
+  char code[4] = {(char)('0' + status / 100), (char)('0' + status / 10 % 10), (char)('0' + status % 10), ' '};
+  put(&fb, "HTTP/1.1 ", 9);
+  put(&fb, code, 4);
+  put(&fb, reason, strlen(reason));
+  put(&fb, "\r\n", 2);
   hbuf count = {NULL, 0, 0};
   int has_date = 0;
   put_headers(L, &count, &keep, &has_date);
-  size_t tn = 0;
   if (!has_date) {
     sk_http_date(date);
-    tn += (size_t)snprintf(tail + tn, sizeof tail - tn, "Date: %s\r\n", date);
+    put(&tb, "Date: ", 6);
+    put(&tb, date, strlen(date));
+    put(&tb, "\r\n", 2);
   }
   if (body_ok && has_len) {
-    tn += (size_t)snprintf(tail + tn, sizeof tail - tn, "Content-Length: %lld\r\n", (long long)len);
+    char digits[24];
+    size_t nd = 0;
+    unsigned long long v = (unsigned long long)len;
+    do digits[sizeof digits - ++nd] = (char)('0' + v % 10); while ((v /= 10) != 0);
+    put(&tb, "Content-Length: ", 16);
+    put(&tb, digits + sizeof digits - nd, nd);
+    put(&tb, "\r\n", 2);
   } else if (body_ok) {
     if (v10) keep = 0;
-    else tn += (size_t)snprintf(tail + tn, sizeof tail - tn, "Transfer-Encoding: chunked\r\n");
+    else put(&tb, "Transfer-Encoding: chunked\r\n", 28);
   }
-  if (!keep) tn += (size_t)snprintf(tail + tn, sizeof tail - tn, "Connection: close\r\n");
-  else if (v10) tn += (size_t)snprintf(tail + tn, sizeof tail - tn, "Connection: keep-alive\r\n");
-  tn += (size_t)snprintf(tail + tn, sizeof tail - tn, "\r\n");
-  size_t total = count.at + (size_t)fn + tn;
+  if (!keep) put(&tb, "Connection: close\r\n", 19);
+  else if (v10) put(&tb, "Connection: keep-alive\r\n", 24);
+  put(&tb, "\r\n", 2);
+  size_t fn = fb.at, tn = tb.at;
+  size_t total = count.at + fn + tn;
   luaL_Buffer lb;
   hbuf b = {luaL_buffinitsize(L, &lb, total), 0, total};
-  put(&b, first, (size_t)fn);
+  put(&b, first, fn);
   put_headers(L, &b, &keep, &has_date);
   put(&b, tail, tn);
   luaL_pushresultsize(&lb, b.at <= total ? b.at : total);
