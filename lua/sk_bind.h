@@ -67,6 +67,14 @@ void sk_fs_open(lua_State *L);
 #define SK_STREAM_MT "skein.Stream"
 void sk_net_open(lua_State *L);
 
+/* skein.exec (exec.c) and skein.signal (signal.c). */
+void sk_exec_open(lua_State *L);
+void sk_signal_open(lua_State *L);
+
+/* skein.http's client (httpc.c): its C half, in the skein.http table
+** (luaL_getsubtable: the server's open function shares it). */
+void sk_httpc_open(lua_State *L);
+
 /* skein.http's server (httpd.c), after sk_net_open: it serves streams. */
 void sk_httpd_open(lua_State *L);
 

@@ -177,6 +177,7 @@ M._decode_list, M._list = core._decode_list, core._list
 M.pool = core._module("skein.pool")(M, core)
 core._module("skein.rpc")(M, core)
 core._module("skein.net")(M, core)
+core._module("skein.httpc")(M, core)
 core._module("skein.httpd")(M, core)
 
 return M

@@ -70,16 +70,17 @@ void sk_connect_release(sk_connect *c);
 
 /* --------------------------------------------------------- servers */
 
+/* A listening socket. The server accepts with accept4 itself and polls the
+** socket (uv_poll_t) only while it has nothing to hand out, rather than
+** using uv_listen: libuv 1.44, out of descriptors, accepts and drops every
+** waiting connection without telling anyone; here EMFILE reaches the
+** caller and the connections stay queued in the kernel's backlog. */
 typedef struct sk_server {
-  union {
-    uv_handle_t handle;
-    uv_stream_t stream;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } u;
+  uv_poll_t poll;               /* on fd; the memory goes in its close callback */
+  int fd;                       /* closed in the close callback */
   int kind;                     /* SK_STREAM_TCP or SK_STREAM_PIPE */
-  int pending;                  /* a connection waits to be accepted */
-  int err;                      /* an accept error (UV_EMFILE…), reported once */
+  int pending;                  /* the socket was seen readable: accept may not wait */
+  int polling;
   int closed;
   sk_iowaitlist waiters;        /* waiting for a connection */
   sk_waitlist selectors;
@@ -92,11 +93,15 @@ typedef struct sk_server {
 ** left open). */
 int sk_server_listen(uv_loop_t *loop, const struct sockaddr *addr, const char *path,
                      int backlog, int reuseport, sk_server **out);
-/* Accepts the waiting connection: 0 with *out a new stream; UV_EAGAIN when
-** none waits; an accept error (once) or UV_EBADF when closed. */
+/* Accepts a waiting connection: 0 with *out a new stream; UV_EAGAIN when
+** none waits (polling is then on, and waiters are woken when one comes);
+** an accept error (UV_EMFILE: the connection stays queued), or UV_EBADF
+** when closed. */
 int sk_server_accept(sk_server *sv, sk_stream **out);
-/* 1 when accept would not wait. */
+/* 1 when accept would not wait (or the server is closed). */
 int sk_server_ready(const sk_server *sv);
+/* Polls for a connection (after an accept that would wait). */
+int sk_server_watch(sk_server *sv);
 /* The port it listens on (TCP), or 0. */
 int sk_server_port(sk_server *sv);
 /* Closes it (waking every waiter); the memory goes in the close callback. */

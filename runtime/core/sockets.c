@@ -9,6 +9,7 @@
 ** a pending connect back with UV_ECANCELED before the stream's own close
 ** callback, and a getaddrinfo always completes.
 */
+#define _GNU_SOURCE 1   /* accept4 */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "sk_net.h"
@@ -222,25 +224,39 @@ static void server_closed(uv_handle_t *h) {
   free(sv);
 }
 
-static void on_connection(uv_stream_t *st, int status) {
-  sk_server *sv = st->data;
-  if (status < 0) sv->err = status;
-  else sv->pending = 1;
+static void on_listen_readable(uv_poll_t *p, int status, int events) {
+  (void)status;
+  (void)events;
+  sk_server *sv = p->data;
+  /* A connection waits (or the socket failed: accept will say). Polling
+  ** stops until an accept finds the queue empty again. */
+  sv->pending = 1;
+  sv->polling = 0;
+  uv_poll_stop(&sv->poll);
   sk_iowaitlist_wake(&sv->waiters);
   sk_waitlist_wake_all(&sv->selectors);
 }
 
-/* A TCP socket bound to addr, with the options libuv's bind does not offer
-** on every version (SO_REUSEPORT); the fd, or a libuv error code. */
-static int bound_socket(const struct sockaddr *addr, int reuseport) {
+int sk_server_watch(sk_server *sv) {
+  if (sv->closed || sv->polling) return 0;
+  int rc = uv_poll_start(&sv->poll, UV_READABLE, on_listen_readable);
+  if (rc == 0) sv->polling = 1;
+  return rc;
+}
+
+/* A socket of `family` bound to `addr` and listening; the fd, or a libuv
+** error code. TCP gets SO_REUSEADDR (and SO_REUSEPORT when asked: libuv
+** 1.44 offers no flag for it). A Unix socket is bound here too, so that its
+** errors are the kernel's (libuv reports ENOENT as EACCES). */
+static int listening_socket(const struct sockaddr *addr, socklen_t len, int reuseport,
+                            int backlog) {
   int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
   int on = 1;
-  socklen_t len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                              : sizeof(struct sockaddr_in);
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0 ||
+  if ((addr->sa_family != AF_UNIX &&
+       setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) != 0) ||
       (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) != 0) ||
-      bind(fd, addr, len) != 0) {
+      bind(fd, addr, len) != 0 || listen(fd, backlog) != 0) {
     int e = -errno;
     close(fd);
     return e;
@@ -251,37 +267,42 @@ static int bound_socket(const struct sockaddr *addr, int reuseport) {
 int sk_server_listen(uv_loop_t *loop, const struct sockaddr *addr, const char *path,
                      int backlog, int reuseport, sk_server **out) {
   *out = NULL;
+  struct sockaddr_un un;
+  socklen_t len;
+  if (path) {
+    size_t n = strlen(path);
+    if (n >= sizeof un.sun_path) return UV_ENAMETOOLONG;
+    memset(&un, 0, sizeof un);
+    un.sun_family = AF_UNIX;
+    memcpy(un.sun_path, path, n);
+    addr = (const struct sockaddr *)&un;
+    len = (socklen_t)sizeof un;
+  } else {
+    len = addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+  }
   sk_server *sv = calloc(1, sizeof *sv);
   if (sv == NULL) return UV_ENOMEM;
   sk_iowaitlist_init(&sv->waiters);
-  int rc;
-  if (path) {
-    sv->kind = SK_STREAM_PIPE;
-    if ((rc = uv_pipe_init(loop, &sv->u.pipe, 0)) != 0) {
-      free(sv);
-      return rc;
-    }
-    sv->u.handle.data = sv;
-    rc = uv_pipe_bind(&sv->u.pipe, path);
-  } else {
-    sv->kind = SK_STREAM_TCP;
-    int fd = bound_socket(addr, reuseport);
-    if (fd < 0) {
-      free(sv);
-      return fd;
-    }
-    if ((rc = uv_tcp_init(loop, &sv->u.tcp)) != 0) {
-      close(fd);
-      free(sv);
-      return rc;
-    }
-    sv->u.handle.data = sv;
-    if ((rc = uv_tcp_open(&sv->u.tcp, fd)) != 0) close(fd);
+  sv->kind = path ? SK_STREAM_PIPE : SK_STREAM_TCP;
+  sv->fd = listening_socket(addr, len, reuseport, backlog);
+  if (sv->fd < 0) {
+    int e = sv->fd;
+    free(sv);
+    return e;
   }
-  if (rc == 0) rc = uv_listen(&sv->u.stream, backlog, on_connection);
+  int rc = uv_poll_init_socket(loop, &sv->poll, sv->fd);
   if (rc != 0) {
+    close(sv->fd);
+    free(sv);
+    return rc;
+  }
+  sv->poll.data = sv;
+  /* Polled from the start, so that the server keeps the loop alive (a
+  ** script that serves runs until it is closed). */
+  if ((rc = sk_server_watch(sv)) != 0) {
     sv->closed = 1;
-    uv_close(&sv->u.handle, server_closed);
+    uv_close((uv_handle_t *)&sv->poll, server_closed);
+    close(sv->fd);
     return rc;
   }
   *out = sv;
@@ -291,33 +312,51 @@ int sk_server_listen(uv_loop_t *loop, const struct sockaddr *addr, const char *p
 int sk_server_accept(sk_server *sv, sk_stream **out) {
   *out = NULL;
   if (sv->closed) return UV_EBADF;
-  if (sv->err) {
-    int e = sv->err;
-    sv->err = 0;
+  int fd;
+  do {
+    fd = accept4(sv->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  } while (fd < 0 && (errno == EINTR || errno == ECONNABORTED));
+  if (fd < 0) {
+    int e = -errno;
+    if (e == UV_EAGAIN || e == -EWOULDBLOCK) {
+      sv->pending = 0;
+      int rc = sk_server_watch(sv);
+      return rc ? rc : UV_EAGAIN;
+    }
+    /* EMFILE and the like: the connection stays queued; polling stays
+    ** off (the socket would read as ready at once) until the next accept
+    ** finds the queue empty. */
+    sv->pending = 0;
     return e;
   }
-  if (!sv->pending) return UV_EAGAIN;
   int rc = 0;
-  sk_stream *s = sk_stream_new(sv->u.handle.loop, sv->kind, &rc);
-  if (s == NULL) return rc;
-  sv->pending = 0;
-  if ((rc = uv_accept(&sv->u.stream, &s->u.stream)) != 0) {
+  sk_stream *s = sk_stream_new(sv->poll.loop, sv->kind, &rc);
+  if (s == NULL) {
+    close(fd);
+    return rc;
+  }
+  rc = sv->kind == SK_STREAM_TCP ? uv_tcp_open(&s->u.tcp, fd) : uv_pipe_open(&s->u.pipe, fd);
+  if (rc != 0) {
+    close(fd);
     sk_stream_abort(s);
     return rc;
   }
   if (s->kind == SK_STREAM_TCP) uv_tcp_nodelay(&s->u.tcp, 1);
+  /* Whether more wait is not known: the next accept tries the socket. */
+  sv->pending = 0;
   *out = s;
   return 0;
 }
 
-int sk_server_ready(const sk_server *sv) { return sv->closed || sv->pending || sv->err; }
+int sk_server_ready(const sk_server *sv) { return sv->closed || sv->pending; }
 
 int sk_server_port(sk_server *sv) {
   if (sv->kind != SK_STREAM_TCP || sv->closed) return 0;
   struct sockaddr_storage ss;
-  int len = sizeof ss, port = 0;
+  socklen_t len = sizeof ss;
+  int port = 0;
   char host[64];
-  if (uv_tcp_getsockname(&sv->u.tcp, (struct sockaddr *)&ss, &len) != 0) return 0;
+  if (getsockname(sv->fd, (struct sockaddr *)&ss, &len) != 0) return 0;
   sk_addr_text((struct sockaddr *)&ss, host, sizeof host, &port);
   return port;
 }
@@ -327,11 +366,16 @@ void sk_server_close(sk_server *sv) {
   sv->closed = 1;
   sk_iowaitlist_wake(&sv->waiters);
   sk_waitlist_wake_all(&sv->selectors);
-  uv_close(&sv->u.handle, server_closed);
+  /* uv_close stops the poll and drops the fd from epoll at once, so the fd
+  ** can close now: a connect right after close() is refused. */
+  uv_close((uv_handle_t *)&sv->poll, server_closed);
+  close(sv->fd);
+  sv->fd = -1;
 }
 
 int sk_server_add_selector(sk_server *sv, const sk_waiter *w) {
   if (sk_server_ready(sv)) return 1;
+  if (sk_server_watch(sv) != 0) return 1;   /* the accept will report it */
   return sk_waitlist_add(&sv->selectors, w) == 0 ? 0 : -1;
 }
 

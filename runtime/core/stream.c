@@ -135,6 +135,7 @@ int sk_stream_read(sk_stream *s, const sk_rfmt *f, const char **out, size_t *len
   if (s->closed) return UV_EBADF;
   /* After a read error what is buffered is still delivered, but a read it
   ** cannot answer in full reports the error rather than a short result. */
+  if (s->eof && f->kind == SK_RF_ALL && sk_rbuf_len(&s->rb) == 0) return 1;  /* the end: nil */
   int r = sk_rbuf_take(&s->rb, f, s->eof, out, len);
   if (r == 1) {
     s->want = 0;

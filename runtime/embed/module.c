@@ -100,6 +100,9 @@ int luaopen_skein(lua_State *L) {
   sk_rpc_open(L);
   sk_fs_open(L);
   sk_net_open(L);
+  sk_exec_open(L);
+  sk_signal_open(L);
+  sk_httpc_open(L);
   sk_httpd_open(L);
   static const luaL_Reg facts[] = {{"cpu_count", l_cpu_count}, {"exepath", l_exepath},
                                     {"_module", l_module},       {"_methods", l_methods},

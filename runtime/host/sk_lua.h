@@ -151,6 +151,7 @@ struct sk_worker {
   void *pool;                   /* the thread pool it is a worker of (thread_pool.c) */
   struct sk_proc *procs;        /* running child processes (proc.c) */
   struct sk_ppool *ppools;      /* process pools it owns (proc_pool.c) */
+  struct sk_exec *execs;        /* running skein.exec children (core/subproc.c) */
   struct {                      /* metatables of handle types, by name */
     const char *name;
     const void *ptr;

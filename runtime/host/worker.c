@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/sk_exec.h"
 #include "../core/sk_shm.h"
 #include "lualib.h"
 #include "sk_lua.h"
@@ -625,9 +626,11 @@ int sk_worker_close(sk_worker *w) {
   w->closing = 1;
   if (w->counted) __atomic_sub_fetch(&nworkers, 1, __ATOMIC_RELAXED);
   /* First, before the state closes: what the worker started (its child
-  ** processes, its process pools' workers) is killed and reaped. */
+  ** processes, its process pools' workers, its skein.exec children) is
+  ** killed and reaped. */
   sk_process_kill_all(w);
   sk_ppool_kill_all(w);
+  sk_exec_kill_all(&w->execs);
   if (w->L) lua_close(w->L);
   sk_alloc_free(w->alloc);
   w->sched.flush = NULL;

@@ -32,6 +32,7 @@ end
 
 local function acceptor(self, handler, max_conns)
   local lst, live = self._listener, self._live
+  local failing        -- the code of the accept failure last reported
   while not self._closed do
     if max_conns and self._n >= max_conns then
       -- At the limit: accepting pauses (the kernel's backlog holds the
@@ -44,11 +45,17 @@ local function acceptor(self, handler, max_conns)
       if not ok then
         if self._closed or is_kind(s, "closed") then break end
         if is_kind(s, "cancelled") or is_kind(s, "interrupted") then error(s, 0) end
-        -- Out of descriptors and the like: say so, give the handlers a
-        -- moment to free some, and go on serving.
-        report(self, s)
+        -- Out of descriptors and the like: the connection stays queued in
+        -- the kernel. Say so once per kind of failure, give the handlers a
+        -- moment to free some, and try again.
+        local code = type(s) == "table" and s.code or tostring(s)
+        if code ~= failing then
+          io.stderr:write(("skein.net.serve (%s): %s (connections wait until it can accept)\n"):format(self._where, tostring(s)))
+          failing = code
+        end
         skein.sleep(0.05)
       else
+        failing = nil
         self._n = self._n + 1
         local t
         t = spawn(function()

@@ -1,0 +1,375 @@
+-- skein.http's client (libcurl's multi interface on the worker's loop)
+-- against local servers this spec starts (spec/support/httpc_server.py, on
+-- loopback, port 0; one of them over TLS with a CA made here by openssl):
+-- methods, bodies (string and iterator), headers, redirects, decompression,
+-- timeouts, connection and name failures, bad URLs, max_body, streamed
+-- bodies with back-pressure, connection reuse, sessions, cancellation, and
+-- the same calls from thread and process workers. Every wait is bounded.
+local skein = require "skein"
+local cli = require "spec.support.cli"
+local http = skein.http
+
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
+local SERVER = here .. "/support/httpc_server.py"
+local q = cli.q
+
+local function caught(fn, ...)
+  local ok, e = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  return e
+end
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  assert(ok, "command failed: " .. cmd)
+end
+
+local pids = {}
+
+-- Starts the test server (TLS when cert and key are given) and returns its
+-- base URL; bounded: it dies after 10 minutes whatever happens.
+local function start_server(dir, name, cert, key)
+  local portfile = dir .. "/" .. name .. ".port"
+  local pidfile = dir .. "/" .. name .. ".pid"
+  sh(("timeout 600 python3 %s %s %s %s >%s 2>&1 & echo $! >%s"):format(q(SERVER), q(portfile),
+    cert and q(cert) or "", key and q(key) or "", q(dir .. "/" .. name .. ".log"), q(pidfile)))
+  pids[#pids + 1] = cli.read(pidfile):match("%d+")
+  local t0 = skein.now()
+  while skein.now() - t0 < 30 do
+    local port = cli.read(portfile)
+    if port and port:match("^%d+$") then
+      return ("%s://127.0.0.1:%s"):format(cert and "https" or "http", port)
+    end
+    skein.sleep(0.05)
+  end
+  error("the test server did not start: " .. tostring(cli.read(dir .. "/" .. name .. ".log")))
+end
+
+local function conns(base)
+  return tonumber(http.get(base .. "/conns").body)
+end
+
+local function rss_kb()
+  local f = io.open("/proc/self/status")
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s*(%d+)"))
+end
+
+describe("skein.http client", function()
+  local dir, base
+
+  setup(function()
+    dir = cli.tmpdir()
+    base = start_server(dir, "plain")
+  end)
+
+  teardown(function()
+    for _, pid in ipairs(pids) do os.execute("kill " .. pid .. " 2>/dev/null") end
+    cli.cleanup()
+  end)
+
+  it("gets a page: status, body, lower-case headers, the url", function()
+    local r = http.get(base .. "/hello")
+    assert.equal(200, r.status)
+    assert.equal("hello world", r.body)
+    assert.equal("yes", r.headers["x-test"])
+    assert.equal("text/plain", r.headers["content-type"])
+    assert.equal("11", r.headers["content-length"])
+    assert.equal(base .. "/hello", r.url)
+    local c = http.get(base .. "/cookies")
+    assert.equal("a=1, b=2", c.headers["set-cookie"])
+  end)
+
+  it("gives a non-2xx status as a response", function()
+    local r = http.get(base .. "/status/404")
+    assert.equal(404, r.status)
+    assert.equal("status 404", r.body)
+    assert.equal(503, http.get(base .. "/status/503").status)
+  end)
+
+  it("sends a string body, a method and headers", function()
+    local r = http.request{url = base .. "/echo", body = "a\0b=c",
+      headers = {["X-One"] = "1", ["Content-Type"] = "application/x-test", ["X-Num"] = 42}}
+    assert.equal(200, r.status)
+    assert.equal("POST 5\na\0b=c", r.body)
+    assert.equal("1", r.headers["x-got-x-one"])
+    assert.equal("42", r.headers["x-got-x-num"])
+    assert.equal("application/x-test", r.headers["x-got-content-type"])
+    assert.truthy(r.headers["x-got-user-agent"]:find("^skein/"))
+    assert.equal("DELETE 0\n", http.request{method = "delete", url = base .. "/echo"}.body)
+    local h = http.request{method = "HEAD", url = base .. "/hello"}
+    assert.equal(200, h.status)
+    assert.equal("", h.body)
+    assert.equal("PUT 3\nxyz", http.request{method = "PUT", url = base .. "/echo", body = "xyz"}.body)
+  end)
+
+  it("sends a body an iterator gives, piece by piece, and the iterator may wait", function()
+    local pieces, i = {"first,", "", "second,", string.rep("x", 100000), "last"}, 0
+    local r = http.request{method = "PUT", url = base .. "/echo", body = function()
+      i = i + 1
+      skein.sleep(0.01)
+      return pieces[i]
+    end}
+    local want = table.concat(pieces)
+    assert.equal(200, r.status)
+    assert.equal("PUT " .. #want .. "\n" .. want, r.body)
+    assert.equal("chunked", r.headers["x-got-transfer-encoding"])
+    local e = caught(http.request, {url = base .. "/echo", body = function() return {} end})
+    assert.equal("io", e.kind)
+    assert.equal("READ_ERROR", e.code)
+  end)
+
+  it("follows redirects, up to max_redirects, or not at all", function()
+    local r = http.get(base .. "/redirect/3")
+    assert.equal(200, r.status)
+    assert.equal("landed", r.body)
+    assert.equal(base .. "/redirect/0", r.url)
+    local n = http.get(base .. "/redirect/3", {follow = false})
+    assert.equal(302, n.status)
+    assert.equal("/redirect/2", n.headers.location)
+    assert.equal(base .. "/redirect/3", n.url)
+    local e = caught(http.get, base .. "/redirect/3", {max_redirects = 2})
+    assert.equal("io", e.kind)
+    assert.equal("TOO_MANY_REDIRECTS", e.code)
+    assert.equal(base .. "/redirect/3", e.url)
+    e = caught(http.get, base .. "/loop")
+    assert.equal("TOO_MANY_REDIRECTS", e.code)
+  end)
+
+  it("decompresses gzip unless told not to", function()
+    local r = http.get(base .. "/gzip")
+    assert.equal(string.rep("hello gzip ", 100), r.body)
+    local raw = http.get(base .. "/gzip", {decompress = false})
+    assert.equal("\31\139", raw.body:sub(1, 2))
+    assert.equal("gzip", raw.headers["content-encoding"])
+  end)
+
+  it("times out: the whole transfer, and a server that stalls mid-body", function()
+    local t0 = skein.now()
+    local e = caught(http.get, base .. "/slow?s=5", {timeout = 0.3})
+    assert.equal("io", e.kind)
+    assert.equal("OPERATION_TIMEDOUT", e.code)
+    assert.equal(base .. "/slow?s=5", e.url)
+    assert.is_true(skein.now() - t0 < 3)
+    t0 = skein.now()
+    e = caught(http.get, base .. "/stall", {timeout = 0.5})
+    assert.equal("OPERATION_TIMEDOUT", e.code)
+    assert.is_true(skein.now() - t0 < 3)
+    -- A streamed one gives what came, then the error.
+    local r = http.get(base .. "/stall", {timeout = 0.5, stream = true})
+    assert.equal("0123456789", r:read(10))
+    e = caught(r.read, r, "a")
+    assert.equal("OPERATION_TIMEDOUT", e.code)
+    r:close()
+  end)
+
+  it("reports a refused connection, an unknown host and bad URLs", function()
+    local srv = skein.net.listen("127.0.0.1", 0)
+    local port = srv:port()
+    srv:close()
+    local url = ("http://127.0.0.1:%d/"):format(port)
+    local e = caught(http.get, url)
+    assert.equal("io", e.kind)
+    assert.equal("COULDNT_CONNECT", e.code)
+    assert.equal(url, e.url)
+    e = caught(http.get, "http://no-such-host.invalid/")
+    assert.equal("COULDNT_RESOLVE_HOST", e.code)
+    assert.equal("http://no-such-host.invalid/", e.url)
+    e = caught(http.get, "ftp://127.0.0.1/")
+    assert.equal("UNSUPPORTED_PROTOCOL", e.code)
+    e = caught(http.get, "file:///etc/passwd")
+    assert.equal("UNSUPPORTED_PROTOCOL", e.code)
+    e = caught(http.get, "http://[::1/")
+    assert.equal("URL_MALFORMAT", e.code)
+    assert.truthy(tostring(caught(http.get, 42)):find("url must be a string"))
+    assert.truthy(tostring(caught(http.request, {url = base, bogus = 1})):find("unknown option 'bogus'"))
+    assert.truthy(tostring(caught(http.request, {url = base, headers = {["X-A"] = "a\r\nX-B: b"}}))
+      :find("line break"))
+    assert.truthy(tostring(caught(http.get, base, {timeout = -1})):find("timeout"))
+  end)
+
+  it("stops a whole body past max_body", function()
+    local e = caught(http.get, base .. "/big?n=1000000", {max_body = 1000})
+    assert.equal("io", e.kind)
+    assert.equal("FILESIZE_EXCEEDED", e.code)
+    assert.equal(#http.get(base .. "/big?n=1000", {max_body = 1000}).body, 1000)
+  end)
+
+  it("streams a large body in pieces, holding the server back while nobody reads", function()
+    local n = 64 * 1024 * 1024
+    local r = http.get(base .. "/fast?n=" .. n, {stream = true})
+    assert.equal(200, r.status)
+    assert.equal(tostring(n), r.headers["content-length"])
+    assert.is_nil(r.body)
+    collectgarbage()
+    local before = rss_kb()
+    skein.sleep(1)              -- nobody reads: curl pauses over the mark
+    local grown = rss_kb() - before
+    assert.is_true(grown < 16 * 1024, ("RSS grew by %d KiB while nobody read"):format(grown))
+    assert.equal("abcdefghijklmno\n", r:read("L"))
+    assert.equal("abcdefghijklmno", r:read("l"))
+    local got = 32
+    while true do
+      local s = r:read(65536)
+      if s == nil then break end
+      got = got + #s
+      assert.equal("abcdefghijklmno\n", s:sub(-16))
+    end
+    assert.equal(n, got)
+    assert.is_nil(r:read("l"))
+    r:close()
+    assert.equal("closed", caught(r.read, r).kind)
+    -- Content that changes along the body.
+    local b = http.get(base .. "/big?n=1000000", {stream = true})
+    assert.equal(("%015d\n"):format(0), b:read("L"))
+    assert.equal(("%015d"):format(1), b:read("l"))
+    assert.equal(("%015d\n"):format(2), b:read(16))
+    local all = b:read("a")
+    assert.equal(1000000 - 48, #all)
+    assert.equal(("%015d\n"):format(1000000 // 16 - 1), all:sub(-16))
+    b:close()
+    -- lines()
+    local s = http.get(base .. "/big?n=160", {stream = true})
+    local lines = {}
+    for l in s:lines() do lines[#lines + 1] = l end
+    assert.equal(10, #lines)
+    assert.equal(("%015d"):format(9), lines[10])
+    s:close()
+  end)
+
+  it("runs 50 gets at once in a coroutine pool, reusing connections", function()
+    local c0 = conns(base)
+    local p <close> = skein.pool{kind = "coroutine", size = 10}
+    local urls = {}
+    for i = 1, 50 do urls[i] = base .. "/echo?i=" .. i end
+    local r = p:map(function(u) return http.get(u).body end, urls)
+    for i = 1, 50 do assert.equal("GET 0\n", r[i]) end
+    local used = conns(base) - c0
+    assert.is_true(used <= 12, "connections opened for 50 gets: " .. used)
+    -- One after the other: one connection.
+    c0 = conns(base)
+    for _ = 1, 20 do assert.equal(200, http.get(base .. "/hello").status) end
+    assert.equal(c0, conns(base))
+  end)
+
+  it("bounds a session's connections and closes it", function()
+    local s <close> = http.session{max_conns = 2}
+    local c0 = conns(base)
+    local ts = {}
+    for i = 1, 10 do ts[i] = skein.spawn(function() return s:get(base .. "/slow?s=0.05").status end) end
+    for i = 1, 10 do assert.equal(200, ts[i]:join(30)) end
+    local used = conns(base) - c0
+    assert.is_true(used <= 2, "a session of 2 connections opened " .. used)
+    assert.equal("PUT 1\nx", s:request{method = "PUT", url = base .. "/echo", body = "x"}.body)
+    -- A transfer its session's close ends raises kind closed.
+    local t = skein.spawn(function() return s:get(base .. "/slow?s=5") end)
+    skein.sleep(0.2)
+    s:close()
+    local ok, e = pcall(t.join, t, 5)
+    assert.is_false(ok)
+    assert.equal("closed", e.value and e.value.kind or e.kind)
+    assert.equal("closed", caught(s.get, s, base .. "/hello").kind)
+    assert.truthy(tostring(caught(http.session, {max_conns = 0})):find("max_conns"))
+  end)
+
+  it("stops a transfer at once when its task is cancelled or its scope times out", function()
+    local t0 = skein.now()
+    local t = skein.spawn(function() return http.get(base .. "/slow?s=5") end)
+    skein.sleep(0.2)
+    t:cancel()
+    local ok, e = pcall(t.join, t, 5)
+    assert.is_false(ok)
+    assert.equal("cancelled", e.kind)
+    assert.is_true(skein.now() - t0 < 3)
+    t0 = skein.now()
+    e = caught(skein.timeout, 0.3, function() return http.get(base .. "/slow?s=5") end)
+    assert.equal("timeout", e.kind)
+    assert.is_true(skein.now() - t0 < 3)
+    -- Cancelled while a body iterator waits.
+    t = skein.spawn(function()
+      return http.request{url = base .. "/echo", body = function() skein.sleep(10) end}
+    end)
+    skein.sleep(0.2)
+    t:cancel()
+    assert.equal("cancelled", select(2, pcall(t.join, t, 5)).kind)
+    assert.equal(200, http.get(base .. "/hello").status)
+  end)
+
+  it("closes a cancelled transfer's connection at once", function()
+    local srv = skein.net.listen("127.0.0.1", 0)
+    local got = skein.spawn(function()
+      local c = srv:accept(10)
+      local head = {}
+      repeat
+        local l = c:read("l", 10)
+        l = l and l:gsub("\r$", "")
+        head[#head + 1] = l
+      until l == "" or l == nil
+      -- No answer: the client gives up, and its connection must close now,
+      -- not when something collects the transfer.
+      local t0 = skein.now()
+      local rest = c:read("a", 5)
+      c:close()
+      return head[1], rest, skein.now() - t0
+    end)
+    local t = skein.spawn(function() return http.get(("http://127.0.0.1:%d/wait"):format(srv:port())) end)
+    skein.sleep(0.3)
+    t:cancel()
+    assert.equal("cancelled", select(2, pcall(t.join, t, 5)).kind)
+    local line, rest, secs = got:join(10)
+    srv:close()
+    assert.equal("GET /wait HTTP/1.1", line)
+    assert.is_nil(rest)     -- the end of the stream, nothing sent
+    assert.is_true(secs < 2, "the connection stayed open " .. secs .. " s")
+  end)
+
+  it("works from a thread worker and a process worker", function()
+    local function fetch(url)
+      local sk = require "skein"
+      local ts, out = {}, {}
+      for i = 1, 5 do ts[i] = sk.spawn(function() return sk.http.get(url).body end) end
+      for i = 1, 5 do out[i] = ts[i]:join() end
+      return table.concat(out, ",")
+    end
+    local want = "hello world,hello world,hello world,hello world,hello world"
+    assert.equal(want, skein.thread(fetch, base .. "/hello"):join(30))
+    assert.equal(want, skein.process(fetch, base .. "/hello"):join(60))
+    local p <close> = skein.pool{kind = "thread", size = 2}
+    local r = p:map(function(u) return require("skein").http.get(u).status end,
+      {base .. "/hello", base .. "/status/201", base .. "/status/404", base .. "/hello"})
+    assert.same({200, 201, 404, 200}, {r[1], r[2], r[3], r[4]})
+    local e = skein.process(function(url)
+      local ok, err = pcall(require("skein").http.get, url)
+      return ok, err.kind, err.code
+    end, "http://127.0.0.1:1/"):join(60)
+    assert.is_false(e)
+  end)
+
+  it("ends a script with idle connections in its cache", function()
+    local res = cli.run({"-e", ("print(skein.http.get(%q).status)"):format(base .. "/hello")},
+      {timeout = 20})
+    assert.equal(0, res.code, res.err)
+    assert.equal("200\n", res.out)
+  end)
+
+  it("speaks HTTPS to a server whose CA it is given", function()
+    local ca, key = dir .. "/ca.pem", dir .. "/ca.key"
+    local skey, csr, cert, ext = dir .. "/srv.key", dir .. "/srv.csr", dir .. "/srv.pem", dir .. "/ext"
+    local ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+    sh(("openssl req -x509 %s -keyout %s -out %s -days 2 -subj '/CN=skein test CA' 2>/dev/null")
+      :format(ec, q(key), q(ca)))
+    sh(("openssl req %s -keyout %s -out %s -subj '/CN=127.0.0.1' 2>/dev/null"):format(ec, q(skey), q(csr)))
+    cli.write(ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+    sh(("openssl x509 -req -in %s -CA %s -CAkey %s -CAcreateserial -out %s -days 2 -extfile %s 2>/dev/null")
+      :format(q(csr), q(ca), q(key), q(cert), q(ext)))
+    local tls = start_server(dir, "tls", cert, skey)
+    local r = http.get(tls .. "/hello", {cafile = ca})
+    assert.equal(200, r.status)
+    assert.equal("hello world", r.body)
+    assert.equal("POST 2\nhi", http.request{url = tls .. "/echo", body = "hi", cafile = ca}.body)
+    local e = caught(http.get, tls .. "/hello")
+    assert.equal("io", e.kind)
+    assert.equal("PEER_FAILED_VERIFICATION", e.code)
+  end)
+end)
