@@ -20,6 +20,19 @@ build/gen/sk_stdlib.c: $(STDLIB) tools/embed.lua
 
 gen: build/gen/sk_stdlib.c
 
+# llhttp, the server's HTTP/1.1 parser, is compiled from Debian's
+# node-llhttp sources (not kept in this tree): copied into build/llhttp/,
+# which premake's project lists and puts on the include path.
+LLHTTP_FILES := build/llhttp/llhttp.c build/llhttp/api.c build/llhttp/http.c build/llhttp/llhttp.h
+
+build/llhttp/%.c: /usr/share/llhttp/%.c
+	@mkdir -p build/llhttp
+	cp $< $@
+
+build/llhttp/llhttp.h: /usr/share/include/llhttp/llhttp.h
+	@mkdir -p build/llhttp
+	cp $< $@
+
 # premake globs the sources, so its makefiles are made again when the list
 # of sources changes (build/sources.txt is rewritten only then). The old
 # objects go too: their dependency files may name sources that moved, which
@@ -32,11 +45,11 @@ build/sources.txt: FORCE
 	@mkdir -p build
 	@echo '$(SOURCES)' | cmp -s - $@ || echo '$(SOURCES)' > $@
 
-build/Makefile: premake5.lua build/sources.txt
+build/Makefile: premake5.lua build/sources.txt $(LLHTTP_FILES)
 	rm -rf build/obj build/lib
 	$(PREMAKE) --file=premake5.lua gmake
 
-build: gen build/Makefile
+build: gen $(LLHTTP_FILES) build/Makefile
 	$(MAKE) -C build config=$(CONFIG)
 
 example: build

@@ -22,10 +22,23 @@ local function debug_symbols()
   if is_premake5 then symbols("On") else flags({ "Symbols" }) end
 end
 
+-- llhttp (the HTTP/1.1 parser Node uses; the server's, runtime/core/httpd_proto.c)
+-- is compiled into the library from Debian's node-llhttp sources, copied
+-- into build/llhttp/ (the Makefile does it too; here it is done when
+-- premake runs alone, since files() globs what exists now).
+local LLHTTP_SRC, LLHTTP_H = "/usr/share/llhttp", "/usr/share/include/llhttp/llhttp.h"
+if not os.isfile("build/llhttp/llhttp.h") then
+  os.mkdir("build/llhttp")
+  for _, f in ipairs({ "llhttp.c", "api.c", "http.c" }) do
+    assert(os.copyfile(LLHTTP_SRC .. "/" .. f, "build/llhttp/" .. f), "cannot copy llhttp's " .. f .. " (is node-llhttp installed?)")
+  end
+  assert(os.copyfile(LLHTTP_H, "build/llhttp/llhttp.h"), "cannot copy llhttp.h")
+end
+
 -- The library: every layer but the command (docs/ARCHITECTURE.md, "Layers").
 local core_files = {
   "runtime/core/*.c", "runtime/host/*.c", "lua/*.c", "runtime/embed/*.c",
-  "build/gen/sk_stdlib.c",
+  "build/gen/sk_stdlib.c", "build/llhttp/*.c",
 }
 
 local warn = { "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter" }
@@ -33,7 +46,11 @@ local san = { "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-fno-s
 
 local function common()
   language "C"
-  includedirs { "/usr/include/lua5.4", "runtime/include" }
+  includedirs { "/usr/include/lua5.4", "runtime/include", "build/llhttp" }
+  -- llhttp's strict variant: header names must be tokens, lines end in
+  -- CRLF (the loose one lets "Transfer-Encoding : chunked" and the like
+  -- through, which is how requests are smuggled past proxies).
+  defines { "LLHTTP_STRICT_MODE=1" }
   buildoptions(warn)
   when "release"
     defines { "NDEBUG" }

@@ -79,6 +79,9 @@ void sk_httpc_open(lua_State *L);
 /* skein._redis, the Redis connection under skein.broker (broker.c). */
 void sk_broker_open(lua_State *L);
 
+/* skein.http's server (httpd.c), after sk_net_open: it serves streams. */
+void sk_httpd_open(lua_State *L);
+
 /* Objects of another process (rpc.c). In a worker process, an object of
 ** its parent arrives as a proxy that forwards every operation to the
 ** parent. sk_proxy_info tells whether the value at idx is such a proxy;

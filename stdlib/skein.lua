@@ -178,6 +178,7 @@ M.pool = core._module("skein.pool")(M, core)
 core._module("skein.rpc")(M, core)
 core._module("skein.net")(M, core)
 core._module("skein.httpc")(M, core)
+core._module("skein.httpd")(M, core)
 
 --- skein.broker(url, [opts]) (stdlib/skein/broker.lua), loaded on first use.
 local broker_mod

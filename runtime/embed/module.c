@@ -105,6 +105,7 @@ int luaopen_skein(lua_State *L) {
   sk_httpc_open(L);
   sk_broker_open(L);
   sk_trace_open(L);
+  sk_httpd_open(L);
   static const luaL_Reg facts[] = {{"cpu_count", l_cpu_count}, {"exepath", l_exepath},
                                     {"_module", l_module},       {"_methods", l_methods},
                                     {"_isatty", l_isatty},       {NULL, NULL}};
