@@ -106,12 +106,12 @@ static int io_unlink(void *obj, sk_ctx *c) {
 }
 
 /* The two phases share `attempt`: a phase is told apart by its source. */
-static const sk_source head_source = {.name = "HTTP connection",
+static const sk_source head_source = {.name = "HTTP connection", .what = "http request",
                                       .attempt = next_attempt,
                                       .link = io_link,
                                       .unlink = io_unlink,
                                       .check = conn_stream};
-static const sk_source body_source = {.name = "HTTP connection",
+static const sk_source body_source = {.name = "HTTP connection", .what = "http body",
                                       .attempt = next_attempt,
                                       .link = io_link,
                                       .unlink = io_unlink,
