@@ -17,9 +17,10 @@ end
 local function alive(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if not f then return false end
-  local st = f:read("a"):match("^%d+ %b() (%a)")
+  local text = f:read("a")   -- nil when the process went between open and read
   f:close()
-  return st ~= "Z" and st ~= "X"
+  local st = text and text:match("^%d+ %b() (%a)")
+  return st ~= nil and st ~= "Z" and st ~= "X"
 end
 
 -- Polls until `pid` is gone (or `secs` passed); returns whether it is.
