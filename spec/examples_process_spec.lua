@@ -100,11 +100,11 @@ result ---> 9 * 9 = 81
     assert.equal(0, status)
   end)
 
-  it("process_coroutine.lua: process-pool tasks run their sub-lists on coroutine pools, three asleep at once", function()
+  it("process_coroutine.lua: process-pool tasks fetch their sub-lists on coroutine pools from a local server, three requests at once", function()
     local out, status = run("process_coroutine.lua")
     assert.equal([=[
 [[1, 4, 9], [9, 16, 25], [25, 36, 49], [49, 64, 81], [81, 100, 121]]
-coroutines asleep at once in each task: 3 3 3 3 3
+coroutines waiting on the server at once in each task: 3 3 3 3 3
 ]=], out)
     assert.equal(0, status)
   end)
@@ -128,33 +128,35 @@ Starting process for killed
     assert.equal(0, status)
   end)
 
-  it("crawler_callbacks.lua: pages fetched in worker processes are parsed by callbacks in the main process", function()
+  it("crawler_callbacks.lua: pages fetched from a local server in worker processes are parsed after all, in the workers, and by callbacks in the main process", function()
     local out, status = run("crawler_callbacks.lua")
     assert.equal([[
-parsed http://www.JD.com                    183 bytes
-parsed http://www.baidu.com                 213 bytes
-parsed http://www.baidu.com                 213 bytes
-parsed http://www.sina.com                  203 bytes
-parsed http://www.sohu.com                  203 bytes
-parsed http://www.taobao.com                223 bytes
-parsed http://www.youku.com                 213 bytes
-parsed https://atlasnq.github.io/           273 bytes
-parsed https://atlasnq.github.io/           273 bytes
-parsed https://www.cnblogs.com/chennaqin/   353 bytes
-10 pages; fetched in worker processes: true; parsed in the main process: true
+version 1: 10 titles parsed after every page was in, 2036 bytes
+version 2: 10 titles parsed in the worker processes (true), 2036 bytes
+parsed /site/atlasnq.github.io/     200  title atlasnq.github.io   241 bytes
+parsed /site/atlasnq.github.io/     200  title atlasnq.github.io   241 bytes
+parsed /site/www.JD.com/            200  title www.JD.com          164 bytes
+parsed /site/www.baidu.com/         200  title www.baidu.com       197 bytes
+parsed /site/www.baidu.com/         200  title www.baidu.com       197 bytes
+parsed /site/www.cnblogs.com/       200  title www.cnblogs.com     219 bytes
+parsed /site/www.sina.com/          200  title www.sina.com        186 bytes
+parsed /site/www.sohu.com/          200  title www.sohu.com        186 bytes
+parsed /site/www.taobao.com/        200  title www.taobao.com      208 bytes
+parsed /site/www.youku.com/         200  title www.youku.com       197 bytes
+version 3: 10 pages; fetched in worker processes: true; parsed in the main process: true
 ]], out)
     assert.equal(0, status)
   end)
 
-  it("aiomultiprocess.lua: coroutine functions in worker processes and in a process pool", function()
+  it("aiomultiprocess.lua: coroutine functions in worker processes, and a process pool whose tasks fetch four things at once", function()
     local out, status = run("aiomultiprocess.lua")
     assert.equal([[
 result_1: result from process 1 (a process worker)
 result_2: result from process 2 (a process worker)
-https://a.example: 940 bytes in 4 files, 4 downloads at once
-https://b.example: 940 bytes in 4 files, 4 downloads at once
-https://c.example: 940 bytes in 4 files, 4 downloads at once
-https://d.example: 940 bytes in 4 files, 4 downloads at once
+/a-example/: "a-example", 2372 bytes in 4 files (4 with status 200), 4 requests at once
+/b-example/: "b-example", 2372 bytes in 4 files (4 with status 200), 4 requests at once
+/c-example/: "c-example", 2372 bytes in 4 files (4 with status 200), 4 requests at once
+/d-example/: "d-example", 2372 bytes in 4 files (4 with status 200), 4 requests at once
 ]], out)
     assert.equal(0, status)
   end)

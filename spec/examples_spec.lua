@@ -32,12 +32,12 @@ describe("examples", function()
     assert.matches("\n1 2 3 .- 38 39\n39 of 40 jobs finished before the deadline\n$", out)
   end)
 
-  it("pools/crawler_callbacks.lua handles pages in arrival order", function()
+  it("pools/crawler_callbacks.lua fetches pages from its local server and parses them in arrival order", function()
     local out, status = run("examples/pools/crawler_callbacks.lua")
     assert.equal(0, status)
-    assert.equal("parsed https://example.org/b (300 bytes)\n" ..
-                 "parsed https://example.org/c (4500 bytes)\n" ..
-                 "parsed https://example.org/a (1200 bytes)\n" ..
+    assert.equal('parsed /page/b: 200 "Page B" (300 bytes)\n' ..
+                 'parsed /page/c: 200 "Page C" (4500 bytes)\n' ..
+                 'parsed /page/a: 200 "Page A" (1200 bytes)\n' ..
                  "3 pages, handled in the order they arrived\n", out)
   end)
 

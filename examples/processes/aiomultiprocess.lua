@@ -29,28 +29,54 @@ local worker_2 = skein.process(async_process_task, "process 2")
 print("result_1: " .. worker_1:join())
 print("result_2: " .. worker_2:join())
 
--- Pool: each task "downloads" a page and its three assets at the same time
--- and reports how many downloads were in flight together.
+-- Pool: each task fetches a page and its three assets at the same time
+-- (for real, with skein.http.get, from the local server below) and reports
+-- how many requests were in flight together.
+--
+-- The server runs in this (the main) process on 127.0.0.1, a free port,
+-- never the network: /SITE/ is a page titled SITE, /SITE/NAME an asset of
+-- 100 bytes per letter of NAME; every answer comes after 0.1 s, so a task's
+-- four requests overlap. The pool's processes get its base URL in the urls.
+local server <close> = skein.http.serve{handler = function(req)
+  local site, asset = req.path:match("^/([%w%-]+)/(.*)$")
+  if not site then return 404, nil, "not found\n" end
+  skein.sleep(0.1)
+  if asset == "" then
+    return 200, {["content-type"] = "text/html"},
+      ("<html><head><title>%s</title></head><body>%s</body></html>"):format(site, site)
+  end
+  return 200, nil, ("x"):rep(100 * #asset)
+end}
+local base = ("http://127.0.0.1:%d"):format(server:port())
+
 local function get(url)
   local in_flight, most = 0, 0
-  local function download(path, seconds)
+  local function download(u)
     in_flight = in_flight + 1
     most = math.max(most, in_flight)
-    skein.sleep(seconds)
+    local response = skein.http.get(u, {timeout = 10})
     in_flight = in_flight - 1
-    return #path * 10                         -- a made-up size
+    return response
   end
-  local parts = {url, url .. "/style.css", url .. "/app.js", url .. "/logo.png"}
+  local parts = {url, url .. "style.css", url .. "app.js", url .. "logo.png"}
   local tasks = {}
-  for i, path in ipairs(parts) do tasks[i] = skein.spawn(download, path, 0.1 * i) end
-  local sizes = skein.gather(tasks)
-  local total = 0
-  for _, n in ipairs(sizes) do total = total + n end
-  return ("%s: %d bytes in %d files, %d downloads at once"):format(url, total, #sizes, most)
+  for i, u in ipairs(parts) do tasks[i] = skein.spawn(download, u) end
+  local responses = skein.gather(tasks, 20)
+  local total, ok = 0, 0
+  for _, r in ipairs(responses) do
+    total = total + #r.body
+    if r.status == 200 then ok = ok + 1 end
+  end
+  return ("%s: %q, %d bytes in %d files (%d with status 200), %d requests at once"):format(
+    url:match("^http://[^/]+(.*)$"), responses[1].body:match("<title>(.-)</title>"),
+    total, #responses, ok, most)
 end
 
-local urls = {"https://a.example", "https://b.example", "https://c.example", "https://d.example"}
+local urls = {}
+for i, site in ipairs{"a-example", "b-example", "c-example", "d-example"} do
+  urls[i] = ("%s/%s/"):format(base, site)
+end
 local pool <close> = skein.pool{kind = "process", size = 2}
-for _, result in pool:imap(get, urls) do   -- in order, each as soon as it is ready
+for _, result in pool:imap(get, urls, {timeout = 30}) do   -- in order, each as soon as it is ready
   print(result)
 end
