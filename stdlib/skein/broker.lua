@@ -477,8 +477,12 @@ function Pool:_reader()
       end
     end
   end
-  while self._nwaiting > 0 do
+  -- A broker closed while a command of this reader was in flight (the
+  -- script took its last result and closed the broker) ends the reader
+  -- quietly: its connection's error is no failure of the script.
+  while self._nwaiting > 0 and not b._closed do
     local ok, e = pcall(round)
+    if not ok and b._closed then break end
     if not ok then
       if not (is_kind(e, "broker") or is_kind(e, "timeout")) then
         self._reading = nil
