@@ -8,6 +8,7 @@
 -- and payloads that would carry code. Every wait is bounded.
 local skein = require "skein"
 local cli = require "spec.support.cli"
+local redis = require "spec.support.redis"
 
 local q = cli.q
 
@@ -24,22 +25,7 @@ local function sh(cmd)
   return out
 end
 
-local function free_port()
-  local srv = skein.net.listen("127.0.0.1", 0)
-  local port = srv:port()
-  srv:close()
-  return port
-end
-
--- Polls `pred` every 50 ms for at most `secs` seconds.
-local function eventually(secs, pred)
-  local deadline = skein.now() + secs
-  while skein.now() < deadline do
-    if pred() then return true end
-    skein.sleep(0.05)
-  end
-  return pred()
-end
+local free_port, eventually = redis.free_port, redis.eventually
 
 local tmp, port, url, rpid
 local started = {}   -- every worker pid, killed in teardown if still there
@@ -52,18 +38,7 @@ local function prefix()
 end
 
 local function start_redis(again)
-  port = again or free_port()
-  url = "redis://127.0.0.1:" .. port
-  local pidfile = tmp .. "/redis.pid"
-  local rc = os.execute(("cd %s && timeout 10 redis-server --port %d --bind 127.0.0.1 --appendonly yes"
-    .. " --appendfsync always --dir %s --save '' --daemonize yes --pidfile %s --logfile %s >/dev/null 2>&1")
-    :format(q(tmp), port, q(tmp), q(pidfile), q(tmp .. "/redis.log")))
-  assert(rc, "redis-server could not be started (is it installed?)")
-  local c = skein.broker.redis{port = port, timeout = 1}
-  local up = eventually(10, function() return pcall(c.call, c, "PING") end)
-  c:close()
-  assert(up, "redis-server did not answer on port " .. port)
-  rpid = tonumber(cli.read(pidfile))
+  port, url, rpid = redis.start(tmp, again, true)
 end
 
 -- A `skein worker` in the background: returns {pid=, rcfile=, log=}.

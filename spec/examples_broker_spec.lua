@@ -6,6 +6,7 @@
 -- drain on SIGTERM and exit 0. Every wait is bounded.
 local skein = require "skein"
 local cli = require "spec.support.cli"
+local redis = require "spec.support.redis"
 
 local q = cli.q
 local here = os.getenv("PWD") or io.popen("pwd"):read("l")
@@ -17,40 +18,14 @@ local function sh(cmd)
   return out
 end
 
-local function free_port()
-  local srv = skein.net.listen("127.0.0.1", 0)
-  local port = srv:port()
-  srv:close()
-  return port
-end
-
--- Polls `pred` every 50 ms for at most `secs` seconds.
-local function eventually(secs, pred)
-  local deadline = skein.now() + secs
-  while skein.now() < deadline do
-    if pred() then return true end
-    skein.sleep(0.05)
-  end
-  return pred()
-end
+local eventually = redis.eventually
 
 local tmp, url, rpid
 local started = {}   -- every worker pid, killed in teardown if still there
 
 local function start_redis()
-  local port = free_port()
-  url = "redis://127.0.0.1:" .. port
-  local pidfile = tmp .. "/redis.pid"
-  local rc = os.execute(("cd %s && timeout 10 redis-server --port %d --bind 127.0.0.1 --appendonly no"
-    .. " --save '' --dir %s --daemonize yes --pidfile %s --logfile %s >/dev/null 2>&1")
-    :format(q(tmp), port, q(tmp), q(pidfile), q(tmp .. "/redis.log")))
-  assert(rc, "redis-server could not be started (is it installed?)")
-  local c = skein.broker.redis{port = port, timeout = 1}
-  local up = eventually(10, function() return pcall(c.call, c, "PING") end)
-  c:close()
-  assert(up, "redis-server did not answer on port " .. port)
-  assert(eventually(5, function() return tonumber(cli.read(pidfile)) ~= nil end))
-  rpid = tonumber(cli.read(pidfile))
+  local _
+  _, url, rpid = redis.start(tmp)
 end
 
 -- `skein worker --broker URL --queue squares --tasks examples/broker/tasks.lua`
