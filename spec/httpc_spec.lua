@@ -196,6 +196,25 @@ describe("skein.http client", function()
     assert.equal(#http.get(base .. "/big?n=1000", {max_body = 1000}).body, 1000)
   end)
 
+  it("stops a 1 GiB body at max_body, with or without a Content-Length, in bounded memory", function()
+    local gib = 1024 * 1024 * 1024
+    collectgarbage()
+    local before = rss_kb()
+    for _, path in ipairs{"/fast?n=" .. gib, "/chunked?n=" .. gib} do
+      local t0 = skein.now()
+      local e = caught(http.get, base .. path, {max_body = 1024 * 1024, timeout = 60})
+      assert.equal("io", e.kind, tostring(e))
+      assert.equal("FILESIZE_EXCEEDED", e.code, tostring(e))
+      assert.matches("max_body", e.message, 1, true)
+      -- It stopped near the limit instead of reading the gibibyte through.
+      assert.is_true(skein.now() - t0 < 20, path)
+    end
+    collectgarbage()
+    assert.is_true(rss_kb() - before < 32 * 1024, "rss grew by " .. (rss_kb() - before) .. " KiB")
+    -- The client goes on working.
+    assert.equal(200, http.get(base .. "/status/200").status)
+  end)
+
   it("streams a large body in pieces, holding the server back while nobody reads", function()
     local n = 64 * 1024 * 1024
     local r = http.get(base .. "/fast?n=" .. n, {stream = true})

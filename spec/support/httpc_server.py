@@ -12,6 +12,7 @@ Routes:
   /slow?s=S              answers after S seconds
   /big?n=N               N bytes: lines "%015d\\n" (the last one cut short)
   /fast?n=N              N bytes of "abcdefghijklmno\\n" lines, as fast as it can
+  /chunked?n=N           N bytes like /fast, chunked (no Content-Length)
   /stall                 promises 100 bytes, sends 10, then waits 30 s
   /status/N              status N
   /cookies               two Set-Cookie fields
@@ -119,6 +120,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 k = min(len(block), n - sent)
                 self.wfile.write(block[:k])
                 sent += k
+            return
+        if p == "/chunked":
+            n = int(q["n"][0])
+            block = b"abcdefghijklmno\n" * 4096
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            sent = 0
+            while sent < n:
+                k = min(len(block), n - sent)
+                self.wfile.write(b"%x\r\n" % k + block[:k] + b"\r\n")
+                sent += k
+            self.wfile.write(b"0\r\n\r\n")
             return
         if p == "/stall":
             self.send_response(200)
