@@ -158,6 +158,46 @@ describe("marshal round trips", function()
     end
   end)
 
+  it("give each decoded copy of one closure its own upvalues, source, lines, constants and inner functions", function()
+    -- From the second copy on, a worker makes the closure from the prototype
+    -- it loaded for the first (marshal.c, protofactory.c): each copy must
+    -- still be a closure of its own, behaving exactly like a loaded one.
+    local count, label = 0, "n"
+    local function f(...)
+      count = count + select("#", ...)
+      local inner = function(x) return x .. label .. 2.5 .. math.maxinteger end
+      return count, inner(label), debug.getinfo(1, "S").short_src, debug.getinfo(1, "l").currentline
+    end
+    local line = debug.getinfo(f, "S").linedefined + 3
+    local copies = {}
+    for i = 1, 5 do copies[i] = rt(f) end
+    assert.equal(2, (copies[1](1, 2)))
+    assert.equal(5, (copies[1](1, 2, 3)))
+    for i = 2, 5 do
+      local c, s, src, l = copies[i](1)
+      assert.equal(1, c)                    -- untouched by copies[1]'s calls
+      assert.equal("nn2.5" .. math.maxinteger, s)
+      assert.matches("marshal_spec.lua", src, 1, true)
+      assert.equal(line, l)
+    end
+    -- Many upvalues, and a failure that names its line.
+    local u = {}
+    for i = 1, 60 do u[i] = i end
+    local src = {"local u = ...; local "}
+    for i = 1, 60 do src[#src + 1] = (i > 1 and "," or "") .. "a" .. i end
+    src[#src + 1] = " = table.unpack(u); return function(k) if k == 0 then error('stop') end return "
+    for i = 1, 60 do src[#src + 1] = (i > 1 and "+" or "") .. "a" .. i end
+    src[#src + 1] = " + k end"
+    local g = load(table.concat(src), "=many")(u)
+    for _ = 1, 3 do
+      local h = rt(g)
+      assert.equal(1830 + 1, h(1))
+      local ok, e = pcall(h, 0)
+      assert.is_false(ok)
+      assert.matches("^many:1: stop", e)
+    end
+  end)
+
   it("rebind _ENV to the receiving worker's globals", function()
     local f = rt(function() return type(print), string.rep("a", 2) end)
     assert.equal("function", (f()))

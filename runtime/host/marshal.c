@@ -256,6 +256,35 @@ static int load_code(dec *d, const char *code, size_t n, uint64_t tag) {
   return 0;
 }
 
+/* Pushes a new closure of the cached function for `code` (its upvalues
+** still to be filled): from the cache entry's factory (sk_proto_factory),
+** made on the entry's first closure and kept as its third item (false when
+** none could be made), else by loading the bytecode again. */
+static void new_closure(dec *d, const char *code, size_t n, uint64_t tag, int nups) {
+  lua_State *L = d->L;
+  lua_getfield(L, LUA_REGISTRYINDEX, "skein.loaded");
+  lua_rawgeti(L, -1, (lua_Integer)tag);        /* the entry load_code just found */
+  int t = lua_rawgeti(L, -1, 3);
+  if (t == LUA_TNIL) {
+    lua_pop(L, 1);
+    if (!sk_proto_factory(L, code, n, nups)) lua_pushboolean(L, 0);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, -3, 3);
+    t = lua_type(L, -1);
+  }
+  if (t == LUA_TFUNCTION) {
+    lua_call(L, 0, 1);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pop(L, 3);
+  reader_state r = {code, n};
+  if (lua_load(L, reader, &r, "=(marshalled function)", "b") != LUA_OK) {
+    dec_fail(d, "function does not load");
+  }
+}
+
 static void dec_lfunc(dec *d, int depth) {
   lua_State *L = d->L;
   size_t n;
@@ -281,10 +310,7 @@ static void dec_lfunc(dec *d, int depth) {
   }
   if (cached) {
     lua_pop(L, 1);
-    reader_state r = {code, n};
-    if (lua_load(L, reader, &r, "=(marshalled function)", "b") != LUA_OK) {
-      dec_fail(d, "function does not load");
-    }
+    new_closure(d, code, n, tag, (int)nups);
   }
   remember(d);
   for (int i = 1; i <= (int)nups; i++) {

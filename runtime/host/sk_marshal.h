@@ -27,4 +27,11 @@ sk_obj_push sk_marshal_find_type(const char *name, const char **canonical);
 ** NULL: set once at start-up, before any worker exists; read-only after. */
 extern const sk_marshal_proxy *sk_marshal_stand_ins;
 
+/* Pushes a factory for the function whose (authenticated) bytecode is
+** code[0..n) and which has `nups` upvalues: each call of it returns a new
+** closure of that prototype with fresh upvalues, without loading the
+** bytecode again (protofactory.c). Returns 0 and pushes nothing when it
+** cannot make one (an unexpected format): load the bytecode instead. */
+int sk_proto_factory(lua_State *L, const char *code, size_t n, int nups);
+
 #endif
