@@ -372,6 +372,30 @@ describe("skein.http client", function()
     assert.equal("200\n", res.out)
   end)
 
+  it("ends a script that left a streamed response unread while its server waits to write", function()
+    -- The response is garbage once the script's chunk returns; collecting
+    -- it ends the transfer, so the handler's write fails and nothing is left
+    -- waiting (this hung: the handler waited on a client nobody read).
+    local script = [[
+local http = skein.http
+local srv = http.serve{host = "127.0.0.1", port = 0, handler = function(req)
+  req:respond(200, {["content-type"] = "text/plain"})
+  for _ = 1, 1000 do req:write(string.rep("x", 10000)) end
+end}
+local r = http.get(("http://127.0.0.1:%d/"):format(srv:port()), {stream = true})
+print(r.status)
+srv:close()
+]]
+    local res = cli.run({"-e", script}, {timeout = 20})
+    assert.equal(0, res.code, res.err)
+    assert.equal("200\n", res.out)
+    -- The same from a thread worker whose function returns with it unread.
+    res = cli.run({"-e", "print(skein.thread(function(...) " .. script .. " return 'done' end):join(15))"},
+      {timeout = 20})
+    assert.equal(0, res.code, res.err)
+    assert.equal("200\ndone\n", res.out)
+  end)
+
   it("speaks HTTPS to a server whose CA it is given", function()
     local ca, key = dir .. "/ca.pem", dir .. "/ca.key"
     local skey, csr, cert, ext = dir .. "/srv.key", dir .. "/srv.csr", dir .. "/srv.pem", dir .. "/ext"

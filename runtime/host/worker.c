@@ -661,6 +661,7 @@ int sk_worker_close(sk_worker *w) {
 
 int sk_worker_drain(sk_worker *w) {
   lua_State *L = w->L;
+  int collected = 0;
   for (;;) {
     sk_sched_run_ready(&w->sched);
     if (w->live == 0) return 0;
@@ -668,6 +669,16 @@ int sk_worker_drain(sk_worker *w) {
       w->int_owed = 0;
       sk_error_push(L, "interrupted", "interrupted");
       return -1;
+    }
+    /* The call has returned, so its locals are garbage now; some of them
+    ** may hold up the work left (a streamed HTTP response nobody reads
+    ** keeps its server's handler waiting to write). One full collection
+    ** before the first wait finalizes them, which ends what they held:
+    ** paid only by a call that leaves live work behind. */
+    if (!collected) {
+      collected = 1;
+      lua_gc(L, LUA_GCCOLLECT);
+      continue;
     }
     if (!sk_sched_poll(&w->sched, SK_STEP_WAIT) && w->live > 0) {
       sk_error_push(L, "deadlock",
