@@ -249,15 +249,17 @@ describe("skein.lock", function()
   end)
 
   it("wakes a thread waiting for a lock that the main worker releases", function()
-    local lk = skein.lock()
+    local lk, ready = skein.lock(), skein.event()
     lk:acquire()
-    local th = skein.thread(function(lk)
+    local th = skein.thread(function(lk, ready)
       local skein = require "skein"
       local t0 = skein.now()
+      ready:set()                  -- t0 is before the release, however late this thread started
       local ok = lk:acquire(5)
       lk:release()
       return ok, skein.now() - t0
-    end, lk)
+    end, lk, ready)
+    assert.is_true(ready:wait(10))
     skein.sleep(0.05)
     lk:release()
     local ok, waited = th:join(10)
@@ -323,17 +325,20 @@ describe("skein.rlock", function()
   end)
 
   it("is owned per task, also across threads", function()
-    local lk = skein.rlock()
-    local th = skein.thread(function(lk)
+    -- Events order the two sides (a sleep did not under load: the thread
+    -- may take longer than any fixed time to start).
+    local lk, held, go = skein.rlock(), skein.event(), skein.event()
+    local th = skein.thread(function(lk, held, go)
       lk:acquire(); lk:acquire()
-      local skein = require "skein"
-      skein.sleep(0.1)
+      held:set()
+      go:wait(10)
       lk:release(); lk:release()
       return true
-    end, lk)
-    skein.sleep(0.03)
+    end, lk, held, go)
+    assert.is_true(held:wait(10))
     assert.is_false(lk:acquire(0))
     assert.matches("held by another task", errmsg(lk.release, lk))
+    go:set()
     assert.is_true(th:join(10))
     assert.is_true(lk:acquire(1))
     lk:release()
