@@ -19,9 +19,9 @@ end}
 local base = ("http://127.0.0.1:%d"):format(server:port())
 
 local pages = {
-  {path = "/page/a", delay = 0.3, size = 1200},
+  {path = "/page/a", delay = 0.9, size = 1200},
   {path = "/page/b", delay = 0.1, size = 300},
-  {path = "/page/c", delay = 0.2, size = 4500},
+  {path = "/page/c", delay = 0.5, size = 4500},
 }
 
 -- Runs in a pool thread: every thread has its own loop and connections.
