@@ -116,7 +116,7 @@ static void walk_function(walk *w, body *b, body *child, int depth) {
   skip(w, b->nupv * 3);
   size_t np = get_size(w);
   for (size_t i = 0; w->ok && i < np; i++) {
-    body nested;
+    body nested = {0};
     walk_function(w, &nested, NULL, depth + 1);
     if (i == 0 && child) *child = nested;
   }
