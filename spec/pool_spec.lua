@@ -220,6 +220,39 @@ describe("process pools", function()
   end)
 end)
 
+for _, kind in ipairs({"thread", "process"}) do
+  describe(kind .. " pools", function()
+    it("run tasks an init starts in the worker's background, never holding up a job", function()
+      -- The init's task never ends; it (and a task it starts) runs while
+      -- the worker's jobs wait. This hung: the first job waited for it.
+      local p <close> = skein.pool{kind = kind, size = 1, init = function()
+        local skein = require "skein"
+        _G.beats, _G.child_beats = 0, 0
+        skein.spawn(function()
+          skein.spawn(function() while true do _G.child_beats = _G.child_beats + 1; skein.sleep(0.01) end end)
+          while true do _G.beats = _G.beats + 1; skein.sleep(0.01) end
+        end)
+      end}
+      local beats, child = p:apply(function()
+        local skein = require "skein"
+        skein.sleep(0.3)
+        return _G.beats, _G.child_beats
+      end)
+      assert.is_true(beats >= 5, "beats: " .. beats)
+      assert.is_true(child >= 5, "child beats: " .. child)
+      -- A job's own tasks are still waited for before its worker goes on.
+      local got = p:apply(function()
+        local skein = require "skein"
+        local n = 0
+        for _ = 1, 3 do skein.spawn(function() skein.sleep(0.05); _G.done3 = (_G.done3 or 0) + 1 end) end
+        return n
+      end)
+      assert.equal(0, got)
+      assert.equal(3, p:apply(function() return _G.done3 end))
+    end)
+  end)
+end
+
 describe("thread pools", function()
   it("really stop a runaway pure-Lua loop and keep the worker", function()
     local p <close> = skein.pool{kind = "thread", size = 1, timeout = 0.1}

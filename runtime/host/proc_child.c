@@ -206,7 +206,9 @@ static int pool_loop(sk_worker *w, int fd) {
           break;
         }
         memcpy(init, payload + 1, plen - 1);
+        w->spawn_background = 1;  /* its tasks are the worker's background (tasks.c) */
         int rc = sk_run_call(w, init, plen - 1, &out, &kind);
+        w->spawn_background = 0;
         free(init);
         if (rc != 0) {
           /* The parent reports it (to every task, once it gives up). */

@@ -97,8 +97,9 @@ struct sk_ctx {
       wait_alone : 1,           /* the next waiter record is for an object only
                                    this worker reaches: no port hold */
       unparked : 1,             /* skein._unpark reached it (see task.c) */
-      relook : 1;               /* this wait was woken only to look again: nothing
+      relook : 1,               /* this wait was woken only to look again: nothing
                                    else could end it (worker.c, worker_flush) */
+      background : 1;           /* a pool worker's background task (tasks.c) */
   int shield;                   /* >0: cancels and scope deadlines wait */
   uint32_t wslot, wgen;         /* slot in the worker's wake table, wait number */
   int ext_hold;                 /* this wait holds the port (outside wakers) */
@@ -163,6 +164,7 @@ struct sk_worker {
   int closing;                  /* set while the worker closes */
   int counted;                  /* counted by sk_worker_new (not a thread's) */
   uint64_t relooked;            /* 1 + the loop turn of the last look again (worker_flush) */
+  int spawn_background;         /* set while a pool's init runs (tasks.c) */
 };
 
 /* The allocator of a worker's state (alloc.c): free lists over 2 MiB

@@ -66,7 +66,13 @@ sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon) {
   lua_xmove(L, co, nargs + 1);
   t->co = co;
   t->id = ++w->next_id;
-  t->daemon = daemon != 0;
+  /* A pool worker's background: tasks its init starts, and the tasks they
+  ** start, are daemons, so they never hold up a job's end (a worker drains
+  ** its job's tasks before it takes the next one); they run whenever the
+  ** worker's loop does. Without this, an init that starts a task that never
+  ** ends would stall every job of that worker. */
+  t->background = w->spawn_background || (w->current && w->current->background);
+  t->daemon = daemon != 0 || t->background;
   t->run.run = task_run;
   t->state = SK_NEW;
   lua_pushvalue(L, -1);

@@ -143,8 +143,12 @@ static void run_job(sk_worker *w, sk_tjob *j) {
 /* Runs the pool's initializer; returns NULL or an error message to free. */
 static char *run_init(sk_tpool *p, lua_State *L) {
   if (p->init.len == 0) return NULL;
+  sk_worker *w = sk_worker_of(L);
+  w->spawn_background = 1;      /* its tasks are the worker's background (tasks.c) */
   int n = sk_marshal_decode(L, p->init.data, p->init.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
-  if (n < 0 || sk_pcall(L, n - 1, 0) != LUA_OK) {
+  int st = n < 0 ? LUA_ERRRUN : sk_pcall(L, n - 1, 0);
+  w->spawn_background = 0;
+  if (st != LUA_OK) {
     const char *msg = lua_tostring(L, -1);
     char *copy = strdup(msg ? msg : "initializer failed");
     lua_settop(L, 0);
