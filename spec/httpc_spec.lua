@@ -253,6 +253,26 @@ describe("skein.http client", function()
     assert.equal(c0, conns(base))
   end)
 
+  it("keeps its connections between two rounds of concurrent gets", function()
+    -- curl's default cache holds 4 idle connections per transfer still in
+    -- the multi: as a round's transfers ended together, it closed most of
+    -- the round's connections, and the next round opened them again.
+    local s <close> = http.session()
+    local function round()
+      local ts = {}
+      for i = 1, 40 do ts[i] = skein.spawn(function() return s:get(base .. "/slow?s=0.1").status end) end
+      for i = 1, 40 do assert.equal(200, ts[i]:join(30)) end
+    end
+    local c0 = conns(base)
+    round()
+    local first = conns(base) - c0
+    assert.is_true(first >= 30, "the first round opened only " .. first)
+    c0 = conns(base)
+    round()
+    local again = conns(base) - c0
+    assert.is_true(again <= 2, "the second round opened " .. again .. " connections again")
+  end)
+
   it("bounds a session's connections and closes it", function()
     local s <close> = http.session{max_conns = 2}
     local c0 = conns(base)

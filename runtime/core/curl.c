@@ -15,6 +15,9 @@
 #define BODY_MARK (256 * 1024)
 /* Easy handles a multi keeps for reuse. */
 #define FREE_EASY 8
+/* How many idle connections a multi keeps at least (Node's http.Agent
+** keeps 256 free sockets by default). */
+#define IDLE_CONNS 256
 
 /* One socket curl asked us to watch: a poll handle, freed in its close
 ** callback. A multi keeps its sockets in a list (`socks`) and finds them by
@@ -309,6 +312,12 @@ sk_curlm *sk_curlm_new(uv_loop_t *loop, long max_conns, long max_per_host) {
   curl_multi_setopt(cm->m, CURLMOPT_SOCKETDATA, cm);
   curl_multi_setopt(cm->m, CURLMOPT_TIMERFUNCTION, on_timer);
   curl_multi_setopt(cm->m, CURLMOPT_TIMERDATA, cm);
+  /* The cache of idle connections keeps IDLE_CONNS of them (or max_conns):
+  ** curl's default, 4 per easy handle in the multi, shrinks as transfers
+  ** end, so a burst of transfers that all finish together (a pool's
+  ** requests between two rounds) lost most of its connections and
+  ** opened them again on the next round. */
+  curl_multi_setopt(cm->m, CURLMOPT_MAXCONNECTS, max_conns > IDLE_CONNS ? max_conns : (long)IDLE_CONNS);
   if (max_conns > 0) curl_multi_setopt(cm->m, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conns);
   if (max_per_host > 0) curl_multi_setopt(cm->m, CURLMOPT_MAX_HOST_CONNECTIONS, max_per_host);
   return cm;
