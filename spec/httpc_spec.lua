@@ -273,6 +273,46 @@ describe("skein.http client", function()
     assert.is_true(again <= 2, "the second round opened " .. again .. " connections again")
   end)
 
+  it("keeps watching a reused connection without a new poll per request", function()
+    -- 200 gets one after the other on one connection: curl removes its
+    -- socket after each; the poll stays (idle), so epoll_ctl is not called
+    -- per request (it was 3 or 4 times per request).
+    local d = cli.tmpdir()
+    local script = cli.write(d .. "/seq.lua", ([[
+      local url = %q
+      skein.http.get(url)
+      for _ = 1, 200 do assert(skein.http.get(url).status == 200) end
+    ]]):format(base .. "/hello"))
+    -- (LeakSanitizer cannot run under ptrace: off for this run.)
+    local p = io.popen(("ASAN_OPTIONS=detect_leaks=0 timeout 60 strace -f -c -e trace=epoll_ctl -o %s %s %s; echo $?")
+      :format(q(d .. "/count"), q(cli.bin), q(script)))
+    local code = p:read("a")
+    p:close()
+    assert.equal("0", code:match("%d+"), "strace or the script failed")
+    local calls = tonumber((cli.read(d .. "/count") or ""):match("(%d+)%s+%d*%s*epoll_ctl")) or 0
+    assert.is_true(calls < 40, "epoll_ctl calls for 200 gets: " .. calls)
+  end)
+
+  it("finds an idle connection the server closed, without spinning, and reconnects", function()
+    local srv = http.serve{port = 0, handler = function() return 200, nil, "one" end}
+    local port = srv:port()
+    local url = ("http://127.0.0.1:%d/"):format(port)
+    assert.equal("one", http.get(url).body)
+    -- The server closes the connection curl keeps idle: its poll sees the
+    -- end, stops, and the loop does not wake for it again.
+    srv:close()
+    assert.is_true(srv:join(5))
+    local c0 = os.clock()
+    skein.sleep(0.3)
+    local spent = os.clock() - c0
+    assert.is_true(spent < 0.1, ("CPU while idle: %.3f s"):format(spent))
+    -- A server on the same port: curl drops the dead connection, opens one.
+    local srv2 = http.serve{port = port, handler = function() return 200, nil, "two" end}
+    assert.equal("two", http.get(url).body)
+    srv2:close()
+    srv2:join(5)
+  end)
+
   it("bounds a session's connections and closes it", function()
     local s <close> = http.session{max_conns = 2}
     local c0 = conns(base)
