@@ -88,6 +88,28 @@ describe("skein.http client", function()
     assert.equal(503, http.get(base .. "/status/503").status)
   end)
 
+  it("sends the same request for get(url) as for get(url, {}) (its fast path)", function()
+    local function got(r)
+      local t = {}
+      for k, v in pairs(r.headers) do
+        if k:find("^x%-got%-") then t[k] = v end
+      end
+      return t
+    end
+    local plain, with = http.get(base .. "/echo"), http.get(base .. "/echo", {})
+    assert.equal("GET 0\n", plain.body)
+    assert.same(got(with), got(plain))
+    assert.truthy(plain.headers["x-got-user-agent"]:find("^skein/"))
+    assert.truthy(plain.headers["x-got-accept-encoding"])
+    local s <close> = http.session()
+    assert.same(got(with), got(s:get(base .. "/echo")))
+    -- No Expect, with a body or without.
+    assert.is_nil(plain.headers["x-got-expect"])
+    assert.is_nil(http.request{url = base .. "/echo", body = "x"}.headers["x-got-expect"])
+    assert.equal("landed", http.get(base .. "/redirect/2").body)
+    assert.truthy(tostring(caught(http.get, 42)):find("url must be a string"))
+  end)
+
   it("sends a string body, a method and headers", function()
     local r = http.request{url = base .. "/echo", body = "a\0b=c",
       headers = {["X-One"] = "1", ["Content-Type"] = "application/x-test", ["X-Num"] = 42}}
