@@ -240,6 +240,11 @@ local function check(s, word)
     local theirs = primary(s, s.impls[peer])
     value = mine and theirs and mine / theirs
     desc = ("skein time / %s time %s %s"):format(display(peer), op, limit)
+  elseif kind == "scale" then
+    local other = by_name[peer]
+    local theirs = other and primary(other, other.impls.skein)
+    value = mine and theirs and mine > 0 and theirs / mine
+    desc = ("skein %s %sx faster than in %s"):format(op, limit, peer)
   elseif what == "wall" then
     value = sk and sk.wall
     desc = ("skein wall time %s %s s"):format(op, limit)

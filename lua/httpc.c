@@ -239,9 +239,10 @@ static int l_feed(lua_State *L) {
 /* Pushes the head's fields as a table with lower-case names; a repeated
 ** field's values joined by ", ". */
 static void push_headers(lua_State *L, const sk_xfer *x) {
-  lua_newtable(L);
+  lua_createtable(L, 0, 8);
   const char *p = x->head, *end = x->head + x->head_len;
-  luaL_Buffer name;
+  char name[64];                /* a name that fits is lowered here */
+  luaL_Buffer b;
   while (p < end) {
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     const char *next = eol ? eol + 1 : end;
@@ -250,9 +251,15 @@ static void push_headers(lua_State *L, const sk_xfer *x) {
     while (le > p && (le[-1] == '\r' || le[-1] == ' ' || le[-1] == '\t')) le--;
     const char *colon = memchr(p, ':', (size_t)(le - p));
     if (colon && colon > p && !(le - p >= 5 && memcmp(p, "HTTP/", 5) == 0)) {
-      luaL_buffinit(L, &name);
-      for (const char *c = p; c < colon; c++) luaL_addchar(&name, (char)tolower((unsigned char)*c));
-      luaL_pushresult(&name);
+      size_t nlen = (size_t)(colon - p);
+      if (nlen <= sizeof name) {
+        for (size_t i = 0; i < nlen; i++) name[i] = (char)tolower((unsigned char)p[i]);
+        lua_pushlstring(L, name, nlen);
+      } else {
+        luaL_buffinit(L, &b);
+        for (const char *c = p; c < colon; c++) luaL_addchar(&b, (char)tolower((unsigned char)*c));
+        luaL_pushresult(&b);
+      }
       const char *v = colon + 1;
       while (v < le && (*v == ' ' || *v == '\t')) v++;
       lua_pushvalue(L, -1);

@@ -88,6 +88,28 @@ describe("skein.http client", function()
     assert.equal(503, http.get(base .. "/status/503").status)
   end)
 
+  it("sends the same request for get(url) as for get(url, {}) (its fast path)", function()
+    local function got(r)
+      local t = {}
+      for k, v in pairs(r.headers) do
+        if k:find("^x%-got%-") then t[k] = v end
+      end
+      return t
+    end
+    local plain, with = http.get(base .. "/echo"), http.get(base .. "/echo", {})
+    assert.equal("GET 0\n", plain.body)
+    assert.same(got(with), got(plain))
+    assert.truthy(plain.headers["x-got-user-agent"]:find("^skein/"))
+    assert.truthy(plain.headers["x-got-accept-encoding"])
+    local s <close> = http.session()
+    assert.same(got(with), got(s:get(base .. "/echo")))
+    -- No Expect, with a body or without.
+    assert.is_nil(plain.headers["x-got-expect"])
+    assert.is_nil(http.request{url = base .. "/echo", body = "x"}.headers["x-got-expect"])
+    assert.equal("landed", http.get(base .. "/redirect/2").body)
+    assert.truthy(tostring(caught(http.get, 42)):find("url must be a string"))
+  end)
+
   it("sends a string body, a method and headers", function()
     local r = http.request{url = base .. "/echo", body = "a\0b=c",
       headers = {["X-One"] = "1", ["Content-Type"] = "application/x-test", ["X-Num"] = 42}}
@@ -270,6 +292,66 @@ describe("skein.http client", function()
     c0 = conns(base)
     for _ = 1, 20 do assert.equal(200, http.get(base .. "/hello").status) end
     assert.equal(c0, conns(base))
+  end)
+
+  it("keeps its connections between two rounds of concurrent gets", function()
+    -- curl's default cache holds 4 idle connections per transfer still in
+    -- the multi: as a round's transfers ended together, it closed most of
+    -- the round's connections, and the next round opened them again.
+    local s <close> = http.session()
+    local function round()
+      local ts = {}
+      for i = 1, 40 do ts[i] = skein.spawn(function() return s:get(base .. "/slow?s=0.1").status end) end
+      for i = 1, 40 do assert.equal(200, ts[i]:join(30)) end
+    end
+    local c0 = conns(base)
+    round()
+    local first = conns(base) - c0
+    assert.is_true(first >= 30, "the first round opened only " .. first)
+    c0 = conns(base)
+    round()
+    local again = conns(base) - c0
+    assert.is_true(again <= 2, "the second round opened " .. again .. " connections again")
+  end)
+
+  it("keeps watching a reused connection without a new poll per request", function()
+    -- 200 gets one after the other on one connection: curl removes its
+    -- socket after each; the poll stays (idle), so epoll_ctl is not called
+    -- per request (it was 3 or 4 times per request).
+    local d = cli.tmpdir()
+    local script = cli.write(d .. "/seq.lua", ([[
+      local url = %q
+      skein.http.get(url)
+      for _ = 1, 200 do assert(skein.http.get(url).status == 200) end
+    ]]):format(base .. "/hello"))
+    -- (LeakSanitizer cannot run under ptrace: off for this run.)
+    local p = io.popen(("ASAN_OPTIONS=detect_leaks=0 timeout 60 strace -f -c -e trace=epoll_ctl -o %s %s %s; echo $?")
+      :format(q(d .. "/count"), q(cli.bin), q(script)))
+    local code = p:read("a")
+    p:close()
+    assert.equal("0", code:match("%d+"), "strace or the script failed")
+    local calls = tonumber((cli.read(d .. "/count") or ""):match("(%d+)%s+%d*%s*epoll_ctl")) or 0
+    assert.is_true(calls < 40, "epoll_ctl calls for 200 gets: " .. calls)
+  end)
+
+  it("finds an idle connection the server closed, without spinning, and reconnects", function()
+    local srv = http.serve{port = 0, handler = function() return 200, nil, "one" end}
+    local port = srv:port()
+    local url = ("http://127.0.0.1:%d/"):format(port)
+    assert.equal("one", http.get(url).body)
+    -- The server closes the connection curl keeps idle: its poll sees the
+    -- end, stops, and the loop does not wake for it again.
+    srv:close()
+    assert.is_true(srv:join(5))
+    local c0 = os.clock()
+    skein.sleep(0.3)
+    local spent = os.clock() - c0
+    assert.is_true(spent < 0.1, ("CPU while idle: %.3f s"):format(spent))
+    -- A server on the same port: curl drops the dead connection, opens one.
+    local srv2 = http.serve{port = port, handler = function() return 200, nil, "two" end}
+    assert.equal("two", http.get(url).body)
+    srv2:close()
+    srv2:join(5)
   end)
 
   it("bounds a session's connections and closes it", function()

@@ -5,8 +5,10 @@ import aiohttp
 
 async def main(url, n, c):
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as s:
-        async with s.get(url) as r:
-            await r.read()
+        async def one():
+            async with s.get(url) as r:
+                await r.read()
+        await asyncio.gather(*(one() for _ in range(c)))   # warm: C connections up
         left = [n]
         ok = [0]
         async def worker():

@@ -2,7 +2,10 @@
 -- Prints "secs=<s> ok=<n>".
 local url, n, c = arg[1], tonumber(arg[2]), tonumber(arg[3])
 local http = skein.http
-http.get(url)                               -- warm: one connection up
+local warm = {}                             -- warm: C connections up
+for i = 1, c do warm[i] = skein.spawn(http.get, url) end
+for i = 1, c do warm[i]:join() end
+warm = nil
 local t0 = skein.now()
 local left, ok = n, 0
 local tasks = {}

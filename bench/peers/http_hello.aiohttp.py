@@ -7,7 +7,7 @@ import sys
 
 from aiohttp import web
 
-CONNS = int(sys.argv[1]) if len(sys.argv) > 1 else 32
+CONNS = int(sys.argv[1]) if len(sys.argv) > 1 else 100
 SECS = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 
 

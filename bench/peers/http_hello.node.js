@@ -4,13 +4,15 @@
 'use strict';
 const http = require('http');
 const { execFile } = require('child_process');
-const CONNS = +(process.argv[2] || 32), SECS = +(process.argv[3] || 3);
+const CONNS = +(process.argv[2] || 100), SECS = +(process.argv[3] || 3);
 
 const srv = http.createServer((req, res) => {
   const m = /^\/page\/(\d+)$/.exec(req.url);
   if (!m) { res.writeHead(404); res.end('not found\n'); return; }
   const n = m[1];
-  res.writeHead(200, { 'content-type': 'text/html' });
+  // setHeader (not writeHead) lets end() add Content-Length, as the other
+  // servers send it, instead of a chunked body.
+  res.setHeader('content-type', 'text/html');
   res.end('<html><head><title>Page ' + n + '</title></head><body><h1>Page ' + n +
           '</h1><p>Hello from skein.</p></body></html>\n');
 });

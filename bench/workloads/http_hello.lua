@@ -6,7 +6,7 @@
 -- port (reuseport). wrk runs for a fixed time, bench/run compares times
 -- for a fixed n: the BENCH line gives the time N_REF requests take at the
 -- rate wrk measured (so rate = completed requests / wrk's time).
-local CONNS, SECS, PROCS = tonumber(arg[1]) or 32, tonumber(arg[2]) or 3, tonumber(arg[3]) or 1
+local CONNS, SECS, PROCS = tonumber(arg[1]) or 100, tonumber(arg[2]) or 3, tonumber(arg[3]) or 1
 
 local function server(port, ready, stop)
   local sk = require "skein"

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "sk_curl.h"
@@ -15,16 +16,31 @@
 #define BODY_MARK (256 * 1024)
 /* Easy handles a multi keeps for reuse. */
 #define FREE_EASY 8
+/* How many idle connections a multi keeps at least (Node's http.Agent
+** keeps 256 free sockets by default). */
+#define IDLE_CONNS 256
 
 /* One socket curl asked us to watch: a poll handle, freed in its close
 ** callback. A multi keeps its sockets in a list (`socks`) and finds them by
 ** descriptor, so nothing depends on curl's per-socket pointer staying
 ** right across the two ways a socket goes (CURL_POLL_REMOVE, and curl's
-** close-socket callback). */
+** close-socket callback).
+**
+** A connection's socket (`conn`: opened by on_opensocket, so curl closes
+** it through on_closesocket and never behind our back) outlives
+** CURL_POLL_REMOVE, which curl sends each time a transfer on it ends: it
+** is marked `idle` and its poll left as it was, so that the next transfer
+** on the connection costs no poll handle and no epoll_ctl calls. An event
+** on an idle socket (the server closed it) only stops its poll; curl finds
+** the connection dead when it next looks. Any other socket (the threaded
+** resolver's, closed by curl itself) is closed at CURL_POLL_REMOVE. */
 typedef struct sk_sock {
   uv_poll_t poll;
   sk_curlm *cm;
   curl_socket_t fd;
+  int conn;                     /* opened by on_opensocket */
+  int idle;                     /* removed by curl; the poll may still run */
+  int events;                   /* what the poll watches (0: stopped) */
   struct sk_sock *prev, *next;
 } sk_sock;
 
@@ -165,6 +181,24 @@ static sk_sock *sock_find(sk_curlm *cm, curl_socket_t fd) {
   return NULL;
 }
 
+/* A new socket's poll handle (not started), first in the multi's list. */
+static sk_sock *sock_new(sk_curlm *cm, curl_socket_t fd) {
+  sk_sock *k = calloc(1, sizeof *k);
+  if (k == NULL) return NULL;
+  if (uv_poll_init_socket(cm->loop, &k->poll, fd) != 0) {
+    free(k);
+    return NULL;
+  }
+  k->poll.data = k;
+  k->cm = cm;
+  k->fd = fd;
+  uv_unref((uv_handle_t *)&k->poll);
+  k->next = cm->socks;
+  if (cm->socks) cm->socks->prev = k;
+  cm->socks = k;
+  return k;
+}
+
 static void keep_tick(uv_timer_t *t) { (void)t; }
 
 static void keep_update(sk_curlm *cm) {
@@ -201,6 +235,13 @@ static void drain(sk_curlm *cm) {
 static void on_poll(uv_poll_t *h, int status, int events) {
   sk_sock *k = h->data;
   sk_curlm *cm = k->cm;
+  if (k->idle) {
+    /* Curl is not watching it: the server closed an idle connection (or
+    ** sent what nobody asked for). Stop; curl finds out on its own. */
+    uv_poll_stop(&k->poll);
+    k->events = 0;
+    return;
+  }
   int flags = 0;
   if (status < 0) flags = CURL_CSELECT_ERR;
   else {
@@ -227,30 +268,37 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
   sk_curlm *cm = userp;
   sk_sock *k = sock_find(cm, s);
   if (what == CURL_POLL_REMOVE) {
-    if (k) sock_close(k);
+    if (k && k->conn && !cm->closing) k->idle = 1;
+    else if (k) sock_close(k);
     return 0;
   }
   if (cm->closing) return 0;
-  if (k == NULL) {
-    k = calloc(1, sizeof *k);
-    if (k == NULL) return -1;
-    if (uv_poll_init_socket(cm->loop, &k->poll, s) != 0) {
-      free(k);
-      return -1;
-    }
-    k->poll.data = k;
-    k->cm = cm;
-    k->fd = s;
-    uv_unref((uv_handle_t *)&k->poll);
-    k->next = cm->socks;
-    if (cm->socks) cm->socks->prev = k;
-    cm->socks = k;
-  }
+  if (k == NULL && (k = sock_new(cm, s)) == NULL) return -1;
+  k->idle = 0;
   int ev = 0;
   if (what & CURL_POLL_IN) ev |= UV_READABLE;
   if (what & CURL_POLL_OUT) ev |= UV_WRITABLE;
-  uv_poll_start(&k->poll, ev, on_poll);
+  if (ev != k->events) {
+    if (uv_poll_start(&k->poll, ev, on_poll) != 0) return -1;
+    k->events = ev;
+  }
   return 0;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION: a connection's socket, known from the start
+** as one that curl closes through on_closesocket. */
+static curl_socket_t on_opensocket(void *clientp, curlsocktype purpose,
+                                   struct curl_sockaddr *a) {
+  sk_curlm *cm = clientp;
+  (void)purpose;
+  curl_socket_t s = socket(a->family, a->socktype, a->protocol);
+  if (s == CURL_SOCKET_BAD || cm->closing) return s;
+  /* A descriptor closed behind our back left its poll: not this socket's. */
+  sk_sock *k = sock_find(cm, s);
+  if (k) sock_close(k);
+  k = sock_new(cm, s);
+  if (k) k->conn = 1;           /* else on_socket makes a plain one */
+  return s;
 }
 
 /* CURLMOPT_TIMERFUNCTION: only arms or stops our timer. */
@@ -309,6 +357,12 @@ sk_curlm *sk_curlm_new(uv_loop_t *loop, long max_conns, long max_per_host) {
   curl_multi_setopt(cm->m, CURLMOPT_SOCKETDATA, cm);
   curl_multi_setopt(cm->m, CURLMOPT_TIMERFUNCTION, on_timer);
   curl_multi_setopt(cm->m, CURLMOPT_TIMERDATA, cm);
+  /* The cache of idle connections keeps IDLE_CONNS of them (or max_conns):
+  ** curl's default, 4 per easy handle in the multi, shrinks as transfers
+  ** end, so a burst of transfers that all finish together (a pool's
+  ** requests between two rounds) lost most of its connections and
+  ** opened them again on the next round. */
+  curl_multi_setopt(cm->m, CURLMOPT_MAXCONNECTS, max_conns > IDLE_CONNS ? max_conns : (long)IDLE_CONNS);
   if (max_conns > 0) curl_multi_setopt(cm->m, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conns);
   if (max_per_host > 0) curl_multi_setopt(cm->m, CURLMOPT_MAX_HOST_CONNECTIONS, max_per_host);
   return cm;
@@ -516,6 +570,8 @@ static int setup(sk_xfer *x, CURL *e, const sk_xfer_opts *o) {
   SET(CURLOPT_WRITEDATA, x);
   SET(CURLOPT_HEADERFUNCTION, on_header);
   SET(CURLOPT_HEADERDATA, x);
+  SET(CURLOPT_OPENSOCKETFUNCTION, on_opensocket);
+  SET(CURLOPT_OPENSOCKETDATA, x->cm);
   SET(CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
   SET(CURLOPT_CLOSESOCKETDATA, x->cm);
   SET(CURLOPT_FOLLOWLOCATION, o->follow ? 1L : 0L);
