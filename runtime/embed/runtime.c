@@ -50,6 +50,16 @@ static int set_error(skein_runtime *rt, const char *msg) {
   return -1;
 }
 
+/* The message of a failure with no runtime to keep it (skein_errmsg(NULL)):
+** one per thread, a copy truncated to fit. */
+static _Thread_local char no_rt_errmsg[256];
+
+int sk_runtime_fail(skein_runtime *rt, const char *msg) {
+  if (rt) return set_error(rt, msg);
+  snprintf(no_rt_errmsg, sizeof no_rt_errmsg, "%s", msg ? msg : "unknown error");
+  return -1;
+}
+
 static int l_tostring(lua_State *L) {
   luaL_tolstring(L, 1, NULL);
   return 1;
@@ -452,6 +462,7 @@ int skein_run(skein_runtime *rt, skein_run_mode mode) {
 }
 
 const char *skein_errmsg(skein_runtime *rt) {
+  if (rt == NULL) return no_rt_errmsg;
   return rt->errmsg ? rt->errmsg : "";
 }
 

@@ -18,6 +18,10 @@
 ** Idempotent and thread-safe; must run before the first worker is made. */
 void sk_embed_init(void);
 
+/* Records `msg` as the last failure of rt (NULL: of this thread, for
+** skein_errmsg(NULL)) and returns -1 (hosttype.c). */
+int sk_runtime_fail(skein_runtime *rt, const char *msg);
+
 /* After a chunk: whether it ended because of an interrupt its code did not
 ** catch (the error reached the top, or the interrupt is still owed to code
 ** that never took it). */

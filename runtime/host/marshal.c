@@ -14,6 +14,9 @@
 ** upvalue holding a loaded module) or a C function is its name, "module" or
 ** "module.name", and an 8-byte tag of that name. A shared object in the
 ** segment is its type name, type, object index entry and generation.
+** A host's userdata (skein_register_type) is its type's name, then 'c' and
+** the bytes its encode callback wrote, or 'r' and the handle, generation
+** and process of a reference to its pointer (same process only).
 **
 ** The decoder treats its input as untrusted: every read is bounds-checked,
 ** nesting is limited, ids must refer to values already decoded, bytecode is
@@ -463,6 +466,96 @@ static void dec_obj(dec *d) {
   push(L, o);  /* takes over the reference lookup added */
 }
 
+/* Protected: [1] the host type, [2] the bytes (light), [3] their length. */
+static int p_host_decode(lua_State *L) {
+  const sk_hosttype *t = lua_touserdata(L, 1);
+  const char *data = lua_touserdata(L, 2);
+  size_t n = (size_t)lua_tointeger(L, 3);
+  lua_settop(L, 0);
+  t->ops.decode(L, data, n);
+  return lua_gettop(L) == 1 ? 1 : luaL_error(L, "decode pushed %d values, not 1", lua_gettop(L));
+}
+
+/* Protected: [1] the host type, [2] the pointer (light). */
+static int p_host_push(lua_State *L) {
+  const sk_hosttype *t = lua_touserdata(L, 1);
+  void *p = lua_touserdata(L, 2);
+  lua_settop(L, 0);
+  t->ops.push(L, p);
+  return lua_gettop(L) == 1 ? 1 : luaL_error(L, "push pushed %d values, not 1", lua_gettop(L));
+}
+
+/* Replaces the error at the top with kind "marshal" naming the host type. */
+static void host_fail(lua_State *L, const char *name, const char *what) {
+  const char *why = luaL_tolstring(L, -1, NULL);
+  sk_error_raise(L, "marshal", "%s: %s: %s", name, what, why);
+}
+
+/* A host type's userdata (marshal_enc.c's enc_host): a clone made by the
+** type's decode callback from its bytes, or a new userdata for a pointer
+** sent by reference from this process (its push callback, given a
+** reference of its own). */
+static void dec_host(dec *d) {
+  lua_State *L = d->L;
+  size_t nn;
+  const char *s = get_bytes(d, &nn);
+  const char *name = lua_pushlstring(L, s, nn);
+  int mode = get_byte(d);
+  size_t n = 0;
+  const char *bytes = NULL;
+  uint64_t slot = 0, gen = 0, pid = 0;
+  if (mode == SK_HOST_CLONE) {
+    bytes = get_bytes(d, &n);
+  } else if (mode == SK_HOST_REF) {
+    slot = get_varint(d), gen = get_varint(d), pid = get_varint(d);
+    if (!(d->flags & SK_MARSHAL_OBJECTS)) dec_fail(d, "objects are not accepted here");
+  } else {
+    dec_fail(d, "unknown host value mode");
+  }
+  const sk_hosttype *t = memchr(s, '\0', nn) ? NULL : sk_marshal_find_host(name, 0);
+  if (t == NULL) {
+    sk_error_raise(L, "marshal", "host type '%s' is not registered in this process (a host "
+                   "registers it with skein_register_type, before skein_worker_main in its "
+                   "main for its worker processes)", name);
+  }
+  if (mode == SK_HOST_CLONE) {
+    if (t->ops.decode == NULL) {
+      sk_error_raise(L, "marshal", "%s: a copy arrived, but the type has no decode callback "
+                     "in this process", name);
+    }
+    lua_pushcfunction(L, p_host_decode);
+    lua_pushlightuserdata(L, (void *)t);
+    lua_pushlightuserdata(L, (void *)bytes);
+    lua_pushinteger(L, (lua_Integer)n);
+    if (lua_pcall(L, 3, 1, 0) != LUA_OK) host_fail(L, name, "its decode callback failed");
+    lua_remove(L, -2);
+    return;
+  }
+  if (pid != (uint64_t)getpid()) {
+    sk_error_raise(L, "marshal", "a %s goes by reference only: this one belongs to process "
+                   "%d, not this one", name, (int)(pid > INT32_MAX ? -1 : (int)pid));
+  }
+  sk_obj *o = t->ops.push && slot <= UINT32_MAX && gen <= UINT32_MAX
+                  ? sk_obj_lookup((uint32_t)slot, (uint32_t)gen, name)
+                  : NULL;
+  if (o != NULL && o->type != &t->wrap) {
+    sk_obj_release(o);
+    o = NULL;
+  }
+  if (o == NULL) sk_error_raise(L, "marshal", "the %s this value refers to no longer exists", name);
+  void *p = sk_marshal_host_pointer(o);
+  t->ops.retain(p);                 /* for the userdata push makes */
+  sk_obj_release(o);
+  lua_pushcfunction(L, p_host_push);
+  lua_pushlightuserdata(L, (void *)t);
+  lua_pushlightuserdata(L, p);
+  if (lua_pcall(L, 2, 1, 0) != LUA_OK) {
+    t->ops.release(p);
+    host_fail(L, name, "its push callback failed");
+  }
+  lua_remove(L, -2);
+}
+
 static void dec_value(dec *d, int depth) {
   lua_State *L = d->L;
   if (depth > SK_MARSHAL_MAX_DEPTH) dec_fail(d, "nesting too deep");
@@ -503,6 +596,7 @@ static void dec_value(dec *d, int depth) {
     case T_CFUNC: dec_cfunc(d); break;
     case T_OBJ: dec_obj(d); break;
     case T_SHM: dec_shm(d); break;
+    case T_HOST: dec_host(d); break;
     case T_GLOBALS:
       if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "globals are not accepted here");
       lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);

@@ -122,3 +122,102 @@ sk_obj_push sk_marshal_find_type(const char *name, const char **canonical) {
   return push;
 }
 
+
+/* ---------------------------------------------------------- host types */
+
+/* Host types (skein_register_type) in a table of their own: their values
+** are the host's userdata, not sk_obj handles, and go as T_HOST
+** (marshal.c). An entry is written in full before `nhosts` counts it, under
+** the lock, and never changes afterwards, so a found entry is read without
+** the lock. The copied names live as long as the process. */
+#define MAX_HOSTS 64
+
+static sk_hosttype hosts[MAX_HOSTS];
+static int nhosts;
+
+/* What travels in a buffer for one pointer sent by reference. */
+typedef struct host_ref {
+  sk_obj obj;
+  void *p;
+} host_ref;
+
+static void host_ref_destroy(sk_obj *o) {
+  host_ref *r = (host_ref *)o;
+  const sk_hosttype *t = (const sk_hosttype *)o->type;  /* wrap is first */
+  t->ops.release(r->p);
+  free(r);
+}
+
+static int same_ops(const skein_type_ops *a, const skein_type_ops *b) {
+  return strcmp(a->metatable, b->metatable) == 0 && a->encode == b->encode &&
+         a->decode == b->decode && a->pointer == b->pointer && a->retain == b->retain &&
+         a->release == b->release && a->push == b->push;
+}
+
+int sk_marshal_register_host(const skein_type_ops *ops, const char **why) {
+  skein_type_ops copy = *ops;
+  if (copy.metatable == NULL) copy.metatable = copy.name;
+  uv_once(&types_once, types_init);
+  uv_mutex_lock(&types_lock);
+  int rc = 0;
+  for (int i = 0; i < nhosts; i++) {
+    if (strcmp(hosts[i].ops.name, copy.name) == 0) {
+      if (!same_ops(&hosts[i].ops, &copy)) {
+        *why = "a host type of that name is registered with other callbacks";
+        rc = -1;
+      }
+      goto done;
+    }
+    if (strcmp(hosts[i].ops.metatable, copy.metatable) == 0) {
+      *why = "another host type has that metatable";
+      rc = -1;
+      goto done;
+    }
+  }
+  if (nhosts == MAX_HOSTS) {
+    *why = "too many host types (64)";
+    rc = -1;
+    goto done;
+  }
+  char *name = strdup(copy.name), *mt = strdup(copy.metatable);
+  if (name == NULL || mt == NULL) {
+    free(name);
+    free(mt);
+    *why = "out of memory";
+    rc = -1;
+    goto done;
+  }
+  copy.name = name;
+  copy.metatable = mt;
+  sk_hosttype *t = &hosts[nhosts];
+  t->wrap = (sk_objtype){name, host_ref_destroy, NULL};
+  t->ops = copy;
+  nhosts++;
+done:
+  uv_mutex_unlock(&types_lock);
+  return rc;
+}
+
+const sk_hosttype *sk_marshal_find_host(const char *name, int by_metatable) {
+  const sk_hosttype *found = NULL;
+  uv_once(&types_once, types_init);
+  uv_mutex_lock(&types_lock);
+  for (int i = 0; i < nhosts && !found; i++) {
+    if (strcmp(by_metatable ? hosts[i].ops.metatable : hosts[i].ops.name, name) == 0) {
+      found = &hosts[i];
+    }
+  }
+  uv_mutex_unlock(&types_lock);
+  return found;
+}
+
+sk_obj *sk_marshal_host_ref(const sk_hosttype *t, void *p) {
+  host_ref *r = malloc(sizeof *r);
+  if (r == NULL) return NULL;
+  sk_obj_init(&r->obj, &t->wrap);
+  r->p = p;
+  t->ops.retain(p);
+  return &r->obj;
+}
+
+void *sk_marshal_host_pointer(sk_obj *o) { return ((host_ref *)o)->p; }

@@ -35,6 +35,21 @@ static void buf_grow(lua_State *L, sk_buf *b, size_t need) {
   b->cap = cap;
 }
 
+int sk_buf_append(sk_buf *b, const void *p, size_t n) {
+  if (n > SIZE_MAX / 2 - b->len) return -1;
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n) cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (d == NULL) return -1;
+    b->data = d;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return 0;
+}
+
 static void put(lua_State *L, sk_buf *b, const void *p, size_t n) {
   buf_grow(L, b, n);
   memcpy(b->data + b->len, p, n);
@@ -527,6 +542,99 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
   }
 }
 
+/* ------------------------------------------------------- host types */
+
+/* Makes room for one more object reference in the buffer. */
+static void reserve_obj(lua_State *L, sk_buf *b) {
+  if (b->nobjs < b->capobjs) return;
+  size_t cap = b->capobjs ? b->capobjs * 2 : 4;
+  sk_obj **objs = realloc(b->objs, cap * sizeof *objs);
+  if (objs == NULL) sk_error_raise(L, "memory", "not enough memory to marshal");
+  b->objs = objs;
+  b->capobjs = cap;
+}
+
+/* Protected: [1] the host type, [2] the value, [3] the writer. */
+static int p_host_encode(lua_State *L) {
+  const sk_hosttype *t = lua_touserdata(L, 1);
+  lua_pushinteger(L, t->ops.encode(L, 2, lua_touserdata(L, 3)));
+  return 1;
+}
+
+/* A clone's length is written as a 5-byte varint (padded with 0x80
+** bytes, which the decoder reads like any varint) and patched once the
+** encode callback has written the bytes after it. */
+#define HOST_LEN_BYTES 5
+#define HOST_CLONE_MAX ((uint64_t)1 << (7 * HOST_LEN_BYTES))
+
+/* A host type's userdata (skein_register_type): T_HOST, the type's name, and
+** a clone's bytes or a pointer's handle. Between threads of this process a
+** pointer goes by reference when the type can; to another process (and
+** when it cannot) the value is cloned. */
+static void enc_host(enc *e, int idx, const path *p, const sk_hosttype *t) {
+  lua_State *L = e->L;
+  sk_buf *b = e->b;
+  const skein_type_ops *ops = &t->ops;
+  int by_ref = ops->push != NULL && !sk_marshal_xproc;
+  if (!by_ref && ops->encode == NULL) {
+    lua_pushfstring(L, "a %s goes by reference only: it cannot go to another process",
+                    ops->name);
+    enc_fail(e, p, lua_tostring(L, -1));
+  }
+  put_byte(L, b, T_HOST);
+  put_str(L, b, ops->name, strlen(ops->name));
+  if (by_ref) {
+    void *ptr = ops->pointer(L, idx);
+    if (ptr == NULL) {
+      lua_pushfstring(L, "cannot send a closed %s", ops->name);
+      enc_fail(e, p, lua_tostring(L, -1));
+    }
+    reserve_obj(L, b);
+    sk_obj *o = sk_marshal_host_ref(t, ptr);
+    if (o != NULL && sk_obj_register(o) != 0) {
+      sk_obj_release(o);
+      o = NULL;
+    }
+    if (o == NULL) sk_error_raise(L, "memory", "not enough memory to marshal");
+    b->objs[b->nobjs++] = o;        /* the buffer holds the reference made */
+    put_byte(L, b, SK_HOST_REF);
+    put_varint(L, b, o->slot);
+    put_varint(L, b, o->gen);
+    put_varint(L, b, (uint64_t)getpid());
+    return;
+  }
+  put_byte(L, b, SK_HOST_CLONE);
+  buf_grow(L, b, HOST_LEN_BYTES);
+  size_t at = b->len;
+  b->len += HOST_LEN_BYTES;
+  skein_writer w = {b, 0};
+  lua_pushcfunction(L, p_host_encode);
+  lua_pushlightuserdata(L, (void *)t);
+  lua_pushvalue(L, idx);
+  lua_pushlightuserdata(L, &w);
+  int st = lua_pcall(L, 3, 1, 0);
+  if (w.failed) sk_error_raise(L, "memory", "not enough memory to marshal");
+  if (st != LUA_OK) {
+    const char *why = luaL_tolstring(L, -1, NULL);
+    lua_pushfstring(L, "%s cannot be encoded: %s", ops->name, why);
+    enc_fail(e, p, lua_tostring(L, -1));
+  }
+  if (lua_tointeger(L, -1) != 0) {
+    lua_pushfstring(L, "%s refused to be encoded", ops->name);
+    enc_fail(e, p, lua_tostring(L, -1));
+  }
+  lua_pop(L, 1);
+  uint64_t n = b->len - at - HOST_LEN_BYTES;
+  if (n >= HOST_CLONE_MAX) {
+    lua_pushfstring(L, "%s encodes to more than 32 GiB", ops->name);
+    enc_fail(e, p, lua_tostring(L, -1));
+  }
+  for (int i = 0; i < HOST_LEN_BYTES; i++) {
+    uint8_t c = (uint8_t)((n >> (7 * i)) & 0x7f);
+    b->data[at + (size_t)i] = (char)(i < HOST_LEN_BYTES - 1 ? c | 0x80 : c);
+  }
+}
+
 static void enc_userdata(enc *e, int idx, const path *p) {
   lua_State *L = e->L;
   const char *pname;
@@ -543,6 +651,12 @@ static void enc_userdata(enc *e, int idx, const path *p) {
   }
   const char *name = NULL;
   if (luaL_getmetafield(L, idx, "__name") == LUA_TSTRING) name = lua_tostring(L, -1);
+  const sk_hosttype *host = name ? sk_marshal_find_host(name, 1) : NULL;
+  if (host) {
+    lua_pop(L, 1);
+    enc_host(e, idx, p, host);
+    return;
+  }
   const char *canonical = NULL;
   if (name == NULL || sk_marshal_find_type(name, &canonical) == NULL) {
     if (name) {

@@ -340,6 +340,34 @@ typedef void (*sk_obj_push)(lua_State *L, sk_obj *o);
 /* Makes userdata whose metatable is named `name` sendable by reference;
 ** its memory must start with the sk_obj pointer (NULL once closed). */
 void sk_marshal_register_type(const char *name, sk_obj_push push);
+/* A host's userdata type (skein_register_type, skein.h): a copy of its
+** descriptor, and the sk_objtype of the objects that carry one of its
+** pointers by reference through the handle table while a send is in
+** flight (marshal_auth.c). Never freed or changed once registered. */
+typedef struct sk_hosttype {
+  sk_objtype wrap;              /* wrap.name is ops.name */
+  skein_type_ops ops;           /* name and metatable are copies */
+} sk_hosttype;
+/* Registers a host type. Returns 0 (also when the same name is registered
+** with the same callbacks), or -1 with *why set to a static message. The
+** descriptor is assumed complete (the embed layer checks it). Any thread. */
+int sk_marshal_register_host(const skein_type_ops *ops, const char **why);
+/* The host type registered under `name` (by_metatable: whose metatable is
+** `name`), or NULL. Any thread. */
+const sk_hosttype *sk_marshal_find_host(const char *name, int by_metatable);
+/* A new reference to host pointer p of type t, for a buffer to hold while
+** in flight: retains p, and releases it when the last reference goes.
+** NULL when out of memory (nothing retained). */
+sk_obj *sk_marshal_host_ref(const sk_hosttype *t, void *p);
+/* The host pointer such a reference carries. */
+void *sk_marshal_host_pointer(sk_obj *o);
+/* Where skein_write appends (skein.h): the buffer being encoded. */
+struct skein_writer {
+  sk_buf *b;
+  int failed;                   /* a write ran out of memory */
+};
+/* Appends n bytes to b; 0, or -1 when out of memory. Never raises. */
+int sk_buf_append(sk_buf *b, const void *p, size_t n);
 /* An object family's Lua type, registered in one call (sk_type_register,
 ** types.c) when the module opens in a worker. The descriptor is static and
 ** outlives every worker: the process-wide tables below keep pointers to it.

@@ -16,8 +16,11 @@
 
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT, T_END,
-  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS, T_MODULE, T_SHM
+  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS, T_MODULE, T_SHM, T_HOST
 };
+
+/* A T_HOST value's mode byte: a clone's bytes, or a pointer by reference. */
+enum { SK_HOST_CLONE = 'c', SK_HOST_REF = 'r' };
 
 /* The push function of the sendable type `name` (sk_marshal_register_type),
 ** or NULL; *canonical, when given, gets the registered name's own copy. */

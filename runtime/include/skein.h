@@ -181,6 +181,101 @@ SKEIN_API int skein_add_init(skein_runtime *rt, skein_init_fn fn, void *ud);
 ** processes" above). */
 SKEIN_API int skein_worker_main(int argc, char **argv, skein_init_fn init, void *ud);
 
+/*
+** Host userdata that crosses workers. Values a worker sends (pool and
+** thread arguments and results, queue items, ...) are copied by skein's
+** marshaller, which refuses userdata it does not know. A host makes its
+** own userdata type sendable with skein_register_type, in one of two ways
+** (or both):
+**
+**   by clone      encode writes the value as bytes; decode, in the
+**                 receiving worker, pushes a fresh userdata made from them.
+**                 Crosses threads and processes.
+**   by reference  the userdata stands for a pointer the host owns and
+**                 counts references to (retain, release); the receiving
+**                 worker gets a userdata for the same pointer (push).
+**                 Crosses the threads of one process only.
+**
+** Which is used: to another process (a worker process, a process pool, a
+** queue shared with another process, a worker process's results), the
+** clone, and with no clone callbacks the send fails with an error of kind
+** `marshal` saying the type goes by reference only; within the process,
+** the reference when the type has one, else the clone.
+**
+** Registration is process-wide (every runtime and every worker of this
+** process) and lasts as long as the process. A worker process knows only
+** the types its own process registered: a host that is its own worker
+** executable registers them in main before skein_worker_main. A value of a
+** type the receiving process has not registered (a worker process of the
+** `skein` command, say) fails to decode with kind `marshal` naming the type.
+*/
+
+/* Where an encode callback writes a clone's bytes (skein_write). */
+typedef struct skein_writer skein_writer;
+
+/* Appends n bytes to the clone being encoded. Returns 0, or -1 when out of
+** memory: the encode callback then returns -1 (the send fails with kind
+** `memory`). */
+SKEIN_API int skein_write(skein_writer *w, const void *data, size_t n);
+
+/* A host type's descriptor (skein_register_type copies it). Fields left
+** NULL add nothing; the clone pair and the reference set each go together,
+** and at least one of the two must be given.
+**
+** Threads: encode, pointer and retain run on the sending worker's thread,
+** with its state; decode and push on the receiving worker's thread, with
+** its state; release on whichever thread drops the last hold of a sent
+** reference (the receiver once it has made its userdata, the sender when
+** the send fails, a queue's closer when an item is dropped). Callbacks may
+** run on several threads at once: retain and release must be atomic. */
+typedef struct skein_type_ops {
+  /* The type's name in the format and in messages, such as "app.Image";
+  ** 1 to 127 bytes. Names starting with "skein." are skein's own. */
+  const char *name;
+  /* The metatable name the host gives luaL_newmetatable / luaL_setmetatable
+  ** for this userdata (its __name), by which a value being sent is
+  ** recognised; NULL: the same as `name`. */
+  const char *metatable;
+
+  /* By clone. `encode` writes the userdata at `idx` with skein_write and
+  ** returns 0, or returns -1 to refuse it (the send fails with kind
+  ** `marshal` naming the type); it may raise, which fails the send the same
+  ** way, with the message. `decode` pushes one new userdata made from
+  ** data[0..len); the bytes are untrusted (they may come from another
+  ** process, or be damaged): check their length and content and raise on
+  ** anything wrong, which fails the receive with kind `marshal` naming the
+  ** type. */
+  int (*encode)(lua_State *L, int idx, skein_writer *w);
+  void (*decode)(lua_State *L, const char *data, size_t len);
+
+  /* By reference. `pointer` gives the host pointer the userdata at `idx`
+  ** stands for, or NULL when it has none (closed: the send fails with kind
+  ** `marshal`); it must not raise. `retain` adds a reference to a pointer and
+  ** `release` drops one. skein retains a pointer once per send and releases
+  ** it when the sent value has been received, or when the send fails.
+  ** `push` makes the receiving worker's userdata for `p` and pushes it; it
+  ** is given a reference of its own (retained for it), which the userdata
+  ** takes over: its __gc must release it. When push raises, skein releases
+  ** that reference, so store `p` in the userdata last, after everything
+  ** that can raise (making the userdata, setting its metatable). */
+  void *(*pointer)(lua_State *L, int idx);
+  void (*retain)(void *p);
+  void (*release)(void *p);
+  void (*push)(lua_State *L, void *p);
+} skein_type_ops;
+
+/* Makes the host userdata described by `ops` sendable, in this whole
+** process (any thread; before the values are sent). Registering a name
+** again with the same callbacks and metatable does nothing and returns 0.
+** Returns -1, with the message in skein_errmsg(rt), for a bad descriptor
+** (no name, a name too long or starting with "skein.", a clone or reference
+** set half given, neither given), a name already registered with other
+** callbacks, or too many types (64). `rt` may be NULL (registering before
+** any runtime exists, as a host that is its own worker executable does
+** before skein_worker_main): the message is then in skein_errmsg(NULL),
+** per thread. */
+SKEIN_API int skein_register_type(skein_runtime *rt, const skein_type_ops *ops);
+
 /* Runs a file (NULL: standard input) or a string as the root context: its
 ** blocking calls drive the loop. Tasks they spawn keep running on later
 ** skein_run calls (or, with a host loop, whenever the host runs the loop).
@@ -217,7 +312,8 @@ SKEIN_API int skein_call(skein_runtime *rt, int nargs, int nresults);
 ** 0, or -1 with nothing pushed and the message in skein_errmsg. */
 SKEIN_API int skein_spawn(skein_runtime *rt, int nargs);
 
-/* The message of the last failure on this runtime; "" when none. */
+/* The message of the last failure on this runtime; "" when none. With
+** NULL, the last failure of skein_register_type(NULL, ...) on this thread. */
 SKEIN_API const char *skein_errmsg(skein_runtime *rt);
 
 /* Asks the runtime to stop what it waits for and to interrupt running Lua
