@@ -20,6 +20,13 @@
 **    generations. A shared value holds copies of fake object headers, the
 **    bytes an attacker would plant; the object index never leads to them.
 **
+** Two host types (skein_register_type) take part: fz.Blob by clone (its
+** decode callback takes up to 64 bytes), fz.Ref by reference to one host
+** object. Pass 2 maps a reference's zero handle, even generation and zero
+** process onto a send of that object the target keeps in flight; after any
+** input that names fz.Ref, the object's reference count must be back where
+** it was.
+**
 ** Whatever decodes must encode again, and decoding that must give values
 ** structurally equal to the first ones (compared by a Lua function: tables
 ** deeply, with cycles; functions and userdata only by type, since copies are
@@ -28,6 +35,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../runtime/embed/sk_embed.h"
 #include "../../runtime/host/sk_lua.h"
@@ -41,7 +49,7 @@ static int pass;
 /* Tags as the format writes them (runtime/host/marshal.c). */
 enum {
   T_NIL, T_FALSE, T_TRUE, T_INT, T_FLOAT, T_STR, T_TABLE, T_TABLE_MT, T_END,
-  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS, T_MODULE, T_SHM
+  T_REF, T_LFUNC, T_CFUNC, T_OBJ, T_GLOBALS, T_MODULE, T_SHM, T_HOST
 };
 
 static const char *setup_src =
@@ -109,6 +117,87 @@ static int forget_ref;
 static struct {
   uint64_t type, index, gen;
 } plant[NPLANT];
+
+/* ------------------------------------------------------- host types */
+
+typedef struct blob {
+  size_t n;
+  char b[64];
+} blob;
+
+static int blob_encode(lua_State *L, int idx, skein_writer *wr) {
+  blob *b = lua_touserdata(L, idx);
+  return skein_write(wr, b->b, b->n);
+}
+
+static void blob_decode(lua_State *L, const char *data, size_t len) {
+  if (len > sizeof ((blob *)0)->b) luaL_error(L, "a blob holds at most 64 bytes");
+  blob *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->n = len;
+  memcpy(b->b, data, len);
+  luaL_setmetatable(L, "fz.Blob");
+}
+
+static int ref_obj_refs = 1;     /* the one host object fz.Ref stands for */
+static int ref_obj;
+
+static void *ref_pointer(lua_State *L, int idx) { return *(void **)lua_touserdata(L, idx); }
+static void ref_retain(void *p) { (void)p; ref_obj_refs++; }
+static void ref_release(void *p) {
+  (void)p;
+  if (--ref_obj_refs < 1) abort();  /* released more often than retained */
+}
+static void ref_push(lua_State *L, void *p) {
+  void **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, "fz.Ref");
+  *box = p;
+}
+static int ref_gc(lua_State *L) {
+  void **box = lua_touserdata(L, 1);
+  if (*box) ref_release(*box);
+  *box = NULL;
+  return 0;
+}
+
+static const skein_type_ops blob_ops = {
+    .name = "fz.Blob", .encode = blob_encode, .decode = blob_decode};
+static const skein_type_ops ref_ops = {
+    .name = "fz.Ref", .pointer = ref_pointer, .retain = ref_retain, .release = ref_release,
+    .push = ref_push};
+
+static sk_buf ref_plant;          /* a send of fz.Ref kept in flight */
+static uint64_t ref_slot, ref_gen;
+
+/* Registers both types, makes their metatables, and plants the send. */
+static void host_types_init(lua_State *L) {
+  if (skein_register_type(NULL, &blob_ops) != 0 || skein_register_type(NULL, &ref_ops) != 0) {
+    abort();
+  }
+  luaL_newmetatable(L, "fz.Blob");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, "fz.Ref");
+  lua_pushcfunction(L, ref_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  ref_push(L, &ref_obj);
+  ref_obj_refs++;                   /* what the userdata took over */
+  if (sk_marshal_encode(L, -1, 1, &ref_plant, "value") != 0 || ref_plant.nobjs != 1) abort();
+  ref_slot = ref_plant.objs[0]->slot;
+  ref_gen = ref_plant.objs[0]->gen;
+  lua_pop(L, 1);
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  if (ref_obj_refs != 2) abort();   /* the host's own, and the planted send's */
+}
+
+/* 1 when data holds the bytes of `s`. */
+static int holds(const uint8_t *data, size_t size, const char *s) {
+  size_t n = strlen(s);
+  for (size_t i = 0; i + n <= size; i++) {
+    if (memcmp(data + i, s, n) == 0) return 1;
+  }
+  return 0;
+}
 
 /* ------------------------------------------------------ pass 2's walk */
 
@@ -314,6 +403,20 @@ static void walk_value(walk *k, int depth) {
       emit_varint(k, gen);
       break;
     }
+    case T_HOST: {
+      copy_bytes(k, &n);
+      if (!take(k, 1, &b)) return;
+      emit(k, b, 1);
+      if (*b == 'c') {
+        copy_bytes(k, &n);
+      } else if (*b == 'r') {
+        uint64_t slot = read_varint(k), gen = read_varint(k), pid = read_varint(k);
+        emit_varint(k, slot == 0 ? ref_slot : slot);
+        emit_varint(k, gen % 2 == 0 ? ref_gen : gen);
+        emit_varint(k, pid == 0 ? (uint64_t)getpid() : pid);
+      }
+      break;
+    }
     default: k->bad = 1; break;
   }
 }
@@ -383,6 +486,11 @@ static void round_trip(lua_State *L, const uint8_t *data, size_t size) {
   }
   lua_settop(L, top);
   forget_loaded(L);
+  if (holds(data, size, "fz.Ref")) {
+    /* Every userdata decoded or sent is gone now: the count is back. */
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    if (ref_obj_refs != 2) abort();
+  }
 }
 
 static void setup(void) {
@@ -415,6 +523,7 @@ static void setup(void) {
     lua_pop(L, 1);
   }
   luaL_ref(L, LUA_REGISTRYINDEX);
+  host_types_init(L);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
