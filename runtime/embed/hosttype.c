@@ -23,31 +23,30 @@ int skein_write(skein_writer *w, const void *data, size_t n) {
   return 0;
 }
 
-/* Checks a name: 1..NAME_MAX_LEN bytes, not one of skein's own. NULL when
-** it is fine, else why not. */
-static const char *bad_name(const char *name, const char *what) {
-  static const char *msgs[][3] = {
-      {"skein_register_type: the name is missing", "skein_register_type: the name is longer than 127 bytes",
-       "skein_register_type: names starting with \"skein.\" are skein's own"},
-      {"skein_register_type: the metatable name is empty",
-       "skein_register_type: the metatable name is longer than 127 bytes",
-       "skein_register_type: metatable names starting with \"skein.\" are skein's own"}};
-  int k = strcmp(what, "name") == 0 ? 0 : 1;
-  if (name == NULL || name[0] == '\0') return msgs[k][0];
-  if (strlen(name) > NAME_MAX_LEN) return msgs[k][1];
-  if (strncmp(name, "skein.", 6) == 0) return msgs[k][2];
-  return NULL;
+/* Checks a name (`what`: "name" or "metatable name"): 1..NAME_MAX_LEN
+** bytes, not one of skein's own. Returns 0 when it is fine, else -1 with
+** why not in msg. */
+static int bad_name(const char *name, const char *what, char *msg, size_t n) {
+  const char *why = NULL;
+  if (name == NULL || name[0] == '\0') why = "is missing";
+  else if (strlen(name) > NAME_MAX_LEN) why = "is longer than 127 bytes";
+  else if (strncmp(name, "skein.", 6) == 0) why = "starts with \"skein.\", as skein's own do";
+  if (why == NULL) return 0;
+  snprintf(msg, n, "skein_register_type: the %s %s", what, why);
+  return -1;
 }
 
 int skein_register_type(skein_runtime *rt, const skein_type_ops *ops) {
-  if (ops == NULL) return sk_runtime_fail(rt, "skein_register_type: no descriptor");
-  const char *why = bad_name(ops->name, "name");
-  if (why == NULL && ops->metatable) why = bad_name(ops->metatable, "metatable");
-  if (why) return sk_runtime_fail(rt, why);
-  int clone = ops->encode != NULL, nclone = clone + (ops->decode != NULL);
-  int ref = ops->pointer != NULL;
-  int nref = ref + (ops->retain != NULL) + (ops->release != NULL) + (ops->push != NULL);
   char msg[256];
+  if (ops == NULL) return sk_runtime_fail(rt, "skein_register_type: no descriptor");
+  if (bad_name(ops->name, "name", msg, sizeof msg) != 0 ||
+      (ops->metatable && bad_name(ops->metatable, "metatable name", msg, sizeof msg) != 0)) {
+    return sk_runtime_fail(rt, msg);
+  }
+  int nclone = (ops->encode != NULL) + (ops->decode != NULL);
+  int nref = (ops->pointer != NULL) + (ops->retain != NULL) + (ops->release != NULL) +
+             (ops->push != NULL);
+  const char *why;
   if (nclone == 1) {
     snprintf(msg, sizeof msg, "skein_register_type: %s: encode and decode go together",
              ops->name);

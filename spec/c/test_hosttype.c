@@ -254,10 +254,10 @@ static void test_descriptors(void) {
   bad.name = NULL;
   refused(NULL, &bad, "name is missing", "no name");
   bad.name = "skein.Queue";
-  refused(NULL, &bad, "skein's own", "a name of skein's own");
+  refused(NULL, &bad, "as skein's own do", "a name of skein's own");
   bad = point_ops;
   bad.metatable = "skein.Queue";
-  refused(NULL, &bad, "skein's own", "a metatable name of skein's own");
+  refused(NULL, &bad, "metatable name starts with", "a metatable name of skein's own");
   bad = point_ops;
   bad.decode = NULL;
   refused(NULL, &bad, "go together", "encode without decode");
