@@ -54,7 +54,9 @@
 ** skein_worker_main, before any job (and in the thread workers the process
 ** starts). With the `skein` command as the worker executable, globals and
 ** modules a host defines in C are absent in worker processes: send Lua
-** functions, or load modules in the pool's `init`.
+** functions, or load modules in the pool's `init`. Host userdata types
+** (skein_register_type, below) exist in a worker process only when its
+** executable registered them, before skein_worker_main.
 **
 ** A host that uses worker processes should ignore SIGPIPE, as the `skein`
 ** command does: a write to a worker that just died must fail with EPIPE,
