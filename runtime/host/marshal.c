@@ -497,6 +497,9 @@ static void host_fail(lua_State *L, const char *name, const char *what) {
 ** reference of its own). */
 static void dec_host(dec *d) {
   lua_State *L = d->L;
+  /* Bytes from outside the process tree (the broker's, flags 0) never
+  ** reach a host's callbacks, which may trust what their encode wrote. */
+  if (!(d->flags & SK_MARSHAL_OBJECTS)) dec_fail(d, "host values are not accepted here");
   size_t nn;
   const char *s = get_bytes(d, &nn);
   const char *name = lua_pushlstring(L, s, nn);
@@ -508,7 +511,6 @@ static void dec_host(dec *d) {
     bytes = get_bytes(d, &n);
   } else if (mode == SK_HOST_REF) {
     slot = get_varint(d), gen = get_varint(d), pid = get_varint(d);
-    if (!(d->flags & SK_MARSHAL_OBJECTS)) dec_fail(d, "objects are not accepted here");
   } else {
     dec_fail(d, "unknown host value mode");
   }

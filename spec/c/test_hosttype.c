@@ -389,6 +389,25 @@ static const char *damaged_code =
     "end\n"
     "collectgarbage() collectgarbage()\n";
 
+/* Bytes from outside the process tree (decoded with flags 0: the broker's
+** task data) never reach a host's callbacks. The decoder is internal; its
+** declaration is repeated here. */
+int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags);
+
+static void test_untrusted(skein_runtime *rt) {
+  lua_State *L = skein_lua(rt);
+  int top = lua_gettop(L);
+  ok(skein_dostring(rt, "untrusted = skein.encode(ht.point(1, 2))", "=enc") == 0, "encode a point");
+  lua_getglobal(L, "untrusted");
+  size_t n = 0;
+  const char *s = lua_tolstring(L, -1, &n);
+  int r = s ? sk_marshal_decode(L, s, n, 0) : 0;
+  const char *msg = r < 0 ? luaL_tolstring(L, -1, NULL) : "";
+  ok(r < 0 && strstr(msg, "host values are not accepted here") != NULL,
+     "a host value in untrusted bytes is refused before its callbacks (%s)", msg);
+  lua_settop(L, top);
+}
+
 int main(int argc, char **argv) {
   /* Types every process of this program has, then the worker entry point:
   ** a worker process of the test runs there and never gets further. */
@@ -410,6 +429,7 @@ int main(int argc, char **argv) {
   check(rt, "encode callbacks that refuse or raise", encode_code);
   check(rt, "through a process pool whose workers run this program", process_code);
   check(rt, "damaged bytes", damaged_code);
+  test_untrusted(rt);
   ok(skein_dostring(rt, "c = nil collectgarbage() collectgarbage()", "=drop") == 0, "drop the counters");
   ok(skein_close(rt) == 0, "skein_close == 0");
   ok(__atomic_load_n(&live_counters, __ATOMIC_RELAXED) == 0,
