@@ -179,6 +179,9 @@ core._module("skein.rpc")(M, core)
 core._module("skein.net")(M, core)
 core._module("skein.httpc")(M, core)
 core._module("skein.httpd")(M, core)
+--- skein.service(factory, ...) -> proxy (stdlib/skein/service.lua). Loaded in
+-- every worker: it registers the proxy's metatable, so proxies cross.
+core._module("skein.service")(M, core)
 
 --- skein.broker(url, [opts]) (stdlib/skein/broker.lua), loaded on first use.
 local broker_mod
