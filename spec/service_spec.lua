@@ -41,6 +41,8 @@ local function make_obj(start)
     end
   end
   function Obj:boom() error({code = 42}) end
+  function Obj:bad_result() return coroutine.create(print) end
+  function Obj:bad_error() error(coroutine.create(print)) end
   function Obj:_secret() return "secret" end
   function Obj:where() return skein.self().pid, skein.self().kind end
   return setmetatable({n = start or 0, seen = {}}, Obj)
@@ -80,11 +82,11 @@ for _, kind in ipairs{"thread", "process"} do
     end)
 
     it("exposes the methods not starting with _ by default and refuses the rest", function()
-      assert.same({"add", "boom", "broken_iter", "count", "echo", "incr", "items", "log",
+      assert.same({"add", "bad_error", "bad_result", "boom", "broken_iter", "count", "echo", "incr", "items", "log",
         "nap", "naps", "seen_list", "squares", "where"}, svc.exposed)
       local k, msg = errkind(pcall(svc._secret, svc))
       assert.equal("usage", k)
-      assert.equal("service 'obj' does not expose method '_secret' (exposed: add, boom, broken_iter, count, "
+      assert.equal("service 'obj' does not expose method '_secret' (exposed: add, bad_error, bad_result, boom, broken_iter, count, "
         .. "echo, incr, items, log, nap, naps, seen_list, squares, where)", msg)
       k, msg = errkind(pcall(svc.nosuch, svc))
       assert.equal("usage", k)
@@ -135,6 +137,16 @@ for _, kind in ipairs{"thread", "process"} do
       assert.equal("remote", (errkind(ok, e)))
       assert.same({code = 42}, e.value)
       assert.matches("^service 'obj': method boom failed", e.message)
+      assert.matches("^stack traceback:\n\t%[C%]: in function 'error'\n\tspec/service_spec.lua:%d+:", e.traceback)
+      -- A result that cannot cross raises marshal; an error value that
+      -- cannot cross reaches the caller as its text.
+      ok, e = pcall(svc.bad_result, svc)
+      assert.equal("marshal", (errkind(ok, e)))
+      assert.matches("cannot send a coroutine", e.message)
+      ok, e = pcall(svc.bad_error, svc)
+      assert.equal("remote", (errkind(ok, e)))
+      assert.matches("^service 'obj': method bad_error failed: thread: ", e.message)
+      assert.is_nil(e.value)
       assert.equal(11, svc:incr())      -- the service goes on
     end)
 
@@ -303,6 +315,17 @@ describe("skein.service calls", function()
       ok, e = pcall(skein.service, {kind = kind, fn = function() return 42 end, name = "num"})
       assert.equal("remote", (errkind(ok, e)))
       assert.matches("the factory of service 'num' returned a number", e.message)
+    end
+  end)
+
+  it("run init first in the worker (metatables the arguments need)", function()
+    local P = {__index = {hello = function(self) return "hi " .. self.who end}}
+    skein.register_metatable("service_spec.P", P)
+    for _, kind in ipairs{"thread", "process"} do
+      local s <close> = skein.service{kind = kind, fn = function(p) return {greet = function() return p:hello() end} end,
+        args = {setmetatable({who = "there"}, P)}, init = function(mt) skein.register_metatable("service_spec.P", mt) end,
+        init_args = {P}}
+      assert.equal("hi there", s:greet())
     end
   end)
 

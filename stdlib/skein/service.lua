@@ -81,8 +81,16 @@ end
 -- cross (a result or error value that does not marshal) becomes that error.
 local function answer(r, rep)
   local ok, e = pcall(r.put, r, rep)
-  if not ok then pcall(r.put, r, {false, e, n = 2}) end
+  if ok then return end
+  local re = rep[1] == false and rep[2]
+  if type(re) == "table" and re.kind == "remote" and re.value ~= nil then
+    -- An error value that cannot cross: the caller gets its text.
+    re.value = nil
+    if pcall(r.put, r, rep) then return end
+  end
+  pcall(r.put, r, {false, e, n = 2})
 end
+
 
 --- Runs in the service's worker: builds the object, reports the exposed
 -- names on `ready`, then serves requests until the request queue is closed
@@ -103,6 +111,14 @@ local function serve(factory, args, exposed, name, q, over, ready, alive)
   for _, m in ipairs(exposed) do set[m] = true end
   ready:put(exposed)
   local iters, last_id = {}, 0
+  -- The traceback of the last method error, taken by xpcall's handler (which
+  -- leaves the error value itself as it was). Local to this function: a
+  -- function sent to a worker gets copies of its upvalues, unshared.
+  local last_tb
+  local function keep_traceback(e)
+    last_tb = traceback(nil, 2)
+    return e
+  end
 
   local function call(r)
     local m = r.m
@@ -114,8 +130,8 @@ local function serve(factory, args, exposed, name, q, over, ready, alive)
     if not is_callable(f) then
       return {false, new_error("usage", ("service '%s' has no method '%s'"):format(name, m)), n = 2}
     end
-    local res = pack(xpcall(f, traceback, obj, unpack(r, 1, r.n)))
-    if not res[1] then return {false, remote_error(name, m, res[2], res[3]), n = 2} end
+    local res = pack(xpcall(f, keep_traceback, obj, unpack(r, 1, r.n)))
+    if not res[1] then return {false, remote_error(name, m, res[2], last_tb), n = 2} end
     if type(res[2]) == "function" then
       -- An iterator: keep (f, state, control) here and give the caller its id.
       last_id = last_id + 1
@@ -130,10 +146,10 @@ local function serve(factory, args, exposed, name, q, over, ready, alive)
     if not it then
       return {false, new_error("usage", ("service '%s': iterator %s is gone"):format(name, tostring(r.id))), n = 2}
     end
-    local res = pack(xpcall(it[1], traceback, it[2], it[3]))
+    local res = pack(xpcall(it[1], keep_traceback, it[2], it[3]))
     if not res[1] then
       iters[r.id] = nil
-      return {false, remote_error(name, it.m .. "'s iterator", res[2], res[3]), n = 2}
+      return {false, remote_error(name, it.m .. "'s iterator", res[2], last_tb), n = 2}
     end
     if res[2] == nil then
       iters[r.id] = nil
