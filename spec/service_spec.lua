@@ -329,6 +329,15 @@ describe("skein.service calls", function()
     end
   end)
 
+  it("go on when a call's arguments cannot be read in the service (its caller waits)", function()
+    local M = {__index = {}}
+    skein.register_metatable("service_spec.unknown", M)   -- not in the service's thread
+    local s <close> = skein.service(make_obj, 0)
+    local ok, e = pcall(skein.timeout, 0.3, function() return s:echo(setmetatable({}, M)) end)
+    assert.equal("timeout", (errkind(ok, e)))
+    assert.equal(1, s:incr())
+  end)
+
   it("check their arguments", function()
     assert.has_error(function() skein.service(42) end, "bad argument to 'service' (fn must be callable, got number)")
     assert.has_error(function() skein.service{fn = make_obj, kind = "fork"} end,

@@ -14,6 +14,7 @@
 local skein, core = ...
 
 local type, error, pairs, ipairs, next, tostring, select = type, error, pairs, ipairs, next, tostring, select
+local io = io
 local setmetatable, getmetatable, rawget, pcall, xpcall = setmetatable, getmetatable, rawget, pcall, xpcall
 local pack, unpack, concat, sort = table.pack, table.unpack, table.concat, table.sort
 local new_error, is_error, spawn = core.error, skein.is_error, core.spawn
@@ -161,12 +162,14 @@ local function serve(factory, args, exposed, name, q, over, ready, alive)
 
   while true do
     local ok, r = pcall(q.get, q)
+    local op = ok and r.op
     if not ok then
       if is_error(r, "closed") then break end
-      error(r, 0)
-    end
-    local op = r.op
-    if op == nil then
+      if not is_error(r, "marshal") then error(r, 0) end
+      -- A request this worker cannot decode (a metatable not registered
+      -- here, say) is lost with its reply queue: say so, and go on serving.
+      io.stderr:write(("skein: service '%s' dropped a call it could not read: %s\n"):format(name, tostring(r)))
+    elseif op == nil then
       answer(r.r, call(r))
     elseif op == "next" then
       answer(r.r, step(r))
