@@ -303,7 +303,8 @@ describe("skein.service calls", function()
     end, make_obj):join(30)
     local k, msg = errkind(pcall(skein.timeout, 10, function() return svc:incr() end))
     assert.equal("worker_died", k)
-    assert.equal("service 'orphan' died: its process ended", msg)
+    -- Its starter usually ends before it can say why: "its process ended".
+    assert.matches("^service 'orphan' died: ", msg)
     skein.timeout(10, function() svc:close() end)
   end)
 
