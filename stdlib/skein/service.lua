@@ -5,13 +5,13 @@
 -- Everything a proxy holds is a shared object or plain data: the request
 -- queue, the `over` event (set once the worker has ended), the `info` value
 -- (why it ended, when it died) and the exposed names. The proxy's metatable
--- is registered by name in every worker (this module is loaded at the start
--- of each one), so a proxy crosses to threads, processes, grandchildren and
+-- is registered by name in every worker (stdlib/skein.lua makes it and passes
+-- it here, where the metamethods are filled in), so a proxy crosses to threads, processes, grandchildren and
 -- pool tasks by copy and works there directly, with no server in between:
 -- a call puts {args..., m=, r=} on the request queue, where `r` is a fresh
 -- one-slot reply queue, and waits on `r` or `over` with skein.select, so
 -- timeouts, cancellation and select on a pending call are those of any wait.
-local skein, core = ...
+local skein, core, Proxy = ...
 
 local type, error, pairs, ipairs, next, tostring, select = type, error, pairs, ipairs, next, tostring, select
 local io = io
@@ -21,7 +21,6 @@ local new_error, is_error, spawn = core.error, skein.is_error, core.spawn
 local sk_select, queue, event, shared_value = skein.select, skein.queue, skein.event, skein.shared.value
 local traceback = debug.traceback
 
-local PROXY_MT_NAME = "skein.Service"
 local PENDING_MT_NAME = "skein.ServiceCall"
 -- The proxy's own state lives under this key (its public fields are `name`,
 -- `kind`, `pid` and `exposed`); a name remote methods are unlikely to have.
@@ -182,7 +181,6 @@ end
 
 ------------------------------------------------------------- the proxy side
 
-local Proxy = {__name = PROXY_MT_NAME}
 local methods = {}
 
 local function state_of(self, fname)
@@ -357,8 +355,6 @@ end
 
 function Proxy.__close(self) methods.close(self) end
 
-skein.register_metatable(PROXY_MT_NAME, Proxy)
-
 ---------------------------------------------------------------- skein.service
 
 local OPTIONS = {"fn", "args", "kind", "name", "exposed", "init", "init_args"}
@@ -374,7 +370,7 @@ end
 --- skein.service(factory, ...) or skein.service{fn=, args=, kind=, name=,
 -- exposed=, init=, init_args=} -> proxy. Waits until factory(...) has run in
 -- the new worker; an error there is raised here.
-function skein.service(a, ...)
+local function service(a, ...)
   local opts
   if type(a) == "table" and not is_callable(a) then
     opts = a
@@ -444,4 +440,4 @@ function skein.service(a, ...)
     [ST] = {q = q, over = over, info = info, alive = alive, set = set}}, Proxy)
 end
 
-return skein.service
+return service
