@@ -179,6 +179,23 @@ core._module("skein.rpc")(M, core)
 core._module("skein.net")(M, core)
 core._module("skein.httpc")(M, core)
 core._module("skein.httpd")(M, core)
+--- skein.service(factory, ...) -> proxy (stdlib/skein/service.lua), loaded on
+-- first use. The proxy's metatable is registered in every worker now, so a
+-- proxy crosses to any worker; its metamethods load the module when first
+-- used there, which replaces them with its own.
+local service_mt, service_fn = {__name = "skein.Service"}, nil
+local function service_module()
+  if not service_fn then service_fn = core._module("skein.service")(M, core, service_mt) end
+  return service_fn
+end
+for _, ev in ipairs{"__index", "__tostring", "__close"} do
+  service_mt[ev] = function(...)
+    service_module()
+    return service_mt[ev](...)
+  end
+end
+M.register_metatable("skein.Service", service_mt)
+function M.service(...) return service_module()(...) end
 
 --- skein.broker(url, [opts]) (stdlib/skein/broker.lua), loaded on first use.
 local broker_mod
