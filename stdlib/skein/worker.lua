@@ -6,7 +6,8 @@
 -- Delivery is at least once. A task is read with XREADGROUP under a stable
 -- consumer name (--name, or hostname:pid), so it stays pending under that
 -- name until the worker acknowledges it; while it runs, its lease is
--- renewed (XCLAIM ... JUSTID resets its idle time). An entry idle for longer
+-- renewed (one task renews every running entry's lease each lease/3:
+-- XCLAIM ... JUSTID resets their idle time). An entry idle for longer
 -- than the lease belongs to a dead worker: any worker takes it over
 -- (XAUTOCLAIM), which counts a delivery. A worker that starts takes back
 -- its own pending entries first (a restart under the same name). A task
@@ -14,7 +15,14 @@
 -- after) reach `retries` goes to the dead-letter list with its last error.
 -- The result is stored once per task id (SET NX): a second run of the same
 -- task (its worker died after it finished) cannot replace it, and a task
--- whose result exists is acknowledged without running again.
+-- whose result exists is acknowledged without running again (looked up on
+-- a redelivery only: storing the result and acknowledging the entry are one
+-- script, so an entry delivered for the first time has no result yet).
+--
+-- Per task, on the critical path: the XREADGROUP that brings it and the
+-- script (EVALSHA) that stores its result and acknowledges it. A slot of
+-- --concurrency is free again as soon as the task's function returns, so
+-- the next entry is read while the last one's script is still in flight.
 --
 -- SIGTERM drains: the loop takes nothing new, running tasks finish, and
 -- run returns 0.
@@ -97,7 +105,9 @@ function M.run(args, terminating)
   o.name = b.name
   local k = bk.keys.pool(b.prefix, o.queue)
   local c = b._conn
-  local running, draining = 0, false
+  -- running: tasks whose function runs (at most o.concurrency);
+  -- inflight: tasks not yet acknowledged (running, or storing the result).
+  local running, inflight, draining = 0, 0, false
   local cfg = {retries = 3, lease = 30, result_ttl = 86400}
 
   local function read_cfg()
@@ -167,6 +177,25 @@ return 1
 
   local function ttl() return math.floor(cfg.result_ttl) end
 
+  -- A script runs by its digest (EVALSHA, loaded once with SCRIPT LOAD); a
+  -- Redis that lost its script cache (restarted) gets the body again with
+  -- EVAL, which caches it anew. A NOSCRIPT reply means nothing ran, so
+  -- sending the body then runs the script once.
+  local digests = {}
+  local function run_script(body, nkeys, ...)
+    local sha = digests[body]
+    if not sha then
+      sha = c:call("SCRIPT", "LOAD", body)
+      digests[body] = sha
+    end
+    local ok, r = pcall(c.call, c, "EVALSHA", sha, nkeys, ...)
+    if ok then return r end
+    if type(r) == "table" and r.code == "redis" and tostring(r.message):find("NOSCRIPT", 1, true) then
+      return c:call("EVAL", body, nkeys, ...)
+    end
+    error(r, 0)
+  end
+
   -- Done with entry `eid` without a new result (one is stored already).
   local function finish_entry(eid)
     c:call("XACK", k.stream, "w", eid)
@@ -174,26 +203,67 @@ return 1
   end
 
   local function complete(eid, f, result)
-    c:call("EVAL", FINISH, 5, k.stream, bk.keys.result(b.prefix, f.id), k.stats, k.err, f.reply or "",
-           eid, f.id, result, ttl(), "done")
+    run_script(FINISH, 5, k.stream, bk.keys.result(b.prefix, f.id), k.stats, k.err, f.reply or "",
+               eid, f.id, result, ttl(), "done")
   end
 
   -- `failed_now`: this delivery ran and failed (counted as failed too).
   local function dead_letter(eid, f, err, deliveries, failed_now)
     local rec = encode({pool = o.queue, task = f.task, args = f.args, reply = f.reply,
                         error = err, deliveries = deliveries})
-    c:call("EVAL", FINISH, 7, k.stream, bk.keys.result(b.prefix, f.id), k.stats, k.err, f.reply or "",
-           bk.keys.deadtask(b.prefix, f.id), k.dead,
-           eid, f.id, encode({ok = false, err = err, dead = true}), ttl(), "dead", rec,
-           failed_now and 1 or 0)
+    run_script(FINISH, 7, k.stream, bk.keys.result(b.prefix, f.id), k.stats, k.err, f.reply or "",
+               bk.keys.deadtask(b.prefix, f.id), k.dead,
+               eid, f.id, encode({ok = false, err = err, dead = true}), ttl(), "dead", rec,
+               failed_now and 1 or 0)
     log(o, "task %s (%s) dead-lettered after %d deliveries: %s", f.id, tostring(f.task), deliveries, err)
   end
 
+  -- Entries whose function runs now (entry id -> true), and how many: one
+  -- task renews all their leases every lease/3 (XCLAIM ... JUSTID resets
+  -- their idle time), so a task that runs longer than its lease is not
+  -- presumed dead. It looks at least every half second, so a lease read
+  -- later (the pool's options, read at start and every 2 s) applies at
+  -- once. An entry joins before its function starts, within a lease of its
+  -- delivery.
+  local held, nheld = {}, 0
+  local renewer = spawn{daemon = true, fn = function()
+    local last = now()
+    while true do
+      sleep(math.min(cfg.lease / 3, 0.5))
+      local t = now()
+      if t - last >= cfg.lease / 3 and nheld > 0 then
+        last = t
+        local ids = {}
+        for eid in pairs(held) do ids[#ids + 1] = eid end
+        ids[#ids + 1] = "JUSTID"
+        pcall(c.call, c, "XCLAIM", k.stream, "w", o.name, 0, table.unpack(ids))
+      end
+    end
+  end}
+
+  -- Set when a slot frees or a task is acknowledged: the loop waits on it
+  -- while every slot is taken, and while draining.
+  local freed = skein.event()
+
+  -- A slot of --concurrency, given back once (when the task's function
+  -- returned, or at the end of its entry, whichever comes first).
+  local function free_slot(slot)
+    if slot.held then
+      slot.held = false
+      running = running - 1
+      freed:set()
+    end
+  end
+
+  local function invoke(f)
+    return table.pack(runner(f.task, decode(f.args)))
+  end
+
   -- Runs one entry; `deliveries` is Redis's delivery count for it.
-  local function handle(eid, f, deliveries)
+  local function handle(eid, f, deliveries, slot)
     local tries = tonumber(f.tries) or 0
     local total = tries + deliveries
-    if c:call("EXISTS", bk.keys.result(b.prefix, f.id)) == 1 then
+    if total > 1 and c:call("EXISTS", bk.keys.result(b.prefix, f.id)) == 1 then
       -- It ran to the end before (its worker died before acknowledging).
       finish_entry(eid)
       return
@@ -208,20 +278,12 @@ return 1
     if type(fn) ~= "function" then
       ok, res = false, ("no task named '%s' in %s"):format(tostring(f.task), o.tasks)
     else
-      -- The lease: renewed while the task runs.
-      local lease_ms = math.floor(cfg.lease * 1000)
-      local renew = spawn(function()
-        while true do
-          sleep(cfg.lease / 3)
-          pcall(c.call, c, "XCLAIM", k.stream, "w", o.name, 0, eid, "JUSTID")
-        end
-      end)
-      local _ = lease_ms
-      ok, res = pcall(function()
-        local args = table.pack(decode(f.args))
-        return table.pack(runner(f.task, table.unpack(args, 1, args.n)))
-      end)
-      renew:cancel()
+      held[eid] = true
+      nheld = nheld + 1
+      ok, res = pcall(invoke, f)
+      held[eid] = nil
+      nheld = nheld - 1
+      free_slot(slot)
       if ok then
         local eok, enc = pcall(encode, {ok = true, n = res.n, table.unpack(res, 1, res.n)})
         if eok then
@@ -238,19 +300,19 @@ return 1
       dead_letter(eid, f, res, total, true)
       return
     end
-    c:call("EVAL", RETRY, 3, k.stream, k.stats, k.err, eid, f.id, res, f.task, f.args,
-           f.reply or "", tries + 1)
+    run_script(RETRY, 3, k.stream, k.stats, k.err, eid, f.id, res, f.task, f.args, f.reply or "",
+               tries + 1)
   end
-
-  -- Set when a running task ends: the loop waits on it while it is full.
-  local freed = skein.event()
 
   local function start(eid, f, deliveries)
     running = running + 1
+    inflight = inflight + 1
+    local slot = {held = true}
     spawn(function()
-      local ok, e = pcall(handle, eid, f, deliveries)
+      local ok, e = pcall(handle, eid, f, deliveries, slot)
       if not ok then log(o, "task entry %s: %s", eid, errtext(e)) end
-      running = running - 1
+      free_slot(slot)
+      inflight = inflight - 1
       freed:set()
     end)
   end
@@ -272,6 +334,7 @@ return 1
     local r = c:call("XPENDING", k.stream, "w", eid, eid, 1)
     return r and r[1] and tonumber(r[1][4]) or 1
   end
+  local function first_delivery() return 1 end
 
   -- Start: the group, the options, then this worker's own pending entries.
   -- A Redis that is not up yet is waited for (SIGTERM meanwhile: exit 0).
@@ -285,6 +348,7 @@ return 1
     log(o, "waiting for Redis: %s", errtext(e))
     for _ = 1, 20 do
       if terminating() then
+        renewer:cancel()
         b:close()
         return 0
       end
@@ -307,9 +371,9 @@ return 1
   while true do
     if not draining and terminating() then
       draining = true
-      log(o, "draining: %d task(s) running", running)
+      log(o, "draining: %d task(s) running", inflight)
     end
-    if draining and running == 0 then break end
+    if draining and inflight == 0 then break end
     local t = now()
     if t - last_beat >= 2 then
       last_beat = t
@@ -334,7 +398,7 @@ return 1
         local r = b:_block_call(500, "XREADGROUP", "GROUP", "w", o.name, "COUNT", free, "BLOCK", 500,
                                 "STREAMS", k.stream, ">")
         if type(r) == "table" and r[1] then
-          start_entries(r[1][2], function() return 1 end)
+          start_entries(r[1][2], first_delivery)
         end
       end)
       if not ok then
@@ -347,6 +411,7 @@ return 1
       end
     end
   end
+  renewer:cancel()
   pcall(c.call, c, "ZREM", k.workers, o.name)
   log(o, "drained, exiting")
   b:close()
