@@ -4,7 +4,8 @@
 -- password, Redis down, SELECT, a per-command timeout and the reconnect
 -- after it), queues across two processes, pools served by `skein worker`
 -- subprocesses (submit/map, SIGTERM drain, a worker SIGKILLed mid-task,
--- leases renewed while tasks outlast them, the end of a delivery as one
+-- leases renewed while tasks outlast them, entries read ahead (--prefetch),
+-- the end of a delivery as one
 -- script by its digest, a poison task dead-lettered and requeued, a restart
 -- under the same name),
 -- and payloads that would carry code. Every wait is bounded.
@@ -416,6 +417,42 @@ return {
       assert.equal(1, calls("eval"))
       kill(w, "TERM")
       assert.equal(0, wait_exit(w, 15))
+      b:close()
+    end)
+
+    it("reads --prefetch entries ahead of its slots, renews their leases and runs them when draining", function()
+      local p = prefix()
+      local b = skein.broker(url, {prefix = p})
+      local pool = b:pool("ahead", {lease = 1, retries = 5})
+      local marks = tmp .. "/ahead.txt"
+      local fs = {}
+      for i = 1, 4 do fs[i] = pool:submit("mark", marks, 1) end
+      local w1 = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "ahead",
+                               "--name", "w1", "--concurrency", "1", "--prefetch", "2"})
+      -- One runs, two wait on w1 (pending under its name), one is left.
+      assert.is_true(eventually(10, function() return cli.read(marks) == "run\n" end))
+      local function pending(name)
+        local r = b:call("XPENDING", p .. ":p:ahead", "w", "-", "+", 10, name)
+        return #r
+      end
+      assert.equal(3, pending("w1"))
+      assert.equal(1, b:stats("ahead").queued)
+      -- w2 (no read-ahead) takes the one left, and none of w1's: their
+      -- leases (1 s) are renewed while they wait.
+      local w2 = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "ahead",
+                               "--name", "w2", "--prefetch", "0"})
+      assert.is_true(eventually(10, function() return pending("w2") == 1 end))
+      skein.sleep(1.5)
+      assert.is_true(pending("w1") >= 1)
+      -- SIGTERM: w1 runs what it read ahead, then exits.
+      kill(w1, "TERM")
+      kill(w2, "TERM")
+      assert.equal(0, wait_exit(w1, 15))
+      assert.equal(0, wait_exit(w2, 15))
+      for _, f in ipairs(fs) do assert.equal("ran", f:get(5)) end
+      assert.equal("run\nrun\nrun\nrun\n", cli.read(marks))
+      assert.equal(4, b:stats("ahead").done)
+      assert.equal(0, b:stats("ahead").failed)
       b:close()
     end)
 

@@ -20,12 +20,15 @@
 -- script, so an entry delivered for the first time has no result yet).
 --
 -- Per task, on the critical path: the XREADGROUP that brings it and the
--- script (EVALSHA) that stores its result and acknowledges it. A slot of
--- --concurrency is free again as soon as the task's function returns, so
--- the next entry is read while the last one's script is still in flight.
+-- script (EVALSHA) that stores its result and acknowledges it; one read
+-- brings the free slots' entries and up to --prefetch more, which wait here
+-- (pending under this worker's name, their leases renewed) and start as
+-- slots free. A slot of --concurrency is free again as soon as the task's
+-- function returns, so the next entry is read while the last one's script
+-- is still in flight.
 --
--- SIGTERM drains: the loop takes nothing new, running tasks finish, and
--- run returns 0.
+-- SIGTERM drains: the loop takes nothing new, running tasks and those read
+-- ahead finish, and run returns 0.
 local skein = require "skein"
 local bk = skein.broker
 
@@ -36,7 +39,7 @@ local encode, decode, fields = bk.encode, bk.decode, bk.fields
 local M = {}
 
 local usage = "usage: skein worker --broker URL --tasks tasks.lua [--queue NAME] [--concurrency N]"
-  .. " [--kind coroutine|thread|process] [--name NAME] [--prefix P] [--timeout SECONDS]"
+  .. " [--prefetch N] [--kind coroutine|thread|process] [--name NAME] [--prefix P] [--timeout SECONDS]"
 
 local function parse(args)
   local o = {queue = "default", concurrency = 1, kind = "coroutine"}
@@ -61,12 +64,18 @@ local function parse(args)
       if not o.concurrency or o.concurrency < 1 or o.concurrency % 1 ~= 0 then
         return nil, "--concurrency needs a positive integer"
       end
+    elseif k == "prefetch" then
+      o.prefetch = tonumber(v)
+      if not o.prefetch or o.prefetch < 0 or o.prefetch % 1 ~= 0 then
+        return nil, "--prefetch needs a non-negative integer"
+      end
     else
       return nil, ("unknown option --%s"):format(k)
     end
     i = i + 1
   end
   if not o.broker then return nil, "--broker URL is required" end
+  o.prefetch = o.prefetch or 4 * o.concurrency
   if not o.tasks then return nil, "--tasks FILE is required" end
   if o.kind ~= "coroutine" and o.kind ~= "thread" and o.kind ~= "process" then
     return nil, "--kind must be coroutine, thread or process"
@@ -223,9 +232,21 @@ return 1
   -- their idle time), so a task that runs longer than its lease is not
   -- presumed dead. It looks at least every half second, so a lease read
   -- later (the pool's options, read at start and every 2 s) applies at
-  -- once. An entry joins before its function starts, within a lease of its
-  -- delivery.
+  -- once. An entry joins when it is read (within a lease of its delivery)
+  -- and leaves when its function returns.
   local held, nheld = {}, 0
+  local function hold(eid)
+    if not held[eid] then
+      held[eid] = true
+      nheld = nheld + 1
+    end
+  end
+  local function unhold(eid)
+    if held[eid] then
+      held[eid] = nil
+      nheld = nheld - 1
+    end
+  end
   local renewer = spawn{daemon = true, fn = function()
     local last = now()
     while true do
@@ -245,13 +266,22 @@ return 1
   -- while every slot is taken, and while draining.
   local freed = skein.event()
 
+  -- Entries read ahead of a free slot (up to --prefetch of them), in the
+  -- order read: {entry id, fields, deliveries}. They are this worker's
+  -- (pending under its name, their leases renewed) and start as slots
+  -- free; a drain runs them too.
+  local ahead, ahead_head, ahead_tail = {}, 1, 0
+  local pump
+
   -- A slot of --concurrency, given back once (when the task's function
-  -- returned, or at the end of its entry, whichever comes first).
+  -- returned, or at the end of its entry, whichever comes first); the
+  -- next entry read ahead starts at once.
   local function free_slot(slot)
     if slot.held then
       slot.held = false
       running = running - 1
       freed:set()
+      pump()
     end
   end
 
@@ -278,11 +308,8 @@ return 1
     if type(fn) ~= "function" then
       ok, res = false, ("no task named '%s' in %s"):format(tostring(f.task), o.tasks)
     else
-      held[eid] = true
-      nheld = nheld + 1
       ok, res = pcall(invoke, f)
-      held[eid] = nil
-      nheld = nheld - 1
+      unhold(eid)
       free_slot(slot)
       if ok then
         local eok, enc = pcall(encode, {ok = true, n = res.n, table.unpack(res, 1, res.n)})
@@ -311,23 +338,40 @@ return 1
     spawn(function()
       local ok, e = pcall(handle, eid, f, deliveries, slot)
       if not ok then log(o, "task entry %s: %s", eid, errtext(e)) end
+      unhold(eid)
       free_slot(slot)
       inflight = inflight - 1
       freed:set()
     end)
   end
 
+  local function nahead() return ahead_tail - ahead_head + 1 end
+
+  -- Starts entries read ahead while slots are free.
+  pump = function()
+    while running < o.concurrency and ahead_head <= ahead_tail do
+      local a = ahead[ahead_head]
+      ahead[ahead_head] = nil
+      ahead_head = ahead_head + 1
+      start(a[1], a[2], a[3])
+    end
+  end
+
   -- Entries as XCLAIM/XAUTOCLAIM/XREADGROUP give them: {id, fields} or a
-  -- deleted entry (false fields), which is only acknowledged.
+  -- deleted entry (false fields), which is only acknowledged. They join
+  -- the entries read ahead, and those start as slots allow.
   local function start_entries(entries, count_of)
     for _, e in ipairs(entries or {}) do
       local f = type(e) == "table" and fields(e)
       if f and f.id then
-        start(e[1], f, count_of(e[1]))
+        hold(e[1])
+        ahead_tail = ahead_tail + 1
+        ahead[ahead_tail] = {e[1], f, count_of(e[1])}
       elseif type(e) == "table" and e[1] then
         pcall(c.call, c, "XACK", k.stream, "w", e[1])
       end
     end
+    pump()
   end
 
   local function deliveries_of(eid)
@@ -365,41 +409,56 @@ return 1
       start_entries(claimed, deliveries_of)
     end
   end
-  log(o, "serving pool '%s' (%s, concurrency %d)", o.queue, o.kind, o.concurrency)
+  log(o, "serving pool '%s' (%s, concurrency %d, prefetch %d)", o.queue, o.kind, o.concurrency, o.prefetch)
 
   local last_beat, last_claim = -1e9, now()
   while true do
     if not draining and terminating() then
       draining = true
-      log(o, "draining: %d task(s) running", inflight)
+      log(o, "draining: %d task(s) running, %d read ahead", inflight, nahead())
     end
-    if draining and inflight == 0 then break end
+    if draining and inflight == 0 and nahead() == 0 then break end
     local t = now()
     if t - last_beat >= 2 then
       last_beat = t
       pcall(c.call, c, "ZADD", k.workers, os.time(), o.name)
       pcall(read_cfg)
     end
+    pump()
     local free = o.concurrency - running
-    if draining or free <= 0 then
+    -- Entries to read: the free slots plus --prefetch read ahead.
+    local room = free + o.prefetch - nahead()
+    if draining or room <= 0 then
       freed:clear()
       freed:wait(0.25)
     else
       local ok, e = pcall(function()
-        if t - last_claim >= cfg.lease / 2 then
+        if free > 0 and t - last_claim >= cfg.lease / 2 then
           last_claim = t
           local r = c:call("XAUTOCLAIM", k.stream, "w", o.name, math.floor(cfg.lease * 1000), "0-0",
-                           "COUNT", free)
+                           "COUNT", room)
           if r and r[2] and #r[2] > 0 then
             start_entries(r[2], deliveries_of)
             return
           end
         end
-        local r = b:_block_call(500, "XREADGROUP", "GROUP", "w", o.name, "COUNT", free, "BLOCK", 500,
-                                "STREAMS", k.stream, ">")
-        if type(r) == "table" and r[1] then
-          start_entries(r[1][2], first_delivery)
+        if free > 0 then
+          -- Nothing read ahead (pump started it all): wait for entries.
+          local r = b:_block_call(500, "XREADGROUP", "GROUP", "w", o.name, "COUNT", room, "BLOCK", 500,
+                                  "STREAMS", k.stream, ">")
+          if type(r) == "table" and r[1] then
+            start_entries(r[1][2], first_delivery)
+          end
+          return
         end
+        -- Every slot busy: read ahead what is there now, or wait for a slot.
+        local r = c:call("XREADGROUP", "GROUP", "w", o.name, "COUNT", room, "STREAMS", k.stream, ">")
+        if type(r) == "table" and r[1] and #r[1][2] > 0 then
+          start_entries(r[1][2], first_delivery)
+          return
+        end
+        freed:clear()
+        freed:wait(0.25)
       end)
       if not ok then
         log(o, "%s", errtext(e))
