@@ -70,7 +70,8 @@ def impls(args, url):
         def worker(i):
             return skein + ["worker", "--broker", url, "--tasks", os.path.join(HERE, "tasks.skein.lua"),
                             "--queue", "bench", "--name", "w%d" % i] + (["--concurrency", str(conc)] if conc else [])
-        label = "skein worker" + (" --concurrency %d" % conc if conc else " (default: concurrency 1)")
+        label = "skein worker" + (" --concurrency %d (prefetch %d)" % (conc, 4 * conc) if conc
+                                  else " (defaults: concurrency 1, prefetch 4)")
         return Impl(name, label, n,
                     lambda *a: skein + [os.path.join(HERE, "client.skein.lua")] + list(a), worker,
                     lambda r, n: n - int(r.hget("skein:stats:bench", "done") or 0),
