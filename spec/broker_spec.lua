@@ -3,8 +3,11 @@
 -- the RESP client (pipelining, a refused command, ACL user AUTH, a wrong
 -- password, Redis down, SELECT, a per-command timeout and the reconnect
 -- after it), queues across two processes, pools served by `skein worker`
--- subprocesses (submit/map, SIGTERM drain, a worker SIGKILLed mid-task, a
--- poison task dead-lettered and requeued, a restart under the same name),
+-- subprocesses (submit/map, SIGTERM drain, a worker SIGKILLed mid-task,
+-- leases renewed while tasks outlast them, entries read ahead (--prefetch),
+-- the end of a delivery as one
+-- script by its digest, a poison task dead-lettered and requeued, a restart
+-- under the same name),
 -- and payloads that would carry code. Every wait is bounded.
 local skein = require "skein"
 local cli = require "spec.support.cli"
@@ -357,6 +360,99 @@ return {
       assert.equal(1, b:call("EXISTS", p .. ":r:" .. f.id))
       kill(w2, "TERM")
       assert.equal(0, wait_exit(w2, 15))
+      b:close()
+    end)
+
+    it("renews the leases of tasks that outlast them, so no other worker takes them over", function()
+      local p = prefix()
+      local b = skein.broker(url, {prefix = p})
+      local pool = b:pool("lease", {lease = 1, retries = 5})
+      local marks = tmp .. "/lease.txt"
+      local w1 = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "lease",
+                               "--name", "w1", "--concurrency", "2"})
+      -- Both run on w1 at once for 3 leases; w2, idle, looks for entries
+      -- idle past their lease every half lease.
+      local fs = {pool:submit("mark", marks, 3), pool:submit("mark", marks, 3)}
+      assert.is_true(eventually(10, function() return cli.read(marks) == "run\nrun\n" end))
+      local w2 = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "lease",
+                               "--name", "w2"})
+      for _, f in ipairs(fs) do assert.equal("ran", f:get(20)) end
+      assert.equal("run\nrun\n", cli.read(marks))
+      local st = b:stats("lease")
+      assert.equal(2, st.done)
+      assert.equal(0, st.failed)
+      kill(w1, "TERM")
+      kill(w2, "TERM")
+      assert.equal(0, wait_exit(w1, 15))
+      assert.equal(0, wait_exit(w2, 15))
+      b:close()
+    end)
+
+    it("ends a first delivery with one script sent by its digest, and resends it after SCRIPT FLUSH", function()
+      local p = prefix()
+      local b = skein.broker(url, {prefix = p})
+      local pool = b:pool("sha")
+      local w = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "sha",
+                              "--concurrency", "4"})
+      local function calls(cmd)
+        local info = b:call("INFO", "commandstats")
+        return tonumber(info:match("cmdstat_" .. cmd .. ":calls=(%d+)")) or 0
+      end
+      b:call("CONFIG", "RESETSTAT")
+      local xs = {}
+      for i = 1, 20 do xs[i] = i end
+      local r = pool:map("square", xs, 30)
+      for i = 1, 20 do assert.equal(i * i, r[i]) end
+      -- No lookup of the result before a first run, no script body sent.
+      assert.equal(20, calls("evalsha"))
+      assert.equal(0, calls("exists"))
+      assert.equal(0, calls("eval"))
+      -- Redis forgot its scripts (as after a restart): NOSCRIPT, then the
+      -- body, once; the task's result is stored once.
+      b:call("SCRIPT", "FLUSH")
+      assert.equal(441, pool:submit("square", 21):get(15))
+      assert.equal(1, calls("eval"))
+      assert.equal(21, b:stats("sha").done)
+      assert.equal(16, pool:submit("square", 4):get(15))
+      assert.equal(1, calls("eval"))
+      kill(w, "TERM")
+      assert.equal(0, wait_exit(w, 15))
+      b:close()
+    end)
+
+    it("reads --prefetch entries ahead of its slots, renews their leases and runs them when draining", function()
+      local p = prefix()
+      local b = skein.broker(url, {prefix = p})
+      local pool = b:pool("ahead", {lease = 1, retries = 5})
+      local marks = tmp .. "/ahead.txt"
+      local fs = {}
+      for i = 1, 4 do fs[i] = pool:submit("mark", marks, 1) end
+      local w1 = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "ahead",
+                               "--name", "w1", "--concurrency", "1", "--prefetch", "2"})
+      -- One runs, two wait on w1 (pending under its name), one is left.
+      assert.is_true(eventually(10, function() return cli.read(marks) == "run\n" end))
+      local function pending(name)
+        local r = b:call("XPENDING", p .. ":p:ahead", "w", "-", "+", 10, name)
+        return #r
+      end
+      assert.equal(3, pending("w1"))
+      assert.equal(1, b:stats("ahead").queued)
+      -- w2 (no read-ahead) takes the one left, and none of w1's: their
+      -- leases (1 s) are renewed while they wait.
+      local w2 = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "ahead",
+                               "--name", "w2", "--prefetch", "0"})
+      assert.is_true(eventually(10, function() return pending("w2") == 1 end))
+      skein.sleep(1.5)
+      assert.is_true(pending("w1") >= 1)
+      -- SIGTERM: w1 runs what it read ahead, then exits.
+      kill(w1, "TERM")
+      kill(w2, "TERM")
+      assert.equal(0, wait_exit(w1, 15))
+      assert.equal(0, wait_exit(w2, 15))
+      for _, f in ipairs(fs) do assert.equal("ran", f:get(5)) end
+      assert.equal("run\nrun\nrun\nrun\n", cli.read(marks))
+      assert.equal(4, b:stats("ahead").done)
+      assert.equal(0, b:stats("ahead").failed)
       b:close()
     end)
 

@@ -21,11 +21,11 @@
 ** handshake, the wait before the next attempt (backoff), and the watchdog
 ** of the first reply owed. `arm` computes what it waits for from the state.
 */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis/hiredis.h>
 #include <hiredis/read.h>
 
 #include "sk_net.h"
@@ -458,13 +458,61 @@ static void process(sk_resp *r) {
 
 /* ------------------------------------------------------- connecting */
 
+/* Writes "<tag><v>\r\n" at p; returns the end. */
+static char *put_head(char *p, char tag, size_t v) {
+  char digits[24];
+  int n = 0;
+  do {
+    digits[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v);
+  *p++ = tag;
+  while (n) *p++ = digits[--n];
+  *p++ = '\r';
+  *p++ = '\n';
+  return p;
+}
+
+static size_t head_len(size_t v) {
+  size_t n = 3;                 /* the tag and CRLF */
+  do {
+    n++;
+    v /= 10;
+  } while (v);
+  return n;
+}
+
+long long sk_resp_format(char **out, int argc, const char **argv, const size_t *lens) {
+  *out = NULL;
+  if (argc < 0) return -1;
+  size_t total = head_len((size_t)argc);
+  for (int i = 0; i < argc; i++) {
+    size_t add = head_len(lens[i]) + lens[i] + 2;
+    if (lens[i] > INT_MAX || add > INT_MAX - total) return -1;
+    total += add;
+  }
+  char *buf = malloc(total + 1);
+  if (buf == NULL) return -1;
+  char *p = put_head(buf, '*', (size_t)argc);
+  for (int i = 0; i < argc; i++) {
+    p = put_head(p, '$', lens[i]);
+    if (lens[i]) memcpy(p, argv[i], lens[i]);
+    p += lens[i];
+    *p++ = '\r';
+    *p++ = '\n';
+  }
+  *p = '\0';
+  *out = buf;
+  return (long long)total;
+}
+
 /* Formats a command into a new request; NULL when out of memory. */
 static sk_resp_req *make_req(int argc, const char **argv, const size_t *lens, uint64_t deadline) {
   sk_resp_req *q = calloc(1, sizeof *q);
   if (q == NULL) return NULL;
   char *cmd = NULL;
-  int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
-  if (n < 0 || cmd == NULL) {
+  long long n = sk_resp_format(&cmd, argc, argv, lens);
+  if (n < 0) {
     free(q);
     return NULL;
   }

@@ -128,6 +128,14 @@ int sk_resp_connected(const sk_resp *r);
 ** frees the connection once its handles are closed. */
 void sk_resp_close(sk_resp *r);
 
+/* Formats a command (argc arguments, binary-safe) as RESP, a multi-bulk
+** array of bulk strings, into a new NUL-terminated buffer *out that the
+** caller frees; returns its length (without the NUL), or -1 (*out NULL)
+** when out of memory or the command would pass INT_MAX bytes. The bytes are
+** what hiredis's redisFormatCommandArgv makes, without its sprintf per
+** argument. */
+long long sk_resp_format(char **out, int argc, const char **argv, const size_t *lens);
+
 /* Frees a reply tree (what the reader made). */
 void sk_resp_reply_free(sk_resp_reply *v);
 

@@ -6,7 +6,8 @@
 -- Delivery is at least once. A task is read with XREADGROUP under a stable
 -- consumer name (--name, or hostname:pid), so it stays pending under that
 -- name until the worker acknowledges it; while it runs, its lease is
--- renewed (XCLAIM ... JUSTID resets its idle time). An entry idle for longer
+-- renewed (one task renews every running entry's lease each lease/3:
+-- XCLAIM ... JUSTID resets their idle time). An entry idle for longer
 -- than the lease belongs to a dead worker: any worker takes it over
 -- (XAUTOCLAIM), which counts a delivery. A worker that starts takes back
 -- its own pending entries first (a restart under the same name). A task
@@ -14,10 +15,20 @@
 -- after) reach `retries` goes to the dead-letter list with its last error.
 -- The result is stored once per task id (SET NX): a second run of the same
 -- task (its worker died after it finished) cannot replace it, and a task
--- whose result exists is acknowledged without running again.
+-- whose result exists is acknowledged without running again (looked up on
+-- a redelivery only: storing the result and acknowledging the entry are one
+-- script, so an entry delivered for the first time has no result yet).
 --
--- SIGTERM drains: the loop takes nothing new, running tasks finish, and
--- run returns 0.
+-- Per task, on the critical path: the XREADGROUP that brings it and the
+-- script (EVALSHA) that stores its result and acknowledges it; one read
+-- brings the free slots' entries and up to --prefetch more, which wait here
+-- (pending under this worker's name, their leases renewed) and start as
+-- slots free. A slot of --concurrency is free again as soon as the task's
+-- function returns, so the next entry is read while the last one's script
+-- is still in flight.
+--
+-- SIGTERM drains: the loop takes nothing new, running tasks and those read
+-- ahead finish, and run returns 0.
 local skein = require "skein"
 local bk = skein.broker
 
@@ -28,7 +39,7 @@ local encode, decode, fields = bk.encode, bk.decode, bk.fields
 local M = {}
 
 local usage = "usage: skein worker --broker URL --tasks tasks.lua [--queue NAME] [--concurrency N]"
-  .. " [--kind coroutine|thread|process] [--name NAME] [--prefix P] [--timeout SECONDS]"
+  .. " [--prefetch N] [--kind coroutine|thread|process] [--name NAME] [--prefix P] [--timeout SECONDS]"
 
 local function parse(args)
   local o = {queue = "default", concurrency = 1, kind = "coroutine"}
@@ -53,12 +64,18 @@ local function parse(args)
       if not o.concurrency or o.concurrency < 1 or o.concurrency % 1 ~= 0 then
         return nil, "--concurrency needs a positive integer"
       end
+    elseif k == "prefetch" then
+      o.prefetch = tonumber(v)
+      if not o.prefetch or o.prefetch < 0 or o.prefetch % 1 ~= 0 then
+        return nil, "--prefetch needs a non-negative integer"
+      end
     else
       return nil, ("unknown option --%s"):format(k)
     end
     i = i + 1
   end
   if not o.broker then return nil, "--broker URL is required" end
+  o.prefetch = o.prefetch or 4 * o.concurrency
   if not o.tasks then return nil, "--tasks FILE is required" end
   if o.kind ~= "coroutine" and o.kind ~= "thread" and o.kind ~= "process" then
     return nil, "--kind must be coroutine, thread or process"
@@ -97,7 +114,9 @@ function M.run(args, terminating)
   o.name = b.name
   local k = bk.keys.pool(b.prefix, o.queue)
   local c = b._conn
-  local running, draining = 0, false
+  -- running: tasks whose function runs (at most o.concurrency);
+  -- inflight: tasks not yet acknowledged (running, or storing the result).
+  local running, inflight, draining = 0, 0, false
   local cfg = {retries = 3, lease = 30, result_ttl = 86400}
 
   local function read_cfg()
@@ -167,6 +186,25 @@ return 1
 
   local function ttl() return math.floor(cfg.result_ttl) end
 
+  -- A script runs by its digest (EVALSHA, loaded once with SCRIPT LOAD); a
+  -- Redis that lost its script cache (restarted) gets the body again with
+  -- EVAL, which caches it anew. A NOSCRIPT reply means nothing ran, so
+  -- sending the body then runs the script once.
+  local digests = {}
+  local function run_script(body, nkeys, ...)
+    local sha = digests[body]
+    if not sha then
+      sha = c:call("SCRIPT", "LOAD", body)
+      digests[body] = sha
+    end
+    local ok, r = pcall(c.call, c, "EVALSHA", sha, nkeys, ...)
+    if ok then return r end
+    if type(r) == "table" and r.code == "redis" and tostring(r.message):find("NOSCRIPT", 1, true) then
+      return c:call("EVAL", body, nkeys, ...)
+    end
+    error(r, 0)
+  end
+
   -- Done with entry `eid` without a new result (one is stored already).
   local function finish_entry(eid)
     c:call("XACK", k.stream, "w", eid)
@@ -174,26 +212,88 @@ return 1
   end
 
   local function complete(eid, f, result)
-    c:call("EVAL", FINISH, 5, k.stream, bk.keys.result(b.prefix, f.id), k.stats, k.err, f.reply or "",
-           eid, f.id, result, ttl(), "done")
+    run_script(FINISH, 5, k.stream, bk.keys.result(b.prefix, f.id), k.stats, k.err, f.reply or "",
+               eid, f.id, result, ttl(), "done")
   end
 
   -- `failed_now`: this delivery ran and failed (counted as failed too).
   local function dead_letter(eid, f, err, deliveries, failed_now)
     local rec = encode({pool = o.queue, task = f.task, args = f.args, reply = f.reply,
                         error = err, deliveries = deliveries})
-    c:call("EVAL", FINISH, 7, k.stream, bk.keys.result(b.prefix, f.id), k.stats, k.err, f.reply or "",
-           bk.keys.deadtask(b.prefix, f.id), k.dead,
-           eid, f.id, encode({ok = false, err = err, dead = true}), ttl(), "dead", rec,
-           failed_now and 1 or 0)
+    run_script(FINISH, 7, k.stream, bk.keys.result(b.prefix, f.id), k.stats, k.err, f.reply or "",
+               bk.keys.deadtask(b.prefix, f.id), k.dead,
+               eid, f.id, encode({ok = false, err = err, dead = true}), ttl(), "dead", rec,
+               failed_now and 1 or 0)
     log(o, "task %s (%s) dead-lettered after %d deliveries: %s", f.id, tostring(f.task), deliveries, err)
   end
 
+  -- Entries whose function runs now (entry id -> true), and how many: one
+  -- task renews all their leases every lease/3 (XCLAIM ... JUSTID resets
+  -- their idle time), so a task that runs longer than its lease is not
+  -- presumed dead. It looks at least every half second, so a lease read
+  -- later (the pool's options, read at start and every 2 s) applies at
+  -- once. An entry joins when it is read (within a lease of its delivery)
+  -- and leaves when its function returns.
+  local held, nheld = {}, 0
+  local function hold(eid)
+    if not held[eid] then
+      held[eid] = true
+      nheld = nheld + 1
+    end
+  end
+  local function unhold(eid)
+    if held[eid] then
+      held[eid] = nil
+      nheld = nheld - 1
+    end
+  end
+  local renewer = spawn{daemon = true, fn = function()
+    local last = now()
+    while true do
+      sleep(math.min(cfg.lease / 3, 0.5))
+      local t = now()
+      if t - last >= cfg.lease / 3 and nheld > 0 then
+        last = t
+        local ids = {}
+        for eid in pairs(held) do ids[#ids + 1] = eid end
+        ids[#ids + 1] = "JUSTID"
+        pcall(c.call, c, "XCLAIM", k.stream, "w", o.name, 0, table.unpack(ids))
+      end
+    end
+  end}
+
+  -- Set when a slot frees or a task is acknowledged: the loop waits on it
+  -- while every slot is taken, and while draining.
+  local freed = skein.event()
+
+  -- Entries read ahead of a free slot (up to --prefetch of them), in the
+  -- order read: {entry id, fields, deliveries}. They are this worker's
+  -- (pending under its name, their leases renewed) and start as slots
+  -- free; a drain runs them too.
+  local ahead, ahead_head, ahead_tail = {}, 1, 0
+  local pump
+
+  -- A slot of --concurrency, given back once (when the task's function
+  -- returned, or at the end of its entry, whichever comes first); the
+  -- next entry read ahead starts at once.
+  local function free_slot(slot)
+    if slot.held then
+      slot.held = false
+      running = running - 1
+      freed:set()
+      pump()
+    end
+  end
+
+  local function invoke(f)
+    return table.pack(runner(f.task, decode(f.args)))
+  end
+
   -- Runs one entry; `deliveries` is Redis's delivery count for it.
-  local function handle(eid, f, deliveries)
+  local function handle(eid, f, deliveries, slot)
     local tries = tonumber(f.tries) or 0
     local total = tries + deliveries
-    if c:call("EXISTS", bk.keys.result(b.prefix, f.id)) == 1 then
+    if total > 1 and c:call("EXISTS", bk.keys.result(b.prefix, f.id)) == 1 then
       -- It ran to the end before (its worker died before acknowledging).
       finish_entry(eid)
       return
@@ -208,20 +308,9 @@ return 1
     if type(fn) ~= "function" then
       ok, res = false, ("no task named '%s' in %s"):format(tostring(f.task), o.tasks)
     else
-      -- The lease: renewed while the task runs.
-      local lease_ms = math.floor(cfg.lease * 1000)
-      local renew = spawn(function()
-        while true do
-          sleep(cfg.lease / 3)
-          pcall(c.call, c, "XCLAIM", k.stream, "w", o.name, 0, eid, "JUSTID")
-        end
-      end)
-      local _ = lease_ms
-      ok, res = pcall(function()
-        local args = table.pack(decode(f.args))
-        return table.pack(runner(f.task, table.unpack(args, 1, args.n)))
-      end)
-      renew:cancel()
+      ok, res = pcall(invoke, f)
+      unhold(eid)
+      free_slot(slot)
       if ok then
         local eok, enc = pcall(encode, {ok = true, n = res.n, table.unpack(res, 1, res.n)})
         if eok then
@@ -238,40 +327,58 @@ return 1
       dead_letter(eid, f, res, total, true)
       return
     end
-    c:call("EVAL", RETRY, 3, k.stream, k.stats, k.err, eid, f.id, res, f.task, f.args,
-           f.reply or "", tries + 1)
+    run_script(RETRY, 3, k.stream, k.stats, k.err, eid, f.id, res, f.task, f.args, f.reply or "",
+               tries + 1)
   end
-
-  -- Set when a running task ends: the loop waits on it while it is full.
-  local freed = skein.event()
 
   local function start(eid, f, deliveries)
     running = running + 1
+    inflight = inflight + 1
+    local slot = {held = true}
     spawn(function()
-      local ok, e = pcall(handle, eid, f, deliveries)
+      local ok, e = pcall(handle, eid, f, deliveries, slot)
       if not ok then log(o, "task entry %s: %s", eid, errtext(e)) end
-      running = running - 1
+      unhold(eid)
+      free_slot(slot)
+      inflight = inflight - 1
       freed:set()
     end)
   end
 
+  local function nahead() return ahead_tail - ahead_head + 1 end
+
+  -- Starts entries read ahead while slots are free.
+  pump = function()
+    while running < o.concurrency and ahead_head <= ahead_tail do
+      local a = ahead[ahead_head]
+      ahead[ahead_head] = nil
+      ahead_head = ahead_head + 1
+      start(a[1], a[2], a[3])
+    end
+  end
+
   -- Entries as XCLAIM/XAUTOCLAIM/XREADGROUP give them: {id, fields} or a
-  -- deleted entry (false fields), which is only acknowledged.
+  -- deleted entry (false fields), which is only acknowledged. They join
+  -- the entries read ahead, and those start as slots allow.
   local function start_entries(entries, count_of)
     for _, e in ipairs(entries or {}) do
       local f = type(e) == "table" and fields(e)
       if f and f.id then
-        start(e[1], f, count_of(e[1]))
+        hold(e[1])
+        ahead_tail = ahead_tail + 1
+        ahead[ahead_tail] = {e[1], f, count_of(e[1])}
       elseif type(e) == "table" and e[1] then
         pcall(c.call, c, "XACK", k.stream, "w", e[1])
       end
     end
+    pump()
   end
 
   local function deliveries_of(eid)
     local r = c:call("XPENDING", k.stream, "w", eid, eid, 1)
     return r and r[1] and tonumber(r[1][4]) or 1
   end
+  local function first_delivery() return 1 end
 
   -- Start: the group, the options, then this worker's own pending entries.
   -- A Redis that is not up yet is waited for (SIGTERM meanwhile: exit 0).
@@ -285,6 +392,7 @@ return 1
     log(o, "waiting for Redis: %s", errtext(e))
     for _ = 1, 20 do
       if terminating() then
+        renewer:cancel()
         b:close()
         return 0
       end
@@ -301,41 +409,56 @@ return 1
       start_entries(claimed, deliveries_of)
     end
   end
-  log(o, "serving pool '%s' (%s, concurrency %d)", o.queue, o.kind, o.concurrency)
+  log(o, "serving pool '%s' (%s, concurrency %d, prefetch %d)", o.queue, o.kind, o.concurrency, o.prefetch)
 
   local last_beat, last_claim = -1e9, now()
   while true do
     if not draining and terminating() then
       draining = true
-      log(o, "draining: %d task(s) running", running)
+      log(o, "draining: %d task(s) running, %d read ahead", inflight, nahead())
     end
-    if draining and running == 0 then break end
+    if draining and inflight == 0 and nahead() == 0 then break end
     local t = now()
     if t - last_beat >= 2 then
       last_beat = t
       pcall(c.call, c, "ZADD", k.workers, os.time(), o.name)
       pcall(read_cfg)
     end
+    pump()
     local free = o.concurrency - running
-    if draining or free <= 0 then
+    -- Entries to read: the free slots plus --prefetch read ahead.
+    local room = free + o.prefetch - nahead()
+    if draining or room <= 0 then
       freed:clear()
       freed:wait(0.25)
     else
       local ok, e = pcall(function()
-        if t - last_claim >= cfg.lease / 2 then
+        if free > 0 and t - last_claim >= cfg.lease / 2 then
           last_claim = t
           local r = c:call("XAUTOCLAIM", k.stream, "w", o.name, math.floor(cfg.lease * 1000), "0-0",
-                           "COUNT", free)
+                           "COUNT", room)
           if r and r[2] and #r[2] > 0 then
             start_entries(r[2], deliveries_of)
             return
           end
         end
-        local r = b:_block_call(500, "XREADGROUP", "GROUP", "w", o.name, "COUNT", free, "BLOCK", 500,
-                                "STREAMS", k.stream, ">")
-        if type(r) == "table" and r[1] then
-          start_entries(r[1][2], function() return 1 end)
+        if free > 0 then
+          -- Nothing read ahead (pump started it all): wait for entries.
+          local r = b:_block_call(500, "XREADGROUP", "GROUP", "w", o.name, "COUNT", room, "BLOCK", 500,
+                                  "STREAMS", k.stream, ">")
+          if type(r) == "table" and r[1] then
+            start_entries(r[1][2], first_delivery)
+          end
+          return
         end
+        -- Every slot busy: read ahead what is there now, or wait for a slot.
+        local r = c:call("XREADGROUP", "GROUP", "w", o.name, "COUNT", room, "STREAMS", k.stream, ">")
+        if type(r) == "table" and r[1] and #r[1][2] > 0 then
+          start_entries(r[1][2], first_delivery)
+          return
+        end
+        freed:clear()
+        freed:wait(0.25)
       end)
       if not ok then
         log(o, "%s", errtext(e))
@@ -347,6 +470,7 @@ return 1
       end
     end
   end
+  renewer:cancel()
   pcall(c.call, c, "ZREM", k.workers, o.name)
   log(o, "drained, exiting")
   b:close()
