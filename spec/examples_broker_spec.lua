@@ -3,7 +3,8 @@
 -- missing redis-server fails the spec), two `skein worker` processes serving
 -- examples/broker/tasks.lua, then the master, whose 10 results must be the
 -- squares of the 10 tasks it put, computed by both workers. The workers then
--- drain on SIGTERM and exit 0. Every wait is bounded.
+-- drain on SIGTERM and exit 0. Then stock.lua sells a stock kept in that
+-- Redis from a process pool. Every wait is bounded.
 local skein = require "skein"
 local cli = require "spec.support.cli"
 local redis = require "spec.support.redis"
@@ -108,5 +109,15 @@ describe("examples/broker", function()
       assert.equal(0, wait_exit(w, 15))
       assert.matches("drained", cli.read(w.log))
     end
+  end)
+
+  it("stock.lua: 10 buyers in a process pool sell a Redis stock of 100 under WATCH/MULTI/EXEC", function()
+    local r = cli.run({"examples/broker/stock.lua", url}, {timeout = 60, env = {SKEIN_REDIS = false}})
+    assert.equal(0, r.code, r.err)
+    assert.equal("", r.err)
+    local lines = cli.lines(r.out)
+    assert.equal(2, #lines, r.out)
+    assert.equal("sold 100 of 100, 0 left in Redis", lines[1])
+    assert.matches("^%d+ transactions were retried after another buyer's sale$", lines[2])
   end)
 end)

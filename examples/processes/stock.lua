@@ -14,7 +14,7 @@
 -- the atomic read-check-write that WATCH/MULTI/EXEC retries for: while the
 -- function runs, the entry is claimed and other buyers wait, so the stock
 -- can never go below zero and no sale is counted twice. (The same template
--- against a real Redis, across machines, comes with the broker.)
+-- against a real Redis, across machines, is examples/broker/stock.lua.)
 
 local STOCK, BUYERS = 100, 10
 
