@@ -447,6 +447,22 @@ describe("skein.http client", function()
     assert.is_false(e)
   end)
 
+  it("keeps its connections out of programs the script runs (close-on-exec)", function()
+    local port = tonumber(base:match(":(%d+)$"))
+    assert.equal(200, http.get(base .. "/hello").status)      -- a connection now idle in the cache
+    -- The inodes of this process's TCP sockets connected to the server's port.
+    local mine = {}
+    for line in io.lines("/proc/net/tcp") do
+      local rport, inode = line:match("^%s*%d+:%s+%x+:%x+%s+%x+:(%x+)%s+%x+%s+%S+%s+%S+%s+%S+%s+%S+%s+%S+%s+(%d+)")
+      if rport and tonumber(rport, 16) == port and inode ~= "0" then mine[#mine + 1] = inode end
+    end
+    assert.is_true(#mine >= 1, "no connection to the server found in /proc/net/tcp")
+    local r = skein.exec.run("sh", {"-c", "for f in /proc/$$/fd/*; do readlink $f; done"})
+    for _, inode in ipairs(mine) do
+      assert.is_nil(r.stdout:find("socket:[" .. inode .. "]", 1, true), "a child holds the connection")
+    end
+  end)
+
   it("ends a script with idle connections in its cache", function()
     local res = cli.run({"-e", ("print(skein.http.get(%q).status)"):format(base .. "/hello")},
       {timeout = 20})

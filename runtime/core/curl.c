@@ -291,7 +291,9 @@ static curl_socket_t on_opensocket(void *clientp, curlsocktype purpose,
                                    struct curl_sockaddr *a) {
   sk_curlm *cm = clientp;
   (void)purpose;
-  curl_socket_t s = socket(a->family, a->socktype, a->protocol);
+  /* Close-on-exec, as every descriptor skein opens: a program skein.exec
+  ** or os.execute runs must not hold a connection open. */
+  curl_socket_t s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
   if (s == CURL_SOCKET_BAD || cm->closing) return s;
   /* A descriptor closed behind our back left its poll: not this socket's. */
   sk_sock *k = sock_find(cm, s);
