@@ -659,32 +659,59 @@ int sk_worker_close(sk_worker *w) {
   return rc;
 }
 
+/* The drain's collection timer (below): `fire` runs in a libuv callback and
+** only marks the collection due. */
+typedef struct drain_gc {
+  sk_timer t;
+  int due;
+} drain_gc;
+
+static void drain_gc_fire(sk_timer *t) { ((drain_gc *)t)->due = 1; }
+
+#define DRAIN_GC_AFTER 0.1      /* seconds of waiting before the collection */
+
 int sk_worker_drain(sk_worker *w) {
   lua_State *L = w->L;
-  int collected = 0;
+  /* The call has returned, so its locals are garbage now, and some of them
+  ** may hold up the work left (a streamed HTTP response nobody reads keeps
+  ** its server's handler waiting to write). When that work has not ended
+  ** after DRAIN_GC_AFTER of waiting, one full collection finalizes them,
+  ** which ends what they held. Work that ends sooner (a job's own tasks)
+  ** pays nothing. The timer lives on this stack: every way out disarms it
+  ** before anything can raise. */
+  drain_gc gc = {.t = {.index = -1, .fire = drain_gc_fire}};
+  int armed = 0, fail = 0;
   for (;;) {
     sk_sched_run_ready(&w->sched);
-    if (w->live == 0) return 0;
+    if (w->live == 0) break;
     if (w->interrupted) {
-      w->int_owed = 0;
-      sk_error_push(L, "interrupted", "interrupted");
-      return -1;
+      fail = 1;
+      break;
     }
-    /* The call has returned, so its locals are garbage now; some of them
-    ** may hold up the work left (a streamed HTTP response nobody reads
-    ** keeps its server's handler waiting to write). One full collection
-    ** before the first wait finalizes them, which ends what they held:
-    ** paid only by a call that leaves live work behind. */
-    if (!collected) {
-      collected = 1;
+    if (gc.due) {
+      gc.due = 0;
       lua_gc(L, LUA_GCCOLLECT);
       continue;
     }
+    if (!armed) {
+      armed = 1;
+      sk_timer_arm(&w->sched, &gc.t, uv_hrtime() + (uint64_t)(DRAIN_GC_AFTER * 1e9));
+    }
     if (!sk_sched_poll(&w->sched, SK_STEP_WAIT) && w->live > 0) {
-      sk_error_push(L, "deadlock",
-                    "%d task(s) are blocked and nothing can wake them",
-                    (int)w->live);
-      return -1;
+      fail = 2;
+      break;
     }
   }
+  sk_timer_disarm(&w->sched, &gc.t);
+  if (fail == 1) {
+    w->int_owed = 0;
+    sk_error_push(L, "interrupted", "interrupted");
+    return -1;
+  }
+  if (fail == 2) {
+    sk_error_push(L, "deadlock", "%d task(s) are blocked and nothing can wake them",
+                  (int)w->live);
+    return -1;
+  }
+  return 0;
 }
