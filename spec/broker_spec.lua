@@ -15,11 +15,7 @@ local redis = require "spec.support.redis"
 
 local q = cli.q
 
-local function caught(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local caught = require("spec.support.errors").errof
 
 local function sh(cmd)
   local p = io.popen(cmd)

@@ -8,11 +8,7 @@ local skein = require "skein"
 local cli = require "spec.support.cli"
 local exec = skein.exec
 
-local function caught(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local caught = require("spec.support.errors").errof
 
 local function alive(pid)
   local f = io.open("/proc/" .. pid .. "/stat")

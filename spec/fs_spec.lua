@@ -5,11 +5,7 @@ local skein = require "skein"
 local cli = require "spec.support.cli"
 local fs = skein.fs
 
-local function caught(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local caught = require("spec.support.errors").errof
 
 local function io_error(code, path, fn, ...)
   local e = caught(fn, ...)

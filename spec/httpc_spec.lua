@@ -13,11 +13,7 @@ local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec"
 local SERVER = here .. "/support/httpc_server.py"
 local q = cli.q
 
-local function caught(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local caught = require("spec.support.errors").errof
 
 local function sh(cmd)
   local ok = os.execute(cmd)

@@ -12,11 +12,7 @@ local net, fs = skein.net, skein.fs
 
 local q = cli.q
 
-local function caught(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local caught = require("spec.support.errors").errof
 
 local function io_error(code, fn, ...)
   local e = caught(fn, ...)

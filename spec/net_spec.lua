@@ -7,11 +7,7 @@ local skein = require "skein"
 local cli = require "spec.support.cli"
 local net = skein.net
 
-local function caught(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local caught = require("spec.support.errors").errof
 
 -- An echo server on a free loopback port; returns it and its port.
 local function echo_server(opts)

@@ -2,11 +2,7 @@
 -- lifecycle, per-task timeouts, recycling, stats, bad input.
 local skein = require "skein"
 
-local function caught(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local caught = require("spec.support.errors").errof
 
 for _, kind in ipairs({"coroutine", "thread", "process"}) do
   describe(kind .. " pool", function()

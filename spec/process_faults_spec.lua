@@ -10,11 +10,7 @@ local write_file, read_file = cli.write, cli.read
 local SKEIN = os.getenv("SKEIN_BIN") or arg[-1]
 local SLOW = SKEIN:match("asan") ~= nil      -- sanitizer builds start slower
 
-local function caught(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local caught = require("spec.support.errors").errof
 
 -- Runs `code` as a script in a child skein, through `sh -c` with `prefix`
 -- (e.g. a ulimit) first; returns stdout, stderr and the exit status.

@@ -6,11 +6,7 @@ local skein = require "skein"
 local SKEIN = os.getenv("SKEIN_BIN") or arg[-1]
 local SLOW = SKEIN:match("asan") ~= nil
 
-local function caught(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local caught = require("spec.support.errors").errof
 
 describe("objects in worker processes", function()
   it("queues: writers in children, a reader in the parent, nothing lost", function()

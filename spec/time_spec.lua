@@ -1,11 +1,7 @@
 -- Time: skein.now, skein.sleep, skein.yield and skein.timeout scopes.
 local skein = require "skein"
 
-local function caught(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local caught = require("spec.support.errors").errof
 
 describe("skein.now", function()
   it("is monotonic seconds", function()
