@@ -62,6 +62,13 @@ static int l_methods(lua_State *L) {
   return 1;
 }
 
+/* skein._callable(v) -> boolean: a function, or a value whose metatable has
+** __call (the stdlib modules' check, the same as the C bindings' sk_callable) */
+static int l_callable(lua_State *L) {
+  lua_pushboolean(L, sk_callable(L, 1));
+  return 1;
+}
+
 /* skein._isatty(fd) -> boolean */
 static int l_isatty(lua_State *L) {
   lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -108,7 +115,8 @@ int luaopen_skein(lua_State *L) {
   sk_httpd_open(L);
   static const luaL_Reg facts[] = {{"cpu_count", l_cpu_count}, {"exepath", l_exepath},
                                     {"_module", l_module},       {"_methods", l_methods},
-                                    {"_isatty", l_isatty},       {NULL, NULL}};
+                                    {"_isatty", l_isatty},       {"_callable", l_callable},
+                                    {NULL, NULL}};
   luaL_setfuncs(L, facts, 0);
   lua_pushliteral(L, SKEIN_VERSION);
   lua_setfield(L, -2, "version");

@@ -5,7 +5,7 @@
 local skein, core = ...
 
 local type, error, pairs, ipairs, setmetatable, tostring, pcall = type, error, pairs, ipairs, setmetatable, tostring, pcall
-local math_type, getmetatable = math.type, getmetatable
+local math_type = math.type
 local http = skein.http
 local start, new_multi = http._start, http._multi
 http._start, http._multi = nil, nil
@@ -17,11 +17,7 @@ local function argerr(fname, msg, level)
   error(("bad argument to '%s' (%s)"):format(fname, msg), (level or 2) + 1)
 end
 
-local function callable(f)
-  if type(f) == "function" then return true end
-  local mt = getmetatable(f)
-  return mt ~= nil and type(mt) == "table" and mt.__call ~= nil
-end
+local callable = core._callable
 
 local KNOWN = {
   method = true, url = true, headers = true, body = true, timeout = true,

@@ -20,11 +20,7 @@ local function argerr(msg)
   error(("bad argument to 'skein.http.serve' (%s)"):format(msg), 3)
 end
 
-local function callable(f)
-  if type(f) == "function" then return true end
-  local mt = getmetatable(f)
-  return mt ~= nil and type(mt) == "table" and mt.__call ~= nil
-end
+local callable = core._callable
 
 local Server = {}
 Server.__index = Server

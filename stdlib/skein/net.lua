@@ -11,11 +11,7 @@ local function argerr(msg, level)
   error(("bad argument to 'skein.net.serve' (%s)"):format(msg), (level or 2) + 1)
 end
 
-local function callable(f)
-  if type(f) == "function" then return true end
-  local mt = getmetatable(f)
-  return mt ~= nil and type(mt) == "table" and mt.__call ~= nil
-end
+local callable = core._callable
 
 local Server = {}
 Server.__index = Server

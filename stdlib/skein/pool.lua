@@ -42,11 +42,7 @@ local function check_keys(opts, known, fname, level)
   end
 end
 
-local function is_callable(fn)
-  if type(fn) == "function" then return true end
-  local mt = getmetatable(fn)
-  return type(mt) == "table" and mt.__call ~= nil
-end
+local is_callable = core._callable
 
 ------------------------------------------------------------------ progress
 

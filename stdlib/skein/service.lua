@@ -34,6 +34,9 @@ local function argerr(fname, msg, level)
   error(("bad argument to '%s' (%s)"):format(fname, msg), (level or 2) + 1)
 end
 
+-- (In Lua, not core._callable: the serve function, which crosses to the
+-- service's worker, closes over it, and a C function of the core cannot be
+-- sent.)
 local function is_callable(v)
   if type(v) == "function" then return true end
   local mt = getmetatable(v)
