@@ -164,7 +164,11 @@ local function drive(x, spec)
           :format(spec.method, spec.url, type(piece)), {code = "READ_ERROR", url = spec.url}), 0)
       end
       x:_feed(piece)
-    elseif ev == "head" then
+    elseif ev == "head" or (ev == "done" and spec.stream) then
+      -- A streamed response stays one even when its whole body came in
+      -- with its head (a small page in one write): the body waits in the
+      -- transfer for read/lines. (It came back as a plain table with no
+      -- body, the body lost.)
       local r = setmetatable(x:_response(spec.method, spec.url), Response)
       live[r] = {x, spec.method, spec.url}
       return r
