@@ -12,29 +12,28 @@ static sk_future *check_future(lua_State *L, int idx) {
   return (sk_future *)sk_handle_check(L, idx, FUTURE_MT);
 }
 
-static int finished(sk_future *f) { return f->state >= SK_FUT_DONE; }
-
-static int future_ready(void *obj) { return finished(obj); }
+static int finished(int state) { return state >= SK_FUT_DONE; }
 
 /* Pushes the error a failed future raises: kind "remote" (or the engine's
 ** own kind, e.g. "timeout" or "worker_died") with the remote traceback. */
-static void push_failure(lua_State *L, sk_future *f) {
+static void push_failure(lua_State *L, sk_future *f, const sk_future_outcome *o) {
   int top = lua_gettop(L);
-  if (f->state == SK_FUT_CANCELLED) {
+  if (o->state == SK_FUT_CANCELLED) {
     sk_error_push(L, "cancelled", "future %I was cancelled", (LUAI_UACINT)f->id);
     return;
   }
-  if (f->cmsg) {
-    sk_error_push(L, f->kind ? f->kind : "remote", "%s", f->cmsg);
-    if (f->pid) sk_set_exit_fields(L, f->pid, f->exit_code, f->signal);
+  if (o->cmsg) {
+    sk_error_push(L, o->kind ? o->kind : "remote", "%s", o->cmsg);
+    if (o->pid) sk_set_exit_fields(L, o->pid, o->exit_code, o->signal);
     return;
   }
-  if (sk_marshal_decode(L, f->result.data, f->result.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS) != 3) {
+  if (o->data == NULL ||
+      sk_marshal_decode(L, o->data, o->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS) != 3) {
     lua_settop(L, top);
     sk_error_push(L, "remote", "future %I failed (its error could not be read)", (LUAI_UACINT)f->id);
     return;
   }
-  sk_error_push(L, f->kind ? f->kind : "remote", "%s%s", f->prefix ? f->prefix : "",
+  sk_error_push(L, o->kind ? o->kind : "remote", "%s%s", o->prefix ? o->prefix : "",
                 lua_tostring(L, top + 1));
   lua_pushvalue(L, top + 3);
   lua_setfield(L, -2, "value");
@@ -44,53 +43,48 @@ static void push_failure(lua_State *L, sk_future *f) {
   lua_settop(L, top + 1);
 }
 
-/* Pushes the results of a finished future, or raises its failure. */
-static int push_outcome(lua_State *L, sk_future *f) {
+/* Pushes the results of a finished future (its outcome read as `o`), or
+** raises its failure; the outcome is released before any raise. */
+static int push_outcome(lua_State *L, sk_future *f, sk_future_outcome *o) {
   f->observed = 1;
-  if (f->state != SK_FUT_DONE) {
-    push_failure(L, f);
+  if (o->state != SK_FUT_DONE) {
+    push_failure(L, f, o);
+    sk_future_read_done(o);
     return lua_error(L);
   }
-  int n = sk_marshal_decode(L, f->result.data, f->result.len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+  int n = o->data ? sk_marshal_decode(L, o->data, o->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS) : 0;
+  sk_future_read_done(o);
   if (n < 0) return lua_error(L);
   return n;
 }
 
 /* A future as a wait source: ready when finished. get() pushes the
 ** outcome, wait() true; on timeout get() raises and wait() gives false. */
-static int finished_locked(sk_future *f) {
-  uv_mutex_lock(&f->lock);
-  int fin = finished(f);
-  uv_mutex_unlock(&f->lock);
-  return fin;
-}
-
 static int get_attempt(lua_State *L, void *obj, int round, int expired) {
   sk_future *f = obj;
   (void)round;
-  if (finished_locked(f)) return push_outcome(L, f);
+  sk_future_outcome o;
+  sk_future_read(f, &o);
+  if (finished(o.state)) return push_outcome(L, f, &o);
+  sk_future_read_done(&o);
   if (expired) return sk_error_raise(L, "timeout", "future %I: get timed out", (LUAI_UACINT)f->id);
   return SK_WAIT_MORE;
 }
 
 static int wait_attempt(lua_State *L, void *obj, int round, int expired) {
   (void)round;
-  int fin = finished_locked(obj);
+  int fin = finished(sk_future_state(obj));
   if (!fin && !expired) return SK_WAIT_MORE;
   lua_pushboolean(L, fin);
   return 1;
 }
 
 static int future_link(void *obj, sk_ctx *c, int round) {
-  sk_future *f = obj;
   (void)round;
-  return sk_link_shared(c, &f->lock, &f->waiters, future_ready, f);
+  return sk_future_link(obj, c);
 }
 
-static int future_unlink(void *obj, sk_ctx *c) {
-  sk_future *f = obj;
-  return sk_unlink_shared(c, &f->lock, &f->waiters);
-}
+static int future_unlink(void *obj, sk_ctx *c) { return sk_future_unlink(obj, c); }
 
 static const sk_source get_source = {
     .name = FUTURE_MT, .what = "future get",
@@ -113,10 +107,7 @@ static int l_future_get(lua_State *L) { return start_wait(L, &get_source); }
 static int l_future_wait(lua_State *L) { return start_wait(L, &wait_source); }
 
 static int l_future_done(lua_State *L) {
-  sk_future *f = check_future(L, 1);
-  uv_mutex_lock(&f->lock);
-  lua_pushboolean(L, finished(f));
-  uv_mutex_unlock(&f->lock);
+  lua_pushboolean(L, finished(sk_future_state(check_future(L, 1))));
   return 1;
 }
 
@@ -132,22 +123,22 @@ static const char *state_name(int s) {
 }
 
 static int l_future_status(lua_State *L) {
-  sk_future *f = check_future(L, 1);
-  uv_mutex_lock(&f->lock);
-  lua_pushstring(L, state_name(f->state));
-  uv_mutex_unlock(&f->lock);
+  lua_pushstring(L, state_name(sk_future_state(check_future(L, 1))));
   return 1;
 }
 
 /* future:error() -> the error of a finished, failed future, else nil */
 static int l_future_error(lua_State *L) {
   sk_future *f = check_future(L, 1);
-  uv_mutex_lock(&f->lock);
-  int state = f->state;
-  uv_mutex_unlock(&f->lock);
-  if (state < SK_FUT_DONE || state == SK_FUT_DONE) return 0;
+  sk_future_outcome o;
+  sk_future_read(f, &o);
+  if (o.state <= SK_FUT_DONE) {
+    sk_future_read_done(&o);
+    return 0;
+  }
   f->observed = 1;
-  push_failure(L, f);
+  push_failure(L, f, &o);
+  sk_future_read_done(&o);
   return 1;
 }
 
@@ -163,40 +154,33 @@ static int l_future_index(lua_State *L) {
 
 static int l_future_tostring(lua_State *L) {
   sk_future *f = check_future(L, 1);
-  uv_mutex_lock(&f->lock);
-  int state = f->state;
-  uv_mutex_unlock(&f->lock);
+  int state = sk_future_state(f);
   lua_pushfstring(L, "skein.future %I (%s)", (LUAI_UACINT)f->id, state_name(state));
   return 1;
 }
 
 static int future_try(lua_State *L, sk_obj *o) {
   sk_future *f = (sk_future *)o;
-  uv_mutex_lock(&f->lock);
-  int fin = finished(f);
-  uv_mutex_unlock(&f->lock);
-  return fin ? push_outcome(L, f) : 0;
+  sk_future_outcome out;
+  sk_future_read(f, &out);
+  if (finished(out.state)) return push_outcome(L, f, &out);
+  sk_future_read_done(&out);
+  return 0;
 }
 
 static int future_add_waiter(sk_obj *o, const sk_waiter *w) {
-  sk_future *f = (sk_future *)o;
-  uv_mutex_lock(&f->lock);
-  int rc = finished(f) ? 1 : sk_waitlist_add(&f->waiters, w);
-  uv_mutex_unlock(&f->lock);
-  return rc;
+  return sk_future_add_waiter((sk_future *)o, w);
 }
 
 static void future_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
-  sk_future *f = (sk_future *)o;
-  uv_mutex_lock(&f->lock);
-  sk_waitlist_remove(&f->waiters, port, slot);
-  uv_mutex_unlock(&f->lock);
+  sk_future_remove_waiter((sk_future *)o, port, slot);
 }
 
 static const sk_selectable future_select = {future_try, future_add_waiter,
                                             future_remove_waiter};
 
 void sk_future_open(lua_State *L) {
+  sk_future_attach();
   static const luaL_Reg methods[] = {
       {"get", l_future_get},     {"wait", l_future_wait},   {"done", l_future_done},
       {"cancel", l_future_cancel}, {"status", l_future_status}, {"error", l_future_error},

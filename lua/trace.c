@@ -48,12 +48,19 @@ static int l_trace_file(lua_State *L) {
   return 1;
 }
 
-/* skein.stats() -> {live=, workers=, processes=, shm_used=, shm_size=} */
+/* skein.stats() -> {live=, workers=, processes=, shm_used=, shm_size=,
+** shm_inuse=, shm_objects=} */
 static int l_stats(lua_State *L) {
-  uint64_t used = 0, size = 0;
+  uint64_t used = 0, size = 0, inuse = 0;
+  uint32_t objects = 0;
   int procs = 1;
   sk_shm_usage(&used, &size, &procs);
-  lua_createtable(L, 0, 5);
+  sk_shm_live(&inuse, &objects);
+  lua_createtable(L, 0, 7);
+  lua_pushinteger(L, (lua_Integer)inuse);
+  lua_setfield(L, -2, "shm_inuse");
+  lua_pushinteger(L, (lua_Integer)objects);
+  lua_setfield(L, -2, "shm_objects");
   lua_pushinteger(L, (lua_Integer)sk_worker_of(L)->live);
   lua_setfield(L, -2, "live");
   lua_pushinteger(L, sk_worker_total());

@@ -285,13 +285,12 @@ describe("objects in worker processes", function()
   end)
 
   it("explain what they cannot do", function()
-    -- Futures still reach a child as proxies to this process.
-    local pool <close> = skein.pool{kind = "thread", size = 1}
-    local fut = pool:submit(function() return 42 end)
-    local p = skein.process(function(f)
-      local t = skein.thread(function(f2) return f2:get(5) end, f)
+    -- Thread handles still reach a child as proxies to this process.
+    local th = skein.thread(function() return 42 end)
+    local p = skein.process(function(h)
+      local t = skein.thread(function(h2) return h2:join(5) end, h)
       return pcall(t.join, t, 30)
-    end, fut)
+    end, th)
     local ok, e = p:join(60)
     assert.is_false(ok)
     assert.matches("only be used by this process's main worker", tostring(e.message or e))

@@ -39,6 +39,7 @@ int sk_frame_type_ok(const uint8_t head[SK_FRAME_HEAD], int dir) {
   switch (head[4]) {
     case 'O': return len == 0;
     case 'S': return len == 8;
+    case 'X': return len > 0 && len % 12 == 0;
     case 'R':
     case 'F':
     case 'E':

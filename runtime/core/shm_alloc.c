@@ -90,6 +90,7 @@ static void *alloc(size_t n, int *fresh) {
   if (k < CACHE_CLASSES) {
     if (cache[k].n == 0) cache_fill(h, k);
     if (cache[k].n == 0) return NULL;
+    __atomic_add_fetch(&h->inuse, (uint64_t)1 << c, __ATOMIC_RELAXED);
     blk *b = blk_at(cache[k].off[--cache[k].n]);
     b->magic = BLK_MAGIC;
     b->cls = c;
@@ -114,6 +115,7 @@ static void *alloc(size_t n, int *fresh) {
     *fresh = 1;
   }
   sk_shm_unlock(&h->alloc_lock);
+  __atomic_add_fetch(&h->inuse, (uint64_t)1 << c, __ATOMIC_RELAXED);
   blk *b = (blk *)(sk_shm_map + off);
   b->magic = BLK_MAGIC;
   b->cls = c;
@@ -141,6 +143,7 @@ void sk_shm_free(void *p) {
   blk *b = (blk *)p - 1;
   if (b->magic != BLK_MAGIC || b->cls < MIN_CLASS || b->cls >= MIN_CLASS + NCLASS) return;
   b->magic = BLK_FREE;
+  __atomic_sub_fetch(&hdr()->inuse, (uint64_t)1 << b->cls, __ATOMIC_RELAXED);
   if (b->cls >= PUNCH_CLASS) {
     /* Give a big block's pages back; they read as zeroes when reused
     ** (sk_shm_alloc_zeroed counts on that). */
@@ -159,6 +162,13 @@ void sk_shm_free(void *p) {
   b->next = h->freelist[k];
   h->freelist[k] = sk_shm_off(b);
   sk_shm_unlock(&h->alloc_lock);
+}
+
+int sk_shm_live(uint64_t *inuse, uint32_t *objects) {
+  if (sk_shm_map == NULL) return -1;
+  *inuse = __atomic_load_n(&hdr()->inuse, __ATOMIC_ACQUIRE);
+  *objects = __atomic_load_n(&hdr()->nobjs, __ATOMIC_ACQUIRE);
+  return 0;
 }
 
 int sk_shm_usage(uint64_t *used, uint64_t *size, int *procs) {

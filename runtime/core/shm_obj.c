@@ -123,6 +123,7 @@ int sk_shm_obj_link(sk_shm_obj *o, uint32_t type) {
   o->next = h->objs;
   if (h->objs) ((sk_shm_obj *)sk_shm_ptr(h->objs))->prev = sk_shm_off(o);
   h->objs = sk_shm_off(o);
+  __atomic_add_fetch(&h->nobjs, 1, __ATOMIC_RELAXED);
   __atomic_store_n(&o->magic, SK_SHM_MAGIC ^ type, __ATOMIC_RELEASE);
   sk_shm_unlock(&h->obj_lock);
   return 0;
@@ -137,6 +138,7 @@ void sk_shm_obj_release(sk_shm_obj *o) {
   if (o->prev) ((sk_shm_obj *)sk_shm_ptr(o->prev))->next = o->next;
   else h->objs = o->next;
   if (o->next) ((sk_shm_obj *)sk_shm_ptr(o->next))->prev = o->prev;
+  __atomic_sub_fetch(&h->nobjs, 1, __ATOMIC_RELAXED);
   __atomic_store_n(&o->magic, 0, __ATOMIC_RELEASE);
   if (o->index < h->nindex && INDEX(h)[o->index] == sk_shm_off(o)) {
     INDEX(h)[o->index] = (sk_off)h->indexfree << 1 | 1;

@@ -65,6 +65,8 @@ typedef struct seg_hdr {
   uint32_t maxprocs;            /* live processes allowed ($SKEIN_MAX_PROCS) */
   uint64_t aslimit;             /* RLIMIT_AS that sized the segment; 0: none */
   uint32_t nprocs;              /* atomic: live processes */
+  uint64_t inuse;               /* atomic: bytes of the blocks handed out now */
+  uint32_t nobjs;               /* atomic: live shared objects */
   pthread_mutex_t proc_lock;
   proc_rec procs[MAX_PROCS];
   pthread_mutex_t export_lock;

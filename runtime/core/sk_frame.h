@@ -14,7 +14,8 @@
 **                    (empty), 'A' an RPC answer (8-byte call id first);
 **   child -> parent: 'R' result, 'F' failure, 'O' ready (empty), 'E'
 **                    initializer failed, 'S' job started (its 8-byte id),
-**                    'C' an RPC call.
+**                    'C' an RPC call, 'X' the shared-object references the
+**                    next 'R' or 'F' hands over (12 bytes each).
 **
 ** The reader checks every frame's header (through the caller's check,
 ** which knows what the other side may send *now*) before waiting for its

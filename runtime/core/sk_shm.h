@@ -96,6 +96,10 @@ int sk_shm_max_procs(void);
 ** freed blocks are reused, not returned), its size, and the processes of
 ** the tree alive in its table. -1 when this process has no segment. */
 int sk_shm_usage(uint64_t *used, uint64_t *size, int *procs);
+/* What is live in the segment now: bytes of the blocks handed out (a
+** thread's cache of free small blocks does not count) and shared objects.
+** -1 when this process has no segment. */
+int sk_shm_live(uint64_t *inuse, uint32_t *objects);
 
 static inline void *sk_shm_ptr(sk_off off) {
   extern char *sk_shm_map;

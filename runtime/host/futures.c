@@ -1,17 +1,45 @@
 /*
 ** futures.c — the future engine (sk_future.h): creation and the state
-** transitions a pool's engine drives, from any thread; and the handle a
-** pool's binding pushes.
+** transitions a pool's engine drives, from any thread; a future's move into
+** the shared segment and the views other processes have of it; and the
+** handle a pool's binding pushes.
 */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "sk_blob.h"
 #include "sk_future.h"
+#include "sk_shmtypes.h"
+#include "sk_xwait.h"
 
 static lua_Integer next_future_id;
 
+/* A future in the shared segment. `w`'s lock guards every field below it;
+** the blobs are immutable and each is held by the future. */
+typedef struct sk_fut_shared {
+  sk_shm_obj obj;
+  sk_xw w;
+  int32_t state;
+  uint32_t owner, owner_gen;    /* the process whose engine finishes it */
+  int32_t pid, signal;
+  int64_t exit_code;
+  int64_t id;
+  sk_off result;                /* a blob: the outcome's bytes; 0: none */
+  sk_off cmsg;                  /* a blob: the engine's message, with its NUL */
+  char kind[24], prefix[64];
+} sk_fut_shared;
+
+#define SEG(f) __atomic_load_n(&(f)->seg, __ATOMIC_ACQUIRE)
+
+static int unfinished(int state) { return state == SK_FUT_PENDING || state == SK_FUT_RUNNING; }
+
 static void future_destroy(sk_obj *o) {
   sk_future *f = (sk_future *)o;
+  if (f->seg) {
+    sk_shm_view_forget(&f->seg->obj, o);
+    sk_shm_obj_unhold(&f->seg->obj);
+  }
   sk_buf_free(&f->result);
   sk_waitlist_free(&f->waiters);
   uv_mutex_destroy(&f->lock);
@@ -19,9 +47,14 @@ static void future_destroy(sk_obj *o) {
   free(f);
 }
 
-static const sk_objtype future_type = {FUTURE_MT, future_destroy, NULL};
+static sk_shm_obj *future_share(sk_obj *o);
+static sk_shm_obj *future_shared(sk_obj *o) { return (sk_shm_obj *)SEG((sk_future *)o); }
+static sk_obj *future_view(sk_shm_obj *so);
 
-sk_future *sk_future_new(void) {
+static const sk_shm_ops future_shm = {SK_SHM_FUTURE, future_share, future_shared, future_view};
+static const sk_objtype future_type = {FUTURE_MT, future_destroy, &future_shm};
+
+static sk_future *future_alloc(void) {
   sk_future *f = calloc(1, sizeof *f);
   if (f == NULL) return NULL;
   if (uv_mutex_init(&f->lock) != 0) {
@@ -29,13 +62,175 @@ sk_future *sk_future_new(void) {
     return NULL;
   }
   sk_obj_init(&f->obj, &future_type);
-  f->id = __atomic_add_fetch(&next_future_id, 1, __ATOMIC_RELAXED);
   return f;
 }
 
+sk_future *sk_future_new(void) {
+  sk_future *f = future_alloc();
+  if (f) f->id = __atomic_add_fetch(&next_future_id, 1, __ATOMIC_RELAXED);
+  return f;
+}
+
+/* ------------------------------------------------- the segment's side */
+
+static void copy_text(char *dst, size_t cap, const char *src) {
+  if (src == NULL) {
+    dst[0] = '\0';
+    return;
+  }
+  size_t n = strlen(src);
+  if (n >= cap) n = cap - 1;
+  memcpy(dst, src, n);
+  dst[n] = '\0';
+}
+
+/* A blob with a copy of a finished future's result (its bytes and the
+** objects they mention); NULL for none or when out of memory. */
+static sk_blob *result_blob(const sk_buf *r) {
+  if (r->data == NULL) return NULL;
+  sk_buf copy = {0};
+  copy.data = malloc(r->len ? r->len : 1);
+  copy.objs = r->nobjs ? malloc(r->nobjs * sizeof *copy.objs) : NULL;
+  if (copy.data == NULL || (r->nobjs && copy.objs == NULL)) {
+    free(copy.data);
+    free(copy.objs);
+    return NULL;
+  }
+  memcpy(copy.data, r->data, r->len);
+  copy.len = copy.cap = r->len;
+  for (size_t i = 0; i < r->nobjs; i++) {
+    sk_obj_retain(r->objs[i]);
+    copy.objs[i] = r->objs[i];
+  }
+  copy.nobjs = copy.capobjs = r->nobjs;
+  return sk_blob_from_buf(&copy);
+}
+
+static sk_blob *text_blob(const char *s) { return s ? sk_blob_bytes(s, strlen(s) + 1) : NULL; }
+
+/* Writes a finished local future's outcome into the segment, unless the
+** segment's state already finished (a cancel from another process). Runs
+** with no lock held: the local outcome no longer changes. */
+static void publish(sk_future *f, sk_fut_shared *s) {
+  sk_blob *res = result_blob(&f->result), *msg = text_blob(f->cmsg);
+  sk_xw_lock(&s->w);
+  if (unfinished(s->state)) {
+    s->state = f->state;
+    s->pid = f->pid;
+    s->signal = f->signal;
+    s->exit_code = f->exit_code;
+    copy_text(s->kind, sizeof s->kind, f->kind);
+    copy_text(s->prefix, sizeof s->prefix, f->prefix);
+    s->result = sk_shm_off(res);
+    s->cmsg = sk_shm_off(msg);
+    res = msg = NULL;
+    if (f->state == SK_FUT_DONE && f->result.data && s->result == 0) {
+      s->state = SK_FUT_FAILED;   /* its results could not be copied */
+      copy_text(s->kind, sizeof s->kind, "memory");
+    }
+    sk_xw_wake_all(&s->w);
+  }
+  sk_xw_unlock(&s->w);
+  sk_blob_release(res);
+  sk_blob_release(msg);
+}
+
+/* A process of the tree ended: drop its waiters; a future whose owner it
+** was can never finish, so it fails (its waiters are woken). */
+static void seg_gone(sk_shm_obj *o) {
+  sk_fut_shared *s = (sk_fut_shared *)o;
+  sk_xw_lock(&s->w);
+  sk_xw_purge(&s->w);
+  if (unfinished(s->state) && s->owner != UINT32_MAX &&
+      !sk_shm_proc_live(s->owner, s->owner_gen)) {
+    s->state = SK_FUT_FAILED;
+    copy_text(s->kind, sizeof s->kind, "worker_died");
+    s->cmsg = sk_shm_off(text_blob("the process that owned this future ended before it finished"));
+    sk_xw_wake_all(&s->w);
+  }
+  sk_xw_unlock(&s->w);
+}
+
+static void seg_free(sk_shm_obj *o) {
+  sk_fut_shared *s = (sk_fut_shared *)o;
+  sk_xw_free(&s->w);
+  sk_blob_release(sk_shm_ptr(s->result));
+  sk_blob_release(sk_shm_ptr(s->cmsg));
+}
+
+static const sk_shm_type seg_type = {seg_gone, seg_free};
+
+/* Moves `o` into the segment (once; moves are serialised by the move lock).
+** A finished future takes a copy of its outcome along; an unfinished one
+** is finished there later by publish(). Local waiters are woken so that
+** they wait on the segment from now on. */
+static sk_shm_obj *future_share(sk_obj *o) {
+  sk_future *f = (sk_future *)o;
+  sk_fut_shared *s = SEG(f);
+  if (s || sk_shm_base(1) == NULL) return (sk_shm_obj *)s;
+  sk_shm_move_lock();
+  s = SEG(f);
+  if (s) {
+    sk_shm_move_unlock();
+    return &s->obj;
+  }
+  s = sk_shm_alloc_zeroed(sizeof *s);
+  if (s == NULL || sk_shm_obj_link(&s->obj, SK_SHM_FUTURE) != 0) {
+    sk_shm_free(s);
+    sk_shm_move_unlock();
+    return NULL;
+  }
+  sk_xw_init(&s->w);
+  s->owner = (uint32_t)sk_shm_self();
+  s->owner_gen = sk_shm_self_gen();
+  s->id = f->id;
+  s->state = SK_FUT_PENDING;
+  uv_mutex_lock(&f->lock);
+  int state = f->state;
+  /* A finished one is RUNNING until publish() writes its outcome, so that
+  ** no cancel slips in between. */
+  s->state = unfinished(state) ? state : SK_FUT_RUNNING;
+  __atomic_store_n(&f->seg, s, __ATOMIC_RELEASE);   /* the link's hold is the future's */
+  sk_waitlist_wake_all(&f->waiters);
+  uv_mutex_unlock(&f->lock);
+  if (!unfinished(state)) publish(f, s);
+  sk_shm_view_remember(&s->obj, o);
+  if (sk_obj_register(o) == 0) sk_shm_export((int)getpid(), o->slot, o->gen, &s->obj);
+  sk_shm_move_unlock();
+  return &s->obj;
+}
+
+static sk_obj *make_view(sk_shm_obj *so) {
+  sk_future *f = future_alloc();
+  if (f == NULL) return NULL;
+  sk_shm_obj_hold(so);
+  f->remote = 1;
+  f->id = ((sk_fut_shared *)so)->id;
+  f->seg = (sk_fut_shared *)so;
+  return &f->obj;
+}
+
+static sk_obj *future_view(sk_shm_obj *so) { return sk_shm_view_get(so, make_view); }
+
+void sk_future_attach(void) {
+  sk_shm_register_ops(&future_shm);
+  sk_shm_register_type(SK_SHM_FUTURE, &seg_type);
+}
+
+/* ----------------------------------------------------- transitions */
+
 int sk_future_start(sk_future *f) {
   uv_mutex_lock(&f->lock);
+  sk_fut_shared *s = f->seg;
   int ok = f->state == SK_FUT_PENDING;
+  if (ok && s) {
+    /* Another process may have cancelled it. */
+    sk_xw_lock(&s->w);
+    ok = s->state == SK_FUT_PENDING;
+    if (ok) s->state = SK_FUT_RUNNING;
+    sk_xw_unlock(&s->w);
+    if (!ok) f->state = SK_FUT_CANCELLED;
+  }
   if (ok) f->state = SK_FUT_RUNNING;
   uv_mutex_unlock(&f->lock);
   return ok;
@@ -43,7 +238,8 @@ int sk_future_start(sk_future *f) {
 
 void sk_future_finish(sk_future *f, int state, sk_buf *result, const char *cmsg, const char *kind) {
   uv_mutex_lock(&f->lock);
-  if (f->state == SK_FUT_PENDING || f->state == SK_FUT_RUNNING) {
+  sk_fut_shared *s = NULL;
+  if (unfinished(f->state)) {
     f->state = state;
     if (result) {
       f->result = *result;
@@ -52,15 +248,17 @@ void sk_future_finish(sk_future *f, int state, sk_buf *result, const char *cmsg,
     if (cmsg) f->cmsg = strdup(cmsg);
     f->kind = kind;
     sk_waitlist_wake_all(&f->waiters);
+    s = f->seg;
   }
   uv_mutex_unlock(&f->lock);
   if (result) sk_buf_free(result);
+  if (s) publish(f, s);
 }
 
 void sk_future_fail_exit(sk_future *f, const char *cmsg, const char *kind, int pid, int64_t status,
                          int sig) {
   uv_mutex_lock(&f->lock);
-  if (f->state == SK_FUT_PENDING || f->state == SK_FUT_RUNNING) {
+  if (unfinished(f->state)) {
     f->pid = pid;
     f->exit_code = status;
     f->signal = sig;
@@ -79,20 +277,163 @@ void sk_future_fail_remote(sk_future *f, const sk_buf *failure, const char *pref
   memcpy(copy.data, failure->data, failure->len);
   copy.len = copy.cap = failure->len;
   uv_mutex_lock(&f->lock);
-  if (f->state == SK_FUT_PENDING || f->state == SK_FUT_RUNNING) f->prefix = prefix;
+  if (unfinished(f->state)) f->prefix = prefix;
   uv_mutex_unlock(&f->lock);
   sk_future_finish(f, SK_FUT_FAILED, &copy, NULL, NULL);
 }
 
 int sk_future_cancel(sk_future *f) {
-  uv_mutex_lock(&f->lock);
-  int ok = f->state == SK_FUT_PENDING;
-  if (ok) {
-    f->state = SK_FUT_CANCELLED;
-    sk_waitlist_wake_all(&f->waiters);
+  sk_fut_shared *s = NULL;
+  int ok = 0;
+  if (!f->remote) {
+    uv_mutex_lock(&f->lock);
+    s = f->seg;
+    ok = f->state == SK_FUT_PENDING;
+    if (ok && s == NULL) {
+      f->state = SK_FUT_CANCELLED;
+      sk_waitlist_wake_all(&f->waiters);
+    }
+    uv_mutex_unlock(&f->lock);
+    if (s == NULL || !ok) return ok;
   }
-  uv_mutex_unlock(&f->lock);
+  /* In the segment, the segment decides; the owner's engine finds it
+  ** cancelled when it would start it (sk_future_start). */
+  s = SEG(f);
+  sk_xw_lock(&s->w);
+  ok = s->state == SK_FUT_PENDING;
+  if (ok) {
+    s->state = SK_FUT_CANCELLED;
+    sk_xw_wake_all(&s->w);
+  }
+  sk_xw_unlock(&s->w);
   return ok;
+}
+
+/* ------------------------------------------------------------ reading */
+
+int sk_future_state(sk_future *f) {
+  sk_fut_shared *s = SEG(f);
+  int state;
+  if (s) {
+    sk_xw_lock(&s->w);
+    state = s->state;
+    sk_xw_unlock(&s->w);
+  } else {
+    uv_mutex_lock(&f->lock);
+    state = f->state;
+    uv_mutex_unlock(&f->lock);
+    /* It may have moved meanwhile; then the segment says. */
+    if ((s = SEG(f)) != NULL) return sk_future_state(f);
+  }
+  return state;
+}
+
+void sk_future_read(sk_future *f, sk_future_outcome *o) {
+  memset(o, 0, sizeof *o);
+  sk_fut_shared *s = SEG(f);
+  if (s == NULL) {
+    uv_mutex_lock(&f->lock);
+    s = f->seg;
+    if (s == NULL) {
+      /* A finished local outcome never changes, so it is read unlocked. */
+      o->state = f->state;
+      o->data = f->result.data;
+      o->len = f->result.len;
+      o->cmsg = f->cmsg;
+      o->kind = f->kind;
+      o->prefix = f->prefix;
+      o->pid = f->pid;
+      o->signal = f->signal;
+      o->exit_code = f->exit_code;
+    }
+    uv_mutex_unlock(&f->lock);
+    if (s == NULL) return;
+  }
+  sk_xw_lock(&s->w);
+  o->state = s->state;
+  if (!unfinished(s->state)) {
+    o->blob = sk_shm_ptr(s->result);
+    o->cblob = sk_shm_ptr(s->cmsg);
+    if (o->blob) sk_blob_retain(o->blob);
+    if (o->cblob) sk_blob_retain(o->cblob);
+    memcpy(o->kbuf, s->kind, sizeof o->kbuf);
+    memcpy(o->pbuf, s->prefix, sizeof o->pbuf);
+    o->pid = s->pid;
+    o->signal = s->signal;
+    o->exit_code = s->exit_code;
+  }
+  sk_xw_unlock(&s->w);
+  if (o->blob) {
+    o->data = sk_blob_data(o->blob);
+    o->len = o->blob->len;
+  }
+  if (o->cblob) o->cmsg = sk_blob_data(o->cblob);
+  o->kind = o->kbuf[0] ? o->kbuf : NULL;
+  o->prefix = o->pbuf[0] ? o->pbuf : NULL;
+}
+
+void sk_future_read_done(sk_future_outcome *o) {
+  sk_blob_release(o->blob);
+  sk_blob_release(o->cblob);
+  o->blob = o->cblob = NULL;
+}
+
+/* ---------------------------------------------------------- waiting */
+
+static int seg_ready(void *obj) { return !unfinished(((sk_fut_shared *)obj)->state); }
+
+/* Under the local lock: finished, or moved (the waiter goes to the
+** segment's list instead). */
+static int local_ready(void *obj) {
+  sk_future *f = obj;
+  return !unfinished(f->state) || f->seg != NULL;
+}
+
+int sk_future_link(sk_future *f, sk_ctx *c) {
+  sk_fut_shared *s = SEG(f);
+  if (s == NULL) {
+    int rc = sk_link_shared(c, &f->lock, &f->waiters, local_ready, f);
+    if (rc != 1 || (s = SEG(f)) == NULL) return rc;
+  }
+  return sk_xw_link(c, &s->w, seg_ready, s);
+}
+
+int sk_future_unlink(sk_future *f, sk_ctx *c) {
+  uv_mutex_lock(&f->lock);
+  size_t removed = sk_waitlist_remove(&f->waiters, c->w->port, c->wslot);
+  sk_fut_shared *s = f->seg;
+  uv_mutex_unlock(&f->lock);
+  if (s) {
+    sk_xw_lock(&s->w);
+    removed += (size_t)sk_xw_remove(&s->w, c->w->port, c->wslot);
+    sk_xw_unlock(&s->w);
+  }
+  return removed == 0;
+}
+
+int sk_future_add_waiter(sk_future *f, const sk_waiter *w) {
+  uv_mutex_lock(&f->lock);
+  sk_fut_shared *s = f->seg;
+  int rc = 0;
+  if (s == NULL) rc = !unfinished(f->state) ? 1 : sk_waitlist_add(&f->waiters, w);
+  uv_mutex_unlock(&f->lock);
+  if (s == NULL) return rc;
+  sk_xw_lock(&s->w);
+  rc = seg_ready(s) ? 1 : sk_xw_add(&s->w, w);
+  sk_xw_unlock(&s->w);
+  return rc;
+}
+
+void sk_future_remove_waiter(sk_future *f, sk_port *port, uint32_t slot) {
+  uv_mutex_lock(&f->lock);
+  sk_waitlist_remove(&f->waiters, port, slot);
+  sk_fut_shared *s = f->seg;
+  uv_mutex_unlock(&f->lock);
+  if (s) {
+    sk_xw_lock(&s->w);
+    sk_xw_remove(&s->w, port, slot);
+    sk_xw_unlock(&s->w);
+  }
 }
 
 void sk_future_push(lua_State *L, sk_obj *o) { sk_handle_push(L, o, FUTURE_MT); }

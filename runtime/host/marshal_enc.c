@@ -100,6 +100,84 @@ static void put_str(lua_State *L, sk_buf *b, const char *s, size_t n) {
 
 _Thread_local int sk_marshal_xproc;
 
+/* The references this thread's encodes took for its parent process
+** (SK_XPROC_TO_PARENT) and has not handed over yet (sk_marshal_parent_refs). */
+static _Thread_local struct {
+  sk_shm_obj **v;
+  size_t n, cap;
+} parent_refs;
+
+/* Takes a reference to `so` for the parent and notes it; 0, or -1 (no
+** reference taken) when out of memory. */
+static int note_parent_ref(sk_shm_obj *so) {
+  if (parent_refs.n == parent_refs.cap) {
+    size_t cap = parent_refs.cap ? parent_refs.cap * 2 : 8;
+    sk_shm_obj **v = realloc(parent_refs.v, cap * sizeof *v);
+    if (v == NULL) return -1;
+    parent_refs.v = v;
+    parent_refs.cap = cap;
+  }
+  sk_shm_obj_retain(so);
+  parent_refs.v[parent_refs.n++] = so;
+  return 0;
+}
+
+size_t sk_marshal_parent_refs(sk_buf *out) {
+  memset(out, 0, sizeof *out);
+  size_t n = parent_refs.n;
+  if (n == 0) return 0;
+  out->data = malloc(n * 12);
+  if (out->data == NULL) {
+    /* They cannot be handed over: they stay taken, for good, as they
+    ** were before references were handed over at all. */
+    parent_refs.n = 0;
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint32_t t[3] = {parent_refs.v[i]->type, parent_refs.v[i]->index, parent_refs.v[i]->gen};
+    memcpy(out->data + i * 12, t, 12);
+  }
+  out->len = out->cap = n * 12;
+  parent_refs.n = 0;
+  return n;
+}
+
+void sk_marshal_parent_refs_forget(void) {
+  parent_refs.n = 0;
+  if (parent_refs.cap > 64) {
+    free(parent_refs.v);
+    parent_refs.v = NULL;
+    parent_refs.cap = 0;
+  }
+}
+
+void sk_marshal_adopt_refs(sk_buf *b, const char *x, size_t len) {
+  for (size_t i = 0; i + 12 <= len; i += 12) {
+    uint32_t t[3];
+    memcpy(t, x + i, 12);
+    sk_shm_obj *so = sk_shm_obj_find(t[1], t[0], t[2]);
+    if (so == NULL) continue;
+    sk_obj *view = sk_shm_view_of(so);
+    if (view && b->nobjs == b->capobjs) {
+      size_t cap = b->capobjs ? b->capobjs * 2 : 4;
+      sk_obj **objs = realloc(b->objs, cap * sizeof *objs);
+      if (objs) {
+        b->objs = objs;
+        b->capobjs = cap;
+      }
+    }
+    if (view && b->nobjs < b->capobjs) {
+      /* The view keeps the object alive as long as the bytes; the
+      ** reference the child took is dropped. */
+      b->objs[b->nobjs++] = view;
+      sk_shm_obj_release(so);
+    } else if (view) {
+      sk_obj_release(view);
+    }
+    sk_shm_obj_release(so);
+  }
+}
+
 int sk_marshal_encode_xproc(lua_State *L, int first, int n, sk_buf *out, const char *root) {
   int was = sk_marshal_xproc;
   sk_marshal_xproc = 1;
@@ -689,7 +767,9 @@ static void enc_userdata(enc *e, int idx, const path *p) {
     ** bytes after this process is gone: the reference they need is taken
     ** here and never dropped (the object then lives as long as the process
     ** tree; see docs/ARCHITECTURE.md). */
-    if (sk_marshal_xproc == SK_XPROC_TO_PARENT) sk_shm_obj_retain(so);
+    if (sk_marshal_xproc == SK_XPROC_TO_PARENT && note_parent_ref(so) != 0) {
+      sk_shm_obj_retain(so);   /* out of memory: taken for good */
+    }
     put_byte(L, b, T_SHM);
     put_str(L, b, canonical, strlen(canonical));
     put_varint(L, b, so->type);

@@ -323,6 +323,12 @@ static void proc_free_if_unused(sk_proc *p) {
   if (p->open_handles > 0 || p->has_handle) return;
   sk_frame_reader_free(&p->in);
   sk_buf_free(&p->result);
+  if (p->xrefs.len) {           /* handed over, but no reply took them */
+    sk_buf gone = {0};
+    sk_marshal_adopt_refs(&gone, p->xrefs.data, p->xrefs.len);
+    sk_buf_free(&gone);
+  }
+  sk_buf_free(&p->xrefs);
   free(p->name);
   free(p);
 }
@@ -376,6 +382,7 @@ static int proc_check(void *ud, const uint8_t *head, size_t avail) {
   sk_proc *p = ud;
   (void)avail;
   if (!sk_frame_type_ok(head, SK_FRAME_TO_PARENT)) return 1;
+  if (head[4] == 'X') return p->reply || p->xrefs.len;
   return head[4] != 'C' && ((head[4] != 'R' && head[4] != 'F') || p->reply);
 }
 
@@ -404,10 +411,20 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         if (p->conn) sk_conn_request(p->conn, f.payload, f.len);
         continue;
       }
+      if (f.type == 'X') {
+        p->xrefs.data = malloc(f.len);
+        if (p->xrefs.data) {
+          memcpy(p->xrefs.data, f.payload, f.len);
+          p->xrefs.len = p->xrefs.cap = f.len;
+        }
+        continue;
+      }
       p->result.data = malloc(f.len ? f.len : 1);
       if (p->result.data) {
         memcpy(p->result.data, f.payload, f.len);
         p->result.len = p->result.cap = f.len;
+        sk_marshal_adopt_refs(&p->result, p->xrefs.data, p->xrefs.len);
+        sk_buf_free(&p->xrefs);
         p->reply = f.type;
       }
     }

@@ -142,8 +142,9 @@ static int next_frame(int *type, const char **payload, size_t *plen) {
 ** call failed, -1 when the worker itself broke. */
 static int run_and_reply(sk_worker *w, int fd, const char *code, size_t len, const char *prefix,
                          size_t plen, int only_failure) {
-  sk_buf out;
+  sk_buf out, refs;
   const char *kind;
+  sk_marshal_parent_refs_forget();
   int rc = sk_run_call(w, code, len, &out, &kind);
   if (rc < 0) {
     const char *msg = lua_tostring(w->L, -1);
@@ -152,6 +153,11 @@ static int run_and_reply(sk_worker *w, int fd, const char *code, size_t len, con
     return -1;
   }
   int reply = rc != 0 || !only_failure;
+  /* The references the reply's objects hold for the parent go first. */
+  if (reply && sk_marshal_parent_refs(&refs)) {
+    sk_frame_write(fd, 'X', refs.data, refs.len);
+    sk_buf_free(&refs);
+  }
   if (reply && prefix) {
     char pre[16];
     if (plen > sizeof pre - 1) plen = sizeof pre - 1;

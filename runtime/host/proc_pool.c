@@ -68,6 +68,19 @@ static void quit_idle_if_drained(sk_ppool *p);
 
 static void drop_job(sk_ppool *p, pjob *j);
 
+/* Drops the references an 'X' frame handed over when no reply will take
+** them (the worker went, or the pool ends). */
+static void drop_xrefs(pworker *pw) {
+  if (pw->xrefs.len == 0) {
+    sk_buf_free(&pw->xrefs);
+    return;
+  }
+  sk_buf gone = {0};
+  sk_marshal_adopt_refs(&gone, pw->xrefs.data, pw->xrefs.len);
+  sk_buf_free(&gone);
+  sk_buf_free(&pw->xrefs);
+}
+
 static void pool_free_if_unused(sk_ppool *p) {
   if (p->has_handle || p->open_handles > 0) return;
   while (p->head) {
@@ -79,6 +92,7 @@ static void pool_free_if_unused(sk_ppool *p) {
   for (int i = 0; i < p->size; i++) {
     sk_frame_reader_free(&p->workers[i].in);
     sk_buf_free(&p->workers[i].out);
+    drop_xrefs(&p->workers[i]);
   }
   sk_buf_free(&p->init);
   sk_buf_free(&p->init_error);
@@ -164,6 +178,7 @@ static void fail_queued(sk_ppool *p) {
 ** exit callback) and must not reach its replacement twice. */
 static void close_pipe(pworker *pw) {
   sk_buf_free(&pw->out);
+  drop_xrefs(pw);
   if (pw->flush) uv_prepare_stop(pw->flush);
   if (pw->pipe) {
     close_handle(pw->pipe);
@@ -351,6 +366,8 @@ static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, si
     memcpy(out.data, payload + 9, len - 9);
     out.len = out.cap = len - 9;
   }
+  if (out.data) sk_marshal_adopt_refs(&out, pw->xrefs.data, pw->xrefs.len);
+  drop_xrefs(pw);
   const char *kind = payload[8] == 't' ? "timeout" : payload[8] == 'm' ? "marshal" : NULL;
   sk_future_finish(j->fut, type == 'R' ? SK_FUT_DONE : SK_FUT_FAILED, out.data ? &out : NULL,
                    out.data ? NULL : "out of memory", kind);
@@ -404,6 +421,8 @@ static int frame_check(void *ud, const uint8_t *h, size_t avail) {
       return pw->ready;
     case 'E':
       return pw->ready;
+    case 'X':
+      return pw->xrefs.len != 0 || !job_started(p, pw, j);
     case 'S':
       if (!pw->ready || p->retries == 0 || j == NULL || j->started) return 1;
       return avail >= 8 && memcmp(payload, j->code.data, 8) != 0;
@@ -442,6 +461,13 @@ static void read_frames(sk_ppool *p, pworker *pw) {
         if (p->init_error.data) {
           memcpy(p->init_error.data, f.payload, f.len);
           p->init_error.len = p->init_error.cap = f.len;
+        }
+        break;
+      case 'X':
+        pw->xrefs.data = malloc(f.len);
+        if (pw->xrefs.data) {
+          memcpy(pw->xrefs.data, f.payload, f.len);
+          pw->xrefs.len = pw->xrefs.cap = f.len;
         }
         break;
       case 'S':

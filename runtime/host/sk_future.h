@@ -8,6 +8,15 @@
 ** message, traceback, value) are a marshalled buffer, decoded in whichever
 ** worker calls get(). Completion wakes every waiter record. The pool
 ** engines drive the transitions (any thread); nothing here calls Lua.
+**
+** Across processes: the first time a future is encoded for another process
+** it moves into the shared segment (an sk_fut_shared: state, waiters, the
+** outcome as blobs), and from then on the segment's state is the truth for
+** every process, the owner's included. The owner's engine still finishes
+** it through its local object, which writes the segment; a view (the
+** object another process decodes) only reads it, waits on it and may cancel
+** it. A future whose owner process ends before finishing it fails with
+** kind worker_died. Lock order: the local mutex, then the segment's.
 */
 #ifndef SK_HOST_FUTURE_H
 #define SK_HOST_FUTURE_H
@@ -32,7 +41,40 @@ typedef struct sk_future {
   sk_waitlist waiters;
   lua_Integer id;
   int observed;
+  struct sk_fut_shared *seg;    /* atomic; set once, when it moves (a view: always) */
+  int remote;                   /* a view of a future in the segment: only `seg` counts */
 } sk_future;
+
+/* What a handle reads of a future (sk_future_read): its state and, once
+** finished, the outcome. The bytes stay valid until sk_future_read_done. */
+typedef struct sk_future_outcome {
+  int state;
+  const char *data;             /* results, or (message, traceback, value) */
+  size_t len;
+  const char *cmsg;             /* a failure the engine described, or NULL */
+  const char *kind, *prefix;    /* NULL: none */
+  int pid, signal;
+  int64_t exit_code;
+  struct sk_blob *blob, *cblob; /* held segment blobs behind data and cmsg */
+  char kbuf[24], pbuf[64];
+} sk_future_outcome;
+
+/* The state now. Any thread. */
+int sk_future_state(sk_future *f);
+/* Reads the state and, when finished, the outcome into *o. Any thread;
+** call sk_future_read_done after decoding. */
+void sk_future_read(sk_future *f, sk_future_outcome *o);
+void sk_future_read_done(sk_future_outcome *o);
+/* The links of a wait source and of skein.select on a future (sk_source,
+** sk_selectable): link returns 1 when it is finished, 0 linked, -1 out of
+** memory; unlink 1 when a waker had taken the record. */
+int sk_future_link(sk_future *f, sk_ctx *c);
+int sk_future_unlink(sk_future *f, sk_ctx *c);
+int sk_future_add_waiter(sk_future *f, const sk_waiter *w);
+void sk_future_remove_waiter(sk_future *f, sk_port *port, uint32_t slot);
+/* Registers the future's shared-segment type in this process (once, before
+** any future is decoded: sk_future_open). */
+void sk_future_attach(void);
 
 /* A new pending future with one reference; NULL when out of memory. */
 sk_future *sk_future_new(void);

@@ -442,6 +442,18 @@ extern _Thread_local int sk_marshal_xproc;
 /* sk_marshal_xproc while a worker process encodes a result for its parent,
 ** which may read it after the process is gone (see marshal.c). */
 #define SK_XPROC_TO_PARENT 2
+/* A worker process's results may be read by its parent after the process
+** is gone, so every shared object they mention gets a reference for the
+** parent. Those references are handed over with the reply: the child sends
+** sk_marshal_parent_refs's bytes (type, index, generation, uint32 each) in
+** an 'X' frame before its 'R' or 'F', and the parent, which keeps the
+** reply's bytes in an sk_buf, adopts them there (sk_marshal_adopt_refs:
+** views in b->objs), so they go when the bytes go. parent_refs_forget
+** drops the notes of references taken outside a job's reply (they stay
+** taken for good). */
+size_t sk_marshal_parent_refs(sk_buf *out);
+void sk_marshal_parent_refs_forget(void);
+void sk_marshal_adopt_refs(sk_buf *b, const char *x, size_t len);
 /* sk_marshal_encode with sk_marshal_xproc set. */
 int sk_marshal_encode_xproc(lua_State *L, int first, int n, sk_buf *out, const char *root);
 

@@ -45,6 +45,7 @@ typedef struct pworker {
   int njobs;
   sk_frame_reader in;           /* bytes read, not yet framed */
   sk_buf out;                   /* frames gathered for one write */
+  sk_buf xrefs;                 /* an 'X' frame's references, for the next reply */
   uv_prepare_t *flush;          /* writes `out` before the loop next waits */
   int idle_job;                 /* `out` holds a job for an idle worker */
   sk_conn *conn;                /* serves the worker's calls on our objects */

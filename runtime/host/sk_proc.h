@@ -113,6 +113,7 @@ typedef struct sk_proc {
   char bad[96];                 /* what was wrong with a malformed frame ("": none) */
   sk_frame_reader in;           /* bytes read, not yet framed */
   sk_buf result;                /* the reply's payload */
+  sk_buf xrefs;                 /* an 'X' frame's references, for the reply */
   sk_watchlist watchers;
   lua_Integer id;
   char *name;
