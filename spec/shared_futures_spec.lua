@@ -5,14 +5,6 @@
 -- segment's use returns to where it started once every holder dropped them.
 local skein = require "skein"
 
--- What the segment holds now, after this worker dropped its garbage.
-local function seg()
-  collectgarbage()
-  collectgarbage()
-  local s = skein.stats()
-  return s.shm_objects, s.shm_inuse
-end
-
 describe("futures across processes", function()
   it("are read by a child, a thread of it and a grandchild", function()
     local pool <close> = skein.pool{kind = "thread", size = 2}
@@ -104,46 +96,72 @@ describe("futures across processes", function()
   end)
 
   it("are freed when the last holder in any process drops them", function()
-    local objects0, inuse0 = seg()
-    do
-      local pool <close> = skein.pool{kind = "thread", size = 2}
-      local q, done = skein.queue(), skein.queue()
-      local child = skein.process(function(batches, acks)
-        local sum = 0
-        for batch in batches:iter() do
-          for _, f in ipairs(batch) do sum = sum + f:get(30) end
-          batch = nil
-          collectgarbage()
-          acks:put(true)
-        end
-        return sum
-      end, q, done)
-      -- 100 000 futures cross to the child, 1 000 at a time.
-      for _ = 1, 100 do
-        local batch = {}
-        for j = 1, 1000 do batch[j] = pool:submit(function() return 1 end) end
-        q:put(batch)
-        batch = nil
-        assert.is_true(done:get(60))
-      end
-      q:close()
-      assert.equal(100000, child:join(120))
-      -- And back: futures of a child's pool, returned as its results.
-      local sums = 0
-      for _ = 1, 20 do
-        local fs = skein.process(function()
-          local cp = skein.pool{kind = "thread", size = 1}
-          local list = {}
-          for i = 1, 500 do list[i] = cp:submit(function() return i end) end
-          list[500]:get(30)
-          return list
-        end):join(60)
-        for _, f in ipairs(fs) do sums = sums + f:get(30) end
-      end
-      assert.equal(20 * 125250, sums)
+    -- In a fresh process tree, so that nothing another spec left behind
+    -- is collected meanwhile.
+    local script = os.tmpname()
+    local fh = assert(io.open(script, "w"))
+    fh:write([==[
+local skein = require "skein"
+-- What the segment holds once this worker dropped its garbage and the
+-- daemons of dropped pools ended.
+local function seg()
+  collectgarbage()
+  collectgarbage()
+  skein.sleep(0.1)
+  collectgarbage()
+  local s = skein.stats()
+  return s.shm_objects, s.shm_inuse
+end
+local keep = skein.event()   -- the segment exists from here on
+local objects0, inuse0 = seg()
+do
+  local pool <close> = skein.pool{kind = "thread", size = 2}
+  local q, done = skein.queue(), skein.queue()
+  local child = skein.process(function(batches, acks)
+    local sum = 0
+    for batch in batches:iter() do
+      for _, f in ipairs(batch) do sum = sum + f:get(30) end
+      batch = nil
+      collectgarbage()
+      acks:put(true)
     end
-    local objects1, inuse1 = seg()
-    assert.equal(objects0, objects1)
-    assert.equal(inuse0, inuse1)
+    return sum
+  end, q, done)
+  -- 100 000 futures cross to the child, 1 000 at a time.
+  for _ = 1, 100 do
+    local batch = {}
+    for j = 1, 1000 do batch[j] = pool:submit(function() return 1 end) end
+    q:put(batch)
+    batch = nil
+    assert(done:get(60))
+  end
+  q:close()
+  assert(child:join(120) == 100000)
+  -- And back: futures of a child's pool, returned as its results.
+  local sums = 0
+  for _ = 1, 20 do
+    local fs = skein.process(function()
+      local cp = skein.pool{kind = "thread", size = 1}
+      local list = {}
+      for i = 1, 500 do list[i] = cp:submit(function() return i end) end
+      list[500]:get(30)
+      return list
+    end):join(60)
+    for _, f in ipairs(fs) do sums = sums + f:get(30) end
+  end
+  assert(sums == 20 * 125250)
+end
+local objects1, inuse1 = seg()
+print(objects0, objects1, inuse0, inuse1)
+]==])
+    fh:close()
+    local p = io.popen(("timeout -k 2 300 %s %s 2>&1"):format(os.getenv("SKEIN_BIN") or "skein", script))
+    local out = p:read("a")
+    p:close()
+    os.remove(script)
+    local o0, o1, b0, b1 = out:match("^(%d+)\t(%d+)\t(%d+)\t(%d+)\n$")
+    assert.is_not_nil(o0, out)
+    assert.equal(o0, o1)
+    assert.equal(b0, b1)
   end)
 end)

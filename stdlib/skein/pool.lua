@@ -272,6 +272,106 @@ local Pool = {}
 Pool.__index = Pool
 Pool.__name = "skein.Pool"
 
+----------------------------------------------------------- the door
+-- A thread or process pool is a table that crosses to any worker of the
+-- process tree (its metatable is registered by name). Its engine (`impl`,
+-- a userdata) stays in the worker that made the pool, the *owner*, in
+-- `owned` below; every other worker holding a copy reaches it through the
+-- pool's *door*: a queue that a daemon task of the owner serves, each call
+-- a request with a one-slot reply queue. Futures come back by reference
+-- (they are shared objects), so a remote holder gets, selects and cancels
+-- them directly. The owner holds `alive` for good (a lock comes free only
+-- when its holder's process is gone) and the daemon sets `over` when it
+-- ends; a remote call waits for its reply, `over` or `alive`. The owner's pool
+-- is not kept alive by remote holders: when the owner drops it (or its
+-- worker ends), remote calls raise kind `closed`.
+local owned = setmetatable({}, {__mode = "k"})     -- pool table -> impl
+local doors = setmetatable({}, {__mode = "k"})     -- remote copy -> its door impl
+
+local function closed_error(name, why)
+  return new_error("closed", ("pool %q %s"):format(name, why))
+end
+
+-- The owner's side: one request, its results packed for the reply.
+local function perform(impl, op, args)
+  if op == "submit" then return impl:_submit(unpack(args, 1, args.n)) end
+  if op == "close" then return impl:close() end
+  if op == "terminate" then return impl:terminate() end
+  if op == "stats" then return impl:stats() end
+  error(new_error("usage", "unknown pool request " .. tostring(op)), 0)
+end
+
+local function answer(reply, r)
+  local ok, e = pcall(reply.put, reply, r)
+  -- The results could not cross (say, a value that cannot be sent).
+  if not ok then pcall(reply.put, reply, {false, e}) end
+end
+
+local function serve_door(door, over, ref)
+  -- However this task ends (the door closed, or its worker closing), remote
+  -- callers stop waiting.
+  local _ <close> = setmetatable({}, {__close = function() over:set() end})
+  for req in door:iter() do
+    local op, reply, args = req[1], req[2], req[3]
+    local impl = ref.impl
+    if impl == nil then
+      answer(reply, {false, closed_error(ref.name, "was dropped by its owner")})
+    elseif op == "join" then
+      -- A join waits; it gets a task of its own so the door stays open.
+      skein.spawn{daemon = true, fn = function(it, r, timeout)
+        answer(r, pack(pcall(it.join, it, timeout)))
+      end, args = {impl, reply, args[1]}}
+    else
+      answer(reply, pack(pcall(perform, impl, op, args)))
+    end
+    impl = nil
+  end
+end
+
+local Door = {}
+Door.__index = Door
+
+local function door_call(d, op, ...)
+  local reply = skein.queue(1)
+  local ok = pcall(d.door.put, d.door, {op, reply, pack(...)})
+  if not ok then error(closed_error(d.name, "was dropped by its owner"), 3) end
+  local i, r = skein.select({reply, d.over, d.alive})
+  if i == 3 then
+    d.alive:release()
+    fail("worker_died", ("pool %q: the worker that owns it ended"):format(d.name), 3)
+  elseif i == 2 then
+    error(closed_error(d.name, "was dropped by its owner"), 3)
+  end
+  if not r[1] then error(r[2], 3) end
+  return unpack(r, 2, r.n)
+end
+
+function Door:_submit(timeout, fn, ...) return door_call(self, "submit", timeout, fn, ...) end
+function Door:close() return door_call(self, "close") end
+function Door:terminate() return door_call(self, "terminate") end
+function Door:stats() return door_call(self, "stats") end
+function Door:join(timeout) return door_call(self, "join", timeout) end
+
+local function impl_of(p)
+  local impl = owned[p]
+  if impl then return impl end
+  impl = doors[p]
+  if impl then return impl end
+  if p.door == nil then
+    fail("usage", ("%s pool %q is used only by the worker that made it"):format(p.kind, p.name), 3)
+  end
+  impl = setmetatable({door = p.door, over = p.over, alive = p.alive, name = p.name}, Door)
+  doors[p] = impl
+  return impl
+end
+
+-- The owner's copy closes the door when it is dropped; a remote copy's
+-- going changes nothing.
+function Pool:__gc()
+  if owned[self] and self.door then self.door:close() end
+end
+skein.register_metatable("skein.Pool", Pool)
+
 function Pool:__tostring()
   return ("skein.pool %q (%s, size %d)"):format(self.name, self.kind, self.size)
 end
@@ -286,13 +386,13 @@ end
 --- pool:submit(fn, ...) -> future
 function Pool:submit(fn, ...)
   check_fn(self, fn, "submit")
-  return self.impl:_submit(self.timeout, fn, ...)
+  return impl_of(self):_submit(self.timeout, fn, ...)
 end
 
 --- pool:apply(fn, ...) -> fn's results (blocking)
 function Pool:apply(fn, ...)
   check_fn(self, fn, "apply")
-  return self.impl:_submit(self.timeout, fn, ...):get()
+  return impl_of(self):_submit(self.timeout, fn, ...):get()
 end
 
 local MAP_OPTIONS = {"chunksize", "timeout", "progress"}
@@ -375,10 +475,10 @@ local function stream(self, fn, iterable, opts, fname, star, ordered, known, lev
       read = read + chunk.n
       local fut
       if chunksize == 1 and not star then
-        fut = self.impl:_submit(timeout, fn, chunk[1])
+        fut = impl_of(self):_submit(timeout, fn, chunk[1])
         counts[fut] = -1
       else
-        fut = self.impl:_submit(timeout, run_chunk, fn, chunk, star or nil)
+        fut = impl_of(self):_submit(timeout, run_chunk, fn, chunk, star or nil)
         counts[fut] = chunk.n
       end
       first[fut] = start
@@ -509,12 +609,12 @@ local function map_list(self, fn, list, opts, fname, star, level)
         if bar then bar.finish() end
         error(shift_items_path(items, first), 0)
       end
-      f = self.impl:_submit(timeout, run_packed, fn, items, star or nil, xproc)
+      f = impl_of(self):_submit(timeout, run_packed, fn, items, star or nil, xproc)
     elseif chunksize == 1 and not star then
-      f = self.impl:_submit(timeout, fn, list[first])
+      f = impl_of(self):_submit(timeout, fn, list[first])
     else
       local chunk = table.move(list, first, last, 1, {n = last - first + 1})
-      f = self.impl:_submit(timeout, run_chunk, fn, chunk, star or nil)
+      f = impl_of(self):_submit(timeout, run_chunk, fn, chunk, star or nil)
     end
     futures[#futures + 1], starts[#futures + 1], sizes[#futures + 1] = f, first, last - first + 1
   end
@@ -585,14 +685,14 @@ function Pool:shutdown(opts)
   opts = opts or {}
   if type(opts) ~= "table" then argerr("shutdown", ("options table expected, got %s"):format(type(opts))) end
   check_keys(opts, {"wait", "cancel_pending"}, "shutdown")
-  if opts.cancel_pending then self.impl:terminate() else self.impl:close() end
-  if opts.wait ~= false then self.impl:join() end
+  if opts.cancel_pending then impl_of(self):terminate() else impl_of(self):close() end
+  if opts.wait ~= false then impl_of(self):join() end
 end
 
-function Pool:close() return self.impl:close() end
-function Pool:join(timeout) return self.impl:join(timeout) end
-function Pool:terminate() return self.impl:terminate() end
-function Pool:stats() return self.impl:stats() end
+function Pool:close() return impl_of(self):close() end
+function Pool:join(timeout) return impl_of(self):join(timeout) end
+function Pool:terminate() return impl_of(self):terminate() end
+function Pool:stats() return impl_of(self):stats() end
 
 -- Leaving a `<close>` scope closes the pool and waits for its queue. When
 -- the scope is left by Ctrl-C (an `interrupted` error), the pool is
@@ -602,11 +702,11 @@ function Pool:stats() return self.impl:stats() end
 -- string, so the worker is asked what it was.)
 function Pool:__close(err)
   if err ~= nil and (skein.is_error(err, "interrupted") or core._interrupting()) then
-    self.impl:terminate()
-  elseif not self.impl:stats().closed then
-    self.impl:close()
+    impl_of(self):terminate()
+  elseif not impl_of(self):stats().closed then
+    impl_of(self):close()
   end
-  self.impl:join()
+  impl_of(self):join()
 end
 
 --- future:on_done(fn): runs fn(future) in this worker once the future has
@@ -673,6 +773,18 @@ return function(opts)
       impl = ctor()
     end
   end
-  return setmetatable({impl = impl, kind = kind, size = size, name = name, timeout = timeout,
-                       retries = retries}, Pool)
+  local pool = {kind = kind, size = size, name = name, timeout = timeout, retries = retries}
+  if kind ~= "coroutine" then
+    local door, over, alive = skein.queue(), skein.event(), skein.lock()
+    pool.door, pool.over, pool.alive = door, over, alive
+    -- Taken for good: a lock is given back only when its holder's process
+    -- is gone, which is what tells remote callers that the owner died.
+    alive:acquire()
+    -- The daemon knows the engine only while the pool table lives.
+    local ref = setmetatable({name = name}, {__mode = "v"})
+    ref.impl = impl
+    skein.spawn{daemon = true, fn = serve_door, args = {door, over, ref}}
+  end
+  owned[pool] = impl
+  return setmetatable(pool, Pool)
 end
