@@ -163,7 +163,12 @@ static int future_try(lua_State *L, sk_obj *o) {
   sk_future *f = (sk_future *)o;
   sk_future_outcome out;
   sk_future_read(f, &out);
-  if (finished(out.state)) return push_outcome(L, f, &out);
+  if (finished(out.state)) {
+    /* A task that returned nothing is still ready: select gives nil. */
+    int n = push_outcome(L, f, &out);
+    if (n == 0) lua_pushnil(L);
+    return n ? n : 1;
+  }
   sk_future_read_done(&out);
   return 0;
 }

@@ -14,6 +14,7 @@
 
 #include "sk_bind.h"
 #include "sk_process.h"
+#include "../runtime/host/sk_future.h"
 #include "../runtime/host/sk_thread.h"
 
 #define THREAD_MT SK_THREAD_MT
@@ -22,11 +23,15 @@ typedef struct thread_ud {
   sk_obj *obj;                  /* NULL once closed */
 } thread_ud;
 
-static sk_thread *check_thread(lua_State *L, int idx) {
+/* The handle's object: this process's sk_thread, or (a handle that came
+** from another process) a view of the thread's anchor, an sk_future. */
+static sk_obj *check_handle(lua_State *L, int idx) {
   thread_ud *u = luaL_checkudata(L, idx, THREAD_MT);
   if (u->obj == NULL) sk_error_raise(L, "closed", "cannot use a thread handle after it was closed");
-  return (sk_thread *)u->obj;
+  return u->obj;
 }
+
+#define ANCHOR(o) (sk_thread_is(o) ? NULL : (sk_future *)(o))
 
 static void push_handle(lua_State *L, sk_obj *o) {
   thread_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -87,14 +92,20 @@ static const sk_source join_source = {
 
 /* worker:join([timeout]) -> fn's results, or raises kind remote/timeout */
 static int l_thread_join(lua_State *L) {
-  sk_thread *th = check_thread(L, 1);
+  sk_obj *o = check_handle(L, 1);
   uint64_t d = sk_check_deadline(L, 2);
   lua_settop(L, 1);
-  return sk_wait_on(L, &join_source, th, d, 0);
+  if (ANCHOR(o)) return sk_wait_on(L, &sk_worker_join_source, o, d, 0);
+  return sk_wait_on(L, &join_source, o, d, 0);
 }
 
 static int l_thread_alive(lua_State *L) {
-  sk_thread *th = check_thread(L, 1);
+  sk_obj *o = check_handle(L, 1);
+  if (ANCHOR(o)) {
+    lua_pushboolean(L, sk_future_state(ANCHOR(o)) < SK_FUT_DONE);
+    return 1;
+  }
+  sk_thread *th = (sk_thread *)o;
   uv_mutex_lock(&th->lock);
   lua_pushboolean(L, !th->done);
   uv_mutex_unlock(&th->lock);
@@ -104,10 +115,13 @@ static int l_thread_alive(lua_State *L) {
 static int l_thread_index(lua_State *L) {
   lua_pushvalue(L, 2);
   if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-  sk_thread *th = check_thread(L, 1);
+  sk_obj *o = check_handle(L, 1);
+  sk_future *a = ANCHOR(o);
+  lua_Integer id = a ? a->id : ((sk_thread *)o)->id;
+  const char *name = a ? a->label : ((sk_thread *)o)->name;
   const char *k = lua_tostring(L, 2);
-  if (k && strcmp(k, "id") == 0) lua_pushinteger(L, th->id);
-  else if (k && strcmp(k, "name") == 0 && th->name) lua_pushstring(L, th->name);
+  if (k && strcmp(k, "id") == 0) lua_pushinteger(L, id);
+  else if (k && strcmp(k, "name") == 0 && name) lua_pushstring(L, name);
   else if (k && strcmp(k, "kind") == 0) lua_pushliteral(L, "thread");
   else lua_pushnil(L);
   return 1;
@@ -119,14 +133,58 @@ static int l_thread_tostring(lua_State *L) {
     lua_pushliteral(L, "skein.thread (closed)");
     return 1;
   }
-  sk_thread *th = (sk_thread *)u->obj;
+  sk_future *a = ANCHOR(u->obj);
+  sk_thread *th = a ? NULL : (sk_thread *)u->obj;
+  int done;
+  if (a) {
+    done = sk_future_state(a) >= SK_FUT_DONE;
+  } else {
+    uv_mutex_lock(&th->lock);
+    done = th->done;
+    uv_mutex_unlock(&th->lock);
+  }
+  lua_Integer id = a ? a->id : th->id;
+  const char *name = a ? a->label : th->name;
+  lua_pushfstring(L, "skein.thread %I%s%s%s (%s)", (LUAI_UACINT)id, name ? " \"" : "",
+                  name ? name : "", name ? "\"" : "", done ? "done" : "running");
+  return 1;
+}
+
+/* A thread handle in skein.select: ready when the thread has finished
+** (its results, or its failure raised). */
+static int thread_try(lua_State *L, sk_obj *o) {
+  if (ANCHOR(o)) return sk_worker_end_try(L, o);
+  sk_thread *th = (sk_thread *)o;
   uv_mutex_lock(&th->lock);
   int done = th->done;
   uv_mutex_unlock(&th->lock);
-  lua_pushfstring(L, "skein.thread %I%s%s%s (%s)", (LUAI_UACINT)th->id, th->name ? " \"" : "",
-                  th->name ? th->name : "", th->name ? "\"" : "", done ? "done" : "running");
-  return 1;
+  if (!done) return 0;
+  int n = push_result(L, th);
+  if (n == 0) lua_pushnil(L);
+  return n ? n : 1;
 }
+
+static int thread_add_waiter(sk_obj *o, const sk_waiter *w) {
+  if (ANCHOR(o)) return sk_future_add_waiter(ANCHOR(o), w);
+  sk_thread *th = (sk_thread *)o;
+  uv_mutex_lock(&th->lock);
+  int rc = th->done ? 1 : sk_waitlist_add(&th->waiters, w);
+  uv_mutex_unlock(&th->lock);
+  return rc;
+}
+
+static void thread_remove_waiter(sk_obj *o, sk_port *port, uint32_t slot) {
+  if (ANCHOR(o)) {
+    sk_future_remove_waiter(ANCHOR(o), port, slot);
+    return;
+  }
+  sk_thread *th = (sk_thread *)o;
+  uv_mutex_lock(&th->lock);
+  sk_waitlist_remove(&th->waiters, port, slot);
+  uv_mutex_unlock(&th->lock);
+}
+
+static const sk_selectable thread_select = {thread_try, thread_add_waiter, thread_remove_waiter};
 
 /* __gc and __close: drops this handle's reference (the thread runs on). */
 static int l_thread_close(lua_State *L) {
@@ -181,7 +239,8 @@ void sk_thread_open(lua_State *L) {
       {"join", l_thread_join}, {"alive", l_thread_alive}, {"close", l_thread_close}, {NULL, NULL}};
   static const sk_type type = {.name = THREAD_MT, .methods = methods, .index = l_thread_index,
                                .gc = l_thread_close, .close = l_thread_close,
-                               .tostring = l_thread_tostring, .push = push_handle};
+                               .tostring = l_thread_tostring, .push = push_handle,
+                               .select = &thread_select};
   sk_type_register(L, &type);
   lua_pushcfunction(L, l_thread_new);
   lua_setfield(L, -2, "thread");

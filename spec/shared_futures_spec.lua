@@ -95,7 +95,7 @@ describe("futures across processes", function()
     assert.matches("owned this future ended", e.message)
   end)
 
-  it("are freed when the last holder in any process drops them", function()
+  it("are freed when the last holder in any process drops them (worker handles too)", function()
     -- In a fresh process tree, so that nothing another spec left behind
     -- is collected meanwhile.
     local script = os.tmpname()
@@ -150,6 +150,20 @@ do
     for _, f in ipairs(fs) do sums = sums + f:get(30) end
   end
   assert(sums == 20 * 125250)
+  -- Worker handles go the same way: 200 thread handles and 20 process
+  -- handles joined by a child.
+  for _ = 1, 4 do
+    local hs = {}
+    for i = 1, 50 do hs[i] = skein.thread(function() return i end) end
+    for i = 51, 55 do hs[i] = skein.process(function() return i end) end
+    local s = skein.process(function(list)
+      local t = 0
+      for _, h in ipairs(list) do t = t + h:join(60) end
+      return t
+    end, hs):join(120)
+    assert(s == 1540)
+    for _, h in ipairs(hs) do h:join(60) end
+  end
 end
 local objects1, inuse1 = seg()
 print(objects0, objects1, inuse0, inuse1)

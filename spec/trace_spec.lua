@@ -403,10 +403,11 @@ describe("skein.trace", function()
     assert.equal(0, r.code, r.err)
     assert.equal("ok\n", r.out)
     local t = check(events(d .. "/lua.json", true))
-    -- the three traced tasks (ids 2..4) ran, at least once each, nothing else
+    -- the three traced tasks (ids 2..4) ran, at least once each, and the
+    -- pool's door (5: the daemon that serves other workers' calls), nothing else
     local ids = {}
     for _, e in ipairs(t.by.task or {}) do ids[e.args.task] = true end
-    assert.same({ [2] = true, [3] = true, [4] = true }, ids)
+    assert.same({ [2] = true, [3] = true, [4] = true, [5] = true }, ids)
     assert.equal(2, #t.pids)             -- the worker process recorded too
     assert.equal(1, t.count("job", function(e) return e.ph == "f" end))
   end)

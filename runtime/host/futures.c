@@ -4,12 +4,14 @@
 ** the shared segment and the views other processes have of it; and the
 ** handle a pool's binding pushes.
 */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "sk_blob.h"
 #include "sk_future.h"
+#include "sk_proc.h"
 #include "sk_shmtypes.h"
 #include "sk_xwait.h"
 
@@ -28,6 +30,9 @@ typedef struct sk_fut_shared {
   sk_off result;                /* a blob: the outcome's bytes; 0: none */
   sk_off cmsg;                  /* a blob: the engine's message, with its NUL */
   char kind[24], prefix[64];
+  int32_t face;                 /* SK_FACE_*: what views of it are (set once) */
+  int32_t wpid;                 /* a worker process's pid (a process handle) */
+  char label[48];               /* a worker's name ("": none) */
 } sk_fut_shared;
 
 #define SEG(f) __atomic_load_n(&(f)->seg, __ATOMIC_ACQUIRE)
@@ -44,6 +49,7 @@ static void future_destroy(sk_obj *o) {
   sk_waitlist_free(&f->waiters);
   uv_mutex_destroy(&f->lock);
   free(f->cmsg);
+  free(f->label);
   free(f);
 }
 
@@ -51,25 +57,51 @@ static sk_shm_obj *future_share(sk_obj *o);
 static sk_shm_obj *future_shared(sk_obj *o) { return (sk_shm_obj *)SEG((sk_future *)o); }
 static sk_obj *future_view(sk_shm_obj *so);
 
+/* One object type per face, so that a view decodes as what was sent (a
+** thread handle as a skein.Thread); all are sk_futures underneath. */
 static const sk_shm_ops future_shm = {SK_SHM_FUTURE, future_share, future_shared, future_view};
-static const sk_objtype future_type = {FUTURE_MT, future_destroy, &future_shm};
+static const sk_objtype face_types[3] = {
+    {FUTURE_MT, future_destroy, &future_shm},
+    {"skein.Thread", future_destroy, &future_shm},
+    {"skein.Process", future_destroy, &future_shm}};
 
-static sk_future *future_alloc(void) {
+static sk_future *future_alloc(int face) {
   sk_future *f = calloc(1, sizeof *f);
   if (f == NULL) return NULL;
   if (uv_mutex_init(&f->lock) != 0) {
     free(f);
     return NULL;
   }
-  sk_obj_init(&f->obj, &future_type);
+  sk_obj_init(&f->obj, &face_types[face]);
+  f->face = face;
   return f;
 }
 
 sk_future *sk_future_new(void) {
-  sk_future *f = future_alloc();
+  sk_future *f = future_alloc(SK_FACE_FUTURE);
   if (f) f->id = __atomic_add_fetch(&next_future_id, 1, __ATOMIC_RELAXED);
   return f;
 }
+
+sk_future *sk_future_new_face(int face, lua_Integer id, int wpid, const char *label) {
+  sk_future *f = future_alloc(face);
+  if (f == NULL) return NULL;
+  f->id = id;
+  f->wpid = wpid;
+  if (label && (f->label = strdup(label)) == NULL) {
+    sk_obj_release(&f->obj);
+    return NULL;
+  }
+  return f;
+}
+
+int sk_future_is(const sk_obj *o) {
+  return o->type == &face_types[0] || o->type == &face_types[1] || o->type == &face_types[2];
+}
+
+sk_shm_obj *sk_future_share(sk_future *f) { return future_share(&f->obj); }
+sk_shm_obj *sk_future_shared(sk_future *f) { return future_shared(&f->obj); }
+sk_obj *sk_future_view_of(sk_shm_obj *so) { return future_view(so); }
 
 /* ------------------------------------------------- the segment's side */
 
@@ -184,6 +216,9 @@ static sk_shm_obj *future_share(sk_obj *o) {
   s->owner = (uint32_t)sk_shm_self();
   s->owner_gen = sk_shm_self_gen();
   s->id = f->id;
+  s->face = f->face;
+  s->wpid = f->wpid;
+  copy_text(s->label, sizeof s->label, f->label);
   s->state = SK_FUT_PENDING;
   uv_mutex_lock(&f->lock);
   int state = f->state;
@@ -201,12 +236,19 @@ static sk_shm_obj *future_share(sk_obj *o) {
 }
 
 static sk_obj *make_view(sk_shm_obj *so) {
-  sk_future *f = future_alloc();
+  sk_fut_shared *s = (sk_fut_shared *)so;
+  int face = s->face >= SK_FACE_FUTURE && s->face <= SK_FACE_PROCESS ? s->face : SK_FACE_FUTURE;
+  sk_future *f = future_alloc(face);
   if (f == NULL) return NULL;
+  if (s->label[0] && (f->label = strndup(s->label, sizeof s->label)) == NULL) {
+    sk_obj_release(&f->obj);
+    return NULL;
+  }
   sk_shm_obj_hold(so);
   f->remote = 1;
-  f->id = ((sk_fut_shared *)so)->id;
-  f->seg = (sk_fut_shared *)so;
+  f->id = s->id;
+  f->wpid = s->wpid;
+  f->seg = s;
   return &f->obj;
 }
 
@@ -280,6 +322,35 @@ void sk_future_fail_remote(sk_future *f, const sk_buf *failure, const char *pref
   if (unfinished(f->state)) f->prefix = prefix;
   uv_mutex_unlock(&f->lock);
   sk_future_finish(f, SK_FUT_FAILED, &copy, NULL, NULL);
+}
+
+void sk_future_finish_copy(sk_future *f, int failed, const sk_buf *result, const char *cmsg,
+                           const char *kind, int pid, int64_t status, int sig) {
+  sk_buf copy = {0};
+  if (result && result->data && cmsg == NULL) {
+    copy.data = malloc(result->len ? result->len : 1);
+    copy.objs = result->nobjs ? malloc(result->nobjs * sizeof *copy.objs) : NULL;
+    if (copy.data == NULL || (result->nobjs && copy.objs == NULL)) {
+      free(copy.data);
+      free(copy.objs);
+      sk_future_finish(f, SK_FUT_FAILED, NULL, "out of memory", "memory");
+      return;
+    }
+    memcpy(copy.data, result->data, result->len);
+    copy.len = copy.cap = result->len;
+    for (size_t i = 0; i < result->nobjs; i++) sk_obj_retain(copy.objs[i] = result->objs[i]);
+    copy.nobjs = copy.capobjs = result->nobjs;
+  }
+  if (pid) {
+    uv_mutex_lock(&f->lock);
+    if (unfinished(f->state)) {
+      f->pid = pid;
+      f->exit_code = status;
+      f->signal = sig;
+    }
+    uv_mutex_unlock(&f->lock);
+  }
+  sk_future_finish(f, failed ? SK_FUT_FAILED : SK_FUT_DONE, copy.data ? &copy : NULL, cmsg, kind);
 }
 
 int sk_future_cancel(sk_future *f) {
@@ -437,3 +508,69 @@ void sk_future_remove_waiter(sk_future *f, sk_port *port, uint32_t slot) {
 }
 
 void sk_future_push(lua_State *L, sk_obj *o) { sk_handle_push(L, o, FUTURE_MT); }
+
+/* ---------------------------------------------- a worker's anchor */
+
+/* Pushes a finished worker's results, or raises its failure as its own
+** handle's join would; `o` is released before anything is raised. */
+static int push_worker_end(lua_State *L, sk_future *f, sk_future_outcome *o) {
+  char what[64];
+  snprintf(what, sizeof what, "%s %lld", f->face == SK_FACE_PROCESS ? "process" : "thread",
+           (long long)f->id);
+  if (o->state == SK_FUT_DONE) {
+    int n = o->data ? sk_marshal_decode(L, o->data, o->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS) : 0;
+    sk_future_read_done(o);
+    return n < 0 ? lua_error(L) : n;
+  }
+  if (o->kind && strcmp(o->kind, "worker_died") == 0 && o->pid) {
+    sk_push_worker_died(L, o->pid, o->exit_code, o->signal, what,
+                        o->cmsg && o->cmsg[0] ? o->cmsg : NULL);
+  } else if (o->cmsg || o->data == NULL) {
+    sk_error_push(L, o->kind ? o->kind : "remote", "%s: %s", what, o->cmsg ? o->cmsg : "failed");
+  } else {
+    sk_buf b = {0};
+    b.data = (char *)o->data;
+    b.len = o->len;
+    sk_push_remote_failure(L, &b, what);
+  }
+  sk_future_read_done(o);
+  return lua_error(L);
+}
+
+static int worker_join_attempt(lua_State *L, void *obj, int round, int expired) {
+  sk_future *f = obj;
+  (void)round;
+  sk_future_outcome o;
+  sk_future_read(f, &o);
+  if (o.state >= SK_FUT_DONE) return push_worker_end(L, f, &o);
+  sk_future_read_done(&o);
+  if (expired) {
+    return sk_error_raise(L, "timeout", "join of %s %I timed out",
+                          f->face == SK_FACE_PROCESS ? "process" : "thread", (LUAI_UACINT)f->id);
+  }
+  return SK_WAIT_MORE;
+}
+
+static int worker_join_link(void *obj, sk_ctx *c, int round) {
+  (void)round;
+  return sk_future_link(obj, c);
+}
+
+static int worker_join_unlink(void *obj, sk_ctx *c) { return sk_future_unlink(obj, c); }
+
+int sk_worker_end_try(lua_State *L, sk_obj *o) {
+  sk_future *f = (sk_future *)o;
+  sk_future_outcome out;
+  sk_future_read(f, &out);
+  if (out.state < SK_FUT_DONE) {
+    sk_future_read_done(&out);
+    return 0;
+  }
+  int n = push_worker_end(L, f, &out);
+  if (n == 0) lua_pushnil(L);
+  return n ? n : 1;
+}
+
+const sk_source sk_worker_join_source = {
+    .name = "skein.Worker", .what = "worker join",
+    .attempt = worker_join_attempt, .link = worker_join_link, .unlink = worker_join_unlink};

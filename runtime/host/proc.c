@@ -33,6 +33,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "sk_future.h"
 #include "sk_proc.h"
 #include "sk_rpc.h"
 
@@ -329,6 +330,7 @@ static void proc_free_if_unused(sk_proc *p) {
     sk_buf_free(&gone);
   }
   sk_buf_free(&p->xrefs);
+  if (p->anchor) sk_obj_release(&p->anchor->obj);
   free(p->name);
   free(p);
 }
@@ -351,9 +353,26 @@ static void unlink_proc(sk_proc *p) {
 
 /* Both the exit and the end of the reply stream are in: the process is
 ** over. Wakes joiners and lets the script end. */
+/* Finishes the anchor (the future a handle sent to another worker waits
+** on) with what a join here would give. */
+static void finish_anchor(sk_proc *p) {
+  sk_future *a = p->anchor;
+  if (p->reply) {
+    sk_future_finish_copy(a, p->reply == 'F', &p->result, NULL, NULL, p->pid, p->exit_status,
+                          p->term_signal);
+  } else {
+    char why[160] = "";
+    if (p->bad[0]) {
+      snprintf(why, sizeof why, "sent %s before it answered: its answer cannot be read", p->bad);
+    }
+    sk_future_finish_copy(a, 1, NULL, why, "worker_died", p->pid, p->exit_status, p->term_signal);
+  }
+}
+
 static void check_done(sk_proc *p) {
   if (p->done || !p->exited || !p->eof) return;
   p->done = 1;
+  if (p->anchor) finish_anchor(p);
   unlink_proc(p);
   if (!p->daemon) p->w->live--;
   sk_watchlist_fire(&p->watchers, NULL);

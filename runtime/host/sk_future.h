@@ -43,7 +43,17 @@ typedef struct sk_future {
   int observed;
   struct sk_fut_shared *seg;    /* atomic; set once, when it moves (a view: always) */
   int remote;                   /* a view of a future in the segment: only `seg` counts */
+  int face;                     /* SK_FACE_*: a pool's future or a worker's end */
+  int wpid;                     /* a worker process's pid (SK_FACE_PROCESS) */
+  char *label;                  /* a worker's name, or NULL */
 } sk_future;
+
+/* A future's face: what it stands for, and so what a view of it in another
+** worker is. A worker handle (lua/thread.c, lua/process.c) that crosses to
+** another process goes as a future that its engine finishes when the
+** worker ends (its *anchor*); the view there is a handle whose join waits
+** on that future. */
+enum { SK_FACE_FUTURE, SK_FACE_THREAD, SK_FACE_PROCESS };
 
 /* What a handle reads of a future (sk_future_read): its state and, once
 ** finished, the outcome. The bytes stay valid until sk_future_read_done. */
@@ -72,6 +82,30 @@ int sk_future_link(sk_future *f, sk_ctx *c);
 int sk_future_unlink(sk_future *f, sk_ctx *c);
 int sk_future_add_waiter(sk_future *f, const sk_waiter *w);
 void sk_future_remove_waiter(sk_future *f, sk_port *port, uint32_t slot);
+/* A worker's anchor: a pending future of face `face` (SK_FACE_THREAD or
+** SK_FACE_PROCESS) carrying the worker's id, pid (0: none) and name (may be
+** NULL, copied); NULL when out of memory. */
+sk_future *sk_future_new_face(int face, lua_Integer id, int wpid, const char *label);
+/* Finishes a worker's anchor with a copy of its outcome: its results, or
+** (failed) its failure payload (message, traceback, value), or `cmsg` of
+** kind `kind` (NULL: remote); pid/status/sig for a process that died
+** (pid 0: none). Any thread. */
+void sk_future_finish_copy(sk_future *f, int failed, const sk_buf *result, const char *cmsg,
+                           const char *kind, int pid, int64_t status, int sig);
+/* 1 when `o` is a future of any face (a local one or a view). */
+int sk_future_is(const sk_obj *o);
+/* The shm ops of a future, for the worker types whose anchor it is. */
+struct sk_shm_obj *sk_future_share(sk_future *f);
+struct sk_shm_obj *sk_future_shared(sk_future *f);
+sk_obj *sk_future_view_of(struct sk_shm_obj *so);
+/* A worker's join on its anchor (a view in another worker): the wait
+** source, whose attempt pushes the worker's results or raises its failure
+** as the worker's own handle would (remote, worker_died, timeout). */
+extern const sk_source sk_worker_join_source;
+/* skein.select's try on a worker's anchor: 0 while it runs, else the
+** count of values pushed (a nil for none), or raises its failure. */
+int sk_worker_end_try(lua_State *L, sk_obj *o);
+
 /* Registers the future's shared-segment type in this process (once, before
 ** any future is decoded: sk_future_open). */
 void sk_future_attach(void);

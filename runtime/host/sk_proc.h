@@ -114,6 +114,7 @@ typedef struct sk_proc {
   sk_frame_reader in;           /* bytes read, not yet framed */
   sk_buf result;                /* the reply's payload */
   sk_buf xrefs;                 /* an 'X' frame's references, for the reply */
+  struct sk_future *anchor;     /* counted: finished with the outcome (sk_future.h) */
   sk_watchlist watchers;
   lua_Integer id;
   char *name;

@@ -33,6 +33,8 @@ typedef struct sk_thread {
   sk_port *parent;              /* counted */
   sk_worker *pw;                /* only touched on the parent's thread */
   void *lent;                   /* what the parent lends it (sk_worker_lend) */
+  struct sk_future *anchor;     /* under lock: made when the handle first crosses
+                                ** to another process, finished at the end */
 } sk_thread;
 
 /* A new thread worker of w, not started, holding one reference (the
@@ -45,5 +47,7 @@ sk_thread *sk_thread_new(sk_worker *w, sk_buf *init, sk_buf *code, char *name, i
 ** daemon). 0, or -1 when no thread could be started (the caller's
 ** reference stays). */
 int sk_thread_launch(sk_thread *th);
+/* 1 when `o` is a thread of this process (not a view of another's). */
+int sk_thread_is(const sk_obj *o);
 
 #endif

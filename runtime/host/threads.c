@@ -15,6 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/sk_shm.h"
+#include "sk_future.h"
+#include "sk_shmtypes.h"
 #include "sk_task.h"
 #include "sk_thread.h"
 
@@ -30,10 +33,51 @@ static void thread_destroy(sk_obj *o) {
   sk_worker_unlend(th->lent);
   free(th->cmsg);
   free(th->name);
+  if (th->anchor) sk_obj_release(&th->anchor->obj);
   free(th);
 }
 
-static const sk_objtype thread_type = {SK_THREAD_MT, thread_destroy, NULL};
+/* Finishes the anchor with the thread's outcome (any thread). */
+static void finish_anchor(sk_thread *th, sk_future *a) {
+  if (th->cmsg) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "thread %lld could not start: %s", (long long)th->id, th->cmsg);
+    sk_future_finish_copy(a, 1, NULL, msg, "remote", 0, 0, 0);
+  } else {
+    sk_future_finish_copy(a, th->failed, &th->result, NULL, NULL, 0, 0, 0);
+  }
+}
+
+/* A handle bound for another process goes as the thread's anchor: a
+** future finished with the thread's outcome, which moves to the segment;
+** the view there is a skein.Thread whose join waits on it (sk_future.h). */
+static sk_shm_obj *thread_share(sk_obj *o) {
+  sk_thread *th = (sk_thread *)o;
+  uv_mutex_lock(&th->lock);
+  sk_future *a = th->anchor;
+  int fresh = a == NULL;
+  if (fresh) a = th->anchor = sk_future_new_face(SK_FACE_THREAD, th->id, 0, th->name);
+  int done = th->done;
+  uv_mutex_unlock(&th->lock);
+  if (a == NULL) return NULL;
+  /* The outcome, when in, never changes: it is copied unlocked. */
+  if (fresh && done) finish_anchor(th, a);
+  return sk_future_share(a);
+}
+
+static sk_shm_obj *thread_shared(sk_obj *o) {
+  sk_thread *th = (sk_thread *)o;
+  uv_mutex_lock(&th->lock);
+  sk_future *a = th->anchor;
+  uv_mutex_unlock(&th->lock);
+  return a ? sk_future_shared(a) : NULL;
+}
+
+/* Views are made by the future's type (its registered ops), never here. */
+static const sk_shm_ops thread_shm = {SK_SHM_FUTURE, thread_share, thread_shared, sk_future_view_of};
+static const sk_objtype thread_type = {SK_THREAD_MT, thread_destroy, &thread_shm};
+
+int sk_thread_is(const sk_obj *o) { return o->type == &thread_type; }
 
 /* -------------------------------------------------- the thread's side */
 
@@ -81,7 +125,9 @@ static void thread_main(void *arg) {
   th->result = out;
   th->cmsg = cmsg;
   sk_waitlist_wake_all(&th->waiters);
+  sk_future *anchor = th->anchor;
   uv_mutex_unlock(&th->lock);
+  if (anchor) finish_anchor(th, anchor);
   sk_port_call(th->parent, reap, reap_orphan, th);
   sk_worker_count(-1);
 }
