@@ -13,6 +13,15 @@ local function run(name)
 end
 
 describe("examples/processes", function()
+  it("pool_everywhere.lua: children and a grandchild submit to the parent's pool; a thread selects the futures", function()
+    local out, status = run("pool_everywhere.lua")
+    assert.equal([[
+children submitted 6 jobs; the helper said "helper done"
+fetched 7000 bytes: a.example/1 a.example/22 a.example/333 b.example/q g.example/x g.example/yy
+]], out)
+    assert.equal(0, status)
+  end)
+
   it("pool_manager_list.lua: a process pool appends 40 results to a shared list", function()
     local out, status = run("pool_manager_list.lua")
     assert.equal([[
