@@ -144,10 +144,20 @@ static const sk_selectable event_select = {event_try, event_add_waiter,
                                            event_remove_waiter};
 
 
+/* event:_alone() -> whether this handle's worker holds the only reference
+** to the event in the whole process tree (no other handle, queue item or
+** process has it). stdlib/skein/pool.lua uses it to learn when the last
+** copy of a pool is gone. */
+static int l_event_alone(lua_State *L) {
+  check_event(L, 1);
+  lua_pushboolean(L, sk_xobj_alone(sk_handle_check(L, 1, EVENT_MT)));
+  return 1;
+}
+
 void sk_event_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"set", l_event_set},   {"clear", l_event_clear}, {"is_set", l_event_is_set},
-      {"wait", l_event_wait}, {NULL, NULL}};
+      {"wait", l_event_wait}, {"_alone", l_event_alone}, {NULL, NULL}};
   static const sk_type type = {.name = EVENT_MT, .methods = methods, .gc = sk_handle_release,
                                .tostring = l_event_tostring, .push = push_event,
                                .select = &event_select};

@@ -66,22 +66,48 @@ describe("pools across workers", function()
     assert.equal("closed", e.kind)
   end)
 
-  it("raise closed once the owner dropped the pool", function()
+  it("a copy keeps the pool alive after its owner dropped it; the last copy's going closes it", function()
+    local function workers() return skein.stats().workers end
+    local base = workers()
     local q = skein.queue()
     do
-      local pool = skein.pool{kind = "thread", size = 1}
+      local pool = skein.pool{kind = "thread", size = 2}
+      pool:map(function(x) skein.sleep(0.05) return x end, {1, 2})   -- both workers started
       q:put(pool)
-      pool:close()
     end
     collectgarbage()
     collectgarbage()
-    local copy = q:get(5)
-    local t = skein.thread(function(pl)
-      return pcall(pl.submit, pl, function() return 1 end)
-    end, copy)
-    local ok, e = t:join(60)
-    assert.is_false(ok)
-    assert.equal("closed", e.kind)
+    assert.equal(base + 2, workers())       -- still there: the copy in q holds it
+    local t = skein.thread(function(queue)
+      local pl = queue:get(5)
+      return pl:submit(function() return "still served" end):get(30)
+    end, q)
+    assert.equal("still served", t:join(60))
+    t = nil
+    collectgarbage()
+    collectgarbage()
+    -- No copy is left anywhere: within a few seconds the pool closes and
+    -- its workers exit.
+    local deadline = skein.now() + 10
+    while workers() > base and skein.now() < deadline do
+      collectgarbage()
+      skein.sleep(0.1)
+    end
+    assert.equal(base, workers())
+  end)
+
+  it("a pool dropped with no copies anywhere closes at once", function()
+    local base = skein.stats().workers
+    do
+      local pool = skein.pool{kind = "thread", size = 2}
+      pool:map(function(x) skein.sleep(0.05) return x end, {1, 2})
+      assert.equal(base + 2, skein.stats().workers)
+    end
+    collectgarbage()
+    collectgarbage()
+    local deadline = skein.now() + 5
+    while skein.stats().workers > base and skein.now() < deadline do skein.sleep(0.05) end
+    assert.equal(base, skein.stats().workers)
   end)
 
   it("raise worker_died when the owner's process is gone", function()

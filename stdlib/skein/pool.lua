@@ -285,8 +285,9 @@ Pool.__name = "skein.Pool"
 -- ends; a remote call waits for its reply, `over` or `alive`. The owner's pool
 -- is not kept alive by remote holders: when the owner drops it (or its
 -- worker ends), remote calls raise kind `closed`.
-local owned = setmetatable({}, {__mode = "k"})     -- pool table -> impl
+local owned = setmetatable({}, {__mode = "k"})     -- owner's pool table -> impl
 local doors = setmetatable({}, {__mode = "k"})     -- remote copy -> its door impl
+local owner_refs = setmetatable({}, {__mode = "k"}) -- owner's table -> its daemon's ref
 
 local function closed_error(name, why)
   return new_error("closed", ("pool %q %s"):format(name, why))
@@ -307,25 +308,39 @@ local function answer(reply, r)
   if not ok then pcall(reply.put, reply, {false, e}) end
 end
 
+-- Serves the door until it is closed or, once the owner dropped its pool
+-- table (`ref.orphan`), until no other worker holds a copy either: then it
+-- closes the engine (queued jobs still run) and ends. The daemon holds the
+-- engine, so copies elsewhere keep the pool alive after its owner let go.
 local function serve_door(door, over, ref)
   -- However this task ends (the door closed, or its worker closing), remote
   -- callers stop waiting.
   local _ <close> = setmetatable({}, {__close = function() over:set() end})
-  for req in door:iter() do
-    local op, reply, args = req[1], req[2], req[3]
-    local impl = ref.impl
-    if impl == nil then
-      answer(reply, {false, closed_error(ref.name, "was dropped by its owner")})
-    elseif op == "join" then
-      -- A join waits; it gets a task of its own so the door stays open.
-      skein.spawn{daemon = true, fn = function(it, r, timeout)
-        answer(r, pack(pcall(it.join, it, timeout)))
-      end, args = {impl, reply, args[1]}}
-    else
-      answer(reply, pack(pcall(perform, impl, op, args)))
+  while true do
+    local ok, req = pcall(door.get, door, ref.orphan and 1 or nil)
+    if not ok then
+      if not skein.is_error(req, "timeout") then break end   -- closed
+      if over:_alone() then
+        pcall(ref.impl.close, ref.impl)
+        door:close()
+        break
+      end
+    elseif req[1] ~= "orphan" then
+      local op, reply, args = req[1], req[2], req[3]
+      local impl = ref.impl
+      if op == "join" then
+        -- A join waits; it gets a task of its own so the door stays open.
+        skein.spawn{daemon = true, fn = function(it, r, timeout)
+          answer(r, pack(pcall(it.join, it, timeout)))
+        end, args = {impl, reply, args[1]}}
+      else
+        answer(reply, pack(pcall(perform, impl, op, args)))
+      end
+      impl = nil
     end
-    impl = nil
+    req = nil
   end
+  ref.impl = nil
 end
 
 local Door = {}
@@ -334,13 +349,13 @@ Door.__index = Door
 local function door_call(d, op, ...)
   local reply = skein.queue(1)
   local ok = pcall(d.door.put, d.door, {op, reply, pack(...)})
-  if not ok then error(closed_error(d.name, "was dropped by its owner"), 3) end
+  if not ok then error(closed_error(d.name, "is gone (the worker that made it ended)"), 3) end
   local i, r = skein.select({reply, d.over, d.alive})
   if i == 3 then
     d.alive:release()
     fail("worker_died", ("pool %q: the worker that owns it ended"):format(d.name), 3)
   elseif i == 2 then
-    error(closed_error(d.name, "was dropped by its owner"), 3)
+    error(closed_error(d.name, "is gone (the worker that made it ended)"), 3)
   end
   if not r[1] then error(r[2], 3) end
   return unpack(r, 2, r.n)
@@ -365,10 +380,20 @@ local function impl_of(p)
   return impl
 end
 
--- The owner's copy closes the door when it is dropped; a remote copy's
--- going changes nothing.
+-- When the owner drops its copy: with no other copy anywhere the door
+-- closes (and the engine goes with its last reference, as any pool's);
+-- otherwise the daemon keeps the engine for the copies, until the last
+-- of them is gone. A remote copy's going changes nothing here.
 function Pool:__gc()
-  if owned[self] and self.door then self.door:close() end
+  local ref = owner_refs[self]
+  if not ref then return end
+  if self.over:_alone() then
+    pcall(ref.impl.close, ref.impl)   -- as a dropped engine did: its queue still runs
+    self.door:close()
+  else
+    ref.orphan = true
+    pcall(self.door.put, self.door, {"orphan"})
+  end
 end
 skein.register_metatable("skein.Pool", Pool)
 
@@ -780,10 +805,9 @@ return function(opts)
     -- Taken for good: a lock is given back only when its holder's process
     -- is gone, which is what tells remote callers that the owner died.
     alive:acquire()
-    -- The daemon knows the engine only while the pool table lives.
-    local ref = setmetatable({name = name}, {__mode = "v"})
-    ref.impl = impl
+    local ref = {name = name, impl = impl}
     skein.spawn{daemon = true, fn = serve_door, args = {door, over, ref}}
+    owner_refs[pool] = ref
   end
   owned[pool] = impl
   return setmetatable(pool, Pool)
