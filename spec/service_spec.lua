@@ -132,6 +132,28 @@ for _, kind in ipairs{"thread", "process"} do
       assert.matches("iterator broke", e.message)
     end)
 
+    it("answers a call whose arguments its worker cannot decode with kind marshal", function()
+      -- A metatable registered here, not in the service's worker.
+      local P = {__index = {}}
+      skein.register_metatable("service_spec.unknown", P)
+      local ok, e = pcall(skein.timeout, 10, svc.echo, svc, 1, setmetatable({}, P))
+      assert.equal("marshal", (errkind(ok, e)))
+      assert.matches("^service 'obj': method echo: its arguments cannot be decoded in the service's worker: "
+        .. "metatable 'service_spec.unknown' is not registered", e.message)
+      -- A function closing over a module the service's worker cannot load.
+      package.preload.service_spec_mod = function() return {} end
+      local mod = require "service_spec_mod"
+      ok, e = pcall(skein.timeout, 10, svc.echo, svc, function() return mod end)
+      package.loaded.service_spec_mod, package.preload.service_spec_mod = nil, nil
+      assert.equal("marshal", (errkind(ok, e)))
+      assert.matches("^service 'obj': method echo: .*module 'service_spec_mod' cannot be loaded", e.message)
+      -- A pending call fails the same way; the service goes on.
+      local p = svc:async("echo", {setmetatable({}, P)})
+      assert.equal("marshal", (errkind(pcall(p.get, p, 10))))
+      assert.same({2, "a", {1}}, {svc:echo("a", {1})})
+      assert.equal(11, svc:incr())
+    end)
+
     it("raises a method's error as kind remote with the original value", function()
       local ok, e = pcall(svc.boom, svc)
       assert.equal("remote", (errkind(ok, e)))
@@ -328,15 +350,6 @@ describe("skein.service calls", function()
         init_args = {P}}
       assert.equal("hi there", s:greet())
     end
-  end)
-
-  it("go on when a call's arguments cannot be read in the service (its caller waits)", function()
-    local M = {__index = {}}
-    skein.register_metatable("service_spec.unknown", M)   -- not in the service's thread
-    local s <close> = skein.service(make_obj, 0)
-    local ok, e = pcall(skein.timeout, 0.3, function() return s:echo(setmetatable({}, M)) end)
-    assert.equal("timeout", (errkind(ok, e)))
-    assert.equal(1, s:incr())
   end)
 
   it("check their arguments", function()
