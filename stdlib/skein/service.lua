@@ -263,31 +263,46 @@ local function round_trip(self, s, req)
   return receive(self, s, r)
 end
 
+--- A remote iterator's local end: the service's proxy state `s`, the
+-- iterator's `id` there, and `finished` once the service no longer keeps it
+-- (it ended, failed or was dropped). It is the fourth value of the iterator
+-- (its `for` loop's closing value) and the step function closes over it, so
+-- it is closed when a loop is left early (break, an error) and collected
+-- when an iterator stepped by hand is let go: either drops the iterator in
+-- the service, with a request nobody waits for.
+local RemoteIter = {}
+
+local function drop_remote(it)
+  if it.finished then return end
+  it.finished = true
+  -- Never waits (the request queue is unbounded); a closed service has
+  -- nothing left to drop.
+  pcall(it.s.q.put, it.s.q, {op = "drop", id = it.id})
+end
+RemoteIter.__close = drop_remote
+RemoteIter.__gc = drop_remote
+
 --- A local iterator function over an iterator kept in the service: each step
--- is one request. The fourth value closes it (a `for` loop left early by
--- break or an error drops it in the service).
+-- is one request.
 function make_iterator(self, s, id)
-  local finished = false
+  local it = setmetatable({s = s, id = id, finished = false}, RemoteIter)
   local function step()
-    if finished then return nil end
+    if it.finished then return nil end
     local ok, rep = pcall(round_trip, self, s, {op = "next", id = id})
     if not ok then
-      finished = true
+      -- The step failed here (a timeout, a cancellation, the service's
+      -- end): the service may still keep the iterator.
+      drop_remote(it)
       error(rep, 0)
     end
     if not rep[1] then
-      finished = true
+      it.finished = true
       error(rep[2], 0)
     end
-    if rep[2] == nil then finished = true end
+    if rep[2] == nil then it.finished = true end
     return unpack(rep, 2, rep.n)
   end
-  local closer = setmetatable({}, {__close = function()
-    if finished then return end
-    finished = true
-    pcall(s.q.put, s.q, {op = "drop", id = id})
-  end})
-  return step, nil, nil, closer
+  return step, nil, nil, it
 end
 
 local function check_method(self, s, m, fname, level)
