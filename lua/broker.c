@@ -58,12 +58,9 @@ static sk_resp *check_conn(lua_State *L, int idx) {
 static void push_broker_error(lua_State *L, const char *addr, const char *code, const char *text,
                               size_t len) {
   lua_pushlstring(L, text, len);
-  sk_error_push(L, "broker", "Redis at %s: %s", addr, lua_tostring(L, -1));
+  sk_error_push_coded(L, "broker", code, "address", addr, "Redis at %s: %s", addr,
+                      lua_tostring(L, -1));
   lua_remove(L, -2);
-  lua_pushstring(L, addr);
-  lua_setfield(L, -2, "address");
-  lua_pushstring(L, code);
-  lua_setfield(L, -2, "code");
 }
 
 /* Pushes reply `v` (nested: inside an array). Error replies nested in an
@@ -127,11 +124,7 @@ static int call_attempt(lua_State *L, void *obj, int round, int expired) {
     if (err == SK_RESP_ETIMEOUT) return sk_error_raise(L, "timeout", "%s", msg);
     if (err == SK_RESP_ECLOSED) return sk_error_raise(L, "closed", "%s", msg);
     if (err == SK_RESP_ENOMEM) return sk_error_raise(L, "memory", "%s", msg);
-    sk_error_push(L, "broker", "%s", msg);
-    lua_pushstring(L, b->addr);
-    lua_setfield(L, -2, "address");
-    lua_pushstring(L, codes[err]);
-    lua_setfield(L, -2, "code");
+    sk_error_push_coded(L, "broker", codes[err], "address", b->addr, "%s", msg);
     return lua_error(L);
   }
   const sk_resp_reply *v = q->reply;

@@ -195,15 +195,9 @@ static void check_args(lua_State *L, exec_args *a, int run) {
 /* Raises kind "io" for a start that failed, naming the command. */
 static int raise_start(lua_State *L, const exec_args *a, int rc) {
   if (a->o.cwd) {
-    sk_error_push(L, "io", "cannot run '%s' (in '%s'): %s", a->cmd, a->o.cwd, uv_strerror(rc));
-  } else {
-    sk_error_push(L, "io", "cannot run '%s': %s", a->cmd, uv_strerror(rc));
+    return sk_io_error_raise(L, rc, "path", a->cmd, "cannot run '%s' (in '%s')", a->cmd, a->o.cwd);
   }
-  lua_pushstring(L, uv_err_name(rc));
-  lua_setfield(L, -2, "code");
-  lua_pushstring(L, a->cmd);
-  lua_setfield(L, -2, "path");
-  return lua_error(L);
+  return sk_io_error_raise(L, rc, "path", a->cmd, "cannot run '%s'", a->cmd);
 }
 
 /* Starts the child into the box on top of the stack; raises on failure. */
@@ -294,10 +288,7 @@ static int l_exec_kill(lua_State *L) {
   int sig = check_signal(L, 2, SIGTERM);
   int rc = sk_exec_kill(b->x, sig);
   if (rc != 0 && rc != UV_ESRCH) {
-    sk_error_push(L, "io", "cannot signal process %d: %s", b->x->pid, uv_strerror(rc));
-    lua_pushstring(L, uv_err_name(rc));
-    lua_setfield(L, -2, "code");
-    return lua_error(L);
+    return sk_io_error_raise(L, rc, NULL, NULL, "cannot signal process %d", b->x->pid);
   }
   lua_pushboolean(L, rc == 0);
   return 1;
@@ -393,11 +384,8 @@ static int run_attempt(lua_State *L, void *obj, int round, int expired) {
   (void)expired;                /* no deadline of its own: opts.timeout kills the child */
   if (!sk_exec_done(x)) return SK_WAIT_MORE;
   if (x->cap_err) {
-    sk_error_push(L, "io", "cannot read the output of '%s': %s", lua_tostring(L, 1),
-                  uv_strerror(x->cap_err));
-    lua_pushstring(L, uv_err_name(x->cap_err));
-    lua_setfield(L, -2, "code");
-    return lua_error(L);
+    return sk_io_error_raise(L, x->cap_err, NULL, NULL, "cannot read the output of '%s'",
+                             lua_tostring(L, 1));
   }
   lua_createtable(L, 0, 5);
   push_status(L, x);

@@ -48,16 +48,10 @@ static const char *verb(int op) {
 /* Raises kind "io" for a job that failed: `code` the errno name, `path`. */
 static int raise_io(lua_State *L, sk_fsjob *j) {
   if (j->op == SK_FS_RENAME) {
-    sk_error_push(L, "io", "cannot rename '%s' to '%s': %s", j->path, j->path2,
-                  uv_strerror(j->err));
-  } else {
-    sk_error_push(L, "io", "cannot %s '%s': %s", verb(j->op), j->path, uv_strerror(j->err));
+    return sk_io_error_raise(L, j->err, "path", j->path, "cannot rename '%s' to '%s'", j->path,
+                             j->path2);
   }
-  lua_pushstring(L, uv_err_name(j->err));
-  lua_setfield(L, -2, "code");
-  lua_pushstring(L, j->path);
-  lua_setfield(L, -2, "path");
-  return lua_error(L);
+  return sk_io_error_raise(L, j->err, "path", j->path, "cannot %s '%s'", verb(j->op), j->path);
 }
 
 static const char *type_name(uint64_t mode) {
@@ -324,12 +318,7 @@ static void file_absorb(lua_State *L, sk_file *f) {
     int err = j->err, op = j->op == SK_FS_PREAD ? SK_FS_READ : SK_FS_WRITE;
     sk_fsjob_release(j);
     f->wdone = 0;
-    sk_error_push(L, "io", "cannot %s '%s': %s", verb(op), f->path, uv_strerror(err));
-    lua_pushstring(L, uv_err_name(err));
-    lua_setfield(L, -2, "code");
-    lua_pushstring(L, f->path);
-    lua_setfield(L, -2, "path");
-    lua_error(L);
+    sk_io_error_raise(L, err, "path", f->path, "cannot %s '%s'", verb(op), f->path);
   }
   sk_fsjob_release(j);
 }
@@ -486,12 +475,7 @@ static int l_file_seek(lua_State *L) {
     base = (int64_t)r.statbuf.st_size;
     uv_fs_req_cleanup(&r);
     if (rc < 0) {
-      sk_error_push(L, "io", "cannot seek '%s': %s", f->path, uv_strerror(rc));
-      lua_pushstring(L, uv_err_name(rc));
-      lua_setfield(L, -2, "code");
-      lua_pushstring(L, f->path);
-      lua_setfield(L, -2, "path");
-      return lua_error(L);
+      return sk_io_error_raise(L, rc, "path", f->path, "cannot seek '%s'", f->path);
     }
   }
   luaL_argcheck(L, base + off >= 0, 3, "position would be negative");

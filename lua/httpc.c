@@ -157,12 +157,9 @@ static int l_start(lua_State *L) {
   lua_setiuservalue(L, -2, 1);
   int rc = sk_xfer_start(m->cm, &o, &u->x);
   if (rc != 0) {
-    sk_error_push(L, rc == CURLE_OUT_OF_MEMORY ? "memory" : "io", "%s %s: %s", o.method, o.url,
-                  curl_easy_strerror((CURLcode)rc));
-    lua_pushstring(L, sk_curl_code_name(rc));
-    lua_setfield(L, -2, "code");
-    lua_pushstring(L, o.url);
-    lua_setfield(L, -2, "url");
+    sk_error_push_coded(L, rc == CURLE_OUT_OF_MEMORY ? "memory" : "io", sk_curl_code_name(rc),
+                        "url", o.url, "%s %s: %s", o.method, o.url,
+                        curl_easy_strerror((CURLcode)rc));
     return lua_error(L);
   }
   return 1;
@@ -173,19 +170,14 @@ static int l_start(lua_State *L) {
 static int raise_failed(lua_State *L, sk_xfer *x, const char *method, const char *url) {
   if (x->closed) return sk_error_raise(L, "closed", "%s %s: its HTTP session was closed", method, url);
   if (x->nomem) return sk_error_raise(L, "memory", "%s %s: out of memory", method, url);
-  const char *code = sk_curl_code_name(x->result);
   if (x->too_large) {
-    sk_error_push(L, "io", "%s %s: the body is larger than max_body (%I bytes)", method, url,
-                  (lua_Integer)x->max_body);
-    code = "FILESIZE_EXCEEDED";
+    sk_error_push_coded(L, "io", "FILESIZE_EXCEEDED", "url", url,
+                        "%s %s: the body is larger than max_body (%I bytes)", method, url,
+                        (lua_Integer)x->max_body);
   } else {
-    sk_error_push(L, "io", "%s %s: %s", method, url,
-                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
+    sk_error_push_coded(L, "io", sk_curl_code_name(x->result), "url", url, "%s %s: %s", method,
+                        url, x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
   }
-  lua_pushstring(L, code);
-  lua_setfield(L, -2, "code");
-  lua_pushstring(L, url);
-  lua_setfield(L, -2, "url");
   return lua_error(L);
 }
 

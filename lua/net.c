@@ -48,12 +48,7 @@ typedef struct ludp {
 ** path for a Unix socket). */
 static int raise_io(lua_State *L, int err, const char *what, const char *where, int is_path) {
   if (err == UV_EBADF) return sk_error_raise(L, "closed", "%s %s: it is closed", what, where);
-  sk_error_push(L, "io", "%s %s: %s", what, where, uv_strerror(err));
-  lua_pushstring(L, uv_err_name(err));
-  lua_setfield(L, -2, "code");
-  lua_pushstring(L, where);
-  lua_setfield(L, -2, is_path ? "path" : "address");
-  return lua_error(L);
+  return sk_io_error_raise(L, err, is_path ? "path" : "address", where, "%s %s", what, where);
 }
 
 static const char *sname(const sk_stream *s) { return s->name ? s->name : "a stream"; }
@@ -140,12 +135,9 @@ static int read_attempt(lua_State *L, void *obj, int round, int expired) {
     return 1;
   }
   if (r == UV_EMSGSIZE) {
-    sk_error_push(L, "io", "cannot read a line from %s: longer than %d bytes (max_line)",
-                  sname(s), (int)s->max_line);
-    lua_pushliteral(L, "EMSGSIZE");
-    lua_setfield(L, -2, "code");
-    lua_pushstring(L, sname(s));
-    lua_setfield(L, -2, "address");
+    sk_error_push_coded(L, "io", "EMSGSIZE", "address", sname(s),
+                        "cannot read a line from %s: longer than %d bytes (max_line)", sname(s),
+                        (int)s->max_line);
     return lua_error(L);
   }
   if (r < 0) return raise_stream(L, s, r, "cannot read from");
@@ -427,14 +419,12 @@ static int connect_attempt(lua_State *L, void *obj, int round, int expired) {
     return lua_error(L);
   }
   if (c->err) {
-    /* The message is built before the box lets its text go. */
-    sk_error_push(L, "io", "cannot connect to %s: %s", b->where, uv_strerror(c->err));
-    lua_pushstring(L, uv_err_name(c->err));
-    lua_setfield(L, -2, "code");
-    lua_pushstring(L, b->where);
-    lua_setfield(L, -2, b->is_path ? "path" : "address");
+    /* The box's text is copied onto the stack before the box lets it go. */
+    const char *where = lua_pushstring(L, b->where);
+    int err = c->err, is_path = b->is_path;
     job_release(b);
-    return lua_error(L);
+    return sk_io_error_raise(L, err, is_path ? "path" : "address", where, "cannot connect to %s",
+                             where);
   }
   sk_stream *s = sk_connect_take(c);
   s->name = b->where;           /* the stream names its peer as it was asked for */

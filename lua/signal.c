@@ -48,10 +48,7 @@ static int check_watchable(lua_State *L, int idx) {
 }
 
 static int raise_watch(lua_State *L, int sig, int rc) {
-  sk_error_push(L, "io", "cannot watch %s: %s", sk_sig_name(sig), uv_strerror(rc));
-  lua_pushstring(L, uv_err_name(rc));
-  lua_setfield(L, -2, "code");
-  return lua_error(L);
+  return sk_io_error_raise(L, rc, NULL, NULL, "cannot watch %s", sk_sig_name(sig));
 }
 
 /* ------------------------------------------------------------ handles */

@@ -44,6 +44,21 @@ local function make_obj(start)
   function Obj:bad_result() return coroutine.create(print) end
   function Obj:bad_error() error(coroutine.create(print)) end
   function Obj:_secret() return "secret" end
+  -- An iterator whose guard counts in `freed` once the service let it go.
+  function Obj:_tracked(n, nap)
+    local guard = setmetatable({}, {__gc = function() self.freed = (self.freed or 0) + 1 end})
+    local i = 0
+    return function()
+      if nap then skein.sleep(nap) end
+      i = i + 1
+      if guard and i <= n then return i end
+    end
+  end
+  function Obj:_freed()
+    collectgarbage()
+    collectgarbage()
+    return self.freed or 0
+  end
   function Obj:where() return skein.self().pid, skein.self().kind end
   return setmetatable({n = start or 0, seen = {}}, Obj)
 end
@@ -130,6 +145,56 @@ for _, kind in ipairs{"thread", "process"} do
       assert.same({1, 2}, seen)
       assert.equal("remote", (errkind(ok, e)))
       assert.matches("iterator broke", e.message)
+    end)
+
+    it("drops a remote iterator stepped by hand once its caller lets it go", function()
+      local s <close> = skein.service{fn = make_obj, kind = kind, name = "iters", exposed = {"_tracked", "_freed"}}
+      local step = s:_tracked(1000)
+      assert.same({1, 2}, {step(), step()})
+      step = nil                                      -- luacheck: ignore
+      collectgarbage()
+      collectgarbage()
+      -- The drop went on the request queue before this call.
+      assert.equal(1, skein.timeout(10, s._freed, s))
+      -- An iterator that ended, or a loop left early, is dropped once only.
+      for _ in s:_tracked(2) do end
+      for v in s:_tracked(100) do if v == 3 then break end end
+      collectgarbage()
+      collectgarbage()
+      assert.equal(3, skein.timeout(10, s._freed, s))
+      -- A worker that ends holding one it stepped by hand drops it too.
+      assert.equal(1, skein.thread(function(p)
+        HELD = p:_tracked(10)
+        return HELD()
+      end, s):join(30))
+      assert.equal(4, skein.timeout(10, s._freed, s))
+      -- A step that times out here drops it (the step itself still runs there).
+      local slow = s:_tracked(10, 0.3)
+      assert.equal("timeout", (errkind(pcall(skein.timeout, 0.05, slow))))
+      assert.equal(5, skein.timeout(10, s._freed, s))
+      assert.is_nil(slow())
+    end)
+
+    it("answers a call whose arguments its worker cannot decode with kind marshal", function()
+      -- A metatable registered here, not in the service's worker.
+      local P = {__index = {}}
+      skein.register_metatable("service_spec.unknown", P)
+      local ok, e = pcall(skein.timeout, 10, svc.echo, svc, 1, setmetatable({}, P))
+      assert.equal("marshal", (errkind(ok, e)))
+      assert.matches("^service 'obj': method echo: its arguments cannot be decoded in the service's worker: "
+        .. "metatable 'service_spec.unknown' is not registered", e.message)
+      -- A function closing over a module the service's worker cannot load.
+      package.preload.service_spec_mod = function() return {} end
+      local mod = require "service_spec_mod"
+      ok, e = pcall(skein.timeout, 10, svc.echo, svc, function() return mod end)
+      package.loaded.service_spec_mod, package.preload.service_spec_mod = nil, nil
+      assert.equal("marshal", (errkind(ok, e)))
+      assert.matches("^service 'obj': method echo: .*module 'service_spec_mod' cannot be loaded", e.message)
+      -- A pending call fails the same way; the service goes on.
+      local p = svc:async("echo", {setmetatable({}, P)})
+      assert.equal("marshal", (errkind(pcall(p.get, p, 10))))
+      assert.same({2, "a", {1}}, {svc:echo("a", {1})})
+      assert.equal(11, svc:incr())
     end)
 
     it("raises a method's error as kind remote with the original value", function()
@@ -328,15 +393,6 @@ describe("skein.service calls", function()
         init_args = {P}}
       assert.equal("hi there", s:greet())
     end
-  end)
-
-  it("go on when a call's arguments cannot be read in the service (its caller waits)", function()
-    local M = {__index = {}}
-    skein.register_metatable("service_spec.unknown", M)   -- not in the service's thread
-    local s <close> = skein.service(make_obj, 0)
-    local ok, e = pcall(skein.timeout, 0.3, function() return s:echo(setmetatable({}, M)) end)
-    assert.equal("timeout", (errkind(ok, e)))
-    assert.equal(1, s:incr())
   end)
 
   it("check their arguments", function()

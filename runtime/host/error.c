@@ -10,28 +10,67 @@
 
 #define ERROR_MT "skein.Error"
 
-static void push_error_v(lua_State *L, const char *kind, const char *fmt,
+/* Pushes a new error object of `kind` whose message is fmt's text, then
+** ": " and `suffix` when that is not NULL. */
+static void push_error_v(lua_State *L, const char *kind, const char *suffix, const char *fmt,
                          va_list ap) {
   luaL_checkstack(L, 4, "error object");
   lua_createtable(L, 0, 4);
   lua_pushstring(L, kind);
   lua_setfield(L, -2, "kind");
   lua_pushvfstring(L, fmt, ap);
+  if (suffix) {
+    lua_pushliteral(L, ": ");
+    lua_pushstring(L, suffix);
+    lua_concat(L, 3);
+  }
   lua_setfield(L, -2, "message");
   luaL_setmetatable(L, ERROR_MT);
+}
+
+/* push_error_v, then the error's `code` (when code is not NULL) and its
+** `field` = `value` (when both are not NULL). */
+static void push_coded_v(lua_State *L, const char *kind, const char *suffix, const char *code,
+                         const char *field, const char *value, const char *fmt, va_list ap) {
+  push_error_v(L, kind, suffix, fmt, ap);
+  if (code) {
+    lua_pushstring(L, code);
+    lua_setfield(L, -2, "code");
+  }
+  if (field && value) {
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, field);
+  }
 }
 
 void sk_error_push(lua_State *L, const char *kind, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  push_error_v(L, kind, fmt, ap);
+  push_error_v(L, kind, NULL, fmt, ap);
   va_end(ap);
 }
 
 int sk_error_raise(lua_State *L, const char *kind, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  push_error_v(L, kind, fmt, ap);
+  push_error_v(L, kind, NULL, fmt, ap);
+  va_end(ap);
+  return lua_error(L);
+}
+
+void sk_error_push_coded(lua_State *L, const char *kind, const char *code, const char *field,
+                         const char *value, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  push_coded_v(L, kind, NULL, code, field, value, fmt, ap);
+  va_end(ap);
+}
+
+int sk_io_error_raise(lua_State *L, int uv_err, const char *field, const char *value,
+                      const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  push_coded_v(L, "io", uv_strerror(uv_err), uv_err_name(uv_err), field, value, fmt, ap);
   va_end(ap);
   return lua_error(L);
 }

@@ -320,6 +320,18 @@ void sk_error_push(lua_State *L, const char *kind, const char *fmt, ...);
 int sk_error_raise(lua_State *L, const char *kind, const char *fmt, ...);
 int sk_error_is(lua_State *L, int idx, const char *kind);
 void sk_error_open(lua_State *L);
+/* The errors that carry a machine-readable `code` and what they are about
+** (a path, an address, a URL). sk_error_push_coded pushes one of `kind`
+** whose message is fmt's text, setting `code` when it is not NULL and
+** `field` = `value` when both are not NULL. sk_io_error_raise raises kind
+** "io" for libuv error `uv_err`: the message is fmt's text, ": " and
+** uv_strerror(uv_err); `code` is uv_err_name(uv_err); `field` = `value` as
+** above. Callers own no C resources when raising (a text a released object
+** owned is pushed first, and passed from the stack). */
+void sk_error_push_coded(lua_State *L, const char *kind, const char *code, const char *field,
+                         const char *value, const char *fmt, ...);
+int sk_io_error_raise(lua_State *L, int uv_err, const char *field, const char *value,
+                      const char *fmt, ...);
 
 /* Marshalling (marshal.c). A buffer owns a reference to every shared
 ** object it mentions until it is freed. */

@@ -11,6 +11,10 @@
 -- a call puts {args..., m=, r=} on the request queue, where `r` is a fresh
 -- one-slot reply queue, and waits on `r` or `over` with skein.select, so
 -- timeouts, cancellation and select on a pending call are those of any wait.
+-- Arguments that could fail to decode in the service's worker (anything but
+-- nil, booleans, numbers and strings) travel apart, in a one-slot queue of
+-- their own (`a`), so that the service always reads `m` and `r` and can
+-- answer a call whose arguments it cannot decode.
 local skein, core, Proxy = ...
 
 local type, error, pairs, ipairs, next, tostring, select = type, error, pairs, ipairs, next, tostring, select
@@ -133,7 +137,19 @@ local function serve(factory, args, exposed, name, q, over, ready, alive)
     if not is_callable(f) then
       return {false, new_error("usage", ("service '%s' has no method '%s'"):format(name, m)), n = 2}
     end
-    local res = pack(xpcall(f, keep_traceback, obj, unpack(r, 1, r.n)))
+    local args = r
+    if r.a then
+      local ok, a = pcall(r.a.get_nowait, r.a)
+      if not ok then
+        -- The decoder names the queue item ("value[1]: "), not the argument.
+        local why = type(a) == "table" and a.message or a
+        why = tostring(why):gsub("^value%[%d+%]: ", "")
+        return {false, new_error("marshal", ("service '%s': method %s: its arguments cannot be decoded in "
+          .. "the service's worker: %s"):format(name, m, why)), n = 2}
+      end
+      args = a
+    end
+    local res = pack(xpcall(f, keep_traceback, obj, unpack(args, 1, args.n)))
     if not res[1] then return {false, remote_error(name, m, res[2], last_tb), n = 2} end
     if type(res[2]) == "function" then
       -- An iterator: keep (f, state, control) here and give the caller its id.
@@ -168,8 +184,9 @@ local function serve(factory, args, exposed, name, q, over, ready, alive)
     if not ok then
       if is_error(r, "closed") then break end
       if not is_error(r, "marshal") then error(r, 0) end
-      -- A request this worker cannot decode (a metatable not registered
-      -- here, say) is lost with its reply queue: say so, and go on serving.
+      -- A request itself holds only what always decodes (its arguments
+      -- that might not are apart, in `a`); should one fail all the same, it
+      -- is lost with its reply queue: say so, and go on serving.
       io.stderr:write(("skein: service '%s' dropped a call it could not read: %s\n"):format(name, tostring(r)))
     elseif op == nil then
       answer(r.r, call(r))
@@ -246,31 +263,46 @@ local function round_trip(self, s, req)
   return receive(self, s, r)
 end
 
+--- A remote iterator's local end: the service's proxy state `s`, the
+-- iterator's `id` there, and `finished` once the service no longer keeps it
+-- (it ended, failed or was dropped). It is the fourth value of the iterator
+-- (its `for` loop's closing value) and the step function closes over it, so
+-- it is closed when a loop is left early (break, an error) and collected
+-- when an iterator stepped by hand is let go: either drops the iterator in
+-- the service, with a request nobody waits for.
+local RemoteIter = {}
+
+local function drop_remote(it)
+  if it.finished then return end
+  it.finished = true
+  -- Never waits (the request queue is unbounded); a closed service has
+  -- nothing left to drop.
+  pcall(it.s.q.put, it.s.q, {op = "drop", id = it.id})
+end
+RemoteIter.__close = drop_remote
+RemoteIter.__gc = drop_remote
+
 --- A local iterator function over an iterator kept in the service: each step
--- is one request. The fourth value closes it (a `for` loop left early by
--- break or an error drops it in the service).
+-- is one request.
 function make_iterator(self, s, id)
-  local finished = false
+  local it = setmetatable({s = s, id = id, finished = false}, RemoteIter)
   local function step()
-    if finished then return nil end
+    if it.finished then return nil end
     local ok, rep = pcall(round_trip, self, s, {op = "next", id = id})
     if not ok then
-      finished = true
+      -- The step failed here (a timeout, a cancellation, the service's
+      -- end): the service may still keep the iterator.
+      drop_remote(it)
       error(rep, 0)
     end
     if not rep[1] then
-      finished = true
+      it.finished = true
       error(rep[2], 0)
     end
-    if rep[2] == nil then finished = true end
+    if rep[2] == nil then it.finished = true end
     return unpack(rep, 2, rep.n)
   end
-  local closer = setmetatable({}, {__close = function()
-    if finished then return end
-    finished = true
-    pcall(s.q.put, s.q, {op = "drop", id = id})
-  end})
-  return step, nil, nil, closer
+  return step, nil, nil, it
 end
 
 local function check_method(self, s, m, fname, level)
@@ -283,10 +315,27 @@ local function check_method(self, s, m, fname, level)
   end
 end
 
-local function invoke(self, s, m, ...)
+--- The request for a call of method `m`: the arguments in it when each is
+-- nil, a boolean, a number or a string (those always decode), else in a
+-- one-slot queue of their own under `a`, which the service reads apart so
+-- that arguments it cannot decode fail that call (kind marshal) instead of
+-- losing the request. A value that cannot cross at all raises marshal here.
+local function request(m, ...)
   local req = pack(...)
+  for i = 1, req.n do
+    local t = type(req[i])
+    if t ~= "string" and t ~= "number" and t ~= "boolean" and t ~= "nil" then
+      local a = queue(1)
+      a:put(req)
+      return {m = m, a = a}
+    end
+  end
   req.m = m
-  return finish(self, s, round_trip(self, s, req))
+  return req
+end
+
+local function invoke(self, s, m, ...)
+  return finish(self, s, round_trip(self, s, request(m, ...)))
 end
 
 --- svc:call(name, ...) -> the method's results; for a method whose name a
@@ -307,8 +356,7 @@ Pending.__index = Pending
 function methods.async(self, m, ...)
   local s = state_of(self, "async")
   check_method(self, s, m, "async", 2)
-  local req = pack(...)
-  req.m = m
+  local req = request(m, ...)
   local r = queue(1)
   req.r = r
   send(self, s, req, 2)
