@@ -24,13 +24,8 @@ static int l_trace_start(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   int rc = sk_trace_start(path, 0);
   if (rc < 0) {
-    int err = uv_translate_sys_error(-rc);
-    sk_error_push(L, "io", "cannot trace to '%s': %s", path, uv_strerror(err));
-    lua_pushstring(L, uv_err_name(err));
-    lua_setfield(L, -2, "code");
-    lua_pushstring(L, path);
-    lua_setfield(L, -2, "path");
-    return lua_error(L);
+    return sk_io_error_raise(L, uv_translate_sys_error(-rc), "path", path, "cannot trace to '%s'",
+                             path);
   }
   return 0;
 }

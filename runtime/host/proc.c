@@ -218,16 +218,15 @@ int sk_frame_refuse(lua_State *L, sk_buf *b, size_t room, const char *what) {
 
 int sk_spawn_error(lua_State *L, int rc, const char *why) {
   if (why) {
-    sk_error_push(L, "io", "%s", why);
+    sk_error_push_coded(L, "io", uv_err_name(rc), NULL, NULL, "%s", why);
   } else if (rc == UV_EAGAIN && sk_shm_fd() >= 0) {
-    sk_error_push(L, "io", "cannot start a worker process: resource temporarily "
-                  "unavailable (the process tree already has its limit of %d live "
-                  "processes)", sk_shm_max_procs());
+    sk_error_push_coded(L, "io", uv_err_name(rc), NULL, NULL,
+                        "cannot start a worker process: resource temporarily unavailable (the "
+                        "process tree already has its limit of %d live processes)",
+                        sk_shm_max_procs());
   } else {
-    sk_error_push(L, "io", "cannot start a worker process: %s", uv_strerror(rc));
+    return sk_io_error_raise(L, rc, NULL, NULL, "cannot start a worker process");
   }
-  lua_pushstring(L, uv_err_name(rc));
-  lua_setfield(L, -2, "code");
   return lua_error(L);
 }
 
