@@ -282,9 +282,11 @@ Pool.__name = "skein.Pool"
 -- (they are shared objects), so a remote holder gets, selects and cancels
 -- them directly. The owner holds `alive` for good (a lock comes free only
 -- when its holder's process is gone) and the daemon sets `over` when it
--- ends; a remote call waits for its reply, `over` or `alive`. The owner's pool
--- is not kept alive by remote holders: when the owner drops it (or its
--- worker ends), remote calls raise kind `closed`.
+-- ends; a remote call waits for its reply, `over` or `alive`. Copies keep
+-- the pool alive: the daemon holds the engine, and when the owner drops its
+-- table while copies exist anywhere (`over:_alone()` tells), the daemon
+-- goes on until the last copy is gone (see serve_door). When the owner's
+-- worker ends, remote calls raise kind `closed`.
 local owned = setmetatable({}, {__mode = "k"})     -- owner's pool table -> impl
 local doors = setmetatable({}, {__mode = "k"})     -- remote copy -> its door impl
 local owner_refs = setmetatable({}, {__mode = "k"}) -- owner's table -> its daemon's ref
