@@ -50,7 +50,7 @@ typedef struct spinlock {
   int locked;
 } spinlock;
 
-static void spin_lock(spinlock *l) {
+static void __attribute__((noinline)) spin_lock_slow(spinlock *l) {
   while (__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE)) {
     for (unsigned n = 1; __atomic_load_n(&l->locked, __ATOMIC_RELAXED); n++) {
       if (n % 128 == 0) sched_yield();
@@ -59,18 +59,23 @@ static void spin_lock(spinlock *l) {
   }
 }
 
+/* The uncontended case inline: one exchange. */
+static inline void spin_lock(spinlock *l) {
+  if (__builtin_expect(__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE), 0)) {
+    spin_lock_slow(l);
+  }
+}
+
 static void spin_unlock(spinlock *l) { __atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE); }
 
 struct sk_queue {
-  sk_obj obj;
+  sk_queue_head h;              /* obj, order, maxsize (sk_chan.h) */
   /* The storage every operation goes to (the queue protocol, sk_qstore.h):
   ** `local`, this struct's own two-lock queue, until the queue moves to
   ** the segment; then `shared`, its shq. Swapped once, under both side
   ** locks, together with `shm`. */
   sk_qstore *st;                /* atomic */
   sk_qstore local, shared;
-  int order;
-  size_t maxsize;               /* 0: unbounded */
   int closed;                   /* atomic; set under the put lock */
   unsigned nwait[3];            /* atomic mirrors of the wait lists' lengths */
   uv_mutex_t wlock;             /* guards the wait lists */
@@ -112,7 +117,7 @@ struct sk_queue {
 static int ncpu;
 
 static spinlock *put_lock(sk_queue *q) {
-  return q->order == SK_QUEUE_FIFO ? &q->plock : &q->glock;
+  return q->h.order == SK_QUEUE_FIFO ? &q->plock : &q->glock;
 }
 
 static void queue_destroy(sk_obj *o) {
@@ -122,7 +127,7 @@ static void queue_destroy(sk_obj *o) {
     sk_shm_obj_unhold((sk_shm_obj *)q->shm);
   }
   uint64_t h = q->head, t = q->tail, n = t - h;
-  if (q->order == SK_QUEUE_FIFO) {
+  if (q->h.order == SK_QUEUE_FIFO) {
     /* hchunk holds the item before `head` (or item 0). */
     chunk *c = q->hchunk;
     uint64_t cur = h ? (h - 1) / CHUNK : 0;
@@ -138,7 +143,7 @@ static void queue_destroy(sk_obj *o) {
     free(q->spare);
   } else {
     for (uint64_t i = 0; i < n; i++) {
-      sk_item_free(q->order == SK_QUEUE_LIFO ? &q->stack[i] : &q->heap[i].it);
+      sk_item_free(q->h.order == SK_QUEUE_LIFO ? &q->stack[i] : &q->heap[i].it);
     }
   }
   free(q->stack);
@@ -155,7 +160,7 @@ int sk_queue_crossed(sk_queue *q) { return SHM(q) != NULL; }
 static sk_obj *queue_view(sk_shm_obj *so) { return (sk_obj *)sk_queue_view((shq *)so); }
 
 static const sk_shm_ops queue_shm = {SK_SHM_QUEUE, queue_share, queue_shared, queue_view};
-static const sk_objtype queue_type = {"skein.Queue", queue_destroy, &queue_shm};
+const sk_objtype sk_queue_type = {"skein.Queue", queue_destroy, &queue_shm};
 static const sk_queue_ops local_ops;
 
 /* A new queue with one reference; a FIFO gets its first chunk unless it is
@@ -168,14 +173,14 @@ static sk_queue *queue_alloc(int order, size_t maxsize, int chunked) {
   q->local = (sk_qstore){&local_ops, q};
   q->shared = (sk_qstore){&sk_shq_ops, NULL};
   q->st = &q->local;
-  q->order = order;
-  q->maxsize = maxsize;
+  q->h.order = order;
+  q->h.maxsize = maxsize;
   if (order == SK_QUEUE_FIFO && chunked) {
     q->hchunk = q->tchunk = calloc(1, sizeof(chunk));
     if (q->hchunk == NULL) goto fail;
   }
   if (uv_mutex_init(&q->wlock) != 0) goto fail;
-  sk_obj_init(&q->obj, &queue_type);
+  sk_obj_init(&q->h.obj, &sk_queue_type);
   if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) == 0) {
     __atomic_store_n(&ncpu, (int)uv_available_parallelism(), __ATOMIC_RELAXED);
   }
@@ -188,9 +193,6 @@ fail:
 
 sk_queue *sk_queue_new(int order, size_t maxsize) { return queue_alloc(order, maxsize, 1); }
 
-int sk_queue_is(const sk_obj *o) { return o->type == &queue_type; }
-int sk_queue_order(const sk_queue *q) { return q->order; }
-size_t sk_queue_maxsize(const sk_queue *q) { return q->maxsize; }
 static int local_is_closed(void *self) { return LOAD(&((sk_queue *)self)->closed); }
 
 static size_t local_size(void *self) {
@@ -231,6 +233,12 @@ static void wake_one(sk_queue *q, int what) {
   }
 }
 
+/* wake_one's look at the count inline: a queue nobody waits on costs one
+** load, not a call. */
+static inline void wake_waiting(sk_queue *q, int what) {
+  if (LOAD(&q->nwait[what])) wake_one(q, what);
+}
+
 /* Wakes every waiter of a kind. */
 static void wake_all(sk_queue *q, int what) {
   if (LOAD(&q->nwait[what]) == 0) return;
@@ -256,7 +264,7 @@ static int local_ready(void *self, int what) {
   sk_queue *q = self;
   switch (what) {
     case SK_WAIT_GET: return LOAD(&q->tail) != LOAD(&q->head) || LOAD(&q->closed);
-    case SK_WAIT_PUT: return LOAD(&q->closed) || q->maxsize == 0 || local_size(q) < q->maxsize;
+    case SK_WAIT_PUT: return LOAD(&q->closed) || q->h.maxsize == 0 || local_size(q) < q->h.maxsize;
     default: return LOAD(&q->done) == LOAD(&q->tail);
   }
 }
@@ -289,7 +297,7 @@ static int remove_record(sk_queue *q, int what, sk_port *port, uint32_t slot, in
 /* ----------------------------------------------------- put and get */
 
 /* FIFO put: the put lock only. */
-static int put_fifo(sk_queue *q, sk_item *it, int force) {
+static inline __attribute__((always_inline)) int put_fifo(sk_queue *q, sk_item *it, int force) {
   spin_lock(&q->plock);
   if (q->shm) {
     spin_unlock(&q->plock);
@@ -300,9 +308,9 @@ static int put_fifo(sk_queue *q, sk_item *it, int force) {
     return SK_Q_CLOSED;
   }
   uint64_t t = q->tail;
-  if (!force && q->maxsize && t - q->head_seen >= q->maxsize) {
+  if (!force && q->h.maxsize && t - q->head_seen >= q->h.maxsize) {
     q->head_seen = LOAD(&q->head);
-    if (t - q->head_seen >= q->maxsize) {
+    if (t - q->head_seen >= q->h.maxsize) {
       spin_unlock(&q->plock);
       return SK_Q_BLOCK;
     }
@@ -335,18 +343,18 @@ static int put_locked(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, i
   int st = SK_Q_OK;
   if (q->shm) st = SK_Q_MOVED;
   else if (q->closed) st = SK_Q_CLOSED;
-  else if (!force && q->maxsize && n >= q->maxsize) st = SK_Q_BLOCK;
+  else if (!force && q->h.maxsize && n >= q->h.maxsize) st = SK_Q_BLOCK;
   else if (n == q->cap) {
     size_t cap = q->cap ? q->cap * 2 : 16;
-    void *a = q->order == SK_QUEUE_LIFO ? realloc(q->stack, cap * sizeof *q->stack)
+    void *a = q->h.order == SK_QUEUE_LIFO ? realloc(q->stack, cap * sizeof *q->stack)
                                         : realloc(q->heap, cap * sizeof *q->heap);
     if (a == NULL) st = SK_Q_NOMEM;
-    else if (q->order == SK_QUEUE_LIFO) q->stack = a;
+    else if (q->h.order == SK_QUEUE_LIFO) q->stack = a;
     else q->heap = a;
     if (a) q->cap = cap;
   }
   if (st == SK_Q_OK) {
-    if (q->order == SK_QUEUE_LIFO) {
+    if (q->h.order == SK_QUEUE_LIFO) {
       q->stack[n] = *it;
     } else {
       pentry e = {prio, q->seq++, prio_int, *it};
@@ -365,17 +373,17 @@ static int put_locked(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, i
 
 static int local_put(void *self, sk_item *it, lua_Number prio, int prio_int, int force) {
   sk_queue *q = self;
-  int st = q->order == SK_QUEUE_FIFO ? put_fifo(q, it, force)
+  int st = q->h.order == SK_QUEUE_FIFO ? put_fifo(q, it, force)
                                      : put_locked(q, it, prio, prio_int, force);
   if (st != SK_Q_OK) return st;
   it->kind = QI_NIL;
-  wake_one(q, SK_WAIT_GET);
+  wake_waiting(q, SK_WAIT_GET);
   return SK_Q_OK;
 }
 
 /* FIFO get: the get lock only. `tail` is read again only when the items
 ** seen last time are used up. */
-static int get_fifo(sk_queue *q, sk_item *out) {
+static inline __attribute__((always_inline)) int get_fifo(sk_queue *q, sk_item *out) {
   spin_lock(&q->glock);
   if (q->shm) {
     spin_unlock(&q->glock);
@@ -402,7 +410,7 @@ static int get_fifo(sk_queue *q, sk_item *out) {
   }
   *out = q->hchunk->it[i];
   /* Only a bounded queue's putters wait on `head` (and need the fence). */
-  if (q->maxsize) STORE(&q->head, h + 1);
+  if (q->h.maxsize) STORE(&q->head, h + 1);
   else __atomic_store_n(&q->head, h + 1, __ATOMIC_RELEASE);
   spin_unlock(&q->glock);
   return SK_Q_OK;
@@ -421,7 +429,7 @@ static int get_locked(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int
     return closed ? SK_Q_CLOSED : SK_Q_BLOCK;
   }
   n--;
-  if (q->order == SK_QUEUE_LIFO) {
+  if (q->h.order == SK_QUEUE_LIFO) {
     *out = q->stack[n];
   } else {
     *out = q->heap[0].it;
@@ -453,8 +461,8 @@ static int get_locked(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int
 
 static int local_get(void *self, sk_item *out, lua_Number *prio, int *prio_int) {
   sk_queue *q = self;
-  int st = q->order == SK_QUEUE_FIFO ? get_fifo(q, out) : get_locked(q, out, prio, prio_int);
-  if (st == SK_Q_OK && q->maxsize) wake_one(q, SK_WAIT_PUT);
+  int st = q->h.order == SK_QUEUE_FIFO ? get_fifo(q, out) : get_locked(q, out, prio, prio_int);
+  if (st == SK_Q_OK && q->h.maxsize) wake_waiting(q, SK_WAIT_PUT);
   return st;
 }
 
@@ -552,19 +560,38 @@ static const sk_queue_ops local_ops = {
 /* ------------------------------------------------ the queue protocol */
 
 /* Every operation goes to the queue's current storage; one that raced the
-** move (SK_Q_MOVED) goes again, to the shared storage. */
+** move (SK_Q_MOVED) goes again, to the shared storage. Put and get, the
+** hot pair, call the local FIFO's own functions inline while that is the
+** storage (what local_ops would call, without the indirect call and its
+** frames); the table does the rest. */
 
 int sk_queue_put(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, int force) {
+  sk_qstore *st = ST(q);
+  if (st == &q->local && q->h.order == SK_QUEUE_FIFO) {
+    int rc = put_fifo(q, it, force);
+    if (rc == SK_Q_OK) {
+      it->kind = QI_NIL;
+      wake_waiting(q, SK_WAIT_GET);
+      return rc;
+    }
+    if (rc != SK_Q_MOVED) return rc;
+  }
   for (;;) {
-    sk_qstore *st = ST(q);
+    st = ST(q);
     int rc = st->ops->put(st->self, it, prio, prio_int, force);
     if (rc != SK_Q_MOVED) return rc;
   }
 }
 
 int sk_queue_get(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int) {
+  sk_qstore *st = ST(q);
+  if (st == &q->local && q->h.order == SK_QUEUE_FIFO) {
+    int rc = get_fifo(q, out);
+    if (rc == SK_Q_OK && q->h.maxsize) wake_waiting(q, SK_WAIT_PUT);
+    if (rc != SK_Q_MOVED) return rc;
+  }
   for (;;) {
-    sk_qstore *st = ST(q);
+    st = ST(q);
     int rc = st->ops->get(st->self, out, prio, prio_int);
     if (rc != SK_Q_MOVED) return rc;
   }
@@ -645,7 +672,7 @@ void sk_queue_remove_getter(sk_queue *q, sk_port *port, uint32_t slot) {
 static int each_item(sk_queue *q, int (*fn)(void *ud, sk_item *it, lua_Number prio, int pi,
                                             uint64_t seq), void *ud) {
   uint64_t h = q->head, t = q->tail;
-  if (q->order == SK_QUEUE_FIFO) {
+  if (q->h.order == SK_QUEUE_FIFO) {
     chunk *c = q->hchunk;
     uint64_t cur = h ? (h - 1) / CHUNK : 0;
     for (uint64_t i = h; i < t; i++) {
@@ -654,7 +681,7 @@ static int each_item(sk_queue *q, int (*fn)(void *ud, sk_item *it, lua_Number pr
     }
   } else {
     for (uint64_t i = 0; i < t - h; i++) {
-      int rc = q->order == SK_QUEUE_LIFO
+      int rc = q->h.order == SK_QUEUE_LIFO
                    ? fn(ud, &q->stack[i], 0, 0, i)
                    : fn(ud, &q->heap[i].it, q->heap[i].prio, q->heap[i].prio_int, q->heap[i].seq);
       if (rc != 0) return -1;
@@ -687,7 +714,7 @@ static int free_one(void *ud, sk_item *it, lua_Number prio, int pi, uint64_t seq
 ** full segment changes nothing), then links the copies and frees the
 ** originals. */
 static shq *move(sk_queue *q) {
-  shq *s = shq_new(q->order, q->maxsize);
+  shq *s = shq_new(q->h.order, q->h.maxsize);
   if (s == NULL) return NULL;
   /* Its items' objects move too (shq_item_new); a queue inside itself
   ** stays behind, by handle. */
@@ -704,7 +731,7 @@ static shq *move(sk_queue *q) {
     uint64_t done = __atomic_exchange_n(&q->done, DONE_MOVED, __ATOMIC_SEQ_CST);
     shq_set_counters(s, q->tail, q->head, done, q->closed, q->seq);
     q->head = q->tail;
-    if (q->order == SK_QUEUE_FIFO) {
+    if (q->h.order == SK_QUEUE_FIFO) {
       /* Nothing is left: the get side's chunk is the put side's. */
       for (chunk *c = q->hchunk; c != q->tchunk;) {
         chunk *next = c->next;
@@ -728,11 +755,11 @@ static shq *move(sk_queue *q) {
     sk_shm_obj_unhold((sk_shm_obj *)s);
     return NULL;
   }
-  sk_shm_view_remember((sk_shm_obj *)s, &q->obj);
+  sk_shm_view_remember((sk_shm_obj *)s, &q->h.obj);
   /* Handles to it written before the move (in items) find it from any
   ** process. */
-  if (sk_obj_register(&q->obj) == 0) {
-    sk_shm_export((int)getpid(), q->obj.slot, q->obj.gen, (sk_shm_obj *)s);
+  if (sk_obj_register(&q->h.obj) == 0) {
+    sk_shm_export((int)getpid(), q->h.obj.slot, q->h.obj.gen, (sk_shm_obj *)s);
   }
   /* Waiters on the local lists try again and find the shared copy. */
   wake_all(q, SK_WAIT_GET);
@@ -760,7 +787,7 @@ static sk_obj *make_view(sk_shm_obj *so) {
   q->shared.self = s;
   q->st = &q->shared;
   q->done = DONE_MOVED;
-  return &q->obj;
+  return &q->h.obj;
 }
 
 void sk_chan_open(void) {
