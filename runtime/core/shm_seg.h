@@ -65,6 +65,7 @@ typedef struct seg_hdr {
   uint32_t maxprocs;            /* live processes allowed ($SKEIN_MAX_PROCS) */
   uint64_t aslimit;             /* RLIMIT_AS that sized the segment; 0: none */
   uint32_t nprocs;              /* atomic: live processes */
+  uint32_t slots_used;          /* one past the highest slot ever given (proc_lock) */
   pthread_mutex_t proc_lock;
   proc_rec procs[MAX_PROCS];
   pthread_mutex_t export_lock;
