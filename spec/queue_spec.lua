@@ -563,6 +563,45 @@ describe("skein.queue", function()
       assert.is_true(skein.now() - t0 < 1)
     end)
 
+    it("wakes a getter asleep in another thread at a lone put, promptly", function()
+      local q, back = skein.queue(), skein.queue()
+      local t = skein.thread(function(q, back)
+        local v = q:get()               -- no timeout: only the put's wake ends it
+        back:put(v)
+      end, q, back)
+      skein.sleep(0.05)                 -- well past the getter's spin: asleep
+      local t0 = skein.now()
+      q:put("lone")
+      assert.equal("lone", back:get(5))
+      assert.is_true(skein.now() - t0 < 1)
+      t:join(5)
+    end)
+
+    it("loses no wake in a ping-pong whose puts land as the getter goes to sleep", function()
+      -- Each round is one put with no other traffic, after a pause of a
+      -- varying length, so that some puts meet the other side spinning,
+      -- some meet it registering and some find it asleep. A lost wake
+      -- shows as a get that times out.
+      local ping, pong = skein.queue(), skein.queue()
+      local rounds = 3000
+      local t = skein.thread(function(ping, pong, rounds)
+        local x = 0
+        for i = 1, rounds do
+          local v = ping:get(5)
+          for _ = 1, (i * 7919) % 3000 do x = x + 1 end
+          pong:put(v + 1)
+        end
+        return x
+      end, ping, pong, rounds)
+      local x = 0
+      for i = 1, rounds do
+        for _ = 1, (i * 104729) % 3000 do x = x + 1 end
+        ping:put(i)
+        assert.equal(i + 1, pong:get(5))
+      end
+      t:join(10)
+    end)
+
     it("carries a 10 MB string from one thread to another", function()
       local q = skein.queue(1)
       local t = skein.thread(function(q)

@@ -83,10 +83,14 @@ struct sk_queue {
 
   /* The put side (FIFO): only putters touch these. */
   ALIGNED spinlock plock;
-  uint64_t tail;                /* atomic: items ever put */
   uint64_t head_seen;           /* the put side's last look at `head` */
   chunk *tchunk;
   chunk *spare;                 /* atomic: one emptied chunk kept for reuse */
+
+  /* A line of its own: getters read it, and the put lock's line then
+  ** stays with the putting core. A FIFO put publishes it with a release
+  ** store (see local_add_waiter for the getters' side). */
+  ALIGNED uint64_t tail;        /* atomic: items ever put */
 
   /* The get side; also the only lock of LIFO and priority queues. */
   ALIGNED spinlock glock;
@@ -327,7 +331,10 @@ static inline __attribute__((always_inline)) int put_fifo(sk_queue *q, sk_item *
     q->tchunk = c;
   }
   q->tchunk->it[i] = *it;
-  STORE(&q->tail, t + 1);
+  /* No full fence: the look at the getters' count that follows is
+  ** ordered against a getter's registration by the put lock (see
+  ** local_add_waiter). */
+  __atomic_store_n(&q->tail, t + 1, __ATOMIC_RELEASE);
   spin_unlock(&q->plock);
   return SK_Q_OK;
 }
@@ -535,6 +542,18 @@ static int queue_spin(sk_queue *q, sk_ctx *c, int what) {
 static int local_add_waiter(void *self, int what, const sk_waiter *w, int pass) {
   sk_queue *q = self;
   if (add_record(q, what, w) != 0) return -1;
+  if (what == SK_WAIT_GET && q->h.order == SK_QUEUE_FIFO) {
+    /* A FIFO put publishes `tail` and then reads the getters' count with
+    ** no full fence between (put_fifo), which alone could miss this
+    ** record while this look misses the item. Taking the put lock once
+    ** closes that: a put whose critical section ended before it shows in
+    ** the look below; one that starts after it reads the count after
+    ** acquiring the lock this released, so it sees the record. A put
+    ** costs one locked instruction less, a getter going to sleep one
+    ** more. */
+    spin_lock(&q->plock);
+    spin_unlock(&q->plock);
+  }
   if (!local_ready(q, what) && !SHM(q)) return 0;
   /* Ready after all: take the record back (removing it releases the port
   ** reference the list held; the caller keeps its own). */
