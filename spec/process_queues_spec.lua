@@ -234,6 +234,27 @@ describe("queues shared by processes", function()
     assert.is_true(nan ~= nan)
   end)
 
+  it("move a long queue to the segment with its items in order", function()
+    -- Its items sit in chunks of several sizes (they grow with the queue):
+    -- the move copies every one, in order, and the local chunks go.
+    local q = skein.queue()
+    for i = 1, 9000 do q:put(i) end
+    for i = 1, 1000 do assert.equal(i, q:get(1)) end
+    local p = process(function(queue)
+      local n, ok = 0, true
+      for i = 1001, 9000 do
+        local v = queue:get(30)
+        if v ~= i then ok = false end
+        n = n + 1
+      end
+      return n, ok
+    end, q)
+    local n, ok = join(p)
+    assert.equal(8000, n)
+    assert.is_true(ok)
+    assert.equal(0, q:size())
+  end)
+
   it("wake a child blocked in get with closed, and end a child's iter", function()
     local q = skein.queue()
     local ready = skein.queue()

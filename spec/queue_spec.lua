@@ -37,6 +37,37 @@ describe("skein.queue", function()
       assert.is_true(q:empty())
     end)
 
+    it("keeps first in, first out through long swings of its length", function()
+      -- A long queue's chunks grow (up to 2048 items), emptied ones are kept
+      -- for reuse and a short queue goes back to small ones: the order and
+      -- the values survive every turn, and a queue dropped while it holds
+      -- items of every size frees them (checked under ASan).
+      local q = skein.queue()
+      local nextput, nextget = 1, 1
+      for _, len in ipairs({100000, 10, 5000, 130, 128, 129, 40000, 1, 3000}) do
+        for _ = 1, len do
+          q:put(nextput)
+          nextput = nextput + 1
+        end
+        while q:size() > len // 3 do
+          assert.equal(nextget, q:get(1))
+          nextget = nextget + 1
+        end
+      end
+      while nextget < nextput do
+        assert.equal(nextget, q:get(1))
+        nextget = nextget + 1
+      end
+      assert.is_true(q:empty())
+      local owning = skein.queue()
+      for i = 1, 20000 do
+        owning:put(i % 3 == 0 and {i} or i % 3 == 1 and string.rep("s", 30) .. i or i)
+      end
+      for _ = 1, 7000 do owning:get(1) end
+      owning = nil
+      collectgarbage()
+    end)
+
     it("is last in, first out for lifo", function()
       local q = skein.queue{order = "lifo"}
       for i = 1, 5 do q:put(i) end

@@ -12,17 +12,27 @@
 
 #include "sk_qstore.h"
 
-#define CHUNK 128               /* FIFO items per chunk (a power of two) */
+#define CHUNK 128               /* FIFO items in a queue's first chunks */
+#define CHUNK_MAX 2048          /* the most in one (64 KiB: below malloc's mmap threshold) */
 #define SPIN_NS 20000           /* how long a getter or putter may spin */
 #define SPIN_MAX_PAUSES 64      /* the longest pause between two looks */
 #define SHRINK_CAP 1024         /* an emptied LIFO/priority array above this is freed */
+#define SPARE_BYTES (1u << 20) /* emptied FIFO chunks kept for reuse, at most */
 
 /* ---------------------------------------------------------------- queues */
 
+/* A FIFO's items sit in a list of chunks. A chunk holds `cap` items (a
+** power of two), item `base` of the queue first; a queue's chunks start at
+** CHUNK items and double, up to CHUNK_MAX, while the queue is longer than
+** the chunk being filled, so a long queue costs few allocations. */
 typedef struct chunk {
   struct chunk *next;           /* written once by the put side (release) */
-  sk_item it[CHUNK];
+  uint64_t base;
+  size_t cap;
+  sk_item it[];
 } chunk;
+
+static size_t chunk_size(size_t cap) { return sizeof(chunk) + cap * sizeof(sk_item); }
 
 /* A priority queue's heap entry; `seq` keeps FIFO order among equals. */
 typedef struct pentry {
@@ -85,12 +95,21 @@ struct sk_queue {
   ALIGNED spinlock plock;
   uint64_t head_seen;           /* the put side's last look at `head` */
   chunk *tchunk;
-  chunk *spare;                 /* atomic: one emptied chunk kept for reuse */
-
   /* A line of its own: getters read it, and the put lock's line then
   ** stays with the putting core. A FIFO put publishes it with a release
   ** store (see local_add_waiter for the getters' side). */
   ALIGNED uint64_t tail;        /* atomic: items ever put */
+
+  /* Emptied chunks kept for the put side to reuse (a stack by `next`, up
+  ** to SPARE_BYTES), so that a queue whose length swings does not make and
+  ** free a chunk at every turn, nor make the allocator grow and trim its
+  ** heap (a system call and page faults each time). Under `slock`, which
+  ** the put side takes (inside the put lock) when it needs a chunk and the
+  ** get side (inside the get lock) when it empties one; no other lock is
+  ** taken inside it. */
+  ALIGNED spinlock slock;
+  size_t spare_bytes;
+  chunk *spare;
 
   /* The get side; also the only lock of LIFO and priority queues. */
   ALIGNED spinlock glock;
@@ -132,19 +151,19 @@ static void queue_destroy(sk_obj *o) {
   }
   uint64_t h = q->head, t = q->tail, n = t - h;
   if (q->h.order == SK_QUEUE_FIFO) {
-    /* hchunk holds the item before `head` (or item 0). */
+    /* hchunk holds item `head` (or ends just before it). */
     chunk *c = q->hchunk;
-    uint64_t cur = h ? (h - 1) / CHUNK : 0;
     for (uint64_t i = h; i < t; i++) {
-      for (; i / CHUNK > cur; cur++) c = c->next;
-      sk_item_free(&c->it[i & (CHUNK - 1)]);
+      while (i - c->base >= c->cap) c = c->next;
+      sk_item_free(&c->it[i - c->base]);
     }
-    for (c = q->hchunk; c;) {
-      chunk *next = c->next;
-      free(c);
-      c = next;
+    for (int list = 0; list < 2; list++) {
+      for (c = list ? q->spare : q->hchunk; c;) {
+        chunk *next = c->next;
+        free(c);
+        c = next;
+      }
     }
-    free(q->spare);
   } else {
     for (uint64_t i = 0; i < n; i++) {
       sk_item_free(q->h.order == SK_QUEUE_LIFO ? &q->stack[i] : &q->heap[i].it);
@@ -180,8 +199,9 @@ static sk_queue *queue_alloc(int order, size_t maxsize, int chunked) {
   q->h.order = order;
   q->h.maxsize = maxsize;
   if (order == SK_QUEUE_FIFO && chunked) {
-    q->hchunk = q->tchunk = calloc(1, sizeof(chunk));
+    q->hchunk = q->tchunk = calloc(1, chunk_size(CHUNK));
     if (q->hchunk == NULL) goto fail;
+    q->hchunk->cap = CHUNK;
   }
   if (uv_mutex_init(&q->wlock) != 0) goto fail;
   sk_obj_init(&q->h.obj, &sk_queue_type);
@@ -300,6 +320,46 @@ static int remove_record(sk_queue *q, int what, sk_port *port, uint32_t slot, in
 
 /* ----------------------------------------------------- put and get */
 
+/* Under the put lock, the chunk being filled full: links and returns the
+** next one, for item `t` (a spare one, or a new one twice as big while the
+** queue is longer than the full one); NULL when out of memory. */
+static chunk *__attribute__((noinline)) next_chunk(sk_queue *q, uint64_t t) {
+  chunk *full = q->tchunk, *c;
+  spin_lock(&q->slock);
+  if ((c = q->spare) != NULL) {
+    q->spare = c->next;
+    q->spare_bytes -= chunk_size(c->cap);
+  }
+  spin_unlock(&q->slock);
+  if (c == NULL) {
+    size_t cap = full->cap;
+    q->head_seen = __atomic_load_n(&q->head, __ATOMIC_ACQUIRE);
+    if (t - q->head_seen > cap && cap < CHUNK_MAX) cap *= 2;
+    else if (t - q->head_seen <= CHUNK && cap > CHUNK) cap = CHUNK;
+    if ((c = malloc(chunk_size(cap))) == NULL) return NULL;
+    c->cap = cap;
+  }
+  c->next = NULL;
+  c->base = t;
+  __atomic_store_n(&full->next, c, __ATOMIC_RELEASE);
+  q->tchunk = c;
+  return c;
+}
+
+/* Under the get lock: keeps an emptied chunk for reuse, or frees it. */
+static void __attribute__((noinline)) retire_chunk(sk_queue *q, chunk *old) {
+  size_t size = chunk_size(old->cap);
+  spin_lock(&q->slock);
+  int kept = q->spare_bytes + size <= SPARE_BYTES;
+  if (kept) {
+    old->next = q->spare;
+    q->spare = old;
+    q->spare_bytes += size;
+  }
+  spin_unlock(&q->slock);
+  if (!kept) free(old);
+}
+
 /* FIFO put: the put lock only. */
 static inline __attribute__((always_inline)) int put_fifo(sk_queue *q, sk_item *it, int force) {
   spin_lock(&q->plock);
@@ -319,18 +379,15 @@ static inline __attribute__((always_inline)) int put_fifo(sk_queue *q, sk_item *
       return SK_Q_BLOCK;
     }
   }
-  size_t i = t & (CHUNK - 1);
-  if (i == 0 && t != 0) {
-    chunk *c = __atomic_exchange_n(&q->spare, NULL, __ATOMIC_ACQUIRE);
-    if (c == NULL && (c = malloc(sizeof *c)) == NULL) {
+  chunk *tc = q->tchunk;
+  if (__builtin_expect(t - tc->base == tc->cap, 0)) {
+    tc = next_chunk(q, t);
+    if (tc == NULL) {
       spin_unlock(&q->plock);
       return SK_Q_NOMEM;
     }
-    c->next = NULL;
-    __atomic_store_n(&q->tchunk->next, c, __ATOMIC_RELEASE);
-    q->tchunk = c;
   }
-  q->tchunk->it[i] = *it;
+  tc->it[t - tc->base] = *it;
   /* No full fence: the look at the getters' count that follows is
   ** ordered against a getter's registration by the put lock (see
   ** local_add_waiter). */
@@ -409,13 +466,14 @@ static inline __attribute__((always_inline)) int get_fifo(sk_queue *q, sk_item *
       }
     }
   }
-  size_t i = h & (CHUNK - 1);
-  if (i == 0 && h != 0) {
-    chunk *old = q->hchunk;
-    q->hchunk = __atomic_load_n(&old->next, __ATOMIC_ACQUIRE);
-    free(__atomic_exchange_n(&q->spare, old, __ATOMIC_ACQ_REL));
+  chunk *hc = q->hchunk;
+  if (__builtin_expect(h - hc->base == hc->cap, 0)) {
+    /* Item h exists, so the put side linked the next chunk before it. */
+    chunk *old = hc;
+    q->hchunk = hc = __atomic_load_n(&old->next, __ATOMIC_ACQUIRE);
+    retire_chunk(q, old);
   }
-  *out = q->hchunk->it[i];
+  *out = hc->it[h - hc->base];
   /* Only a bounded queue's putters wait on `head` (and need the fence). */
   if (q->h.maxsize) STORE(&q->head, h + 1);
   else __atomic_store_n(&q->head, h + 1, __ATOMIC_RELEASE);
@@ -693,10 +751,9 @@ static int each_item(sk_queue *q, int (*fn)(void *ud, sk_item *it, lua_Number pr
   uint64_t h = q->head, t = q->tail;
   if (q->h.order == SK_QUEUE_FIFO) {
     chunk *c = q->hchunk;
-    uint64_t cur = h ? (h - 1) / CHUNK : 0;
     for (uint64_t i = h; i < t; i++) {
-      for (; i / CHUNK > cur; cur++) c = c->next;
-      if (fn(ud, &c->it[i & (CHUNK - 1)], 0, 0, i) != 0) return -1;
+      while (i - c->base >= c->cap) c = c->next;
+      if (fn(ud, &c->it[i - c->base], 0, 0, i) != 0) return -1;
     }
   } else {
     for (uint64_t i = 0; i < t - h; i++) {

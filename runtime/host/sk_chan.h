@@ -5,10 +5,10 @@
 **
 ** A queue is an sk_obj any worker may use. Items are copied in on put and
 ** decoded in the getter's state (sk_item). The FIFO order keeps its items in
-** a linked list of fixed-size chunks with one lock for the putting side and
-** one for the getting side, so a producer and a consumer on two threads do
-** not fight over one cache line; LIFO and priority queues use the getting
-** side's lock for both. `tail` (items ever put), `head` (items ever taken)
+** a linked list of chunks (bigger ones while the queue is long) with one
+** lock for the putting side and one for the getting side, so a producer and
+** a consumer on two threads do not fight over one cache line; LIFO and
+** priority queues use the getting side's lock for both. `tail` (items ever put), `head` (items ever taken)
 ** and `done` (task_done calls) are monotonic counters: size = tail - head,
 ** and join waits for done == tail.
 **
@@ -19,8 +19,9 @@
 ** sequentially consistent), so one of the two always sees the other and
 ** nobody signals a queue nobody waits on.
 **
-** Lock order: the put lock before the get lock; `wlock` is never held with
-** either of them, and no lock is held while a waiter is fired or Lua runs.
+** Lock order: the put lock before the get lock, and either before the lock
+** of the spare chunks; `wlock` is never held with any of them, and no lock
+** is held while a waiter is fired or Lua runs.
 **
 ** Across processes: the first time a queue is sent to another process it
 ** moves into the shared-memory segment (sk_queue_share: a shq, shq.c), and
