@@ -61,7 +61,7 @@ typedef struct spinlock {
 } spinlock;
 
 static void __attribute__((noinline)) spin_lock_slow(spinlock *l) {
-  while (__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE)) {
+  while (__atomic_exchange_n(&l->locked, 1, __ATOMIC_SEQ_CST)) {
     for (unsigned n = 1; __atomic_load_n(&l->locked, __ATOMIC_RELAXED); n++) {
       if (n % 128 == 0) sched_yield();
       else cpu_relax();
@@ -69,10 +69,19 @@ static void __attribute__((noinline)) spin_lock_slow(spinlock *l) {
   }
 }
 
-/* The uncontended case inline: one exchange. */
+/* The uncontended case inline: one exchange (sequentially consistent, for
+** wait_unlocked's sake; on x86 the same instruction as an acquire). */
 static inline void spin_lock(spinlock *l) {
-  if (__builtin_expect(__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE), 0)) {
+  if (__builtin_expect(__atomic_exchange_n(&l->locked, 1, __ATOMIC_SEQ_CST), 0)) {
     spin_lock_slow(l);
+  }
+}
+
+/* Returns once the lock has been seen free (without taking it). */
+static void wait_unlocked(spinlock *l) {
+  for (unsigned n = 1; __atomic_load_n(&l->locked, __ATOMIC_SEQ_CST); n++) {
+    if (n % 128 == 0) sched_yield();
+    else cpu_relax();
   }
 }
 
@@ -603,14 +612,15 @@ static int local_add_waiter(void *self, int what, const sk_waiter *w, int pass) 
   if (what == SK_WAIT_GET && q->h.order == SK_QUEUE_FIFO) {
     /* A FIFO put publishes `tail` and then reads the getters' count with
     ** no full fence between (put_fifo), which alone could miss this
-    ** record while this look misses the item. Taking the put lock once
-    ** closes that: a put whose critical section ended before it shows in
-    ** the look below; one that starts after it reads the count after
-    ** acquiring the lock this released, so it sees the record. A put
-    ** costs one locked instruction less, a getter going to sleep one
-    ** more. */
-    spin_lock(&q->plock);
-    spin_unlock(&q->plock);
+    ** record while this look misses the item. Seeing the put lock free
+    ** once closes that: the put whose unlock was seen shows in the look
+    ** below (and every put before it); a put that takes the lock after
+    ** it comes later in the single order of sequentially consistent
+    ** operations than the registration, and so does its look at the
+    ** count, which sees the record. A put costs one locked instruction
+    ** less; a getter going to sleep waits at most for one put's
+    ** critical section, without writing the putters' line. */
+    wait_unlocked(&q->plock);
   }
   if (!local_ready(q, what) && !SHM(q)) return 0;
   /* Ready after all: take the record back (removing it releases the port
