@@ -187,6 +187,74 @@ describe("queues shared by processes", function()
     assert.equal("again", join(d))
   end)
 
+  it("wake a child asleep in get at a lone put, promptly", function()
+    local q, ready = skein.queue(), skein.queue()
+    local p = process(function(queue, r)
+      r:put("waiting")
+      local v = queue:get()             -- no timeout: only the put's wake ends it
+      return v, skein.now()
+    end, q, ready)
+    assert.equal("waiting", ready:get(30))
+    skein.sleep(PAUSE)                  -- well past the getter's spin: asleep
+    local t0 = skein.now()
+    q:put("lone")
+    local v = join(p)
+    assert.equal("lone", v)
+    assert.is_true(skein.now() - t0 < (SLOW and 5 or 2))
+  end)
+
+  it("carry every kind of scalar unchanged, in order, both ways", function()
+    local values = {n = 0}
+    local function add(v) values.n = values.n + 1; values[values.n] = v end
+    add(nil); add(true); add(false); add(0); add(-1); add(math.maxinteger); add(math.mininteger)
+    add(2.0); add(-0.0); add(1 / 0); add(-1 / 0); add(0.1); add("")
+    add("a\0b"); add(string.rep("x", 24)); add(string.rep("y", 25)); add({k = "table"})
+    local q, back = skein.queue(), skein.queue()
+    local p = process(function(queue, out, n)
+      for _ = 1, n do
+        local v = queue:get(30)
+        out:put(v)
+      end
+    end, q, back, values.n)
+    for i = 1, values.n do q:put(values[i]) end
+    for i = 1, values.n do
+      local want, got = values[i], back:get(30)
+      if type(want) == "table" then
+        assert.same(want, got)
+      else
+        assert.equal(math.type(want), math.type(got))
+        assert.equal(want, got)
+        if want == 0 and math.type(want) == "float" then assert.equal(1 / want, 1 / got) end
+      end
+    end
+    join(p)
+    -- NaN is not equal to itself: checked apart
+    q:put(0 / 0)
+    local nan = q:get(5)
+    assert.is_true(nan ~= nan)
+  end)
+
+  it("move a long queue to the segment with its items in order", function()
+    -- Its items sit in chunks of several sizes (they grow with the queue):
+    -- the move copies every one, in order, and the local chunks go.
+    local q = skein.queue()
+    for i = 1, 9000 do q:put(i) end
+    for i = 1, 1000 do assert.equal(i, q:get(1)) end
+    local p = process(function(queue)
+      local n, ok = 0, true
+      for i = 1001, 9000 do
+        local v = queue:get(30)
+        if v ~= i then ok = false end
+        n = n + 1
+      end
+      return n, ok
+    end, q)
+    local n, ok = join(p)
+    assert.equal(8000, n)
+    assert.is_true(ok)
+    assert.equal(0, q:size())
+  end)
+
   it("wake a child blocked in get with closed, and end a child's iter", function()
     local q = skein.queue()
     local ready = skein.queue()

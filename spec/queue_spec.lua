@@ -37,6 +37,37 @@ describe("skein.queue", function()
       assert.is_true(q:empty())
     end)
 
+    it("keeps first in, first out through long swings of its length", function()
+      -- A long queue's chunks grow (up to 2048 items), emptied ones are kept
+      -- for reuse and a short queue goes back to small ones: the order and
+      -- the values survive every turn, and a queue dropped while it holds
+      -- items of every size frees them (checked under ASan).
+      local q = skein.queue()
+      local nextput, nextget = 1, 1
+      for _, len in ipairs({100000, 10, 5000, 130, 128, 129, 40000, 1, 3000}) do
+        for _ = 1, len do
+          q:put(nextput)
+          nextput = nextput + 1
+        end
+        while q:size() > len // 3 do
+          assert.equal(nextget, q:get(1))
+          nextget = nextget + 1
+        end
+      end
+      while nextget < nextput do
+        assert.equal(nextget, q:get(1))
+        nextget = nextget + 1
+      end
+      assert.is_true(q:empty())
+      local owning = skein.queue()
+      for i = 1, 20000 do
+        owning:put(i % 3 == 0 and {i} or i % 3 == 1 and string.rep("s", 30) .. i or i)
+      end
+      for _ = 1, 7000 do owning:get(1) end
+      owning = nil
+      collectgarbage()
+    end)
+
     it("is last in, first out for lifo", function()
       local q = skein.queue{order = "lifo"}
       for i = 1, 5 do q:put(i) end
@@ -561,6 +592,45 @@ describe("skein.queue", function()
       q:put("for the living")
       assert.equal("for the living", g:join(5))
       assert.is_true(skein.now() - t0 < 1)
+    end)
+
+    it("wakes a getter asleep in another thread at a lone put, promptly", function()
+      local q, back = skein.queue(), skein.queue()
+      local t = skein.thread(function(q, back)
+        local v = q:get()               -- no timeout: only the put's wake ends it
+        back:put(v)
+      end, q, back)
+      skein.sleep(0.05)                 -- well past the getter's spin: asleep
+      local t0 = skein.now()
+      q:put("lone")
+      assert.equal("lone", back:get(5))
+      assert.is_true(skein.now() - t0 < 1)
+      t:join(5)
+    end)
+
+    it("loses no wake in a ping-pong whose puts land as the getter goes to sleep", function()
+      -- Each round is one put with no other traffic, after a pause of a
+      -- varying length, so that some puts meet the other side spinning,
+      -- some meet it registering and some find it asleep. A lost wake
+      -- shows as a get that times out.
+      local ping, pong = skein.queue(), skein.queue()
+      local rounds = 3000
+      local t = skein.thread(function(ping, pong, rounds)
+        local x = 0
+        for i = 1, rounds do
+          local v = ping:get(5)
+          for _ = 1, (i * 7919) % 3000 do x = x + 1 end
+          pong:put(v + 1)
+        end
+        return x
+      end, ping, pong, rounds)
+      local x = 0
+      for i = 1, rounds do
+        for _ = 1, (i * 104729) % 3000 do x = x + 1 end
+        ping:put(i)
+        assert.equal(i + 1, pong:get(5))
+      end
+      t:join(10)
     end)
 
     it("carries a 10 MB string from one thread to another", function()

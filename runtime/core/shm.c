@@ -115,6 +115,7 @@ static proc_rec *free_slot_locked(seg_hdr *h, int *slot) {
       p->inited = 1;
     }
     *slot = (int)i;
+    if (i >= h->slots_used) h->slots_used = i + 1;
     return p;
   }
   return NULL;
@@ -366,8 +367,11 @@ void sk_shm_proc_gone(int pid) {
   int gone[MAX_PROCS], ngone = 1;
   gone[0] = pid;
   sk_shm_lock(&h->proc_lock);
+  /* Only the slots ever given: each record is pages of its own, and
+  ** looking at all of them would touch (and fault in) megabytes. */
+  int used = h->slots_used < MAX_PROCS ? (int)h->slots_used : MAX_PROCS;
   for (int g = 0; g < ngone; g++) {
-    for (int i = 0; i < MAX_PROCS; i++) {
+    for (int i = 0; i < used; i++) {
       proc_rec *p = &h->procs[i];
       if (p->state == P_FREE || i == sk_shm_self_slot) continue;
       /* The reaped child is ours (a pid another branch of the tree reused

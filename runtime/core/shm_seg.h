@@ -67,6 +67,7 @@ typedef struct seg_hdr {
   uint32_t nprocs;              /* atomic: live processes */
   uint64_t inuse;               /* atomic: bytes of the blocks handed out now */
   uint32_t nobjs;               /* atomic: live shared objects */
+  uint32_t slots_used;          /* one past the highest slot ever given (proc_lock) */
   pthread_mutex_t proc_lock;
   proc_rec procs[MAX_PROCS];
   pthread_mutex_t export_lock;

@@ -12,17 +12,27 @@
 
 #include "sk_qstore.h"
 
-#define CHUNK 128               /* FIFO items per chunk (a power of two) */
+#define CHUNK 128               /* FIFO items in a queue's first chunks */
+#define CHUNK_MAX 2048          /* the most in one (64 KiB: below malloc's mmap threshold) */
 #define SPIN_NS 20000           /* how long a getter or putter may spin */
 #define SPIN_MAX_PAUSES 64      /* the longest pause between two looks */
 #define SHRINK_CAP 1024         /* an emptied LIFO/priority array above this is freed */
+#define SPARE_BYTES (1u << 20) /* emptied FIFO chunks kept for reuse, at most */
 
 /* ---------------------------------------------------------------- queues */
 
+/* A FIFO's items sit in a list of chunks. A chunk holds `cap` items (a
+** power of two), item `base` of the queue first; a queue's chunks start at
+** CHUNK items and double, up to CHUNK_MAX, while the queue is longer than
+** the chunk being filled, so a long queue costs few allocations. */
 typedef struct chunk {
   struct chunk *next;           /* written once by the put side (release) */
-  sk_item it[CHUNK];
+  uint64_t base;
+  size_t cap;
+  sk_item it[];
 } chunk;
+
+static size_t chunk_size(size_t cap) { return sizeof(chunk) + cap * sizeof(sk_item); }
 
 /* A priority queue's heap entry; `seq` keeps FIFO order among equals. */
 typedef struct pentry {
@@ -50,8 +60,8 @@ typedef struct spinlock {
   int locked;
 } spinlock;
 
-static void spin_lock(spinlock *l) {
-  while (__atomic_exchange_n(&l->locked, 1, __ATOMIC_ACQUIRE)) {
+static void __attribute__((noinline)) spin_lock_slow(spinlock *l) {
+  while (__atomic_exchange_n(&l->locked, 1, __ATOMIC_SEQ_CST)) {
     for (unsigned n = 1; __atomic_load_n(&l->locked, __ATOMIC_RELAXED); n++) {
       if (n % 128 == 0) sched_yield();
       else cpu_relax();
@@ -59,18 +69,32 @@ static void spin_lock(spinlock *l) {
   }
 }
 
+/* The uncontended case inline: one exchange (sequentially consistent, for
+** wait_unlocked's sake; on x86 the same instruction as an acquire). */
+static inline void spin_lock(spinlock *l) {
+  if (__builtin_expect(__atomic_exchange_n(&l->locked, 1, __ATOMIC_SEQ_CST), 0)) {
+    spin_lock_slow(l);
+  }
+}
+
+/* Returns once the lock has been seen free (without taking it). */
+static void wait_unlocked(spinlock *l) {
+  for (unsigned n = 1; __atomic_load_n(&l->locked, __ATOMIC_SEQ_CST); n++) {
+    if (n % 128 == 0) sched_yield();
+    else cpu_relax();
+  }
+}
+
 static void spin_unlock(spinlock *l) { __atomic_store_n(&l->locked, 0, __ATOMIC_RELEASE); }
 
 struct sk_queue {
-  sk_obj obj;
+  sk_queue_head h;              /* obj, order, maxsize (sk_chan.h) */
   /* The storage every operation goes to (the queue protocol, sk_qstore.h):
   ** `local`, this struct's own two-lock queue, until the queue moves to
   ** the segment; then `shared`, its shq. Swapped once, under both side
   ** locks, together with `shm`. */
   sk_qstore *st;                /* atomic */
   sk_qstore local, shared;
-  int order;
-  size_t maxsize;               /* 0: unbounded */
   int closed;                   /* atomic; set under the put lock */
   unsigned nwait[3];            /* atomic mirrors of the wait lists' lengths */
   uv_mutex_t wlock;             /* guards the wait lists */
@@ -78,10 +102,23 @@ struct sk_queue {
 
   /* The put side (FIFO): only putters touch these. */
   ALIGNED spinlock plock;
-  uint64_t tail;                /* atomic: items ever put */
   uint64_t head_seen;           /* the put side's last look at `head` */
   chunk *tchunk;
-  chunk *spare;                 /* atomic: one emptied chunk kept for reuse */
+  /* A line of its own: getters read it, and the put lock's line then
+  ** stays with the putting core. A FIFO put publishes it with a release
+  ** store (see local_add_waiter for the getters' side). */
+  ALIGNED uint64_t tail;        /* atomic: items ever put */
+
+  /* Emptied chunks kept for the put side to reuse (a stack by `next`, up
+  ** to SPARE_BYTES), so that a queue whose length swings does not make and
+  ** free a chunk at every turn, nor make the allocator grow and trim its
+  ** heap (a system call and page faults each time). Under `slock`, which
+  ** the put side takes (inside the put lock) when it needs a chunk and the
+  ** get side (inside the get lock) when it empties one; no other lock is
+  ** taken inside it. */
+  ALIGNED spinlock slock;
+  size_t spare_bytes;
+  chunk *spare;
 
   /* The get side; also the only lock of LIFO and priority queues. */
   ALIGNED spinlock glock;
@@ -112,7 +149,7 @@ struct sk_queue {
 static int ncpu;
 
 static spinlock *put_lock(sk_queue *q) {
-  return q->order == SK_QUEUE_FIFO ? &q->plock : &q->glock;
+  return q->h.order == SK_QUEUE_FIFO ? &q->plock : &q->glock;
 }
 
 static void queue_destroy(sk_obj *o) {
@@ -122,23 +159,23 @@ static void queue_destroy(sk_obj *o) {
     sk_shm_obj_unhold((sk_shm_obj *)q->shm);
   }
   uint64_t h = q->head, t = q->tail, n = t - h;
-  if (q->order == SK_QUEUE_FIFO) {
-    /* hchunk holds the item before `head` (or item 0). */
+  if (q->h.order == SK_QUEUE_FIFO) {
+    /* hchunk holds item `head` (or ends just before it). */
     chunk *c = q->hchunk;
-    uint64_t cur = h ? (h - 1) / CHUNK : 0;
     for (uint64_t i = h; i < t; i++) {
-      for (; i / CHUNK > cur; cur++) c = c->next;
-      sk_item_free(&c->it[i & (CHUNK - 1)]);
+      while (i - c->base >= c->cap) c = c->next;
+      sk_item_free(&c->it[i - c->base]);
     }
-    for (c = q->hchunk; c;) {
-      chunk *next = c->next;
-      free(c);
-      c = next;
+    for (int list = 0; list < 2; list++) {
+      for (c = list ? q->spare : q->hchunk; c;) {
+        chunk *next = c->next;
+        free(c);
+        c = next;
+      }
     }
-    free(q->spare);
   } else {
     for (uint64_t i = 0; i < n; i++) {
-      sk_item_free(q->order == SK_QUEUE_LIFO ? &q->stack[i] : &q->heap[i].it);
+      sk_item_free(q->h.order == SK_QUEUE_LIFO ? &q->stack[i] : &q->heap[i].it);
     }
   }
   free(q->stack);
@@ -155,7 +192,7 @@ int sk_queue_crossed(sk_queue *q) { return SHM(q) != NULL; }
 static sk_obj *queue_view(sk_shm_obj *so) { return (sk_obj *)sk_queue_view((shq *)so); }
 
 static const sk_shm_ops queue_shm = {SK_SHM_QUEUE, queue_share, queue_shared, queue_view};
-static const sk_objtype queue_type = {"skein.Queue", queue_destroy, &queue_shm};
+const sk_objtype sk_queue_type = {"skein.Queue", queue_destroy, &queue_shm};
 static const sk_queue_ops local_ops;
 
 /* A new queue with one reference; a FIFO gets its first chunk unless it is
@@ -168,14 +205,15 @@ static sk_queue *queue_alloc(int order, size_t maxsize, int chunked) {
   q->local = (sk_qstore){&local_ops, q};
   q->shared = (sk_qstore){&sk_shq_ops, NULL};
   q->st = &q->local;
-  q->order = order;
-  q->maxsize = maxsize;
+  q->h.order = order;
+  q->h.maxsize = maxsize;
   if (order == SK_QUEUE_FIFO && chunked) {
-    q->hchunk = q->tchunk = calloc(1, sizeof(chunk));
+    q->hchunk = q->tchunk = calloc(1, chunk_size(CHUNK));
     if (q->hchunk == NULL) goto fail;
+    q->hchunk->cap = CHUNK;
   }
   if (uv_mutex_init(&q->wlock) != 0) goto fail;
-  sk_obj_init(&q->obj, &queue_type);
+  sk_obj_init(&q->h.obj, &sk_queue_type);
   if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) == 0) {
     __atomic_store_n(&ncpu, (int)uv_available_parallelism(), __ATOMIC_RELAXED);
   }
@@ -188,9 +226,6 @@ fail:
 
 sk_queue *sk_queue_new(int order, size_t maxsize) { return queue_alloc(order, maxsize, 1); }
 
-int sk_queue_is(const sk_obj *o) { return o->type == &queue_type; }
-int sk_queue_order(const sk_queue *q) { return q->order; }
-size_t sk_queue_maxsize(const sk_queue *q) { return q->maxsize; }
 static int local_is_closed(void *self) { return LOAD(&((sk_queue *)self)->closed); }
 
 static size_t local_size(void *self) {
@@ -231,6 +266,12 @@ static void wake_one(sk_queue *q, int what) {
   }
 }
 
+/* wake_one's look at the count inline: a queue nobody waits on costs one
+** load, not a call. */
+static inline void wake_waiting(sk_queue *q, int what) {
+  if (LOAD(&q->nwait[what])) wake_one(q, what);
+}
+
 /* Wakes every waiter of a kind. */
 static void wake_all(sk_queue *q, int what) {
   if (LOAD(&q->nwait[what]) == 0) return;
@@ -256,7 +297,7 @@ static int local_ready(void *self, int what) {
   sk_queue *q = self;
   switch (what) {
     case SK_WAIT_GET: return LOAD(&q->tail) != LOAD(&q->head) || LOAD(&q->closed);
-    case SK_WAIT_PUT: return LOAD(&q->closed) || q->maxsize == 0 || local_size(q) < q->maxsize;
+    case SK_WAIT_PUT: return LOAD(&q->closed) || q->h.maxsize == 0 || local_size(q) < q->h.maxsize;
     default: return LOAD(&q->done) == LOAD(&q->tail);
   }
 }
@@ -288,8 +329,48 @@ static int remove_record(sk_queue *q, int what, sk_port *port, uint32_t slot, in
 
 /* ----------------------------------------------------- put and get */
 
+/* Under the put lock, the chunk being filled full: links and returns the
+** next one, for item `t` (a spare one, or a new one twice as big while the
+** queue is longer than the full one); NULL when out of memory. */
+static chunk *__attribute__((noinline)) next_chunk(sk_queue *q, uint64_t t) {
+  chunk *full = q->tchunk, *c;
+  spin_lock(&q->slock);
+  if ((c = q->spare) != NULL) {
+    q->spare = c->next;
+    q->spare_bytes -= chunk_size(c->cap);
+  }
+  spin_unlock(&q->slock);
+  if (c == NULL) {
+    size_t cap = full->cap;
+    q->head_seen = __atomic_load_n(&q->head, __ATOMIC_ACQUIRE);
+    if (t - q->head_seen > cap && cap < CHUNK_MAX) cap *= 2;
+    else if (t - q->head_seen <= CHUNK && cap > CHUNK) cap = CHUNK;
+    if ((c = malloc(chunk_size(cap))) == NULL) return NULL;
+    c->cap = cap;
+  }
+  c->next = NULL;
+  c->base = t;
+  __atomic_store_n(&full->next, c, __ATOMIC_RELEASE);
+  q->tchunk = c;
+  return c;
+}
+
+/* Under the get lock: keeps an emptied chunk for reuse, or frees it. */
+static void __attribute__((noinline)) retire_chunk(sk_queue *q, chunk *old) {
+  size_t size = chunk_size(old->cap);
+  spin_lock(&q->slock);
+  int kept = q->spare_bytes + size <= SPARE_BYTES;
+  if (kept) {
+    old->next = q->spare;
+    q->spare = old;
+    q->spare_bytes += size;
+  }
+  spin_unlock(&q->slock);
+  if (!kept) free(old);
+}
+
 /* FIFO put: the put lock only. */
-static int put_fifo(sk_queue *q, sk_item *it, int force) {
+static inline __attribute__((always_inline)) int put_fifo(sk_queue *q, sk_item *it, int force) {
   spin_lock(&q->plock);
   if (q->shm) {
     spin_unlock(&q->plock);
@@ -300,26 +381,26 @@ static int put_fifo(sk_queue *q, sk_item *it, int force) {
     return SK_Q_CLOSED;
   }
   uint64_t t = q->tail;
-  if (!force && q->maxsize && t - q->head_seen >= q->maxsize) {
+  if (!force && q->h.maxsize && t - q->head_seen >= q->h.maxsize) {
     q->head_seen = LOAD(&q->head);
-    if (t - q->head_seen >= q->maxsize) {
+    if (t - q->head_seen >= q->h.maxsize) {
       spin_unlock(&q->plock);
       return SK_Q_BLOCK;
     }
   }
-  size_t i = t & (CHUNK - 1);
-  if (i == 0 && t != 0) {
-    chunk *c = __atomic_exchange_n(&q->spare, NULL, __ATOMIC_ACQUIRE);
-    if (c == NULL && (c = malloc(sizeof *c)) == NULL) {
+  chunk *tc = q->tchunk;
+  if (__builtin_expect(t - tc->base == tc->cap, 0)) {
+    tc = next_chunk(q, t);
+    if (tc == NULL) {
       spin_unlock(&q->plock);
       return SK_Q_NOMEM;
     }
-    c->next = NULL;
-    __atomic_store_n(&q->tchunk->next, c, __ATOMIC_RELEASE);
-    q->tchunk = c;
   }
-  q->tchunk->it[i] = *it;
-  STORE(&q->tail, t + 1);
+  tc->it[t - tc->base] = *it;
+  /* No full fence: the look at the getters' count that follows is
+  ** ordered against a getter's registration by the put lock (see
+  ** local_add_waiter). */
+  __atomic_store_n(&q->tail, t + 1, __ATOMIC_RELEASE);
   spin_unlock(&q->plock);
   return SK_Q_OK;
 }
@@ -335,18 +416,18 @@ static int put_locked(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, i
   int st = SK_Q_OK;
   if (q->shm) st = SK_Q_MOVED;
   else if (q->closed) st = SK_Q_CLOSED;
-  else if (!force && q->maxsize && n >= q->maxsize) st = SK_Q_BLOCK;
+  else if (!force && q->h.maxsize && n >= q->h.maxsize) st = SK_Q_BLOCK;
   else if (n == q->cap) {
     size_t cap = q->cap ? q->cap * 2 : 16;
-    void *a = q->order == SK_QUEUE_LIFO ? realloc(q->stack, cap * sizeof *q->stack)
+    void *a = q->h.order == SK_QUEUE_LIFO ? realloc(q->stack, cap * sizeof *q->stack)
                                         : realloc(q->heap, cap * sizeof *q->heap);
     if (a == NULL) st = SK_Q_NOMEM;
-    else if (q->order == SK_QUEUE_LIFO) q->stack = a;
+    else if (q->h.order == SK_QUEUE_LIFO) q->stack = a;
     else q->heap = a;
     if (a) q->cap = cap;
   }
   if (st == SK_Q_OK) {
-    if (q->order == SK_QUEUE_LIFO) {
+    if (q->h.order == SK_QUEUE_LIFO) {
       q->stack[n] = *it;
     } else {
       pentry e = {prio, q->seq++, prio_int, *it};
@@ -365,17 +446,17 @@ static int put_locked(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, i
 
 static int local_put(void *self, sk_item *it, lua_Number prio, int prio_int, int force) {
   sk_queue *q = self;
-  int st = q->order == SK_QUEUE_FIFO ? put_fifo(q, it, force)
+  int st = q->h.order == SK_QUEUE_FIFO ? put_fifo(q, it, force)
                                      : put_locked(q, it, prio, prio_int, force);
   if (st != SK_Q_OK) return st;
   it->kind = QI_NIL;
-  wake_one(q, SK_WAIT_GET);
+  wake_waiting(q, SK_WAIT_GET);
   return SK_Q_OK;
 }
 
 /* FIFO get: the get lock only. `tail` is read again only when the items
 ** seen last time are used up. */
-static int get_fifo(sk_queue *q, sk_item *out) {
+static inline __attribute__((always_inline)) int get_fifo(sk_queue *q, sk_item *out) {
   spin_lock(&q->glock);
   if (q->shm) {
     spin_unlock(&q->glock);
@@ -394,15 +475,16 @@ static int get_fifo(sk_queue *q, sk_item *out) {
       }
     }
   }
-  size_t i = h & (CHUNK - 1);
-  if (i == 0 && h != 0) {
-    chunk *old = q->hchunk;
-    q->hchunk = __atomic_load_n(&old->next, __ATOMIC_ACQUIRE);
-    free(__atomic_exchange_n(&q->spare, old, __ATOMIC_ACQ_REL));
+  chunk *hc = q->hchunk;
+  if (__builtin_expect(h - hc->base == hc->cap, 0)) {
+    /* Item h exists, so the put side linked the next chunk before it. */
+    chunk *old = hc;
+    q->hchunk = hc = __atomic_load_n(&old->next, __ATOMIC_ACQUIRE);
+    retire_chunk(q, old);
   }
-  *out = q->hchunk->it[i];
+  *out = hc->it[h - hc->base];
   /* Only a bounded queue's putters wait on `head` (and need the fence). */
-  if (q->maxsize) STORE(&q->head, h + 1);
+  if (q->h.maxsize) STORE(&q->head, h + 1);
   else __atomic_store_n(&q->head, h + 1, __ATOMIC_RELEASE);
   spin_unlock(&q->glock);
   return SK_Q_OK;
@@ -421,7 +503,7 @@ static int get_locked(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int
     return closed ? SK_Q_CLOSED : SK_Q_BLOCK;
   }
   n--;
-  if (q->order == SK_QUEUE_LIFO) {
+  if (q->h.order == SK_QUEUE_LIFO) {
     *out = q->stack[n];
   } else {
     *out = q->heap[0].it;
@@ -453,8 +535,8 @@ static int get_locked(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int
 
 static int local_get(void *self, sk_item *out, lua_Number *prio, int *prio_int) {
   sk_queue *q = self;
-  int st = q->order == SK_QUEUE_FIFO ? get_fifo(q, out) : get_locked(q, out, prio, prio_int);
-  if (st == SK_Q_OK && q->maxsize) wake_one(q, SK_WAIT_PUT);
+  int st = q->h.order == SK_QUEUE_FIFO ? get_fifo(q, out) : get_locked(q, out, prio, prio_int);
+  if (st == SK_Q_OK && q->h.maxsize) wake_waiting(q, SK_WAIT_PUT);
   return st;
 }
 
@@ -527,6 +609,19 @@ static int queue_spin(sk_queue *q, sk_ctx *c, int what) {
 static int local_add_waiter(void *self, int what, const sk_waiter *w, int pass) {
   sk_queue *q = self;
   if (add_record(q, what, w) != 0) return -1;
+  if (what == SK_WAIT_GET && q->h.order == SK_QUEUE_FIFO) {
+    /* A FIFO put publishes `tail` and then reads the getters' count with
+    ** no full fence between (put_fifo), which alone could miss this
+    ** record while this look misses the item. Seeing the put lock free
+    ** once closes that: the put whose unlock was seen shows in the look
+    ** below (and every put before it); a put that takes the lock after
+    ** it comes later in the single order of sequentially consistent
+    ** operations than the registration, and so does its look at the
+    ** count, which sees the record. A put costs one locked instruction
+    ** less; a getter going to sleep waits at most for one put's
+    ** critical section, without writing the putters' line. */
+    wait_unlocked(&q->plock);
+  }
   if (!local_ready(q, what) && !SHM(q)) return 0;
   /* Ready after all: take the record back (removing it releases the port
   ** reference the list held; the caller keeps its own). */
@@ -552,19 +647,38 @@ static const sk_queue_ops local_ops = {
 /* ------------------------------------------------ the queue protocol */
 
 /* Every operation goes to the queue's current storage; one that raced the
-** move (SK_Q_MOVED) goes again, to the shared storage. */
+** move (SK_Q_MOVED) goes again, to the shared storage. Put and get, the
+** hot pair, call the local FIFO's own functions inline while that is the
+** storage (what local_ops would call, without the indirect call and its
+** frames); the table does the rest. */
 
 int sk_queue_put(sk_queue *q, sk_item *it, lua_Number prio, int prio_int, int force) {
+  sk_qstore *st = ST(q);
+  if (st == &q->local && q->h.order == SK_QUEUE_FIFO) {
+    int rc = put_fifo(q, it, force);
+    if (rc == SK_Q_OK) {
+      it->kind = QI_NIL;
+      wake_waiting(q, SK_WAIT_GET);
+      return rc;
+    }
+    if (rc != SK_Q_MOVED) return rc;
+  }
   for (;;) {
-    sk_qstore *st = ST(q);
+    st = ST(q);
     int rc = st->ops->put(st->self, it, prio, prio_int, force);
     if (rc != SK_Q_MOVED) return rc;
   }
 }
 
 int sk_queue_get(sk_queue *q, sk_item *out, lua_Number *prio, int *prio_int) {
+  sk_qstore *st = ST(q);
+  if (st == &q->local && q->h.order == SK_QUEUE_FIFO) {
+    int rc = get_fifo(q, out);
+    if (rc == SK_Q_OK && q->h.maxsize) wake_waiting(q, SK_WAIT_PUT);
+    if (rc != SK_Q_MOVED) return rc;
+  }
   for (;;) {
-    sk_qstore *st = ST(q);
+    st = ST(q);
     int rc = st->ops->get(st->self, out, prio, prio_int);
     if (rc != SK_Q_MOVED) return rc;
   }
@@ -645,16 +759,15 @@ void sk_queue_remove_getter(sk_queue *q, sk_port *port, uint32_t slot) {
 static int each_item(sk_queue *q, int (*fn)(void *ud, sk_item *it, lua_Number prio, int pi,
                                             uint64_t seq), void *ud) {
   uint64_t h = q->head, t = q->tail;
-  if (q->order == SK_QUEUE_FIFO) {
+  if (q->h.order == SK_QUEUE_FIFO) {
     chunk *c = q->hchunk;
-    uint64_t cur = h ? (h - 1) / CHUNK : 0;
     for (uint64_t i = h; i < t; i++) {
-      for (; i / CHUNK > cur; cur++) c = c->next;
-      if (fn(ud, &c->it[i & (CHUNK - 1)], 0, 0, i) != 0) return -1;
+      while (i - c->base >= c->cap) c = c->next;
+      if (fn(ud, &c->it[i - c->base], 0, 0, i) != 0) return -1;
     }
   } else {
     for (uint64_t i = 0; i < t - h; i++) {
-      int rc = q->order == SK_QUEUE_LIFO
+      int rc = q->h.order == SK_QUEUE_LIFO
                    ? fn(ud, &q->stack[i], 0, 0, i)
                    : fn(ud, &q->heap[i].it, q->heap[i].prio, q->heap[i].prio_int, q->heap[i].seq);
       if (rc != 0) return -1;
@@ -687,7 +800,7 @@ static int free_one(void *ud, sk_item *it, lua_Number prio, int pi, uint64_t seq
 ** full segment changes nothing), then links the copies and frees the
 ** originals. */
 static shq *move(sk_queue *q) {
-  shq *s = shq_new(q->order, q->maxsize);
+  shq *s = shq_new(q->h.order, q->h.maxsize);
   if (s == NULL) return NULL;
   /* Its items' objects move too (shq_item_new); a queue inside itself
   ** stays behind, by handle. */
@@ -704,7 +817,7 @@ static shq *move(sk_queue *q) {
     uint64_t done = __atomic_exchange_n(&q->done, DONE_MOVED, __ATOMIC_SEQ_CST);
     shq_set_counters(s, q->tail, q->head, done, q->closed, q->seq);
     q->head = q->tail;
-    if (q->order == SK_QUEUE_FIFO) {
+    if (q->h.order == SK_QUEUE_FIFO) {
       /* Nothing is left: the get side's chunk is the put side's. */
       for (chunk *c = q->hchunk; c != q->tchunk;) {
         chunk *next = c->next;
@@ -728,11 +841,11 @@ static shq *move(sk_queue *q) {
     sk_shm_obj_unhold((sk_shm_obj *)s);
     return NULL;
   }
-  sk_shm_view_remember((sk_shm_obj *)s, &q->obj);
+  sk_shm_view_remember((sk_shm_obj *)s, &q->h.obj);
   /* Handles to it written before the move (in items) find it from any
   ** process. */
-  if (sk_obj_register(&q->obj) == 0) {
-    sk_shm_export((int)getpid(), q->obj.slot, q->obj.gen, (sk_shm_obj *)s);
+  if (sk_obj_register(&q->h.obj) == 0) {
+    sk_shm_export((int)getpid(), q->h.obj.slot, q->h.obj.gen, (sk_shm_obj *)s);
   }
   /* Waiters on the local lists try again and find the shared copy. */
   wake_all(q, SK_WAIT_GET);
@@ -760,7 +873,7 @@ static sk_obj *make_view(sk_shm_obj *so) {
   q->shared.self = s;
   q->st = &q->shared;
   q->done = DONE_MOVED;
-  return &q->obj;
+  return &q->h.obj;
 }
 
 void sk_chan_open(void) {

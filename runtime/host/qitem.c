@@ -46,7 +46,7 @@ static void fix_path(lua_State *L) {
   lua_pop(L, 2);
 }
 
-int sk_item_encode(lua_State *L, int idx, sk_item *it, sk_queue *q) {
+int sk_item_encode_value(lua_State *L, int idx, sk_item *it, sk_queue *q) {
   it->len = 0;
   switch (lua_type(L, idx)) {
     case LUA_TNIL: it->kind = QI_NIL; return 0;
@@ -107,7 +107,7 @@ static int p_push_lstr(lua_State *L) {
   return 1;
 }
 
-void sk_item_push(lua_State *L, sk_item *it) {
+void sk_item_push_value(lua_State *L, sk_item *it) {
   sk_buf *b;
   switch (it->kind) {
     case QI_NIL: lua_pushnil(L); break;
@@ -143,30 +143,19 @@ void sk_item_push(lua_State *L, sk_item *it) {
 
 /* ------------------------------------------------------- stamped handles */
 
-static uintptr_t stamp_key;
+uintptr_t sk_stamp_key;
 static uv_once_t stamp_once = UV_ONCE_INIT;
 
 static void stamp_init(void) {
   uint64_t k;
   if (uv_random(NULL, NULL, &k, sizeof k, 0, NULL) != 0) k = uv_hrtime() * 0x9e3779b97f4a7c15u;
-  stamp_key = (uintptr_t)(k | 1);
+  sk_stamp_key = (uintptr_t)(k | 1);
 }
 
 void sk_stamped_push(lua_State *L, sk_obj *o, const char *mt) {
   uv_once(&stamp_once, stamp_init);
   sk_stamped *h = lua_newuserdatauv(L, sizeof *h, 0);
   h->obj = o;
-  h->stamp = (uintptr_t)h ^ stamp_key;
+  h->stamp = (uintptr_t)h ^ sk_stamp_key;
   luaL_setmetatable(L, mt);
 }
-
-/* Every stamped handle of this worker was made by sk_stamped_push on its
-** thread, after uv_once, so the key read here is initialised. */
-sk_obj *sk_stamped_obj(lua_State *L, int idx) {
-  sk_stamped *h = lua_touserdata(L, idx);
-  if (h && h->obj && lua_rawlen(L, idx) == sizeof *h && h->stamp == ((uintptr_t)h ^ stamp_key)) {
-    return h->obj;
-  }
-  return NULL;
-}
-

@@ -69,9 +69,29 @@ static char *item_data(shitem *s) { return (char *)(item_objs(s) + s->nobjs); }
 
 /* ---------------------------------------------------------- items */
 
+/* Whether an item of this kind is a scalar (nil, a boolean, a number, a
+** string of up to SK_ITEM_INLINE bytes): held whole in its block, with
+** nothing of this process's to allocate or free on the way in or out. */
+static int scalar(uint32_t kind) { return kind <= QI_SSTR; }
+
 /* Copies *it into a new block, freeing *it when `consume`; NULL (the item
 ** left alone) when the segment is full. */
 static shitem *item_in(sk_item *it, lua_Number prio, int prio_int, int consume) {
+  if (scalar(it->kind)) {
+    uint32_t len = it->kind == QI_SSTR ? it->len : it->kind >= QI_INT ? 8 : 0;
+    shitem *s = sk_shm_alloc(sizeof *s + len);
+    if (s == NULL) return NULL;
+    s->next = 0;
+    s->prio = prio;
+    s->prio_int = prio_int;
+    s->kind = it->kind;
+    s->len = len;
+    s->nobjs = 0;
+    if (it->kind == QI_SSTR) memcpy(item_data(s), it->u.s, len);
+    else if (len) memcpy(item_data(s), &it->u, 8);
+    if (consume) it->kind = QI_NIL;
+    return s;
+  }
   const char *data;
   uint32_t len;
   sk_buf *b = NULL;
@@ -119,6 +139,14 @@ static void item_free(shitem *s) {
 ** objects it mentions get a view here first (held by the item's buffer),
 ** so that decoding finds them alive. SK_Q_NOMEM leaves the block alone. */
 static int item_out(shitem *s, sk_item *out) {
+  if (scalar(s->kind)) {
+    out->kind = s->kind;
+    out->len = s->kind == QI_SSTR ? s->len : 0;
+    if (s->kind == QI_SSTR) memcpy(out->u.s, item_data(s), s->len);
+    else if (s->len) memcpy(&out->u, item_data(s), 8);
+    item_free(s);
+    return SK_Q_OK;
+  }
   memset(out, 0, sizeof *out);
   out->kind = s->kind;
   out->len = s->len;
@@ -398,6 +426,9 @@ static shitem *unlink_item(shq *q) {
     s = sk_shm_ptr(q->head);
     q->head = s->next;
     if (q->head == 0) q->tail = 0;
+    /* The next get reads the next block: a long queue's blocks were
+    ** written long ago by another process and have left the cache. */
+    else __builtin_prefetch(sk_shm_ptr(q->head));
   }
   STORE(&q->count, n - 1);
   STORE(&q->gets, q->gets + 1);

@@ -5,10 +5,10 @@
 **
 ** A queue is an sk_obj any worker may use. Items are copied in on put and
 ** decoded in the getter's state (sk_item). The FIFO order keeps its items in
-** a linked list of fixed-size chunks with one lock for the putting side and
-** one for the getting side, so a producer and a consumer on two threads do
-** not fight over one cache line; LIFO and priority queues use the getting
-** side's lock for both. `tail` (items ever put), `head` (items ever taken)
+** a linked list of chunks (bigger ones while the queue is long) with one
+** lock for the putting side and one for the getting side, so a producer and
+** a consumer on two threads do not fight over one cache line; LIFO and
+** priority queues use the getting side's lock for both. `tail` (items ever put), `head` (items ever taken)
 ** and `done` (task_done calls) are monotonic counters: size = tail - head,
 ** and join waits for done == tail.
 **
@@ -19,8 +19,9 @@
 ** sequentially consistent), so one of the two always sees the other and
 ** nobody signals a queue nobody waits on.
 **
-** Lock order: the put lock before the get lock; `wlock` is never held with
-** either of them, and no lock is held while a waiter is fired or Lua runs.
+** Lock order: the put lock before the get lock, and either before the lock
+** of the spare chunks; `wlock` is never held with any of them, and no lock
+** is held while a waiter is fired or Lua runs.
 **
 ** Across processes: the first time a queue is sent to another process it
 ** moves into the shared-memory segment (sk_queue_share: a shq, shq.c), and
@@ -70,11 +71,28 @@ typedef struct sk_item {
 /* Copies the value at idx into *it, bound for queue `q`. Returns 0, or -1
 ** with an error pushed (kind "marshal", its path starting at "item");
 ** never raises while it owns memory. When q is shared with other
-** processes, the objects in the value move to the segment too. */
-int sk_item_encode(lua_State *L, int idx, sk_item *it, sk_queue *q);
+** processes, the objects in the value move to the segment too. An integer,
+** the commonest item, is taken inline (two API calls); the rest is
+** sk_item_encode_value's. */
+int sk_item_encode_value(lua_State *L, int idx, sk_item *it, sk_queue *q);
+static inline int sk_item_encode(lua_State *L, int idx, sk_item *it, sk_queue *q) {
+  if (lua_isinteger(L, idx)) {
+    it->kind = QI_INT;
+    it->len = 0;
+    it->u.i = lua_tointegerx(L, idx, NULL);
+    return 0;
+  }
+  return sk_item_encode_value(L, idx, it, q);
+}
 /* Pushes the value and frees the item; raises (after freeing) when it
-** cannot be decoded here. */
-void sk_item_push(lua_State *L, sk_item *it);
+** cannot be decoded here. Numbers are pushed inline; the rest is
+** sk_item_push_value's. */
+void sk_item_push_value(lua_State *L, sk_item *it);
+static inline void sk_item_push(lua_State *L, sk_item *it) {
+  if (it->kind == QI_INT) lua_pushinteger(L, it->u.i);
+  else if (it->kind == QI_FLOAT) lua_pushnumber(L, it->u.n);
+  else sk_item_push_value(L, it);
+}
 void sk_item_free(sk_item *it);
 
 /* ------------------------------------------------------- stamped handles */
@@ -92,19 +110,50 @@ typedef struct sk_stamped {
 /* Pushes a new stamped handle of metatable `mt` for `o` (taking over one
 ** reference). */
 void sk_stamped_push(lua_State *L, sk_obj *o, const char *mt);
+
+/* The per-process key of the stamps (qitem.c); set before the first
+** stamped handle is made, never changed after. */
+extern uintptr_t sk_stamp_key;
+
 /* The object of the stamped handle at idx, or NULL when the value is not
-** one (or was released): the caller then checks it the usual way. */
-sk_obj *sk_stamped_obj(lua_State *L, int idx);
+** one (or was released): the caller then checks it the usual way. Every
+** stamped handle of this worker was made by sk_stamped_push on its
+** thread, after the key was set, so the key read here is initialised.
+** The size is checked before the stamp is read, so a smaller userdata is
+** never read past its end. */
+static inline sk_obj *sk_stamped_obj(lua_State *L, int idx) {
+  sk_stamped *h = lua_touserdata(L, idx);
+  if (h && lua_rawlen(L, idx) == sizeof *h && h->obj &&
+      h->stamp == ((uintptr_t)h ^ sk_stamp_key)) {
+    return h->obj;
+  }
+  return NULL;
+}
 
 /* ---------------------------------------------------------------- queues */
 
 /* A new queue holding one reference (dropped with sk_obj_release on its
 ** first member); NULL when out of memory. maxsize 0: unbounded. */
 sk_queue *sk_queue_new(int order, size_t maxsize);
+
+/* The start of every queue: what its users may read inline (set at birth,
+** never changed). The rest of struct sk_queue is chan.c's. */
+typedef struct sk_queue_head {
+  sk_obj obj;
+  int order;
+  size_t maxsize;               /* 0: unbounded */
+} sk_queue_head;
+
+extern const sk_objtype sk_queue_type;
+
 /* 1 when `o` is a queue. */
-int sk_queue_is(const sk_obj *o);
-int sk_queue_order(const sk_queue *q);
-size_t sk_queue_maxsize(const sk_queue *q);
+static inline int sk_queue_is(const sk_obj *o) { return o->type == &sk_queue_type; }
+static inline int sk_queue_order(const sk_queue *q) {
+  return ((const sk_queue_head *)q)->order;
+}
+static inline size_t sk_queue_maxsize(const sk_queue *q) {
+  return ((const sk_queue_head *)q)->maxsize;
+}
 size_t sk_queue_size(sk_queue *q);
 int sk_queue_is_closed(sk_queue *q);
 
