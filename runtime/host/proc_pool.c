@@ -270,7 +270,7 @@ static int give_one(sk_ppool *p, int i) {
       drop_job(p, j);
       continue;
     }
-    size_t need = pw->out.len + SK_FRAME_HEAD + j->code.len;
+    size_t need = pw->out.len + SK_FRAME_HEAD + 8 + j->code.len;
     if (need > pw->out.cap) {
       size_t cap = pw->out.cap ? pw->out.cap * 2 : 4096;
       while (cap < need) cap *= 2;
@@ -285,8 +285,9 @@ static int give_one(sk_ppool *p, int i) {
       pw->out.cap = cap;
     }
     char *h = pw->out.data + pw->out.len;
-    sk_frame_head((uint8_t *)h, 'J', j->code.len);   /* at most SK_FRAME_MAX: checked at submit */
-    memcpy(h + SK_FRAME_HEAD, j->code.data, j->code.len);
+    sk_frame_head((uint8_t *)h, 'J', 8 + j->code.len);   /* at most SK_FRAME_MAX: checked at submit */
+    memcpy(h + SK_FRAME_HEAD, &j->id, 8);
+    memcpy(h + SK_FRAME_HEAD + 8, j->code.data, j->code.len);
     pw->out.len = need;
     if (pw->job_tail) pw->job_tail->next = j;
     else pw->job = j;
@@ -406,10 +407,10 @@ static int frame_check(void *ud, const uint8_t *h, size_t avail) {
       return pw->ready;
     case 'S':
       if (!pw->ready || p->retries == 0 || j == NULL || j->started) return 1;
-      return avail >= 8 && memcmp(payload, j->code.data, 8) != 0;
+      return avail >= 8 && memcmp(payload, &j->id, 8) != 0;
     default:                    /* 'R', 'F': [8-byte job id][kind byte][outcome] */
       if (len < 9 || !job_started(p, pw, j)) return 1;
-      if (avail >= 8 && memcmp(payload, j->code.data, 8) != 0) return 1;
+      if (avail >= 8 && memcmp(payload, &j->id, 8) != 0) return 1;
       return avail >= 9 && payload[8] != 't' && payload[8] != 'm' && payload[8] != '-';
   }
 }
@@ -549,10 +550,8 @@ static void replace_worker(sk_ppool *p, int i, int now) {
 
 /* Traced: job j failed in the parent (its worker died), with `msg`. */
 static void trace_job_failed(pjob *j, const char *msg) {
-  uint64_t id;
   if (!SK_TRACING()) return;
-  memcpy(&id, j->code.data, 8);
-  sk_trace_fail("job failed", sk_trace_flow(0, id), msg);
+  sk_trace_fail("job failed", sk_trace_flow(0, j->id), msg);
 }
 
 static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
@@ -749,24 +748,18 @@ sk_ppool *sk_ppool_new(sk_worker *w, int size, int max_tasks, int retries, const
 
 int sk_ppool_submit(sk_ppool *p, sk_buf *code, uint64_t timeout, sk_future **out) {
   pjob *j = calloc(1, sizeof *j);
-  char *framed = malloc(code->len + 8);
-  sk_future *f = j && framed ? sk_future_new() : NULL;
+  sk_future *f = j ? sk_future_new() : NULL;
   if (f == NULL) {
     free(j);
-    free(framed);
     sk_buf_free(code);
     return UV_ENOMEM;
   }
   uint64_t t0 = SK_TRACING() ? sk_trace_now() : 0;
   uint64_t id = sk_trace_next_id();   /* unique in the process: a trace's flow id too */
   j->queued_at = uv_hrtime();
-  memcpy(framed, &id, 8);
-  memcpy(framed + 8, code->data, code->len);
+  j->id = id;
   j->code = *code;              /* the job keeps the objects it mentions */
   memset(code, 0, sizeof *code);
-  free(j->code.data);
-  j->code.data = framed;
-  j->code.len = j->code.cap = j->code.len + 8;
   j->fut = f;
   j->timeout = timeout;
   sk_obj_retain(&f->obj);
