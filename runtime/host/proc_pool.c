@@ -757,6 +757,7 @@ int sk_ppool_submit(sk_ppool *p, sk_buf *code, uint64_t timeout, sk_future **out
   uint64_t t0 = SK_TRACING() ? sk_trace_now() : 0;
   uint64_t id = sk_trace_next_id();   /* unique in the process: a trace's flow id too */
   j->queued_at = uv_hrtime();
+  if (timeout) id |= SK_JOB_PROMPT;   /* its clock must not wait on a held reply */
   j->id = id;
   j->code = *code;              /* the job keeps the objects it mentions */
   memset(code, 0, sizeof *code);
