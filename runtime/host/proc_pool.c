@@ -237,12 +237,40 @@ static void arm_timer(sk_ppool *p, pworker *pw) {
   }
 }
 
-/* Writes the frames gathered for a worker. On failure the worker is going
+/* Writes the frames gathered for a worker. What the socket takes at once
+** (the usual case) leaves the buffer to the worker for its next frames; a
+** rest goes to a queued write (the buffer itself when none went out, else
+** a copy), behind which later writes queue in order (sk_write_owned). A
+** buffer grown past OUT_KEEP is not kept. On failure the worker is going
 ** away; its exit fails or requeues the jobs. */
+#define OUT_KEEP 65536
+
 static void flush_out(pworker *pw) {
-  if (pw->out.len && pw->pipe) sk_write_owned(pw->pipe, pw->out.data, pw->out.len);
-  else sk_buf_free(&pw->out);
-  memset(&pw->out, 0, sizeof pw->out);
+  if (pw->out.len && pw->pipe) {
+    uv_buf_t b;                 /* not uv_buf_init, whose length is an unsigned int */
+    b.base = pw->out.data;
+    b.len = pw->out.len;
+    int n = uv_try_write((uv_stream_t *)pw->pipe, &b, 1);
+    size_t done = n > 0 ? (size_t)n : 0;
+    if (done == 0) {
+      sk_write_owned(pw->pipe, pw->out.data, pw->out.len);
+      memset(&pw->out, 0, sizeof pw->out);
+    } else if (done < pw->out.len) {
+      char *rest = malloc(pw->out.len - done);
+      if (rest) {
+        memcpy(rest, pw->out.data + done, pw->out.len - done);
+        sk_write_owned(pw->pipe, rest, pw->out.len - done);
+      } else {                  /* the stream cannot go on: the worker goes */
+        close_pipe(pw);
+        if (pw->running && pw->proc) uv_process_kill(pw->proc, SIGKILL);
+      }
+    }
+    pw->out.len = 0;
+  }
+  if (pw->out.cap > OUT_KEEP || pw->pipe == NULL) {
+    sk_buf_free(&pw->out);
+    memset(&pw->out, 0, sizeof pw->out);
+  }
   pw->idle_job = 0;
   if (pw->flush) uv_prepare_stop(pw->flush);
 }
