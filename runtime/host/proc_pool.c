@@ -362,7 +362,8 @@ static void dispatch_all(sk_ppool *p) {
 }
 
 /* A reply frame from worker pw: [8-byte job id][kind byte][outcome], about
-** its oldest job (the worker answers in order; read_frames checked it). */
+** its oldest job (the worker answers in order; read_frames checked it).
+** The caller then calls after_replies. */
 static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, size_t len) {
   pjob *j = pw->job;
   pw->job = j->next;
@@ -391,6 +392,12 @@ static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, si
   }
   pw->ntasks++;
   if (p->max_tasks && pw->ntasks >= p->max_tasks && !pw->quitting) send_quit(pw);
+}
+
+/* After replies: the freed places take queued jobs, and a closed pool's
+** idle workers quit. Once per read, not per reply (a worker answers the
+** jobs it had in one write). */
+static void after_replies(sk_ppool *p) {
   dispatch_all(p);
   quit_idle_if_drained(p);
   check_exit(p);
@@ -455,7 +462,7 @@ static void malformed(pworker *pw, int type, size_t len) {
 /* Handles the complete frames read from worker pw. */
 static void read_frames(sk_ppool *p, pworker *pw) {
   sk_frame f;
-  int rc = SK_FRAME_MORE;
+  int rc = SK_FRAME_MORE, replies = 0;
   while (pw->pipe && (rc = sk_frame_next(&pw->in, frame_check, pw, &f)) == SK_FRAME_OK) {
     switch (f.type) {
       case 'C':
@@ -480,9 +487,11 @@ static void read_frames(sk_ppool *p, pworker *pw) {
         break;
       default:
         on_reply(p, pw, f.type, f.payload, f.len);
+        replies++;
     }
   }
   if (pw->pipe && rc == SK_FRAME_BAD) malformed(pw, f.type, f.len);
+  if (replies) after_replies(p);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
