@@ -102,3 +102,28 @@ describe("a process-pool worker holding replies", function()
     for i = 1, 20000 do assert.equal(i + 1, r[i]) end
   end)
 end)
+
+describe("a process pool's writes to its workers", function()
+  it("keep frames whole and in order when the socket takes only part of a write", function()
+    -- A 6 MB argument is more than a socket takes at once: the rest of that
+    -- write is queued, and the small jobs after it must queue behind it.
+    local p <close> = skein.pool{kind = "process", size = 2}
+    local big = string.rep("0123456789abcdef", 6 * 65536)
+    local futures = {}
+    for round = 1, 3 do
+      futures[#futures + 1] = p:submit(function(s) return #s, s:sub(-16) end, big)
+      for i = 1, 200 do futures[#futures + 1] = p:submit(function(x) return x end, round * 1000 + i) end
+    end
+    local k = 0
+    for round = 1, 3 do
+      k = k + 1
+      local n, tail = futures[k]:get(60)
+      assert.equal(#big, n)
+      assert.equal("0123456789abcdef", tail)
+      for i = 1, 200 do
+        k = k + 1
+        assert.equal(round * 1000 + i, futures[k]:get(60))
+      end
+    end
+  end)
+end)
