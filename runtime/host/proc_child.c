@@ -509,7 +509,9 @@ static int pool_loop(sk_worker *w) {
     uint64_t t0 = SK_TRACING() ? sk_trace_now() : 0, id;
     memcpy(&id, payload, 8);    /* the parent's job id: the flow's */
     /* A start announced goes out with what is held, before the job runs. */
-    if (starts ? child_write('S', NULL, 0, payload, 8) != 0 : before_job((id & SK_JOB_PROMPT) != 0) != 0) {
+    int sent = starts ? child_write('S', NULL, 0, payload, 8)
+                      : before_job((id & SK_JOB_PROMPT) != 0);
+    if (sent != 0) {
       status = 1;
       break;
     }
