@@ -65,9 +65,14 @@ static int l_ppool_new(lua_State *L) {
   return 1;
 }
 
-/* pool:_submit(timeout, fn, ...) -> future */
+/* pool:_submit(timeout, fn, ...) -> future. Its upvalue is the pool's
+** metatable: the handle is checked against it without the registry
+** lookup by name that luaL_checkudata makes on every submit. */
 static int l_ppool_submit(lua_State *L) {
-  sk_ppool *p = check_ppool(L, 1);
+  sk_ppool **u = lua_touserdata(L, 1);
+  int ours = u && lua_getmetatable(L, 1) && lua_rawequal(L, -1, lua_upvalueindex(1));
+  if (u && ours) lua_pop(L, 1);
+  sk_ppool *p = ours && *u ? *u : check_ppool(L, 1);   /* else raises as usual */
   double t = luaL_optnumber(L, 2, 0);
   luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
   luaL_checktype(L, 3, LUA_TFUNCTION);
@@ -176,6 +181,12 @@ void sk_ppool_open(lua_State *L) {
       {"join", l_ppool_join},      {"stats", l_ppool_stats}, {NULL, NULL}};
   static const sk_type type = {.name = PPOOL_MT, .methods = methods, .gc = l_ppool_gc};
   sk_type_register(L, &type);
+  luaL_getmetatable(L, PPOOL_MT);
+  lua_getfield(L, -1, "__index");
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, l_ppool_submit, 1);
+  lua_setfield(L, -2, "_submit");
+  lua_pop(L, 2);
   lua_pushcfunction(L, l_ppool_new);
   lua_setfield(L, -2, "_processpool");
 }

@@ -55,22 +55,35 @@ static void on_written(uv_write_t *req, int status) {
   free(wr);
 }
 
-/* Queues `data` (a whole frame) on the pipe and frees it once written. A
-** pipe already closed (NULL: the child closed its end) takes nothing. */
+/* Writes `data` (whole frames) to the pipe and frees it once written. A
+** pipe already closed (NULL: the child closed its end) takes nothing.
+** Bytes go out at once when nothing is queued before them (one write
+** system call, no request, no change to the loop's poll set); what the
+** socket does not take is queued behind, in order: uv_try_write refuses
+** while a queued write is pending. */
 int sk_write_owned(uv_pipe_t *pipe, char *data, size_t len) {
   if (pipe == NULL || len < 5 || len - 5 > SK_FRAME_MAX) {
     free(data);
     return pipe == NULL ? UV_EPIPE : UV_E2BIG;
+  }
+  uv_buf_t b;   /* not uv_buf_init, whose length is an unsigned int */
+  b.base = data;
+  b.len = len;
+  int n = uv_try_write((uv_stream_t *)pipe, &b, 1);
+  if (n > 0 && (size_t)n == len) {
+    free(data);
+    return 0;
+  }
+  if (n > 0) {
+    b.base += n;
+    b.len -= (size_t)n;
   }
   write_req *wr = malloc(sizeof *wr);
   if (wr == NULL) {
     free(data);
     return UV_ENOMEM;
   }
-  wr->frame = data;
-  uv_buf_t b;   /* not uv_buf_init, whose length is an unsigned int */
-  b.base = data;
-  b.len = len;
+  wr->frame = data;             /* the whole allocation, freed once written */
   int rc = uv_write(&wr->req, (uv_stream_t *)pipe, &b, 1, on_written);
   if (rc != 0) {
     free(data);

@@ -252,12 +252,40 @@ static void arm_timer(sk_ppool *p, pworker *pw) {
   }
 }
 
-/* Writes the frames gathered for a worker. On failure the worker is going
+/* Writes the frames gathered for a worker. What the socket takes at once
+** (the usual case) leaves the buffer to the worker for its next frames; a
+** rest goes to a queued write (the buffer itself when none went out, else
+** a copy), behind which later writes queue in order (sk_write_owned). A
+** buffer grown past OUT_KEEP is not kept. On failure the worker is going
 ** away; its exit fails or requeues the jobs. */
+#define OUT_KEEP 65536
+
 static void flush_out(pworker *pw) {
-  if (pw->out.len && pw->pipe) sk_write_owned(pw->pipe, pw->out.data, pw->out.len);
-  else sk_buf_free(&pw->out);
-  memset(&pw->out, 0, sizeof pw->out);
+  if (pw->out.len && pw->pipe) {
+    uv_buf_t b;                 /* not uv_buf_init, whose length is an unsigned int */
+    b.base = pw->out.data;
+    b.len = pw->out.len;
+    int n = uv_try_write((uv_stream_t *)pw->pipe, &b, 1);
+    size_t done = n > 0 ? (size_t)n : 0;
+    if (done == 0) {
+      sk_write_owned(pw->pipe, pw->out.data, pw->out.len);
+      memset(&pw->out, 0, sizeof pw->out);
+    } else if (done < pw->out.len) {
+      char *rest = malloc(pw->out.len - done);
+      if (rest) {
+        memcpy(rest, pw->out.data + done, pw->out.len - done);
+        sk_write_owned(pw->pipe, rest, pw->out.len - done);
+      } else {                  /* the stream cannot go on: the worker goes */
+        close_pipe(pw);
+        if (pw->running && pw->proc) uv_process_kill(pw->proc, SIGKILL);
+      }
+    }
+    pw->out.len = 0;
+  }
+  if (pw->out.cap > OUT_KEEP || pw->pipe == NULL) {
+    sk_buf_free(&pw->out);
+    memset(&pw->out, 0, sizeof pw->out);
+  }
   pw->idle_job = 0;
   if (pw->flush) uv_prepare_stop(pw->flush);
 }
@@ -285,7 +313,7 @@ static int give_one(sk_ppool *p, int i) {
       drop_job(p, j);
       continue;
     }
-    size_t need = pw->out.len + SK_FRAME_HEAD + j->code.len;
+    size_t need = pw->out.len + SK_FRAME_HEAD + 8 + j->code.len;
     if (need > pw->out.cap) {
       size_t cap = pw->out.cap ? pw->out.cap * 2 : 4096;
       while (cap < need) cap *= 2;
@@ -300,8 +328,9 @@ static int give_one(sk_ppool *p, int i) {
       pw->out.cap = cap;
     }
     char *h = pw->out.data + pw->out.len;
-    sk_frame_head((uint8_t *)h, 'J', j->code.len);   /* at most SK_FRAME_MAX: checked at submit */
-    memcpy(h + SK_FRAME_HEAD, j->code.data, j->code.len);
+    sk_frame_head((uint8_t *)h, 'J', 8 + j->code.len);   /* at most SK_FRAME_MAX: checked at submit */
+    memcpy(h + SK_FRAME_HEAD, &j->id, 8);
+    memcpy(h + SK_FRAME_HEAD + 8, j->code.data, j->code.len);
     pw->out.len = need;
     if (pw->job_tail) pw->job_tail->next = j;
     else pw->job = j;
@@ -348,7 +377,8 @@ static void dispatch_all(sk_ppool *p) {
 }
 
 /* A reply frame from worker pw: [8-byte job id][kind byte][outcome], about
-** its oldest job (the worker answers in order; read_frames checked it). */
+** its oldest job (the worker answers in order; read_frames checked it).
+** The caller then calls after_replies. */
 static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, size_t len) {
   pjob *j = pw->job;
   pw->job = j->next;
@@ -379,6 +409,12 @@ static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, si
   }
   pw->ntasks++;
   if (p->max_tasks && pw->ntasks >= p->max_tasks && !pw->quitting) send_quit(pw);
+}
+
+/* After replies: the freed places take queued jobs, and a closed pool's
+** idle workers quit. Once per read, not per reply (a worker answers the
+** jobs it had in one write). */
+static void after_replies(sk_ppool *p) {
   dispatch_all(p);
   quit_idle_if_drained(p);
   check_exit(p);
@@ -425,10 +461,10 @@ static int frame_check(void *ud, const uint8_t *h, size_t avail) {
       return pw->xrefs.len != 0 || !job_started(p, pw, j);
     case 'S':
       if (!pw->ready || p->retries == 0 || j == NULL || j->started) return 1;
-      return avail >= 8 && memcmp(payload, j->code.data, 8) != 0;
+      return avail >= 8 && memcmp(payload, &j->id, 8) != 0;
     default:                    /* 'R', 'F': [8-byte job id][kind byte][outcome] */
       if (len < 9 || !job_started(p, pw, j)) return 1;
-      if (avail >= 8 && memcmp(payload, j->code.data, 8) != 0) return 1;
+      if (avail >= 8 && memcmp(payload, &j->id, 8) != 0) return 1;
       return avail >= 9 && payload[8] != 't' && payload[8] != 'm' && payload[8] != '-';
   }
 }
@@ -445,7 +481,7 @@ static void malformed(pworker *pw, int type, size_t len) {
 /* Handles the complete frames read from worker pw. */
 static void read_frames(sk_ppool *p, pworker *pw) {
   sk_frame f;
-  int rc = SK_FRAME_MORE;
+  int rc = SK_FRAME_MORE, replies = 0;
   while (pw->pipe && (rc = sk_frame_next(&pw->in, frame_check, pw, &f)) == SK_FRAME_OK) {
     switch (f.type) {
       case 'C':
@@ -477,9 +513,11 @@ static void read_frames(sk_ppool *p, pworker *pw) {
         break;
       default:
         on_reply(p, pw, f.type, f.payload, f.len);
+        replies++;
     }
   }
   if (pw->pipe && rc == SK_FRAME_BAD) malformed(pw, f.type, f.len);
+  if (replies) after_replies(p);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -575,10 +613,8 @@ static void replace_worker(sk_ppool *p, int i, int now) {
 
 /* Traced: job j failed in the parent (its worker died), with `msg`. */
 static void trace_job_failed(pjob *j, const char *msg) {
-  uint64_t id;
   if (!SK_TRACING()) return;
-  memcpy(&id, j->code.data, 8);
-  sk_trace_fail("job failed", sk_trace_flow(0, id), msg);
+  sk_trace_fail("job failed", sk_trace_flow(0, j->id), msg);
 }
 
 static void on_exit_cb(uv_process_t *h, int64_t status, int sig) {
@@ -775,24 +811,19 @@ sk_ppool *sk_ppool_new(sk_worker *w, int size, int max_tasks, int retries, const
 
 int sk_ppool_submit(sk_ppool *p, sk_buf *code, uint64_t timeout, sk_future **out) {
   pjob *j = calloc(1, sizeof *j);
-  char *framed = malloc(code->len + 8);
-  sk_future *f = j && framed ? sk_future_new() : NULL;
+  sk_future *f = j ? sk_future_new() : NULL;
   if (f == NULL) {
     free(j);
-    free(framed);
     sk_buf_free(code);
     return UV_ENOMEM;
   }
   uint64_t t0 = SK_TRACING() ? sk_trace_now() : 0;
   uint64_t id = sk_trace_next_id();   /* unique in the process: a trace's flow id too */
   j->queued_at = uv_hrtime();
-  memcpy(framed, &id, 8);
-  memcpy(framed + 8, code->data, code->len);
+  if (timeout) id |= SK_JOB_PROMPT;   /* its clock must not wait on a held reply */
+  j->id = id;
   j->code = *code;              /* the job keeps the objects it mentions */
   memset(code, 0, sizeof *code);
-  free(j->code.data);
-  j->code.data = framed;
-  j->code.len = j->code.cap = j->code.len + 8;
   j->fut = f;
   j->timeout = timeout;
   sk_obj_retain(&f->obj);

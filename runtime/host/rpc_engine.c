@@ -196,7 +196,7 @@ int sk_rpc_call(lua_State *L, const char *op, const char *name, int first) {
   if (sk_marshal_encode(L, -(nargs + 3), nargs + 3, &body, "args") != 0) return lua_error(L);
   lua_pop(L, nargs + 3);
   uint64_t id = ++rpc_next_id;
-  int rc = sk_frame_write2(rpc_fd, 'C', &id, 8, body.data, body.len);
+  int rc = sk_child_write('C', &id, 8, body.data, body.len);   /* after held replies */
   sk_buf_free(&body);
   if (rc != 0 || rpc_eof) return sk_error_raise(L, "closed", "the parent process is gone");
   if (rpc_poll == NULL) return sk_error_raise(L, "memory", "cannot wait for the parent process");

@@ -19,7 +19,8 @@ typedef struct sk_ppool sk_ppool;
 typedef struct pjob {
   struct pjob *next;
   sk_future *fut;               /* counted */
-  sk_buf code;                  /* 8-byte id, then fn and args */
+  uint64_t id;                  /* its frame's first 8 bytes (a trace's flow id too) */
+  sk_buf code;                  /* fn and args, marshalled */
   uint64_t timeout;             /* ns, 0: none */
   int attempts;                 /* times it started (counted with retries only) */
   int started;                  /* its worker announced it ('S') */

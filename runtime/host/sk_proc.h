@@ -18,6 +18,11 @@
 
 /* The flags byte that starts a pool worker's 'I' frame. */
 #define SK_POOL_STARTS 1
+/* The top bit of a pool job's id (its 'J' payload's first 8 bytes, which
+** its reply repeats): the worker runs it with no earlier reply held and
+** answers it at once (a task with a timeout: its clock in the parent
+** starts with the reply before it). Ids are counters far below it. */
+#define SK_JOB_PROMPT ((uint64_t)1 << 63)
 
 /* Parent side of RPC: a connection that serves one child's calls on this
 ** process's objects (rpc_engine.c, sk_rpc.h). Opaque here. */
@@ -39,6 +44,10 @@ int sk_process_child_main(int fd, const char *mode);
 int sk_child_read(int *type, const char **payload, size_t *plen);
 int sk_child_read_nb(int *type, const char **payload, size_t *plen, int nonblock);
 int sk_child_defer(int type, const char *payload, size_t len);
+/* Writes a frame to the parent (payload pre, then data) after the replies
+** a pool worker held, under the writer's lock (proc_child.c): how an RPC
+** call goes out. 0, or -1 when the parent is gone. */
+int sk_child_write(int type, const void *pre, size_t plen, const void *data, size_t len);
 
 /* ------------------------------------------------------ parent side */
 
