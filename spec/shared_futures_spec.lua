@@ -150,6 +150,16 @@ do
     for _, f in ipairs(fs) do sums = sums + f:get(30) end
   end
   assert(sums == 20 * 125250)
+  -- Objects in a process pool's results, whose replies may be held and
+  -- sent in batches: each reply's references come with it.
+  do
+    local pp <close> = skein.pool{kind = "process", size = 2}
+    local fs = {}
+    for i = 1, 2000 do fs[i] = pp:submit(function() local q = skein.queue() q:put(i) return q end) end
+    local t = 0
+    for i = 1, 2000 do t = t + fs[i]:get(60):get(5) end
+    assert(t == 2001000)
+  end
   -- Worker handles go the same way: 200 thread handles and 20 process
   -- handles joined by a child.
   for _ = 1, 4 do

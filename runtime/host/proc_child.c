@@ -419,9 +419,17 @@ static int run_and_reply(sk_worker *w, const char *code, size_t len, const char 
     return -1;
   }
   int reply = rc != 0 || !only_failure;
-  /* The references the reply's objects hold for the parent go first. */
+  /* A pool's reply is held while the next job is in, unless this one is
+  ** prompt; the 'X' frame of the references its objects hold for the
+  ** parent goes just before it, held or written the same way. */
+  int hold = 0;
+  if (reply && prefix) {
+    uint64_t id;
+    memcpy(&id, prefix, 8);
+    hold = !(id & SK_JOB_PROMPT) && frame_in();
+  }
   if (reply && sk_marshal_parent_refs(&refs)) {
-    sk_frame_write(fd, 'X', refs.data, refs.len);
+    child_reply(hold, 'X', NULL, 0, refs.data, refs.len);
     sk_buf_free(&refs);
   }
   if (reply && prefix) {
@@ -429,11 +437,7 @@ static int run_and_reply(sk_worker *w, const char *code, size_t len, const char 
     if (plen > sizeof pre - 1) plen = sizeof pre - 1;
     memcpy(pre, prefix, plen);
     pre[plen] = kind && strcmp(kind, "timeout") == 0 ? 't' : (kind && strcmp(kind, "marshal") == 0 ? 'm' : '-');
-    /* Held while the next job is in, unless this one is prompt. */
-    uint64_t id;
-    memcpy(&id, prefix, 8);
-    child_reply(!(id & SK_JOB_PROMPT) && frame_in(), rc ? 'F' : 'R', pre, plen + 1, out.data,
-                out.len);
+    child_reply(hold, rc ? 'F' : 'R', pre, plen + 1, out.data, out.len);
   } else if (reply) {
     child_write(rc ? 'F' : 'R', NULL, 0, out.data, out.len);
   }

@@ -396,8 +396,13 @@ static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, si
     memcpy(out.data, payload + 9, len - 9);
     out.len = out.cap = len - 9;
   }
-  if (out.data) sk_marshal_adopt_refs(&out, pw->xrefs.data, pw->xrefs.len);
-  drop_xrefs(pw);
+  /* The reply takes over the references its 'X' frame handed over. */
+  if (out.data) {
+    sk_marshal_adopt_refs(&out, pw->xrefs.data, pw->xrefs.len);
+    sk_buf_free(&pw->xrefs);
+  } else {
+    drop_xrefs(pw);
+  }
   const char *kind = payload[8] == 't' ? "timeout" : payload[8] == 'm' ? "marshal" : NULL;
   sk_future_finish(j->fut, type == 'R' ? SK_FUT_DONE : SK_FUT_FAILED, out.data ? &out : NULL,
                    out.data ? NULL : "out of memory", kind);
