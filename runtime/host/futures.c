@@ -116,25 +116,30 @@ static void copy_text(char *dst, size_t cap, const char *src) {
   dst[n] = '\0';
 }
 
+/* Copies a marshalled buffer (its bytes, and a reference to each object it
+** mentions) into *out; -1 (nothing held) when out of memory. */
+static int buf_copy(const sk_buf *r, sk_buf *out) {
+  memset(out, 0, sizeof *out);
+  out->data = malloc(r->len ? r->len : 1);
+  out->objs = r->nobjs ? malloc(r->nobjs * sizeof *out->objs) : NULL;
+  if (out->data == NULL || (r->nobjs && out->objs == NULL)) {
+    free(out->data);
+    free(out->objs);
+    memset(out, 0, sizeof *out);
+    return -1;
+  }
+  memcpy(out->data, r->data, r->len);
+  out->len = out->cap = r->len;
+  for (size_t i = 0; i < r->nobjs; i++) sk_obj_retain(out->objs[i] = r->objs[i]);
+  out->nobjs = out->capobjs = r->nobjs;
+  return 0;
+}
+
 /* A blob with a copy of a finished future's result (its bytes and the
 ** objects they mention); NULL for none or when out of memory. */
 static sk_blob *result_blob(const sk_buf *r) {
-  if (r->data == NULL) return NULL;
-  sk_buf copy = {0};
-  copy.data = malloc(r->len ? r->len : 1);
-  copy.objs = r->nobjs ? malloc(r->nobjs * sizeof *copy.objs) : NULL;
-  if (copy.data == NULL || (r->nobjs && copy.objs == NULL)) {
-    free(copy.data);
-    free(copy.objs);
-    return NULL;
-  }
-  memcpy(copy.data, r->data, r->len);
-  copy.len = copy.cap = r->len;
-  for (size_t i = 0; i < r->nobjs; i++) {
-    sk_obj_retain(r->objs[i]);
-    copy.objs[i] = r->objs[i];
-  }
-  copy.nobjs = copy.capobjs = r->nobjs;
+  sk_buf copy;
+  if (r->data == NULL || buf_copy(r, &copy) != 0) return NULL;
   return sk_blob_from_buf(&copy);
 }
 
@@ -297,8 +302,8 @@ void sk_future_finish(sk_future *f, int state, sk_buf *result, const char *cmsg,
   if (s) publish(f, s);
 }
 
-void sk_future_fail_exit(sk_future *f, const char *cmsg, const char *kind, int pid, int64_t status,
-                         int sig) {
+/* Records how the worker process running it ended, unless it finished. */
+static void set_exit(sk_future *f, int pid, int64_t status, int sig) {
   uv_mutex_lock(&f->lock);
   if (unfinished(f->state)) {
     f->pid = pid;
@@ -306,6 +311,11 @@ void sk_future_fail_exit(sk_future *f, const char *cmsg, const char *kind, int p
     f->signal = sig;
   }
   uv_mutex_unlock(&f->lock);
+}
+
+void sk_future_fail_exit(sk_future *f, const char *cmsg, const char *kind, int pid, int64_t status,
+                         int sig) {
+  set_exit(f, pid, status, sig);
   sk_future_finish(f, SK_FUT_FAILED, NULL, cmsg, kind);
 }
 
@@ -327,29 +337,11 @@ void sk_future_fail_remote(sk_future *f, const sk_buf *failure, const char *pref
 void sk_future_finish_copy(sk_future *f, int failed, const sk_buf *result, const char *cmsg,
                            const char *kind, int pid, int64_t status, int sig) {
   sk_buf copy = {0};
-  if (result && result->data && cmsg == NULL) {
-    copy.data = malloc(result->len ? result->len : 1);
-    copy.objs = result->nobjs ? malloc(result->nobjs * sizeof *copy.objs) : NULL;
-    if (copy.data == NULL || (result->nobjs && copy.objs == NULL)) {
-      free(copy.data);
-      free(copy.objs);
-      sk_future_finish(f, SK_FUT_FAILED, NULL, "out of memory", "memory");
-      return;
-    }
-    memcpy(copy.data, result->data, result->len);
-    copy.len = copy.cap = result->len;
-    for (size_t i = 0; i < result->nobjs; i++) sk_obj_retain(copy.objs[i] = result->objs[i]);
-    copy.nobjs = copy.capobjs = result->nobjs;
+  if (result && result->data && cmsg == NULL && buf_copy(result, &copy) != 0) {
+    sk_future_finish(f, SK_FUT_FAILED, NULL, "out of memory", "memory");
+    return;
   }
-  if (pid) {
-    uv_mutex_lock(&f->lock);
-    if (unfinished(f->state)) {
-      f->pid = pid;
-      f->exit_code = status;
-      f->signal = sig;
-    }
-    uv_mutex_unlock(&f->lock);
-  }
+  if (pid) set_exit(f, pid, status, sig);
   sk_future_finish(f, failed ? SK_FUT_FAILED : SK_FUT_DONE, copy.data ? &copy : NULL, cmsg, kind);
 }
 

@@ -74,19 +74,28 @@ static char *item_data(shitem *s) { return (char *)(item_objs(s) + s->nobjs); }
 ** nothing of this process's to allocate or free on the way in or out. */
 static int scalar(uint32_t kind) { return kind <= QI_SSTR; }
 
+/* A new block of `extra` bytes past its header, the header filled (no
+** objects yet); NULL when the segment is full. */
+static shitem *item_block(size_t extra, lua_Number prio, int prio_int, uint32_t kind,
+                          uint32_t len) {
+  shitem *s = sk_shm_alloc(sizeof *s + extra);
+  if (s == NULL) return NULL;
+  s->next = 0;
+  s->prio = prio;
+  s->prio_int = prio_int;
+  s->kind = kind;
+  s->len = len;
+  s->nobjs = 0;
+  return s;
+}
+
 /* Copies *it into a new block, freeing *it when `consume`; NULL (the item
 ** left alone) when the segment is full. */
 static shitem *item_in(sk_item *it, lua_Number prio, int prio_int, int consume) {
   if (scalar(it->kind)) {
     uint32_t len = it->kind == QI_SSTR ? it->len : it->kind >= QI_INT ? 8 : 0;
-    shitem *s = sk_shm_alloc(sizeof *s + len);
+    shitem *s = item_block(len, prio, prio_int, it->kind, len);
     if (s == NULL) return NULL;
-    s->next = 0;
-    s->prio = prio;
-    s->prio_int = prio_int;
-    s->kind = it->kind;
-    s->len = len;
-    s->nobjs = 0;
     if (it->kind == QI_SSTR) memcpy(item_data(s), it->u.s, len);
     else if (len) memcpy(item_data(s), &it->u, 8);
     if (consume) it->kind = QI_NIL;
@@ -107,14 +116,8 @@ static shitem *item_in(sk_item *it, lua_Number prio, int prio_int, int consume) 
     default: data = NULL; len = 0; break;
   }
   size_t nobjs = it->kind == QI_BUF ? b->nobjs : 0;
-  shitem *s = sk_shm_alloc(sizeof *s + nobjs * sizeof(sk_off) + len);
+  shitem *s = item_block(nobjs * sizeof(sk_off) + len, prio, prio_int, it->kind, len);
   if (s == NULL) return NULL;
-  s->next = 0;
-  s->prio = prio;
-  s->prio_int = prio_int;
-  s->kind = it->kind;
-  s->len = len;
-  s->nobjs = 0;
   for (size_t i = 0; i < nobjs; i++) {
     sk_obj *o = b->objs[i];
     sk_shm_obj *so = o->type->shm ? o->type->shm->share(o) : NULL;
