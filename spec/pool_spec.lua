@@ -288,6 +288,50 @@ describe("thread pools", function()
     assert.equal(1, p:apply(function() return 1 end))
   end)
 
+  it("wake an idle worker at once for a lone submit", function()
+    local p <close> = skein.pool{kind = "thread", size = 2}
+    for _ = 1, 3 do
+      skein.sleep(0.05)           -- the workers are past their spin, asleep
+      local t0 = skein.now()
+      assert.is_true(p:submit(function() return 1 end):wait(5))
+      assert.is_true(skein.now() - t0 < 1, "a lone submit waited")
+    end
+  end)
+
+  it("wake a sleeping worker for a job while another runs a long one", function()
+    local p <close> = skein.pool{kind = "thread", size = 2}
+    local long = p:submit(function() skein.sleep(3) return "long" end)
+    skein.sleep(0.05)             -- the other worker is asleep now
+    local t0 = skein.now()
+    for i = 1, 3 do
+      assert.equal(i, p:submit(function() return i end):get(2))
+      skein.sleep(0.05)
+    end
+    assert.is_true(skein.now() - t0 < 2, "the quick jobs waited for the long one")
+    assert.is_false(long:done())
+    p:terminate()
+  end)
+
+  it("end a script that left results unread once its jobs are done (none kept back)", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[
+      P = skein.pool{kind = "thread", size = 2}
+      for i = 1, 50 do P:submit(function() return i end) end
+      skein.sleep(0.1)            -- done, and the workers asleep
+      P:submit(function() io.write("last ran\n") end)
+    ]])
+    f:close()
+    local t0 = skein.now()
+    local cmd = ("timeout -k 2 10 %s %s 2>&1; echo \"exit=$?\""):format(os.getenv("SKEIN_BIN") or arg[-1], path)
+    local proc = io.popen(cmd)
+    local out = proc:read("a")
+    proc:close()
+    os.remove(path)
+    assert.matches("last ran\nexit=0", out)
+    assert.is_true(skein.now() - t0 < 5)
+  end)
+
   it("run CPU-bound work in parallel", function()
     local p <close> = skein.pool{kind = "thread", size = 2}
     local function fib(n) return n < 2 and n or fib(n - 1) + fib(n - 2) end

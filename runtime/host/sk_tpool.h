@@ -46,9 +46,10 @@ struct sk_tpool {
   uv_mutex_t lock;
   uv_cond_t cond;               /* jobs arrived, or closing */
   sk_tjob *head, *tail;
-  size_t queued;
+  size_t queued;                /* written under the lock; read without it as a hint (atomic) */
   int size, alive, busy;
   int sleeping;                 /* workers waiting on cond */
+  int waking;                   /* of those, how many were signalled and not yet up */
   int closed, terminating;
   uint64_t submitted, done, failed, restarted;
   int max_tasks;
