@@ -7,6 +7,8 @@
 ** Each Lua handle holds a reference to the pool (an sk_obj); __gc releases
 ** the pool through the engine (sk_tpool_release), then drops it.
 */
+#include <string.h>
+
 #include "sk_future.h"
 #include "../runtime/host/sk_tpool.h"
 
@@ -36,6 +38,43 @@ static int l_pool_new(lua_State *L) {
   return 1;
 }
 
+/* A job's bytes are encoded without a protected call of their own (one
+** fewer per submit) into a box, a userdata whose __gc frees what it holds:
+** an error raised by the encoder (a value that cannot be sent) then leaves
+** the partial buffer to the collector instead of leaking it. Submit keeps
+** one box as its first upvalue and takes it out while it encodes, so a
+** submit that raised, or one nested in another's encoding, makes a new
+** one (from the metatable, the second upvalue). */
+typedef struct enc_box {
+  sk_buf buf;
+} enc_box;
+
+static int box_gc(lua_State *L) {
+  sk_buf_free(&((enc_box *)lua_touserdata(L, 1))->buf);
+  return 0;
+}
+
+/* Encodes fn and its arguments (first..top) into *code; raises as
+** sk_marshal_encode would have failed. */
+static void encode_job(lua_State *L, int first, sk_buf *code) {
+  int n = lua_gettop(L) - first + 1;
+  enc_box *box = lua_touserdata(L, lua_upvalueindex(1));
+  if (box) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushnil(L);
+    lua_replace(L, lua_upvalueindex(1));      /* taken out */
+  } else {
+    box = lua_newuserdatauv(L, sizeof *box, 0);
+    memset(box, 0, sizeof *box);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_setmetatable(L, -2);
+  }
+  sk_marshal_encode_raw(L, first, n, &box->buf, "fn+args");
+  *code = box->buf;
+  memset(&box->buf, 0, sizeof box->buf);
+  lua_replace(L, lua_upvalueindex(1));        /* back, empty */
+}
+
 /* pool:_submit(timeout, fn, ...) -> future */
 static int l_pool_submit(lua_State *L) {
   sk_tpool *p = check_pool(L, 1);
@@ -43,7 +82,7 @@ static int l_pool_submit(lua_State *L) {
   luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
   luaL_checktype(L, 3, LUA_TFUNCTION);
   sk_buf code;
-  if (sk_marshal_encode(L, 3, lua_gettop(L) - 2, &code, "fn+args") != 0) return lua_error(L);
+  encode_job(L, 3, &code);
   sk_future *fut;
   int rc = sk_tpool_submit(p, sk_worker_of(L), &code, t > 0 ? (uint64_t)(t * 1e9) : 0, &fut);
   if (rc == UV_EPIPE) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
@@ -156,11 +195,21 @@ static int l_pool_gc(lua_State *L) {
 
 void sk_pool_open(lua_State *L) {
   static const luaL_Reg methods[] = {
-      {"_submit", l_pool_submit}, {"close", l_pool_close}, {"terminate", l_pool_terminate},
-      {"join", l_pool_join},      {"stats", l_pool_stats}, {NULL, NULL}};
+      {"_submit", NULL},     {"close", l_pool_close}, {"terminate", l_pool_terminate},
+      {"join", l_pool_join}, {"stats", l_pool_stats}, {NULL, NULL}};
   static const sk_type type = {.name = POOL_MT, .methods = methods, .gc = l_pool_gc,
                                .push = push_pool};
   sk_type_register(L, &type);
+  /* _submit, with its encoding box and the box's metatable (upvalues). */
+  luaL_getmetatable(L, POOL_MT);
+  lua_getfield(L, -1, "__index");
+  lua_pushnil(L);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, box_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcclosure(L, l_pool_submit, 2);
+  lua_setfield(L, -2, "_submit");
+  lua_pop(L, 2);
   lua_pushcfunction(L, l_pool_new);
   lua_setfield(L, -2, "_threadpool");
 }

@@ -332,6 +332,28 @@ describe("thread pools", function()
     assert.is_true(skein.now() - t0 < 5)
   end)
 
+  it("raise kind marshal naming a bad argument, at submit or in the worker, and go on", function()
+    local p <close> = skein.pool{kind = "thread", size = 1}
+    for _ = 1, 3 do
+      -- What the encoder wrote before the bad value (a queue's reference
+      -- among it) is freed, not leaked (the asan build checks).
+      local e = caught(p.submit, p, function(a, b) return a end, skein.queue(), io.stdout)
+      assert.is_true(skein.is_error(e, "marshal"))
+      assert.equal("args[2]: cannot send userdata (a FILE*)", e.message)
+      local h = io.stdout
+      e = caught(p.submit, p, function() return h end)
+      assert.equal("fn (upvalue h): cannot send userdata (a FILE*)", e.message)
+      assert.equal(3, p:submit(function(a, b) return a + b end, 1, 2):get(5))
+    end
+    local mt = {}
+    skein.register_metatable("spec.pool.Point", mt)
+    local f = p:submit(function(pt) return pt.x end, setmetatable({x = 1}, mt))
+    local e = caught(f.get, f, 5)
+    assert.is_true(skein.is_error(e, "marshal"))
+    assert.matches("^args%[1%]: metatable 'spec.pool.Point' is not registered in this worker", e.message)
+    assert.equal(3, p:submit(function(a, b) return a + b end, 1, 2):get(5))
+  end)
+
   it("run CPU-bound work in parallel", function()
     local p <close> = skein.pool{kind = "thread", size = 2}
     local function fib(n) return n < 2 and n or fib(n - 1) + fib(n - 2) end
