@@ -44,35 +44,33 @@ static int l_pool_new(lua_State *L) {
 ** the partial buffer to the collector instead of leaking it. Submit keeps
 ** one box as its first upvalue and takes it out while it encodes, so a
 ** submit that raised, or one nested in another's encoding, makes a new
-** one (from the metatable, the second upvalue). */
+** one (from the metatable, the second upvalue). The job copies the bytes
+** (sk_tpool_submit), so the box's storage serves the next submit. */
 typedef struct enc_box {
   sk_buf buf;
 } enc_box;
+
+#define BOX_KEEP 65536          /* a box keeps at most this much storage */
 
 static int box_gc(lua_State *L) {
   sk_buf_free(&((enc_box *)lua_touserdata(L, 1))->buf);
   return 0;
 }
 
-/* Encodes fn and its arguments (first..top) into *code; raises as
-** sk_marshal_encode would have failed. */
-static void encode_job(lua_State *L, int first, sk_buf *code) {
-  int n = lua_gettop(L) - first + 1;
+/* Pushes submit's box, taken out of its upvalue (or a new one). */
+static enc_box *take_box(lua_State *L) {
   enc_box *box = lua_touserdata(L, lua_upvalueindex(1));
   if (box) {
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_pushnil(L);
-    lua_replace(L, lua_upvalueindex(1));      /* taken out */
+    lua_replace(L, lua_upvalueindex(1));
   } else {
     box = lua_newuserdatauv(L, sizeof *box, 0);
     memset(box, 0, sizeof *box);
     lua_pushvalue(L, lua_upvalueindex(2));
     lua_setmetatable(L, -2);
   }
-  sk_marshal_encode_raw(L, first, n, &box->buf, "fn+args");
-  *code = box->buf;
-  memset(&box->buf, 0, sizeof box->buf);
-  lua_replace(L, lua_upvalueindex(1));        /* back, empty */
+  return box;
 }
 
 /* pool:_submit(timeout, fn, ...) -> future */
@@ -81,10 +79,13 @@ static int l_pool_submit(lua_State *L) {
   double t = luaL_optnumber(L, 2, 0);
   luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
   luaL_checktype(L, 3, LUA_TFUNCTION);
-  sk_buf code;
-  encode_job(L, 3, &code);
+  int n = lua_gettop(L) - 2;
+  enc_box *box = take_box(L);
+  sk_marshal_encode_raw(L, 3, n, &box->buf, "fn+args");
   sk_future *fut;
-  int rc = sk_tpool_submit(p, sk_worker_of(L), &code, t > 0 ? (uint64_t)(t * 1e9) : 0, &fut);
+  int rc = sk_tpool_submit(p, sk_worker_of(L), &box->buf, t > 0 ? (uint64_t)(t * 1e9) : 0, &fut);
+  if (box->buf.cap > BOX_KEEP) sk_buf_free(&box->buf);
+  lua_replace(L, lua_upvalueindex(1));        /* the box goes back, empty */
   if (rc == UV_EPIPE) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
   if (rc != 0) return sk_error_raise(L, "memory", "not enough memory");
   sk_future_push(L, &fut->obj);

@@ -80,9 +80,16 @@ static void reap_flush(reap_batch *b) {
   *b = (reap_batch){NULL, NULL, 0};
 }
 
+/* Releases the objects a job's code refers to (its bytes live in the job). */
+static void code_release(sk_buf *b) {
+  for (size_t i = 0; i < b->nobjs; i++) sk_obj_release(b->objs[i]);
+  free(b->objs);
+  *b = (sk_buf){0};
+}
+
 /* Frees what job j holds but the counting: the code and the future. */
 static void job_strip(sk_tjob *j) {
-  sk_buf_free(&j->code);
+  code_release(&j->code);
   sk_obj_release(&j->fut->obj);
   j->fut = NULL;
 }
@@ -481,15 +488,21 @@ int sk_tpool_start(sk_tpool *p) {
 }
 
 int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, sk_future **out) {
-  sk_tjob *j = calloc(1, sizeof *j);
-  if (j) j->fut = sk_future_new();
+  size_t len = code->len;
+  sk_tjob *j = len <= SIZE_MAX - sizeof *j ? malloc(sizeof *j + len) : NULL;
+  if (j) {
+    memset(j, 0, sizeof *j);
+    j->fut = sk_future_new();
+  }
   if (j == NULL || j->fut == NULL) {
-    sk_buf_free(code);
+    code_release(code);
     free(j);
     return UV_ENOMEM;
   }
-  j->code = *code;
-  *code = (sk_buf){0};
+  memcpy(j->bytes, code->data, len);
+  j->code = (sk_buf){j->bytes, len, len, code->objs, code->nobjs, code->capobjs};
+  code->objs = NULL;
+  code->len = code->nobjs = code->capobjs = 0;
   j->timeout = timeout;
   j->queued_at = uv_hrtime();
   uint64_t t0 = 0, flow = 0;
@@ -535,7 +548,7 @@ int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, s
       sk_port_hold(j->port, -1);
       sk_port_release(j->port);
     }
-    sk_buf_free(&j->code);
+    code_release(&j->code);
     sk_obj_release(&j->fut->obj);
     free(j);
     return UV_EPIPE;
