@@ -285,7 +285,7 @@ end
 
 --- pool:submit(fn, ...) -> future
 function Pool:submit(fn, ...)
-  check_fn(self, fn, "submit")
+  if type(fn) ~= "function" then check_fn(self, fn, "submit") end   -- (a call fewer per submit)
   return self.impl:_submit(self.timeout, fn, ...)
 end
 
