@@ -51,6 +51,7 @@ struct sk_tpool {
   int size, alive, busy;
   int sleeping;                 /* workers waiting on cond */
   int waking;                   /* of those, how many were signalled and not yet up */
+  int spinning;                 /* workers looking for work before they sleep (atomic) */
   int closed, terminating;
   uint64_t submitted, done, failed, restarted;
   int max_tasks;

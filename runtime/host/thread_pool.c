@@ -11,6 +11,12 @@
 ** drained before the next job is taken). Lock order: pool lock, then a
 ** future's lock (through sk_future_*), then a port lock.
 **
+** Wakes: a worker that runs out of jobs looks at the queue's length for a
+** few microseconds before it sleeps (spin_for_work), and a submit signals
+** a sleeper only when no awake worker will find the job (wake_for_queue),
+** so a burst of submits costs no futex call per job. Invariant: while jobs
+** are queued, some worker is awake and idle, running a job, or signalled.
+**
 ** Per-task timeouts really stop the task: a count hook checks the deadline
 ** every few thousand VM instructions (so a pure-Lua loop is interrupted),
 ** and the job runs inside a deadline scope (so a blocked wait is cut short).
@@ -23,7 +29,8 @@
 ** does) from submit until it has left the pool, so a script, a thread or a
 ** pool job that submitted work does not end before that work is done, and
 ** the REPL's Ctrl-D counts it. The submitter's port is held meanwhile, and
-** whichever thread frees the job posts the uncounting to that port. Jobs a
+** whichever thread frees the job posts the uncounting to that port (a
+** worker in batches: reap_batch). Jobs a
 ** pool's own workers submit to it are not counted there (a worker that
 ** waited for them could be the one they need). A pool whose handle is
 ** collected while its threads still run counts once more in that handle's
@@ -241,21 +248,27 @@ static void wake_for_queue(sk_tpool *p) {
 /* Called without the pool lock by a worker that found no job: looks at the
 ** queue's length (written under the lock, read here as a hint) for up to
 ** SPIN_NS, backing off between looks, and yields its CPU now and then in
-** case the submitter shares it. Only where there is another CPU. */
+** case the submitter shares it. At most one worker per CPU spins at a
+** time (a big pool's idle workers would only burn CPU); none on one CPU. */
 static void spin_for_work(sk_tpool *p) {
   static int ncpu;
-  if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) == 0) __atomic_store_n(&ncpu, (int)uv_available_parallelism(), __ATOMIC_RELAXED);
-  if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) < 2) return;
-  uint64_t t0 = uv_hrtime();
-  for (unsigned i = 1, pauses = 1;; i++) {
-    if (__atomic_load_n(&p->queued, __ATOMIC_RELAXED) > 0) return;
-    for (unsigned k = 0; k < pauses; k++) cpu_relax();
-    if (pauses < SPIN_MAX_PAUSES) pauses *= 2;
-    if ((i & 7) == 0) {
-      if (uv_hrtime() - t0 > SPIN_NS) return;
-      sched_yield();
+  if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) == 0) {
+    __atomic_store_n(&ncpu, (int)uv_available_parallelism(), __ATOMIC_RELAXED);
+  }
+  int cpus = __atomic_load_n(&ncpu, __ATOMIC_RELAXED);
+  if (__atomic_add_fetch(&p->spinning, 1, __ATOMIC_RELAXED) <= cpus && cpus >= 2) {
+    uint64_t t0 = uv_hrtime();
+    for (unsigned i = 1, pauses = 1;; i++) {
+      if (__atomic_load_n(&p->queued, __ATOMIC_RELAXED) > 0) break;
+      for (unsigned k = 0; k < pauses; k++) cpu_relax();
+      if (pauses < SPIN_MAX_PAUSES) pauses *= 2;
+      if ((i & 7) == 0) {
+        if (uv_hrtime() - t0 > SPIN_NS) break;
+        sched_yield();
+      }
     }
   }
+  __atomic_sub_fetch(&p->spinning, 1, __ATOMIC_RELAXED);
 }
 
 /* Joins the threads that have ended and were not joined yet; one of them
