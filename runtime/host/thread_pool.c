@@ -71,9 +71,9 @@ static void jobs_orphaned(void *arg) {
 /* Jobs a worker has finished whose uncounting is still to be posted to
 ** their submitter: one post (one wake of that loop) per batch instead of
 ** one per job. A batch holds jobs of one port only; the worker flushes it
-** before it waits for work, when a job of another port finishes, when it
-** is full, and before it exits, so an uncounting is delayed only while the
-** worker keeps taking jobs. */
+** before it waits for work, before it runs a job of another port (or an
+** uncounted one), when it is full, and before it exits, so an uncounting
+** waits at most for jobs its own submitter waits for too. */
 typedef struct reap_batch {
   sk_tjob *head;
   sk_port *port;
@@ -383,6 +383,9 @@ static void worker_main(void *arg) {
     const char *tname = p->tname;
     int64_t tq = (int64_t)p->queued, tb = p->busy;
     uv_mutex_unlock(&p->lock);
+    /* The batch does not wait for another submitter's job (or an uncounted
+    ** one), which may run long; its own submitter waits for its own jobs. */
+    if (reaped.head && reaped.port != j->port) reap_flush(&reaped);
     if (flow && SK_TRACING()) sk_trace_counter(tname, "queued", tq, "busy", tb, 0);
     int ok = 1;
     if (sk_future_start(j->fut)) {
