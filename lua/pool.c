@@ -38,14 +38,17 @@ static int l_pool_new(lua_State *L) {
   return 1;
 }
 
-/* A job's bytes are encoded without a protected call of their own (one
+/* A plain call (below) is encoded without a protected call of its own (one
 ** fewer per submit) into a box, a userdata whose __gc frees what it holds:
-** an error raised by the encoder (a value that cannot be sent) then leaves
-** the partial buffer to the collector instead of leaking it. Submit keeps
-** one box as its first upvalue and takes it out while it encodes, so a
-** submit that raised, or one nested in another's encoding, makes a new
-** one (from the metatable, the second upvalue). The job copies the bytes
-** (sk_tpool_submit), so the box's storage serves the next submit. */
+** an error raised by the encoder (out of memory, a C function no module
+** exports) then leaves the partial bytes to the collector instead of
+** leaking them; a plain call holds no references to objects, which must be
+** released at once. Submit keeps one box as its first upvalue and takes it
+** out while it encodes, so a submit that raised, or one nested in
+** another's encoding, makes a new one (from the metatable, the second
+** upvalue). The job copies the bytes (sk_tpool_submit), so the box's
+** storage serves the next submit. Any other call is encoded as before,
+** under sk_marshal_encode's protection. */
 typedef struct enc_box {
   sk_buf buf;
 } enc_box;
@@ -73,19 +76,47 @@ static enc_box *take_box(lua_State *L) {
   return box;
 }
 
+static int is_scalar(int t) {
+  return t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER || t == LUA_TSTRING;
+}
+
+/* A plain call: the function's upvalues (but _ENV) and the arguments (from
+** first+1 to the top) are nil, booleans, numbers or strings, so encoding
+** it retains no object. */
+static int plain_call(lua_State *L, int first) {
+  const char *name;
+  for (int i = 1; (name = lua_getupvalue(L, first, i)) != NULL; i++) {
+    int t = lua_type(L, -1);
+    lua_pop(L, 1);
+    if (!is_scalar(t) && strcmp(name, "_ENV") != 0) return 0;
+  }
+  for (int i = lua_gettop(L); i > first; i--) {
+    if (!is_scalar(lua_type(L, i))) return 0;
+  }
+  return 1;
+}
+
 /* pool:_submit(timeout, fn, ...) -> future */
 static int l_pool_submit(lua_State *L) {
   sk_tpool *p = check_pool(L, 1);
   double t = luaL_optnumber(L, 2, 0);
   luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
   luaL_checktype(L, 3, LUA_TFUNCTION);
-  int n = lua_gettop(L) - 2;
-  enc_box *box = take_box(L);
-  sk_marshal_encode_raw(L, 3, n, &box->buf, "fn+args");
+  uint64_t timeout = t > 0 ? (uint64_t)(t * 1e9) : 0;
+  int n = lua_gettop(L) - 2, rc;
   sk_future *fut;
-  int rc = sk_tpool_submit(p, sk_worker_of(L), &box->buf, t > 0 ? (uint64_t)(t * 1e9) : 0, &fut);
-  if (box->buf.cap > BOX_KEEP) sk_buf_free(&box->buf);
-  lua_replace(L, lua_upvalueindex(1));        /* the box goes back, empty */
+  if (plain_call(L, 3)) {
+    enc_box *box = take_box(L);
+    sk_marshal_encode_raw(L, 3, n, &box->buf, "fn+args");
+    rc = sk_tpool_submit(p, sk_worker_of(L), &box->buf, timeout, &fut);
+    if (box->buf.cap > BOX_KEEP) sk_buf_free(&box->buf);
+    lua_replace(L, lua_upvalueindex(1));      /* the box goes back, empty */
+  } else {
+    sk_buf code;
+    if (sk_marshal_encode(L, 3, n, &code, "fn+args") != 0) return lua_error(L);
+    rc = sk_tpool_submit(p, sk_worker_of(L), &code, timeout, &fut);
+    sk_buf_free(&code);                       /* its storage; the job has the rest */
+  }
   if (rc == UV_EPIPE) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
   if (rc != 0) return sk_error_raise(L, "memory", "not enough memory");
   sk_future_push(L, &fut->obj);

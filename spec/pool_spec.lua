@@ -345,10 +345,16 @@ describe("thread pools", function()
       assert.equal("fn (upvalue h): cannot send userdata (a FILE*)", e.message)
       assert.equal(3, p:submit(function(a, b) return a + b end, 1, 2):get(5))
     end
+    -- A call of plain values that cannot be sent either (a C function no
+    -- module exports): the same error, and the next submit is served.
+    local e = caught(p.submit, p, string.gmatch("a", "a"))
+    assert.is_true(skein.is_error(e, "marshal"))
+    assert.matches("^fn: cannot send a C function", e.message)
+    assert.equal(3, p:submit(function(a, b) return a + b end, 1, 2):get(5))
     local mt = {}
     skein.register_metatable("spec.pool.Point", mt)
     local f = p:submit(function(pt) return pt.x end, setmetatable({x = 1}, mt))
-    local e = caught(f.get, f, 5)
+    e = caught(f.get, f, 5)
     assert.is_true(skein.is_error(e, "marshal"))
     assert.matches("^args%[1%]: metatable 'spec.pool.Point' is not registered in this worker", e.message)
     assert.equal(3, p:submit(function(a, b) return a + b end, 1, 2):get(5))
