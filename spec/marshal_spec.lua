@@ -89,6 +89,19 @@ describe("marshal round trips", function()
     assert.not_equal(t, c)
   end)
 
+  it("keep a cycle through the only table or function sent (a reference to the first value)", function()
+    local t = {1, 2}
+    t.me, t.again = t, t
+    local c = rt(t)
+    assert.equal(c, c.me)
+    assert.equal(c, c.again)
+    assert.same({1, 2}, {c[1], c[2]})
+    local p <close> = skein.pool{kind = "thread", size = 1}
+    local function countdown(n) return n < 1 and "done" or countdown(n - 1) end
+    assert.equal("done", p:submit(countdown, 5):get(5))
+    assert.is_true(p:submit(function(x) return x.me == x and x.again == x end, t):get(5))
+  end)
+
   it("keep every key of a list whose tail lives in the hash part", function()
     -- A table found by the fuzzer: its border key sits in the hash part.
     local f = assert(io.open("spec/fuzz/corpus/regress-hash-tail", "rb"))

@@ -288,6 +288,97 @@ describe("thread pools", function()
     assert.equal(1, p:apply(function() return 1 end))
   end)
 
+  it("wake an idle worker at once for a lone submit", function()
+    local p <close> = skein.pool{kind = "thread", size = 2}
+    for _ = 1, 3 do
+      skein.sleep(0.05)           -- the workers are past their spin, asleep
+      local t0 = skein.now()
+      assert.is_true(p:submit(function() return 1 end):wait(5))
+      assert.is_true(skein.now() - t0 < 1, "a lone submit waited")
+    end
+  end)
+
+  it("wake a sleeping worker for a job while another runs a long one", function()
+    local p <close> = skein.pool{kind = "thread", size = 2}
+    local long = p:submit(function() skein.sleep(3) return "long" end)
+    skein.sleep(0.05)             -- the other worker is asleep now
+    local t0 = skein.now()
+    for i = 1, 3 do
+      assert.equal(i, p:submit(function() return i end):get(2))
+      skein.sleep(0.05)
+    end
+    assert.is_true(skein.now() - t0 < 2, "the quick jobs waited for the long one")
+    assert.is_false(long:done())
+    p:terminate()
+  end)
+
+  it("end a script that left results unread once its jobs are done (none kept back)", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[
+      P = skein.pool{kind = "thread", size = 2}
+      for i = 1, 50 do P:submit(function() return i end) end
+      skein.sleep(0.1)            -- done, and the workers asleep
+      P:submit(function() io.write("last ran\n") end)
+    ]])
+    f:close()
+    local t0 = skein.now()
+    local cmd = ("timeout -k 2 10 %s %s 2>&1; echo \"exit=$?\""):format(os.getenv("SKEIN_BIN") or arg[-1], path)
+    local proc = io.popen(cmd)
+    local out = proc:read("a")
+    proc:close()
+    os.remove(path)
+    assert.matches("last ran\nexit=0", out)
+    assert.is_true(skein.now() - t0 < 5)
+  end)
+
+  it("raise kind marshal naming a bad argument, at submit or in the worker, and go on", function()
+    local p <close> = skein.pool{kind = "thread", size = 1}
+    for _ = 1, 3 do
+      -- What the encoder wrote before the bad value (a queue's reference
+      -- among it) is freed, not leaked (the asan build checks).
+      local e = caught(p.submit, p, function(a, b) return a end, skein.queue(), io.stdout)
+      assert.is_true(skein.is_error(e, "marshal"))
+      assert.equal("args[2]: cannot send userdata (a FILE*)", e.message)
+      local h = io.stdout
+      e = caught(p.submit, p, function() return h end)
+      assert.equal("fn (upvalue h): cannot send userdata (a FILE*)", e.message)
+      assert.equal(3, p:submit(function(a, b) return a + b end, 1, 2):get(5))
+    end
+    -- A call of plain values that cannot be sent either (a C function no
+    -- module exports): the same error, and the next submit is served.
+    local e = caught(p.submit, p, string.gmatch("a", "a"))
+    assert.is_true(skein.is_error(e, "marshal"))
+    assert.matches("^fn: cannot send a C function", e.message)
+    assert.equal(3, p:submit(function(a, b) return a + b end, 1, 2):get(5))
+    local mt = {}
+    skein.register_metatable("spec.pool.Point", mt)
+    local f = p:submit(function(pt) return pt.x end, setmetatable({x = 1}, mt))
+    e = caught(f.get, f, 5)
+    assert.is_true(skein.is_error(e, "marshal"))
+    assert.matches("^args%[1%]: metatable 'spec.pool.Point' is not registered in this worker", e.message)
+    assert.equal(3, p:submit(function(a, b) return a + b end, 1, 2):get(5))
+  end)
+
+  it("copy each job's bytes at submit: big and small jobs in a row keep their own arguments", function()
+    local p <close> = skein.pool{kind = "thread", size = 2}
+    local fs = {}
+    for i = 1, 20 do
+      local s = (i % 5 == 0) and ("x"):rep(100000 + i) or tostring(i)
+      fs[i] = p:submit(function(v) return #v, v:sub(-3) end, s)
+    end
+    for i = 1, 20 do
+      local n, tail = fs[i]:get(10)
+      if i % 5 == 0 then
+        assert.equal(100000 + i, n)
+        assert.equal("xxx", tail)
+      else
+        assert.equal(#tostring(i), n)
+        assert.equal(tostring(i):sub(-3), tail)
+      end
+    end
+  end)
+
   it("run CPU-bound work in parallel", function()
     local p <close> = skein.pool{kind = "thread", size = 2}
     local function fib(n) return n < 2 and n or fib(n - 1) + fib(n - 2) end

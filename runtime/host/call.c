@@ -57,12 +57,18 @@ const char *sk_encode_failure(lua_State *L, sk_buf *out) {
   return kind;
 }
 
+/* Where p_call is: an error raised while it decodes the call or encodes
+** its results is the call's failure (the rest is the worker failing). */
+enum { IN_CALL, IN_DECODE, IN_RESULT };
+
 typedef struct call_args {
   const char *code;
   size_t len;
   sk_buf *out;
   int failed;
   const char *kind;
+  int phase;
+  int was_xproc;                /* sk_marshal_xproc before p_call set it */
 } call_args;
 
 /* A decode error that names the top-level value it met (its `index`, see
@@ -92,24 +98,30 @@ static void name_decoded_value(lua_State *L) {
   lua_settop(L, e);
 }
 
-/* Protected body of sk_run_call. */
+/* Protected body of sk_run_call. The call is decoded and its results
+** encoded without protected calls of their own (two fewer per job): an
+** error there unwinds to sk_run_call, which frees the results' buffer and
+** reports the error as the call's failure (p_fail). */
 static int p_call(lua_State *L) {
   call_args *a = lua_touserdata(L, 1);
   sk_worker *w = sk_worker_of(L);
   lua_settop(L, 0);
   lua_pushcfunction(L, sk_capture);
-  int n = sk_marshal_decode(L, a->code, a->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
-  if (n < 0) name_decoded_value(L);
-  int st = n < 0 ? LUA_ERRRUN : lua_pcall(L, n - 1, LUA_MULTRET, 1);
+  a->phase = IN_DECODE;
+  int n = sk_marshal_decode_raw(L, a->code, a->len, SK_MARSHAL_CODE | SK_MARSHAL_OBJECTS);
+  a->phase = IN_CALL;
+  int st = lua_pcall(L, n - 1, LUA_MULTRET, 1);
   if (st == LUA_OK && sk_worker_drain(w) != 0) st = LUA_ERRRUN;
   /* A worker process's results may be read after it is gone (marshal.c). */
-  int was = sk_marshal_xproc;
   if (w->results_to_parent) sk_marshal_xproc = SK_XPROC_TO_PARENT;
-  if (st == LUA_OK && sk_marshal_encode(L, 2, lua_gettop(L) - 1, a->out, "result") == 0) {
+  if (st == LUA_OK) {
+    a->phase = IN_RESULT;
+    sk_marshal_encode_raw(L, 2, lua_gettop(L) - 1, a->out, "result");
+    a->phase = IN_CALL;
     /* A process's frame carries at most SK_FRAME_MAX bytes, with room
     ** for a job id; a thread's results are not framed. */
     if (!w->results_to_parent || a->out->len <= SK_FRAME_MAX - 16) {
-      sk_marshal_xproc = was;
+      sk_marshal_xproc = a->was_xproc;
       return 0;
     }
     size_t n = a->out->len;
@@ -118,21 +130,42 @@ static int p_call(lua_State *L) {
   }
   a->failed = 1;
   a->kind = sk_encode_failure(L, a->out);
-  sk_marshal_xproc = was;
+  sk_marshal_xproc = a->was_xproc;
+  return 0;
+}
+
+/* Protected: [1] the error p_call raised while decoding the call or
+** encoding its results, [2] the call_args; encodes it as the failure. */
+static int p_fail(lua_State *L) {
+  call_args *a = lua_touserdata(L, 2);
+  lua_settop(L, 1);
+  if (a->phase == IN_DECODE) name_decoded_value(L);
+  if (sk_worker_of(L)->results_to_parent) sk_marshal_xproc = SK_XPROC_TO_PARENT;
+  a->kind = sk_encode_failure(L, a->out);
+  sk_marshal_xproc = a->was_xproc;
+  a->failed = 1;
   return 0;
 }
 
 int sk_run_call(sk_worker *w, const char *code, size_t len, sk_buf *out, const char **kind) {
   lua_State *L = w->L;
-  call_args a = {code, len, out, 0, NULL};
+  call_args a = {code, len, out, 0, NULL, IN_CALL, sk_marshal_xproc};
   memset(out, 0, sizeof *out);
   lua_pushcfunction(L, p_call);
   lua_pushlightuserdata(L, &a);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    sk_buf_free(out);
-    return -1;
+    sk_marshal_xproc = a.was_xproc;
+    sk_buf_free(out);             /* what the results' encoder wrote before it failed */
+    if (a.phase == IN_CALL) return -1;
+    lua_pushcfunction(L, p_fail);
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, &a);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+      sk_marshal_xproc = a.was_xproc;
+      sk_buf_free(out);
+      return -1;
+    }
   }
   *kind = a.kind;
   return a.failed;
 }
-

@@ -30,6 +30,8 @@
 **
 ** Both directions run inside a protected call, so an error (ours, or Lua
 ** running out of memory) frees the C buffer before it reaches the caller.
+** The _raw entry points leave that protection to a caller that has its own
+** (a pool's submit, a worker's job: sk_lua.h).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,21 +104,33 @@ static const char *get_bytes(dec *d, size_t *n) {
   return s;
 }
 
+/* Gives the value at the top id d->nextid+1, for later T_REFs. The refs
+** slot holds the first such value itself (most buffers have one: a job's
+** function), and the table of them from the second on. */
 static void remember(dec *d) {
-  if (lua_isnil(d->L, d->refs)) {   /* taken on first need, into its reserved slot */
+  lua_State *L = d->L;
+  if (d->nextid == 0) {
+    lua_pushvalue(L, -1);
+    lua_replace(L, d->refs);
+    d->nextid = 1;
+    return;
+  }
+  if (d->nextid == 1) {             /* the second: the table, taken now */
     /* Reuse the worker's spare table (p_decode clears and returns it); a
     ** nested decode finds none there and makes its own. */
-    if (lua_getfield(d->L, LUA_REGISTRYINDEX, "skein.refs") == LUA_TTABLE) {
-      lua_pushnil(d->L);
-      lua_setfield(d->L, LUA_REGISTRYINDEX, "skein.refs");
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "skein.refs") == LUA_TTABLE) {
+      lua_pushnil(L);
+      lua_setfield(L, LUA_REGISTRYINDEX, "skein.refs");
     } else {
-      lua_pop(d->L, 1);
-      lua_newtable(d->L);
+      lua_pop(L, 1);
+      lua_newtable(L);
     }
-    lua_replace(d->L, d->refs);
+    lua_pushvalue(L, d->refs);
+    lua_rawseti(L, -2, 1);
+    lua_replace(L, d->refs);
   }
-  lua_pushvalue(d->L, -1);
-  lua_rawseti(d->L, d->refs, ++d->nextid);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, d->refs, ++d->nextid);
 }
 
 static void dec_value(dec *d, int depth);
@@ -591,7 +605,8 @@ static void dec_value(dec *d, int depth) {
     case T_REF: {
       uint64_t id = get_varint(d);
       if (id >= (uint64_t)d->nextid) dec_fail(d, "reference to an unknown value");
-      lua_rawgeti(L, d->refs, (lua_Integer)id + 1);
+      if (d->nextid == 1) lua_pushvalue(L, d->refs);
+      else lua_rawgeti(L, d->refs, (lua_Integer)id + 1);
       break;
     }
     case T_LFUNC: dec_lfunc(d, depth); break;
@@ -612,7 +627,7 @@ static void dec_value(dec *d, int depth) {
 /* Gives the worker's spare table (remember) back, emptied. */
 static void give_back_refs(dec *d) {
   lua_State *L = d->L;
-  if (!lua_istable(L, d->refs)) return;
+  if (d->nextid < 2) return;        /* no table was taken */
   for (lua_Integer i = 1; i <= d->nextid; i++) {
     lua_pushnil(L);
     lua_rawseti(L, d->refs, i);
@@ -621,8 +636,10 @@ static void give_back_refs(dec *d) {
   lua_setfield(L, LUA_REGISTRYINDEX, "skein.refs");
 }
 
-static int p_decode(lua_State *L) {
-  dec *d = lua_touserdata(L, 1);
+/* Pushes the refs slot, then the decoded values; returns their count.
+** Raises on error. */
+static int decode_values(dec *d) {
+  lua_State *L = d->L;
   lua_pushnil(L);
   d->refs = lua_gettop(L);
   if (get_byte(d) != 'S' || get_byte(d) != SK_MARSHAL_FORMAT) dec_fail(d, "not a skein buffer");
@@ -637,6 +654,8 @@ static int p_decode(lua_State *L) {
   give_back_refs(d);
   return (int)n;
 }
+
+static int p_decode(lua_State *L) { return decode_values(lua_touserdata(L, 1)); }
 
 /* p_decode for sk_marshal_decode_into: stack 1 dec, 2 the table, 3 the
 ** first index. */
@@ -679,3 +698,11 @@ int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags) {
   return lua_gettop(L) - top;
 }
 
+
+int sk_marshal_decode_raw(lua_State *L, const char *data, size_t len, int flags) {
+  dec d = {L, (const uint8_t *)data, (const uint8_t *)data + len, 0, 0, flags, 0};
+  luaL_checkstack(L, 4, "unmarshal");
+  int n = decode_values(&d);
+  lua_remove(L, d.refs);
+  return n;
+}

@@ -3,7 +3,8 @@
 ** worker to bytes (sk_marshal_encode and its list form). It never raises:
 ** it runs in a protected call, so an error (a value that cannot be sent,
 ** named by its path, or Lua out of memory) frees the buffer before it
-** reaches the caller.
+** reaches the caller. sk_marshal_encode_raw raises instead, into a caller
+** that owns the buffer through something Lua collects.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -850,10 +851,10 @@ static void enc_value(enc *e, int idx, const path *p, int depth) {
   }
 }
 
-/* Protected body of sk_marshal_encode: [1] = enc*, [2..] = the values. */
-static int p_encode(lua_State *L) {
-  enc *e = lua_touserdata(L, 1);
-  int n = lua_gettop(L) - 1;
+/* Encodes the n values from stack index `first` (absolute); pushes the
+** seen slot, which the caller drops. Raises on error. */
+static void encode_values(enc *e, int first, int n) {
+  lua_State *L = e->L;
   lua_pushnil(L);
   e->seen = lua_gettop(L);
   put_byte(L, e->b, 'S');
@@ -861,8 +862,13 @@ static int p_encode(lua_State *L) {
   put_varint(L, e->b, (uint64_t)n);
   for (int i = 0; i < n; i++) {
     path p = {NULL, P_INDEX, NULL, i + 1};
-    enc_value(e, i + 2, &p, 0);
+    enc_value(e, first + i, &p, 0);
   }
+}
+
+/* Protected body of sk_marshal_encode: [1] = enc*, [2..] = the values. */
+static int p_encode(lua_State *L) {
+  encode_values(lua_touserdata(L, 1), 2, lua_gettop(L) - 1);
   return 0;
 }
 
@@ -910,3 +916,13 @@ int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *r
   return 0;
 }
 
+
+int sk_marshal_encode_raw(lua_State *L, int first, int n, sk_buf *out, const char *root) {
+  enc e = {.L = L, .b = out, .root = root ? root : "value"};
+  first = lua_absindex(L, first);
+  luaL_checkstack(L, 4, "marshal");
+  int top = lua_gettop(L);
+  encode_values(&e, first, n);
+  lua_settop(L, top);
+  return 0;
+}

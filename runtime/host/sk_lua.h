@@ -436,6 +436,13 @@ int sk_marshal_encode(lua_State *L, int first, int n, sk_buf *out, const char *r
 /* Pushes the decoded values and returns their count, or -1 with an error
 ** pushed; never raises. */
 int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags);
+/* The same two without their protected call, for a caller that is in one
+** already and holds nothing an error would leak: they raise the error
+** instead of returning it. The encoder appends to *out (its len and nobjs
+** 0 on entry; storage it has is reused); what it wrote before it raised
+** stays there, and the caller frees it in either case. */
+int sk_marshal_encode_raw(lua_State *L, int first, int n, sk_buf *out, const char *root);
+int sk_marshal_decode_raw(lua_State *L, const char *data, size_t len, int flags);
 /* The same for a list: encodes t[i..j] (t at stack index t) as j-i+1
 ** values, named root[1], root[2]... in errors; and decodes a buffer's
 ** values into t[at], t[at+1]... (raw sets; a nil leaves its place alone),

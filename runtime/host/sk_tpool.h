@@ -22,12 +22,13 @@ typedef struct sk_tpool sk_tpool;
 typedef struct sk_tjob {
   struct sk_tjob *next;
   sk_future *fut;               /* counted */
-  sk_buf code;                  /* fn and its arguments */
+  sk_buf code;                  /* fn and its arguments: bytes in `bytes`, objects its own */
   uint64_t timeout;             /* ns, 0: none */
   sk_worker *owner;             /* the submitter it counts in (touched there only) */
   sk_port *port;                /* the submitter's port, counted and held; NULL: not counted */
   uint64_t queued_at;           /* when it was submitted (uv_hrtime) */
   uint64_t flow;                /* traced: the job's flow id; 0: untraced */
+  char bytes[];                 /* the code's bytes (one allocation with the job) */
 } sk_tjob;
 
 /* One worker slot; `w` is set while the worker runs (for terminate). */
@@ -46,9 +47,11 @@ struct sk_tpool {
   uv_mutex_t lock;
   uv_cond_t cond;               /* jobs arrived, or closing */
   sk_tjob *head, *tail;
-  size_t queued;
+  size_t queued;                /* written under the lock; read without it as a hint (atomic) */
   int size, alive, busy;
   int sleeping;                 /* workers waiting on cond */
+  int waking;                   /* of those, how many were signalled and not yet up */
+  int spinning;                 /* workers looking for work before they sleep (atomic) */
   int closed, terminating;
   uint64_t submitted, done, failed, restarted;
   int max_tasks;
@@ -80,10 +83,12 @@ sk_tpool *sk_tpool_new(int size, int max_tasks, const char *name, sk_buf *init, 
 /* Starts every slot's thread; returns how many started. When some could
 ** not, the pool shrinks to those and is closed. */
 int sk_tpool_start(sk_tpool *p);
-/* Queues a job (`code`: fn+args, marshalled, taken over) with a timeout in
-** ns (0: none), submitted by worker w (counted as w's live work unless w is
-** one of the pool's own workers). 0 with *out a new reference to its
-** future; UV_ENOMEM or, when the pool is closed, UV_EPIPE (code freed). */
+/* Queues a job (`code`: fn+args, marshalled) with a timeout in ns (0:
+** none), submitted by worker w (counted as w's live work unless w is one
+** of the pool's own workers). The code's bytes are copied into the job
+** and its objects taken over (released on failure): *code is left empty,
+** its storage the caller's to reuse. 0 with *out a new reference to its
+** future; UV_ENOMEM or, when the pool is closed, UV_EPIPE. */
 int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, sk_future **out);
 /* No more submits: workers exit once the queue is drained. */
 void sk_tpool_close(sk_tpool *p);

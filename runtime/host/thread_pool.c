@@ -11,6 +11,12 @@
 ** drained before the next job is taken). Lock order: pool lock, then a
 ** future's lock (through sk_future_*), then a port lock.
 **
+** Wakes: a worker that runs out of jobs looks at the queue's length for a
+** few microseconds before it sleeps (spin_for_work), and a submit signals
+** a sleeper only when no awake worker will find the job (wake_for_queue),
+** so a burst of submits costs no futex call per job. Invariant: while jobs
+** are queued, some worker is awake and idle, running a job, or signalled.
+**
 ** Per-task timeouts really stop the task: a count hook checks the deadline
 ** every few thousand VM instructions (so a pure-Lua loop is interrupted),
 ** and the job runs inside a deadline scope (so a blocked wait is cut short).
@@ -23,7 +29,8 @@
 ** does) from submit until it has left the pool, so a script, a thread or a
 ** pool job that submitted work does not end before that work is done, and
 ** the REPL's Ctrl-D counts it. The submitter's port is held meanwhile, and
-** whichever thread frees the job posts the uncounting to that port. Jobs a
+** whichever thread frees the job posts the uncounting to that port (a
+** worker in batches: reap_batch). Jobs a
 ** pool's own workers submit to it are not counted there (a worker that
 ** waited for them could be the one they need). A pool whose handle is
 ** collected while its threads still run counts once more in that handle's
@@ -31,6 +38,7 @@
 */
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,29 +47,81 @@
 
 #define HOOK_EVERY 4000
 
-/* On the submitter's thread: the job has left the pool. */
-static void job_reaped(void *arg) {
-  sk_tjob *j = arg;
-  j->owner->live--;
-  sk_port_hold(j->port, -1);
-  sk_port_release(j->port);
-  free(j);
+/* On the submitter's thread: a chain of jobs (linked by `next`, all of one
+** port) has left the pool. */
+static void jobs_reaped(void *arg) {
+  for (sk_tjob *j = arg, *next; j; j = next) {
+    next = j->next;
+    j->owner->live--;
+    sk_port_hold(j->port, -1);
+    sk_port_release(j->port);
+    free(j);
+  }
 }
 
 /* The submitter has closed: there is nothing left to uncount. */
-static void job_orphaned(void *arg) {
-  sk_tjob *j = arg;
-  sk_port_release(j->port);
-  free(j);
+static void jobs_orphaned(void *arg) {
+  for (sk_tjob *j = arg, *next; j; j = next) {
+    next = j->next;
+    sk_port_release(j->port);
+    free(j);
+  }
+}
+
+/* Jobs a worker has finished whose uncounting is still to be posted to
+** their submitter: one post (one wake of that loop) per batch instead of
+** one per job. A batch holds jobs of one port only; the worker flushes it
+** before it waits for work, before it runs a job of another port (or an
+** uncounted one), when it is full, and before it exits, so an uncounting
+** waits at most for jobs its own submitter waits for too. */
+typedef struct reap_batch {
+  sk_tjob *head;
+  sk_port *port;
+  int n;
+} reap_batch;
+
+#define REAP_BATCH 64
+
+static void reap_flush(reap_batch *b) {
+  if (b->head) sk_port_call(b->port, jobs_reaped, jobs_orphaned, b->head);
+  *b = (reap_batch){NULL, NULL, 0};
+}
+
+/* Releases the objects a job's code refers to (its bytes live in the job). */
+static void code_release(sk_buf *b) {
+  for (size_t i = 0; i < b->nobjs; i++) sk_obj_release(b->objs[i]);
+  free(b->objs);
+  *b = (sk_buf){0};
+}
+
+/* Frees what job j holds but the counting: the code and the future. */
+static void job_strip(sk_tjob *j) {
+  code_release(&j->code);
+  sk_obj_release(&j->fut->obj);
+  j->fut = NULL;
 }
 
 /* Frees a job that has left the pool (finished or cancelled), on any
 ** thread; one counted as live work of its submitter is uncounted there. */
 static void job_free(sk_tjob *j) {
-  sk_buf_free(&j->code);
-  sk_obj_release(&j->fut->obj);
-  if (j->port) sk_port_call(j->port, job_reaped, job_orphaned, j);
+  job_strip(j);
+  j->next = NULL;
+  if (j->port) sk_port_call(j->port, jobs_reaped, jobs_orphaned, j);
   else free(j);
+}
+
+/* job_free for a worker: the uncounting joins the worker's batch b. */
+static void job_free_batched(sk_tjob *j, reap_batch *b) {
+  job_strip(j);
+  if (j->port == NULL) {
+    free(j);
+    return;
+  }
+  if (b->port != j->port || b->n >= REAP_BATCH) reap_flush(b);
+  j->next = b->head;
+  b->head = j;
+  b->port = j->port;
+  b->n++;
 }
 
 static void pool_destroy(sk_obj *o) {
@@ -159,6 +219,58 @@ static char *run_init(sk_tpool *p, lua_State *L) {
 
 static void worker_main(void *arg);
 
+#define SPIN_NS 20000           /* how long an idle worker looks for work before sleeping */
+#define SPIN_MAX_PAUSES 64      /* the longest pause between two looks */
+
+static void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+/* Wakes one sleeping worker when the queue holds more jobs than there are
+** workers that will look at it anyway: those awake and not running a job
+** (spinning, or on their way back to the queue) and those already woken.
+** So a burst of submits wakes each sleeper once, not once per job, and a
+** lone submit to an idle pool wakes one at once. The caller holds the pool
+** lock. */
+static void wake_for_queue(sk_tpool *p) {
+  if (p->sleeping <= p->waking) return;
+  int looking = p->alive - p->sleeping - p->busy + p->waking;
+  if ((int64_t)p->queued > (int64_t)looking) {
+    p->waking++;
+    uv_cond_signal(&p->cond);
+  }
+}
+
+/* Called without the pool lock by a worker that found no job: looks at the
+** queue's length (written under the lock, read here as a hint) for up to
+** SPIN_NS, backing off between looks, and yields its CPU now and then in
+** case the submitter shares it. At most one worker per CPU spins at a
+** time (a big pool's idle workers would only burn CPU); none on one CPU. */
+static void spin_for_work(sk_tpool *p) {
+  static int ncpu;
+  if (__atomic_load_n(&ncpu, __ATOMIC_RELAXED) == 0) {
+    __atomic_store_n(&ncpu, (int)uv_available_parallelism(), __ATOMIC_RELAXED);
+  }
+  int cpus = __atomic_load_n(&ncpu, __ATOMIC_RELAXED);
+  if (__atomic_add_fetch(&p->spinning, 1, __ATOMIC_RELAXED) <= cpus && cpus >= 2) {
+    uint64_t t0 = uv_hrtime();
+    for (unsigned i = 1, pauses = 1;; i++) {
+      if (__atomic_load_n(&p->queued, __ATOMIC_RELAXED) > 0) break;
+      for (unsigned k = 0; k < pauses; k++) cpu_relax();
+      if (pauses < SPIN_MAX_PAUSES) pauses *= 2;
+      if ((i & 7) == 0) {
+        if (uv_hrtime() - t0 > SPIN_NS) break;
+        sched_yield();
+      }
+    }
+  }
+  __atomic_sub_fetch(&p->spinning, 1, __ATOMIC_RELAXED);
+}
+
 /* Joins the threads that have ended and were not joined yet; one of them
 ** that is the calling thread detaches itself instead. */
 void sk_tpool_join_exited(sk_tpool *p) {
@@ -236,7 +348,16 @@ static void worker_main(void *arg) {
     else free(init_error);
   }
   slot->w = w;
+  reap_batch reaped = {NULL, NULL, 0};
   for (;;) {
+    if (p->head == NULL && !p->closed && !p->terminating) {
+      /* Out of work: hand the batch back, then look again for a moment
+      ** before sleeping (a burst of submits then costs no futex). */
+      uv_mutex_unlock(&p->lock);
+      reap_flush(&reaped);
+      spin_for_work(p);
+      uv_mutex_lock(&p->lock);
+    }
     while (p->head == NULL && !p->closed && !p->terminating) {
       if (SK_TRACING()) {       /* about to sleep: the trace gets what it recorded */
         uv_mutex_unlock(&p->lock);
@@ -247,19 +368,24 @@ static void worker_main(void *arg) {
       p->sleeping++;
       uv_cond_wait(&p->cond, &p->lock);
       p->sleeping--;
+      if (p->waking > 0) p->waking--;
     }
     if (p->terminating || p->head == NULL) break;
     sk_tjob *j = p->head;
     p->head = j->next;
     if (p->head == NULL) p->tail = NULL;
-    p->queued--;
+    __atomic_store_n(&p->queued, p->queued - 1, __ATOMIC_RELAXED);
     p->busy++;
+    wake_for_queue(p);          /* a woken worker passes the wake on */
     uint64_t t0 = uv_hrtime(), flow = j->flow;
     sk_hist_add(&p->qwait, t0 - j->queued_at);
     const char *broken = p->init_error;
     const char *tname = p->tname;
     int64_t tq = (int64_t)p->queued, tb = p->busy;
     uv_mutex_unlock(&p->lock);
+    /* The batch does not wait for another submitter's job (or an uncounted
+    ** one), which may run long; its own submitter waits for its own jobs. */
+    if (reaped.head && reaped.port != j->port) reap_flush(&reaped);
     if (flow && SK_TRACING()) sk_trace_counter(tname, "queued", tq, "busy", tb, 0);
     int ok = 1;
     if (sk_future_start(j->fut)) {
@@ -272,7 +398,7 @@ static void worker_main(void *arg) {
       }
     }
     if (flow && SK_TRACING()) sk_trace_job(tname, flow, t0, t0 - j->queued_at, !ok);
-    job_free(j);
+    job_free_batched(j, &reaped);
     uint64_t t1 = uv_hrtime();
     uv_mutex_lock(&p->lock);
     p->busy--;
@@ -294,6 +420,7 @@ static void worker_main(void *arg) {
   }
   slot->w = NULL;
   uv_mutex_unlock(&p->lock);
+  reap_flush(&reaped);
   if (w) {
     sk_task_report_failures(w);
     sk_worker_close(w);
@@ -377,15 +504,21 @@ int sk_tpool_start(sk_tpool *p) {
 }
 
 int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, sk_future **out) {
-  sk_tjob *j = calloc(1, sizeof *j);
-  if (j) j->fut = sk_future_new();
+  size_t len = code->len;
+  sk_tjob *j = len <= SIZE_MAX - sizeof *j ? malloc(sizeof *j + len) : NULL;
+  if (j) {
+    memset(j, 0, sizeof *j);
+    j->fut = sk_future_new();
+  }
   if (j == NULL || j->fut == NULL) {
-    sk_buf_free(code);
+    code_release(code);
     free(j);
     return UV_ENOMEM;
   }
-  j->code = *code;
-  *code = (sk_buf){0};
+  memcpy(j->bytes, code->data, len);
+  j->code = (sk_buf){j->bytes, len, len, code->objs, code->nobjs, code->capobjs};
+  code->objs = NULL;
+  code->len = code->nobjs = code->capobjs = 0;
   j->timeout = timeout;
   j->queued_at = uv_hrtime();
   uint64_t t0 = 0, flow = 0;
@@ -410,7 +543,7 @@ int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, s
     if (p->tail) p->tail->next = j;
     else p->head = j;
     p->tail = j;
-    p->queued++;
+    __atomic_store_n(&p->queued, p->queued + 1, __ATOMIC_RELAXED);
     p->submitted++;
     if (t0) {
       if (p->tname == NULL) p->tname = sk_trace_intern(p->name);
@@ -418,7 +551,7 @@ int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, s
       tq = (int64_t)p->queued;
       tb = p->busy;
     }
-    if (p->sleeping > 0) uv_cond_signal(&p->cond);  /* busy workers will find it */
+    wake_for_queue(p);
   }
   uv_mutex_unlock(&p->lock);
   if (t0 && !closed && tname) {
@@ -431,7 +564,7 @@ int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, s
       sk_port_hold(j->port, -1);
       sk_port_release(j->port);
     }
-    sk_buf_free(&j->code);
+    code_release(&j->code);
     sk_obj_release(&j->fut->obj);
     free(j);
     return UV_EPIPE;
@@ -452,7 +585,7 @@ void sk_tpool_terminate(sk_tpool *p) {
   p->closed = p->terminating = 1;
   sk_tjob *j = p->head;
   p->head = p->tail = NULL;
-  p->queued = 0;
+  __atomic_store_n(&p->queued, 0, __ATOMIC_RELAXED);
   for (int i = 0; i < p->size; i++) {
     if (p->slots[i].w) sk_worker_interrupt(p->slots[i].w);
   }
