@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <string.h>
 
+#include "../core/sk_cpu.h"
 #include "sk_qstore.h"
 
 #define CHUNK 128               /* FIFO items in a queue's first chunks */
@@ -44,13 +45,6 @@ typedef struct pentry {
 
 #define ALIGNED _Alignas(64)
 
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
 
 /* The put and get sides' locks: test-and-test-and-set. Their critical
 ** sections are a few dozen instructions (a malloc or realloc at most), so
@@ -64,7 +58,7 @@ static void __attribute__((noinline)) spin_lock_slow(spinlock *l) {
   while (__atomic_exchange_n(&l->locked, 1, __ATOMIC_SEQ_CST)) {
     for (unsigned n = 1; __atomic_load_n(&l->locked, __ATOMIC_RELAXED); n++) {
       if (n % 128 == 0) sched_yield();
-      else cpu_relax();
+      else sk_cpu_relax();
     }
   }
 }
@@ -81,7 +75,7 @@ static inline void spin_lock(spinlock *l) {
 static void wait_unlocked(spinlock *l) {
   for (unsigned n = 1; __atomic_load_n(&l->locked, __ATOMIC_SEQ_CST); n++) {
     if (n % 128 == 0) sched_yield();
-    else cpu_relax();
+    else sk_cpu_relax();
   }
 }
 
@@ -574,7 +568,7 @@ static int local_task_done(void *self) {
   uint64_t d = LOAD(&q->done);
   do {
     if (d >= DONE_MOVED) {
-      cpu_relax();
+      sk_cpu_relax();
       return SK_Q_MOVED;
     }
     if (d >= LOAD(&q->tail)) return -1;
@@ -596,7 +590,7 @@ static int queue_spin(sk_queue *q, sk_ctx *c, int what) {
   ** several items without looking again. */
   for (unsigned i = 1, pauses = 1;; i++) {
     if (sk_queue_ready(q, what)) return 1;
-    for (unsigned k = 0; k < pauses; k++) cpu_relax();
+    for (unsigned k = 0; k < pauses; k++) sk_cpu_relax();
     if (pauses < SPIN_MAX_PAUSES) pauses *= 2;
     if ((i & 7) == 0 && uv_hrtime() - t0 > SPIN_NS) return 0;
   }

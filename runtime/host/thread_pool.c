@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/sk_cpu.h"
 #include "sk_task.h"
 #include "sk_tpool.h"
 
@@ -222,13 +223,6 @@ static void worker_main(void *arg);
 #define SPIN_NS 20000           /* how long an idle worker looks for work before sleeping */
 #define SPIN_MAX_PAUSES 64      /* the longest pause between two looks */
 
-static void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
 
 /* Wakes one sleeping worker when the queue holds more jobs than there are
 ** workers that will look at it anyway: those awake and not running a job
@@ -260,7 +254,7 @@ static void spin_for_work(sk_tpool *p) {
     uint64_t t0 = uv_hrtime();
     for (unsigned i = 1, pauses = 1;; i++) {
       if (__atomic_load_n(&p->queued, __ATOMIC_RELAXED) > 0) break;
-      for (unsigned k = 0; k < pauses; k++) cpu_relax();
+      for (unsigned k = 0; k < pauses; k++) sk_cpu_relax();
       if (pauses < SPIN_MAX_PAUSES) pauses *= 2;
       if ((i & 7) == 0) {
         if (uv_hrtime() - t0 > SPIN_NS) break;
