@@ -7,9 +7,10 @@
 --   for d in range(40): pool.apply_async(func, (d, results))
 --   pool.close(); pool.join(); print(results)
 --
--- The shared table lives in this process; a worker process gets a proxy
--- whose append runs here, whole, so no result is lost or doubled. Workers
--- finish in any order: sort the list before printing.
+-- The shared table lives in the shared segment, where every worker process
+-- appends to the same one, each append whole under its lock, so no result
+-- is lost or doubled. Workers finish in any order: sort the list before
+-- printing.
 
 local function func(d, results)
   results:append(d + 1)
