@@ -491,8 +491,17 @@ return {
       local st = b:stats("poison")
       assert.equal(1, st.dead)
       assert.equal(3, st.failed)
+      -- With no worker running, a second requeue of the same id finds
+      -- nothing dead (a running worker could fail it three times again
+      -- between the two calls and make the second one true, rightly).
+      kill(w, "TERM")
+      assert.equal(0, wait_exit(w, 15))
       assert.is_true(b:requeue(f.id))
       assert.is_false(b:requeue(f.id))
+      assert.is_false(b:requeue("no-such-task"))
+      assert.equal(0, b:stats("poison").dead)
+      assert.equal(0, #b:dead("poison"))
+      w = start_worker({"--broker", url, "--prefix", p, "--tasks", tasks_file, "--queue", "poison"})
       assert.is_true(eventually(20, function() return b:stats("poison").dead == 1 and #b:dead("poison") == 1 end))
       assert.equal(6, b:stats("poison").failed)
       kill(w, "TERM")

@@ -576,13 +576,17 @@ function Broker:requeue(id)
   if not raw then return false end
   local t = decode(raw)
   local k = M.keys.pool(self.prefix, t.pool)
+  -- LREM is the claim: of two callers requeueing one id, only one removes
+  -- it. Everything about the old death is cleared before XADD, because from
+  -- XADD on a worker may run the task, fail it again and dead-letter it anew;
+  -- that new record must not be deleted here.
   if self._conn:call("LREM", k.dead, 0, id) == 0 then return false end
+  self._conn:call("DEL", dkey)
+  self._conn:call("HINCRBY", k.stats, "dead", -1)
   self._conn:call("DEL", M.keys.result(self.prefix, id))
   self._conn:call("HDEL", k.err, id)
   self._conn:call("XADD", k.stream, "*", "id", id, "task", t.task, "args", t.args,
                   "reply", t.reply or "", "tries", 0)
-  self._conn:call("DEL", dkey)
-  self._conn:call("HINCRBY", k.stats, "dead", -1)
   return true
 end
 
