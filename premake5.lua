@@ -93,7 +93,7 @@ project "skein_shared"
   files(core_files)
   objdir "build/obj/shared"
   buildoptions { "-fPIC", "-fvisibility=hidden" }
-  links { "lua5.4", "uv", "curl", "hiredis", "m" }
+  links { "lua5.4", "uv", "hiredis", "m", "dl" }
   common()
   dirs("lib/shared")
 
@@ -101,6 +101,6 @@ project "skein"
   kind "ConsoleApp"
   files { "runtime/cli/*.c" }
   objdir "build/obj/exe"
-  links { "skein_static", "lua5.4", "uv", "curl", "hiredis", "readline", "m", "dl", "pthread" }
+  links { "skein_static", "lua5.4", "uv", "hiredis", "readline", "m", "dl", "pthread" }
   common()
   dirs("bin")

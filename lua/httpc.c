@@ -44,7 +44,11 @@ static int push_multi(lua_State *L, long max_conns, long max_per_host) {
   u->cm = NULL;
   luaL_setmetatable(L, MULTI_MT);
   u->cm = sk_curlm_new(sk_worker_of(L)->sched.loop, max_conns, max_per_host);
-  if (u->cm == NULL) return sk_error_raise(L, "memory", "skein.http: cannot start libcurl");
+  if (u->cm == NULL) {
+    const char *why = sk_curl_load_error();
+    if (why) return sk_error_raise(L, "io", "skein.http: %s", why);
+    return sk_error_raise(L, "memory", "skein.http: cannot start libcurl");
+  }
   return 1;
 }
 
@@ -159,7 +163,7 @@ static int l_start(lua_State *L) {
   if (rc != 0) {
     sk_error_push_coded(L, rc == CURLE_OUT_OF_MEMORY ? "memory" : "io", sk_curl_code_name(rc),
                         "url", o.url, "%s %s: %s", o.method, o.url,
-                        curl_easy_strerror((CURLcode)rc));
+                        sk_curl_strerror(rc));
     return lua_error(L);
   }
   return 1;
@@ -176,7 +180,7 @@ static int raise_failed(lua_State *L, sk_xfer *x, const char *method, const char
                         (lua_Integer)x->max_body);
   } else {
     sk_error_push_coded(L, "io", sk_curl_code_name(x->result), "url", url, "%s %s: %s", method,
-                        url, x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result));
+                        url, x->errbuf[0] ? x->errbuf : sk_curl_strerror(x->result));
   }
   return lua_error(L);
 }

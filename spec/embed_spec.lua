@@ -44,7 +44,7 @@ local bin = os.getenv("SKEIN_BIN") or (root .. "/build/bin/release/skein")
 local cfg = bin:match("/build/bin/([^/]+)/skein$") or "release"
 local sanflags = cfg == "asan" and "-fsanitize=address,undefined -fno-omit-frame-pointer" or ""
 local cflags = "-std=gnu11 -g -O1 -Wall -Wextra " .. sanflags
-local lualibs = "-llua5.4 -luv -lcurl -lhiredis -lm -ldl -lpthread"
+local lualibs = "-llua5.4 -luv -lhiredis -lm -ldl -lpthread"
 
 local tmp -- a fresh directory per run of this file
 

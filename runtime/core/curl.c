@@ -2,7 +2,10 @@
 ** curl.c — HTTP transfers on libcurl's multi interface, driven by a libuv
 ** loop (sk_curl.h has the rules: who calls curl when, and the resolver).
 */
+#include <dlfcn.h>
 #include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -10,6 +13,94 @@
 #include <unistd.h>
 
 #include "sk_curl.h"
+
+/* ------------------------------------------------------------ libcurl
+**
+** libcurl is loaded the first time a worker makes a multi, not linked into
+** the binary: its dependencies (TLS, Kerberos, LDAP, IDN, ... some thirty
+** shared objects) cost every process start about 15 ms of dynamic linking
+** on the machine this was measured on, and most skein processes (pool
+** workers, `skein.process` children, scripts) never speak HTTP. Only the
+** functions below are used; `cu` is written once, under `global_once`, and
+** read-only after. */
+typedef struct curl_api {
+  CURLcode (*global_init)(long);
+  CURLM *(*multi_init)(void);
+  CURLMcode (*multi_cleanup)(CURLM *);
+  CURLMcode (*multi_setopt)(CURLM *, CURLMoption, ...);
+  CURLMcode (*multi_add_handle)(CURLM *, CURL *);
+  CURLMcode (*multi_remove_handle)(CURLM *, CURL *);
+  CURLMcode (*multi_socket_action)(CURLM *, curl_socket_t, int, int *);
+  CURLMsg *(*multi_info_read)(CURLM *, int *);
+  CURL *(*easy_init)(void);
+  void (*easy_cleanup)(CURL *);
+  void (*easy_reset)(CURL *);
+  CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
+  CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
+  CURLcode (*easy_pause)(CURL *, int);
+  const char *(*easy_strerror)(CURLcode);
+  struct curl_slist *(*slist_append)(struct curl_slist *, const char *);
+  void (*slist_free_all)(struct curl_slist *);
+} curl_api;
+
+static curl_api cu;
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static int global_rc = -1;           /* 0 once libcurl is loaded and initialised */
+static char load_error[256];
+
+/* Resolves every entry of `cu` from `lib`; 0, or -1 naming what is missing. */
+static int resolve(void *lib) {
+  static const struct { const char *name; size_t at; } syms[] = {
+#define SYM(f) {"curl_" #f, offsetof(curl_api, f)}
+      SYM(global_init),      SYM(multi_init),       SYM(multi_cleanup),
+      SYM(multi_setopt),     SYM(multi_add_handle), SYM(multi_remove_handle),
+      SYM(multi_socket_action), SYM(multi_info_read), SYM(easy_init),
+      SYM(easy_cleanup),     SYM(easy_reset),       SYM(easy_setopt),
+      SYM(easy_getinfo),     SYM(easy_pause),       SYM(easy_strerror),
+      SYM(slist_append),     SYM(slist_free_all),
+#undef SYM
+  };
+  for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
+    void *f = dlsym(lib, syms[i].name);
+    if (f == NULL) {
+      snprintf(load_error, sizeof load_error, "libcurl has no %s", syms[i].name);
+      return -1;
+    }
+    memcpy((char *)&cu + syms[i].at, &f, sizeof f);
+  }
+  return 0;
+}
+
+/* Runs once per process. The library stays loaded for the process's life
+** (its global state, and every handle made from it, depend on that). */
+static void global_init(void) {
+  void *lib = dlopen(SK_LIBCURL, RTLD_NOW | RTLD_LOCAL);
+  if (lib == NULL) {
+    const char *why = dlerror();
+    snprintf(load_error, sizeof load_error, "cannot load %s: %s", SK_LIBCURL,
+             why ? why : "unknown error");
+    return;
+  }
+  if (resolve(lib) != 0) return;
+  CURLcode rc = cu.global_init(CURL_GLOBAL_DEFAULT);
+  if (rc != CURLE_OK) {
+    snprintf(load_error, sizeof load_error, "curl_global_init failed: %s",
+             cu.easy_strerror(rc));
+    return;
+  }
+  global_rc = 0;
+}
+
+const char *sk_curl_load_error(void) {
+  pthread_once(&global_once, global_init);
+  return global_rc == 0 ? NULL : load_error;
+}
+
+const char *sk_curl_strerror(int code) {
+  if (sk_curl_load_error() != NULL) return "libcurl is not loaded";
+  return cu.easy_strerror((CURLcode)code);
+}
 
 /* A stream response holds at most this much unread before curl is paused
 ** (CURL_WRITEFUNC_PAUSE); a waiting reader lets it go on regardless. */
@@ -215,13 +306,13 @@ static void keep_update(sk_curlm *cm) {
 static void drain(sk_curlm *cm) {
   CURLMsg *msg;
   int left;
-  while ((msg = curl_multi_info_read(cm->m, &left)) != NULL) {
+  while ((msg = cu.multi_info_read(cm->m, &left)) != NULL) {
     if (msg->msg != CURLMSG_DONE) continue;
     CURL *e = msg->easy_handle;
     CURLcode res = msg->data.result;
     sk_xfer *x = NULL;
-    curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
-    curl_multi_remove_handle(cm->m, e);
+    cu.easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
+    cu.multi_remove_handle(cm->m, e);
     if (x == NULL) continue;
     x->added = 0;
     x->done = 1;
@@ -250,14 +341,14 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   }
   int running;
   /* `k` may be closed inside (CURL_POLL_REMOVE): not touched after. */
-  curl_multi_socket_action(cm->m, k->fd, flags, &running);
+  cu.multi_socket_action(cm->m, k->fd, flags, &running);
   drain(cm);
 }
 
 static void on_timeout(uv_timer_t *t) {
   sk_curlm *cm = t->data;
   int running;
-  curl_multi_socket_action(cm->m, CURL_SOCKET_TIMEOUT, 0, &running);
+  cu.multi_socket_action(cm->m, CURL_SOCKET_TIMEOUT, 0, &running);
   drain(cm);
 }
 
@@ -324,10 +415,6 @@ static int on_closesocket(void *clientp, curl_socket_t s) {
 
 /* -------------------------------------------------------------- multi */
 
-static pthread_once_t global_once = PTHREAD_ONCE_INIT;
-static int global_rc;
-static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 static void free_timer(uv_handle_t *h) {
   sk_curlm *cm = h->data;
   free(h);
@@ -335,16 +422,15 @@ static void free_timer(uv_handle_t *h) {
 }
 
 sk_curlm *sk_curlm_new(uv_loop_t *loop, long max_conns, long max_per_host) {
-  pthread_once(&global_once, global_init);
-  if (global_rc != 0) return NULL;
+  if (sk_curl_load_error() != NULL) return NULL;
   sk_curlm *cm = calloc(1, sizeof *cm);
   if (cm == NULL) return NULL;
   cm->loop = loop;
   cm->timer = malloc(sizeof *cm->timer);
   cm->keep = malloc(sizeof *cm->keep);
-  cm->m = curl_multi_init();
+  cm->m = cu.multi_init();
   if (cm->timer == NULL || cm->keep == NULL || cm->m == NULL) {
-    if (cm->m) curl_multi_cleanup(cm->m);
+    if (cm->m) cu.multi_cleanup(cm->m);
     free(cm->timer);
     free(cm->keep);
     free(cm);
@@ -355,18 +441,18 @@ sk_curlm *sk_curlm_new(uv_loop_t *loop, long max_conns, long max_per_host) {
   cm->timer->data = cm->keep->data = cm;
   uv_unref((uv_handle_t *)cm->timer);
   cm->open = 2;
-  curl_multi_setopt(cm->m, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(cm->m, CURLMOPT_SOCKETDATA, cm);
-  curl_multi_setopt(cm->m, CURLMOPT_TIMERFUNCTION, on_timer);
-  curl_multi_setopt(cm->m, CURLMOPT_TIMERDATA, cm);
+  cu.multi_setopt(cm->m, CURLMOPT_SOCKETFUNCTION, on_socket);
+  cu.multi_setopt(cm->m, CURLMOPT_SOCKETDATA, cm);
+  cu.multi_setopt(cm->m, CURLMOPT_TIMERFUNCTION, on_timer);
+  cu.multi_setopt(cm->m, CURLMOPT_TIMERDATA, cm);
   /* The cache of idle connections keeps IDLE_CONNS of them (or max_conns):
   ** curl's default, 4 per easy handle in the multi, shrinks as transfers
   ** end, so a burst of transfers that all finish together (a pool's
   ** requests between two rounds) lost most of its connections and
   ** opened them again on the next round. */
-  curl_multi_setopt(cm->m, CURLMOPT_MAXCONNECTS, max_conns > IDLE_CONNS ? max_conns : (long)IDLE_CONNS);
-  if (max_conns > 0) curl_multi_setopt(cm->m, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conns);
-  if (max_per_host > 0) curl_multi_setopt(cm->m, CURLMOPT_MAX_HOST_CONNECTIONS, max_per_host);
+  cu.multi_setopt(cm->m, CURLMOPT_MAXCONNECTS, max_conns > IDLE_CONNS ? max_conns : (long)IDLE_CONNS);
+  if (max_conns > 0) cu.multi_setopt(cm->m, CURLMOPT_MAX_TOTAL_CONNECTIONS, max_conns);
+  if (max_per_host > 0) cu.multi_setopt(cm->m, CURLMOPT_MAX_HOST_CONNECTIONS, max_per_host);
   return cm;
 }
 
@@ -383,10 +469,10 @@ void sk_curlm_close(sk_curlm *cm) {
   ** its waiters told (they find it done and closed). */
   while (cm->xfers) {
     sk_xfer *x = cm->xfers;
-    if (x->added) curl_multi_remove_handle(cm->m, x->easy);
+    if (x->added) cu.multi_remove_handle(cm->m, x->easy);
     xfer_unlink(x);
     x->added = 0;
-    curl_easy_cleanup(x->easy);
+    cu.easy_cleanup(x->easy);
     x->easy = NULL;
     x->cm = NULL;
     if (!x->done) {
@@ -397,11 +483,11 @@ void sk_curlm_close(sk_curlm *cm) {
     sk_iowaitlist_wake(&x->waiters);
   }
   cm->running = 0;
-  while (cm->nfree > 0) curl_easy_cleanup(cm->free_easy[--cm->nfree]);
+  while (cm->nfree > 0) cu.easy_cleanup(cm->free_easy[--cm->nfree]);
   /* Closing the cached connections tells the socket callback to remove
   ** each socket; the timer callback is ignored from now on. */
   cm->closing = 1;
-  curl_multi_cleanup(cm->m);
+  cu.multi_cleanup(cm->m);
   cm->m = NULL;
   while (cm->socks) sock_close(cm->socks);
   uv_close((uv_handle_t *)cm->timer, free_timer);
@@ -457,7 +543,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   }
   if (len <= 2 && (p[0] == '\r' || p[0] == '\n')) {
     long code = 0;
-    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+    cu.easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
     if (code >= 200 && !(x->follow && x->saw_location && is_redirect(code))) {
       x->head_done = 1;
       wake(x);
@@ -504,7 +590,7 @@ static size_t on_upload(char *buf, size_t size, size_t n, void *ud) {
 static void repause(sk_xfer *x) {
   if (!x->added) return;
   int mask = (x->recv_paused ? CURLPAUSE_RECV : 0) | (x->send_paused ? CURLPAUSE_SEND : 0);
-  curl_easy_pause(x->easy, mask);
+  cu.easy_pause(x->easy, mask);
 }
 
 int sk_xfer_feed(sk_xfer *x, const char *data, size_t len) {
@@ -537,25 +623,25 @@ void sk_xfer_consumed(sk_xfer *x, int want) {
 
 long sk_xfer_status(sk_xfer *x) {
   long code = 0;
-  if (x->easy) curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+  if (x->easy) cu.easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
   return code;
 }
 
 const char *sk_xfer_url(sk_xfer *x) {
   char *url = NULL;
-  if (x->easy) curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &url);
+  if (x->easy) cu.easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &url);
   return url;
 }
 
 #define SET(opt, val)                                                                          \
   do {                                                                                         \
-    if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val);                                    \
+    if (rc == CURLE_OK) rc = cu.easy_setopt(e, opt, val);                                    \
   } while (0)
 
 static int setup(sk_xfer *x, CURL *e, const sk_xfer_opts *o) {
   CURLcode rc = CURLE_OK;
   for (const char *const *h = o->headers; h && *h; h++) {
-    struct curl_slist *l = curl_slist_append(x->headers, *h);
+    struct curl_slist *l = cu.slist_append(x->headers, *h);
     if (l == NULL) return CURLE_OUT_OF_MEMORY;
     x->headers = l;
   }
@@ -608,7 +694,7 @@ static void xfer_destroy(sk_xfer *x) {
   sk_rbuf_free(&x->body);
   free(x->head);
   free(x->up);
-  curl_slist_free_all(x->headers);
+  cu.slist_free_all(x->headers);
   free(x);
 }
 
@@ -623,16 +709,16 @@ int sk_xfer_start(sk_curlm *cm, const sk_xfer_opts *o, sk_xfer **out) {
   x->max_body = o->max_body;
   x->follow = o->follow;
   x->up_iter = o->body_iter;
-  CURL *e = cm->nfree > 0 ? cm->free_easy[--cm->nfree] : curl_easy_init();
+  CURL *e = cm->nfree > 0 ? cm->free_easy[--cm->nfree] : cu.easy_init();
   if (e == NULL) {
     xfer_destroy(x);
     return CURLE_OUT_OF_MEMORY;
   }
   x->easy = e;
   int rc = setup(x, e, o);
-  if (rc == CURLE_OK && curl_multi_add_handle(cm->m, e) != CURLM_OK) rc = CURLE_FAILED_INIT;
+  if (rc == CURLE_OK && cu.multi_add_handle(cm->m, e) != CURLM_OK) rc = CURLE_FAILED_INIT;
   if (rc != CURLE_OK) {
-    curl_easy_cleanup(e);
+    cu.easy_cleanup(e);
     xfer_destroy(x);
     return rc;
   }
@@ -650,15 +736,15 @@ void sk_xfer_free(sk_xfer *x) {
   sk_curlm *cm = x->cm;
   if (cm) {
     if (x->added) {
-      curl_multi_remove_handle(cm->m, x->easy);
+      cu.multi_remove_handle(cm->m, x->easy);
       x->added = 0;
       cm->running--;
       keep_update(cm);
     }
     xfer_unlink(x);
-    curl_easy_reset(x->easy);
+    cu.easy_reset(x->easy);
     if (cm->nfree < FREE_EASY) cm->free_easy[cm->nfree++] = x->easy;
-    else curl_easy_cleanup(x->easy);
+    else cu.easy_cleanup(x->easy);
     x->easy = NULL;
   }
   wake(x);

@@ -91,8 +91,14 @@ struct sk_xfer {
   sk_iowaitlist waiters;        /* woken on progress: body, head, need_body, done */
 };
 
+/* The soname loaded at run time: the one libcurl4-openssl-dev's libcurl.so
+** links to. */
+#ifndef SK_LIBCURL
+#define SK_LIBCURL "libcurl.so.4"
+#endif
+
 /* Makes a multi on `loop`; NULL when out of memory or curl fails to
-** start. max_conns, max_per_host: 0 for no limit. */
+** start (sk_curl_load_error then says why). max_conns, max_per_host: 0 for no limit. */
 sk_curlm *sk_curlm_new(uv_loop_t *loop, long max_conns, long max_per_host);
 /* Removes every transfer (each is marked done with CURLE_ABORTED_BY_CALLBACK
 ** and detached, its waiters woken), cleans the CURLM up and closes the
@@ -119,5 +125,10 @@ const char *sk_xfer_url(sk_xfer *x);
 
 /* The CURLE_ name of a code without its prefix ("COULDNT_CONNECT"). */
 const char *sk_curl_code_name(int code);
+/* libcurl's message for a CURLcode (curl_easy_strerror). */
+const char *sk_curl_strerror(int code);
+/* NULL when libcurl is loaded and initialised (the first call loads it:
+** see curl.c), else why it is not, as a sentence. */
+const char *sk_curl_load_error(void);
 
 #endif
