@@ -16,6 +16,8 @@
 typedef struct sk_embedded {
   const char *name, *chunkname, *src;
   size_t len;
+  const char *code;             /* the same chunk as bytecode, with debug info */
+  size_t clen;
 } sk_embedded;
 extern const sk_embedded sk_stdlib[];
 
@@ -40,7 +42,12 @@ static const sk_embedded *find_embedded(const char *name) {
   return NULL;
 }
 
+/* Pushes the chunk, from its bytecode when this liblua takes it (the build's
+** lua5.4 made it; a liblua of another release refuses it, and the source is
+** parsed instead). */
 static int load_embedded(lua_State *L, const sk_embedded *e) {
+  if (e->code && luaL_loadbufferx(L, e->code, e->clen, e->chunkname, "b") == LUA_OK) return 1;
+  if (e->code) lua_pop(L, 1);
   if (luaL_loadbufferx(L, e->src, e->len, e->chunkname, "t") != LUA_OK) {
     return lua_error(L);
   }
