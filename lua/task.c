@@ -280,6 +280,17 @@ static int l_interrupting(lua_State *L) {
 
 int sk_yield(lua_State *L);
 
+/* coroutine.running, as Lua's, noting when a task takes its own coroutine:
+** a finished task's coroutine is reused for a later task (tasks.c) unless
+** its code may have kept it, and this is how Lua code gets it. */
+static int l_co_running(lua_State *L) {
+  sk_ctx *c = sk_current(L);
+  if (c->co == L) c->exposed = 1;
+  int ismain = lua_pushthread(L);
+  lua_pushboolean(L, ismain);
+  return 2;
+}
+
 void sk_task_open(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"join", l_task_join},     {"cancel", l_task_cancel},
@@ -299,4 +310,9 @@ void sk_task_open(lua_State *L) {
   sk_worker_of(L)->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   sk_task_engine_open(L);
   luaL_setfuncs(L, funcs, 0);
+  if (lua_getglobal(L, "coroutine") == LUA_TTABLE) {
+    lua_pushcfunction(L, l_co_running);
+    lua_setfield(L, -2, "running");
+  }
+  lua_pop(L, 1);
 }

@@ -99,7 +99,9 @@ struct sk_ctx {
       unparked : 1,             /* skein._unpark reached it (see task.c) */
       relook : 1,               /* this wait was woken only to look again: nothing
                                    else could end it (worker.c, worker_flush) */
-      background : 1;           /* a pool worker's background task (tasks.c) */
+      background : 1,           /* a pool worker's background task (tasks.c) */
+      exposed : 1;              /* its code took its coroutine (coroutine.running):
+                                   the coroutine is not reused (tasks.c) */
   int shield;                   /* >0: cancels and scope deadlines wait */
   uint32_t wslot, wgen;         /* slot in the worker's wake table, wait number */
   int ext_hold;                 /* this wait holds the port (outside wakers) */
@@ -130,6 +132,8 @@ struct sk_worker {
   lua_Integer next_id;
   const void *task_mt;           /* the task metatable, for fast type checks */
   int task_mt_ref;              /* ... and a registry reference to it */
+  int co_cache_ref;             /* registry ref: finished coroutines kept for reuse */
+  int co_cached;                /* ... how many it holds (tasks.c) */
   size_t live;                  /* unfinished non-daemon tasks, threads, processes, pool jobs */
   size_t failures;              /* failed tasks reported as never joined */
   /* An interrupt (Ctrl-C, skein_interrupt, pool:terminate) sets both flags.

@@ -59,7 +59,17 @@ sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon) {
   sk_ctx_init(t, w);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->task_mt_ref);
   lua_setmetatable(L, -2);
-  lua_State *co = lua_newthread(L);
+  lua_State *co = NULL;
+  if (w->co_cached > 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->co_cache_ref);
+    lua_rawgeti(L, -1, w->co_cached);
+    co = lua_tothread(L, -1);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, w->co_cached--);
+    lua_remove(L, -2);
+  } else {
+    co = lua_newthread(L);
+  }
   lua_setiuservalue(L, -2, SK_TASK_UV_CO);
   if (!lua_checkstack(co, nargs + 1)) luaL_error(L, "too many arguments to spawn");
   for (int i = 0; i <= nargs; i++) lua_pushvalue(L, fn + i);
@@ -83,9 +93,34 @@ sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon) {
   return t;
 }
 
-/* Drops the coroutine and the registry reference of a finished task. */
-static void release(lua_State *L, sk_ctx *t) {
+/* Finished coroutines a worker keeps for its next tasks. A coroutine whose
+** function returned is, once its results are taken, as good as a new one
+** (status OK, an empty stack: what lua_newthread gives), so reusing it
+** saves making one and collecting one. Kept only when its task ended well
+** and its code never took the coroutine itself (coroutine.running, which
+** lua/task.c wraps to say so), since then nothing outside can tell. The
+** bound keeps what an idle worker holds small (about 1 KiB each); the
+** collector still shrinks their stacks. */
+#define CO_CACHE 256
+
+static void keep_coroutine(lua_State *L, sk_worker *w, sk_ctx *t, int ud) {
+  lua_State *co = t->co;
+  if (w->co_cached >= CO_CACHE || t->exposed ||
+      lua_status(co) != LUA_OK || lua_gettop(co) != 0) {
+    return;
+  }
+  if (lua_gethook(co) != NULL) lua_sethook(co, NULL, 0, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->co_cache_ref);
+  lua_getiuservalue(L, ud, SK_TASK_UV_CO);
+  lua_rawseti(L, -2, ++w->co_cached);
+  lua_pop(L, 1);
+}
+
+/* Drops the coroutine and the registry reference of a finished task; `ok`:
+** its function returned, so the coroutine may be kept for reuse. */
+static void release(lua_State *L, sk_ctx *t, int ok) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  if (ok) keep_coroutine(L, t->w, t, lua_gettop(L));
   lua_pushnil(L);
   lua_setiuservalue(L, -2, SK_TASK_UV_CO);
   lua_pop(L, 1);
@@ -149,7 +184,7 @@ static void finish(lua_State *L, sk_ctx *t, int st, int nres) {
     lua_resetthread(co);
   }
   lua_settop(L, u - 1);
-  release(L, t);
+  release(L, t, result == SK_RES_OK);
   complete(t, result);
 }
 
@@ -159,7 +194,7 @@ static void task_run(sk_runnable *r) {
   sk_worker *w = t->w;
   lua_State *from = w->cur_L;
   if (t->state == SK_DONE) {  /* cancelled before it ever ran */
-    release(from, t);
+    release(from, t, 0);
     return;
   }
   lua_State *co = t->co;
@@ -300,4 +335,7 @@ void sk_task_engine_open(lua_State *L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_setfield(L, LUA_REGISTRYINDEX, "skein.failed");
+  lua_newtable(L);
+  sk_worker_of(L)->co_cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sk_worker_of(L)->co_cached = 0;
 }
