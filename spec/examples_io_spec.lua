@@ -20,9 +20,12 @@ local lines = cli.lines
 -- background and waits (up to 10 s) for the line that names the port;
 -- returns the port and a function that sends SIGINT and returns the exit
 -- status, standard output and standard error once it ended (up to 10 s).
+-- (`timeout --foreground`: plain `timeout` passes a SIGINT on twice, to the
+-- server and to its process group, and the second one kills the server
+-- before it reports the first, as a second Ctrl-C does.)
 local function start_server(name)
   local d = cli.tmpdir()
-  os.execute(("(timeout -k 2 30 %s %s 0 >%s 2>%s </dev/null & echo $! >%s; wait $!; echo $? >%s) &"):format(
+  os.execute(("(timeout --foreground -k 2 30 %s %s 0 >%s 2>%s </dev/null & echo $! >%s; wait $!; echo $? >%s) &"):format(
     cli.q(cli.bin), cli.q("examples/io/" .. name), cli.q(d .. "/out"), cli.q(d .. "/err"),
     cli.q(d .. "/pid"), cli.q(d .. "/rc")))
   local port
