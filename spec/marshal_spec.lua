@@ -71,6 +71,35 @@ describe("marshal round trips", function()
     assert.equal(0, select("#", rt()))
   end)
 
+  it("keep lists of only nil, booleans and numbers of every size (the decoder's short path)", function()
+    local pick = {nil, true, false, 0, -1, 1, 63, 64, -64, -65, 2^53, -0.0, 0.5, 1 / 0, -1 / 0,
+                  0 / 0, math.maxinteger, math.mininteger, math.maxinteger // 2, 1 << 62, -(1 << 62)}
+    local npick = 21
+    for count = 0, 10 do              -- the short path takes up to 8 values
+      for start = 1, npick do
+        local vals = {}
+        for i = 1, count do vals[i] = pick[(start + i * 7) % npick + 1] end
+        local back = table.pack(rt(table.unpack(vals, 1, count)))
+        assert.equal(count, back.n)
+        for i = 1, count do
+          assert.is_true(same(vals[i], back[i]), ("value %d of %d changed"):format(i, count))
+        end
+      end
+    end
+    -- and through a thread pool's futures, which decode results the same way
+    local pool <close> = skein.pool{kind = "thread", size = 1}
+    local r = table.pack(pool:submit(function()
+      return nil, true, math.mininteger, -0.0, 0 / 0, 7
+    end):get(10))
+    assert.equal(6, r.n)
+    assert.is_nil(r[1])
+    assert.is_true(r[2])
+    assert.equal(math.mininteger, r[3])
+    assert.is_true(same(-0.0, r[4]))
+    assert.is_true(r[5] ~= r[5])
+    assert.equal(7, r[6])
+  end)
+
   it("keep binary strings exactly", function()
     local all = {}
     for i = 0, 255 do all[#all + 1] = string.char(i) end
@@ -294,6 +323,10 @@ describe("the decoder", function()
 
   it("rejects every truncation of a valid buffer", function()
     local s = skein.encode({1, 2.5, "three", {four = true}}, function(x) return x end)
+    for i = 0, #s - 1 do bad(s:sub(1, i)) end
+    bad(s .. "\0")
+    -- a buffer of numbers and booleans only (the decoder's short path)
+    s = skein.encode(1, math.maxinteger, -0.5, true, nil, math.mininteger)
     for i = 0, #s - 1 do bad(s:sub(1, i)) end
     bad(s .. "\0")
   end)

@@ -689,7 +689,65 @@ int sk_marshal_decode_into(lua_State *L, const char *data, size_t len, int flags
   return n;
 }
 
+/* Decodes a buffer that holds only nil, booleans and numbers (most task
+** results) without the protected call, which costs more than such values:
+** pushing them cannot raise. Returns their count, or -1 for any other
+** buffer, which the full decoder then reads (and judges, when malformed). */
+static int decode_scalars(lua_State *L, const uint8_t *p, const uint8_t *end) {
+  if (end - p < 3 || p[0] != 'S' || p[1] != SK_MARSHAL_FORMAT || p[2] > 8) return -1;
+  int n = p[2];
+  p += 3;
+  const uint8_t *q = p;
+  for (int i = 0; i < n; i++) {     /* check everything before pushing anything */
+    if (q >= end) return -1;
+    switch (*q++) {
+      case T_NIL: case T_FALSE: case T_TRUE: break;
+      case T_INT: {
+        int len = 1;                /* at most 9 bytes: 63 bits, no overflow check */
+        while (q < end && (*q & 0x80) && len < 9) q++, len++;
+        if (q >= end || (*q & 0x80)) return -1;
+        q++;
+        break;
+      }
+      case T_FLOAT:
+        if (end - q < 8) return -1;
+        q += 8;
+        break;
+      default: return -1;
+    }
+  }
+  if (q != end || !lua_checkstack(L, n)) return -1;
+  for (int i = 0; i < n; i++) {
+    switch (*p++) {
+      case T_NIL: lua_pushnil(L); break;
+      case T_FALSE: lua_pushboolean(L, 0); break;
+      case T_TRUE: lua_pushboolean(L, 1); break;
+      case T_INT: {
+        uint64_t z = 0;
+        for (int shift = 0;; shift += 7) {
+          uint8_t c = *p++;
+          z |= (uint64_t)(c & 0x7f) << shift;
+          if (!(c & 0x80)) break;
+        }
+        lua_pushinteger(L, (lua_Integer)((z >> 1) ^ (~(z & 1) + 1)));
+        break;
+      }
+      default: {                    /* T_FLOAT */
+        uint64_t bits = 0;
+        for (int k = 0; k < 8; k++) bits |= (uint64_t)p[k] << (8 * k);
+        p += 8;
+        lua_Number x;
+        memcpy(&x, &bits, 8);
+        lua_pushnumber(L, x);
+      }
+    }
+  }
+  return n;
+}
+
 int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags) {
+  int fast = decode_scalars(L, (const uint8_t *)data, (const uint8_t *)data + len);
+  if (fast >= 0) return fast;
   dec d = {L, (const uint8_t *)data, (const uint8_t *)data + len, 0, 0, flags, 0};
   int top = lua_gettop(L);
   lua_pushcfunction(L, p_decode);
