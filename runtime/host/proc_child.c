@@ -458,6 +458,23 @@ static int run_copy(sk_worker *w, const char *payload, size_t plen, size_t prefi
   return rc;
 }
 
+/* The next frame for a pool worker. While its loop has work of its own
+** (tasks its initializer started: a timer, a socket, a wait on another
+** worker) it waits for the frame in that loop, so that work goes on
+** between jobs: the RPC engine's watch on the socket sets aside the frames
+** it reads, and the deferred list is where they come from. Otherwise it
+** blocks on the socket alone. */
+static int next_job_frame(sk_worker *w, int *type, const char **payload, size_t *plen) {
+  while (deferred_head == NULL && !sk_rpc_eof() && sk_sched_alive(&w->sched)) {
+    sk_rpc_pump();              /* frames already read, or readable now */
+    if (deferred_head || sk_rpc_eof()) break;
+    sk_rpc_watch(1);
+    sk_sched_step(&w->sched, SK_STEP_WAIT);
+    sk_rpc_watch(0);
+  }
+  return next_frame(type, payload, plen);
+}
+
 /* A pool worker. The parent first sends 'I': a flags byte (SK_POOL_STARTS:
 ** announce each job), then the initializer's call, if any. The worker
 ** answers 'O' once it is ready, or 'E' (the initializer's failure, as an
@@ -475,7 +492,7 @@ static int pool_loop(sk_worker *w) {
       rc = -1;
       break;
     }
-    if ((rc = next_frame(&type, &payload, &plen)) != 0) break;
+    if ((rc = next_job_frame(w, &type, &payload, &plen)) != 0) break;
     if (type == 'Q') break;
     if (type == 'I') {
       if (plen < 1) {

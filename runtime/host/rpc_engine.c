@@ -117,6 +117,18 @@ static void on_socket(uv_poll_t *h, int status, int events) {
   }
 }
 
+void sk_rpc_pump(void) {
+  if (rpc_poll && !rpc_eof) on_socket(rpc_poll, 0, 0);
+}
+
+void sk_rpc_watch(int on) {
+  if (rpc_poll == NULL || rpc_eof) return;
+  if (on) uv_poll_start(rpc_poll, UV_READABLE, on_socket);
+  else if (pending == NULL) uv_poll_stop(rpc_poll);
+}
+
+int sk_rpc_eof(void) { return rpc_eof; }
+
 static void free_poll(uv_handle_t *h) { free(h); }
 
 void sk_rpc_attach(sk_worker *w, int fd) {

@@ -25,6 +25,16 @@
 ** and lets go of it at the end. */
 void sk_rpc_attach(sk_worker *w, int fd);
 void sk_rpc_detach(void);
+/* For a pool worker that waits for its next job in its own loop (it has
+** work of its own between jobs): sk_rpc_pump reads what the socket holds
+** now, without blocking (answers go to their callers, other frames are set
+** aside with sk_child_defer); sk_rpc_watch(1) has the loop do the same
+** whenever the socket becomes readable, until sk_rpc_watch(0) (which
+** leaves the watch on while calls wait for answers); sk_rpc_eof says
+** whether the parent's end is gone. */
+void sk_rpc_pump(void);
+void sk_rpc_watch(int on);
+int sk_rpc_eof(void);
 /* 1 when a proxy of an object of process `pid` can be used here: this
 ** process is attached to its parent and `pid` is that parent. */
 int sk_rpc_can_proxy(long pid);

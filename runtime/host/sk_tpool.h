@@ -40,6 +40,7 @@ typedef struct sk_tslot {
   int has_prev;
   int exited, joined;           /* its current thread ended / was joined */
   uint64_t busy_ns, jobs;       /* time spent running jobs, jobs run (pool lock) */
+  int in_loop, woken;           /* idle in its own loop / woken from there (pool lock) */
 } sk_tslot;
 
 struct sk_tpool {
@@ -51,6 +52,7 @@ struct sk_tpool {
   int size, alive, busy;
   int sleeping;                 /* workers waiting on cond */
   int waking;                   /* of those, how many were signalled and not yet up */
+  int loop_sleeping;            /* of those, in their own loops and not yet woken */
   int spinning;                 /* workers looking for work before they sleep (atomic) */
   int closed, terminating;
   uint64_t submitted, done, failed, restarted;

@@ -17,6 +17,12 @@
 ** so a burst of submits costs no futex call per job. Invariant: while jobs
 ** are queued, some worker is awake and idle, running a job, or signalled.
 **
+** A worker whose loop has work of its own when it runs out of jobs (tasks
+** its initializer started: a timer, a socket, a wait on another worker)
+** sleeps in that loop instead of on the condition variable, so that work
+** goes on between jobs; it counts as sleeping, and a submit wakes it
+** through its worker's async handle (wake_loop_sleeper).
+**
 ** Per-task timeouts really stop the task: a count hook checks the deadline
 ** every few thousand VM instructions (so a pure-Lua loop is interrupted),
 ** and the job runs inside a deadline scope (so a blocked wait is cut short).
@@ -230,12 +236,35 @@ static void worker_main(void *arg);
 ** So a burst of submits wakes each sleeper once, not once per job, and a
 ** lone submit to an idle pool wakes one at once. The caller holds the pool
 ** lock. */
+/* Wakes one worker that sleeps in its own loop and was not woken yet; 0
+** when there is none. The caller holds the pool lock, which keeps that
+** worker, and so its async handle, from going away meanwhile. */
+static int wake_loop_sleeper(sk_tpool *p) {
+  if (p->loop_sleeping == 0) return 0;
+  for (int i = 0; i < p->size; i++) {
+    sk_tslot *s = &p->slots[i];
+    if (s->in_loop && !s->woken) {
+      s->woken = 1;
+      p->loop_sleeping--;
+      uv_async_send(s->w->wakeup);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+/* Wakes every sleeper (closing, terminating); the caller holds the lock. */
+static void wake_all(sk_tpool *p) {
+  uv_cond_broadcast(&p->cond);
+  while (wake_loop_sleeper(p)) {}
+}
+
 static void wake_for_queue(sk_tpool *p) {
   if (p->sleeping <= p->waking) return;
   int looking = p->alive - p->sleeping - p->busy + p->waking;
   if ((int64_t)p->queued > (int64_t)looking) {
     p->waking++;
-    uv_cond_signal(&p->cond);
+    if (!wake_loop_sleeper(p)) uv_cond_signal(&p->cond);
   }
 }
 
@@ -358,6 +387,25 @@ static void worker_main(void *arg) {
         sk_trace_idle(0);
         uv_mutex_lock(&p->lock);
         if (p->head || p->closed || p->terminating) break;
+      }
+      if (w && sk_sched_alive(&w->sched)) {
+        /* Work of its own: one turn of its loop (its ready tasks, then
+        ** a wait for an event, or for a submit's wake). */
+        slot->in_loop = 1;
+        p->sleeping++;
+        p->loop_sleeping++;
+        uv_mutex_unlock(&p->lock);
+        sk_sched_step(&w->sched, SK_STEP_WAIT);
+        uv_mutex_lock(&p->lock);
+        slot->in_loop = 0;
+        p->sleeping--;
+        if (slot->woken) {
+          slot->woken = 0;
+          if (p->waking > 0) p->waking--;
+        } else {
+          p->loop_sleeping--;
+        }
+        continue;
       }
       p->sleeping++;
       uv_cond_wait(&p->cond, &p->lock);
@@ -491,7 +539,7 @@ int sk_tpool_start(sk_tpool *p) {
   if (started < p->size) {
     p->closed = 1;
     p->size = started;
-    uv_cond_broadcast(&p->cond);
+    wake_all(p);
   }
   uv_mutex_unlock(&p->lock);
   return started;
@@ -570,7 +618,7 @@ int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, s
 void sk_tpool_close(sk_tpool *p) {
   uv_mutex_lock(&p->lock);
   p->closed = 1;
-  uv_cond_broadcast(&p->cond);
+  wake_all(p);
   uv_mutex_unlock(&p->lock);
 }
 
@@ -583,7 +631,7 @@ void sk_tpool_terminate(sk_tpool *p) {
   for (int i = 0; i < p->size; i++) {
     if (p->slots[i].w) sk_worker_interrupt(p->slots[i].w);
   }
-  uv_cond_broadcast(&p->cond);
+  wake_all(p);
   uv_mutex_unlock(&p->lock);
   while (j) {
     sk_tjob *next = j->next;
@@ -625,7 +673,7 @@ void sk_tpool_release(sk_tpool *p, sk_worker *w) {
   int wait = w->closing && w->pool != p;   /* a worker cannot wait for itself */
   uv_mutex_lock(&p->lock);
   p->closed = 1;
-  uv_cond_broadcast(&p->cond);
+  wake_all(p);
   while (wait && p->alive > 0) {
     int stop = w->interrupted && !p->terminating;
     uv_mutex_unlock(&p->lock);
