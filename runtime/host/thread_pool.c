@@ -7,8 +7,8 @@
 ** Ownership and threads: the pool is an sk_obj. Each worker thread holds a
 ** reference, as does each Lua handle. The pool's mutex guards the job queue,
 ** the counters and the worker table; workers sleep on the pool's condition
-** variable between jobs (they have no other work: tasks a job spawns are
-** drained before the next job is taken). Lock order: pool lock, then a
+** variable between jobs, unless their loop has work of its own (below):
+** tasks a job spawns are drained before the next job is taken. Lock order: pool lock, then a
 ** future's lock (through sk_future_*), then a port lock.
 **
 ** Wakes: a worker that runs out of jobs looks at the queue's length for a
