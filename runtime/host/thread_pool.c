@@ -8,8 +8,8 @@
 ** reference, as does each Lua handle. The pool's mutex guards the job queue,
 ** the counters and the worker table; workers sleep on the pool's condition
 ** variable between jobs, unless their loop has work of its own (below):
-** tasks a job spawns are drained before the next job is taken. Lock order: pool lock, then a
-** future's lock (through sk_future_*), then a port lock.
+** tasks a job spawns are drained before the next job is taken. Lock order:
+** pool lock, then a future's lock (through sk_future_*), then a port lock.
 **
 ** Wakes: a worker that runs out of jobs looks at the queue's length for a
 ** few microseconds before it sleeps (spin_for_work), and a submit signals
@@ -230,12 +230,6 @@ static void worker_main(void *arg);
 #define SPIN_MAX_PAUSES 64      /* the longest pause between two looks */
 
 
-/* Wakes one sleeping worker when the queue holds more jobs than there are
-** workers that will look at it anyway: those awake and not running a job
-** (spinning, or on their way back to the queue) and those already woken.
-** So a burst of submits wakes each sleeper once, not once per job, and a
-** lone submit to an idle pool wakes one at once. The caller holds the pool
-** lock. */
 /* Wakes one worker that sleeps in its own loop and was not woken yet; 0
 ** when there is none. The caller holds the pool lock, which keeps that
 ** worker, and so its async handle, from going away meanwhile. */
@@ -259,6 +253,12 @@ static void wake_all(sk_tpool *p) {
   while (wake_loop_sleeper(p)) {}
 }
 
+/* Wakes one sleeping worker when the queue holds more jobs than there are
+** workers that will look at it anyway: those awake and not running a job
+** (spinning, or on their way back to the queue) and those already woken.
+** So a burst of submits wakes each sleeper once, not once per job, and a
+** lone submit to an idle pool wakes one at once. The caller holds the pool
+** lock. */
 static void wake_for_queue(sk_tpool *p) {
   if (p->sleeping <= p->waking) return;
   int looking = p->alive - p->sleeping - p->busy + p->waking;
