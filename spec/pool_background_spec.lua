@@ -39,6 +39,17 @@ for _, kind in ipairs({"thread", "process"}) do
       end
     end)
 
+    it("serves a pool one of its jobs made and returned while the worker is idle", function()
+      local outer <close> = skein.pool{kind = kind, size = 1}
+      local inner = outer:submit(function()
+        local p = skein.pool{kind = "thread", size = 1}
+        _G.kept_pool = p          -- the maker keeps it; the caller gets a copy
+        return p
+      end):get(30)
+      skein.sleep(0.2)            -- the maker's worker has no job now
+      assert.equal(42, inner:submit(function() return 42 end):get(10))
+    end)
+
     it("takes jobs at once and in full while its background runs, and closes", function()
       local pool = skein.pool{kind = kind, size = 2, init = function()
         skein.spawn(function()
