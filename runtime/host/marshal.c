@@ -87,13 +87,22 @@ static uint64_t get_varint(dec *d) {
   return 0;
 }
 
+/* The 8 bytes at p as a little-endian integer. */
+static uint64_t le64(const uint8_t *p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
+  return v;
+}
+
 static uint64_t get_u64(dec *d) {
   if (d->end - d->p < 8) dec_fail(d, "truncated");
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | d->p[i];
+  uint64_t v = le64(d->p);
   d->p += 8;
   return v;
 }
+
+/* The integer a zigzag varint encodes (sign in the lowest bit). */
+static lua_Integer unzigzag(uint64_t z) { return (lua_Integer)((z >> 1) ^ (~(z & 1) + 1)); }
 
 static const char *get_bytes(dec *d, size_t *n) {
   uint64_t len = get_varint(d);
@@ -143,7 +152,7 @@ static void dec_item(dec *d, int t, lua_Integer i, int depth) {
   if (d->p < d->end && *d->p == T_INT) {
     d->p++;
     uint64_t z = get_varint(d);
-    lua_pushinteger(L, (lua_Integer)((z >> 1) ^ (~(z & 1) + 1)));
+    lua_pushinteger(L, unzigzag(z));
   } else if (d->p < d->end && *d->p == T_STR) {
     d->p++;
     size_t n;
@@ -584,7 +593,7 @@ static void dec_value(dec *d, int depth) {
     case T_TRUE: lua_pushboolean(L, 1); break;
     case T_INT: {
       uint64_t z = get_varint(d);
-      lua_pushinteger(L, (lua_Integer)((z >> 1) ^ (~(z & 1) + 1)));
+      lua_pushinteger(L, unzigzag(z));
       break;
     }
     case T_FLOAT: {
@@ -691,58 +700,45 @@ int sk_marshal_decode_into(lua_State *L, const char *data, size_t len, int flags
 
 /* Decodes a buffer that holds only nil, booleans and numbers (most task
 ** results) without the protected call, which costs more than such values:
-** pushing them cannot raise. Returns their count, or -1 for any other
-** buffer, which the full decoder then reads (and judges, when malformed). */
+** pushing them cannot raise. Returns their count, or -1 (having pushed
+** nothing) for any other buffer, which the full decoder then reads, and
+** judges when it is malformed. */
 static int decode_scalars(lua_State *L, const uint8_t *p, const uint8_t *end) {
   if (end - p < 3 || p[0] != 'S' || p[1] != SK_MARSHAL_FORMAT || p[2] > 8) return -1;
   int n = p[2];
+  if (!lua_checkstack(L, n)) return -1;
   p += 3;
-  const uint8_t *q = p;
-  for (int i = 0; i < n; i++) {     /* check everything before pushing anything */
-    if (q >= end) return -1;
-    switch (*q++) {
-      case T_NIL: case T_FALSE: case T_TRUE: break;
-      case T_INT: {
-        int len = 1;                /* at most 9 bytes: 63 bits, no overflow check */
-        while (q < end && (*q & 0x80) && len < 9) q++, len++;
-        if (q >= end || (*q & 0x80)) return -1;
-        q++;
-        break;
+  int i;
+  for (i = 0; i < n; i++) {
+    int t = p < end ? *p++ : -1;
+    if (t == T_NIL) {
+      lua_pushnil(L);
+    } else if (t == T_FALSE || t == T_TRUE) {
+      lua_pushboolean(L, t == T_TRUE);
+    } else if (t == T_INT) {
+      uint64_t z = 0;               /* at most 9 bytes (63 bits): no overflow to check */
+      int shift = 0, more = 1;
+      while (more && p < end && shift < 63) {
+        z |= (uint64_t)(*p & 0x7f) << shift;
+        more = *p++ & 0x80;
+        shift += 7;
       }
-      case T_FLOAT:
-        if (end - q < 8) return -1;
-        q += 8;
-        break;
-      default: return -1;
+      if (more) goto other;
+      lua_pushinteger(L, unzigzag(z));
+    } else if (t == T_FLOAT && end - p >= 8) {
+      uint64_t bits = le64(p);
+      p += 8;
+      lua_Number x;
+      memcpy(&x, &bits, 8);
+      lua_pushnumber(L, x);
+    } else {
+      goto other;
     }
   }
-  if (q != end || !lua_checkstack(L, n)) return -1;
-  for (int i = 0; i < n; i++) {
-    switch (*p++) {
-      case T_NIL: lua_pushnil(L); break;
-      case T_FALSE: lua_pushboolean(L, 0); break;
-      case T_TRUE: lua_pushboolean(L, 1); break;
-      case T_INT: {
-        uint64_t z = 0;
-        for (int shift = 0;; shift += 7) {
-          uint8_t c = *p++;
-          z |= (uint64_t)(c & 0x7f) << shift;
-          if (!(c & 0x80)) break;
-        }
-        lua_pushinteger(L, (lua_Integer)((z >> 1) ^ (~(z & 1) + 1)));
-        break;
-      }
-      default: {                    /* T_FLOAT */
-        uint64_t bits = 0;
-        for (int k = 0; k < 8; k++) bits |= (uint64_t)p[k] << (8 * k);
-        p += 8;
-        lua_Number x;
-        memcpy(&x, &bits, 8);
-        lua_pushnumber(L, x);
-      }
-    }
-  }
-  return n;
+  if (p == end) return n;
+other:
+  lua_pop(L, i);
+  return -1;
 }
 
 int sk_marshal_decode(lua_State *L, const char *data, size_t len, int flags) {
