@@ -23,6 +23,12 @@
 ** workers, `skein.process` children, scripts) never speak HTTP. Only the
 ** functions below are used; `cu` is written once, under `global_once`, and
 ** read-only after. */
+/* The soname loaded: the one libcurl4-openssl-dev's libcurl.so links to
+** (a build may name another with -DSK_LIBCURL=...). */
+#ifndef SK_LIBCURL
+#define SK_LIBCURL "libcurl.so.4"
+#endif
+
 typedef struct curl_api {
   CURLcode (*global_init)(long);
   CURLM *(*multi_init)(void);

@@ -91,14 +91,9 @@ struct sk_xfer {
   sk_iowaitlist waiters;        /* woken on progress: body, head, need_body, done */
 };
 
-/* The soname loaded at run time: the one libcurl4-openssl-dev's libcurl.so
-** links to. */
-#ifndef SK_LIBCURL
-#define SK_LIBCURL "libcurl.so.4"
-#endif
-
 /* Makes a multi on `loop`; NULL when out of memory or curl fails to
-** start (sk_curl_load_error then says why). max_conns, max_per_host: 0 for no limit. */
+** start (sk_curl_load_error then says why). max_conns, max_per_host: 0 for
+** no limit. */
 sk_curlm *sk_curlm_new(uv_loop_t *loop, long max_conns, long max_per_host);
 /* Removes every transfer (each is marked done with CURLE_ABORTED_BY_CALLBACK
 ** and detached, its waiters woken), cleans the CURLM up and closes the
