@@ -25,6 +25,13 @@ describe("examples", function()
     assert.equal(table.concat(expected, " ") .. "\n40 results from 5 threads\n", out)
   end)
 
+  it("pools/worker_heartbeat.lua: the workers' heartbeats go on while the pool is idle", function()
+    local out, status = run("examples/pools/worker_heartbeat.lua")
+    assert.equal(0, status, out)
+    assert.equal("squares: 1 4 9 16 25 36 49 64 81 100\n" ..
+                 "heartbeats while idle: every worker, several times\n", out)
+  end)
+
   it("pools/coroutine_pool_deadline.lua cuts the slow job at the deadline", function()
     local out, status = run("examples/pools/coroutine_pool_deadline.lua")
     assert.equal(0, status)
