@@ -513,6 +513,36 @@ srv:close()
     assert.equal("200\ndone\n", res.out)
   end)
 
+  it("raises io naming libcurl on a machine where it cannot be loaded, and every other call works", function()
+    -- libcurl is loaded on the first request (core/curl.c). A mount
+    -- namespace of its own (unshare, as root or through a user namespace)
+    -- puts an empty file where the library is, for this one process.
+    local p = io.popen("ldconfig -p | grep -m1 'libcurl.so.4 ' | sed 's/.* => //'")
+    local lib = p:read("l")
+    p:close()
+    assert.is_truthy(lib and lib:match("libcurl%.so%.4$"), "libcurl.so.4 not found by ldconfig")
+    local script = table.concat({
+      "for i = 1, 2 do",
+      "  local ok, e = pcall(skein.http.get, 'http://127.0.0.1:9/')",
+      "  print(ok, skein.is_error(e) and e.kind, e.message)",
+      "end",
+      "print(skein.spawn(function() return 'tasks run' end):join(5))",
+    }, "\n")
+    local f = cli.write(dir .. "/nocurl.lua", script)
+    local pp = io.popen(("timeout 60 unshare -r -m sh -c %s 2>&1; echo \"exit=$?\""):format(
+      q(("mount --bind /dev/null %s && %s %s"):format(q(lib), q(cli.bin), q(f)))))
+    local out = pp:read("a")
+    pp:close()
+    local body = out:match("^(.-)exit=0%s*$")
+    assert.is_truthy(body, out)
+    local lines = cli.lines(body)
+    assert.equal(3, #lines, body)
+    for i = 1, 2 do
+      assert.matches("^false\tio\tskein%.http: cannot load libcurl%.so%.4: .*file too short$", lines[i])
+    end
+    assert.equal("tasks run", lines[3])
+  end)
+
   it("speaks HTTPS to a server whose CA it is given", function()
     local ca, key = dir .. "/ca.pem", dir .. "/ca.key"
     local skey, csr, cert, ext = dir .. "/srv.key", dir .. "/srv.csr", dir .. "/srv.pem", dir .. "/ext"
