@@ -5,7 +5,7 @@ local SKEIN = os.getenv("SKEIN_BIN") or arg[-1]
 
 local function run(name)
   local p = io.popen(("timeout 60 %s examples/io/%s 2>&1; echo \"exit=$?\""):format(SKEIN, name))
-  local out = p:read("a")
+  local out = require("spec.support.cli").unsanitized(p:read("a"))
   p:close()
   local body, status = out:match("^(.-)exit=(%d+)%s*$")
   return body, tonumber(status)

@@ -5,7 +5,7 @@ local bin = os.getenv("SKEIN_BIN") or "build/bin/release/skein"
 -- Runs an example; returns its output lines and the command's exit status.
 local function run(name)
   local p = assert(io.popen(("timeout 30 %q examples/shared/%s 2>&1"):format(bin, name)))
-  local out = p:read("a")
+  local out = require("spec.support.cli").unsanitized(p:read("a"))
   local _, _, code = p:close()
   local lines = {}
   for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end

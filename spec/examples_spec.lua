@@ -4,7 +4,7 @@ local SKEIN = os.getenv("SKEIN_BIN") or arg[-1]
 
 local function run(path)
   local p = io.popen(("timeout 60 %s %s 2>&1; echo \"exit=$?\""):format(SKEIN, path))
-  local out = p:read("a")
+  local out = require("spec.support.cli").unsanitized(p:read("a"))
   p:close()
   local body, status = out:match("^(.-)exit=(%d+)%s*$")
   return body, tonumber(status)

@@ -10,7 +10,7 @@ local function sh(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 -- Runs an example with a 30 s bound; returns its output and exit status.
 local function run(name)
   local p = assert(io.popen(("timeout 30 %s %s 2>&1"):format(sh(bin), sh(root .. "examples/threads/" .. name))))
-  local out = p:read("a")
+  local out = require("spec.support.cli").unsanitized(p:read("a"))
   local ok, how, code = p:close()
   return out, ok and 0 or code, how
 end
