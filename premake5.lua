@@ -84,6 +84,9 @@ project "skein_static"
   targetname "skein"
   files(core_files)
   objdir "build/obj/static"
+  -- llhttp's global names become sk_llhttp_* in the archive, so that a
+  -- program with a llhttp of its own links with it (tools/hide-llhttp.sh).
+  postbuildcommands { "sh ../tools/hide-llhttp.sh $(TARGET)" }
   common()
   dirs("lib")
 

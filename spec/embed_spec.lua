@@ -124,6 +124,60 @@ describe("embedding", function()
     end)
   end)
 
+  describe("a host with a llhttp of its own", function()
+    -- libskein.a carries llhttp (its HTTP server's parser) under the names
+    -- sk_llhttp_* (tools/hide-llhttp.sh): a program that links a llhttp of
+    -- its own, or Node's, must link, call its own, and leave skein's server
+    -- parsing with skein's.
+    it("links with libskein.a, calls its own llhttp_init, and skein's server still parses", function()
+      local own = tmp .. "/own_llhttp.c"
+      local f = assert(io.open(own, "w"))
+      f:write([[
+#include <stdio.h>
+/* The host's own llhttp: the names libskein.a's copy had. */
+int llhttp_init(void *parser, int type, const void *settings) {
+  (void)parser; (void)type; (void)settings;
+  puts("own llhttp_init");
+  return 42;
+}
+int llhttp_execute(void *parser, const char *data, unsigned long len) {
+  (void)parser; (void)data; (void)len;
+  return -1;
+}
+const char *llhttp_errno_name(int err) { (void)err; return "own"; }
+__attribute__((constructor)) static void call_own(void) {
+  printf("llhttp_init -> %d\n", llhttp_init(0, 0, 0));
+}
+]])
+      f:close()
+      local exe = cc("probe_llhttp", root .. "/spec/c/embed_probe.c " .. own)
+      local code = [[
+        local srv = skein.http.serve{port = 0, handler = function(req)
+          return 200, nil, "parsed " .. req.method .. " " .. req.path .. " " .. req.headers["x-k"]
+        end}
+        local s = skein.net.connect("127.0.0.1", srv:port(), {timeout = 10})
+        s:write("GET /p HTTP/1.1\r\nHost: x\r\nX-K: v\r\nConnection: close\r\n\r\n")
+        local reply = s:read("a", 10)
+        s:close()
+        srv:close()
+        print(reply:match("\r\n\r\n(.*)$"))
+      ]]
+      local out, err, rc = run(exe .. " run " .. sh(code), 60)
+      assert_clean(err)
+      assert.are.equal(0, rc, out .. err)
+      has(out, "own llhttp_init\nllhttp_init -> 42")
+      has(out, "parsed GET /p v")
+    end)
+
+    it("leaves no global llhttp_ name in the archive", function()
+      local lib = ("%s/build/lib/%s/libskein.a"):format(root, cfg)
+      local out, _, rc = run("nm --defined-only " .. sh(lib) .. " | awk '$2 ~ /^[A-Z]$/ {print $3}'")
+      assert.are.equal(0, rc)
+      lacks("\n" .. out, "\nllhttp_")
+      has(out, "sk_llhttp_init")
+    end)
+  end)
+
   describe("the step-driven example host", function()
     it("runs the script's tasks, which call its C functions, turn by turn", function()
       local out, err, rc = run(host .. " " .. sh(root .. "/examples/embed/script.lua"))
