@@ -38,64 +38,6 @@ static int l_pool_new(lua_State *L) {
   return 1;
 }
 
-/* A plain call (below) is encoded without a protected call of its own (one
-** fewer per submit) into a box, a userdata whose __gc frees what it holds:
-** an error raised by the encoder (out of memory, a C function no module
-** exports) then leaves the partial bytes to the collector instead of
-** leaking them; a plain call holds no references to objects, which must be
-** released at once. Submit keeps one box as its first upvalue and takes it
-** out while it encodes, so a submit that raised, or one nested in
-** another's encoding, makes a new one (from the metatable, the second
-** upvalue). The job copies the bytes (sk_tpool_submit), so the box's
-** storage serves the next submit. Any other call is encoded as before,
-** under sk_marshal_encode's protection. */
-typedef struct enc_box {
-  sk_buf buf;
-} enc_box;
-
-#define BOX_KEEP 65536          /* a box keeps at most this much storage */
-
-static int box_gc(lua_State *L) {
-  sk_buf_free(&((enc_box *)lua_touserdata(L, 1))->buf);
-  return 0;
-}
-
-/* Pushes submit's box, taken out of its upvalue (or a new one). */
-static enc_box *take_box(lua_State *L) {
-  enc_box *box = lua_touserdata(L, lua_upvalueindex(1));
-  if (box) {
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_pushnil(L);
-    lua_replace(L, lua_upvalueindex(1));
-  } else {
-    box = lua_newuserdatauv(L, sizeof *box, 0);
-    memset(box, 0, sizeof *box);
-    lua_pushvalue(L, lua_upvalueindex(2));
-    lua_setmetatable(L, -2);
-  }
-  return box;
-}
-
-static int is_scalar(int t) {
-  return t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER || t == LUA_TSTRING;
-}
-
-/* A plain call: the function's upvalues (but _ENV) and the arguments (from
-** first+1 to the top) are nil, booleans, numbers or strings, so encoding
-** it retains no object. */
-static int plain_call(lua_State *L, int first) {
-  const char *name;
-  for (int i = 1; (name = lua_getupvalue(L, first, i)) != NULL; i++) {
-    int t = lua_type(L, -1);
-    lua_pop(L, 1);
-    if (!is_scalar(t) && strcmp(name, "_ENV") != 0) return 0;
-  }
-  for (int i = lua_gettop(L); i > first; i--) {
-    if (!is_scalar(lua_type(L, i))) return 0;
-  }
-  return 1;
-}
-
 /* pool:_submit(timeout, fn, ...) -> future */
 static int l_pool_submit(lua_State *L) {
   sk_tpool *p = check_pool(L, 1);
@@ -103,20 +45,10 @@ static int l_pool_submit(lua_State *L) {
   luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
   luaL_checktype(L, 3, LUA_TFUNCTION);
   uint64_t timeout = t > 0 ? (uint64_t)(t * 1e9) : 0;
-  int n = lua_gettop(L) - 2, rc;
   sk_future *fut;
-  if (plain_call(L, 3)) {
-    enc_box *box = take_box(L);
-    sk_marshal_encode_raw(L, 3, n, &box->buf, "fn+args");
-    rc = sk_tpool_submit(p, sk_worker_of(L), &box->buf, timeout, &fut);
-    if (box->buf.cap > BOX_KEEP) sk_buf_free(&box->buf);
-    lua_replace(L, lua_upvalueindex(1));      /* the box goes back, empty */
-  } else {
-    sk_buf code;
-    if (sk_marshal_encode(L, 3, n, &code, "fn+args") != 0) return lua_error(L);
-    rc = sk_tpool_submit(p, sk_worker_of(L), &code, timeout, &fut);
-    sk_buf_free(&code);                       /* its storage; the job has the rest */
-  }
+  sk_buf local, *code = sk_call_encode(L, 3, 1, 0, &local);   /* upvalues 1, 2: the box */
+  int rc = sk_tpool_submit(p, sk_worker_of(L), code, timeout, &fut);
+  sk_call_encode_done(L, 1, code, &local);
   if (rc == UV_EPIPE) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
   if (rc != 0) return sk_error_raise(L, "memory", "not enough memory");
   sk_future_push(L, &fut->obj);
@@ -237,7 +169,7 @@ void sk_pool_open(lua_State *L) {
   lua_getfield(L, -1, "__index");
   lua_pushnil(L);
   lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, box_gc);
+  lua_pushcfunction(L, sk_call_box_gc);
   lua_setfield(L, -2, "__gc");
   lua_pushcclosure(L, l_pool_submit, 2);
   lua_setfield(L, -2, "_submit");

@@ -65,9 +65,10 @@ static int l_ppool_new(lua_State *L) {
   return 1;
 }
 
-/* pool:_submit(timeout, fn, ...) -> future. Its upvalue is the pool's
-** metatable: the handle is checked against it without the registry
-** lookup by name that luaL_checkudata makes on every submit. */
+/* pool:_submit(timeout, fn, ...) -> future. Its first upvalue is the
+** pool's metatable: the handle is checked against it without the registry
+** lookup by name that luaL_checkudata makes on every submit; the second and
+** third are sk_call_encode's box and the box's metatable. */
 static int l_ppool_submit(lua_State *L) {
   sk_ppool **u = lua_touserdata(L, 1);
   int ours = u && lua_getmetatable(L, 1) && lua_rawequal(L, -1, lua_upvalueindex(1));
@@ -78,13 +79,12 @@ static int l_ppool_submit(lua_State *L) {
   luaL_checktype(L, 3, LUA_TFUNCTION);
   if (p->closed || p->terminating) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
   if (p->broken) return raise_broken(L, p);
-  sk_buf code;
-  if (sk_marshal_encode_xproc(L, 3, lua_gettop(L) - 2, &code, "fn+args") != 0) return lua_error(L);
-  sk_frame_refuse(L, &code, 8, "fn+args");
+  sk_buf local, *code = sk_call_encode(L, 3, 2, 1, &local);
+  sk_frame_refuse(L, code, 8, "fn+args");
   sk_future *f;
-  if (sk_ppool_submit(p, &code, t > 0 ? (uint64_t)(t * 1e9) : 0, &f) != 0) {
-    return sk_error_raise(L, "memory", "not enough memory for a job");
-  }
+  int rc = sk_ppool_submit(p, code, t > 0 ? (uint64_t)(t * 1e9) : 0, &f);
+  sk_call_encode_done(L, 2, code, &local);
+  if (rc != 0) return sk_error_raise(L, "memory", "not enough memory for a job");
   sk_future_push(L, &f->obj);
   return 1;
 }
@@ -184,7 +184,11 @@ void sk_ppool_open(lua_State *L) {
   luaL_getmetatable(L, PPOOL_MT);
   lua_getfield(L, -1, "__index");
   lua_pushvalue(L, -2);
-  lua_pushcclosure(L, l_ppool_submit, 1);
+  lua_pushnil(L);                       /* the box, made by the first submit */
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, sk_call_box_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcclosure(L, l_ppool_submit, 3);
   lua_setfield(L, -2, "_submit");
   lua_pop(L, 2);
   lua_pushcfunction(L, l_ppool_new);

@@ -1,8 +1,10 @@
 /*
-** call.c — running a marshalled call in a worker and reporting how it
-** failed: what a thread pool's job, a worker process's job and an
-** initializer have in common (sk_run_call), and the encoding of a failure
-** (message, traceback, value) for the worker that waits on it.
+** call.c — a call as pools marshal it: the submitter's encoding of a call
+** (sk_call_encode, what the two pools' submits share), running a
+** marshalled call in a worker and reporting how it failed (what a thread
+** pool's job, a worker process's job and an initializer have in common:
+** sk_run_call), and the encoding of a failure (message, traceback, value)
+** for the worker that waits on it.
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,85 @@
 
 #include "../core/sk_frame.h"
 #include "sk_lua.h"
+
+/* ------------------------------------------------------ a submit's call */
+
+/* A plain call (below) is encoded without a protected call of its own (one
+** fewer per submit) into a box, a userdata whose __gc frees what it holds:
+** an error raised by the encoder (out of memory, a C function no module
+** exports) then leaves the partial bytes to the collector instead of
+** leaking them; a plain call holds no references to objects, which would
+** have to be released at once. The submit keeps one box in an upvalue and
+** takes it out while it encodes, so a submit that raised, or one nested in
+** another's encoding, makes a new one (from the box metatable in the next
+** upvalue). The engine copies the bytes, so the box's storage serves the
+** next submit. Any other call is encoded under sk_marshal_encode's
+** protection, into the caller's buffer. */
+typedef struct call_box {
+  sk_buf buf;
+} call_box;
+
+#define BOX_KEEP 65536          /* a box keeps at most this much storage */
+
+int sk_call_box_gc(lua_State *L) {
+  sk_buf_free(&((call_box *)lua_touserdata(L, 1))->buf);
+  return 0;
+}
+
+static int is_scalar(int t) {
+  return t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER || t == LUA_TSTRING;
+}
+
+/* A plain call: the function's upvalues (but _ENV) and the arguments (from
+** first+1 to the top) are nil, booleans, numbers or strings, so encoding
+** it retains no object, and encodes the same for a thread as for a
+** process. */
+static int plain_call(lua_State *L, int first) {
+  const char *name;
+  for (int i = 1; (name = lua_getupvalue(L, first, i)) != NULL; i++) {
+    int t = lua_type(L, -1);
+    lua_pop(L, 1);
+    if (!is_scalar(t) && strcmp(name, "_ENV") != 0) return 0;
+  }
+  for (int i = lua_gettop(L); i > first; i--) {
+    if (!is_scalar(lua_type(L, i))) return 0;
+  }
+  return 1;
+}
+
+sk_buf *sk_call_encode(lua_State *L, int first, int up, int xproc, sk_buf *local) {
+  int n = lua_gettop(L) - first + 1;
+  if (plain_call(L, first)) {
+    call_box *box = lua_touserdata(L, lua_upvalueindex(up));
+    if (box) {
+      lua_pushvalue(L, lua_upvalueindex(up));
+      lua_pushnil(L);
+      lua_replace(L, lua_upvalueindex(up));
+    } else {
+      box = lua_newuserdatauv(L, sizeof *box, 0);
+      memset(box, 0, sizeof *box);
+      lua_pushvalue(L, lua_upvalueindex(up + 1));
+      lua_setmetatable(L, -2);
+    }
+    sk_marshal_encode_raw(L, first, n, &box->buf, "fn+args");
+    return &box->buf;
+  }
+  int rc = xproc ? sk_marshal_encode_xproc(L, first, n, local, "fn+args")
+                 : sk_marshal_encode(L, first, n, local, "fn+args");
+  if (rc != 0) lua_error(L);
+  lua_pushnil(L);
+  return local;
+}
+
+void sk_call_encode_done(lua_State *L, int up, sk_buf *code, sk_buf *local) {
+  if (code == local) {
+    sk_buf_free(local);
+    lua_pop(L, 1);
+    return;
+  }
+  if (code->cap > BOX_KEEP) sk_buf_free(code);
+  lua_replace(L, lua_upvalueindex(up));         /* the box goes back, empty */
+}
 
 /* ------------------------------------------------- failures of workers */
 

@@ -45,6 +45,7 @@ static void future_destroy(sk_obj *o) {
     sk_shm_view_forget(&f->seg->obj, o);
     sk_shm_obj_unhold(&f->seg->obj);
   }
+  if (f->result.data == f->small) f->result.data = NULL;   /* not an allocation */
   sk_buf_free(&f->result);
   sk_waitlist_free(&f->waiters);
   uv_mutex_destroy(&f->lock);
@@ -283,14 +284,22 @@ int sk_future_start(sk_future *f) {
   return ok;
 }
 
-void sk_future_finish(sk_future *f, int state, sk_buf *result, const char *cmsg, const char *kind) {
+/* The transition: the outcome is `moved` (taken over) or, when `small`,
+** a copy of its `len` bytes into the future (at most SK_FUT_SMALL, no
+** objects), or neither; `cmsg` is copied. A future that already finished
+** is left as it is (and `moved` with its owner). */
+static void finish(sk_future *f, int state, sk_buf *moved, const char *small, size_t len,
+                   const char *cmsg, const char *kind) {
   uv_mutex_lock(&f->lock);
   sk_fut_shared *s = NULL;
   if (unfinished(f->state)) {
     f->state = state;
-    if (result) {
-      f->result = *result;
-      memset(result, 0, sizeof *result);
+    if (moved) {
+      f->result = *moved;
+      memset(moved, 0, sizeof *moved);
+    } else if (small) {
+      memcpy(f->small, small, len);
+      f->result = (sk_buf){f->small, len, 0, NULL, 0, 0};
     }
     if (cmsg) f->cmsg = strdup(cmsg);
     f->kind = kind;
@@ -298,8 +307,12 @@ void sk_future_finish(sk_future *f, int state, sk_buf *result, const char *cmsg,
     s = f->seg;
   }
   uv_mutex_unlock(&f->lock);
-  if (result) sk_buf_free(result);
   if (s) publish(f, s);
+}
+
+void sk_future_finish(sk_future *f, int state, sk_buf *result, const char *cmsg, const char *kind) {
+  finish(f, state, result, NULL, 0, cmsg, kind);
+  if (result) sk_buf_free(result);
 }
 
 /* Records how the worker process running it ended, unless it finished. */
@@ -336,13 +349,21 @@ void sk_future_fail_remote(sk_future *f, const sk_buf *failure, const char *pref
 
 void sk_future_finish_copy(sk_future *f, int failed, const sk_buf *result, const char *cmsg,
                            const char *kind, int pid, int64_t status, int sig) {
+  int state = failed ? SK_FUT_FAILED : SK_FUT_DONE;
+  if (result && result->data && cmsg == NULL && result->nobjs == 0 &&
+      result->len <= SK_FUT_SMALL) {
+    /* It fits in the future itself: copied there under its lock. */
+    if (pid) set_exit(f, pid, status, sig);
+    finish(f, state, NULL, result->data, result->len, NULL, kind);
+    return;
+  }
   sk_buf copy = {0};
   if (result && result->data && cmsg == NULL && buf_copy(result, &copy) != 0) {
     sk_future_finish(f, SK_FUT_FAILED, NULL, "out of memory", "memory");
     return;
   }
   if (pid) set_exit(f, pid, status, sig);
-  sk_future_finish(f, failed ? SK_FUT_FAILED : SK_FUT_DONE, copy.data ? &copy : NULL, cmsg, kind);
+  sk_future_finish(f, state, copy.data ? &copy : NULL, cmsg, kind);
 }
 
 int sk_future_cancel(sk_future *f) {

@@ -26,6 +26,13 @@ void sk_buf_free(sk_buf *b) {
   memset(b, 0, sizeof *b);
 }
 
+void sk_buf_clear(sk_buf *b) {
+  for (size_t i = 0; i < b->nobjs; i++) sk_obj_release(b->objs[i]);
+  free(b->objs);
+  b->objs = NULL;
+  b->len = b->nobjs = b->capobjs = 0;
+}
+
 static void buf_grow(lua_State *L, sk_buf *b, size_t need) {
   if (b->len + need <= b->cap) return;
   size_t cap = b->cap ? b->cap : 256;

@@ -117,7 +117,7 @@ static void close_handle(void *h) {
 static void drop_job(sk_ppool *p, pjob *j) {
   p->w->live--;
   sk_obj_release(&j->fut->obj);
-  sk_buf_free(&j->code);
+  sk_buf_clear(&j->code);       /* its bytes are the job's own */
   free(j);
 }
 
@@ -376,6 +376,24 @@ static void dispatch_all(sk_ppool *p) {
   }
 }
 
+/* Finishes fut with a reply's outcome that mentions objects: the reply
+** takes over the references its 'X' frame handed over. */
+static void finish_adopting(pworker *pw, sk_future *fut, int type, const char *payload, size_t len,
+                            const char *kind) {
+  sk_buf out = {0};
+  out.data = malloc(len - 9 ? len - 9 : 1);
+  if (out.data) {
+    memcpy(out.data, payload + 9, len - 9);
+    out.len = out.cap = len - 9;
+    sk_marshal_adopt_refs(&out, pw->xrefs.data, pw->xrefs.len);
+    sk_buf_free(&pw->xrefs);
+  } else {
+    drop_xrefs(pw);
+  }
+  sk_future_finish(fut, type == 'R' ? SK_FUT_DONE : SK_FUT_FAILED, out.data ? &out : NULL,
+                   out.data ? NULL : "out of memory", kind);
+}
+
 /* A reply frame from worker pw: [8-byte job id][kind byte][outcome], about
 ** its oldest job (the worker answers in order; read_frames checked it).
 ** The caller then calls after_replies. */
@@ -390,22 +408,15 @@ static void on_reply(sk_ppool *p, pworker *pw, int type, const char *payload, si
   if (pw->job == NULL) p->busy--;
   else job_runs(p, pw);
   arm_timer(p, pw);
-  sk_buf out = {0};
-  out.data = malloc(len - 9 ? len - 9 : 1);
-  if (out.data) {
-    memcpy(out.data, payload + 9, len - 9);
-    out.len = out.cap = len - 9;
-  }
-  /* The reply takes over the references its 'X' frame handed over. */
-  if (out.data) {
-    sk_marshal_adopt_refs(&out, pw->xrefs.data, pw->xrefs.len);
-    sk_buf_free(&pw->xrefs);
-  } else {
-    drop_xrefs(pw);
-  }
   const char *kind = payload[8] == 't' ? "timeout" : payload[8] == 'm' ? "marshal" : NULL;
-  sk_future_finish(j->fut, type == 'R' ? SK_FUT_DONE : SK_FUT_FAILED, out.data ? &out : NULL,
-                   out.data ? NULL : "out of memory", kind);
+  if (pw->xrefs.len == 0) {
+    /* No objects came with it: the future copies the bytes (into itself,
+    ** when they are few). */
+    sk_buf view = {(char *)payload + 9, len - 9, len - 9, NULL, 0, 0};
+    sk_future_finish_copy(j->fut, type != 'R', &view, NULL, kind, 0, 0, 0);
+  } else {
+    finish_adopting(pw, j->fut, type, payload, len, kind);
+  }
   if (type == 'R') p->done++;
   else p->failed++;
   drop_job(p, j);
@@ -815,20 +826,26 @@ sk_ppool *sk_ppool_new(sk_worker *w, int size, int max_tasks, int retries, const
 }
 
 int sk_ppool_submit(sk_ppool *p, sk_buf *code, uint64_t timeout, sk_future **out) {
-  pjob *j = calloc(1, sizeof *j);
+  size_t len = code->len;
+  pjob *j = len <= SIZE_MAX - sizeof *j ? malloc(sizeof *j + len) : NULL;
   sk_future *f = j ? sk_future_new() : NULL;
   if (f == NULL) {
     free(j);
-    sk_buf_free(code);
+    sk_buf_clear(code);
     return UV_ENOMEM;
   }
+  memset(j, 0, sizeof *j);
+  memcpy(j->bytes, code->data, len);
   uint64_t t0 = SK_TRACING() ? sk_trace_now() : 0;
   uint64_t id = sk_trace_next_id();   /* unique in the process: a trace's flow id too */
   j->queued_at = uv_hrtime();
   if (timeout) id |= SK_JOB_PROMPT;   /* its clock must not wait on a held reply */
   j->id = id;
-  j->code = *code;              /* the job keeps the objects it mentions */
-  memset(code, 0, sizeof *code);
+  /* The job keeps a copy of the bytes and takes the objects they mention;
+  ** the caller keeps the storage (a submit's box serves the next one). */
+  j->code = (sk_buf){j->bytes, len, len, code->objs, code->nobjs, code->capobjs};
+  code->objs = NULL;
+  code->len = code->nobjs = code->capobjs = 0;
   j->fut = f;
   j->timeout = timeout;
   sk_obj_retain(&f->obj);

@@ -27,25 +27,34 @@
 
 enum { SK_FUT_PENDING, SK_FUT_RUNNING, SK_FUT_DONE, SK_FUT_FAILED, SK_FUT_CANCELLED };
 
+/* The largest outcome a future keeps inside itself, in bytes. */
+#define SK_FUT_SMALL 24
+
 typedef struct sk_future {
   sk_obj obj;
   uv_mutex_t lock;              /* guards everything below */
-  int state;
   sk_buf result;                /* results, or (message, traceback, value) */
   char *cmsg;                   /* a failure described by the engine */
   const char *kind;             /* the error kind of a failure (static) */
   const char *prefix;           /* static text put before a decoded failure's message */
-  int pid;                      /* the worker process that died running it (0: none) */
-  int signal;                   /* ... killed by this signal, or else */
-  int64_t exit_code;            /* ... exited with this code */
+  int64_t exit_code;            /* the worker process that died running it exited so */
   sk_waitlist waiters;
   lua_Integer id;
-  int observed;
   struct sk_fut_shared *seg;    /* atomic; set once, when it moves (a view: always) */
+  char *label;                  /* a worker's name, or NULL */
+  int state;
+  int pid;                      /* the worker process that died running it (0: none) */
+  int signal;                   /* ... killed by this signal, or else by exit_code */
+  int observed;
   int remote;                   /* a view of a future in the segment: only `seg` counts */
   int face;                     /* SK_FACE_*: a pool's future or a worker's end */
   int wpid;                     /* a worker process's pid (SK_FACE_PROCESS) */
-  char *label;                  /* a worker's name, or NULL */
+  /* A copied outcome of up to SK_FUT_SMALL bytes without objects is kept
+  ** here (result.data points at it, result.cap is 0) instead of in an
+  ** allocation of its own: most tasks return a number or a short string,
+  ** and a process pool's reply then costs the submitter no malloc and no
+  ** free (sk_future_finish_copy). */
+  char small[SK_FUT_SMALL];
 } sk_future;
 
 /* A future's face: what it stands for, and so what a view of it in another
@@ -86,10 +95,11 @@ void sk_future_remove_waiter(sk_future *f, sk_port *port, uint32_t slot);
 ** SK_FACE_PROCESS) carrying the worker's id, pid (0: none) and name (may be
 ** NULL, copied); NULL when out of memory. */
 sk_future *sk_future_new_face(int face, lua_Integer id, int wpid, const char *label);
-/* Finishes a worker's anchor with a copy of its outcome: its results, or
-** (failed) its failure payload (message, traceback, value), or `cmsg` of
-** kind `kind` (NULL: remote); pid/status/sig for a process that died
-** (pid 0: none). Any thread. */
+/* Finishes a future with a copy of an outcome (a worker's anchor; a
+** process pool's reply): its results, or (failed) its failure payload
+** (message, traceback, value), or `cmsg` of kind `kind` (NULL: remote);
+** pid/status/sig for a process that died (pid 0: none). Objects `result`
+** mentions are retained for the copy. Any thread. */
 void sk_future_finish_copy(sk_future *f, int failed, const sk_buf *result, const char *cmsg,
                            const char *kind, int pid, int64_t status, int sig);
 /* 1 when `o` is a future of any face (a local one or a view). */

@@ -456,6 +456,9 @@ int sk_marshal_encode_list(lua_State *L, int t, lua_Integer i, lua_Integer j, sk
 int sk_marshal_decode_into(lua_State *L, const char *data, size_t len, int flags, int t,
                            lua_Integer at);
 void sk_buf_free(sk_buf *b);
+/* Releases the objects a buffer mentions and empties it (len 0); its
+** storage stays with it. */
+void sk_buf_clear(sk_buf *b);
 
 /* Objects across processes. While set on a thread, encoding moves every
 ** object whose type can live in the shared segment there (sk_shm.h) and
@@ -603,6 +606,19 @@ const char *sk_encode_failure(lua_State *L, sk_buf *out);
 ** holds a failure (*kind: its skein kind or NULL), -1 when even that failed
 ** (the message is left on w's stack). */
 int sk_run_call(sk_worker *w, const char *code, size_t len, sk_buf *out, const char **kind);
+/* A pool's submit: encodes the call whose function is at `first` (its
+** arguments above it, to the top) and returns the buffer holding it, which
+** the engine copies; pushes one value, which sk_call_encode_done pops. A
+** call of scalars goes into a box kept in the calling C function's upvalue
+** `up` (the box's metatable, whose __gc is sk_call_box_gc, in upvalue
+** `up + 1`), without a protected call; any other into *local, under
+** sk_marshal_encode's protection (sk_marshal_encode_xproc when `xproc`).
+** Raises the encoder's error. */
+sk_buf *sk_call_encode(lua_State *L, int first, int up, int xproc, sk_buf *local);
+/* After the engine copied the call: gives the box back to its upvalue, or
+** frees *local; pops what sk_call_encode pushed. */
+void sk_call_encode_done(lua_State *L, int up, sk_buf *code, sk_buf *local);
+int sk_call_box_gc(lua_State *L);
 
 /* The arguments of skein.thread and skein.process: (fn, ...) or the table
 ** form {fn=, args=, name=, daemon=, init=, init_args=}, which is rewritten

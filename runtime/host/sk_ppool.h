@@ -25,6 +25,7 @@ typedef struct pjob {
   int attempts;                 /* times it started (counted with retries only) */
   int started;                  /* its worker announced it ('S') */
   uint64_t queued_at;           /* when it was submitted (uv_hrtime) */
+  char bytes[];                 /* the code's bytes (one allocation with the job) */
 } pjob;
 
 typedef struct pworker {
@@ -90,9 +91,11 @@ struct sk_ppool {
 ** tries no more: release it). */
 sk_ppool *sk_ppool_new(sk_worker *w, int size, int max_tasks, int retries, const char *name,
                        sk_buf *init, int *rc);
-/* Queues a job (`code`: fn+args, marshalled, taken over; at most
-** SK_FRAME_MAX - 8 bytes) with a timeout in ns (0: none). 0 with *out a
-** new reference to its future, or UV_ENOMEM (code freed). */
+/* Queues a job (`code`: fn+args, marshalled; at most SK_FRAME_MAX - 8
+** bytes) with a timeout in ns (0: none). The job copies the bytes and takes
+** over the objects they mention (released on UV_ENOMEM); the caller keeps
+** code's storage, to free or use again (sk_buf_free). 0 with *out a new
+** reference to its future, or UV_ENOMEM. */
 int sk_ppool_submit(sk_ppool *p, sk_buf *code, uint64_t timeout, sk_future **out);
 /* No more submits: idle workers quit now, busy ones once the queue is
 ** done. */

@@ -94,16 +94,10 @@ static void reap_flush(reap_batch *b) {
   *b = (reap_batch){NULL, NULL, 0};
 }
 
-/* Releases the objects a job's code refers to (its bytes live in the job). */
-static void code_release(sk_buf *b) {
-  for (size_t i = 0; i < b->nobjs; i++) sk_obj_release(b->objs[i]);
-  free(b->objs);
-  *b = (sk_buf){0};
-}
-
-/* Frees what job j holds but the counting: the code and the future. */
+/* Frees what job j holds but the counting: the objects its code mentions
+** (its bytes live in the job) and the future. */
 static void job_strip(sk_tjob *j) {
-  code_release(&j->code);
+  sk_buf_clear(&j->code);
   sk_obj_release(&j->fut->obj);
   j->fut = NULL;
 }
@@ -553,7 +547,7 @@ int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, s
     j->fut = sk_future_new();
   }
   if (j == NULL || j->fut == NULL) {
-    code_release(code);
+    sk_buf_clear(code);
     free(j);
     return UV_ENOMEM;
   }
@@ -606,7 +600,7 @@ int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, s
       sk_port_hold(j->port, -1);
       sk_port_release(j->port);
     }
-    code_release(&j->code);
+    sk_buf_clear(&j->code);
     sk_obj_release(&j->fut->obj);
     free(j);
     return UV_EPIPE;

@@ -1,0 +1,119 @@
+-- A process pool's submit and reply, as the parent handles them: a call of
+-- plain values is encoded into a box the submit keeps (host/call.c), the job
+-- copies its bytes (host/proc_pool.c), and a reply of a few bytes is kept
+-- inside its future rather than in an allocation of its own (host/futures.c,
+-- SK_FUT_SMALL). These check that each of those keeps its promise.
+local skein = require "skein"
+
+local function caught(f, ...)
+  local ok, e = pcall(f, ...)
+  assert.is_false(ok, "expected an error")
+  return e
+end
+
+describe("a process pool's submit", function()
+  it("raises kind marshal naming a bad argument, and the next submits are served", function()
+    local p <close> = skein.pool{kind = "process", size = 1}
+    for _ = 1, 3 do
+      -- A call of plain values that cannot be sent (a C function no
+      -- module exports): raised by the boxed encoder, which loses its box.
+      local e = caught(p.submit, p, string.gmatch("a", "a"))
+      assert.is_true(skein.is_error(e, "marshal"))
+      assert.matches("^fn: cannot send a C function", e.message)
+      assert.equal(3, p:submit(function(a, b) return a + b end, 1, 2):get(10))
+      -- Any other call goes through the protected encoder.
+      e = caught(p.submit, p, function(a, b) return a end, skein.queue(), io.stdout)
+      assert.is_true(skein.is_error(e, "marshal"))
+      assert.equal("args[2]: cannot send userdata (a FILE*)", e.message)
+      local k = 10
+      assert.equal(11, p:submit(function() return k + 1 end):get(10))
+    end
+  end)
+
+  it("copies each job's bytes: big and small jobs in a row keep their own arguments", function()
+    local p <close> = skein.pool{kind = "process", size = 2}
+    local fs = {}
+    for i = 1, 30 do
+      local s = (i % 5 == 0) and ("x"):rep(100000 + i) or tostring(i)
+      if i % 3 == 0 then
+        fs[i] = p:submit(function() return #s, s:sub(-3) end)        -- an upvalue
+      elseif i % 7 == 0 then
+        fs[i] = p:submit(function(t) return #t[1], t[1]:sub(-3) end, {s})   -- not plain
+      else
+        fs[i] = p:submit(function(v) return #v, v:sub(-3) end, s)
+      end
+    end
+    for i = 1, 30 do
+      local s = (i % 5 == 0) and ("x"):rep(100000 + i) or tostring(i)
+      local n, tail = fs[i]:get(30)
+      assert.equal(#s, n)
+      assert.equal(s:sub(-3), tail)
+    end
+  end)
+end)
+
+describe("a process pool's replies of every size around a future's inner room", function()
+  it("give each value whole, twice, to select, and to a child the future is sent to", function()
+    local p <close> = skein.pool{kind = "process", size = 2}
+    local fs = {}
+    for k = 0, 48 do
+      fs[k] = p:submit(function(n) return ("v"):rep(n), n end, k)
+    end
+    fs[49] = p:submit(function() end)
+    fs[50] = p:submit(function() return nil, false, 0.5, -7 end)
+    for k = 0, 48 do
+      local s, n = fs[k]:get(30)
+      assert.equal(("v"):rep(k), s)
+      assert.equal(k, n)
+      assert.equal(s, (fs[k]:get(1)))                   -- read again
+      local which, v = skein.select({fs[k]}, 1)
+      assert.equal(1, which)
+      assert.equal(s, v)
+    end
+    assert.equal(0, select("#", fs[49]:get(30)))
+    local a, b, c, d = fs[50]:get(30)
+    assert.is_nil(a)
+    assert.is_false(b)
+    assert.equal(0.5, c)
+    assert.equal(-7, d)
+    -- Finished futures move to the shared segment when a child gets them,
+    -- their outcome with them.
+    local child = skein.process(function(list)
+      local out = {}
+      for k = 0, 48 do
+        local s, n = list[k + 1]:get(10)
+        out[#out + 1] = #s == k and n == k and s == ("v"):rep(k)
+      end
+      return table.concat((function()
+        local t = {}
+        for i, ok in ipairs(out) do t[i] = ok and "1" or "0" end
+        return t
+      end)())
+    end, (function()
+      local list = {}
+      for k = 0, 48 do list[k + 1] = fs[k] end
+      return list
+    end)())
+    assert.equal(("1"):rep(49), child:join(60))
+  end)
+
+  it("give a thread's and a process's results to a child that joins their handles", function()
+    for _, k in ipairs({0, 5, 20, 23, 24, 25, 40, 1000}) do
+      local th = skein.thread(function(n) return ("t"):rep(n), n end, k)
+      local pr = skein.process(function(n) return ("p"):rep(n), n end, k)
+      assert.equal(k, select(2, th:join(30)))
+      assert.equal(k, select(2, pr:join(30)))
+      local child = skein.process(function(t, q)
+        local ts, tn = t:join(10)
+        local ps, pn = q:join(10)
+        return #ts, tn, #ps, pn, ts:sub(1, 1), ps:sub(1, 1)
+      end, th, pr)
+      local tl, tn, pl, pn, tc, pc = child:join(60)
+      assert.same({k, k, k, k}, {tl, tn, pl, pn})
+      if k > 0 then
+        assert.equal("t", tc)
+        assert.equal("p", pc)
+      end
+    end
+  end)
+end)
