@@ -117,3 +117,30 @@ describe("a process pool's replies of every size around a future's inner room", 
     end
   end)
 end)
+
+describe("the last function a worker sent", function()
+  -- The encoder keeps the prototype it sent last (host/marshal_enc.c,
+  -- push_dump). A function made by load, sent once and collected, leaves
+  -- its prototype's memory to those made after it (with this build's
+  -- allocator, at once: without the liveness check, nearly every one of
+  -- these would run its predecessor's code). Each must travel with its own.
+  for _, kind in ipairs({"thread", "process"}) do
+    it("is never mistaken for a new function at its address (" .. kind .. " pool)", function()
+      local p <close> = skein.pool{kind = kind, size = 1}
+      local wrong = {}
+      for i = 1, 300 do
+        local f = assert(load(("local x = ... return x * 1000 + %d"):format(i)))
+        local v = p:submit(f, 7):get(30)
+        if v ~= 7000 + i then wrong[#wrong + 1] = ("%d gave %s"):format(i, tostring(v)) end
+        f = nil
+        if i % 2 == 0 then collectgarbage() else collectgarbage("step", 0) end
+        if i % 50 == 0 then
+          -- A closure of one prototype, many times over.
+          local g = assert(load(("local k = %d return function() return k end"):format(i)))
+          for _ = 1, 3 do assert.equal(i, p:submit(g()):get(30)) end
+        end
+      end
+      assert.same({}, wrong)
+    end)
+  end
+end)

@@ -558,25 +558,30 @@ static void remember_proto(lua_State *L, int idx) {
   lua_pop(L, 1);
 }
 
-static void enc_function(enc *e, int idx, const path *p, int depth) {
+/* Pushes the dump of the Lua function at idx: its bytecode, then the
+** bytecode's 8-byte tag. The dump is cached per function, and found again
+** for another closure of the same prototype (an inline closure per
+** submit): dumping and hashing on every submit would dominate small tasks.
+** In front of those two lookups sits the worker's last sent prototype
+** (sent_proto, sent_ref): a loop that submits one function, or a closure
+** of one prototype, finds it with a pointer compare. The last sent closure
+** is held weakly there, and while it lives so does its prototype, so the
+** address cannot meanwhile have become another prototype's. */
+static void push_dump(enc *e, int idx, const path *p) {
   lua_State *L = e->L;
-  sk_buf *b = e->b;
-  if (lua_iscfunction(L, idx)) {
-    push_cfunc_name(L, idx);
-    if (!lua_isstring(L, -1)) {
-      enc_fail(e, p, "cannot send a C function that no loaded module exports");
+  sk_worker *w = sk_worker_of(L);
+  if (proto_ok < 0) proto_ok = proto_probe(L);
+  const void *proto = proto_ok > 0 ? proto_of(L, idx) : NULL;
+  if (proto && proto == w->sent_proto) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->sent_ref);
+    if (lua_rawgeti(L, -1, 1) == LUA_TFUNCTION) {
+      lua_rawgeti(L, -2, 2);
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+      return;
     }
-    size_t n;
-    const char *name = lua_tolstring(L, -1, &n);
-    put_byte(L, b, T_CFUNC);
-    put_str(L, b, name, n);
-    put_u64(L, b, sk_marshal_name_tag(name, n));
-    lua_pop(L, 1);
-    return;
+    lua_pop(L, 2);                /* collected: found again below */
   }
-  /* The bytecode and its tag are cached per function, and found again for
-  ** another closure of the same prototype (an inline closure per submit):
-  ** dumping and hashing on every submit would dominate small tasks. */
   lua_getfield(L, LUA_REGISTRYINDEX, "skein.dumps");
   lua_pushvalue(L, idx);
   if (lua_rawget(L, -2) != LUA_TSTRING) {
@@ -605,12 +610,48 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
       remember_proto(L, idx);
     }
   }
+  lua_remove(L, -2);              /* skein.dumps */
+  if (proto == NULL) return;
+  if (w->sent_ref == 0) {         /* {closure, dump}, the closure weak */
+    lua_createtable(L, 2, 0);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    w->sent_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->sent_ref);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, 2);
+  lua_pop(L, 1);
+  w->sent_proto = proto;
+}
+
+static void enc_function(enc *e, int idx, const path *p, int depth) {
+  lua_State *L = e->L;
+  sk_buf *b = e->b;
+  if (lua_iscfunction(L, idx)) {
+    push_cfunc_name(L, idx);
+    if (!lua_isstring(L, -1)) {
+      enc_fail(e, p, "cannot send a C function that no loaded module exports");
+    }
+    size_t n;
+    const char *name = lua_tolstring(L, -1, &n);
+    put_byte(L, b, T_CFUNC);
+    put_str(L, b, name, n);
+    put_u64(L, b, sk_marshal_name_tag(name, n));
+    lua_pop(L, 1);
+    return;
+  }
+  push_dump(e, idx, p);
   size_t clen;
   const char *cached = lua_tolstring(L, -1, &clen);
   put_byte(L, b, T_LFUNC);
   put_varint(L, b, clen - 8);
   put(L, b, cached, clen);          /* bytecode, then its 8-byte tag */
-  lua_pop(L, 2);
+  lua_pop(L, 1);
   int nups = 0;
   while (lua_getupvalue(L, idx, nups + 1) != NULL) {
     lua_pop(L, 1);

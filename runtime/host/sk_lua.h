@@ -134,6 +134,8 @@ struct sk_worker {
   int task_mt_ref;              /* ... and a registry reference to it */
   int co_cache_ref;             /* registry ref: finished coroutines kept for reuse */
   int co_cached;                /* ... how many it holds (tasks.c) */
+  const void *sent_proto;       /* the prototype the encoder sent last (marshal_enc.c) */
+  int sent_ref;                 /* ... registry ref: {its closure (weak), its dump}; 0: none */
   size_t live;                  /* unfinished non-daemon tasks, threads, processes, pool jobs */
   size_t failures;              /* failed tasks reported as never joined */
   /* An interrupt (Ctrl-C, skein_interrupt, pool:terminate) sets both flags.
