@@ -233,9 +233,11 @@ static const char *reader(lua_State *L, void *ud, size_t *size) {
 
 #define LOADED_MAX 256
 
-/* Pushes a function for `code`, from this worker's cache when the same
-** bytecode was loaded before (compared byte for byte, so a hit needs no new
-** authentication). Returns 1 when the pushed closure is the cached one. */
+/* Pushes the cache entry for `code` ({bytes, function, factory, number of
+** upvalues}: the last two filled on first need) and a function for it,
+** from this worker's cache when the same bytecode was loaded before
+** (compared byte for byte, so a hit needs no new authentication). Returns
+** 1 when the pushed closure is the cached one. */
 static int load_code(dec *d, const char *code, size_t n, uint64_t tag) {
   lua_State *L = d->L;
   lua_getfield(L, LUA_REGISTRYINDEX, "skein.loaded");
@@ -246,8 +248,8 @@ static int load_code(dec *d, const char *code, size_t n, uint64_t tag) {
     const char *cc = lua_tolstring(L, -1, &cn);
     if (cn == n && memcmp(cc, code, n) == 0) {
       lua_rawgeti(L, -2, 2);
-      lua_replace(L, cache);
-      lua_settop(L, cache);
+      lua_replace(L, -2);                        /* cache, entry, function */
+      lua_remove(L, cache);
       return 1;
     }
     lua_pop(L, 1);
@@ -271,14 +273,14 @@ static int load_code(dec *d, const char *code, size_t n, uint64_t tag) {
   }
   lua_pushinteger(L, count);
   lua_setfield(L, cache, "n");
-  lua_createtable(L, 2, 0);
+  lua_createtable(L, 4, 0);
   lua_pushlstring(L, code, n);
   lua_rawseti(L, -2, 1);
   lua_pushvalue(L, -2);
   lua_rawseti(L, -2, 2);
-  lua_rawseti(L, cache, (lua_Integer)tag);
-  lua_replace(L, cache);
-  lua_settop(L, cache);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, cache, (lua_Integer)tag);      /* cache, function, entry */
+  lua_replace(L, cache);                        /* entry, function */
   return 0;
 }
 
@@ -286,29 +288,42 @@ static int load_code(dec *d, const char *code, size_t n, uint64_t tag) {
 ** still to be filled): from the cache entry's factory (sk_proto_factory),
 ** made on the entry's first closure and kept as its third item (false when
 ** none could be made), else by loading the bytecode again. */
-static void new_closure(dec *d, const char *code, size_t n, uint64_t tag, int nups) {
+static void new_closure(dec *d, int entry, const char *code, size_t n, int nups) {
   lua_State *L = d->L;
-  lua_getfield(L, LUA_REGISTRYINDEX, "skein.loaded");
-  lua_rawgeti(L, -1, (lua_Integer)tag);        /* the entry load_code just found */
-  int t = lua_rawgeti(L, -1, 3);
+  int t = lua_rawgeti(L, entry, 3);
   if (t == LUA_TNIL) {
     lua_pop(L, 1);
     if (!sk_proto_factory(L, code, n, nups)) lua_pushboolean(L, 0);
     lua_pushvalue(L, -1);
-    lua_rawseti(L, -3, 3);
+    lua_rawseti(L, entry, 3);
     t = lua_type(L, -1);
   }
   if (t == LUA_TFUNCTION) {
     lua_call(L, 0, 1);
-    lua_replace(L, -3);
-    lua_pop(L, 1);
     return;
   }
-  lua_pop(L, 3);
+  lua_pop(L, 1);
   reader_state r = {code, n};
   if (lua_load(L, reader, &r, "=(marshalled function)", "b") != LUA_OK) {
     dec_fail(d, "function does not load");
   }
+}
+
+/* The number of upvalues of the function at f, kept in its cache entry
+** (the fourth item) once asked. */
+static lua_Integer entry_nups(lua_State *L, int entry, int f) {
+  if (lua_rawgeti(L, entry, 4) == LUA_TNUMBER) {
+    lua_Integer n = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return n;
+  }
+  lua_pop(L, 1);
+  lua_Debug ar;
+  lua_pushvalue(L, f);
+  lua_getinfo(L, ">u", &ar);
+  lua_pushinteger(L, ar.nups);
+  lua_rawseti(L, entry, 4);
+  return ar.nups;
 }
 
 static void dec_lfunc(dec *d, int depth) {
@@ -317,13 +332,10 @@ static void dec_lfunc(dec *d, int depth) {
   const char *code = get_bytes(d, &n);
   uint64_t tag = get_u64(d);
   if (!(d->flags & SK_MARSHAL_CODE)) dec_fail(d, "functions are not accepted here");
-  int cached = load_code(d, code, n, tag);
-  int f = lua_gettop(L);
-  lua_Debug ar;
-  lua_pushvalue(L, f);
-  lua_getinfo(L, ">u", &ar);
+  int cached = load_code(d, code, n, tag);      /* entry, function */
+  int entry = lua_gettop(L) - 1;
   uint64_t nups = get_varint(d);
-  if (nups != ar.nups) dec_fail(d, "wrong number of upvalues");
+  if (nups != (uint64_t)entry_nups(L, entry, entry + 1)) dec_fail(d, "wrong number of upvalues");
   /* A function whose upvalues are all _ENV carries no state of its own:
   ** the cached closure serves every message. Otherwise it needs a closure
   ** of its own, whose upvalues the message fills. */
@@ -331,13 +343,16 @@ static void dec_lfunc(dec *d, int depth) {
   for (uint64_t i = 0; plain && i < nups; i++) plain = d->p[i] == T_GLOBALS;
   if (cached && plain) {
     d->p += nups;
+    lua_remove(L, entry);
     remember(d);
     return;
   }
   if (cached) {
     lua_pop(L, 1);
-    new_closure(d, code, n, tag, (int)nups);
+    new_closure(d, entry, code, n, (int)nups);
   }
+  lua_remove(L, entry);
+  int f = lua_gettop(L);
   remember(d);
   for (int i = 1; i <= (int)nups; i++) {
     /* The encoder writes a module reference only as an upvalue (enc_module
