@@ -19,18 +19,17 @@
 
 /* ------------------------------------------------------------- buffers */
 
-void sk_buf_free(sk_buf *b) {
-  for (size_t i = 0; i < b->nobjs; i++) sk_obj_release(b->objs[i]);
-  free(b->objs);
-  free(b->data);
-  memset(b, 0, sizeof *b);
-}
-
 void sk_buf_clear(sk_buf *b) {
   for (size_t i = 0; i < b->nobjs; i++) sk_obj_release(b->objs[i]);
   free(b->objs);
   b->objs = NULL;
   b->len = b->nobjs = b->capobjs = 0;
+}
+
+void sk_buf_free(sk_buf *b) {
+  sk_buf_clear(b);
+  free(b->data);
+  memset(b, 0, sizeof *b);
 }
 
 static void buf_grow(lua_State *L, sk_buf *b, size_t need) {

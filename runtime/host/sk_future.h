@@ -37,14 +37,14 @@ typedef struct sk_future {
   char *cmsg;                   /* a failure described by the engine */
   const char *kind;             /* the error kind of a failure (static) */
   const char *prefix;           /* static text put before a decoded failure's message */
-  int64_t exit_code;            /* the worker process that died running it exited so */
+  int64_t exit_code;            /* the exit code of the worker process that died running it */
   sk_waitlist waiters;
   lua_Integer id;
   struct sk_fut_shared *seg;    /* atomic; set once, when it moves (a view: always) */
   char *label;                  /* a worker's name, or NULL */
   int state;
   int pid;                      /* the worker process that died running it (0: none) */
-  int signal;                   /* ... killed by this signal, or else by exit_code */
+  int signal;                   /* ... killed by this signal (0: it exited, exit_code) */
   int observed;
   int remote;                   /* a view of a future in the segment: only `seg` counts */
   int face;                     /* SK_FACE_*: a pool's future or a worker's end */
