@@ -4,12 +4,7 @@
 -- inside its future rather than in an allocation of its own (host/futures.c,
 -- SK_FUT_SMALL). These check that each of those keeps its promise.
 local skein = require "skein"
-
-local function caught(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local caught = require("spec.support.errors").errof
 
 describe("a process pool's submit", function()
   it("raises kind marshal naming a bad argument, and the next submits are served", function()
@@ -78,22 +73,16 @@ describe("a process pool's replies of every size around a future's inner room", 
     assert.equal(-7, d)
     -- Finished futures move to the shared segment when a child gets them,
     -- their outcome with them.
-    local child = skein.process(function(list)
+    local list = {}
+    for k = 0, 48 do list[k + 1] = fs[k] end
+    local child = skein.process(function(futures)
       local out = {}
       for k = 0, 48 do
-        local s, n = list[k + 1]:get(10)
-        out[#out + 1] = #s == k and n == k and s == ("v"):rep(k)
+        local s, n = futures[k + 1]:get(10)
+        out[k + 1] = (#s == k and n == k and s == ("v"):rep(k)) and "1" or "0"
       end
-      return table.concat((function()
-        local t = {}
-        for i, ok in ipairs(out) do t[i] = ok and "1" or "0" end
-        return t
-      end)())
-    end, (function()
-      local list = {}
-      for k = 0, 48 do list[k + 1] = fs[k] end
-      return list
-    end)())
+      return table.concat(out)
+    end, list)
     assert.equal(("1"):rep(49), child:join(60))
   end)
 

@@ -11,15 +11,7 @@
 
 #include "../../lua/sk_bind.h"
 #include "../../lua/sk_process.h"
-
-/* Generated from stdlib/ by tools/embed.lua at build time. */
-typedef struct sk_embedded {
-  const char *name, *chunkname, *src;
-  size_t len;
-  const char *code;             /* the same chunk as bytecode, with debug info */
-  size_t clen;
-} sk_embedded;
-extern const sk_embedded sk_stdlib[];
+#include "sk_embed.h"
 
 static int l_cpu_count(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)uv_available_parallelism());

@@ -18,6 +18,18 @@
 ** Idempotent and thread-safe; must run before the first worker is made. */
 void sk_embed_init(void);
 
+/* The embedded stdlib, one entry per chunk, ending with a NULL name:
+** generated from stdlib/ by tools/embed.lua at build time (its layout must
+** match the one written there); module.c loads it, and
+** spec/c/test_stdlib_source.c checks its source fallback. */
+typedef struct sk_embedded {
+  const char *name, *chunkname, *src;
+  size_t len;
+  const char *code;             /* the same chunk as bytecode, with debug info */
+  size_t clen;
+} sk_embedded;
+extern const sk_embedded sk_stdlib[];
+
 /* Records `msg` as the last failure of rt (NULL: of this thread, for
 ** skein_errmsg(NULL)) and returns -1 (hosttype.c). */
 int sk_runtime_fail(skein_runtime *rt, const char *msg);

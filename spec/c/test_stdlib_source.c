@@ -22,16 +22,8 @@
 #include "lauxlib.h"
 #include "skein.h"
 
+#include "../../runtime/embed/sk_embed.h"  /* sk_stdlib, the embedded chunks */
 #include "tap.h"
-
-/* The embedded stdlib, as build/gen/sk_stdlib.c (tools/embed.lua) defines it. */
-typedef struct {
-  const char *name, *chunkname, *src;
-  size_t len;
-  const char *code;
-  size_t clen;
-} sk_embedded;
-extern const sk_embedded sk_stdlib[];
 
 static atomic_int refusing;  /* 1: a stdlib chunk's bytecode is refused */
 static atomic_int bytecode_loads, refusals, source_loads, source_loads_off_main;
