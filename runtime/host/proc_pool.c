@@ -552,9 +552,13 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   read_frames(pw->pool, pw);
 }
 
-/* Reads what a dead worker left on its socket (its exit may be handled
-** before the last reads): a result it sent just before dying counts. */
-static void drain_pipe(sk_ppool *p, pworker *pw) {
+/* Reads what is waiting on worker pw's socket, without the loop (the
+** socket does not block), and handles its frames as on_read would. It
+** stops at the end of the bytes, or, when `short_read`, at the first read
+** that did not fill its buffer (the socket is then most likely empty: this
+** spares a read that would only say so). An end of stream is left to the
+** loop's own read, which closes the pipe. */
+static void read_now(sk_ppool *p, pworker *pw, int short_read) {
   uv_os_fd_t fd;
   while (pw->pipe && uv_fileno((uv_handle_t *)pw->pipe, &fd) == 0) {
     uv_buf_t b;
@@ -565,6 +569,33 @@ static void drain_pipe(sk_ppool *p, pworker *pw) {
     if (n <= 0) return;
     sk_frame_fill(&pw->in, (size_t)n);
     read_frames(p, pw);
+    if (short_read && (size_t)n < b.len) return;
+  }
+}
+
+/* Reads what a dead worker left on its socket (its exit may be handled
+** before the last reads): a result it sent just before dying counts. */
+static void drain_pipe(sk_ppool *p, pworker *pw) { read_now(p, pw, 0); }
+
+/* While a script submits jobs in a row, the loop does not run: the answers
+** to the jobs sent ahead wait unread, the places they free take no new
+** jobs, and the frames gathered for busy workers stay unsent, so the
+** workers would idle until the script first waits. Every PIPELINE submits
+** per worker (what the workers can hold ahead: a batch for each) the pump
+** does what the loop would, without it: it reads the answers waiting (which
+** finishes their futures and hands out the places they free, as on_read
+** does), then writes the gathered frames. Everything it calls runs on this
+** thread and calls no Lua: it is what the loop's callbacks run, at another
+** moment. */
+static void pump(sk_ppool *p) {
+  p->since_pump = 0;
+  for (int i = 0; i < p->size; i++) {
+    pworker *pw = &p->workers[i];
+    if (pw->njobs && pw->running) read_now(p, pw, 1);
+  }
+  for (int i = 0; i < p->size; i++) {
+    pworker *pw = &p->workers[i];
+    if (pw->out.len) flush_out(pw);
   }
 }
 
@@ -858,6 +889,7 @@ int sk_ppool_submit(sk_ppool *p, sk_buf *code, uint64_t timeout, sk_future **out
   *out = f;
   if (p->stalled) revive(p);   /* no worker could start: try again */
   dispatch_all(p);
+  if (++p->since_pump >= PIPELINE * p->size) pump(p);
   if (t0) {
     if (p->tname == NULL) p->tname = sk_trace_intern(p->name);
     sk_trace_submit(p->tname, sk_trace_flow(0, id), t0);

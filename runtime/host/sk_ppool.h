@@ -75,6 +75,7 @@ struct sk_ppool {
   int64_t boot_status;
   sk_buf init_error;            /* the last initializer failure ('E' payload) */
   int stalled;                  /* gave up starting workers until the next submit */
+  int since_pump;               /* submits since the last pump (proc_pool.c) */
   int broken;                   /* its initializer fails: no more work, ever */
   char *name;
   int has_handle, open_handles;
