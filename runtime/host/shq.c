@@ -63,6 +63,15 @@ typedef struct shitem {
 
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
+/* A counter changed by a put or a get, under the lock. A release store is
+** enough there (a plain move on x86, where a sequentially consistent store
+** is an xchg that drains the store buffer, twice per item on each side).
+** Of the reads outside the lock, a get's or put's first look and size are
+** hints that the lock then confirms; task_done's bound comes after the get
+** of its item, whose lock made that put's counts visible; and whoever
+** sleeps on the state checks it under the lock (shq_add_waiter), which
+** orders that check after every critical section before it. */
+#define PUB(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
 static sk_off *item_objs(shitem *s) { return (sk_off *)(s + 1); }
 static char *item_data(shitem *s) { return (char *)(item_objs(s) + s->nobjs); }
@@ -383,8 +392,8 @@ static int link_item(shq *q, shitem *s, uint64_t seq) {
     h[i] = off;
     q->journal = 0;
   }
-  STORE(&q->count, n + 1);
-  STORE(&q->puts, q->puts + 1);
+  PUB(&q->count, n + 1);
+  PUB(&q->puts, q->puts + 1);
   return SK_Q_OK;
 }
 
@@ -433,8 +442,8 @@ static shitem *unlink_item(shq *q) {
     ** written long ago by another process and have left the cache. */
     else __builtin_prefetch(sk_shm_ptr(q->head));
   }
-  STORE(&q->count, n - 1);
-  STORE(&q->gets, q->gets + 1);
+  PUB(&q->count, n - 1);
+  PUB(&q->gets, q->gets + 1);
   return s;
 }
 
