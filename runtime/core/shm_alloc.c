@@ -30,6 +30,17 @@ static _Thread_local struct {
 
 static blk *blk_at(sk_off off) { return (blk *)(sk_shm_map + off); }
 
+/* Counts `delta` bytes of blocks handed out (or, negative, freed) on this
+** process's slot (see proc_rec.inuse). */
+static void count_inuse(seg_hdr *h, int64_t delta) {
+  int slot = sk_shm_self_slot;
+  if (slot >= 0 && slot < MAX_PROCS) {
+    __atomic_add_fetch(&h->procs[slot].inuse, delta, __ATOMIC_RELAXED);
+  } else {
+    __atomic_add_fetch(&h->inuse, (uint64_t)delta, __ATOMIC_RELAXED);
+  }
+}
+
 /* Gives `count` cached blocks of class k (from the cache's start) back to
 ** the free list: chained first, then published with one store. */
 static void cache_return(seg_hdr *h, unsigned k, unsigned count) {
@@ -90,7 +101,7 @@ static void *alloc(size_t n, int *fresh) {
   if (k < CACHE_CLASSES) {
     if (cache[k].n == 0) cache_fill(h, k);
     if (cache[k].n == 0) return NULL;
-    __atomic_add_fetch(&h->inuse, (uint64_t)1 << c, __ATOMIC_RELAXED);
+    count_inuse(h, (int64_t)1 << c);
     blk *b = blk_at(cache[k].off[--cache[k].n]);
     b->magic = BLK_MAGIC;
     b->cls = c;
@@ -115,7 +126,7 @@ static void *alloc(size_t n, int *fresh) {
     *fresh = 1;
   }
   sk_shm_unlock(&h->alloc_lock);
-  __atomic_add_fetch(&h->inuse, (uint64_t)1 << c, __ATOMIC_RELAXED);
+  count_inuse(h, (int64_t)1 << c);
   blk *b = (blk *)(sk_shm_map + off);
   b->magic = BLK_MAGIC;
   b->cls = c;
@@ -143,7 +154,7 @@ void sk_shm_free(void *p) {
   blk *b = (blk *)p - 1;
   if (b->magic != BLK_MAGIC || b->cls < MIN_CLASS || b->cls >= MIN_CLASS + NCLASS) return;
   b->magic = BLK_FREE;
-  __atomic_sub_fetch(&hdr()->inuse, (uint64_t)1 << b->cls, __ATOMIC_RELAXED);
+  count_inuse(hdr(), -((int64_t)1 << b->cls));
   if (b->cls >= PUNCH_CLASS) {
     /* Give a big block's pages back; they read as zeroes when reused
     ** (sk_shm_alloc_zeroed counts on that). */
@@ -166,7 +177,13 @@ void sk_shm_free(void *p) {
 
 int sk_shm_live(uint64_t *inuse, uint32_t *objects) {
   if (sk_shm_map == NULL) return -1;
-  *inuse = __atomic_load_n(&hdr()->inuse, __ATOMIC_ACQUIRE);
+  seg_hdr *h = hdr();
+  uint64_t sum = __atomic_load_n(&h->inuse, __ATOMIC_ACQUIRE);
+  uint32_t used = __atomic_load_n(&h->slots_used, __ATOMIC_ACQUIRE);
+  for (uint32_t i = 0; i < used && i < MAX_PROCS; i++) {
+    sum += (uint64_t)__atomic_load_n(&h->procs[i].inuse, __ATOMIC_ACQUIRE);
+  }
+  *inuse = sum;
   *objects = __atomic_load_n(&hdr()->nobjs, __ATOMIC_ACQUIRE);
   return 0;
 }

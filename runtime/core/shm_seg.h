@@ -48,6 +48,12 @@ typedef struct proc_rec {
   uint32_t sleeping;            /* the dispatcher is (about to be) asleep */
   uint32_t head, tail;
   ring_ent ring[RING];
+  /* Atomic, changed by this slot's processes only: bytes of the blocks
+  ** they were handed, less those they freed (so it may be negative; it is
+  ** kept across owners). The sum over every slot and the header's `inuse`
+  ** is what the tree has in use; a counter per process keeps a producer
+  ** and a consumer in two processes off one cache line. */
+  int64_t inuse __attribute__((aligned(64)));
 } proc_rec;
 
 typedef struct seg_hdr {
@@ -65,7 +71,7 @@ typedef struct seg_hdr {
   uint32_t maxprocs;            /* live processes allowed ($SKEIN_MAX_PROCS) */
   uint64_t aslimit;             /* RLIMIT_AS that sized the segment; 0: none */
   uint32_t nprocs;              /* atomic: live processes */
-  uint64_t inuse;               /* atomic: bytes of the blocks handed out now */
+  uint64_t inuse;               /* atomic: as a slot's `inuse`, for a process with none */
   uint32_t nobjs;               /* atomic: live shared objects */
   uint32_t slots_used;          /* one past the highest slot ever given (proc_lock) */
   pthread_mutex_t proc_lock;
