@@ -88,6 +88,7 @@ typedef struct reap_batch {
 } reap_batch;
 
 #define REAP_BATCH 64
+#define REAP_EVERY 64           /* submits between two deliveries of the submitter's port */
 
 static void reap_flush(reap_batch *b) {
   if (b->head) sk_port_call(b->port, jobs_reaped, jobs_orphaned, b->head);
@@ -606,6 +607,16 @@ int sk_tpool_submit(sk_tpool *p, sk_worker *w, sk_buf *code, uint64_t timeout, s
     return UV_EPIPE;
   }
   *out = fut;
+  /* A script that submits in a row does not let its loop run, so the
+  ** batches of finished jobs its workers post back would wait in its port
+  ** until it first waits, and the heap would grow by a job for every
+  ** submit. Every REAP_EVERY counted submits the port delivers here (what
+  ** its async callback would run: frees, uncountings, wakes; none runs
+  ** Lua), and the next jobs take the memory of those that finished. */
+  if (w->pool != p && ++w->submits >= REAP_EVERY) {   /* not j: a worker may have freed it */
+    w->submits = 0;
+    sk_port_flush(w->port);
+  }
   return 0;
 }
 

@@ -1,7 +1,11 @@
--- A process pool's workers are kept busy while a script submits jobs in a
--- row without waiting (host/proc_pool.c, pump): every few submits the
--- submit itself reads the answers already in and sends the jobs waiting,
--- as the loop would. These check that work goes on during such a loop,
+-- Pools while a script submits jobs in a row without waiting (so its loop
+-- does not run). A process pool's workers are kept busy meanwhile
+-- (host/proc_pool.c, pump): every few submits the submit itself reads the
+-- answers already in and sends the jobs waiting, as the loop would. A
+-- thread pool's finished jobs come back to the submitter meanwhile
+-- (host/thread_pool.c, REAP_EVERY): its port delivers every few submits,
+-- so they are freed and uncounted instead of piling up until it waits.
+-- These check that work goes on and is accounted for during such a loop,
 -- that a submit never waits for a busy worker, and that nothing is lost or
 -- reordered when a worker dies in the middle of one.
 local skein = require "skein"
@@ -89,5 +93,48 @@ describe("a process pool while a script submits without waiting", function()
     local st = p:stats()
     assert.equal(2999 + 1, st.done)
     assert.equal(1, st.failed)
+  end)
+end)
+
+-- Waits (up to 10 s, letting the loop run) until the live work counted in
+-- this worker is `n`; returns the last count seen.
+local function settle_live(n)
+  local deadline = skein.now() + 10
+  while skein.stats().live ~= n and skein.now() < deadline do skein.sleep(0.01) end
+  return skein.stats().live
+end
+
+describe("a thread pool while a script submits without waiting", function()
+  it("takes back the jobs that finished, before the script first waits", function()
+    local p <close> = skein.pool{kind = "thread", size = 2}
+    p:apply(function() end)
+    local live0 = skein.stats().live
+    -- Submit until the count of live work is below what was submitted:
+    -- finished jobs were uncounted while the loop went on.
+    local fs, n, low = {}, 0, false
+    local deadline = skein.now() + 20
+    while not low and n < 200000 and skein.now() < deadline do
+      n = n + 1
+      fs[n] = p:submit(function(x) return x + 1 end, n)
+      if n % 100 == 0 then low = skein.stats().live - live0 < n end
+    end
+    assert.is_true(low, "live work still counted every job after " .. n .. " submits")
+    for i = 1, n do assert.equal(i + 1, fs[i]:get(30)) end
+    assert.equal(live0, settle_live(live0))
+    assert.equal(n + 1, p:stats().done)
+  end)
+
+  it("keeps a task's own live count right when its jobs come back during submits", function()
+    local p <close> = skein.pool{kind = "thread", size = 2}
+    local t = skein.spawn(function()
+      local fs = {}
+      for i = 1, 5000 do fs[i] = p:submit(function(x) return -x end, i) end
+      local s = 0
+      for i = 1, 5000 do s = s + fs[i]:get(30) end
+      return s
+    end)
+    local live0 = skein.stats().live
+    assert.equal(-5000 * 5001 // 2, t:join(60))
+    assert.equal(live0 - 1, settle_live(live0 - 1))   -- the task itself was counted too
   end)
 end)
