@@ -86,6 +86,39 @@ describe("a process pool's replies of every size around a future's inner room", 
     assert.equal(("1"):rep(49), child:join(60))
   end)
 
+  it("and a thread pool's, whose workers keep one results buffer from job to job", function()
+    -- One worker, so every job after the first is encoded into storage the
+    -- one before left: small results copied into their futures, bigger
+    -- ones and those holding objects handed over, failures in between.
+    local p <close> = skein.pool{kind = "thread", size = 1}
+    local fs = {}
+    for k = 0, 60 do
+      if k % 7 == 3 then
+        fs[k] = p:submit(function(n) error("e" .. n, 0) end, k)
+      elseif k % 11 == 5 then
+        fs[k] = p:submit(function(n) local q = skein.queue() q:put(n) return q, n end, k)
+      else
+        fs[k] = p:submit(function(n) return ("w"):rep(n), n end, k)
+      end
+    end
+    for k = 0, 60 do
+      if k % 7 == 3 then
+        local ok, e = pcall(fs[k].get, fs[k], 30)
+        assert.is_false(ok)
+        assert.equal("e" .. k, e.message)
+      elseif k % 11 == 5 then
+        local q, n = fs[k]:get(30)
+        assert.equal(k, n)
+        assert.equal(k, q:get(1))
+      else
+        local s, n = fs[k]:get(30)
+        assert.equal(("w"):rep(k), s)
+        assert.equal(k, n)
+        assert.equal(s, (fs[k]:get(1)))
+      end
+    end
+  end)
+
   it("give a thread's and a process's results to a child that joins their handles", function()
     for _, k in ipairs({0, 5, 20, 23, 24, 25, 40, 1000}) do
       local th = skein.thread(function(n) return ("t"):rep(n), n end, k)

@@ -210,6 +210,7 @@ static int p_call(lua_State *L) {
     sk_error_push(L, "marshal", "result: too big to send (%I bytes, over 4 GiB)", (LUAI_UACINT)n);
   }
   a->failed = 1;
+  sk_buf_free(a->out);            /* the storage it came with: the failure starts afresh */
   a->kind = sk_encode_failure(L, a->out);
   sk_marshal_xproc = a->was_xproc;
   return 0;
@@ -231,7 +232,6 @@ static int p_fail(lua_State *L) {
 int sk_run_call(sk_worker *w, const char *code, size_t len, sk_buf *out, const char **kind) {
   lua_State *L = w->L;
   call_args a = {code, len, out, 0, NULL, IN_CALL, sk_marshal_xproc};
-  memset(out, 0, sizeof *out);
   lua_pushcfunction(L, p_call);
   lua_pushlightuserdata(L, &a);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {

@@ -408,7 +408,7 @@ static int frame_in(void) {
 ** call failed, -1 when the worker itself broke. */
 static int run_and_reply(sk_worker *w, const char *code, size_t len, const char *prefix,
                          size_t plen, int only_failure) {
-  sk_buf out, refs;
+  sk_buf out = {0}, refs;
   const char *kind;
   sk_marshal_parent_refs_forget();
   int rc = sk_run_call(w, code, len, &out, &kind);
@@ -501,7 +501,7 @@ static int pool_loop(sk_worker *w) {
       }
       starts = (payload[0] & SK_POOL_STARTS) != 0;
       if (plen > 1) {
-        sk_buf out;
+        sk_buf out = {0};
         const char *kind;
         char *init = malloc(plen - 1);
         if (init == NULL) {

@@ -605,7 +605,8 @@ int sk_capture(lua_State *L);
 const char *sk_encode_failure(lua_State *L, sk_buf *out);
 /* Runs a marshalled call (fn, args...) at worker w's root: decodes it,
 ** calls fn under sk_capture, drains the tasks it spawned, and encodes the
-** results (or the failure) into *out. Returns 0 on success, 1 when *out
+** results (or the failure) into *out, which arrives empty (no bytes, no
+** objects; storage it has is used again). Returns 0 on success, 1 when *out
 ** holds a failure (*kind: its skein kind or NULL), -1 when even that failed
 ** (the message is left on w's stack). */
 int sk_run_call(sk_worker *w, const char *code, size_t len, sk_buf *out, const char **kind);

@@ -164,10 +164,17 @@ static void timeout_hook(lua_State *L, lua_Debug *ar) {
   }
 }
 
-/* Runs one job on worker w and finishes its future. */
-static void run_job(sk_worker *w, sk_tjob *j) {
+/* Runs one job on worker w and finishes its future. Its results are
+** encoded into `out`, the worker's own buffer: a result of up to
+** SK_FUT_SMALL bytes without objects (most tasks return a number or a
+** short string) is copied into the future and the buffer, storage and all,
+** serves the next job (until the worker runs out of work); any other is
+** handed to the future. A fresh buffer
+** per job would be a malloc in this thread's arena freed by the submitter
+** only when it drops the future: the arena would grow a page at a time (an
+** mprotect and a fault each) for as long as a script keeps its futures. */
+static void run_job(sk_worker *w, sk_tjob *j, sk_buf *out) {
   lua_State *L = w->L;
-  sk_buf out;
   const char *kind = NULL;
   job_clock jc;
   sk_scope scope;
@@ -180,7 +187,7 @@ static void run_job(sk_worker *w, sk_tjob *j) {
     w->root.scope = &scope;
     lua_sethook(L, timeout_hook, LUA_MASKCOUNT, HOOK_EVERY);
   }
-  int rc = sk_run_call(w, j->code.data, j->code.len, &out, &kind);
+  int rc = sk_run_call(w, j->code.data, j->code.len, out, &kind);
   if (j->timeout) {
     lua_sethook(L, NULL, 0, 0);
     w->job_clock = NULL;
@@ -190,14 +197,17 @@ static void run_job(sk_worker *w, sk_tjob *j) {
   w->interrupted = 0;
   w->root.cancel_requested = 0;
   if (terminated) {
-    sk_buf_free(&out);
+    sk_buf_clear(out);
     sk_future_finish(j->fut, SK_FUT_FAILED, NULL, "the pool was terminated while the task ran",
                      "cancelled");
   } else if (rc < 0) {
     sk_future_finish(j->fut, SK_FUT_FAILED, NULL,
                      lua_tostring(L, -1) ? lua_tostring(L, -1) : "the worker failed", NULL);
+  } else if (out->nobjs == 0 && out->len <= SK_FUT_SMALL) {
+    sk_future_finish_copy(j->fut, rc != 0, out, NULL, kind, 0, 0, 0);
+    out->len = 0;
   } else {
-    sk_future_finish(j->fut, rc ? SK_FUT_FAILED : SK_FUT_DONE, &out, NULL, kind);
+    sk_future_finish(j->fut, rc ? SK_FUT_FAILED : SK_FUT_DONE, out, NULL, kind);
   }
   lua_settop(L, 0);
 }
@@ -367,12 +377,15 @@ static void worker_main(void *arg) {
   }
   slot->w = w;
   reap_batch reaped = {NULL, NULL, 0};
+  sk_buf result = {0};          /* run_job's results, kept while jobs keep coming */
   for (;;) {
     if (p->head == NULL && !p->closed && !p->terminating) {
-      /* Out of work: hand the batch back, then look again for a moment
-      ** before sleeping (a burst of submits then costs no futex). */
+      /* Out of work: hand the batch back (and the results buffer: an
+      ** idle worker holds no memory), then look again for a moment before
+      ** sleeping (a burst of submits then costs no futex). */
       uv_mutex_unlock(&p->lock);
       reap_flush(&reaped);
+      sk_buf_free(&result);
       spin_for_work(p);
       uv_mutex_lock(&p->lock);
     }
@@ -430,7 +443,7 @@ static void worker_main(void *arg) {
         sk_future_finish(j->fut, SK_FUT_FAILED, NULL, broken ? broken : "worker failed to start", NULL);
         ok = 0;
       } else {
-        run_job(w, j);
+        run_job(w, j, &result);
         ok = j->fut->state == SK_FUT_DONE;
       }
     }
@@ -458,6 +471,7 @@ static void worker_main(void *arg) {
   slot->w = NULL;
   uv_mutex_unlock(&p->lock);
   reap_flush(&reaped);
+  sk_buf_free(&result);
   if (w) {
     sk_task_report_failures(w);
     sk_worker_close(w);
