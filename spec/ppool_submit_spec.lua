@@ -142,27 +142,82 @@ end)
 
 describe("the last function a worker sent", function()
   -- The encoder keeps the prototype it sent last (host/marshal_enc.c,
-  -- push_dump). A function made by load, sent once and collected, leaves
-  -- its prototype's memory to those made after it (with this build's
-  -- allocator, at once: without the liveness check, nearly every one of
-  -- these would run its predecessor's code). Each must travel with its own.
+  -- push_dump), and the last plain function (no upvalue but _ENV) with its
+  -- whole encoding (remember_plain). A function made by load, sent once and
+  -- collected, leaves its prototype's memory to those made after it (with
+  -- this build's allocator, at once: without push_dump's liveness check,
+  -- nearly every closure below would run its predecessor's code). Each must
+  -- travel with its own.
   for _, kind in ipairs({"thread", "process"}) do
     it("is never mistaken for a new function at its address (" .. kind .. " pool)", function()
       local p <close> = skein.pool{kind = kind, size = 1}
       local wrong = {}
-      for i = 1, 300 do
-        local f = assert(load(("local x = ... return x * 1000 + %d"):format(i)))
-        local v = p:submit(f, 7):get(30)
-        if v ~= 7000 + i then wrong[#wrong + 1] = ("%d gave %s"):format(i, tostring(v)) end
-        f = nil
-        if i % 2 == 0 then collectgarbage() else collectgarbage("step", 0) end
-        if i % 50 == 0 then
-          -- A closure of one prototype, many times over.
-          local g = assert(load(("local k = %d return function() return k end"):format(i)))
-          for _ = 1, 3 do assert.equal(i, p:submit(g()):get(30)) end
+      -- Closures with an upvalue of their own (found by prototype), then
+      -- plain functions, the chunks themselves (found by their address),
+      -- 300 of each.
+      local makers = {
+        function(i) return assert(load(("local y = 1000 return function(x) return x * y + %d end"):format(i)))() end,
+        function(i) return assert(load(("local x = ... return x * 1000 + %d"):format(i))) end,
+      }
+      for m, make in ipairs(makers) do
+        for i = 1, 300 do
+          local f = make(i)
+          local v = p:submit(f, 7):get(30)
+          if v ~= 7000 + i then wrong[#wrong + 1] = ("%d.%d gave %s"):format(m, i, tostring(v)) end
+          f = nil
+          if i % 2 == 0 then collectgarbage() else collectgarbage("step", 0) end
+          if i % 50 == 0 then
+            -- A closure of one prototype, many times over.
+            local g = assert(load(("local k = %d return function() return k end"):format(i)))
+            for _ = 1, 3 do assert.equal(i, p:submit(g()):get(30)) end
+          end
         end
       end
       assert.same({}, wrong)
     end)
   end
+
+  it("never takes a new plain function for the collected one at its address", function()
+    -- Two functions without upvalues, made one at a time and dropped
+    -- between sends: a new closure may take the memory of the one just
+    -- collected, so only a strong hold keeps the address meaning one
+    -- function.
+    local p <close> = skein.pool{kind = "thread", size = 1}
+    local makers = {function() return function() return 1 end end,
+                    function() return function() return 2 end end}
+    local wrong = 0
+    for i = 1, 200 do
+      local k = i % 2 + 1
+      local f = makers[k]()
+      if p:submit(f):get(30) ~= k then wrong = wrong + 1 end
+      f = nil
+      collectgarbage()
+    end
+    assert.equal(0, wrong)
+  end)
+
+  it("keeps named functions apart when they alternate, repeat in one call or have their own _ENV", function()
+    for _, kind in ipairs({"thread", "process"}) do
+      local p <close> = skein.pool{kind = kind, size = 1}
+      local function double(x) return 2 * x end
+      local function square(x) return x * x end
+      local function apply(f, g, x) return f(g(x)) end
+      local fs = {}
+      for i = 1, 60 do
+        if i % 3 == 0 then fs[i] = p:submit(apply, double, double, i)      -- one function twice
+        elseif i % 3 == 1 then fs[i] = p:submit(double, i)
+        else fs[i] = p:submit(square, i) end
+      end
+      for i = 1, 60 do
+        local want = i % 3 == 0 and 4 * i or (i % 3 == 1 and 2 * i or i * i)
+        assert.equal(want, fs[i]:get(30))
+      end
+      -- With an _ENV of its own, a plain function still runs with the
+      -- worker's globals (as it always did): _ENV travels by name.
+      local where = load("return type(skein)", "=where", "t", {type = function() return "mine" end})
+      assert.equal("mine", where())
+      assert.equal("table", p:submit(where):get(30))
+      assert.equal(8, p:submit(double, 4):get(30))
+    end
+  end)
 end)

@@ -628,9 +628,39 @@ static void push_dump(enc *e, int idx, const path *p) {
   w->sent_proto = proto;
 }
 
+/* Records the Lua function at idx, whose encoding is the `n` bytes at
+** `bytes`, as the worker's last plain function (one with no upvalue but
+** _ENV, which always travels as T_GLOBALS): its encoding never changes
+** (bytecode, tag and upvalue count are its prototype's). It is held
+** strongly, so its address names it until the next one replaces it; with
+** no state of its own, keeping it alive holds nothing else. */
+static void remember_plain(lua_State *L, sk_worker *w, int idx, const char *bytes, size_t n) {
+  if (w->plain_ref == 0) {
+    lua_createtable(L, 2, 0);
+    w->plain_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->plain_ref);
+  lua_pushlstring(L, bytes, n);
+  const char *kept = lua_tostring(L, -1);
+  lua_rawseti(L, -2, 2);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, -2, 1);
+  lua_pop(L, 1);
+  w->plain_fn = lua_topointer(L, idx);
+  w->plain_enc = kept;
+  w->plain_len = n;
+}
+
 static void enc_function(enc *e, int idx, const path *p, int depth) {
   lua_State *L = e->L;
   sk_buf *b = e->b;
+  sk_worker *w = sk_worker_of(L);
+  /* The function sent last, again (a named function submitted in a loop):
+  ** its encoding is copied whole. */
+  if (w->plain_fn && lua_topointer(L, idx) == w->plain_fn) {
+    put(L, b, w->plain_enc, w->plain_len);
+    return;
+  }
   if (lua_iscfunction(L, idx)) {
     push_cfunc_name(L, idx);
     if (!lua_isstring(L, -1)) {
@@ -645,7 +675,7 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
     return;
   }
   push_dump(e, idx, p);
-  size_t clen;
+  size_t clen, start = b->len;
   const char *cached = lua_tolstring(L, -1, &clen);
   put_byte(L, b, T_LFUNC);
   put_varint(L, b, clen - 8);
@@ -657,15 +687,21 @@ static void enc_function(enc *e, int idx, const path *p, int depth) {
     nups++;
   }
   put_varint(L, b, (uint64_t)nups);
+  int plain = 1;
   for (int i = 1; i <= nups; i++) {
     const char *name = lua_getupvalue(L, idx, i);
     path up = {p, P_UPVALUE, name, i};
     /* _ENV always rebinds to the receiving worker's globals, and a loaded
     ** module (local json = require "json") to the receiver's own copy. */
-    if (name && strcmp(name, "_ENV") == 0) put_byte(L, b, T_GLOBALS);
-    else if (!enc_module(e, lua_gettop(L))) enc_value(e, lua_gettop(L), &up, depth + 1);
+    if (name && strcmp(name, "_ENV") == 0) {
+      put_byte(L, b, T_GLOBALS);
+    } else {
+      plain = 0;
+      if (!enc_module(e, lua_gettop(L))) enc_value(e, lua_gettop(L), &up, depth + 1);
+    }
     lua_pop(L, 1);
   }
+  if (plain) remember_plain(L, w, idx, b->data + start, b->len - start);
 }
 
 /* ------------------------------------------------------- host types */

@@ -136,6 +136,10 @@ struct sk_worker {
   int co_cached;                /* ... how many it holds (tasks.c) */
   const void *sent_proto;       /* the prototype the encoder sent last (marshal_enc.c) */
   int sent_ref;                 /* ... registry ref: {its closure (weak), its dump}; 0: none */
+  const void *plain_fn;         /* the plain function the encoder wrote last (marshal_enc.c) */
+  const char *plain_enc;        /* ... its whole encoding, plain_len bytes, held by: */
+  size_t plain_len;
+  int plain_ref;                /* ... registry ref: {the function, its encoding}; 0: none */
   size_t live;                  /* unfinished non-daemon tasks, threads, processes, pool jobs */
   size_t failures;              /* failed tasks reported as never joined */
   /* An interrupt (Ctrl-C, skein_interrupt, pool:terminate) sets both flags.
