@@ -167,12 +167,12 @@ static void timeout_hook(lua_State *L, lua_Debug *ar) {
 /* Runs one job on worker w and finishes its future. Its results are
 ** encoded into `out`, the worker's own buffer: a result of up to
 ** SK_FUT_SMALL bytes without objects (most tasks return a number or a
-** short string) is copied into the future and the buffer, storage and all,
-** serves the next job (until the worker runs out of work); any other is
-** handed to the future. A fresh buffer
-** per job would be a malloc in this thread's arena freed by the submitter
-** only when it drops the future: the arena would grow a page at a time (an
-** mprotect and a fault each) for as long as a script keeps its futures. */
+** short string) is copied into the future, and the buffer, storage and
+** all, serves the next job (until the worker runs out of work); any other
+** is handed to the future. A fresh buffer per job would be a malloc in this
+** thread's arena freed by the submitter only when it drops the future: the
+** arena would grow a page at a time (an mprotect and a fault each) for as
+** long as a script keeps its futures. */
 static void run_job(sk_worker *w, sk_tjob *j, sk_buf *out) {
   lua_State *L = w->L;
   const char *kind = NULL;
