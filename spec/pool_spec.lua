@@ -360,25 +360,6 @@ describe("thread pools", function()
     assert.equal(3, p:submit(function(a, b) return a + b end, 1, 2):get(5))
   end)
 
-  it("copy each job's bytes at submit: big and small jobs in a row keep their own arguments", function()
-    local p <close> = skein.pool{kind = "thread", size = 2}
-    local fs = {}
-    for i = 1, 20 do
-      local s = (i % 5 == 0) and ("x"):rep(100000 + i) or tostring(i)
-      fs[i] = p:submit(function(v) return #v, v:sub(-3) end, s)
-    end
-    for i = 1, 20 do
-      local n, tail = fs[i]:get(10)
-      if i % 5 == 0 then
-        assert.equal(100000 + i, n)
-        assert.equal("xxx", tail)
-      else
-        assert.equal(#tostring(i), n)
-        assert.equal(tostring(i):sub(-3), tail)
-      end
-    end
-  end)
-
   it("run CPU-bound work in parallel", function()
     local p <close> = skein.pool{kind = "thread", size = 2}
     local function fib(n) return n < 2 and n or fib(n - 1) + fib(n - 2) end

@@ -25,26 +25,31 @@ describe("a process pool's submit", function()
     end
   end)
 
-  it("copies each job's bytes: big and small jobs in a row keep their own arguments", function()
-    local p <close> = skein.pool{kind = "process", size = 2}
-    local fs = {}
-    for i = 1, 30 do
-      local s = (i % 5 == 0) and ("x"):rep(100000 + i) or tostring(i)
-      if i % 3 == 0 then
-        fs[i] = p:submit(function() return #s, s:sub(-3) end)        -- an upvalue
-      elseif i % 7 == 0 then
-        fs[i] = p:submit(function(t) return #t[1], t[1]:sub(-3) end, {s})   -- not plain
-      else
-        fs[i] = p:submit(function(v) return #v, v:sub(-3) end, s)
+  -- Both pools copy the bytes at submit (the thread pool's job too), while
+  -- the submit's box serves the next one.
+  for _, kind in ipairs({"process", "thread"}) do
+    it("copies each job's bytes: big and small jobs in a row keep their own arguments (" .. kind
+       .. " pool)", function()
+      local p <close> = skein.pool{kind = kind, size = 2}
+      local fs = {}
+      for i = 1, 30 do
+        local s = (i % 5 == 0) and ("x"):rep(100000 + i) or tostring(i)
+        if i % 3 == 0 then
+          fs[i] = p:submit(function() return #s, s:sub(-3) end)        -- an upvalue
+        elseif i % 7 == 0 then
+          fs[i] = p:submit(function(t) return #t[1], t[1]:sub(-3) end, {s})   -- not plain
+        else
+          fs[i] = p:submit(function(v) return #v, v:sub(-3) end, s)
+        end
       end
-    end
-    for i = 1, 30 do
-      local s = (i % 5 == 0) and ("x"):rep(100000 + i) or tostring(i)
-      local n, tail = fs[i]:get(30)
-      assert.equal(#s, n)
-      assert.equal(s:sub(-3), tail)
-    end
-  end)
+      for i = 1, 30 do
+        local s = (i % 5 == 0) and ("x"):rep(100000 + i) or tostring(i)
+        local n, tail = fs[i]:get(30)
+        assert.equal(#s, n)
+        assert.equal(s:sub(-3), tail)
+      end
+    end)
+  end
 end)
 
 describe("a process pool's replies of every size around a future's inner room", function()

@@ -350,8 +350,7 @@ void sk_future_fail_remote(sk_future *f, const sk_buf *failure, const char *pref
 void sk_future_finish_copy(sk_future *f, int failed, const sk_buf *result, const char *cmsg,
                            const char *kind, int pid, int64_t status, int sig) {
   int state = failed ? SK_FUT_FAILED : SK_FUT_DONE;
-  if (result && result->data && cmsg == NULL && result->nobjs == 0 &&
-      result->len <= SK_FUT_SMALL) {
+  if (result && cmsg == NULL && sk_future_fits(result)) {
     /* It fits in the future itself: copied there under its lock. */
     if (pid) set_exit(f, pid, status, sig);
     finish(f, state, NULL, result->data, result->len, NULL, kind);

@@ -51,11 +51,18 @@ typedef struct sk_future {
   int wpid;                     /* a worker process's pid (SK_FACE_PROCESS) */
   /* A copied outcome of up to SK_FUT_SMALL bytes without objects is kept
   ** here (result.data points at it, result.cap is 0) instead of in an
-  ** allocation of its own: most tasks return a number or a short string,
-  ** and a process pool's reply then costs the submitter no malloc and no
-  ** free (sk_future_finish_copy). */
+  ** allocation of its own (sk_future_finish_copy, sk_future_fits): most
+  ** tasks return a number or a short string, and a result then costs no
+  ** malloc and no free, neither a thread pool's worker nor a process pool's
+  ** submitter. */
   char small[SK_FUT_SMALL];
 } sk_future;
+
+/* Whether sk_future_finish_copy keeps this outcome inside the future
+** itself (no allocation): at most SK_FUT_SMALL bytes, no objects. */
+static inline int sk_future_fits(const sk_buf *r) {
+  return r->data && r->nobjs == 0 && r->len <= SK_FUT_SMALL;
+}
 
 /* A future's face: what it stands for, and so what a view of it in another
 ** worker is. A worker handle (lua/thread.c, lua/process.c) that crosses to

@@ -203,7 +203,7 @@ static void run_job(sk_worker *w, sk_tjob *j, sk_buf *out) {
   } else if (rc < 0) {
     sk_future_finish(j->fut, SK_FUT_FAILED, NULL,
                      lua_tostring(L, -1) ? lua_tostring(L, -1) : "the worker failed", NULL);
-  } else if (out->nobjs == 0 && out->len <= SK_FUT_SMALL) {
+  } else if (sk_future_fits(out)) {
     sk_future_finish_copy(j->fut, rc != 0, out, NULL, kind, 0, 0, 0);
     out->len = 0;
   } else {
