@@ -152,7 +152,7 @@ static int l_task_tostring(lua_State *L) {
 static int l_current(lua_State *L) {
   sk_ctx *c = sk_current(L);
   if (c->co == NULL) return 0;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  sk_task_push(L, c);
   return 1;
 }
 
@@ -256,7 +256,7 @@ static int l_park(lua_State *L) {
 static int l_parker(lua_State *L) {
   sk_ctx *c = sk_current(L);
   if (c->co == NULL) lua_pushliteral(L, "root");
-  else lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+  else sk_task_push(L, c);
   return 1;
 }
 

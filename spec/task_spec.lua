@@ -87,6 +87,38 @@ describe("skein.spawn", function()
     for i = 1, 5000 do sum = sum + ts[i]:join(5) end
     assert.equal(5000 * 5001 // 2, sum)
   end)
+
+  it("keeps tasks nobody holds alive to their end, through waves that reuse their places", function()
+    -- The worker holds each unfinished task by a slot of its own (tasks.c,
+    -- anchor); slots freed in one order are handed out again in another.
+    -- A task collected early, or two tasks given one slot, would show as a
+    -- crash or as skein.current() naming some other task.
+    local finished, wrong = 0, 0
+    local function body(turns)
+      local me = skein.current()
+      for _ = 1, turns do
+        skein.yield()
+        if skein.current() ~= me then wrong = wrong + 1 end
+      end
+      collectgarbage()
+      if skein.current() ~= me then wrong = wrong + 1 end
+      finished = finished + 1
+    end
+    for wave = 1, 4 do
+      -- Tasks that end in spawn order, in reverse, and interleaved.
+      for i = 1, 300 do
+        local turns = wave == 1 and 1 or wave == 2 and 301 - i or (i * 7) % 13
+        skein.spawn(body, turns)
+      end
+      if wave % 2 == 0 then collectgarbage() end
+      local keep = skein.spawn(function() skein.sleep(0.01) end)
+      keep:join(10)
+      local t0 = skein.now()
+      while finished < 300 * wave and skein.now() - t0 < 10 do skein.sleep(0.001) end
+      assert.equal(300 * wave, finished)
+    end
+    assert.equal(0, wrong)
+  end)
 end)
 
 describe("task:join", function()

@@ -89,7 +89,8 @@ struct sk_ctx {
   lua_State *co;                /* the task's coroutine; NULL for the root */
   lua_Integer id;
   int state, result;
-  int ref;                      /* registry ref while unfinished */
+  int ref;                      /* slot in the worker's anchor table while
+                                   unfinished (tasks.c); LUA_NOREF otherwise */
   int nres;                     /* results stored in the userdata */
   unsigned woken : 1, timed_out : 1, cancel_requested : 1, daemon : 1,
       observed : 1, deadlock : 1, interrupt : 1, reported : 1,
@@ -134,6 +135,10 @@ struct sk_worker {
   int task_mt_ref;              /* ... and a registry reference to it */
   int co_cache_ref;             /* registry ref: finished coroutines kept for reuse */
   int co_cached;                /* ... how many it holds (tasks.c) */
+  int anchor_ref;               /* registry ref: the table that keeps live tasks (tasks.c) */
+  int anchor_top;               /* ... its highest slot handed out */
+  int anchor_nfree, anchor_cap; /* ... slots up to the top free again, and the */
+  int *anchor_free;             /* ... stack of them (malloc; room for anchor_top) */
   const void *sent_proto;       /* the prototype the encoder sent last (marshal_enc.c) */
   int sent_ref;                 /* ... registry ref: {its closure (weak), its dump}; 0: none */
   const void *plain_fn;         /* the plain function the encoder wrote last (marshal_enc.c) */

@@ -21,6 +21,8 @@ enum { SK_TASK_UV_CO = 1, SK_TASK_UV_PAYLOAD, SK_TASK_UV_TRACE, SK_TASK_UV_NAME,
 ** and pushes the task. Raises (holding nothing) when `fn` is not callable. */
 sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon);
 sk_ctx *sk_task_check(lua_State *L, int idx);
+/* Pushes the userdata of an unfinished task. */
+void sk_task_push(lua_State *L, sk_ctx *t);
 /* The task at idx, or NULL when it is not a task of this worker. */
 sk_ctx *sk_task_test(lua_State *L, int idx);
 /* Asks the task to stop: 0 when it had finished already. */

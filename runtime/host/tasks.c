@@ -7,11 +7,12 @@
 ** A task is a userdata holding its sk_ctx, with four user values: the
 ** coroutine (dropped when the task ends), the payload (its single result, a
 ** table of several results, or its error), the traceback of a failure, and
-** its name. A registry reference keeps the userdata alive from spawn until
-** the task has finished and left the ready queue; raw pointers held by the
-** scheduler and watcher lists rely on that.
+** its name. Its slot in the worker's anchor table (below) keeps the
+** userdata alive from spawn until the task has finished and left the ready
+** queue; raw pointers held by the scheduler and watcher lists rely on that.
 */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sk_task.h"
@@ -49,6 +50,67 @@ static void complete(sk_ctx *t, int result) {
   if (t->group) group_member_done(t);
 }
 
+/* ------------------------------------------------------------ anchoring */
+
+/* A live task is held by its slot in the worker's anchor table, a plain
+** array whose slots this file hands out from a stack kept in C: the slot
+** freed last, or the next past the top. Holding a task costs one table
+** write each way, where luaL_ref also reads and writes the registry's own
+** free list (about 250 instructions per task in all). The table keeps the
+** size its busiest moment gave it, as the registry did: replacing it when
+** it empties was measured, and the collector, paced by a smaller heap,
+** then ran more cycles over the next burst than the slots it saved.
+**
+** Invariant: every slot up to anchor_top is either in the free stack or
+** holds exactly one unfinished task (its t->ref), so the free stack never
+** holds more than anchor_top <= anchor_cap slots. */
+
+/* Pushes the anchor table and then the task; returns the table's index. */
+static int push_anchored(lua_State *L, sk_ctx *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->w->anchor_ref);
+  lua_rawgeti(L, -1, t->ref);
+  return lua_gettop(L) - 1;
+}
+
+void sk_task_push(lua_State *L, sk_ctx *t) {
+  push_anchored(L, t);
+  lua_remove(L, -2);
+}
+
+/* Anchors the new task on top of the stack (it stays there). Raises, with
+** nothing held, when the free stack cannot grow. */
+static void anchor(lua_State *L, sk_worker *w, sk_ctx *t) {
+  int slot;
+  if (w->anchor_nfree > 0) {
+    slot = w->anchor_free[--w->anchor_nfree];
+  } else {
+    if (w->anchor_top == w->anchor_cap) {
+      int cap = w->anchor_cap ? 2 * w->anchor_cap : 64;
+      int *p = realloc(w->anchor_free, (size_t)cap * sizeof *p);
+      if (p == NULL) luaL_error(L, "not enough memory");
+      w->anchor_free = p;
+      w->anchor_cap = cap;
+    }
+    slot = ++w->anchor_top;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->anchor_ref);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+  t->ref = slot;
+}
+
+/* Frees the task's slot in the anchor table at index `a`. */
+static void unanchor(lua_State *L, sk_ctx *t, int a) {
+  sk_worker *w = t->w;
+  lua_pushnil(L);
+  lua_rawseti(L, a, t->ref);
+  w->anchor_free[w->anchor_nfree++] = t->ref;
+  t->ref = LUA_NOREF;
+}
+
+/* ------------------------------------------------------------ tasks */
+
 sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon) {
   sk_worker *w = sk_worker_of(L);
   fn = lua_absindex(L, fn);
@@ -85,8 +147,7 @@ sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon) {
   t->daemon = daemon != 0 || t->background;
   t->run.run = task_run;
   t->state = SK_NEW;
-  lua_pushvalue(L, -1);
-  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  anchor(L, w, t);
   if (!t->daemon) w->live++;
   if (SK_TRACING()) sk_trace_counter("live tasks", "tasks", (int64_t)w->live, NULL, 0, 1);
   sk_sched_push(&w->sched, &t->run);
@@ -116,16 +177,15 @@ static void keep_coroutine(lua_State *L, sk_worker *w, sk_ctx *t, int ud) {
   lua_pop(L, 1);
 }
 
-/* Drops the coroutine and the registry reference of a finished task; `ok`:
-** its function returned, so the coroutine may be kept for reuse. */
-static void release(lua_State *L, sk_ctx *t, int ok) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-  if (ok) keep_coroutine(L, t->w, t, lua_gettop(L));
+/* Drops the coroutine and the anchor of a finished task, whose userdata is
+** at a + 1 above the anchor table at `a` (push_anchored), and pops both;
+** `ok`: its function returned, so the coroutine may be kept for reuse. */
+static void release(lua_State *L, sk_ctx *t, int a, int ok) {
+  if (ok) keep_coroutine(L, t->w, t, a + 1);
   lua_pushnil(L);
-  lua_setiuservalue(L, -2, SK_TASK_UV_CO);
-  lua_pop(L, 1);
-  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-  t->ref = LUA_NOREF;
+  lua_setiuservalue(L, a + 1, SK_TASK_UV_CO);
+  unanchor(L, t, a);
+  lua_settop(L, a - 1);
   t->co = NULL;
 }
 
@@ -134,9 +194,8 @@ static void release(lua_State *L, sk_ctx *t, int ok) {
 static void finish(lua_State *L, sk_ctx *t, int st, int nres) {
   lua_State *co = t->co;
   int result;
-  luaL_checkstack(L, nres + 6, "task results");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
-  int u = lua_gettop(L);
+  luaL_checkstack(L, nres + 7, "task results");
+  int a = push_anchored(L, t), u = a + 1;
   if (st == LUA_OK) {
     lua_xmove(co, L, nres);
     if (nres == 1) {
@@ -183,8 +242,8 @@ static void finish(lua_State *L, sk_ctx *t, int st, int nres) {
     /* Runs the __close handlers the error left pending. */
     lua_resetthread(co);
   }
-  lua_settop(L, u - 1);
-  release(L, t, result == SK_RES_OK);
+  lua_settop(L, u);
+  release(L, t, a, result == SK_RES_OK);
   complete(t, result);
 }
 
@@ -194,7 +253,8 @@ static void task_run(sk_runnable *r) {
   sk_worker *w = t->w;
   lua_State *from = w->cur_L;
   if (t->state == SK_DONE) {  /* cancelled before it ever ran */
-    release(from, t, 0);
+    luaL_checkstack(from, 3, "task");
+    release(from, t, push_anchored(from, t), 0);
     return;
   }
   lua_State *co = t->co;
@@ -338,4 +398,6 @@ void sk_task_engine_open(lua_State *L) {
   lua_newtable(L);
   sk_worker_of(L)->co_cache_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   sk_worker_of(L)->co_cached = 0;
+  lua_newtable(L);
+  sk_worker_of(L)->anchor_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }

@@ -651,6 +651,7 @@ int sk_worker_close(sk_worker *w) {
   w->sched.flush = NULL;
   if (w->port) sk_port_close(w->port);
   free(w->slots);
+  free(w->anchor_free);
   free(w->self_name);
   if (w->wakeup) uv_close((uv_handle_t *)w->wakeup, free_handle);
   int rc = sk_sched_close(&w->sched);
