@@ -80,9 +80,10 @@ struct sk_scope {
 
 /* An execution context: a task (its own coroutine) or the worker's root
 ** context (main chunk, REPL lines, host calls). Task contexts live inside
-** their Lua userdata, which a registry reference keeps alive until the
-** task finishes; that is what makes it safe for the ready queue, the timer
-** heap and watcher lists to hold raw pointers to them. */
+** their Lua userdata, which a slot of the worker's anchor table keeps
+** alive until the task finishes (tasks.c); that is what makes it safe for
+** the ready queue, the timer heap and watcher lists to hold raw pointers to
+** them. */
 struct sk_ctx {
   sk_runnable run;              /* must stay first: the ready-queue node */
   sk_worker *w;
