@@ -55,6 +55,81 @@ static int l_pool_submit(lua_State *L) {
   return 1;
 }
 
+/* Pool:submit(fn, ...) for every kind of pool: stdlib/skein/pool.lua makes
+** it with skein._submit_via(owned, slow). For a pool this process owns
+** whose engine is a C handle (a thread or a process pool), it calls the
+** engine's _submit(timeout, fn, ...) straight from here; anything else (a
+** coroutine pool, a pool reached through its door, a `fn` that is not a
+** function) goes to `slow`, the Lua version. Upvalue 1 is `owned` (pool
+** table -> engine), 2 is `slow`, 3 and 4 the names "timeout" and
+** "_submit". Why: the Lua version's vararg frame, its
+** type() call and the engine's method lookup were about 1 400 of the
+** 6 700 instructions a thread-pool submit costs its submitter. */
+static int submit_slow_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return lua_gettop(L);
+}
+
+/* Pushes the _submit of the engine on top (a C handle), or returns 0 having
+** pushed nothing. Upvalues 5 and 6 remember the last engine metatable and
+** its _submit, so that the lookup through __index (and the hashing of the
+** name) is paid once per kind of engine, not per submit. */
+static int push_engine_submit(lua_State *L) {
+  if (!lua_getmetatable(L, -1)) return 0;
+  if (lua_rawequal(L, -1, lua_upvalueindex(5))) {
+    lua_pop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(6));
+    return 1;
+  }
+  lua_pushvalue(L, lua_upvalueindex(4));
+  if (lua_gettable(L, -3) != LUA_TFUNCTION) {   /* the engine's "_submit" */
+    lua_pop(L, 2);
+    return 0;
+  }
+  lua_pushvalue(L, -1);
+  lua_replace(L, lua_upvalueindex(6));
+  lua_rotate(L, -2, 1);
+  lua_replace(L, lua_upvalueindex(5));
+  return 1;
+}
+
+static int l_pool_submit_via(lua_State *L) {
+  int n = lua_gettop(L);
+  if (n >= 2 && lua_type(L, 2) == LUA_TFUNCTION && lua_type(L, 1) == LUA_TTABLE) {
+    luaL_checkstack(L, n + 4, "submit");
+    lua_pushvalue(L, 1);
+    if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TUSERDATA && push_engine_submit(L)) {
+      /* self fn args... engine _submit: the call is made above them,
+      ** _submit(engine, self.timeout, fn, args...) */
+      lua_pushvalue(L, -2);
+      lua_pushvalue(L, lua_upvalueindex(3));
+      lua_rawget(L, 1);
+      for (int i = 2; i <= n; i++) lua_pushvalue(L, i);
+      lua_call(L, n + 1, 1);
+      return 1;
+    }
+    lua_settop(L, n);
+  }
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_insert(L, 1);
+  lua_callk(L, n, LUA_MULTRET, 0, submit_slow_k);
+  return submit_slow_k(L, LUA_OK, 0);
+}
+
+/* skein._submit_via(owned, slow) -> Pool:submit (above) */
+static int l_submit_via(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_pushliteral(L, "timeout");
+  lua_pushliteral(L, "_submit");
+  lua_pushnil(L);               /* the engine metatable seen last */
+  lua_pushnil(L);               /* ... and its _submit */
+  lua_pushcclosure(L, l_pool_submit_via, 6);
+  return 1;
+}
+
 /* pool:close(): no more submits; workers exit once the queue is drained */
 static int l_pool_close(lua_State *L) {
   sk_tpool_close(check_pool(L, 1));
@@ -176,4 +251,6 @@ void sk_pool_open(lua_State *L) {
   lua_pop(L, 2);
   lua_pushcfunction(L, l_pool_new);
   lua_setfield(L, -2, "_threadpool");
+  lua_pushcfunction(L, l_submit_via);
+  lua_setfield(L, -2, "_submit_via");
 }

@@ -226,3 +226,51 @@ describe("the last function a worker sent", function()
     end
   end)
 end)
+
+-- pool:submit is one C function for every pool (lua/pool.c, _submit_via):
+-- it calls a thread or process pool's engine directly, remembering the
+-- last kind of engine it met, and hands every other case to the Lua path.
+describe("pool:submit across kinds of pools", function()
+  it("reaches thread, process and coroutine pools in turn, with their own timeouts", function()
+    local tp <close> = skein.pool{kind = "thread", size = 1}
+    local pp <close> = skein.pool{kind = "process", size = 1}
+    local cp <close> = skein.pool{kind = "coroutine", size = 2}
+    local callable = setmetatable({}, {__call = function(_, x) return -x end})
+    local pools, fs = {tp, pp, cp}, {}
+    for i = 1, 90 do
+      local p = pools[i % 3 + 1]
+      if i % 9 == 0 then fs[i] = cp:submit(callable, i)           -- not a function: the Lua path
+      elseif i % 2 == 0 then fs[i] = p:submit(function(x) return x + 1 end, i)
+      else fs[i] = p.submit(p, function(a, b) return a * b end, i, 2) end
+    end
+    for i = 1, 90 do
+      local want = i % 9 == 0 and -i or (i % 2 == 0 and i + 1 or 2 * i)
+      assert.equal(want, fs[i]:get(30))
+    end
+    -- Each pool's own per-task timeout, read at every submit: the job is
+    -- stopped by it (its message says so), long before get's own bound.
+    local slow <close> = skein.pool{kind = "thread", size = 1, timeout = 0.2}
+    local t0 = skein.now()
+    local ok, e = pcall(function() return slow:submit(function() skein.sleep(30) end):get(20) end)
+    assert.is_false(ok)
+    assert.is_true(skein.is_error(e, "timeout"), tostring(e))
+    assert.matches("after 0.2", e.message, 1, true)
+    assert.is_true(skein.now() - t0 < 10)
+    assert.equal(3, tp:submit(function() skein.sleep(0.3) return 3 end):get(20))
+  end)
+
+  it("passes every argument, none and many, in order", function()
+    for _, kind in ipairs({"thread", "process"}) do
+      local p <close> = skein.pool{kind = kind, size = 1}
+      assert.equal(0, p:submit(function(...) return select("#", ...) end):get(30))
+      local args = {}
+      for i = 1, 40 do args[i] = i end
+      assert.equal(40 * 41 // 2, p:submit(function(...)
+        local s = 0
+        for i = 1, select("#", ...) do s = s + select(i, ...) * (select(i, ...) == i and 1 or 0) end
+        return s
+      end, table.unpack(args)):get(30))
+      assert.same({n = 3, 1, nil, 3}, table.pack(p:submit(function(...) return ... end, 1, nil, 3):get(30)))
+    end
+  end)
+end)

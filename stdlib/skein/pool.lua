@@ -411,10 +411,15 @@ local function check_fn(self, fn, fname, level)
 end
 
 --- pool:submit(fn, ...) -> future
-function Pool:submit(fn, ...)
-  if type(fn) ~= "function" then check_fn(self, fn, "submit") end   -- (a call fewer per submit)
+-- A C function (lua/pool.c, skein._submit_via): a thread or process pool
+-- this process owns is submitted to from there, with no Lua frame; every
+-- other case comes here, called from that C function (hence level 3: the
+-- caller of pool:submit is one frame further up).
+local function submit_slow(self, fn, ...)
+  if type(fn) ~= "function" then check_fn(self, fn, "submit", 3) end
   return (owned[self] or impl_of(self)):_submit(self.timeout, fn, ...)
 end
+Pool.submit = core._submit_via(owned, submit_slow)
 
 --- pool:apply(fn, ...) -> fn's results (blocking)
 function Pool:apply(fn, ...)
