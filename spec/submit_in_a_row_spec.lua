@@ -137,4 +137,30 @@ describe("a thread pool while a script submits without waiting", function()
     assert.equal(-5000 * 5001 // 2, t:join(60))
     assert.equal(live0 - 1, settle_live(live0 - 1))   -- the task itself was counted too
   end)
+
+  it("gives a job whose memory served an earlier job only its own bytes", function()
+    -- A submitter keeps finished jobs' blocks for its next submits
+    -- (thread_pool.c, job_alloc): code of every length around what a kept
+    -- block holds, in runs long enough that the blocks come back between
+    -- submits, and each job must see exactly its own arguments.
+    local p <close> = skein.pool{kind = "thread", size = 2}
+    local function echo(s, n) return #s, s:sub(1, 1), s:sub(-1), n end
+    for round = 1, 3 do
+      local fs, want = {}, {}
+      for i = 1, 600 do
+        local len = (i * 37 + round) % 400
+        local s = string.char(65 + i % 26):rep(len) .. string.char(97 + (i + round) % 26)
+        want[i] = s
+        if i % 2 == 0 then fs[i] = p:submit(echo, s, i)
+        else fs[i] = p:submit(function() return echo(s, i) end) end
+      end
+      for i = 1, 600 do
+        local n, first, last, k = fs[i]:get(30)
+        assert.equal(#want[i], n)
+        assert.equal(want[i]:sub(1, 1), first)
+        assert.equal(want[i]:sub(-1), last)
+        assert.equal(i, k)
+      end
+    end
+  end)
 end)

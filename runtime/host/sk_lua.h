@@ -169,6 +169,8 @@ struct sk_worker {
   void *job_clock;              /* a pool job's deadline (thread_pool.c) */
   void *pool;                   /* the thread pool it is a worker of (thread_pool.c) */
   unsigned submits;             /* thread-pool submits since its port last delivered */
+  void *job_cache;              /* finished thread-pool jobs kept for its next */
+  int job_cached;               /* ... submits, and how many (thread_pool.c) */
   struct sk_proc *procs;        /* running child processes (proc.c) */
   struct sk_ppool *ppools;      /* process pools it owns (proc_pool.c) */
   struct sk_exec *execs;        /* running skein.exec children (core/subproc.c) */

@@ -19,10 +19,14 @@
 
 typedef struct sk_tpool sk_tpool;
 
+/* Frees the finished jobs worker w keeps for its next submits (as it closes). */
+void sk_tpool_drop_jobs(sk_worker *w);
+
 typedef struct sk_tjob {
   struct sk_tjob *next;
   sk_future *fut;               /* counted */
-  sk_buf code;                  /* fn and its arguments: bytes in `bytes`, objects its own */
+  sk_buf code;                  /* fn and its arguments: bytes in `bytes` (room for
+                                   code.cap of them), objects its own */
   uint64_t timeout;             /* ns, 0: none */
   sk_worker *owner;             /* the submitter it counts in (touched there only) */
   sk_port *port;                /* the submitter's port, counted and held; NULL: not counted */

@@ -18,6 +18,7 @@
 #include "lualib.h"
 #include "sk_lua.h"
 #include "sk_ppool.h"
+#include "sk_tpool.h"
 #include "sk_proc.h"
 
 #define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
@@ -652,6 +653,7 @@ int sk_worker_close(sk_worker *w) {
   if (w->port) sk_port_close(w->port);
   free(w->slots);
   free(w->anchor_free);
+  sk_tpool_drop_jobs(w);
   free(w->self_name);
   if (w->wakeup) uv_close((uv_handle_t *)w->wakeup, free_handle);
   int rc = sk_sched_close(&w->sched);
