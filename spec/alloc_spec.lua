@@ -1,5 +1,6 @@
 -- The worker's allocator (runtime/host/alloc.c) as a program meets it.
 local skein = require "skein"
+local cli = require "spec.support.cli"
 
 local SKEIN = os.getenv("SKEIN_BIN") or ""
 -- Sanitizer builds allocate with plain malloc, so the chunks this file is
@@ -34,6 +35,47 @@ describe("the allocator's chunks", function()
       local faults = minflt() - before
       assert.are.equal(100000, #kept)
       assert.is_true(faults < 500, faults .. " page faults in one collection")
+    end)
+
+    -- Once a heap outgrows its first chunk, each next chunk is made present
+    -- by a helper thread of the process, from its end down, while the worker
+    -- makes it present from its start up (alloc.c, populating ahead): a good
+    -- share of a burst's page faults are then taken off the worker's thread.
+    -- Counted per thread (/proc/thread-self/stat) and for the whole process
+    -- (/proc/self/stat), in a fresh process.
+    it("are made present ahead by a helper thread, which takes a share of a burst's page faults", function()
+      local r = cli.run({"-e", [[
+        local function minflt(path)
+          local f = assert(io.open(path))
+          local s = f:read("a")
+          f:close()
+          local i = 0
+          for v in s:match("%) (.*)$"):gmatch("%S+") do
+            i = i + 1
+            if i == 8 then return tonumber(v) end
+          end
+        end
+        local k0, mine0, all0 = collectgarbage("count"), minflt("/proc/thread-self/stat"), minflt("/proc/self/stat")
+        local kept = {}
+        for i = 1, 60000 do kept[i] = skein.spawn(function() skein.yield() return i end) end
+        local peak = collectgarbage("count")
+        for i = 1, #kept do assert(kept[i]:join(30) == i) end
+        local mine, all = minflt("/proc/thread-self/stat") - mine0, minflt("/proc/self/stat") - all0
+        print(mine, all - mine, math.floor((peak - k0) * 1024 / 4096))
+      ]]}, {timeout = 60})
+      assert.equal(0, r.code, r.err)
+      local mine, others, pages = r.out:match("(%-?%d+)%s+(%-?%d+)%s+(%d+)")
+      mine, others, pages = tonumber(mine), tonumber(others), tonumber(pages)
+      assert.is_true(pages > 10000, pages .. " pages")
+      local release = io.open("/proc/sys/kernel/osrelease"):read("l")
+      local major, minor = release:match("^(%d+)%.(%d+)")
+      local what = ("%d faults on the worker's thread, %d on others, for %d pages"):format(mine, others, pages)
+      if tonumber(major) * 100 + tonumber(minor) >= 514 then   -- MADV_POPULATE_WRITE
+        assert.is_true(others > pages / 10, what)
+        assert.is_true(mine < pages * 0.85, what)
+      else
+        assert.is_true(mine <= 2 * pages, what)
+      end
     end)
   end
 end)

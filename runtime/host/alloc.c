@@ -6,7 +6,8 @@
 ** Why: a task is a few small blocks (coroutine, stack, userdata) that are
 ** made and dropped in bulk; free lists make each allocation a pointer pop
 ** with no locking, since a worker's state is only touched by its own
-** thread. (Asking for transparent huge pages on the chunks was measured:
+** thread; the one shared thing is the helper that makes the next chunk's
+** pages present ahead (below). (Asking for transparent huge pages on the chunks was measured:
 ** it cut page faults twentyfold on a fresh machine, but once memory is
 ** fragmented the kernel compacts synchronously and spawning got slower
 ** than with plain pages, so the chunks use plain pages.)
@@ -16,6 +17,8 @@
 ** back when the worker closes (after lua_close has freed every block).
 ** Sanitizer builds use plain malloc, so ASan sees every block.
 */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,38 +54,261 @@ typedef struct chunk {
   size_t mapped;
 } chunk;
 
+/* A chunk the helper thread is asked to make present (below). The helper
+** works from its end down and publishes how far it got (`low`); the
+** allocator works from its start up and publishes how far it got
+** (`front`); each stops where the other has been. */
+typedef struct ahead_req {
+  struct ahead_req *next;
+  char *addr;
+  size_t len;
+  char *low;                          /* atomic: [low, addr + len) is present */
+  char *front;                        /* atomic: the allocator populated below this */
+  int queued, busy;                   /* in the helper's list / being worked on */
+} ahead_req;
+
 struct sk_alloc {
   free_block *free[NCLASSES];
   char *bump, *end;                   /* the unused tail of the newest chunk */
   char *present;                      /* [bump, present) has its pages already */
   int no_populate;                    /* the kernel cannot populate ahead */
+  int nchunks;
   chunk *chunks;
+  char *spare_base;                   /* the next chunk, mapped ahead (mmap's address) */
+  size_t spare_mapped;
+  char *spare;                        /* ... its aligned start; NULL: none */
+  int helped;                         /* counted among the helper's users */
+  ahead_req req[2];                   /* requests (fields but low/front: helper lock) */
+  ahead_req *spare_req;               /* the spare's request */
+  ahead_req *live;                    /* the current chunk's request; NULL: none */
 };
 
 #ifndef SK_PLAIN_ALLOC
 static int class_of(size_t n) { return (int)((n + GRAIN - 1) / GRAIN) - 1; }
 
-/* Maps a new 2 MiB-aligned chunk and points the bump range at it. */
-static int new_chunk(sk_alloc *a) {
+/* Maps 2 MiB at a 2 MiB boundary; NULL on failure. */
+static char *map_chunk(char **base_out, size_t *len_out) {
   size_t len = 2 * (size_t)CHUNK;
   char *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (base == MAP_FAILED) return -1;
+  if (base == MAP_FAILED) return NULL;
   /* Not inherited by fork. libuv starts a worker process with fork then
   ** exec, and a fork write-protects every page the parent maps privately:
   ** the parent's next collection would then take one fault per page of
   ** the heap (tens of thousands after a busy phase). No child of a fork
   ** ever runs Lua on this state before it execs, so it needs none of it. */
   (void)madvise(base, len, MADV_DONTFORK);
-  char *aligned = (char *)(((uintptr_t)base + CHUNK - 1) & ~((uintptr_t)CHUNK - 1));
+  *base_out = base;
+  *len_out = len;
+  return (char *)(((uintptr_t)base + CHUNK - 1) & ~((uintptr_t)CHUNK - 1));
+}
+
+/* ---------------------------------------------------- populating ahead
+**
+** Making pages present is the kernel's work (a trap, or a populate call,
+** then zeroing the page), and a burst of tasks in a fresh process spends
+** most of its time there. Once a state's heap has outgrown its first
+** chunk, each next chunk is mapped before it is needed and handed to one
+** helper thread of the process, which makes it present from its end down
+** while the state goes on in the current chunk, then in that one from its
+** start up: on a machine with a core to spare, the kernel's work is shared
+** by two threads, and where the helper keeps ahead the state waits for
+** none of it. The work is the same, so CPU time is not saved; an idle
+** worker holds at most one chunk (2 MiB) of unused memory. A state that
+** never outgrows one chunk (most pool threads, short scripts) never starts
+** the thread.
+**
+** The helper takes requests from a list under its lock. A request lives
+** in its allocator, which has two, so that the next chunk can be asked
+** for while the helper still works on the current one; sk_alloc_free takes
+** both back (unlinks them, or waits for the work in progress) before it
+** unmaps anything. Populating touches no byte, so a chunk in use while it
+** is populated is unharmed. The thread stops, and is joined, when the last
+** allocator using it is freed. Lock order: the helper lock is a leaf. */
+static struct {
+  pthread_mutex_t lock;
+  pthread_cond_t work, done;
+  ahead_req *head, *tail;
+  int users;
+  unsigned gen;                 /* the running thread's number; a thread whose
+                                   number this no longer is leaves */
+  int running;
+  pthread_t thread;
+} helper = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+            NULL, NULL, 0, 0, 0, 0};
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define PUBLISH(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+/* Makes r's chunk present from its end down, a step at a time, until it
+** reaches what the allocator has made present from the start. Each page
+** is then read once: on a virtual machine whose host backs guest memory
+** lazily, a page the guest kernel has made present still costs its first
+** toucher a fault in the host (measured here: about 5 us per page, more
+** than the populate itself), and this read takes it on this thread. The
+** read is atomic, as the allocator may be writing there meanwhile. */
+static void ahead_work(ahead_req *r) {
+  char *low = r->addr + r->len;
+  while (low > LOAD(&r->front)) {
+    size_t step = (size_t)(low - r->addr) < POPULATE_STEP ? (size_t)(low - r->addr) : POPULATE_STEP;
+    if (madvise(low - step, step, MADV_POPULATE_WRITE) != 0) return;
+    for (char *q = low - step; q < low; q += 4096) (void)__atomic_load_n(q, __ATOMIC_RELAXED);
+    low -= step;
+    PUBLISH(&r->low, low);
+  }
+}
+
+static void *helper_main(void *arg) {
+  unsigned gen = (unsigned)(uintptr_t)arg;
+  pthread_mutex_lock(&helper.lock);
+  while (helper.gen == gen) {
+    ahead_req *r = helper.head;
+    if (r == NULL) {
+      pthread_cond_wait(&helper.work, &helper.lock);
+      continue;
+    }
+    helper.head = r->next;
+    if (helper.head == NULL) helper.tail = NULL;
+    r->queued = 0;
+    r->busy = 1;
+    pthread_mutex_unlock(&helper.lock);
+    ahead_work(r);
+    pthread_mutex_lock(&helper.lock);
+    r->busy = 0;
+    pthread_cond_broadcast(&helper.done);
+  }
+  pthread_mutex_unlock(&helper.lock);
+  return NULL;
+}
+
+/* Asks the helper to populate the allocator's spare chunk with request r;
+** 0 when it was queued, -1 when there is no helper (no thread could start). */
+static int ahead_post(sk_alloc *a, ahead_req *r) {
+  int rc = 0;
+  pthread_mutex_lock(&helper.lock);
+  if (!a->helped) {
+    if (!helper.running) {
+      /* Started with every signal blocked, so that none meant for the
+      ** process (Ctrl-C, SIGCHLD) is ever handled on this thread. */
+      sigset_t all, old;
+      sigfillset(&all);
+      pthread_sigmask(SIG_SETMASK, &all, &old);
+      void *gen = (void *)(uintptr_t)++helper.gen;
+      if (pthread_create(&helper.thread, NULL, helper_main, gen) != 0) rc = -1;
+      else helper.running = 1;
+      pthread_sigmask(SIG_SETMASK, &old, NULL);
+    }
+    if (rc == 0) {
+      a->helped = 1;
+      helper.users++;
+    }
+  }
+  if (rc == 0) {
+    *r = (ahead_req){NULL, a->spare, CHUNK, a->spare + CHUNK, a->spare, 1, 0};
+    if (helper.tail) helper.tail->next = r;
+    else helper.head = r;
+    helper.tail = r;
+    pthread_cond_signal(&helper.work);
+  }
+  pthread_mutex_unlock(&helper.lock);
+  return rc;
+}
+
+/* Whether request r may be posted again (neither queued nor worked on). */
+static int ahead_idle(ahead_req *r) {
+  pthread_mutex_lock(&helper.lock);
+  int idle = !r->queued && !r->busy;
+  pthread_mutex_unlock(&helper.lock);
+  return idle;
+}
+
+/* Takes request r back: tells the helper to stop, unlinks it if still
+** queued, waits for the work in progress. */
+static void ahead_cancel(ahead_req *r) {
+  PUBLISH(&r->front, r->addr + r->len);
+  pthread_mutex_lock(&helper.lock);
+  if (r->queued) {
+    ahead_req **pp = &helper.head, *prev = NULL;
+    while (*pp && *pp != r) {
+      prev = *pp;
+      pp = &(*pp)->next;
+    }
+    if (*pp) {
+      *pp = r->next;
+      if (helper.tail == r) helper.tail = prev;
+    }
+    r->queued = 0;
+  }
+  while (r->busy) pthread_cond_wait(&helper.done, &helper.lock);
+  pthread_mutex_unlock(&helper.lock);
+}
+
+/* The allocator is being freed: takes its requests back, and stops and
+** joins the thread when it was the last user. */
+static void ahead_leave(sk_alloc *a) {
+  if (!a->helped) return;
+  for (int i = 0; i < 2; i++) {
+    if (a->req[i].addr) ahead_cancel(&a->req[i]);
+  }
+  pthread_t t;
+  int join = 0;
+  pthread_mutex_lock(&helper.lock);
+  a->helped = 0;
+  if (--helper.users == 0 && helper.running) {
+    helper.gen++;               /* the thread leaves; a new one gets another */
+    helper.running = 0;
+    pthread_cond_broadcast(&helper.work);
+    t = helper.thread;
+    join = 1;
+  }
+  pthread_mutex_unlock(&helper.lock);
+  if (join) pthread_join(t, NULL);
+}
+
+/* Maps the next chunk ahead and asks for it to be made present, with a
+** request the helper is done with; without one, or without a helper,
+** there is no spare. */
+static void map_spare(sk_alloc *a) {
+  if (a->no_populate) return;
+  ahead_req *r = &a->req[0] == a->live ? &a->req[1] : &a->req[0];
+  if (!ahead_idle(r)) return;
+  a->spare = map_chunk(&a->spare_base, &a->spare_mapped);
+  if (a->spare && ahead_post(a, r) != 0) {
+    munmap(a->spare_base, a->spare_mapped);
+    a->spare = NULL;
+  }
+  a->spare_req = a->spare ? r : NULL;
+}
+
+/* Starts a new chunk (the spare, when there is one) and points the bump
+** range at it. */
+static int new_chunk(sk_alloc *a) {
+  char *aligned, *base;
+  size_t len;
+  if (a->live) {                /* the helper need not finish the old chunk */
+    PUBLISH(&a->live->front, a->live->addr + a->live->len);
+    a->live = NULL;
+  }
+  if (a->spare) {
+    aligned = a->spare;
+    base = a->spare_base;
+    len = a->spare_mapped;
+    a->spare = NULL;
+    a->live = a->spare_req;     /* populate() meets the helper in it */
+  } else {
+    aligned = map_chunk(&base, &len);
+    if (aligned == NULL) return -1;
+  }
   /* The chunk's own record lives at its start. */
   chunk *c = (chunk *)(void *)aligned;
   c->base = base;
   c->mapped = len;
   c->next = a->chunks;
   a->chunks = c;
+  a->nchunks++;
   a->bump = aligned + ((sizeof(chunk) + GRAIN - 1) / GRAIN) * GRAIN;
   a->end = aligned + CHUNK;
   a->present = aligned;
+  if (a->nchunks >= 2) map_spare(a);
   return 0;
 }
 
@@ -91,14 +317,21 @@ static int new_chunk(sk_alloc *a) {
 ** touch is a trap into the kernel (several microseconds on a VM); asking
 ** for POPULATE_STEP bytes at once is one call instead of 64 traps. The
 ** step is bounded, so an idle worker holds at most that much unused
-** memory beyond what it allocated. */
+** memory beyond what it allocated. In a chunk the helper works on, the
+** rest is present once this reaches where the helper got to. */
 static void populate(sk_alloc *a) {
+  ahead_req *r = a->live;
+  if (r && a->present >= LOAD(&r->low)) {
+    a->present = a->end;
+    return;
+  }
   size_t left = (size_t)(a->end - a->present);
   size_t step = left < POPULATE_STEP ? left : POPULATE_STEP;
   if (!a->no_populate && madvise(a->present, step, MADV_POPULATE_WRITE) != 0) {
     a->no_populate = 1;               /* not this kernel: plain faults it is */
   }
   a->present += step;
+  if (r) PUBLISH(&r->front, a->present);
 }
 
 static void *small_alloc(sk_alloc *a, size_t n) {
@@ -165,6 +398,10 @@ sk_alloc *sk_alloc_new(void) { return calloc(1, sizeof(sk_alloc)); }
 
 void sk_alloc_free(sk_alloc *a) {
   if (a == NULL) return;
+#ifndef SK_PLAIN_ALLOC
+  ahead_leave(a);
+  if (a->spare) munmap(a->spare_base, a->spare_mapped);
+#endif
   while (a->chunks) {
     chunk *c = a->chunks;
     a->chunks = c->next;

@@ -61,9 +61,10 @@ static void complete(sk_ctx *t, int result) {
 ** it empties was measured, and the collector, paced by a smaller heap,
 ** then ran more cycles over the next burst than the slots it saved.
 **
-** Invariant: every slot up to anchor_top is either in the free stack or
-** holds exactly one unfinished task (its t->ref), so the free stack never
-** holds more than anchor_top <= anchor_cap slots. */
+** Invariant: every slot up to anchor_top is in the free stack or holds
+** exactly one unfinished task (its t->ref), or neither (lost to a memory
+** error in the table write, harmlessly); so the free stack never holds
+** more than anchor_top <= anchor_cap slots. */
 
 /* Pushes the anchor table and then the task; returns the table's index. */
 static int push_anchored(lua_State *L, sk_ctx *t) {
