@@ -7,17 +7,24 @@ local SKEIN = os.getenv("SKEIN_BIN") or ""
 -- about exist only in the other builds.
 local POOLED = SKEIN:match("asan") == nil
 
--- Minor page faults of this process so far (/proc/self/stat, field 10).
-local function minflt()
-  local f = assert(io.open("/proc/self/stat"))
-  local s = f:read("a")
-  f:close()
-  local i = 0
-  for v in s:match("%) (.*)$"):gmatch("%S+") do
-    i = i + 1
-    if i == 8 then return tonumber(v) end
+-- minflt(path): minor page faults so far of a process or thread, from its
+-- stat file (field 10). Source text, as a child process below uses it too.
+local MINFLT = [[
+  local function minflt(path)
+    local f = assert(io.open(path))
+    local s = f:read("a")
+    f:close()
+    local i = 0
+    for v in s:match("%) (.*)$"):gmatch("%S+") do
+      i = i + 1
+      if i == 8 then return tonumber(v) end
+    end
   end
-end
+  return minflt
+]]
+local stat_minflt = load(MINFLT)()
+-- This process's.
+local function minflt() return stat_minflt("/proc/self/stat") end
 
 describe("the allocator's chunks", function()
   if POOLED then
@@ -44,17 +51,7 @@ describe("the allocator's chunks", function()
     -- Counted per thread (/proc/thread-self/stat) and for the whole process
     -- (/proc/self/stat), in a fresh process.
     it("are made present ahead by a helper thread, which takes a share of a burst's page faults", function()
-      local r = cli.run({"-e", [[
-        local function minflt(path)
-          local f = assert(io.open(path))
-          local s = f:read("a")
-          f:close()
-          local i = 0
-          for v in s:match("%) (.*)$"):gmatch("%S+") do
-            i = i + 1
-            if i == 8 then return tonumber(v) end
-          end
-        end
+      local r = cli.run({"-e", "local minflt = (function() " .. MINFLT .. " end)()\n" .. [[
         local k0, mine0, all0 = collectgarbage("count"), minflt("/proc/thread-self/stat"), minflt("/proc/self/stat")
         local kept = {}
         for i = 1, 60000 do kept[i] = skein.spawn(function() skein.yield() return i end) end
