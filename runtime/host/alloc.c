@@ -72,7 +72,6 @@ struct sk_alloc {
   char *bump, *end;                   /* the unused tail of the newest chunk */
   char *present;                      /* [bump, present) has its pages already */
   int no_populate;                    /* the kernel cannot populate ahead */
-  int nchunks;
   chunk *chunks;
   char *spare_base;                   /* the next chunk, mapped ahead (mmap's address) */
   size_t spare_mapped;
@@ -113,7 +112,8 @@ static char *map_chunk(char **base_out, size_t *len_out) {
 ** start up: on a machine with a core to spare, the kernel's work is shared
 ** by two threads, and where the helper keeps ahead the state waits for
 ** none of it. The work is the same, so CPU time is not saved; an idle
-** worker holds at most one chunk (2 MiB) of unused memory. A state that
+** worker holds at most two chunks (4 MiB) of present but unused memory:
+** what is left of the current one and the next. A state that
 ** never outgrows one chunk (most pool threads, short scripts) never starts
 ** the thread.
 **
@@ -304,11 +304,10 @@ static int new_chunk(sk_alloc *a) {
   c->mapped = len;
   c->next = a->chunks;
   a->chunks = c;
-  a->nchunks++;
   a->bump = aligned + ((sizeof(chunk) + GRAIN - 1) / GRAIN) * GRAIN;
   a->end = aligned + CHUNK;
   a->present = aligned;
-  if (a->nchunks >= 2) map_spare(a);
+  if (c->next) map_spare(a);   /* the heap has outgrown its first chunk */
   return 0;
 }
 
@@ -316,9 +315,10 @@ static int new_chunk(sk_alloc *a) {
 ** A burst of tasks touches fresh pages one after another, and each first
 ** touch is a trap into the kernel (several microseconds on a VM); asking
 ** for POPULATE_STEP bytes at once is one call instead of 64 traps. The
-** step is bounded, so an idle worker holds at most that much unused
-** memory beyond what it allocated. In a chunk the helper works on, the
-** rest is present once this reaches where the helper got to. */
+** step is bounded, so without the helper an idle worker holds at most
+** that much unused memory beyond what it allocated. In a chunk the helper
+** works on, the rest is present once this reaches where the helper got
+** to. */
 static void populate(sk_alloc *a) {
   ahead_req *r = a->live;
   if (r && a->present >= LOAD(&r->low)) {
