@@ -257,6 +257,48 @@ describe("task:error", function()
     assert.matches("stack traceback", tb)
     assert.is_nil(skein.spawn(function() end):error())
   end)
+
+  -- A finished task keeps its outcome where its coroutine was (tasks.c):
+  -- each kind of outcome must read back as it was made, and a task's name
+  -- must survive its end.
+  it("keeps every kind of outcome, and the name, after the task ends", function()
+    local err = setmetatable({}, {__tostring = function() return "custom error" end})
+    local failed = skein.spawn{fn = function() skein.yield() error(err) end, name = "f"}
+    local none = skein.spawn{fn = function() skein.yield() end, name = "n"}
+    local one = skein.spawn(function() skein.yield() return false end)
+    local holes = skein.spawn(function() skein.yield() return nil, 2, nil end)
+    local many = skein.spawn(function() skein.yield() return 1, "two", 3 end)
+    local cancelled = skein.spawn{fn = function() skein.sleep(10) end, name = "c"}
+    skein.sleep(0)
+    cancelled:cancel()
+    local ok, e = pcall(failed.join, failed, 5)
+    assert.is_false(ok)
+    assert.equal(err, e)                          -- the same object, not a copy
+    local e2, tb = failed:error()
+    assert.equal(err, e2)
+    assert.matches("custom error", tb)
+    assert.matches("stack traceback", tb)
+    assert.equal("f", failed.name)
+    assert.matches('"f" %(failed%)', tostring(failed))
+    assert.equal(0, select("#", none:join(5)))
+    assert.equal("n", none.name)
+    assert.are.same({n = 1, false}, table.pack(one:join(5)))
+    assert.are.same({n = 3, nil, 2, nil}, table.pack(holes:join(5)))
+    assert.are.same({n = 3, 1, "two", 3}, table.pack(many:join(5)))
+    assert.are.same({n = 3, 1, "two", 3}, table.pack(many:join(5)))   -- again
+    assert.error_matches(function() cancelled:join(5) end, "cancelled")
+    assert.equal("c", cancelled.name)
+    assert.equal("cancelled", cancelled:status())
+    -- The coroutines that ran them are reused by the next tasks, which
+    -- start clean.
+    local again = {}
+    for i = 1, 20 do again[i] = skein.spawn(function(x) return x * 2, select("#", x) end, i) end
+    for i = 1, 20 do
+      local v, n = again[i]:join(5)
+      assert.equal(2 * i, v)
+      assert.equal(1, n)
+    end
+  end)
 end)
 
 describe("scheduling", function()

@@ -89,7 +89,10 @@ struct sk_ctx {
   sk_worker *w;
   lua_State *co;                /* the task's coroutine; NULL for the root */
   lua_Integer id;
-  int state, result;
+  /* The small fields are packed (state, result and wflags in bytes, the
+  ** flags in bits) because every pending task carries this struct. */
+  unsigned char state, result;  /* SK_NEW..SK_DONE, SK_RES_* */
+  unsigned char wflags;         /* the current wait's SK_WAIT_* flags (wait.c) */
   int ref;                      /* slot in the worker's anchor table while
                                    unfinished (tasks.c); LUA_NOREF otherwise */
   int nres;                     /* results stored in the userdata */
@@ -102,18 +105,17 @@ struct sk_ctx {
       relook : 1,               /* this wait was woken only to look again: nothing
                                    else could end it (worker.c, worker_flush) */
       background : 1,           /* a pool worker's background task (tasks.c) */
-      exposed : 1;              /* its code took its coroutine (coroutine.running):
+      exposed : 1,              /* its code took its coroutine (coroutine.running):
                                    the coroutine is not reused (tasks.c) */
+      ext_hold : 1,             /* this wait holds the port (outside wakers) */
+      xwait : 1;                /* this wait gave out a waiter record (sk_ctx_waiter) */
   int shield;                   /* >0: cancels and scope deadlines wait */
   uint32_t wslot, wgen;         /* slot in the worker's wake table, wait number */
-  int ext_hold;                 /* this wait holds the port (outside wakers) */
-  int xwait;                    /* this wait gave out a waiter record (sk_ctx_waiter) */
+  int wround;                   /* the current wait's attempt round (wait.c) */
   sk_timer timer;               /* the deadline of the current wait */
   const sk_source *wsrc;        /* what the current sk_wait_on waits on (wait.c) */
   void *wobj;
   uint64_t wdeadline;
-  unsigned wflags;
-  int wround;
   uint64_t wts;                 /* traced: when this wait last suspended (wait.c) */
   sk_watch joinw;               /* what this context links for one-object waits */
   sk_iowait iow;                /* what it links on an I/O object (core/sk_io.h) */

@@ -165,7 +165,7 @@ sk_ctx *sk_task_spawn(lua_State *L, int fn, int nargs, int daemon) {
 ** collector still shrinks their stacks. */
 #define CO_CACHE 256
 
-static void keep_coroutine(lua_State *L, sk_worker *w, sk_ctx *t, int ud) {
+static void keep_coroutine(lua_State *L, sk_worker *w, sk_ctx *t, int co_idx) {
   lua_State *co = t->co;
   if (w->co_cached >= CO_CACHE || t->exposed ||
       lua_status(co) != LUA_OK || lua_gettop(co) != 0) {
@@ -173,18 +173,18 @@ static void keep_coroutine(lua_State *L, sk_worker *w, sk_ctx *t, int ud) {
   }
   if (lua_gethook(co) != NULL) lua_sethook(co, NULL, 0, 0);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->co_cache_ref);
-  lua_getiuservalue(L, ud, SK_TASK_UV_CO);
+  lua_pushvalue(L, co_idx);
   lua_rawseti(L, -2, ++w->co_cached);
   lua_pop(L, 1);
 }
 
-/* Drops the coroutine and the anchor of a finished task, whose userdata is
-** at a + 1 above the anchor table at `a` (push_anchored), and pops both;
-** `ok`: its function returned, so the coroutine may be kept for reuse. */
-static void release(lua_State *L, sk_ctx *t, int a, int ok) {
-  if (ok) keep_coroutine(L, t->w, t, a + 1);
-  lua_pushnil(L);
-  lua_setiuservalue(L, a + 1, SK_TASK_UV_CO);
+/* Drops the anchor of a finished task, whose userdata is at a + 1 above
+** the anchor table at `a` (push_anchored), and pops everything from `a`
+** up. Its user value no longer holds the coroutine (finish, task_run);
+** `co_idx`, when not 0, is where the coroutine of a task whose function
+** returned is on the stack, and it may be kept for reuse. */
+static void release(lua_State *L, sk_ctx *t, int a, int co_idx) {
+  if (co_idx) keep_coroutine(L, t->w, t, co_idx);
   unanchor(L, t, a);
   lua_settop(L, a - 1);
   t->co = NULL;
@@ -195,22 +195,25 @@ static void release(lua_State *L, sk_ctx *t, int a, int ok) {
 static void finish(lua_State *L, sk_ctx *t, int st, int nres) {
   lua_State *co = t->co;
   int result;
-  luaL_checkstack(L, nres + 7, "task results");
-  int a = push_anchored(L, t), u = a + 1;
+  luaL_checkstack(L, nres + 8, "task results");
+  int a = push_anchored(L, t), u = a + 1, c = a + 2;
+  /* The coroutine stays on the stack at c while its user value becomes
+  ** the outcome. */
+  lua_getiuservalue(L, u, SK_TASK_UV_CO);
   if (st == LUA_OK) {
     lua_xmove(co, L, nres);
-    if (nres == 1) {
-      lua_setiuservalue(L, u, SK_TASK_UV_PAYLOAD);
+    if (nres == 0) {
+      lua_pushnil(L);
     } else if (nres > 1) {
       lua_createtable(L, nres, 0);
-      lua_insert(L, u + 1);
-      for (int i = nres; i >= 1; i--) lua_rawseti(L, u + 1, i);
-      lua_setiuservalue(L, u, SK_TASK_UV_PAYLOAD);
+      lua_insert(L, c + 1);
+      for (int i = nres; i >= 1; i--) lua_rawseti(L, c + 1, i);
     }
+    lua_setiuservalue(L, u, SK_TASK_UV_PAYLOAD);
     t->nres = nres;
     result = SK_RES_OK;
   } else {
-    lua_xmove(co, L, 1);
+    lua_xmove(co, L, 1);                      /* c + 1: the error */
     if (t->cancel_requested && sk_error_is(L, -1, "cancelled")) {
       result = SK_RES_CANCELLED;
     } else {
@@ -226,8 +229,13 @@ static void finish(lua_State *L, sk_ctx *t, int st, int nres) {
       }
       if (SK_TRACING()) sk_trace_fail("task failed", (uint64_t)t->id, msg);
       luaL_traceback(L, co, msg, 0);
-      lua_setiuservalue(L, u, SK_TASK_UV_TRACE);
-      lua_settop(L, u + 1);  /* drops the message made for the traceback */
+      lua_createtable(L, 2, 0);               /* {error, traceback} */
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, 2);
+      lua_pushvalue(L, c + 1);
+      lua_rawseti(L, -2, 1);
+      lua_replace(L, c + 1);
+      lua_settop(L, c + 1);  /* drops the message made for the traceback */
       /* skein.failed[task] = a sentinel whose __gc reports the failure
       ** if nobody observed it; only failed tasks carry a finalizer. */
       lua_getfield(L, LUA_REGISTRYINDEX, "skein.failed");
@@ -243,8 +251,8 @@ static void finish(lua_State *L, sk_ctx *t, int st, int nres) {
     /* Runs the __close handlers the error left pending. */
     lua_resetthread(co);
   }
-  lua_settop(L, u);
-  release(L, t, a, result == SK_RES_OK);
+  lua_settop(L, c);
+  release(L, t, a, result == SK_RES_OK ? c : 0);
   complete(t, result);
 }
 
@@ -255,7 +263,10 @@ static void task_run(sk_runnable *r) {
   lua_State *from = w->cur_L;
   if (t->state == SK_DONE) {  /* cancelled before it ever ran */
     luaL_checkstack(from, 3, "task");
-    release(from, t, push_anchored(from, t), 0);
+    int a = push_anchored(from, t);
+    lua_pushnil(from);
+    lua_setiuservalue(from, a + 1, SK_TASK_UV_CO);
+    release(from, t, a, 0);
     return;
   }
   lua_State *co = t->co;
@@ -296,6 +307,7 @@ int sk_task_push_results(lua_State *L, sk_ctx *t, int idx) {
   t->observed = 1;
   if (t->result == SK_RES_FAILED) {
     lua_getiuservalue(L, idx, SK_TASK_UV_PAYLOAD);
+    lua_rawgeti(L, -1, 1);
     return lua_error(L);
   }
   if (t->result == SK_RES_CANCELLED) {
@@ -320,11 +332,12 @@ void sk_task_report(lua_State *L, int idx) {
   }
   t->reported = 1;
   t->w->failures++;
-  lua_getiuservalue(L, lua_absindex(L, idx), SK_TASK_UV_TRACE);
+  lua_getiuservalue(L, lua_absindex(L, idx), SK_TASK_UV_PAYLOAD);
+  lua_rawgeti(L, -1, 2);
   fprintf(stderr, "skein: task %lld failed and was never joined:\n%s\n",
           (long long)t->id, lua_tostring(L, -1));
   fflush(stderr);
-  lua_pop(L, 1);
+  lua_pop(L, 2);
 }
 
 size_t sk_task_report_failures(sk_worker *w) {
