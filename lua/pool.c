@@ -38,76 +38,95 @@ static int l_pool_new(lua_State *L) {
   return 1;
 }
 
-/* pool:_submit(timeout, fn, ...) -> future */
-static int l_pool_submit(lua_State *L) {
-  sk_tpool *p = check_pool(L, 1);
-  double t = luaL_optnumber(L, 2, 0);
-  luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
-  luaL_checktype(L, 3, LUA_TFUNCTION);
+/* Submits fn (at `first`, its arguments above it) to p; `up` is the first
+** of the two upvalues that hold the encoding box (sk_call_encode). */
+static int tpool_submit_at(lua_State *L, sk_tpool *p, double t, int first, int up) {
   uint64_t timeout = t > 0 ? (uint64_t)(t * 1e9) : 0;
   sk_future *fut;
-  sk_buf local, *code = sk_call_encode(L, 3, 1, 0, &local);   /* upvalues 1, 2: the box */
+  sk_buf local, *code = sk_call_encode(L, first, up, 0, &local);
   int rc = sk_tpool_submit(p, sk_worker_of(L), code, timeout, &fut);
-  sk_call_encode_done(L, 1, code, &local);
+  sk_call_encode_done(L, up, code, &local);
   if (rc == UV_EPIPE) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
   if (rc != 0) return sk_error_raise(L, "memory", "not enough memory");
   sk_future_push(L, &fut->obj);
   return 1;
 }
 
+/* pool:_submit(timeout, fn, ...) -> future */
+static int l_pool_submit(lua_State *L) {
+  sk_tpool *p = check_pool(L, 1);
+  double t = luaL_optnumber(L, 2, 0);
+  luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  return tpool_submit_at(L, p, t, 3, 1);              /* upvalues 1, 2: the box */
+}
+
+static int tpool_hook(lua_State *L, void *ud, double t, int first, int up) {
+  sk_handle *h = ud;
+  return h->obj ? tpool_submit_at(L, (sk_tpool *)h->obj, t, first, up) : -1;
+}
+
+static const sk_submit_hook tpool_submit_hook = {tpool_hook};
+
 /* Pool:submit(fn, ...) for every kind of pool: stdlib/skein/pool.lua makes
 ** it with skein._submit_via(owned, slow). For a pool this process owns
-** whose engine is a C handle (a thread or a process pool), it calls the
-** engine's _submit(timeout, fn, ...) straight from here; anything else (a
-** coroutine pool, a pool reached through its door, a `fn` that is not a
-** function) goes to `slow`, the Lua version. Upvalue 1 is `owned` (pool
-** table -> engine), 2 is `slow`, 3 and 4 the names "timeout" and
-** "_submit". Why: the Lua version's vararg frame, its
-** type() call and the engine's method lookup were about 1 400 of the
-** 6 700 instructions a thread-pool submit costs its submitter. */
+** whose engine is a C handle with a submit hook (a thread or a process
+** pool: SK_SUBMIT_KEY in its metatable, lua/sk_future.h), it submits
+** straight from here through the hook, with the pool's timeout; anything
+** else (a coroutine pool, a pool reached through its door, a `fn` that is
+** not a function, a closed engine, an odd timeout) goes to `slow`, the Lua
+** version, which calls the engine's `_submit`. Upvalues: 1 `owned` (pool
+** table -> engine), 2 `slow`, 3 the name "timeout", 4 and 5 the engine
+** metatable seen last and its hook (a light userdata, or nil), 6 and 7 the
+** encoding box and its metatable, 8 the name SK_SUBMIT_KEY. Why: the Lua
+** version's vararg frame, its type() call and the engine's method lookup
+** were about 1 400 of the 6 700 instructions a thread-pool submit cost its
+** submitter, and calling the engine's `_submit` from here through Lua about
+** 700 of the 6 200 left. */
 static int submit_slow_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
   return lua_gettop(L);
 }
 
-/* Pushes the _submit of the engine on top (a C handle), or returns 0 having
-** pushed nothing. Upvalues 5 and 6 remember the last engine metatable and
-** its _submit, so that the lookup through __index (and the hashing of the
-** name) is paid once per kind of engine, not per submit. */
-static int push_engine_submit(lua_State *L) {
-  if (!lua_getmetatable(L, -1)) return 0;
-  if (lua_rawequal(L, -1, lua_upvalueindex(5))) {
-    lua_pop(L, 1);
-    lua_pushvalue(L, lua_upvalueindex(6));
-    return 1;
+/* The submit hook of the engine on top of the stack, or NULL; upvalues 4
+** and 5 remember the last engine metatable and its hook, so the field is
+** looked up once per kind of engine, not per submit. Pops nothing. */
+static const sk_submit_hook *engine_hook(lua_State *L) {
+  if (!lua_getmetatable(L, -1)) return NULL;
+  if (!lua_rawequal(L, -1, lua_upvalueindex(4))) {
+    lua_pushvalue(L, lua_upvalueindex(8));
+    lua_rawget(L, -2);
+    if (lua_type(L, -1) != LUA_TLIGHTUSERDATA) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+    }
+    lua_replace(L, lua_upvalueindex(5));
+    lua_pushvalue(L, -1);
+    lua_replace(L, lua_upvalueindex(4));
   }
-  lua_pushvalue(L, lua_upvalueindex(4));
-  if (lua_gettable(L, -3) != LUA_TFUNCTION) {   /* the engine's "_submit" */
-    lua_pop(L, 2);
-    return 0;
-  }
-  lua_pushvalue(L, -1);
-  lua_replace(L, lua_upvalueindex(6));
-  lua_rotate(L, -2, 1);
-  lua_replace(L, lua_upvalueindex(5));
-  return 1;
+  lua_pop(L, 1);
+  return lua_touserdata(L, lua_upvalueindex(5));
 }
 
 static int l_pool_submit_via(lua_State *L) {
   int n = lua_gettop(L);
   if (n >= 2 && lua_type(L, 2) == LUA_TFUNCTION && lua_type(L, 1) == LUA_TTABLE) {
-    luaL_checkstack(L, n + 4, "submit");
+    luaL_checkstack(L, 4, "submit");
     lua_pushvalue(L, 1);
-    if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TUSERDATA && push_engine_submit(L)) {
-      /* self fn args... engine _submit: the call is made above them,
-      ** _submit(engine, self.timeout, fn, args...) */
-      lua_pushvalue(L, -2);
+    if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TUSERDATA) {
+      const sk_submit_hook *h = engine_hook(L);
+      void *ud = lua_touserdata(L, -1);
       lua_pushvalue(L, lua_upvalueindex(3));
-      lua_rawget(L, 1);
-      for (int i = 2; i <= n; i++) lua_pushvalue(L, i);
-      lua_call(L, n + 1, 1);
-      return 1;
+      int tt = lua_rawget(L, 1);                    /* self.timeout */
+      double t = tt == LUA_TNUMBER ? lua_tonumber(L, -1) : 0;
+      /* The engine stays alive once popped: owned[self] holds it, and
+      ** self is at index 1. */
+      lua_settop(L, n);
+      if (h && (tt == LUA_TNIL || tt == LUA_TNUMBER) && t >= 0 && t == t) {
+        int r = h->submit(L, ud, t, 2, 6);
+        if (r >= 0) return r;
+      }
     }
     lua_settop(L, n);
   }
@@ -123,10 +142,14 @@ static int l_submit_via(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   lua_pushliteral(L, "timeout");
-  lua_pushliteral(L, "_submit");
   lua_pushnil(L);               /* the engine metatable seen last */
-  lua_pushnil(L);               /* ... and its _submit */
-  lua_pushcclosure(L, l_pool_submit_via, 6);
+  lua_pushnil(L);               /* ... and its hook */
+  lua_pushnil(L);               /* the encoding box, made by the first submit */
+  lua_createtable(L, 0, 1);     /* ... and its metatable */
+  lua_pushcfunction(L, sk_call_box_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushliteral(L, SK_SUBMIT_KEY);
+  lua_pushcclosure(L, l_pool_submit_via, 8);
   return 1;
 }
 
@@ -249,6 +272,7 @@ void sk_pool_open(lua_State *L) {
   lua_pushcclosure(L, l_pool_submit, 2);
   lua_setfield(L, -2, "_submit");
   lua_pop(L, 2);
+  sk_submit_hook_set(L, POOL_MT, &tpool_submit_hook);
   lua_pushcfunction(L, l_pool_new);
   lua_setfield(L, -2, "_threadpool");
   lua_pushcfunction(L, l_submit_via);

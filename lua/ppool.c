@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sk_future.h"
 #include "sk_process.h"
 #include "../runtime/host/sk_ppool.h"
 
@@ -69,6 +70,21 @@ static int l_ppool_new(lua_State *L) {
 ** pool's metatable: the handle is checked against it without the registry
 ** lookup by name that luaL_checkudata makes on every submit; the second and
 ** third are sk_call_encode's box and the box's metatable. */
+/* Submits fn (at `first`, its arguments above it) to p; `up` is the first
+** of the two upvalues that hold the encoding box (sk_call_encode). */
+static int ppool_submit_at(lua_State *L, sk_ppool *p, double t, int first, int up) {
+  if (p->closed || p->terminating) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
+  if (p->broken) return raise_broken(L, p);
+  sk_buf local, *code = sk_call_encode(L, first, up, 1, &local);
+  sk_frame_refuse(L, code, 8, "fn+args");
+  sk_future *f;
+  int rc = sk_ppool_submit(p, code, t > 0 ? (uint64_t)(t * 1e9) : 0, &f);
+  sk_call_encode_done(L, up, code, &local);
+  if (rc != 0) return sk_error_raise(L, "memory", "not enough memory for a job");
+  sk_future_push(L, &f->obj);
+  return 1;
+}
+
 static int l_ppool_submit(lua_State *L) {
   sk_ppool **u = lua_touserdata(L, 1);
   int ours = u && lua_getmetatable(L, 1) && lua_rawequal(L, -1, lua_upvalueindex(1));
@@ -77,17 +93,15 @@ static int l_ppool_submit(lua_State *L) {
   double t = luaL_optnumber(L, 2, 0);
   luaL_argcheck(L, t >= 0 && t == t, 2, "timeout must be a non-negative number");
   luaL_checktype(L, 3, LUA_TFUNCTION);
-  if (p->closed || p->terminating) return sk_error_raise(L, "closed", "the pool is closed: no more submits");
-  if (p->broken) return raise_broken(L, p);
-  sk_buf local, *code = sk_call_encode(L, 3, 2, 1, &local);
-  sk_frame_refuse(L, code, 8, "fn+args");
-  sk_future *f;
-  int rc = sk_ppool_submit(p, code, t > 0 ? (uint64_t)(t * 1e9) : 0, &f);
-  sk_call_encode_done(L, 2, code, &local);
-  if (rc != 0) return sk_error_raise(L, "memory", "not enough memory for a job");
-  sk_future_push(L, &f->obj);
-  return 1;
+  return ppool_submit_at(L, p, t, 3, 2);
 }
+
+static int ppool_hook(lua_State *L, void *ud, double t, int first, int up) {
+  sk_ppool *p = *(sk_ppool **)ud;
+  return p ? ppool_submit_at(L, p, t, first, up) : -1;
+}
+
+static const sk_submit_hook ppool_submit_hook = {ppool_hook};
 
 static int l_ppool_close(lua_State *L) {
   sk_ppool_close(check_ppool(L, 1));
@@ -191,6 +205,7 @@ void sk_ppool_open(lua_State *L) {
   lua_pushcclosure(L, l_ppool_submit, 3);
   lua_setfield(L, -2, "_submit");
   lua_pop(L, 2);
+  sk_submit_hook_set(L, PPOOL_MT, &ppool_submit_hook);
   lua_pushcfunction(L, l_ppool_new);
   lua_setfield(L, -2, "_processpool");
 }

@@ -273,4 +273,54 @@ describe("pool:submit across kinds of pools", function()
       assert.same({n = 3, 1, nil, 3}, table.pack(p:submit(function(...) return ... end, 1, nil, 3):get(30)))
     end
   end)
+
+  -- pool:submit encodes a thread pool's and a process pool's jobs in one
+  -- buffer of its own (lua/pool.c, through each engine's submit hook): jobs
+  -- of every size, around what the buffer keeps between submits, must each
+  -- keep their own bytes whichever kind comes next.
+  it("keeps each job's arguments whole when thread and process pools alternate", function()
+    local tp <close> = skein.pool{kind = "thread", size = 1}
+    local pp <close> = skein.pool{kind = "process", size = 1}
+    local sizes = {3, 70000, 10, 65536, 200000, 65000, 1, 140000}
+    local fs, want = {}, {}
+    for i = 1, 48 do
+      local n = sizes[i % #sizes + 1]
+      local s = ("x"):rep(n - 1) .. string.char(65 + i % 26)
+      local p = (i % 3 == 0) and tp or pp
+      fs[i] = p:submit(function(v, k) return #v, v:sub(-1), k end, s, i)
+      want[i] = {n, string.char(65 + i % 26), i}
+    end
+    for i = 1, 48 do assert.same(want[i], {fs[i]:get(30)}) end
+  end)
+
+  it("still raises a closed or terminated pool's error, and an odd timeout's", function()
+    for _, kind in ipairs({"thread", "process"}) do
+      local p = skein.pool{kind = kind, size = 1}
+      assert.equal(2, p:submit(function() return 2 end):get(30))
+      p:close()
+      local ok, e = pcall(p.submit, p, function() return 1 end)
+      assert.is_false(ok)
+      assert.is_true(skein.is_error(e, "closed"), kind .. ": " .. tostring(e))
+      p:join(30)
+      local q = skein.pool{kind = kind, size = 1}
+      q:terminate()
+      ok, e = pcall(q.submit, q, function() return 1 end)
+      assert.is_false(ok)
+      assert.is_true(skein.is_error(e, "closed"), kind .. ": " .. tostring(e))
+      q:join(30)
+      -- A timeout that is not a number >= 0 goes the Lua way, to the
+      -- engine's own check.
+      local r <close> = skein.pool{kind = kind, size = 1}
+      r.timeout = -1
+      ok, e = pcall(r.submit, r, function() return 1 end)
+      assert.is_false(ok)
+      assert.matches("timeout must be a non%-negative number", tostring(e))
+      r.timeout = "soon"
+      ok, e = pcall(r.submit, r, function() return 1 end)
+      assert.is_false(ok)
+      assert.matches("number expected, got string", tostring(e))
+      r.timeout = nil
+      assert.equal(5, r:submit(function(x) return x end, 5):get(30))
+    end
+  end)
 end)
