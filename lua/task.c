@@ -118,7 +118,8 @@ static int l_task_error(lua_State *L) {
     sk_error_push(L, "cancelled", "task %I was cancelled", (LUAI_UACINT)t->id);
     return 1;
   }
-  lua_getiuservalue(L, 1, SK_TASK_UV_PAYLOAD);  /* {error, traceback} */
+  lua_settop(L, 1);
+  lua_getiuservalue(L, 1, SK_TASK_UV_PAYLOAD);  /* 2: {error, traceback} */
   lua_rawgeti(L, 2, 1);
   lua_rawgeti(L, 2, 2);
   return 2;

@@ -274,7 +274,7 @@ describe("task:error", function()
     local ok, e = pcall(failed.join, failed, 5)
     assert.is_false(ok)
     assert.equal(err, e)                          -- the same object, not a copy
-    local e2, tb = failed:error()
+    local e2, tb = failed:error("an extra argument")
     assert.equal(err, e2)
     assert.matches("custom error", tb)
     assert.matches("stack traceback", tb)

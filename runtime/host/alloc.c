@@ -321,6 +321,13 @@ static int new_chunk(sk_alloc *a) {
     a->live = a->next_req;      /* populate() meets the helper in it */
     a->next_req = NULL;
   } else {
+    /* A next request is only ever for the spare or for a segment of this
+    ** chunk not yet entered, which a state leaving its chunk has entered;
+    ** dropped all the same, so that no stale request is met in the new one. */
+    if (a->next_req) {
+      PUBLISH(&a->next_req->front, a->next_req->addr + a->next_req->len);
+      a->next_req = NULL;
+    }
     aligned = map_chunk(&base, &len);
     if (aligned == NULL) return -1;
   }
