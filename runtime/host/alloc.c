@@ -6,11 +6,12 @@
 ** Why: a task is a few small blocks (coroutine, stack, userdata) that are
 ** made and dropped in bulk; free lists make each allocation a pointer pop
 ** with no locking, since a worker's state is only touched by its own
-** thread; the one shared thing is the helper that makes the next chunk's
-** pages present ahead (below). (Asking for transparent huge pages on the chunks was measured:
-** it cut page faults twentyfold on a fresh machine, but once memory is
-** fragmented the kernel compacts synchronously and spawning got slower
-** than with plain pages, so the chunks use plain pages.)
+** thread; the one shared thing is the helper that makes the next
+** segment's pages present ahead (below). (Asking for transparent huge
+** pages on the chunks was measured: it cut page faults twentyfold on a
+** fresh machine, but once memory is fragmented the kernel compacts
+** synchronously and spawning got slower than with plain pages, so the
+** chunks ask for plain pages, MADV_NOHUGEPAGE.)
 **
 ** Lua passes the exact old size with every realloc and free, so a block
 ** needs no header: its size class follows from that size. Chunks are given
@@ -100,6 +101,10 @@ static char *map_chunk(char **base_out, size_t *len_out) {
   ** the heap (tens of thousands after a busy phase). No child of a fork
   ** ever runs Lua on this state before it execs, so it needs none of it. */
   (void)madvise(base, len, MADV_DONTFORK);
+  /* Plain pages even where transparent huge pages are on for everything
+  ** (above: the measured loss), which also keeps what populating ahead
+  ** holds to its bound. */
+  (void)madvise(base, len, MADV_NOHUGEPAGE);
   *base_out = base;
   *len_out = len;
   return (char *)(((uintptr_t)base + CHUNK - 1) & ~((uintptr_t)CHUNK - 1));
