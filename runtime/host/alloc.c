@@ -32,10 +32,8 @@
 #define NCLASSES (SMALL_MAX / GRAIN)
 #define CHUNK (2u << 20)
 #define POPULATE_STEP (256u << 10)    /* pages made present at once (below) */
-#ifndef SEGMENT
-#define SEGMENT (1u << 20)            /* what the helper is asked for at once (below);
-                                         CHUNK is a multiple of it */
-#endif
+#define SEGMENT (1u << 20)            /* what the helper is asked for at once (below) */
+_Static_assert(CHUNK % SEGMENT == 0, "a chunk is a whole number of segments");
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23        /* Linux 5.14; older kernels say EINVAL */
@@ -65,9 +63,8 @@ typedef struct chunk {
 ** how far it got (`front`); each stops where the other has been. */
 typedef struct ahead_req {
   struct ahead_req *next;
-  char *addr;
-  size_t len;
-  char *low;                          /* atomic: [low, addr + len) is present */
+  char *addr;                         /* the segment: [addr, addr + SEGMENT) */
+  char *low;                          /* atomic: [low, addr + SEGMENT) is present */
   char *front;                        /* atomic: the allocator populated below this */
   int queued, busy;                   /* in the helper's list / being worked on */
 } ahead_req;
@@ -152,7 +149,7 @@ static struct {
 #define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define PUBLISH(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
-/* Makes r's chunk present from its end down, a step at a time, until it
+/* Makes r's segment present from its end down, a step at a time, until it
 ** reaches what the allocator has made present from the start. Each page
 ** is then read once: on a virtual machine whose host backs guest memory
 ** lazily, a page the guest kernel has made present still costs its first
@@ -160,7 +157,7 @@ static struct {
 ** than the populate itself), and this read takes it on this thread. The
 ** read is atomic, as the allocator may be writing there meanwhile. */
 static void ahead_work(ahead_req *r) {
-  char *low = r->addr + r->len;
+  char *low = r->addr + SEGMENT;
   while (low > LOAD(&r->front)) {
     size_t step = (size_t)(low - r->addr) < POPULATE_STEP ? (size_t)(low - r->addr) : POPULATE_STEP;
     if (madvise(low - step, step, MADV_POPULATE_WRITE) != 0) return;
@@ -216,7 +213,7 @@ static int ahead_post(sk_alloc *a, ahead_req *r, char *addr) {
     }
   }
   if (rc == 0) {
-    *r = (ahead_req){NULL, addr, SEGMENT, addr + SEGMENT, addr, 1, 0};
+    *r = (ahead_req){NULL, addr, addr + SEGMENT, addr, 1, 0};
     if (helper.tail) helper.tail->next = r;
     else helper.head = r;
     helper.tail = r;
@@ -234,10 +231,14 @@ static int ahead_idle(ahead_req *r) {
   return idle;
 }
 
+/* Tells the helper to stop working on r (it need not finish it): it stops
+** where the allocator has been, and the allocator is now everywhere. */
+static void ahead_stop(ahead_req *r) { PUBLISH(&r->front, r->addr + SEGMENT); }
+
 /* Takes request r back: tells the helper to stop, unlinks it if still
 ** queued, waits for the work in progress. */
 static void ahead_cancel(ahead_req *r) {
-  PUBLISH(&r->front, r->addr + r->len);
+  ahead_stop(r);
   pthread_mutex_lock(&helper.lock);
   if (r->queued) {
     ahead_req **pp = &helper.head, *prev = NULL;
@@ -304,10 +305,10 @@ static void post_next(sk_alloc *a, char *from) {
   }
 }
 
-/* Ends the helper's work on the current segment (it need not finish it). */
+/* Ends the helper's work on the current segment. */
 static void drop_live(sk_alloc *a) {
   if (a->live) {
-    PUBLISH(&a->live->front, a->live->addr + a->live->len);
+    ahead_stop(a->live);
     a->live = NULL;
   }
 }
@@ -330,7 +331,7 @@ static int new_chunk(sk_alloc *a) {
     ** chunk not yet entered, which a state leaving its chunk has entered;
     ** dropped all the same, so that no stale request is met in the new one. */
     if (a->next_req) {
-      PUBLISH(&a->next_req->front, a->next_req->addr + a->next_req->len);
+      ahead_stop(a->next_req);
       a->next_req = NULL;
     }
     aligned = map_chunk(&base, &len);
@@ -364,12 +365,12 @@ static void populate(sk_alloc *a) {
     a->live = a->next_req;
     a->next_req = NULL;
     post_next(a, a->present);
-  } else if (a->live && a->present >= a->live->addr + a->live->len) {
+  } else if (a->live && a->present >= a->live->addr + SEGMENT) {
     drop_live(a);               /* a segment the helper was not asked for */
   }
   ahead_req *r = a->live;
   if (r && a->present >= LOAD(&r->low)) {
-    a->present = r->addr + r->len;
+    a->present = r->addr + SEGMENT;
     return;
   }
   size_t left = (size_t)(a->end - a->present);

@@ -4,10 +4,10 @@
 ** failures nobody saw) and the bookkeeping of groups. Its Lua face is
 ** lua/task.c and lua/group.c.
 **
-** A task is a userdata holding its sk_ctx, with four user values: the
-** coroutine (dropped when the task ends), the payload (its single result, a
-** table of several results, or its error), the traceback of a failure, and
-** its name. Its slot in the worker's anchor table (below) keeps the
+** A task is a userdata holding its sk_ctx, with two user values
+** (sk_task.h): the coroutine, which the task's outcome replaces when it
+** ends (nothing, its single result, a table of several results, its error,
+** or for a failure {error, traceback}), and its name. Its slot in the worker's anchor table (below) keeps the
 ** userdata alive from spawn until the task has finished and left the ready
 ** queue; raw pointers held by the scheduler and watcher lists rely on that.
 */

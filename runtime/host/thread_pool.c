@@ -64,24 +64,18 @@
 #define JOB_CACHE 256
 
 static sk_tjob *job_alloc(sk_worker *w, size_t len, int counted) {
-  if (counted && len <= JOB_ROOM) {
-    sk_tjob *j = w->job_cache;
-    if (j != NULL) {
-      w->job_cache = j->next;
-      w->job_cached--;
-    } else {
-      j = malloc(sizeof *j + JOB_ROOM);
-    }
-    if (j) {
-      memset(j, 0, sizeof *j);
-      j->code.cap = JOB_ROOM;
-    }
-    return j;
+  size_t room = counted && len <= JOB_ROOM ? JOB_ROOM : len;
+  sk_tjob *j = NULL;
+  if (room == JOB_ROOM && counted && w->job_cache != NULL) {
+    j = w->job_cache;
+    w->job_cache = j->next;
+    w->job_cached--;
+  } else if (room <= SIZE_MAX - sizeof *j) {
+    j = malloc(sizeof *j + room);
   }
-  sk_tjob *j = len <= SIZE_MAX - sizeof *j ? malloc(sizeof *j + len) : NULL;
   if (j) {
     memset(j, 0, sizeof *j);
-    j->code.cap = len;
+    j->code.cap = room;
   }
   return j;
 }
